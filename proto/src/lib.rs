@@ -1,0 +1,26 @@
+//! Call events of Switchboard, generated from `schema/` by prost.
+//!
+//! The schema is the contract between the gateway (producer) and every
+//! consumer of the call-event topic, including the Salesforce connector.
+
+/// `switchboard.events.v1`
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/switchboard.events.v1.rs"));
+}
+
+pub use prost::Message;
+pub use v1::{call_event::Kind, CallEvent};
+
+impl v1::CallEvent {
+    /// A short name of the event kind, used in logs, metrics and the outbox.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            Some(Kind::Started(_)) => "call.started",
+            Some(Kind::Ringing(_)) => "call.ringing",
+            Some(Kind::Answered(_)) => "call.answered",
+            Some(Kind::Ended(_)) => "call.ended",
+            Some(Kind::RecordingAvailable(_)) => "recording.available",
+            None => "unknown",
+        }
+    }
+}
