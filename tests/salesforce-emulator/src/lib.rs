@@ -1,1 +1,51 @@
-//! stub
+//! A Salesforce org in a process: the OAuth 2.0 JWT bearer token endpoint and
+//! the REST API resources Switchboard's connector uses, with Salesforce's
+//! documented status codes, both error body shapes, upsert semantics, the
+//! `Sforce-Limit-Info` header, session expiry and field validation of Task,
+//! Case, Opportunity, Contact, Lead, Account and User.
+//!
+//! Tests start one with [`Emulator::start`] on port 0, give the connector its
+//! [`Emulator::url`] as login host, and assert on [`Emulator::tasks`]; faults
+//! ([`Fault`]) make the org fail on demand. The `salesforce-emulator` binary
+//! serves the same org for docker-compose and manual runs, steered over HTTP
+//! under `/__emulator/`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use salesforce_emulator::{AssertionClaims, Emulator, EmulatorConfig, TestCredentials};
+//! let credentials = TestCredentials::generate()?;
+//! let config = EmulatorConfig::new(credentials.certificate_pem.clone());
+//! let username = config.username.clone();
+//! let emulator = Emulator::start(config, "127.0.0.1:0".parse()?).await?;
+//! let claims = AssertionClaims::new(emulator.consumer_key(), username, emulator.url(), std::time::Duration::from_secs(120));
+//! let assertion = credentials.sign_assertion(&claims)?;
+//! // POST salesforce_emulator::token_request_form(&assertion) to emulator.token_url() …
+//! # let _ = assertion; Ok(()) }
+//! ```
+
+mod collections;
+mod config;
+mod control;
+mod credentials;
+mod emulator;
+mod errors;
+mod faults;
+mod ids;
+mod oauth;
+mod query;
+mod rest;
+mod router;
+mod schema;
+mod search;
+mod session;
+mod state;
+mod store;
+mod validation;
+
+pub use collections::MAX_RECORDS;
+pub use config::{CustomField, CustomFieldType, EmulatorConfig, UserSeed};
+pub use control::Stats;
+pub use credentials::{sign_assertion, token_request_form, AssertionClaims, CredentialsError, TestCredentials};
+pub use emulator::{Emulator, EmulatorError};
+pub use faults::Fault;
+pub use oauth::JWT_BEARER_GRANT;

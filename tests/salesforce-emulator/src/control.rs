@@ -1,0 +1,243 @@
+//! Test control of the emulated org, in process (through
+//! [`Emulator`](crate::Emulator)) and over HTTP under `/__emulator/` for the
+//! binary: seed and inspect records, add users, end sessions, queue faults,
+//! read and set the call counters. Not part of Salesforce's API: nothing here
+//! needs a token.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::emulator::EmulatorError;
+use crate::errors::WriteError;
+use crate::faults::Fault;
+use crate::ids;
+use crate::state::Shared;
+use crate::store::Writer;
+
+/// Counters of the org, for assertions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Authenticated REST data calls since start.
+    pub api_calls: u64,
+    /// Token endpoint requests since start.
+    pub token_calls: u64,
+    /// REST calls counted today (the `N` of `api-usage=N/M`).
+    pub api_usage: u64,
+    /// The daily limit (the `M`).
+    pub daily_api_limit: u64,
+    /// Access tokens currently valid.
+    pub active_sessions: usize,
+}
+
+impl Shared {
+    /// The newest served API version, used for record URLs in inspection.
+    fn newest_version(&self) -> u32 {
+        self.api_versions.iter().copied().max().unwrap_or(62)
+    }
+
+    /// All records of an object as the API reads them.
+    pub(crate) fn records_json(&self, sobject: &str) -> Result<Vec<Value>, EmulatorError> {
+        let object = self.schema.object(sobject).ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
+        let version = self.newest_version();
+        let inner = self.lock();
+        Ok(inner.store.records(object.name).map(|r| r.to_json(object, version)).collect())
+    }
+
+    /// Creates a record with the org's rules, owned by the integration user.
+    pub(crate) fn insert_record(&self, sobject: &str, fields: &Value) -> Result<String, EmulatorError> {
+        let object = self.schema.object(sobject).ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
+        let body: &Map<String, Value> = fields.as_object().ok_or_else(|| EmulatorError::Rejected {
+            code: "JSON_PARSER_ERROR".to_owned(),
+            message: "a record must be a JSON object".to_owned(),
+        })?;
+        let writer = Writer { user_id: &self.default_user_id, now: Utc::now() };
+        let result = self.lock().store.create(&self.schema, object, body, writer);
+        result.map_err(rejected)
+    }
+
+    /// Adds an active user; `id` must be a `005` id when given.
+    pub(crate) fn add_user(&self, username: &str, id: Option<&str>) -> Result<String, EmulatorError> {
+        let object = self.schema.object("User").ok_or_else(|| EmulatorError::UnknownObject("User".to_owned()))?;
+        let id = match id {
+            Some(given) => ids::normalize(given)
+                .filter(|id| ids::key_prefix(id) == "005")
+                .ok_or_else(|| EmulatorError::Config(format!("user id {given:?} is not a 15- or 18-character 005 id")))?,
+            None => self.lock().store.allocate_id(object.key_prefix),
+        };
+        let last_name = username.split('@').next().unwrap_or(username);
+        let body = json!({"Username": username, "LastName": last_name, "Email": username});
+        let body = body.as_object().cloned().unwrap_or_default();
+        let writer = Writer { user_id: &id, now: Utc::now() };
+        let mut inner = self.lock();
+        if inner.store.get("User", &id).is_some() {
+            return Err(EmulatorError::Config(format!("user id {id} exists already")));
+        }
+        let taken = inner.store.records("User").any(|u| {
+            u.fields.get("Username").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(username))
+        });
+        if taken {
+            return Err(EmulatorError::Config(format!("username {username} exists already")));
+        }
+        inner.store.create_with_id(&self.schema, object, &body, id.clone(), writer).map_err(rejected)
+    }
+
+    /// Ends every session: all issued tokens answer 401 from now on.
+    pub(crate) fn expire_tokens(&self) {
+        self.lock().sessions.clear();
+    }
+
+    /// The org's counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut inner = self.lock();
+        let api_usage = inner.usage.used();
+        Stats {
+            api_calls: inner.api_calls,
+            token_calls: inner.token_calls,
+            api_usage,
+            daily_api_limit: inner.usage.limit,
+            active_sessions: inner.sessions.len(),
+        }
+    }
+}
+
+fn rejected(error: WriteError) -> EmulatorError {
+    match error {
+        WriteError::Parse(message) => EmulatorError::Rejected { code: "JSON_PARSER_ERROR".to_owned(), message },
+        WriteError::Record(e) => EmulatorError::Rejected { code: e.code, message: e.message },
+        WriteError::NotFound => {
+            EmulatorError::Rejected { code: "NOT_FOUND".to_owned(), message: "record not found".to_owned() }
+        }
+        WriteError::MultipleMatches(ids) => EmulatorError::Rejected {
+            code: "DUPLICATE_EXTERNAL_ID".to_owned(),
+            message: format!("several records match: {}", ids.join(", ")),
+        },
+    }
+}
+
+/// A control error as JSON.
+fn control_error(status: StatusCode, error: &EmulatorError) -> Response {
+    let body = match error {
+        EmulatorError::Rejected { code, message } => json!({"errorCode": code, "message": message}),
+        other => json!({"errorCode": "EMULATOR_ERROR", "message": other.to_string()}),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        (StatusCode::BAD_REQUEST, Json(json!({"errorCode": "JSON_PARSER_ERROR", "message": e.to_string()}))).into_response()
+    })
+}
+
+async fn list_records(State(shared): State<Arc<Shared>>, Path(sobject): Path<String>) -> Response {
+    match shared.records_json(&sobject) {
+        Ok(records) => Json(records).into_response(),
+        Err(e) => control_error(StatusCode::NOT_FOUND, &e),
+    }
+}
+
+async fn insert_record(State(shared): State<Arc<Shared>>, Path(sobject): Path<String>, body: Bytes) -> Response {
+    let fields: Value = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match shared.insert_record(&sobject, &fields) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
+        Err(e @ EmulatorError::UnknownObject(_)) => control_error(StatusCode::NOT_FOUND, &e),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// Body of `POST /__emulator/users`.
+#[derive(Deserialize)]
+struct NewUser {
+    username: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+async fn add_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let user: NewUser = match parse_body(&body) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match shared.add_user(&user.username, user.id.as_deref()) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id, "username": user.username}))).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+async fn expire_tokens(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+/// Body of `POST /__emulator/faults`: one fault or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FaultBody {
+    Many(Vec<Fault>),
+    One(Fault),
+}
+
+async fn add_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let faults = match parse_body(&body) {
+        Ok(FaultBody::Many(list)) => list,
+        Ok(FaultBody::One(fault)) => vec![fault],
+        Err(r) => return r,
+    };
+    let mut inner = shared.lock();
+    for fault in faults {
+        inner.faults.push(fault);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn pending_faults(State(shared): State<Arc<Shared>>) -> Json<Vec<Fault>> {
+    Json(shared.lock().faults.pending())
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.lock().faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
+    Json(shared.stats())
+}
+
+/// Body of `PUT /__emulator/api-usage`.
+#[derive(Deserialize)]
+struct ApiUsage {
+    used: u64,
+}
+
+async fn set_api_usage(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse_body::<ApiUsage>(&body) {
+        Ok(usage) => {
+            shared.lock().usage.set_used(usage.used);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// The `/__emulator` routes.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/__emulator/sobjects/{sobject}", get(list_records).post(insert_record))
+        .route("/__emulator/users", post(add_user))
+        .route("/__emulator/expire-tokens", post(expire_tokens))
+        .route("/__emulator/faults", post(add_faults).get(pending_faults).delete(clear_faults))
+        .route("/__emulator/stats", get(stats))
+        .route("/__emulator/api-usage", put(set_api_usage))
+}

@@ -1,0 +1,263 @@
+//! The handle of a running emulated org: start it on a port, point a client at
+//! its URL, and inspect or steer it from the test.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use jsonwebtoken::DecodingKey;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use crate::config::EmulatorConfig;
+use crate::control::Stats;
+use crate::faults::Fault;
+use crate::ids;
+use crate::schema::Schema;
+use crate::state::{Inner, Shared};
+use crate::store::{Store, Writer};
+
+/// Why the emulator could not start or refused a control request.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The configuration cannot describe an org (bad certificate, version,
+    /// user id, custom field…).
+    #[error("invalid emulator configuration: {0}")]
+    Config(String),
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The sObject type does not exist in the emulated org.
+    #[error("unknown sObject type {0:?}")]
+    UnknownObject(String),
+    /// The org refused the record, with Salesforce's error code.
+    #[error("{code}: {message}")]
+    Rejected {
+        /// Salesforce status code, e.g. `REQUIRED_FIELD_MISSING`.
+        code: String,
+        /// Salesforce's message.
+        message: String,
+    },
+}
+
+/// The running server task and the signal that stops it.
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// A running emulated org. Cloning is cheap; all clones control the same org.
+#[derive(Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    server: Arc<Mutex<Option<Server>>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator").field("url", &self.shared.base_url).finish()
+    }
+}
+
+/// Reads the RSA public key of a PEM certificate as a JWT verifying key.
+fn verifying_key(certificate_pem: &str) -> Result<DecodingKey, EmulatorError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes())
+        .map_err(|e| EmulatorError::Config(format!("the certificate is not PEM: {e}")))?;
+    let (_, certificate) = X509Certificate::from_der(&pem.contents)
+        .map_err(|e| EmulatorError::Config(format!("the certificate is not X.509: {e}")))?;
+    match certificate.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => Ok(DecodingKey::from_rsa_raw_components(rsa.modulus, rsa.exponent)),
+        Ok(_) => Err(EmulatorError::Config("the certificate's key is not RSA; Salesforce verifies RS256".to_owned())),
+        Err(e) => Err(EmulatorError::Config(format!("the certificate's public key cannot be read: {e}"))),
+    }
+}
+
+/// Parses `"62.0"` into 62.
+fn parse_versions(versions: &[String]) -> Result<Vec<u32>, EmulatorError> {
+    if versions.is_empty() {
+        return Err(EmulatorError::Config("at least one API version is needed".to_owned()));
+    }
+    versions
+        .iter()
+        .map(|v| {
+            v.strip_suffix(".0")
+                .and_then(|major| major.parse::<u32>().ok())
+                .ok_or_else(|| EmulatorError::Config(format!("API version {v:?} must look like \"62.0\"")))
+        })
+        .collect()
+}
+
+/// The URL clients reach a listener at (loopback for a wildcard address).
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+impl Emulator {
+    /// Starts an org on `listen` (port 0 picks a free port) and serves it in
+    /// the background until [`Emulator::shutdown`].
+    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> Result<Emulator, EmulatorError> {
+        let key = verifying_key(&config.certificate_pem)?;
+        let api_versions = parse_versions(&config.api_versions)?;
+        let user_id = ids::normalize(&config.user_id)
+            .filter(|id| ids::key_prefix(id) == "005")
+            .ok_or_else(|| EmulatorError::Config(format!("user id {:?} is not a 15- or 18-character 005 id", config.user_id)))?;
+        if config.consumer_key.is_empty() || config.username.is_empty() {
+            return Err(EmulatorError::Config("the consumer key and username must not be empty".to_owned()));
+        }
+        let schema = Schema::new(&config.task_external_id_fields, &config.custom_fields).map_err(EmulatorError::Config)?;
+
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| EmulatorError::Bind { addr: listen, source })?;
+        let bound = listener.local_addr().map_err(|source| EmulatorError::Bind { addr: listen, source })?;
+        let base_url = config.public_url.clone().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| local_url(bound));
+
+        let org_id = ids::make("00D", 1);
+        let shared = Arc::new(Shared {
+            schema,
+            consumer_key: config.consumer_key.clone(),
+            verifying_key: key,
+            org_id,
+            default_user_id: user_id.clone(),
+            api_versions,
+            token_ttl: config.token_ttl,
+            base_url,
+            inner: Mutex::new(Inner::new(Store::new(), config.daily_api_limit)),
+        });
+        let user_type = shared.schema.object("User").ok_or_else(|| EmulatorError::Config("no User object".to_owned()))?;
+        let integration = json!({"Username": config.username, "LastName": "Integration", "FirstName": "Switchboard"});
+        let integration = integration.as_object().cloned().unwrap_or_default();
+        let writer = Writer { user_id: &user_id, now: Utc::now() };
+        shared
+            .lock()
+            .store
+            .create_with_id(&shared.schema, user_type, &integration, user_id.clone(), writer)
+            .map_err(|e| EmulatorError::Config(format!("the integration user cannot be created: {e:?}")))?;
+        for seed in &config.extra_users {
+            shared.add_user(&seed.username, seed.id.as_deref())?;
+        }
+
+        let router = crate::router::build(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the Salesforce emulator stopped serving");
+            }
+        });
+        tracing::info!(url = %shared.base_url, "Salesforce emulator listening");
+        Ok(Emulator { shared, server: Arc::new(Mutex::new(Some(Server { stop, task }))) })
+    }
+
+    /// Base URL of the org: the login host for the token request and the
+    /// `instance_url` of REST calls, e.g. `http://127.0.0.1:38211`.
+    pub fn url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The URL of the token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/services/oauth2/token", self.shared.base_url)
+    }
+
+    /// The 18-character id of the integration user.
+    pub fn user_id(&self) -> String {
+        self.shared.default_user_id.clone()
+    }
+
+    /// The 18-character org id (`00D…`).
+    pub fn org_id(&self) -> String {
+        self.shared.org_id.clone()
+    }
+
+    /// The connected app's consumer key, the `iss` assertions must carry.
+    pub fn consumer_key(&self) -> String {
+        self.shared.consumer_key.clone()
+    }
+
+    /// All Task records, oldest first, with `Id` and every field (`null`
+    /// where unset) as the API reads them.
+    pub fn tasks(&self) -> Vec<Value> {
+        self.records("Task")
+    }
+
+    /// All records of an object, oldest first; empty for an unknown object.
+    pub fn records(&self, sobject: &str) -> Vec<Value> {
+        self.shared.records_json(sobject).unwrap_or_default()
+    }
+
+    /// Creates a record (seed data: Contacts, Leads, Accounts, Cases,
+    /// Opportunities…) with the same validation as the REST API, owned by
+    /// the integration user unless `OwnerId` says otherwise. Returns its id.
+    pub fn insert(&self, sobject: &str, fields: Value) -> Result<String, EmulatorError> {
+        self.shared.insert_record(sobject, &fields)
+    }
+
+    /// Adds an active user who can own records and log in by JWT; returns
+    /// the new user's id.
+    pub fn add_user(&self, username: &str) -> Result<String, EmulatorError> {
+        self.shared.add_user(username, None)
+    }
+
+    /// Ends every session: each issued token answers 401 `INVALID_SESSION_ID`
+    /// until the client gets a new one.
+    pub fn expire_tokens(&self) {
+        self.shared.expire_tokens();
+    }
+
+    /// Queues a fault for the next matching request(s).
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Authenticated REST data calls since start (token calls not included).
+    pub fn api_calls(&self) -> u64 {
+        self.shared.lock().api_calls
+    }
+
+    /// Requests to the token endpoint since start.
+    pub fn token_calls(&self) -> u64 {
+        self.shared.lock().token_calls
+    }
+
+    /// All counters at once.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Sets today's REST call count, to reach the daily limit without making
+    /// thousands of calls.
+    pub fn set_api_usage(&self, used: u64) {
+        self.shared.lock().usage.set_used(used);
+    }
+
+    /// Stops serving and waits for the server task to end. Other clones of
+    /// the handle stay usable for inspection.
+    pub async fn shutdown(self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(server) = server {
+            let _ = server.stop.send(());
+            if let Err(e) = server.task.await {
+                tracing::error!(error = %e, "the Salesforce emulator task failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The OAuth 2.0 token endpoint, `POST /services/oauth2/token`, with the JWT
+//! bearer flow Switchboard's connector uses, and token revocation.
+//!
+//! The assertion is checked as Salesforce checks it: the `iss` must be the
+//! connected app's consumer key (else `invalid_client_id`), the RS256
+//! signature must verify with the app's certificate, `aud` must be a login
+//! host, `sub` a user of the org and `exp` a time in the next three minutes
+//! (else `invalid_grant` with Salesforce's description). The answer carries no
+//! refresh token: the client signs a new assertion when the session ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, Validation};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::state::{Session, Shared};
+
+/// The grant type of the JWT bearer flow.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Audiences Salesforce accepts besides the org's own URL.
+const LOGIN_HOSTS: &[&str] = &["https://login.salesforce.com", "https://test.salesforce.com"];
+
+/// How far ahead `exp` may lie: Salesforce's three minutes plus clock skew.
+const MAX_EXP_AHEAD: Duration = Duration::from_secs(180 + 30);
+
+/// An OAuth error answer.
+struct OAuthError {
+    status: StatusCode,
+    error: String,
+    description: String,
+}
+
+impl OAuthError {
+    fn grant(description: &str) -> OAuthError {
+        OAuthError { status: StatusCode::BAD_REQUEST, error: "invalid_grant".to_owned(), description: description.to_owned() }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.error, "error_description": self.description}));
+        (self.status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
+    }
+}
+
+/// The claims Salesforce reads from an assertion; all optional so that a
+/// missing one gets Salesforce's error rather than a parse failure.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Value>,
+    exp: Option<Value>,
+}
+
+/// Reads form parameters from the query string and the body, as Salesforce
+/// accepts both.
+fn parameters(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
+    let mut params: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    params.extend(url::form_urlencoded::parse(body).into_owned());
+    params
+}
+
+/// `POST /services/oauth2/token`.
+pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    let failure = {
+        let mut inner = shared.lock();
+        inner.token_calls += 1;
+        inner.faults.take_token_failure()
+    };
+    if let Some(f) = failure {
+        return OAuthError { status: f.status, error: f.error, description: f.description }.into_response();
+    }
+    let params = parameters(&uri, &body);
+    match params.get("grant_type").map(String::as_str) {
+        Some(JWT_BEARER_GRANT) => match jwt_bearer(&shared, params.get("assertion").map(String::as_str)) {
+            Ok(answer) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response(),
+            Err(e) => e.into_response(),
+        },
+        _ => OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error: "unsupported_grant_type".to_owned(),
+            description: "grant type not supported".to_owned(),
+        }
+        .into_response(),
+    }
+}
+
+fn jwt_bearer(shared: &Shared, assertion: Option<&str>) -> Result<Value, OAuthError> {
+    let assertion = assertion.filter(|a| !a.is_empty()).ok_or_else(|| OAuthError::grant("invalid assertion"))?;
+    let claims: Claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(assertion)
+        .map_err(|_| OAuthError::grant("invalid assertion"))?
+        .claims;
+    if claims.iss.as_deref() != Some(shared.consumer_key.as_str()) {
+        return Err(OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_client_id".to_owned(),
+            description: "client identifier invalid".to_owned(),
+        });
+    }
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Value>(assertion, &shared.verifying_key, &validation)
+        .map_err(|_| OAuthError::grant("invalid assertion"))?;
+
+    let login_host = audience(shared, claims.aud.as_ref()).ok_or_else(|| OAuthError::grant("audience is invalid"))?;
+
+    let exp = claims.exp.as_ref().and_then(Value::as_i64).ok_or_else(|| OAuthError::grant("invalid assertion"))?;
+    let now = Utc::now().timestamp();
+    if exp <= now {
+        return Err(OAuthError::grant("expired authorization code"));
+    }
+    if exp - now > MAX_EXP_AHEAD.as_secs() as i64 {
+        // Salesforce documents exp as lying within three minutes; a later one
+        // is refused like any other unacceptable assertion.
+        return Err(OAuthError::grant("invalid assertion"));
+    }
+
+    let username = claims.sub.unwrap_or_default();
+    let mut inner = shared.lock();
+    let user = inner
+        .store
+        .records("User")
+        .find(|u| u.fields.get("Username").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(&username)))
+        .map(|u| (u.id().to_owned(), u.fields.get("IsActive").and_then(Value::as_bool).unwrap_or(true)));
+    let user_id = match user {
+        Some((id, true)) => id,
+        Some((_, false)) => return Err(OAuthError::grant("user is inactive")),
+        None => return Err(OAuthError::grant("user hasn't approved this consumer")),
+    };
+    let org15 = shared.org_id.get(..15).unwrap_or(&shared.org_id);
+    let access_token = format!("{org15}!AQ{}", Alphanumeric.sample_string(&mut rand::rng(), 96));
+    inner.sessions.insert(
+        access_token.clone(),
+        Session { user_id: user_id.clone(), expires_at: Instant::now() + shared.token_ttl },
+    );
+    Ok(json!({
+        "access_token": access_token,
+        "scope": "api",
+        "instance_url": shared.base_url,
+        "id": format!("{login_host}/id/{}/{user_id}", shared.org_id),
+        "token_type": "Bearer",
+        "issued_at": Utc::now().timestamp_millis().to_string(),
+    }))
+}
+
+/// The login host an `aud` claim names, if Salesforce would accept it. The
+/// claim may be a string or an array of strings.
+fn audience(shared: &Shared, aud: Option<&Value>) -> Option<String> {
+    let candidates: Vec<&str> = match aud? {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    candidates.into_iter().find_map(|c| {
+        let c = c.trim_end_matches('/');
+        if c == shared.base_url.trim_end_matches('/') || LOGIN_HOSTS.contains(&c) {
+            Some(c.to_owned())
+        } else {
+            None
+        }
+    })
+}
+
+/// `POST /services/oauth2/revoke`: ends a session at once.
+pub(crate) async fn revoke(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    let params = parameters(&uri, &body);
+    let token = params.get("token").cloned().unwrap_or_default();
+    let removed = shared.lock().sessions.remove(&token).is_some();
+    if removed {
+        StatusCode::OK.into_response()
+    } else {
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error: "unsupported_token_type".to_owned(),
+            description: "this token type is not supported".to_owned(),
+        }
+        .into_response()
+    }
+}

@@ -1,0 +1,48 @@
+//! The emulator's URL space: OAuth at `/services/oauth2/`, the REST API at
+//! `/services/data/` behind the session gate, test control at `/__emulator/`.
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::routing::{get, patch, post};
+use axum::Router;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::state::Shared;
+use crate::{collections, control, oauth, query, rest, search, session};
+
+/// Builds the router of one org.
+pub(crate) fn build(shared: Arc<Shared>) -> Router {
+    // Route parameters at the same place must share a name, hence `{id}`
+    // also for the external-id field segment.
+    let data = Router::new()
+        .route("/", get(rest::versions))
+        .route("/{version}", get(rest::resources))
+        .route("/{version}/", get(rest::resources))
+        .route("/{version}/limits", get(rest::limits))
+        .route("/{version}/sobjects", get(rest::sobjects))
+        .route("/{version}/sobjects/{sobject}", get(rest::object_info).post(rest::create))
+        .route("/{version}/sobjects/{sobject}/{id}", get(rest::read).patch(rest::update).delete(rest::delete))
+        .route("/{version}/sobjects/{sobject}/{id}/{value}", get(rest::read_by_external_id).patch(rest::upsert))
+        .route("/{version}/composite/sobjects", post(collections::create).patch(collections::update))
+        .route("/{version}/composite/sobjects/{sobject}/{field}", patch(collections::upsert))
+        .route("/{version}/query", get(query::query))
+        .route("/{version}/query/", get(query::query))
+        .route("/{version}/search", get(search::search))
+        .route("/{version}/search/", get(search::search))
+        .fallback(rest::no_resource)
+        .method_not_allowed_fallback(rest::method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), session::gate));
+    Router::new()
+        .route("/services/oauth2/token", post(oauth::token))
+        .route("/services/oauth2/revoke", post(oauth::revoke))
+        .nest("/services/data", data)
+        .merge(control::routes())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(shared)
+}

@@ -1,0 +1,119 @@
+//! The state one emulated org shares between its HTTP handlers and the
+//! [`Emulator`](crate::Emulator) handle: fixed facts (schema, connected app,
+//! versions) outside the lock, changing data (records, sessions, usage,
+//! pending faults) inside one mutex that is never held across an await.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use jsonwebtoken::DecodingKey;
+
+use crate::faults::FaultQueue;
+use crate::schema::Schema;
+use crate::store::Store;
+
+/// An issued access token.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// The user the token acts for.
+    pub user_id: String,
+    /// When the session times out.
+    pub expires_at: Instant,
+}
+
+/// The daily REST call counter behind `Sforce-Limit-Info`.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    day: NaiveDate,
+    used: u64,
+    pub limit: u64,
+}
+
+impl Usage {
+    fn new(limit: u64) -> Usage {
+        Usage { day: Utc::now().date_naive(), used: 0, limit }
+    }
+
+    /// Counts one call (starting afresh on a new UTC day) and returns the
+    /// calls of the day including this one.
+    pub(crate) fn count(&mut self) -> u64 {
+        self.roll_day();
+        self.used += 1;
+        self.used
+    }
+
+    /// Calls of the day so far.
+    pub(crate) fn used(&mut self) -> u64 {
+        self.roll_day();
+        self.used
+    }
+
+    /// Sets the calls of the day, to test limits without making them.
+    pub(crate) fn set_used(&mut self, used: u64) {
+        self.roll_day();
+        self.used = used;
+    }
+
+    fn roll_day(&mut self) {
+        let today = Utc::now().date_naive();
+        if today != self.day {
+            self.day = today;
+            self.used = 0;
+        }
+    }
+}
+
+/// The changing part of the org.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Store,
+    pub sessions: HashMap<String, Session>,
+    pub usage: Usage,
+    pub faults: FaultQueue,
+    /// Authenticated REST data calls since start.
+    pub api_calls: u64,
+    /// Requests to the token endpoint since start.
+    pub token_calls: u64,
+}
+
+impl Inner {
+    /// A fresh org state around `store`.
+    pub(crate) fn new(store: Store, daily_api_limit: u64) -> Inner {
+        Inner {
+            store,
+            sessions: HashMap::new(),
+            usage: Usage::new(daily_api_limit),
+            faults: FaultQueue::default(),
+            api_calls: 0,
+            token_calls: 0,
+        }
+    }
+}
+
+/// Everything the handlers of one org share.
+pub(crate) struct Shared {
+    pub schema: Schema,
+    pub consumer_key: String,
+    pub verifying_key: DecodingKey,
+    pub org_id: String,
+    /// The integration user, owner of records created by the handle.
+    pub default_user_id: String,
+    /// Served API versions, as major numbers (`62` for `62.0`).
+    pub api_versions: Vec<u32>,
+    pub token_ttl: Duration,
+    /// Base URL clients reach the emulator at: login host and instance URL.
+    pub base_url: String,
+    /// The changing part; use [`Shared::lock`].
+    pub inner: Mutex<Inner>,
+}
+
+impl Shared {
+    /// Locks the changing state. A panic in another holder cannot leave the
+    /// data half-written (every change is made on a copy or in one step), so a
+    /// poisoned lock is taken over rather than propagated.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
