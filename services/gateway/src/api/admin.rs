@@ -1,0 +1,319 @@
+//! The admin HTTP API: provisioning of users, devices and numbers.
+//!
+//! Mounted by the gateway under `/admin/v1`. Every route sits behind
+//! [`AdminAuthLayer`], a tower layer that checks `Authorization: Bearer
+//! <http.admin_token>` before any handler runs, so a handler can never forget
+//! it. Without a configured token the API is closed (503), never open.
+//!
+//! Errors are JSON, `{"error":{"code":"…","message":"…"}}`, with the status
+//! telling the class: 400 bad input, 401 bad credentials, 404 unknown id,
+//! 409 duplicate, 503 API disabled.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use futures::future::{Either, Ready};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use crate::directory::{Device, Directory, DirectoryError, NewDevice, NewUser, Number, User};
+
+/// Builds the admin API over `directory`. `admin_token` is `http.admin_token`;
+/// `None` keeps every route answering 503 so an unconfigured gateway is never
+/// open to provisioning.
+pub fn router(directory: Directory, admin_token: Option<String>) -> Router {
+    Router::new()
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/devices", get(list_devices).post(create_device))
+        .route("/devices/{id}", delete(delete_device))
+        .route("/numbers", get(list_numbers))
+        .route("/numbers/{number}", put(assign_number).delete(delete_number))
+        .fallback(not_found)
+        .with_state(directory)
+        .layer(AdminAuthLayer::new(admin_token))
+}
+
+/// An API error as the client sees it: a status and the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// The JSON shape of every error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`]: a stable machine-readable code and a message
+/// for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match &e {
+            DirectoryError::Invalid { .. } => Self::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()),
+            DirectoryError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            DirectoryError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            DirectoryError::Store(_) => {
+                tracing::error!(error = %e, "admin API: directory store failed");
+                metrics::counter!("switchboard_admin_store_errors_total").increment(1);
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the directory store failed; see the gateway log")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_json", r.body_text())
+            }
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            other => Self::new(other.status(), "invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections are JSON errors in this API's shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct JsonBody<T>(T);
+
+/// `axum::extract::Query` whose rejections are JSON errors in this API's shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct QueryParams<T>(T);
+
+/// `GET /users`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<User>,
+}
+
+/// `GET /devices`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}
+
+/// `GET /numbers`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NumberList {
+    pub numbers: Vec<Number>,
+}
+
+/// Body of `PUT /numbers/{number}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignNumber {
+    pub user_id: String,
+}
+
+/// Query of `GET /devices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFilter {
+    user_id: Option<String>,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn create_user(State(dir): State<Directory>, JsonBody(new): JsonBody<NewUser>) -> ApiResult<Response> {
+    let user = dir.create_user(new).await?;
+    Ok(created(format!("users/{}", user.id), user))
+}
+
+async fn list_users(State(dir): State<Directory>) -> ApiResult<axum::Json<UserList>> {
+    Ok(axum::Json(UserList { users: dir.list_users().await? }))
+}
+
+async fn get_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<axum::Json<User>> {
+    Ok(axum::Json(dir.get_user(&id).await?))
+}
+
+async fn delete_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    dir.delete_user(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_device(State(dir): State<Directory>, JsonBody(new): JsonBody<NewDevice>) -> ApiResult<Response> {
+    let device = dir.create_device(new).await?;
+    Ok(created(format!("devices/{}", device.id), device))
+}
+
+async fn list_devices(
+    State(dir): State<Directory>,
+    QueryParams(filter): QueryParams<DeviceFilter>,
+) -> ApiResult<axum::Json<DeviceList>> {
+    Ok(axum::Json(DeviceList { devices: dir.list_devices(filter.user_id.as_deref()).await? }))
+}
+
+async fn delete_device(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    dir.delete_device(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn assign_number(
+    State(dir): State<Directory>,
+    Path(number): Path<String>,
+    JsonBody(body): JsonBody<AssignNumber>,
+) -> ApiResult<axum::Json<Number>> {
+    Ok(axum::Json(dir.assign_number(&number, &body.user_id).await?))
+}
+
+async fn list_numbers(State(dir): State<Directory>) -> ApiResult<axum::Json<NumberList>> {
+    Ok(axum::Json(NumberList { numbers: dir.list_numbers().await? }))
+}
+
+async fn delete_number(State(dir): State<Directory>, Path(number): Path<String>) -> ApiResult<StatusCode> {
+    dir.delete_number(&number).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin API route")
+}
+
+/// 201 with a `Location` relative to the API root (`/admin/v1/`).
+fn created<T: Serialize>(location: String, body: T) -> Response {
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Tower layer guarding the admin API with the configured bearer token.
+///
+/// The token is kept only as its SHA-256 digest and the presented token is
+/// hashed the same way before a constant-time comparison, so neither the
+/// content nor the length of the secret leaks through response timing.
+#[derive(Clone)]
+pub struct AdminAuthLayer {
+    expected: Option<Arc<[u8; 32]>>,
+}
+
+impl AdminAuthLayer {
+    /// `None` disables the API: every request gets 503 `admin_api_disabled`.
+    pub fn new(admin_token: Option<String>) -> Self {
+        Self { expected: admin_token.map(|t| Arc::new(digest(t.as_bytes()))) }
+    }
+}
+
+impl<S> Layer<S> for AdminAuthLayer {
+    type Service = AdminAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdminAuth { inner, expected: self.expected.clone() }
+    }
+}
+
+/// The service [`AdminAuthLayer`] wraps around the routes.
+#[derive(Clone)]
+pub struct AdminAuth<S> {
+    inner: S,
+    expected: Option<Arc<[u8; 32]>>,
+}
+
+impl<S, B> Service<Request<B>> for AdminAuth<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match check(self.expected.as_deref(), request.headers().get(header::AUTHORIZATION)) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(rejection) => Either::Left(futures::future::ready(Ok(rejection))),
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Compares two digests without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+fn check(expected: Option<&[u8; 32]>, authorization: Option<&HeaderValue>) -> Result<(), Response> {
+    let Some(expected) = expected else {
+        metrics::counter!("switchboard_admin_requests_rejected_total", "reason" => "disabled").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin_api_disabled",
+            "set http.admin_token to enable the admin API",
+        )
+        .into_response());
+    };
+    let presented = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if constant_time_eq(&digest(token.as_bytes()), expected) => Ok(()),
+        other => {
+            let reason = if other.is_some() { "bad_token" } else { "no_token" };
+            metrics::counter!("switchboard_admin_requests_rejected_total", "reason" => reason).increment(1);
+            tracing::warn!(reason, "admin API request rejected");
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the admin token as Authorization: Bearer <http.admin_token>",
+            )
+            .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! The directory: who can be called and where they ring.
+//!
+//! Provisioning data lives in three tables of the shared store: users (an
+//! agent, optionally linked to the Salesforce user who owns their calls),
+//! devices (SIP endpoints a user's calls ring, each a contact URI) and numbers
+//! (DIDs routed to a user). The admin API and `switchboard admin` write it;
+//! the call core reads it through [`Directory::route_number`] when a call
+//! arrives.
+//!
+//! Every value is validated here, once, so both writers reject the same bad
+//! input with the same message, and the call core can trust what it reads.
+
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+use switchboard_store::sqlx::{self, any::AnyRow, Row};
+use switchboard_store::{now_ms, Database};
+
+/// Shortest number, in digits after the `+`, accepted as a DID.
+const NUMBER_MIN_DIGITS: usize = 3;
+/// Longest number, in digits after the `+` (the E.164 maximum).
+const NUMBER_MAX_DIGITS: usize = 15;
+/// Longest extension, in digits.
+const EXTENSION_MAX_DIGITS: usize = 15;
+/// Longest user or device name, in characters.
+const NAME_MAX_CHARS: usize = 200;
+/// Longest contact URI, in bytes.
+const CONTACT_URI_MAX_BYTES: usize = 1024;
+
+/// Why a directory operation failed. The admin API maps the variants to HTTP
+/// statuses (400, 404, 409, 500) and the CLI prints the message as it is, so
+/// every message says what was wrong and what is expected.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// A value is malformed; `field` names it as the API and CLI spell it.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    /// The user, device or number named in the request does not exist.
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// The write would duplicate a value that must be unique.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed; the caller cannot fix this by changing the input.
+    #[error("directory store error: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl DirectoryError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { field, message: message.into() }
+    }
+
+    fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound { kind, id: id.into() }
+    }
+}
+
+/// An agent: the person calls are routed to and whose Salesforce user owns
+/// the resulting Tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// UUIDv7, so ids sort by creation time.
+    pub id: String,
+    pub name: String,
+    /// Internal extension other users dial, digits only; unique.
+    pub extension: Option<String>,
+    /// The linked Salesforce user (`005…`, 15 or 18 characters); unique.
+    pub salesforce_user_id: Option<String>,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// What is needed to create a [`User`]; the directory assigns id and time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    #[serde(default)]
+    pub extension: Option<String>,
+    #[serde(default)]
+    pub salesforce_user_id: Option<String>,
+}
+
+/// A SIP endpoint that rings when its user is called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// UUIDv7.
+    pub id: String,
+    pub user_id: String,
+    /// A label for people, e.g. "desk phone".
+    pub name: String,
+    /// Where INVITEs for this device are sent, e.g. `sip:ada@192.0.2.10:5060`.
+    pub contact_uri: String,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// What is needed to create a [`Device`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    pub user_id: String,
+    pub name: String,
+    pub contact_uri: String,
+}
+
+/// A DID and the user it routes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Number {
+    /// Normalised: `+` followed by digits only.
+    pub number: String,
+    /// The owner; `None` once the owner was deleted (the number stays
+    /// provisioned but routes nowhere until it is assigned again).
+    pub user_id: Option<String>,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// Where a call to a number goes: its owner and every device to ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberRoute {
+    /// The normalised number that matched.
+    pub number: String,
+    pub user: User,
+    /// The owner's devices, oldest first; may be empty (the user may only
+    /// answer in the browser softphone).
+    pub devices: Vec<Device>,
+}
+
+/// Provisioning of users, devices and numbers over the shared store.
+/// Cheap to clone: it holds the connection pool.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    db: Database,
+}
+
+const USER_COLUMNS: &str = "id, name, extension, salesforce_user_id, created_at";
+const DEVICE_COLUMNS: &str = "id, user_id, name, contact_uri, created_at";
+const NUMBER_COLUMNS: &str = "number, user_id, created_at";
+
+impl Directory {
+    /// A directory over `db`, whose schema must already be migrated.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Creates a user after validating every field; a taken extension or
+    /// Salesforce user id is a [`DirectoryError::Conflict`].
+    pub async fn create_user(&self, new: NewUser) -> Result<User, DirectoryError> {
+        let name = validate_name("name", &new.name)?;
+        let extension = new.extension.as_deref().map(validate_extension).transpose()?;
+        let salesforce_user_id = new.salesforce_user_id.as_deref().map(validate_salesforce_user_id).transpose()?;
+
+        if let Some(ext) = &extension {
+            if self.user_id_by("extension", ext).await?.is_some() {
+                return Err(DirectoryError::Conflict(format!("extension {ext} is already taken")));
+            }
+        }
+        if let Some(sf) = &salesforce_user_id {
+            if let Some(owner) = self.user_id_by("salesforce_user_id", sf).await? {
+                return Err(DirectoryError::Conflict(format!(
+                    "Salesforce user {sf} is already linked to user {owner}"
+                )));
+            }
+        }
+
+        let user = User { id: new_id(), name, extension, salesforce_user_id, created_at: now_ms() };
+        sqlx::query("INSERT INTO users (id, name, extension, salesforce_user_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&user.id)
+            .bind(&user.name)
+            .bind(user.extension.clone())
+            .bind(user.salesforce_user_id.clone())
+            .bind(user.created_at)
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| {
+                // A concurrent insert won the race after the checks above.
+                conflict_or_store(e, "a user with this extension or Salesforce user id already exists")
+            })?;
+        tracing::info!(user_id = %user.id, name = %user.name, "user created");
+        Ok(user)
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>, DirectoryError> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// One user by id.
+    pub async fn get_user(&self, id: &str) -> Result<User, DirectoryError> {
+        self.find_user(id).await?.ok_or_else(|| DirectoryError::not_found("user", id))
+    }
+
+    /// Deletes a user with its devices; numbers it owned stay provisioned but
+    /// unassigned, so a DID is never lost by removing a person.
+    pub async fn delete_user(&self, id: &str) -> Result<(), DirectoryError> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE numbers SET user_id = NULL WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(DirectoryError::not_found("user", id));
+        }
+        tx.commit().await?;
+        tracing::info!(user_id = %id, "user deleted");
+        Ok(())
+    }
+
+    /// Adds a SIP device to an existing user.
+    pub async fn create_device(&self, new: NewDevice) -> Result<Device, DirectoryError> {
+        let name = validate_name("name", &new.name)?;
+        let contact_uri = validate_contact_uri(&new.contact_uri)?;
+        let user_id = new.user_id.trim().to_owned();
+        if user_id.is_empty() {
+            return Err(DirectoryError::invalid("user_id", "the id of the user who owns the device is required"));
+        }
+        if self.find_user(&user_id).await?.is_none() {
+            return Err(DirectoryError::not_found("user", user_id));
+        }
+        let device = Device { id: new_id(), user_id, name, contact_uri, created_at: now_ms() };
+        sqlx::query("INSERT INTO devices (id, user_id, name, contact_uri, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&device.id)
+            .bind(&device.user_id)
+            .bind(&device.name)
+            .bind(&device.contact_uri)
+            .bind(device.created_at)
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| match &e {
+                // The user was deleted between the check and the insert.
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    DirectoryError::not_found("user", device.user_id.clone())
+                }
+                _ => DirectoryError::Store(e),
+            })?;
+        tracing::info!(device_id = %device.id, user_id = %device.user_id, contact = %device.contact_uri, "device created");
+        Ok(device)
+    }
+
+    /// Devices, oldest first: all of them, or those of one user (which must
+    /// exist, so a mistyped id is an error rather than an empty list).
+    pub async fn list_devices(&self, user_id: Option<&str>) -> Result<Vec<Device>, DirectoryError> {
+        let rows = match user_id {
+            Some(uid) => {
+                if self.find_user(uid).await?.is_none() {
+                    return Err(DirectoryError::not_found("user", uid));
+                }
+                self.devices_of(uid).await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY created_at, id"))
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(device_from_row).collect()
+    }
+
+    /// Removes one device.
+    pub async fn delete_device(&self, id: &str) -> Result<(), DirectoryError> {
+        let deleted = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(self.db.pool()).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(DirectoryError::not_found("device", id));
+        }
+        tracing::info!(device_id = %id, "device deleted");
+        Ok(())
+    }
+
+    /// Provisions `number` (normalised, see [`normalise_number`]) for a user.
+    /// Idempotent for the same owner; a number another user owns is a
+    /// conflict (remove it first), an unassigned one is taken over.
+    pub async fn assign_number(&self, number: &str, user_id: &str) -> Result<Number, DirectoryError> {
+        let number = normalise_number(number)?;
+        if self.find_user(user_id).await?.is_none() {
+            return Err(DirectoryError::not_found("user", user_id));
+        }
+        // One statement, so two concurrent assignments cannot both win.
+        let row = sqlx::query(&format!(
+            "INSERT INTO numbers (number, user_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (number) DO UPDATE SET user_id = excluded.user_id \
+             WHERE numbers.user_id IS NULL OR numbers.user_id = excluded.user_id \
+             RETURNING {NUMBER_COLUMNS}"
+        ))
+        .bind(&number)
+        .bind(user_id)
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => DirectoryError::not_found("user", user_id),
+            _ => DirectoryError::Store(e),
+        })?;
+        match row {
+            Some(row) => {
+                let assigned = number_from_row(&row)?;
+                tracing::info!(number = %assigned.number, user_id = %user_id, "number assigned");
+                Ok(assigned)
+            }
+            None => {
+                let owner: Option<Option<String>> = sqlx::query_scalar("SELECT user_id FROM numbers WHERE number = $1")
+                    .bind(&number)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+                let owner = owner.flatten().unwrap_or_else(|| "another user".to_owned());
+                Err(DirectoryError::Conflict(format!(
+                    "number {number} is assigned to user {owner}; remove it before assigning it again"
+                )))
+            }
+        }
+    }
+
+    /// Every provisioned number, in lexical order.
+    pub async fn list_numbers(&self) -> Result<Vec<Number>, DirectoryError> {
+        let rows = sqlx::query(&format!("SELECT {NUMBER_COLUMNS} FROM numbers ORDER BY number"))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(number_from_row).collect()
+    }
+
+    /// Deprovisions a number (given in any accepted spelling).
+    pub async fn delete_number(&self, number: &str) -> Result<(), DirectoryError> {
+        let number = normalise_number(number)?;
+        let deleted = sqlx::query("DELETE FROM numbers WHERE number = $1").bind(&number).execute(self.db.pool()).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(DirectoryError::not_found("number", number));
+        }
+        tracing::info!(number = %number, "number deleted");
+        Ok(())
+    }
+
+    /// Resolves the user part of a dialled request URI to the owner of that
+    /// number and the devices to ring. `Ok(None)` when nothing routes: the
+    /// number is not provisioned, has no owner, or `dialled` is not a phone
+    /// number at all (a name such as `alice`), which is the caller's cue to
+    /// answer 404 rather than an error.
+    pub async fn route_number(&self, dialled: &str) -> Result<Option<NumberRoute>, DirectoryError> {
+        let Ok(number) = normalise_number(dialled) else {
+            return Ok(None);
+        };
+        let owner: Option<Option<String>> = sqlx::query_scalar("SELECT user_id FROM numbers WHERE number = $1")
+            .bind(&number)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(user_id) = owner.flatten() else {
+            return Ok(None);
+        };
+        let Some(user) = self.find_user(&user_id).await? else {
+            return Ok(None);
+        };
+        let devices = self.devices_of(&user.id).await?.iter().map(device_from_row).collect::<Result<_, _>>()?;
+        Ok(Some(NumberRoute { number, user, devices }))
+    }
+
+    async fn find_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// The id of the user whose `column` (a fixed column name, never input)
+    /// equals `value`.
+    async fn user_id_by(&self, column: &'static str, value: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(sqlx::query_scalar(&format!("SELECT id FROM users WHERE {column} = $1"))
+            .bind(value)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    async fn devices_of(&self, user_id: &str) -> Result<Vec<AnyRow>, DirectoryError> {
+        Ok(sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, id"))
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn conflict_or_store(e: sqlx::Error, message: &str) -> DirectoryError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => DirectoryError::Conflict(message.to_owned()),
+        _ => DirectoryError::Store(e),
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, DirectoryError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        extension: row.try_get("extension")?,
+        salesforce_user_id: row.try_get("salesforce_user_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn device_from_row(row: &AnyRow) -> Result<Device, DirectoryError> {
+    Ok(Device {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        contact_uri: row.try_get("contact_uri")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn number_from_row(row: &AnyRow) -> Result<Number, DirectoryError> {
+    Ok(Number {
+        number: row.try_get("number")?,
+        user_id: row.try_get("user_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Trims a display name and checks it is non-empty, printable and not huge.
+fn validate_name(field: &'static str, raw: &str) -> Result<String, DirectoryError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(DirectoryError::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > NAME_MAX_CHARS {
+        return Err(DirectoryError::invalid(field, format!("at most {NAME_MAX_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DirectoryError::invalid(field, "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Extensions are what users dial internally: digits only.
+fn validate_extension(raw: &str) -> Result<String, DirectoryError> {
+    let ext = raw.trim();
+    if ext.is_empty() || ext.len() > EXTENSION_MAX_DIGITS || !ext.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DirectoryError::invalid(
+            "extension",
+            format!("{raw:?} is not an extension: use 1 to {EXTENSION_MAX_DIGITS} digits, e.g. 101"),
+        ));
+    }
+    Ok(ext.to_owned())
+}
+
+/// Salesforce record ids are 15 (case-sensitive) or 18 (case-safe)
+/// alphanumeric characters; the key prefix of the User object is `005`.
+pub fn validate_salesforce_user_id(raw: &str) -> Result<String, DirectoryError> {
+    let id = raw.trim();
+    let well_formed =
+        matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric()) && id.starts_with("005");
+    if !well_formed {
+        return Err(DirectoryError::invalid(
+            "salesforce_user_id",
+            format!("{raw:?} is not a Salesforce user id: expected 15 or 18 letters and digits starting with 005"),
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// Accepts `sip:` and `sips:` URIs with a host (name, IPv4 or `[IPv6]`), an
+/// optional user part, port and parameters; returns the trimmed URI with the
+/// scheme in lower case.
+pub fn validate_contact_uri(raw: &str) -> Result<String, DirectoryError> {
+    let bad = |why: &str| {
+        DirectoryError::invalid(
+            "contact_uri",
+            format!("{raw:?} is not a SIP contact: {why} (expected e.g. sip:ada@192.0.2.10:5060)"),
+        )
+    };
+    let uri = raw.trim();
+    if uri.len() > CONTACT_URI_MAX_BYTES {
+        return Err(bad("too long"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains spaces or control characters"));
+    }
+    let (scheme, rest) = uri.split_once(':').ok_or_else(|| bad("no scheme"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "sip" && scheme != "sips" {
+        return Err(bad("the scheme must be sip or sips"));
+    }
+    // The host part ends where parameters (;) or headers (?) begin.
+    let end = rest.find([';', '?']).unwrap_or(rest.len());
+    let address = &rest[..end];
+    let hostport = match address.rsplit_once('@') {
+        Some((user, _)) if user.is_empty() => return Err(bad("empty user part before @")),
+        Some((_, hostport)) => hostport,
+        None => address,
+    };
+    let (host_ok, port) = if let Some(after_bracket) = hostport.strip_prefix('[') {
+        let (v6, tail) = after_bracket.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
+        let port = match tail {
+            "" => None,
+            t => Some(t.strip_prefix(':').ok_or_else(|| bad("unexpected text after the IPv6 host"))?),
+        };
+        (v6.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((host, port)) => (is_hostname(host), Some(port)),
+            None => (is_hostname(hostport), None),
+        }
+    };
+    if hostport.is_empty() {
+        return Err(bad("no host"));
+    }
+    if !host_ok {
+        return Err(bad("the host is not a valid name or IP address"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        }
+    }
+    Ok(format!("{scheme}:{rest}"))
+}
+
+/// A DNS name or dotted IPv4 address: dot-separated labels of letters,
+/// digits and inner hyphens.
+fn is_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Brings a phone number to the one spelling the directory stores and
+/// matches: `+` and digits. Spaces, dashes, dots and parentheses are dropped,
+/// a leading international `00` becomes `+`, and a number without `+` gets
+/// one. Anything else (letters, a second `+`, too few or too many digits) is
+/// an error.
+pub fn normalise_number(raw: &str) -> Result<String, DirectoryError> {
+    let compact: String = raw.trim().chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
+    let digits = if let Some(d) = compact.strip_prefix('+') {
+        d
+    } else if let Some(d) = compact.strip_prefix("00") {
+        d
+    } else {
+        compact.as_str()
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DirectoryError::invalid(
+            "number",
+            format!("{raw:?} is not a phone number: expected digits with an optional leading + or 00, e.g. +1 415 555 0100"),
+        ));
+    }
+    if !(NUMBER_MIN_DIGITS..=NUMBER_MAX_DIGITS).contains(&digits.len()) {
+        return Err(DirectoryError::invalid(
+            "number",
+            format!("{raw:?} has {} digits; a number has {NUMBER_MIN_DIGITS} to {NUMBER_MAX_DIGITS}", digits.len()),
+        ));
+    }
+    Ok(format!("+{digits}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_normalised() {
+        assert_eq!(normalise_number("+1 (415) 555-0100").unwrap(), "+14155550100");
+        assert_eq!(normalise_number("0044 20.7946.0000").unwrap(), "+442079460000");
+        assert_eq!(normalise_number("14155550100").unwrap(), "+14155550100");
+        assert_eq!(normalise_number("  +33-1-23-45-67-89 ").unwrap(), "+33123456789");
+    }
+
+    #[test]
+    fn bad_numbers_are_rejected_with_the_reason() {
+        for bad in ["", "+", "alice", "+1 415 CALL-NOW", "++14155550100", "+12", "+1234567890123456", "0x41"] {
+            let err = normalise_number(bad).unwrap_err();
+            assert!(matches!(err, DirectoryError::Invalid { field: "number", .. }), "{bad:?}: {err}");
+        }
+        let err = normalise_number("+12").unwrap_err().to_string();
+        assert!(err.contains("2 digits"), "{err}");
+    }
+
+    #[test]
+    fn salesforce_user_ids_are_checked() {
+        assert_eq!(validate_salesforce_user_id("005000000000001").unwrap(), "005000000000001");
+        assert_eq!(validate_salesforce_user_id("005Dn000001AbCdEFG").unwrap(), "005Dn000001AbCdEFG");
+        for bad in ["", "005", "00500000000000", "0050000000000012", "001000000000001", "005-00000000001", "005Dn000001AbCdEF_"] {
+            let err = validate_salesforce_user_id(bad).unwrap_err();
+            assert!(err.to_string().contains("starting with 005"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn contact_uris_are_checked() {
+        for good in [
+            "sip:ada@127.0.0.1:5090",
+            "sip:127.0.0.1",
+            "SIPS:ada@pbx.example.com;transport=tcp",
+            "sip:ada@[2001:db8::1]:5060",
+            "sip:ada@host-1.example.com?subject=x",
+        ] {
+            assert!(validate_contact_uri(good).is_ok(), "{good}");
+        }
+        assert_eq!(validate_contact_uri(" SIP:ada@h ").unwrap(), "sip:ada@h");
+        for bad in [
+            "",
+            "ada@127.0.0.1",
+            "http://127.0.0.1",
+            "sip:",
+            "sip:ada@",
+            "sip:@host",
+            "sip:ada@host:0",
+            "sip:ada@host:99999",
+            "sip:ada@host:abc",
+            "sip:ada@-host",
+            "sip:ada@[2001:db8::1",
+            "sip:ada@[zz]",
+            "sip:ada @host",
+            "tel:+14155550100",
+        ] {
+            let err = validate_contact_uri(bad).unwrap_err();
+            assert!(matches!(err, DirectoryError::Invalid { field: "contact_uri", .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn extensions_and_names_are_checked() {
+        assert_eq!(validate_extension(" 101 ").unwrap(), "101");
+        assert!(validate_extension("").is_err());
+        assert!(validate_extension("10a").is_err());
+        assert_eq!(validate_name("name", "  Ada  ").unwrap(), "Ada");
+        assert!(validate_name("name", "   ").is_err());
+        assert!(validate_name("name", "Ada\nLovelace").is_err());
+        assert!(validate_name("name", &"x".repeat(NAME_MAX_CHARS + 1)).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The admin HTTP API end to end through the router (no socket): auth,
+//! provisioning round trips, and the JSON error shape of every failure.
+
+mod support_db;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use support_db::TestDb;
+use switchboard_gateway::api::admin;
+use switchboard_gateway::directory::Directory;
+use tower::ServiceExt;
+
+const TOKEN: &str = "correct-horse-battery-staple";
+
+struct Api {
+    router: Router,
+    _db: TestDb,
+}
+
+impl Api {
+    async fn new(token: Option<&str>) -> Self {
+        let db = TestDb::sqlite().await;
+        let router = admin::router(Directory::new(db.database().clone()), token.map(str::to_owned));
+        Self { router, _db: db }
+    }
+
+    /// Sends a request with the right token; `body` is sent as JSON.
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, value)
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("error body: {body}"))
+}
+
+#[tokio::test]
+async fn without_a_token_configured_the_api_is_disabled() {
+    let api = Api::new(None).await;
+    let (status, body) = api.call(Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        json!({"error": {"code": "admin_api_disabled", "message": "set http.admin_token to enable the admin API"}})
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_get_401_with_a_challenge() {
+    let api = Api::new(Some(TOKEN)).await;
+    let attempts = [
+        None,
+        Some(format!("Bearer {TOKEN}x")),
+        Some("Bearer correct-horse".to_owned()),
+        Some(format!("Basic {TOKEN}")),
+        Some(TOKEN.to_owned()),
+        Some("Bearer ".to_owned()),
+    ];
+    for auth in attempts {
+        let mut req = Request::builder().uri("/users");
+        if let Some(a) = &auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let response = api.router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer", "{auth:?}");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+    // Unknown routes are behind the same gate: no probing without the token.
+    let req = Request::builder().uri("/no-such-thing").body(Body::empty()).unwrap();
+    assert_eq!(api.send(req).await.0, StatusCode::UNAUTHORIZED);
+    // The scheme name is case-insensitive.
+    let req = Request::builder().uri("/users").header(header::AUTHORIZATION, format!("bearer {TOKEN}")).body(Body::empty()).unwrap();
+    assert_eq!(api.send(req).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn provisioning_round_trip() {
+    let api = Api::new(Some(TOKEN)).await;
+
+    let (status, ada) = api
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"name": "Ada", "extension": "101", "salesforce_user_id": "005000000000001"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ada}");
+    let ada_id = ada["id"].as_str().unwrap().to_owned();
+    assert_eq!(ada["salesforce_user_id"], "005000000000001");
+
+    let (status, got) = api.call(Method::GET, &format!("/users/{ada_id}"), None).await;
+    assert_eq!((status, &got), (StatusCode::OK, &ada));
+    let (status, list) = api.call(Method::GET, "/users", None).await;
+    assert_eq!((status, list), (StatusCode::OK, json!({"users": [ada.clone()]})));
+
+    let (status, device) = api
+        .call(Method::POST, "/devices", Some(json!({"user_id": ada_id, "name": "desk", "contact_uri": "sip:ada@127.0.0.1:5090"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{device}");
+    let (status, devices) = api.call(Method::GET, &format!("/devices?user_id={ada_id}"), None).await;
+    assert_eq!((status, devices), (StatusCode::OK, json!({"devices": [device.clone()]})));
+
+    // `+` written literally or percent-encoded in the path; spaces encoded.
+    let (status, number) = api.call(Method::PUT, "/numbers/+1%20415%20555%200100", Some(json!({"user_id": ada_id}))).await;
+    assert_eq!(status, StatusCode::OK, "{number}");
+    assert_eq!(number["number"], "+14155550100");
+    assert_eq!(number["user_id"], ada_id.as_str());
+    let (status, numbers) = api.call(Method::GET, "/numbers", None).await;
+    assert_eq!((status, numbers), (StatusCode::OK, json!({"numbers": [number]})));
+
+    let (status, _) = api.call(Method::DELETE, "/numbers/%2B14155550100", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call(Method::DELETE, &format!("/devices/{}", device["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call(Method::DELETE, &format!("/users/{ada_id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.call(Method::GET, &format!("/users/{ada_id}"), None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn failures_have_the_right_status_and_a_json_error() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada", "extension": "101"}))).await;
+    let ada_id = ada["id"].as_str().unwrap();
+
+    let cases: Vec<(Method, String, Option<Value>, StatusCode, &str, &str)> = vec![
+        (Method::POST, "/users".into(), Some(json!({"name": "Bob", "extension": "101"})), StatusCode::CONFLICT, "conflict", "extension 101"),
+        (
+            Method::POST,
+            "/users".into(),
+            Some(json!({"name": "Bob", "salesforce_user_id": "001000000000001"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "salesforce_user_id",
+        ),
+        (Method::POST, "/users".into(), Some(json!({"extension": "102"})), StatusCode::BAD_REQUEST, "invalid_json", "name"),
+        (Method::POST, "/users".into(), Some(json!({"name": "Bob", "role": "admin"})), StatusCode::BAD_REQUEST, "invalid_json", "role"),
+        (
+            Method::POST,
+            "/devices".into(),
+            Some(json!({"user_id": ada_id, "name": "desk", "contact_uri": "ada@127.0.0.1"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "contact_uri",
+        ),
+        (
+            Method::POST,
+            "/devices".into(),
+            Some(json!({"user_id": "nobody", "name": "desk", "contact_uri": "sip:ada@127.0.0.1"})),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "nobody",
+        ),
+        (Method::GET, "/devices?user_id=nobody".into(), None, StatusCode::NOT_FOUND, "not_found", "nobody"),
+        (Method::GET, "/devices?owner=x".into(), None, StatusCode::BAD_REQUEST, "invalid_query", "owner"),
+        (Method::PUT, "/numbers/call-me".into(), Some(json!({"user_id": ada_id})), StatusCode::BAD_REQUEST, "invalid_argument", "number"),
+        (Method::DELETE, "/numbers/+14155550100".into(), None, StatusCode::NOT_FOUND, "not_found", "+14155550100"),
+        (Method::DELETE, "/devices/nope".into(), None, StatusCode::NOT_FOUND, "not_found", "nope"),
+        (Method::GET, "/nowhere".into(), None, StatusCode::NOT_FOUND, "not_found", "route"),
+    ];
+    for (method, uri, body, status, code, needle) in cases {
+        let (got_status, got) = api.call(method.clone(), &uri, body).await;
+        assert_eq!(got_status, status, "{method} {uri}: {got}");
+        assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
+        let message = got["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
+    }
+
+    // Assigning a number someone else owns.
+    let (_, bob) = api.call(Method::POST, "/users", Some(json!({"name": "Bob"}))).await;
+    let (status, _) = api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"user_id": ada_id}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"user_id": bob["id"]}))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "conflict"));
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_with_a_message() {
+    let api = Api::new(Some(TOKEN)).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/users")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": \"Ada\""))
+        .unwrap();
+    let (status, body) = api.send(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "invalid_json");
+    assert!(body["error"]["message"].as_str().unwrap().contains("JSON"), "{body}");
+
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/users")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from("{\"name\": \"Ada\"}"))
+        .unwrap();
+    let (status, body) = api.send(req).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+}
