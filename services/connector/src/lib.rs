@@ -1,1 +1,129 @@
-//! stub
+//! The connector role: consumes call events and keeps one Salesforce Task
+//! per (call, agent) in step with them.
+//!
+//! The rooms, from input to output:
+//! - [`source`]: the event log, either the outbox table or the Kafka topic;
+//! - [`pipeline`]: one record at a time through decode, fold, write;
+//! - [`fold`]: the pure state machine deciding what each Task holds;
+//! - [`store`]: the folded state, cursors and dead letters in the database;
+//! - [`sink`]: retries a Task write until Salesforce accepts or refuses it;
+//! - [`salesforce`]: the REST client (JWT login, upsert, error bodies);
+//! - [`dead_letter`]: where refused events go.
+//!
+//! The binary calls [`Connector::start`] with its [`ConnectorConfig`] and
+//! waits on the [`RunningConnector`].
+
+pub mod config;
+pub mod dead_letter;
+pub mod fold;
+pub mod metrics;
+pub mod pipeline;
+pub mod salesforce;
+pub mod sink;
+pub mod source;
+pub mod store;
+
+use std::time::Duration;
+
+use switchboard_store::{Database, StoreError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
+
+use crate::dead_letter::DeadLetterQueue;
+use crate::pipeline::Pipeline;
+use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::sink::{RetryPolicy, TaskSink};
+use crate::source::kafka::KafkaSource;
+use crate::source::outbox::OutboxSource;
+use crate::store::SyncStore;
+
+/// Why the connector could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A configuration value is wrong; the message names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database is unreachable or its schema is not current.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Salesforce client cannot be set up (private key, TLS).
+    #[error(transparent)]
+    Salesforce(#[from] SalesforceError),
+    /// The Kafka clients cannot be created (bad librdkafka setting).
+    #[error("cannot set up the Kafka consumer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The connector's task ended by a panic or was aborted.
+    #[error("the connector task failed: {0}")]
+    Crashed(String),
+}
+
+/// Entry point of the connector role.
+#[derive(Debug)]
+pub struct Connector;
+
+/// A started connector; resolves when it has stopped.
+#[derive(Debug)]
+pub struct RunningConnector {
+    task: JoinHandle<()>,
+}
+
+impl Connector {
+    /// Checks the configuration and the schema, sets up the Salesforce
+    /// client and the source, and starts consuming in a background task
+    /// that stops when `shutdown` is cancelled, after the record in hand is
+    /// committed or left for redelivery.
+    ///
+    /// Without a Salesforce org configured nothing is consumed: events stay
+    /// in the log (outbox rows, topic) and the backlog syncs from the start
+    /// once the connector is restarted with an org.
+    pub async fn start(
+        config: ConnectorConfig,
+        db: Database,
+        shutdown: CancellationToken,
+    ) -> Result<RunningConnector, ConnectorError> {
+        config.validate()?;
+        metrics::describe();
+        db.check_migrated().await?;
+
+        let Some(salesforce) = config.salesforce else {
+            tracing::info!(
+                "no Salesforce org configured: call events are kept in the log and will sync once an org is configured"
+            );
+            let task = tokio::spawn(async move { shutdown.cancelled().await });
+            return Ok(RunningConnector { task });
+        };
+
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(salesforce.retry_initial_ms),
+            max: Duration::from_millis(salesforce.retry_max_ms),
+            limit: Duration::from_secs(salesforce.limit_backoff_secs),
+        };
+        let client = SalesforceClient::new(salesforce)?;
+        let sink = TaskSink::new(client, policy, shutdown.clone());
+        let store = SyncStore::new(db.clone());
+
+        let task = match config.source {
+            SourceConfig::Outbox => {
+                let pipeline = Pipeline::new(store.clone(), sink, DeadLetterQueue::Table(store), shutdown.clone());
+                let source = OutboxSource::new(&db, Duration::from_millis(config.poll_interval_ms));
+                tokio::spawn(source.run(pipeline, shutdown))
+            }
+            SourceConfig::Kafka(kafka) => {
+                let (source, producer) = KafkaSource::connect(&kafka)?;
+                let dead_letters = DeadLetterQueue::Topic { producer, topic: kafka.dead_letter_topic.clone() };
+                let pipeline = Pipeline::new(store, sink, dead_letters, shutdown.clone());
+                tokio::spawn(source.run(pipeline, shutdown))
+            }
+        };
+        Ok(RunningConnector { task })
+    }
+}
+
+impl RunningConnector {
+    /// Waits until the connector has stopped (after shutdown was requested).
+    pub async fn wait(self) -> Result<(), ConnectorError> {
+        self.task.await.map_err(|e| ConnectorError::Crashed(e.to_string()))
+    }
+}

@@ -1,0 +1,405 @@
+//! Configuration of the connector role.
+//!
+//! The binary reads its TOML file and environment into these structs and
+//! calls [`ConnectorConfig::validate`] before starting anything, so a wrong
+//! value is reported by its key name instead of surfacing later as a failed
+//! request to Salesforce or Kafka.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the connector needs besides the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// The Salesforce org to write to. `None` means no org is connected yet:
+    /// the connector consumes nothing, so every event stays in the log and
+    /// the backlog syncs once an org is configured.
+    #[serde(default)]
+    pub salesforce: Option<SalesforceConfig>,
+    /// Where call events come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// How often the outbox is polled for new rows when it is drained, in
+    /// milliseconds. Ignored by the Kafka source.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        Self {
+            salesforce: None,
+            source: SourceConfig::default(),
+            poll_interval_ms: default_poll_interval_ms(),
+        }
+    }
+}
+
+fn default_poll_interval_ms() -> u64 {
+    200
+}
+
+/// The connection to one Salesforce org through a connected app that allows
+/// the OAuth 2.0 JWT bearer flow for a pre-authorised integration user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConfig {
+    /// Where tokens are requested: `https://login.salesforce.com`,
+    /// `https://test.salesforce.com` for sandboxes, or the org's My Domain.
+    /// It is also the `aud` of the JWT.
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// The connected app's consumer key (the JWT `iss`).
+    pub consumer_key: String,
+    /// The integration user the connector acts as (the JWT `sub`).
+    pub username: String,
+    /// PEM file with the RSA private key whose certificate is uploaded to
+    /// the connected app.
+    pub private_key_file: PathBuf,
+    /// REST API version, e.g. `62.0`; upserts report `created` from 46.0 on.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// The Task field marked as External ID that holds `<call_id>:<user_id>`,
+    /// which makes every write an idempotent upsert.
+    #[serde(default = "default_task_external_id_field")]
+    pub task_external_id_field: String,
+    /// Upper bound for one HTTP request to Salesforce, in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// First delay before retrying a transient failure (5xx, lock contention,
+    /// network), in milliseconds; it doubles on every attempt, with jitter.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Cap of the retry delay for transient failures, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Delay after Salesforce reports the org's daily API limit exhausted
+    /// (`REQUEST_LIMIT_EXCEEDED`) or refuses the connector's credentials, in
+    /// seconds: retrying sooner only burns requests.
+    #[serde(default = "default_limit_backoff_secs")]
+    pub limit_backoff_secs: u64,
+}
+
+fn default_login_url() -> String {
+    "https://login.salesforce.com".to_owned()
+}
+fn default_api_version() -> String {
+    "62.0".to_owned()
+}
+fn default_task_external_id_field() -> String {
+    "Switchboard_Key__c".to_owned()
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+fn default_retry_initial_ms() -> u64 {
+    250
+}
+fn default_retry_max_ms() -> u64 {
+    60_000
+}
+fn default_limit_backoff_secs() -> u64 {
+    600
+}
+
+impl SalesforceConfig {
+    /// A configuration with the documented defaults for everything but the
+    /// credentials, for callers that build it in code (tests, the binary's
+    /// environment overrides).
+    pub fn new(consumer_key: impl Into<String>, username: impl Into<String>, private_key_file: impl Into<PathBuf>) -> Self {
+        Self {
+            login_url: default_login_url(),
+            consumer_key: consumer_key.into(),
+            username: username.into(),
+            private_key_file: private_key_file.into(),
+            api_version: default_api_version(),
+            task_external_id_field: default_task_external_id_field(),
+            request_timeout_secs: default_request_timeout_secs(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            limit_backoff_secs: default_limit_backoff_secs(),
+        }
+    }
+}
+
+/// The event log the connector reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// The outbox table of the shared database (`switchboard up`, no Kafka).
+    #[default]
+    Outbox,
+    /// The call-event topic, consumed in a consumer group.
+    Kafka(KafkaConsumerConfig),
+}
+
+/// Consumer-group membership on the call-event topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConsumerConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic the gateway's relay publishes `CallEvent`s to.
+    pub topic: String,
+    /// Consumer group: connectors in one group share the partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topic receiving records that cannot be applied (undecodable, or
+    /// refused by Salesforce for good), with the reason in a header.
+    pub dead_letter_topic: String,
+    /// Client id shown in broker logs and quotas.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Extra librdkafka settings (e.g. `security.protocol`, `sasl.*`),
+    /// passed to both the consumer and the dead-letter producer.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "switchboard-connector".to_owned()
+}
+fn default_client_id() -> String {
+    "switchboard-connector".to_owned()
+}
+
+impl KafkaConsumerConfig {
+    /// A configuration with the default group and client ids.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>, dead_letter_topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group_id: default_group_id(),
+            dead_letter_topic: dead_letter_topic.into(),
+            client_id: default_client_id(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration value that cannot work, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid connector configuration: `{key}` {expected}")]
+pub struct ConfigError {
+    /// Dotted key as written in the configuration file, e.g. `salesforce.api_version`.
+    pub key: &'static str,
+    /// What the key must contain, phrased for the operator.
+    pub expected: String,
+}
+
+fn invalid(key: &'static str, expected: impl Into<String>) -> ConfigError {
+    ConfigError { key, expected: expected.into() }
+}
+
+impl ConnectorConfig {
+    /// Checks every value that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval_ms == 0 || self.poll_interval_ms > 60_000 {
+            return Err(invalid("poll_interval_ms", "must be between 1 and 60000 milliseconds"));
+        }
+        if let Some(sf) = &self.salesforce {
+            sf.validate()?;
+        }
+        if let SourceConfig::Kafka(kafka) = &self.source {
+            kafka.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl SalesforceConfig {
+    /// Checks the Salesforce section; see [`ConnectorConfig::validate`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.login_url).map_err(|e| {
+            invalid("salesforce.login_url", format!("must be an absolute URL such as https://login.salesforce.com ({e})"))
+        })?;
+        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(invalid(
+                    "salesforce.login_url",
+                    "must use https (plain http is accepted for localhost only)",
+                ))
+            }
+        }
+        if url.path() != "/" || url.query().is_some() {
+            return Err(invalid(
+                "salesforce.login_url",
+                "must be the bare login host such as https://login.salesforce.com, without a path",
+            ));
+        }
+        if self.consumer_key.trim().is_empty() {
+            return Err(invalid("salesforce.consumer_key", "must be the connected app's consumer key"));
+        }
+        if self.username.trim().is_empty() {
+            return Err(invalid("salesforce.username", "must be the integration user's Salesforce username"));
+        }
+        if self.private_key_file.as_os_str().is_empty() {
+            return Err(invalid("salesforce.private_key_file", "must be the path of a PEM RSA private key"));
+        }
+        if !is_api_version(&self.api_version) {
+            return Err(invalid("salesforce.api_version", "must look like 62.0 (46.0 or later)"));
+        }
+        if !is_field_name(&self.task_external_id_field) {
+            return Err(invalid(
+                "salesforce.task_external_id_field",
+                "must be the API name of a Task field marked External ID, e.g. Switchboard_Key__c",
+            ));
+        }
+        if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
+            return Err(invalid("salesforce.request_timeout_secs", "must be between 1 and 600 seconds"));
+        }
+        if self.retry_initial_ms == 0 {
+            return Err(invalid("salesforce.retry_initial_ms", "must be at least 1 millisecond"));
+        }
+        if self.retry_max_ms < self.retry_initial_ms {
+            return Err(invalid("salesforce.retry_max_ms", "must not be smaller than salesforce.retry_initial_ms"));
+        }
+        if self.limit_backoff_secs == 0 {
+            return Err(invalid("salesforce.limit_backoff_secs", "must be at least 1 second"));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConsumerConfig {
+    /// Checks the Kafka section; see [`ConnectorConfig::validate`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() || self.brokers.split(',').any(|b| !b.trim().contains(':')) {
+            return Err(invalid("kafka.brokers", "must list bootstrap servers as host:port[,host:port…]"));
+        }
+        if !is_topic_name(&self.topic) {
+            return Err(invalid("kafka.topic", "must be a topic name of letters, digits, '.', '_' or '-'"));
+        }
+        if !is_topic_name(&self.dead_letter_topic) {
+            return Err(invalid("kafka.dead_letter_topic", "must be a topic name of letters, digits, '.', '_' or '-'"));
+        }
+        if self.dead_letter_topic == self.topic {
+            return Err(invalid("kafka.dead_letter_topic", "must differ from kafka.topic"));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must name the consumer group"));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(invalid("kafka.client_id", "must not be empty"));
+        }
+        for key in self.properties.keys() {
+            if matches!(
+                key.as_str(),
+                "enable.auto.commit" | "group.id" | "bootstrap.servers" | "enable.auto.offset.store"
+            ) {
+                return Err(invalid(
+                    "kafka.properties",
+                    format!("must not set {key:?}: the connector owns it (offsets are committed only after Salesforce accepted the write)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_api_version(v: &str) -> bool {
+    match v.split_once('.') {
+        Some((major, minor)) => {
+            !major.is_empty()
+                && major.len() <= 3
+                && major.bytes().all(|b| b.is_ascii_digit())
+                && minor == "0"
+                && major.parse::<u32>().is_ok_and(|m| m >= 46)
+        }
+        None => false,
+    }
+}
+
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn salesforce() -> SalesforceConfig {
+        SalesforceConfig::new("key", "integration@example.com", "/etc/switchboard/sf.pem")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = ConnectorConfig { salesforce: Some(salesforce()), ..Default::default() };
+        config.validate().unwrap();
+        assert_eq!(config.poll_interval_ms, 200);
+        assert_eq!(config.source, SourceConfig::Outbox);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut sf = salesforce();
+        sf.api_version = "v62".into();
+        let err = ConnectorConfig { salesforce: Some(sf), ..Default::default() }.validate().unwrap_err();
+        assert_eq!(err.key, "salesforce.api_version");
+        assert!(err.to_string().contains("62.0"), "{err}");
+
+        let mut sf = salesforce();
+        sf.login_url = "http://login.salesforce.com".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.login_url");
+        sf.login_url = "http://127.0.0.1:8080".into();
+        sf.validate().unwrap();
+        sf.login_url = "https://login.salesforce.com/services/oauth2/token".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.login_url");
+
+        let mut sf = salesforce();
+        sf.task_external_id_field = "Bad Field".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.task_external_id_field");
+
+        let mut kafka = KafkaConsumerConfig::new("localhost:9092", "events", "events");
+        assert_eq!(kafka.validate().unwrap_err().key, "kafka.dead_letter_topic");
+        kafka.dead_letter_topic = "events.dlq".into();
+        kafka.validate().unwrap();
+        kafka.properties.insert("enable.auto.commit".into(), "true".into());
+        assert_eq!(kafka.validate().unwrap_err().key, "kafka.properties");
+        kafka.properties.clear();
+        kafka.brokers = "localhost".into();
+        assert_eq!(kafka.validate().unwrap_err().key, "kafka.brokers");
+
+        let config = ConnectorConfig { poll_interval_ms: 0, ..Default::default() };
+        assert_eq!(config.validate().unwrap_err().key, "poll_interval_ms");
+    }
+
+    #[test]
+    fn salesforce_section_rejects_unknown_keys() {
+        let text = r#"{"consumer_key":"k","username":"u","private_key_file":"/k.pem","passwrd":"x"}"#;
+        let err = serde_json::from_str::<SalesforceConfig>(text).unwrap_err();
+        assert!(err.to_string().contains("passwrd"), "{err}");
+        let ok: SalesforceConfig =
+            serde_json::from_str(r#"{"consumer_key":"k","username":"u","private_key_file":"/k.pem"}"#).unwrap();
+        assert_eq!(ok.task_external_id_field, "Switchboard_Key__c");
+        assert_eq!(ok.api_version, "62.0");
+    }
+
+    #[test]
+    fn source_round_trips_through_serde() {
+        let config = ConnectorConfig {
+            source: SourceConfig::Kafka(KafkaConsumerConfig::new("b:9092", "t", "t.dlq")),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<ConnectorConfig>(&text).unwrap(), config);
+        let outbox: ConnectorConfig = serde_json::from_str(r#"{"source":"outbox"}"#).unwrap();
+        assert_eq!(outbox.source, SourceConfig::Outbox);
+    }
+}

@@ -1,0 +1,954 @@
+//! The fold: call events in, Salesforce Task writes out.
+//!
+//! A pure state machine, free of I/O and clocks, so every rule about what
+//! lands in Salesforce is unit-tested without a network. [`CallState`]
+//! accumulates the facts of one call from its events in any order, with
+//! duplicates and replays ignored by event sequence; [`CallState::plan`]
+//! derives, for every agent that owns a Task of the call, the Task fields and
+//! whether they still have to be written. The caller performs the writes and
+//! reports the answers back ([`CallState::record_accepted`],
+//! [`CallState::record_rejected`]); the state is persisted between events so a
+//! crash loses nothing and a replay writes nothing twice.
+//!
+//! Who gets a Task: the call's owner (the user the number routes to, or who
+//! placed the call) and every agent that answered it. Agents that only rang
+//! get none, so a hunt group does not flood every member with missed calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use switchboard_proto::v1::{self, call_event::Kind, CallEvent};
+
+/// Salesforce's length limit of `Task.Subject`, `CallDisposition` and `CallObject`.
+pub const SHORT_TEXT_MAX: usize = 255;
+/// Salesforce's length limit of `Task.Description`.
+pub const DESCRIPTION_MAX: usize = 32_000;
+
+/// An event that cannot be folded, whatever the state: it is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    /// Without a call id the event belongs to no Task.
+    #[error("event {event_id:?} has no call id")]
+    MissingCallId { event_id: String },
+    /// Sequences start at 1; 0 means the producer did not set it, and
+    /// duplicates could not be told apart.
+    #[error("event {event_id:?} of call {call_id} has sequence 0 (sequences start at 1)")]
+    ZeroSequence { call_id: String, event_id: String },
+    /// A state only ever receives the events of its own call.
+    #[error("event of call {event_call_id} was offered to the state of call {state_call_id}")]
+    WrongCall { state_call_id: String, event_call_id: String },
+}
+
+/// Checks what every event needs before any state is looked up.
+pub fn validate(event: &CallEvent) -> Result<(), FoldError> {
+    if event.call_id.trim().is_empty() {
+        return Err(FoldError::MissingCallId { event_id: event.event_id.clone() });
+    }
+    if event.sequence == 0 {
+        return Err(FoldError::ZeroSequence { call_id: event.call_id.clone(), event_id: event.event_id.clone() });
+    }
+    Ok(())
+}
+
+/// What applying one event did to the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A new event; its facts are now part of the state.
+    New,
+    /// This sequence was applied before (redelivery or replay): no change.
+    Duplicate,
+    /// A kind this build does not know (a newer producer): remembered as
+    /// applied so it is not counted again, otherwise no effect.
+    Ignored,
+}
+
+impl Applied {
+    /// Label for the `outcome` of `switchboard_connector_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::New => "applied",
+            Applied::Duplicate => "duplicate",
+            Applied::Ignored => "ignored",
+        }
+    }
+}
+
+/// Direction of the call as Salesforce's `CallType` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallDirection {
+    Inbound,
+    Outbound,
+    Internal,
+}
+
+impl CallDirection {
+    fn from_proto(value: i32) -> Option<Self> {
+        match v1::Direction::try_from(value).ok()? {
+            v1::Direction::Inbound => Some(Self::Inbound),
+            v1::Direction::Outbound => Some(Self::Outbound),
+            v1::Direction::Internal => Some(Self::Internal),
+            v1::Direction::Unspecified => None,
+        }
+    }
+
+    /// The `CallType` picklist value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "Inbound",
+            Self::Outbound => "Outbound",
+            Self::Internal => "Internal",
+        }
+    }
+}
+
+/// One end of the call as signalled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyFacts {
+    pub number: String,
+    pub display_name: String,
+}
+
+impl PartyFacts {
+    fn from_proto(party: Option<&v1::Party>) -> Self {
+        party
+            .map(|p| Self { number: p.number.trim().to_owned(), display_name: p.display_name.trim().to_owned() })
+            .unwrap_or_default()
+    }
+
+    /// The number, else the name, for subjects.
+    fn short(&self) -> &str {
+        if !self.number.is_empty() {
+            &self.number
+        } else if !self.display_name.is_empty() {
+            &self.display_name
+        } else {
+            "an unknown number"
+        }
+    }
+
+    /// Number and name, for descriptions.
+    fn long(&self) -> String {
+        match (self.number.is_empty(), self.display_name.is_empty()) {
+            (false, false) if self.display_name != self.number => format!("{} ({})", self.number, self.display_name),
+            _ => self.short().to_owned(),
+        }
+    }
+}
+
+/// What the events said about one agent of the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFacts {
+    /// The linked Salesforce user, from the latest event that carried one.
+    pub salesforce_user_id: String,
+    /// Sequence of the event `salesforce_user_id` came from.
+    pub salesforce_user_id_seq: u64,
+    pub display_name: String,
+    /// Named as the call's owner by `started`.
+    pub owner: bool,
+    pub rang: bool,
+    pub answered: bool,
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndKind {
+    Unspecified,
+    Completed,
+    Cancelled,
+    NoAnswer,
+    Busy,
+    Failed,
+}
+
+impl EndKind {
+    fn from_proto(value: i32) -> Self {
+        match v1::EndReason::try_from(value) {
+            Ok(v1::EndReason::Completed) => Self::Completed,
+            Ok(v1::EndReason::Cancelled) => Self::Cancelled,
+            Ok(v1::EndReason::NoAnswer) => Self::NoAnswer,
+            Ok(v1::EndReason::Busy) => Self::Busy,
+            Ok(v1::EndReason::Failed) => Self::Failed,
+            Ok(v1::EndReason::Unspecified) | Err(_) => Self::Unspecified,
+        }
+    }
+}
+
+/// Facts of the `ended` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndFacts {
+    pub sequence: u64,
+    pub reason: EndKind,
+    pub hangup_by: String,
+    pub talk_seconds: u32,
+    pub total_seconds: u32,
+    pub ended_at_ms: i64,
+}
+
+/// A recording announced for the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFacts {
+    pub sequence: u64,
+    pub url: String,
+    pub duration_ms: u64,
+    /// Admin-policy recordings (F7) stay out of the Task: the Task is visible
+    /// to its owner, the recording only to admins.
+    pub admin_only: bool,
+}
+
+/// Sync status of the Task of one agent of the call, persisted per
+/// (call, agent) so that a replay or a crash never writes twice or loses a
+/// write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSync {
+    /// Salesforce has accepted a write, so the Task exists: later writes
+    /// must not set create-only fields such as `TaskSubtype`.
+    pub created: bool,
+    /// The Task's record id, when Salesforce returned one.
+    pub salesforce_id: Option<String>,
+    /// The fields Salesforce accepted last; a write is due when the derived
+    /// fields differ.
+    pub last_written: Option<TaskFields>,
+    /// The fields Salesforce refused for good, and why; they were
+    /// dead-lettered and are not retried until a later event changes them.
+    pub rejected: Option<Rejection>,
+    /// Why no Task is written for this agent, if so.
+    pub skipped: Option<String>,
+    /// How many writes Salesforce accepted.
+    pub writes: u32,
+}
+
+/// A permanent refusal by Salesforce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub fields: TaskFields,
+    pub error_code: String,
+    pub message: String,
+}
+
+/// Everything known about one call, folded from its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    pub call_id: String,
+    /// Sequences already applied: the duplicate filter.
+    pub applied: BTreeSet<u64>,
+    /// Sequence of the `started` event applied, if any.
+    pub started_seq: Option<u64>,
+    pub started_at_ms: Option<i64>,
+    /// Earliest event time seen, the date of the call when `started` is missing.
+    pub first_event_at_ms: Option<i64>,
+    pub direction: Option<CallDirection>,
+    pub from: PartyFacts,
+    pub to: PartyFacts,
+    /// User id of the call's owner.
+    pub owner: Option<String>,
+    pub answered: bool,
+    pub answered_at_ms: Option<i64>,
+    pub ended: Option<EndFacts>,
+    /// Recordings by recording id.
+    pub recordings: BTreeMap<String, RecordingFacts>,
+    /// Agents by Switchboard user id.
+    pub agents: BTreeMap<String, AgentFacts>,
+    /// Task sync status by user id. Persisted apart from the call facts (one
+    /// row per Task), hence skipped here.
+    #[serde(skip)]
+    pub tasks: BTreeMap<String, TaskSync>,
+}
+
+/// Why an agent gets no Task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub user_id: String,
+    /// Short label for metrics: `agent_not_linked` or `invalid_salesforce_user_id`.
+    pub label: &'static str,
+    /// Sentence for logs and the stored state.
+    pub reason: String,
+}
+
+/// One upsert of one Task, to be sent to Salesforce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskWrite {
+    pub user_id: String,
+    /// Value of the external id field: `<call_id>:<user_id>`.
+    pub external_id: String,
+    pub fields: TaskFields,
+    /// The Task is not known to exist yet, so create-only fields
+    /// (`TaskSubtype`) are sent.
+    pub create: bool,
+}
+
+impl TaskWrite {
+    /// The JSON body of the upsert. `TaskSubtype` is included only when
+    /// `include_subtype` is set, because Salesforce refuses it on update.
+    pub fn body(&self, include_subtype: bool) -> serde_json::Value {
+        let mut body = serde_json::to_value(&self.fields).unwrap_or_else(|_| serde_json::json!({}));
+        if include_subtype {
+            if let Some(map) = body.as_object_mut() {
+                map.insert("TaskSubtype".to_owned(), serde_json::Value::from("Call"));
+            }
+        }
+        body
+    }
+}
+
+/// What the fold wants done after an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub writes: Vec<TaskWrite>,
+    /// Agents newly found to get no Task (each reported once).
+    pub skipped: Vec<Skip>,
+}
+
+/// The Task fields the connector owns, named as Salesforce names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFields {
+    #[serde(rename = "Subject")]
+    pub subject: String,
+    #[serde(rename = "Type")]
+    pub task_type: String,
+    #[serde(rename = "CallType", skip_serializing_if = "Option::is_none", default)]
+    pub call_type: Option<String>,
+    #[serde(rename = "CallDurationInSeconds")]
+    pub call_duration_in_seconds: u32,
+    #[serde(rename = "CallDisposition")]
+    pub call_disposition: String,
+    #[serde(rename = "CallObject")]
+    pub call_object: String,
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "ActivityDate")]
+    pub activity_date: String,
+    #[serde(rename = "OwnerId")]
+    pub owner_id: String,
+    #[serde(rename = "Description")]
+    pub description: String,
+}
+
+impl CallState {
+    /// The empty state of a call nothing is known about yet.
+    pub fn new(call_id: impl Into<String>) -> Self {
+        Self { call_id: call_id.into(), ..Default::default() }
+    }
+
+    /// Folds one event into the state. Events may come in any order and more
+    /// than once; for facts that an event can restate, the one with the
+    /// highest sequence wins, so the result does not depend on the order.
+    pub fn apply(&mut self, event: &CallEvent) -> Result<Applied, FoldError> {
+        validate(event)?;
+        if event.call_id != self.call_id {
+            return Err(FoldError::WrongCall { state_call_id: self.call_id.clone(), event_call_id: event.call_id.clone() });
+        }
+        if !self.applied.insert(event.sequence) {
+            return Ok(Applied::Duplicate);
+        }
+        let seq = event.sequence;
+        let at = event.occurred_at_ms;
+        let Some(kind) = &event.kind else {
+            return Ok(Applied::Ignored);
+        };
+        self.first_event_at_ms = Some(self.first_event_at_ms.map_or(at, |t| t.min(at)));
+        match kind {
+            Kind::Started(started) => {
+                if self.started_seq.is_none_or(|s| seq > s) {
+                    self.started_seq = Some(seq);
+                    self.started_at_ms = Some(at);
+                    self.direction = CallDirection::from_proto(started.direction);
+                    self.from = PartyFacts::from_proto(started.from.as_ref());
+                    self.to = PartyFacts::from_proto(started.to.as_ref());
+                    let owner = started.owner.as_ref().filter(|a| !a.user_id.trim().is_empty());
+                    for facts in self.agents.values_mut() {
+                        facts.owner = false;
+                    }
+                    self.owner = owner.map(|a| a.user_id.trim().to_owned());
+                    if let Some(agent) = owner {
+                        self.note_agent(agent, seq).owner = true;
+                    }
+                }
+            }
+            Kind::Ringing(ringing) => {
+                if let Some(agent) = ringing.agent.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
+                    self.note_agent(agent, seq).rang = true;
+                }
+            }
+            Kind::Answered(answered) => {
+                self.answered = true;
+                self.answered_at_ms = Some(self.answered_at_ms.map_or(at, |t| t.min(at)));
+                if let Some(agent) = answered.agent.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
+                    self.note_agent(agent, seq).answered = true;
+                }
+            }
+            Kind::Ended(ended) => {
+                if self.ended.as_ref().is_none_or(|e| seq > e.sequence) {
+                    self.ended = Some(EndFacts {
+                        sequence: seq,
+                        reason: EndKind::from_proto(ended.reason),
+                        hangup_by: ended.hangup_by.trim().to_owned(),
+                        talk_seconds: ended.talk_seconds,
+                        total_seconds: ended.total_seconds,
+                        ended_at_ms: at,
+                    });
+                }
+            }
+            Kind::RecordingAvailable(recording) => {
+                let id = if recording.recording_id.is_empty() {
+                    format!("seq-{seq}")
+                } else {
+                    recording.recording_id.clone()
+                };
+                let facts = RecordingFacts {
+                    sequence: seq,
+                    url: recording.url.trim().to_owned(),
+                    duration_ms: recording.duration_ms,
+                    admin_only: recording.admin_only,
+                };
+                match self.recordings.get(&id) {
+                    Some(known) if known.sequence > seq => {}
+                    _ => {
+                        self.recordings.insert(id, facts);
+                    }
+                }
+            }
+        }
+        Ok(Applied::New)
+    }
+
+    fn note_agent(&mut self, agent: &v1::Agent, seq: u64) -> &mut AgentFacts {
+        let facts = self.agents.entry(agent.user_id.trim().to_owned()).or_default();
+        let sf = agent.salesforce_user_id.trim();
+        if !sf.is_empty() && seq >= facts.salesforce_user_id_seq {
+            facts.salesforce_user_id = sf.to_owned();
+            facts.salesforce_user_id_seq = seq;
+        }
+        if !agent.display_name.trim().is_empty() {
+            facts.display_name = agent.display_name.trim().to_owned();
+        }
+        facts
+    }
+
+    /// The user ids that own a Task of this call: the owner and every agent
+    /// that answered.
+    pub fn task_agents(&self) -> Vec<String> {
+        self.agents.iter().filter(|(_, f)| f.owner || f.answered).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Decides the writes due now. Nothing is due before the call ended;
+    /// afterwards a Task is (re)written whenever its derived fields differ
+    /// from those Salesforce last accepted (or refused). Agents without a
+    /// usable Salesforce user are marked skipped, each reported once.
+    pub fn plan(&mut self) -> Plan {
+        let mut plan = Plan::default();
+        if self.ended.is_none() {
+            return plan;
+        }
+        for user_id in self.task_agents() {
+            let derived = self.task_fields(&user_id);
+            let sync = self.tasks.entry(user_id.clone()).or_default();
+            let fields = match derived {
+                Ok(fields) => fields,
+                Err((label, reason)) => {
+                    if sync.skipped.as_deref() != Some(reason.as_str()) {
+                        sync.skipped = Some(reason.clone());
+                        plan.skipped.push(Skip { user_id, label, reason });
+                    }
+                    continue;
+                }
+            };
+            sync.skipped = None;
+            if sync.last_written.as_ref() == Some(&fields) || sync.rejected.as_ref().is_some_and(|r| r.fields == fields) {
+                continue;
+            }
+            plan.writes.push(TaskWrite {
+                external_id: external_id(&self.call_id, &user_id),
+                user_id,
+                fields,
+                create: !sync.created,
+            });
+        }
+        plan
+    }
+
+    /// Salesforce accepted `write`: the Task exists and holds its fields.
+    pub fn record_accepted(&mut self, write: &TaskWrite, salesforce_id: Option<String>) {
+        let sync = self.tasks.entry(write.user_id.clone()).or_default();
+        sync.created = true;
+        if salesforce_id.is_some() {
+            sync.salesforce_id = salesforce_id;
+        }
+        sync.last_written = Some(write.fields.clone());
+        sync.rejected = None;
+        sync.writes += 1;
+    }
+
+    /// Salesforce refused `write` for good; it has been dead-lettered.
+    pub fn record_rejected(&mut self, write: &TaskWrite, error_code: &str, message: &str) {
+        let sync = self.tasks.entry(write.user_id.clone()).or_default();
+        sync.rejected = Some(Rejection {
+            fields: write.fields.clone(),
+            error_code: error_code.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// The Task of `user_id`, or why there is none.
+    fn task_fields(&self, user_id: &str) -> Result<TaskFields, (&'static str, String)> {
+        let agent = self.agents.get(user_id).cloned().unwrap_or_default();
+        let owner_id = agent.salesforce_user_id.as_str();
+        if owner_id.is_empty() {
+            return Err(("agent_not_linked", format!("agent {user_id} is not linked to a Salesforce user")));
+        }
+        if !is_salesforce_id(owner_id) {
+            return Err((
+                "invalid_salesforce_user_id",
+                format!("agent {user_id} has Salesforce user id {owner_id:?}, which is not a 15- or 18-character record id"),
+            ));
+        }
+        let ended = self.ended.as_ref();
+        let is_owner = self.owner.as_deref() == Some(user_id);
+        let anyone_answered_by_name = self.agents.values().any(|a| a.answered);
+        let call_answered = self.answered
+            || ended.is_some_and(|e| e.reason == EndKind::Completed || e.talk_seconds > 0);
+        let agent_answered = agent.answered
+            || (call_answered && is_owner && !anyone_answered_by_name)
+            || (call_answered && is_owner && self.direction == Some(CallDirection::Outbound));
+        let reason = ended.map_or(EndKind::Unspecified, |e| e.reason);
+        let placed_by_agent = is_owner && self.direction == Some(CallDirection::Outbound);
+        let disposition = if agent_answered {
+            "answered"
+        } else if call_answered {
+            "answered elsewhere"
+        } else {
+            match reason {
+                EndKind::Busy => "busy",
+                EndKind::Failed => "failed",
+                EndKind::Cancelled if placed_by_agent => "cancelled",
+                _ if placed_by_agent => "no answer",
+                _ => "missed",
+            }
+        };
+        let talk = if agent_answered { ended.map_or(0, |e| e.talk_seconds) } else { 0 };
+
+        let subject = match self.direction {
+            Some(CallDirection::Inbound) => format!("Inbound call from {}", self.from.short()),
+            Some(CallDirection::Outbound) => format!("Outbound call to {}", self.to.short()),
+            Some(CallDirection::Internal) => {
+                format!("Internal call from {} to {}", self.from.short(), self.to.short())
+            }
+            None => format!("Call from {} to {}", self.from.short(), self.to.short()),
+        };
+
+        let mut description = String::new();
+        let direction_word = self.direction.map_or("Call", |d| d.as_str());
+        description.push_str(&format!("{direction_word} call from {} to {}\n", self.from.long(), self.to.long()));
+        let mut result = format!("Result: {disposition}");
+        if talk > 0 {
+            result.push_str(&format!("; talk time {}", duration_text(u64::from(talk) * 1000)));
+        }
+        if let Some(by) = ended.map(|e| e.hangup_by.as_str()).filter(|s| !s.is_empty()) {
+            result.push_str(&format!("; hung up by {by}"));
+        }
+        description.push_str(&result);
+        description.push('\n');
+        let mut recordings: Vec<&RecordingFacts> =
+            self.recordings.values().filter(|r| !r.admin_only && !r.url.is_empty()).collect();
+        recordings.sort_by_key(|r| r.sequence);
+        for recording in recordings {
+            if recording.duration_ms > 0 {
+                description.push_str(&format!("Recording ({}): {}\n", duration_text(recording.duration_ms), recording.url));
+            } else {
+                description.push_str(&format!("Recording: {}\n", recording.url));
+            }
+        }
+        description.push_str(&format!("Switchboard call id: {}", self.call_id));
+
+        let day_ms = self.started_at_ms.or(self.first_event_at_ms).unwrap_or(0);
+        let activity_date = chrono::DateTime::from_timestamp_millis(day_ms)
+            .unwrap_or_default()
+            .date_naive()
+            .format("%Y-%m-%d")
+            .to_string();
+
+        Ok(TaskFields {
+            subject: truncate_utf16(&subject, SHORT_TEXT_MAX),
+            task_type: "Call".to_owned(),
+            call_type: self.direction.map(|d| d.as_str().to_owned()),
+            call_duration_in_seconds: talk,
+            call_disposition: disposition.to_owned(),
+            call_object: truncate_utf16(&self.call_id, SHORT_TEXT_MAX),
+            status: "Completed".to_owned(),
+            activity_date,
+            owner_id: owner_id.to_owned(),
+            description: truncate_utf16(&description, DESCRIPTION_MAX),
+        })
+    }
+}
+
+/// The external id value of the Task of `user_id` in call `call_id`.
+pub fn external_id(call_id: &str, user_id: &str) -> String {
+    format!("{call_id}:{user_id}")
+}
+
+/// `s` cut to at most `max` UTF-16 code units (how Salesforce counts field
+/// lengths), never inside a character.
+pub fn truncate_utf16(s: &str, max: usize) -> String {
+    let mut units = 0;
+    for (index, c) in s.char_indices() {
+        units += c.len_utf16();
+        if units > max {
+            return s[..index].to_owned();
+        }
+    }
+    s.to_owned()
+}
+
+fn is_salesforce_id(id: &str) -> bool {
+    matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn duration_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    match (secs / 3600, (secs / 60) % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, s) => format!("{h}h {m:02}m {s:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v1::{Agent, CallAnswered, CallEnded, CallRinging, CallStarted, Party, RecordingAvailable};
+
+    const CALL: &str = "0193f0a2-0000-7000-8000-000000000001";
+    const SF_USER: &str = "005000000000001AAA";
+    /// 2024-03-01T10:00:00Z
+    const T0: i64 = 1_709_287_200_000;
+
+    fn agent(user: &str, sf: &str) -> Option<Agent> {
+        Some(Agent { user_id: user.into(), salesforce_user_id: sf.into(), device_id: "d1".into(), display_name: "Ann Agent".into() })
+    }
+
+    fn event(seq: u64, kind: Kind) -> CallEvent {
+        CallEvent {
+            event_id: format!("evt-{seq}"),
+            call_id: CALL.into(),
+            sequence: seq,
+            occurred_at_ms: T0 + seq as i64 * 1000,
+            kind: Some(kind),
+        }
+    }
+
+    fn started(direction: v1::Direction, owner: Option<Agent>) -> CallEvent {
+        event(
+            1,
+            Kind::Started(CallStarted {
+                direction: direction as i32,
+                from: Some(Party { number: "+14155550100".into(), display_name: "Carla Caller".into() }),
+                to: Some(Party { number: "+14155550199".into(), display_name: String::new() }),
+                owner,
+            }),
+        )
+    }
+
+    fn answered_call() -> Vec<CallEvent> {
+        vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Ringing(CallRinging { agent: agent("u1", SF_USER) })),
+            event(3, Kind::Answered(CallAnswered { agent: agent("u1", SF_USER) })),
+            event(
+                4,
+                Kind::Ended(CallEnded {
+                    reason: v1::EndReason::Completed as i32,
+                    hangup_by: "caller".into(),
+                    talk_seconds: 125,
+                    total_seconds: 131,
+                    sip_status: 200,
+                    q850_cause: 16,
+                }),
+            ),
+        ]
+    }
+
+    fn recording(seq: u64, id: &str, admin_only: bool) -> CallEvent {
+        event(
+            seq,
+            Kind::RecordingAvailable(RecordingAvailable {
+                recording_id: id.into(),
+                object_key: format!("recordings/{id}.wav"),
+                url: format!("https://gw.example.com/recordings/{id}"),
+                format: "wav/pcm_s16le".into(),
+                duration_ms: 124_000,
+                size_bytes: 1,
+                sample_rate_hz: 8000,
+                channels: vec![],
+                admin_only,
+            }),
+        )
+    }
+
+    /// Applies all events, then plans once.
+    fn fold(events: &[CallEvent]) -> (CallState, Plan) {
+        let mut state = CallState::new(CALL);
+        for e in events {
+            state.apply(e).unwrap();
+        }
+        let plan = state.plan();
+        (state, plan)
+    }
+
+    /// Applies events one by one like the pipeline does, accepting every
+    /// write; returns all writes made.
+    fn run(state: &mut CallState, events: &[CallEvent]) -> Vec<TaskWrite> {
+        let mut writes = Vec::new();
+        for e in events {
+            state.apply(e).unwrap();
+            for w in state.plan().writes {
+                state.record_accepted(&w, Some("00T000000000001AAA".into()));
+                writes.push(w);
+            }
+        }
+        writes
+    }
+
+    #[test]
+    fn nothing_is_written_before_the_end() {
+        let events = answered_call();
+        let (_, plan) = fold(&events[..3]);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn an_answered_inbound_call_becomes_one_task() {
+        let (_, plan) = fold(&answered_call());
+        assert_eq!(plan.writes.len(), 1);
+        let write = &plan.writes[0];
+        assert_eq!(write.external_id, format!("{CALL}:u1"));
+        assert!(write.create);
+        let f = &write.fields;
+        assert_eq!(f.subject, "Inbound call from +14155550100");
+        assert_eq!(f.task_type, "Call");
+        assert_eq!(f.call_type.as_deref(), Some("Inbound"));
+        assert_eq!(f.call_duration_in_seconds, 125);
+        assert_eq!(f.call_disposition, "answered");
+        assert_eq!(f.call_object, CALL);
+        assert_eq!(f.status, "Completed");
+        assert_eq!(f.activity_date, "2024-03-01");
+        assert_eq!(f.owner_id, SF_USER);
+        assert!(f.description.contains("+14155550100 (Carla Caller)"), "{}", f.description);
+        assert!(f.description.contains("talk time 2m 05s"), "{}", f.description);
+        assert!(f.description.contains("hung up by caller"), "{}", f.description);
+    }
+
+    #[test]
+    fn task_subtype_is_sent_on_create_only() {
+        let mut state = CallState::new(CALL);
+        let mut events = answered_call();
+        events.push(recording(5, "r1", false));
+        let writes = run(&mut state, &events);
+        assert_eq!(writes.len(), 2, "one write at the end, one for the recording");
+        assert!(writes[0].create);
+        assert_eq!(writes[0].body(writes[0].create)["TaskSubtype"], "Call");
+        assert!(!writes[1].create);
+        assert!(writes[1].body(writes[1].create).get("TaskSubtype").is_none());
+        assert_eq!(writes[1].body(false)["Type"], "Call");
+        assert!(writes[1].fields.description.contains("https://gw.example.com/recordings/r1"));
+        assert_eq!(state.tasks["u1"].writes, 2);
+    }
+
+    #[test]
+    fn duplicates_and_replays_write_once() {
+        let mut state = CallState::new(CALL);
+        let events = answered_call();
+        let mut doubled = Vec::new();
+        for e in &events {
+            doubled.push(e.clone());
+            doubled.push(e.clone());
+        }
+        let writes = run(&mut state, &doubled);
+        assert_eq!(writes.len(), 1);
+        // A full replay (cursor reset) of the same log.
+        for e in &events {
+            assert_eq!(state.apply(e).unwrap(), Applied::Duplicate);
+        }
+        assert_eq!(run(&mut state, &events), vec![]);
+        // The state survives persistence (the call part as JSON, the task
+        // rows apart) and still dedupes.
+        let tasks = state.tasks.clone();
+        let mut restored: CallState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        restored.tasks = serde_json::from_str(&serde_json::to_string(&tasks).unwrap()).unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(run(&mut restored, &events), vec![]);
+    }
+
+    #[test]
+    fn any_order_gives_the_same_task() {
+        let mut events = answered_call();
+        events.push(recording(5, "r1", false));
+        let (_, expected) = fold(&events);
+        // Every rotation and the reversed order.
+        for shift in 0..events.len() {
+            let mut permuted = events.clone();
+            permuted.rotate_left(shift);
+            let (_, plan) = fold(&permuted);
+            assert_eq!(plan, expected, "rotation {shift}");
+        }
+        let mut reversed = events.clone();
+        reversed.reverse();
+        assert_eq!(fold(&reversed).1, expected);
+    }
+
+    #[test]
+    fn a_late_event_that_changes_nothing_writes_nothing() {
+        // `ended` before `answered` and `ringing`.
+        let events = answered_call();
+        let mut state = CallState::new(CALL);
+        let writes = run(&mut state, &[events[0].clone(), events[3].clone(), events[2].clone()]);
+        // The end says COMPLETED, so the owner is known to have answered.
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].fields.call_disposition, "answered");
+        assert_eq!(run(&mut state, &[events[1].clone()]), vec![]);
+    }
+
+    #[test]
+    fn a_missed_call_has_no_talk_time() {
+        let events = vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Ringing(CallRinging { agent: agent("u1", SF_USER) })),
+            event(3, Kind::Ended(CallEnded { reason: v1::EndReason::NoAnswer as i32, total_seconds: 30, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        assert_eq!(plan.writes[0].fields.call_disposition, "missed");
+        assert_eq!(plan.writes[0].fields.call_duration_in_seconds, 0);
+    }
+
+    #[test]
+    fn outbound_and_transferred_calls() {
+        let events = vec![
+            started(v1::Direction::Outbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: None })),
+            event(3, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 9, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        assert_eq!(plan.writes.len(), 1);
+        assert_eq!(plan.writes[0].fields.subject, "Outbound call to +14155550199");
+        assert_eq!(plan.writes[0].fields.call_type.as_deref(), Some("Outbound"));
+        assert_eq!(plan.writes[0].fields.call_disposition, "answered");
+        assert_eq!(plan.writes[0].fields.call_duration_in_seconds, 9);
+
+        // Inbound to u1, answered by u2: both get a Task.
+        let events = vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: agent("u2", "005000000000002AAA") })),
+            event(3, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 40, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        let by_user: BTreeMap<_, _> = plan.writes.iter().map(|w| (w.user_id.as_str(), &w.fields)).collect();
+        assert_eq!(by_user.len(), 2);
+        assert_eq!(by_user["u1"].call_disposition, "answered elsewhere");
+        assert_eq!(by_user["u1"].call_duration_in_seconds, 0);
+        assert_eq!(by_user["u2"].call_disposition, "answered");
+        assert_eq!(by_user["u2"].owner_id, "005000000000002AAA");
+    }
+
+    #[test]
+    fn an_unlinked_agent_is_skipped_once_with_its_reason() {
+        let mut events = answered_call();
+        events[0] = started(v1::Direction::Inbound, agent("u1", ""));
+        events[1] = event(2, Kind::Ringing(CallRinging { agent: agent("u1", "") }));
+        events[2] = event(3, Kind::Answered(CallAnswered { agent: agent("u1", "") }));
+        let mut state = CallState::new(CALL);
+        state.apply(&events[0]).unwrap();
+        state.apply(&events[1]).unwrap();
+        state.apply(&events[2]).unwrap();
+        state.apply(&events[3]).unwrap();
+        let plan = state.plan();
+        assert!(plan.writes.is_empty());
+        assert_eq!(plan.skipped.len(), 1);
+        assert_eq!(plan.skipped[0].label, "agent_not_linked");
+        assert!(state.tasks["u1"].skipped.as_deref().unwrap().contains("not linked"));
+        assert_eq!(state.plan(), Plan::default(), "reported once");
+
+        let mut state = CallState::new(CALL);
+        state.apply(&started(v1::Direction::Inbound, agent("u1", "not-an-id"))).unwrap();
+        state.apply(&events[3]).unwrap();
+        assert_eq!(state.plan().skipped[0].label, "invalid_salesforce_user_id");
+    }
+
+    #[test]
+    fn a_rejected_write_is_not_retried_until_the_task_changes() {
+        let mut state = CallState::new(CALL);
+        let events = answered_call();
+        for e in &events {
+            state.apply(e).unwrap();
+        }
+        let write = state.plan().writes.remove(0);
+        state.record_rejected(&write, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "no");
+        assert!(state.plan().writes.is_empty());
+        state.apply(&recording(5, "r1", false)).unwrap();
+        let plan = state.plan();
+        assert_eq!(plan.writes.len(), 1);
+        assert!(plan.writes[0].create, "the Task was never created");
+    }
+
+    #[test]
+    fn admin_only_recordings_stay_out_of_the_task() {
+        let mut state = CallState::new(CALL);
+        let mut events = answered_call();
+        events.push(recording(5, "r-admin", true));
+        let writes = run(&mut state, &events);
+        assert_eq!(writes.len(), 1, "the admin recording changes nothing");
+        assert!(!writes[0].fields.description.contains("r-admin"));
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        assert_eq!(truncate_utf16("abc", 2), "ab");
+        assert_eq!(truncate_utf16("abc", 3), "abc");
+        // 'é' is one UTF-16 unit but two bytes; '😀' is two units.
+        assert_eq!(truncate_utf16("éé", 1), "é");
+        assert_eq!(truncate_utf16("a😀", 2), "a");
+        assert_eq!(truncate_utf16("a😀", 3), "a😀");
+
+        let mut events = answered_call();
+        let long_name = "é".repeat(300);
+        events[0] = event(
+            1,
+            Kind::Started(CallStarted {
+                direction: v1::Direction::Inbound as i32,
+                from: Some(Party { number: long_name.clone(), display_name: String::new() }),
+                to: None,
+                owner: agent("u1", SF_USER),
+            }),
+        );
+        for i in 0..400 {
+            events.push(recording(10 + i, &format!("rec-{i}-{}", "😀".repeat(40)), false));
+        }
+        let (_, plan) = fold(&events);
+        let f = &plan.writes[0].fields;
+        assert_eq!(f.subject.encode_utf16().count(), SHORT_TEXT_MAX);
+        assert!(f.subject.starts_with("Inbound call from éé"));
+        assert!(f.description.encode_utf16().count() <= DESCRIPTION_MAX);
+        assert!(f.description.encode_utf16().count() > DESCRIPTION_MAX - 2);
+    }
+
+    #[test]
+    fn invalid_events_are_refused() {
+        let mut e = answered_call().remove(0);
+        e.sequence = 0;
+        assert!(matches!(validate(&e), Err(FoldError::ZeroSequence { .. })));
+        e.sequence = 1;
+        e.call_id = " ".into();
+        assert!(matches!(validate(&e), Err(FoldError::MissingCallId { .. })));
+        e.call_id = "other".into();
+        let mut state = CallState::new(CALL);
+        assert!(matches!(state.apply(&e), Err(FoldError::WrongCall { .. })));
+        assert!(state.applied.is_empty());
+    }
+
+    #[test]
+    fn unknown_kinds_are_ignored_once() {
+        let mut state = CallState::new(CALL);
+        let mut e = event(7, Kind::Ringing(CallRinging { agent: None }));
+        e.kind = None;
+        assert_eq!(state.apply(&e).unwrap(), Applied::Ignored);
+        assert_eq!(state.apply(&e).unwrap(), Applied::Duplicate);
+    }
+}

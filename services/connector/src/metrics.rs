@@ -1,0 +1,78 @@
+//! The connector's metrics, named and described where they are emitted.
+//!
+//! Recorded through the `metrics` facade; the binary installs the Prometheus
+//! exporter. Label values are small closed sets (no call ids).
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+
+/// Events read from the log, by `kind` (e.g. `call.ended`) and `outcome`
+/// (`applied`, `duplicate`, `ignored`, `invalid`, `undecodable`).
+pub const EVENTS_TOTAL: &str = "switchboard_connector_events_total";
+/// HTTP requests to Salesforce, by `operation` (`token`, `upsert_task`) and
+/// `status` (HTTP status, `timeout` or `network`).
+pub const SALESFORCE_REQUESTS_TOTAL: &str = "switchboard_connector_salesforce_requests_total";
+/// API requests used in the org's 24-hour window, from `Sforce-Limit-Info`.
+pub const SALESFORCE_API_USAGE: &str = "switchboard_connector_salesforce_api_usage";
+/// The org's 24-hour API request limit, from `Sforce-Limit-Info`.
+pub const SALESFORCE_API_LIMIT: &str = "switchboard_connector_salesforce_api_limit";
+/// Records or events set aside for `switchboard replay`, by `reason`
+/// (`undecodable`, `invalid_event`, `salesforce_rejected`).
+pub const DEAD_LETTERS_TOTAL: &str = "switchboard_connector_dead_letters_total";
+/// Task writes by `outcome` (`created`, `updated`, `rejected`).
+pub const TASK_WRITES_TOTAL: &str = "switchboard_connector_task_writes_total";
+/// Agents of a call that get no Task, by `reason`
+/// (`agent_not_linked`, `invalid_salesforce_user_id`).
+pub const TASKS_SKIPPED_TOTAL: &str = "switchboard_connector_tasks_skipped_total";
+/// Failed Salesforce attempts that will be retried, by `class`
+/// (`retryable`, `token`, `limit`).
+pub const SALESFORCE_RETRIES_TOTAL: &str = "switchboard_connector_salesforce_retries_total";
+/// Failures of the connector's own database or broker that stall progress
+/// until they clear, by `component` (`store`, `kafka`).
+pub const STALLS_TOTAL: &str = "switchboard_connector_stalls_total";
+
+/// Registers descriptions with the installed recorder; harmless to call
+/// more than once.
+pub fn describe() {
+    describe_counter!(EVENTS_TOTAL, "Call events read by the connector, by kind and outcome");
+    describe_counter!(SALESFORCE_REQUESTS_TOTAL, "HTTP requests to Salesforce, by operation and status");
+    describe_gauge!(SALESFORCE_API_USAGE, "API requests used in the org's 24-hour window (Sforce-Limit-Info)");
+    describe_gauge!(SALESFORCE_API_LIMIT, "API request limit of the org's 24-hour window (Sforce-Limit-Info)");
+    describe_counter!(DEAD_LETTERS_TOTAL, "Events dead-lettered by the connector, by reason");
+    describe_counter!(TASK_WRITES_TOTAL, "Salesforce Task upserts, by outcome");
+    describe_counter!(TASKS_SKIPPED_TOTAL, "Agents of a call that get no Task, by reason");
+    describe_counter!(SALESFORCE_RETRIES_TOTAL, "Salesforce failures that are retried, by class");
+    describe_counter!(STALLS_TOTAL, "Database or broker failures that stall the connector until they clear");
+}
+
+pub(crate) fn event(kind: &'static str, outcome: &'static str) {
+    counter!(EVENTS_TOTAL, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn salesforce_request(operation: &'static str, status: &str) {
+    counter!(SALESFORCE_REQUESTS_TOTAL, "operation" => operation, "status" => status.to_owned()).increment(1);
+}
+
+pub(crate) fn api_usage(used: u64, limit: u64) {
+    gauge!(SALESFORCE_API_USAGE).set(used as f64);
+    gauge!(SALESFORCE_API_LIMIT).set(limit as f64);
+}
+
+pub(crate) fn dead_letter(reason: &'static str) {
+    counter!(DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn task_write(outcome: &'static str) {
+    counter!(TASK_WRITES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn task_skipped(reason: &'static str) {
+    counter!(TASKS_SKIPPED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn retry(class: &'static str) {
+    counter!(SALESFORCE_RETRIES_TOTAL, "class" => class).increment(1);
+}
+
+pub(crate) fn stall(component: &'static str) {
+    counter!(STALLS_TOTAL, "component" => component).increment(1);
+}

@@ -1,0 +1,255 @@
+//! The Salesforce REST client of the connector.
+//!
+//! One client per org: it logs in with the JWT bearer flow, caches the
+//! access token, renews it once when Salesforce answers 401 and retries the
+//! request, and records every request and the org's API usage as metrics.
+//! It makes exactly one attempt per call otherwise; retry policy lives in the
+//! sink, which knows about shutdown and dead letters.
+
+mod auth;
+mod error;
+mod response;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use tokio::sync::Mutex;
+
+pub use auth::{AccessToken, JwtSigner, JWT_BEARER_GRANT};
+pub use error::{classify, ErrorClass, SalesforceError};
+pub use response::{parse_error_body, parse_limit_info, parse_upsert_body, ApiErrorItem, UpsertResult};
+
+use crate::config::SalesforceConfig;
+use crate::metrics as m;
+
+const UPSERT_TASK: &str = "upsert_task";
+const TOKEN: &str = "token";
+
+/// A logged-in (or ready to log in) connection to one Salesforce org.
+#[derive(Clone, Debug)]
+pub struct SalesforceClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    config: SalesforceConfig,
+    signer: JwtSigner,
+    token_url: url::Url,
+    /// The cached session; the lock also makes concurrent renewals log in once.
+    token: Mutex<Option<Arc<AccessToken>>>,
+}
+
+impl SalesforceClient {
+    /// Prepares the client: loads and checks the private key, builds the
+    /// HTTP client. Does not contact Salesforce, so the connector starts
+    /// while Salesforce is unreachable and catches up later.
+    pub fn new(config: SalesforceConfig) -> Result<Self, SalesforceError> {
+        let signer = JwtSigner::from_key_file(
+            &config.private_key_file,
+            &config.consumer_key,
+            &config.username,
+            &config.login_url,
+        )?;
+        let token_url = url::Url::parse(&format!("{}/services/oauth2/token", config.login_url.trim_end_matches('/')))
+            .map_err(|e| SalesforceError::Unexpected { operation: TOKEN, detail: format!("login_url: {e}") })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .connect_timeout(Duration::from_secs(config.request_timeout_secs.min(10)))
+            .user_agent(concat!("switchboard-connector/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SalesforceError::Client)?;
+        Ok(Self { inner: Arc::new(Inner { http, config, signer, token_url, token: Mutex::new(None) }) })
+    }
+
+    /// The configuration the client was built from.
+    pub fn config(&self) -> &SalesforceConfig {
+        &self.inner.config
+    }
+
+    /// Upserts the Task whose external id field (from the configuration)
+    /// holds `external_id`, with `body` as its fields.
+    pub async fn upsert_task(&self, external_id: &str, body: &serde_json::Value) -> Result<UpsertResult, SalesforceError> {
+        let token = self.token().await?;
+        match self.try_upsert_task(&token, external_id, body).await {
+            Err(e) if e.is_invalid_session() => {
+                tracing::info!("Salesforce session expired, logging in again");
+                self.forget(&token).await;
+                let token = self.token().await?;
+                self.try_upsert_task(&token, external_id, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_upsert_task(
+        &self,
+        token: &AccessToken,
+        external_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<UpsertResult, SalesforceError> {
+        let config = &self.inner.config;
+        let mut url = token.instance_url.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| SalesforceError::Unexpected { operation: UPSERT_TASK, detail: "instance_url cannot be a base".into() })?;
+            segments.pop_if_empty().extend([
+                "services",
+                "data",
+                &format!("v{}", config.api_version),
+                "sobjects",
+                "Task",
+                &config.task_external_id_field,
+            ]);
+        }
+        // The external id goes in as one strictly encoded path segment.
+        let url = url::Url::parse(&format!("{}/{}", url.as_str(), encode_segment(external_id)))
+            .map_err(|e| SalesforceError::Unexpected { operation: UPSERT_TASK, detail: e.to_string() })?;
+        let result = self
+            .inner
+            .http
+            .patch(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
+            .header(CONTENT_TYPE, "application/json")
+            .json(body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(source) => {
+                m::salesforce_request(UPSERT_TASK, if source.is_timeout() { "timeout" } else { "network" });
+                return Err(SalesforceError::Transport { operation: UPSERT_TASK, source });
+            }
+        };
+        let status = response.status().as_u16();
+        record_limits(response.headers());
+        m::salesforce_request(UPSERT_TASK, &status.to_string());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| SalesforceError::Transport { operation: UPSERT_TASK, source })?;
+        match status {
+            200 | 201 | 204 => Ok(parse_upsert_body(status, &bytes)),
+            _ => Err(SalesforceError::Api {
+                operation: UPSERT_TASK,
+                status,
+                errors: parse_error_body(&bytes),
+                body: response::snippet(&bytes, 500),
+            }),
+        }
+    }
+
+    /// The cached session, or a new one.
+    async fn token(&self) -> Result<Arc<AccessToken>, SalesforceError> {
+        let mut slot = self.inner.token.lock().await;
+        if let Some(token) = slot.as_ref() {
+            return Ok(token.clone());
+        }
+        let token = Arc::new(self.login().await?);
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Drops `stale` from the cache unless another task already replaced it.
+    async fn forget(&self, stale: &Arc<AccessToken>) {
+        let mut slot = self.inner.token.lock().await;
+        if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, stale)) {
+            *slot = None;
+        }
+    }
+
+    /// Trades a fresh JWT for an access token.
+    pub async fn login(&self) -> Result<AccessToken, SalesforceError> {
+        let config = &self.inner.config;
+        let assertion = self
+            .inner
+            .signer
+            .assertion()
+            .map_err(|reason| SalesforceError::Key { path: config.private_key_file.clone(), reason })?;
+        let result = self
+            .inner
+            .http
+            .post(self.inner.token_url.clone())
+            .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())])
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(source) => {
+                m::salesforce_request(TOKEN, if source.is_timeout() { "timeout" } else { "network" });
+                return Err(SalesforceError::Transport { operation: TOKEN, source });
+            }
+        };
+        let status = response.status().as_u16();
+        m::salesforce_request(TOKEN, &status.to_string());
+        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation: TOKEN, source })?;
+        if status != 200 {
+            let answer: auth::TokenError = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(SalesforceError::Login {
+                username: config.username.clone(),
+                status,
+                error: if answer.error.is_empty() { format!("HTTP_{status}") } else { answer.error },
+                description: if answer.error_description.is_empty() {
+                    response::snippet(&bytes, 300)
+                } else {
+                    answer.error_description
+                },
+            });
+        }
+        let answer: auth::TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Unexpected {
+            operation: TOKEN,
+            detail: format!("token answer is not the documented JSON ({e}): {}", response::snippet(&bytes, 200)),
+        })?;
+        let (Some(access_token), Some(instance_url)) = (answer.access_token, answer.instance_url) else {
+            return Err(SalesforceError::Unexpected {
+                operation: TOKEN,
+                detail: "token answer lacks access_token or instance_url".into(),
+            });
+        };
+        let instance_url = url::Url::parse(&instance_url).map_err(|e| SalesforceError::Unexpected {
+            operation: TOKEN,
+            detail: format!("instance_url {instance_url:?} is not a URL: {e}"),
+        })?;
+        tracing::info!(instance_url = %instance_url, username = %config.username, "logged in to Salesforce");
+        Ok(AccessToken { access_token, instance_url })
+    }
+}
+
+fn record_limits(headers: &HeaderMap) {
+    if let Some((used, limit)) = headers
+        .get("Sforce-Limit-Info")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_limit_info)
+    {
+        m::api_usage(used, limit);
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so an
+/// external id with `/`, `?`, `#`, `:` or spaces stays one path segment.
+pub fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ids_are_one_segment() {
+        assert_eq!(encode_segment("0193-ab:u1"), "0193-ab%3Au1");
+        assert_eq!(encode_segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+}

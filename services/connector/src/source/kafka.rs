@@ -1,0 +1,171 @@
+//! The call-event topic, consumed in a consumer group (production).
+//!
+//! Automatic commits are off: the offset after a record is committed only
+//! once the pipeline handled it (applied and accepted by Salesforce, or
+//! dead-lettered). Records of one call share a key, hence a partition, and
+//! are handled one at a time in offset order. A record that does not decode
+//! goes to the dead-letter topic and its offset is committed, so one bad
+//! record never blocks a partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::{pause, stall_delay};
+use crate::config::KafkaConsumerConfig;
+use crate::metrics as m;
+use crate::pipeline::{Pipeline, PipelineError, Record};
+
+/// A consumer subscribed to the call-event topic.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka settings of the consumer.
+pub fn consumer_config(config: &KafkaConsumerConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("client.id", &config.client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    client
+}
+
+/// The librdkafka settings of the dead-letter producer: idempotent, so a
+/// retried send does not duplicate a dead letter.
+pub fn producer_config(config: &KafkaConsumerConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.properties {
+        // Consumer-only settings would only produce librdkafka warnings here.
+        if !is_consumer_only(key) {
+            client.set(key, value);
+        }
+    }
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", format!("{}-dead-letters", config.client_id))
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    client
+}
+
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("session.")
+        || key.starts_with("heartbeat.")
+        || key.starts_with("fetch.")
+        || key.starts_with("max.poll.")
+        || key.starts_with("partition.assignment")
+        || key.starts_with("group.")
+        || key.starts_with("auto.")
+        || key.starts_with("isolation.")
+}
+
+impl KafkaSource {
+    /// Creates the consumer and the dead-letter producer and subscribes to
+    /// the topic. The broker need not be reachable yet: librdkafka keeps
+    /// trying, and the connector waits.
+    pub fn connect(config: &KafkaConsumerConfig) -> Result<(Self, FutureProducer), KafkaError> {
+        let consumer: StreamConsumer = consumer_config(config).create()?;
+        consumer.subscribe(&[config.topic.as_str()])?;
+        let producer: FutureProducer = producer_config(config).create()?;
+        Ok((Self { consumer: Arc::new(consumer), topic: config.topic.clone() }, producer))
+    }
+
+    /// Feeds every record to `pipeline` until `shutdown`, committing each
+    /// offset after its record was handled; on the way out the last handled
+    /// offsets are committed synchronously.
+    pub async fn run(self, pipeline: Pipeline, shutdown: CancellationToken) {
+        tracing::info!(topic = %self.topic, "connector consuming call events from Kafka");
+        let mut handled: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut failures = 0u32;
+        'consume: loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka consumer error");
+                    m::stall("kafka");
+                    if !pause(&shutdown, stall_delay(failures)).await {
+                        break;
+                    }
+                    failures = failures.saturating_add(1);
+                    continue;
+                }
+            };
+            failures = 0;
+            let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
+            let payload = message.payload().unwrap_or_default();
+            let origin = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
+            let mut attempts = 0u32;
+            loop {
+                let record = Record { call_id: &key, payload, origin: &origin };
+                match pipeline.handle(record).await {
+                    Ok(outcome) => {
+                        tracing::trace!(call_id = %key, origin, outcome = outcome.outcome, "record handled");
+                        break;
+                    }
+                    Err(PipelineError::Shutdown(_)) => break 'consume,
+                    Err(PipelineError::Store(error)) => {
+                        tracing::error!(%error, call_id = %key, origin, "connector database failed; retrying the record");
+                        m::stall("store");
+                        if !pause(&shutdown, stall_delay(attempts)).await {
+                            break 'consume;
+                        }
+                        attempts = attempts.saturating_add(1);
+                    }
+                }
+            }
+            let mut next = TopicPartitionList::new();
+            let _ = next.add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset() + 1));
+            if let Err(error) = self.consumer.commit(&next, CommitMode::Async) {
+                tracing::warn!(%error, origin, "offset commit failed; the record may be delivered again");
+            }
+            handled.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+        }
+        self.commit_final(handled).await;
+        tracing::info!(topic = %self.topic, "connector stopped consuming");
+    }
+
+    /// Commits the offsets after the last handled records and waits for the
+    /// broker's answer, so a restart resumes exactly there.
+    async fn commit_final(&self, handled: BTreeMap<(String, i32), i64>) {
+        if handled.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &handled {
+            let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "final offset commit failed; the last records may be delivered again"),
+            Err(error) => tracing::warn!(%error, "final offset commit did not run"),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The connector's own tables: folded call state (`sync_calls`), Task sync
+//! status per (call, agent) (`sync_tasks`), the read position in logs it
+//! owns no offsets in (`connector_cursors`) and refused events
+//! (`dead_letters`).
+//!
+//! Queries are written once for SQLite and PostgreSQL (`$1` placeholders,
+//! `ON CONFLICT … DO UPDATE`), like the rest of the store.
+
+use switchboard_store::sqlx::{self, Row};
+use switchboard_store::{now_ms, Database};
+
+use crate::dead_letter::DeadLetter;
+use crate::fold::{CallState, TaskSync};
+
+/// Access to the connector's tables.
+#[derive(Debug, Clone)]
+pub struct SyncStore {
+    db: Database,
+}
+
+impl SyncStore {
+    /// The connector's tables in `db`.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The stored state of `call_id` with its Tasks, or `None` for a call
+    /// never seen. A row that no longer parses (edited by hand, written by a
+    /// newer build) is logged and treated as absent: the state is rebuilt
+    /// from the events, and the upserts are idempotent.
+    pub async fn load(&self, call_id: &str) -> Result<Option<CallState>, sqlx::Error> {
+        let pool = self.db.pool();
+        let row = sqlx::query("SELECT state FROM sync_calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let text: String = row.try_get("state")?;
+        let mut state: CallState = match serde_json::from_str(&text) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(call_id, error = %e, "stored call state does not parse; rebuilding it from the events");
+                return Ok(None);
+            }
+        };
+        state.call_id = call_id.to_owned();
+        let rows = sqlx::query("SELECT user_id, state FROM sync_tasks WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            let user_id: String = row.try_get("user_id")?;
+            let text: String = row.try_get("state")?;
+            match serde_json::from_str::<TaskSync>(&text) {
+                Ok(sync) => {
+                    state.tasks.insert(user_id, sync);
+                }
+                Err(e) => {
+                    tracing::error!(call_id, user_id, error = %e, "stored Task state does not parse; the Task will be written again");
+                }
+            }
+        }
+        Ok(Some(state))
+    }
+
+    /// Stores the call facts and every Task status of `state` in one
+    /// transaction.
+    pub async fn save(&self, state: &CallState) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO sync_calls (call_id, state, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(state.call_id.as_str())
+        .bind(to_json(state))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (user_id, sync) in &state.tasks {
+            save_task(&mut tx, &state.call_id, user_id, sync, now, None).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Stores the status of one Task after Salesforce answered; `accepted`
+    /// stamps `last_synced_at`.
+    pub async fn save_task(&self, call_id: &str, user_id: &str, sync: &TaskSync, accepted: bool) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        save_task(&mut tx, call_id, user_id, sync, now, accepted.then_some(now)).await?;
+        tx.commit().await
+    }
+
+    /// The position stored under `name`, 0 when the log was never read.
+    pub async fn cursor(&self, name: &str) -> Result<i64, sqlx::Error> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM connector_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    /// Moves cursor `name` to `position`: every event up to it is applied
+    /// (or dead-lettered) and is not read again.
+    pub async fn advance(&self, name: &str, position: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO connector_cursors (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Sets `letter` aside in the `dead_letters` table for `switchboard replay`.
+    pub async fn insert_dead_letter(&self, letter: &DeadLetter) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO dead_letters (call_id, payload, reason, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(letter.call_id.as_str())
+            .bind(letter.payload.clone())
+            .bind(letter.reason.as_str())
+            .bind(now_ms())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+async fn save_task(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    call_id: &str,
+    user_id: &str,
+    sync: &TaskSync,
+    now: i64,
+    synced_at: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sync_tasks (call_id, user_id, state, salesforce_id, last_synced_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (call_id, user_id) DO UPDATE SET state = excluded.state, \
+         salesforce_id = COALESCE(excluded.salesforce_id, sync_tasks.salesforce_id), \
+         last_synced_at = COALESCE(excluded.last_synced_at, sync_tasks.last_synced_at), \
+         updated_at = excluded.updated_at",
+    )
+    .bind(call_id)
+    .bind(user_id)
+    .bind(to_json(sync))
+    .bind(sync.salesforce_id.clone())
+    .bind(synced_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // The state types are plain data (strings, numbers, maps with string
+    // keys); serialising them cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
