@@ -1,1 +1,143 @@
-//! stub
+//! The gateway role of Switchboard: a SIP B2BUA with anchored media that
+//! records calls to object storage and writes every state change, with its
+//! call event, to the transactional outbox; a relay publishes the outbox to
+//! Kafka. It also serves the admin API, recording playback, health and
+//! Prometheus metrics over HTTP.
+//!
+//! Rooms: `sip` (codec, transports), `media` (SDP, RTP, relay, recorder),
+//! `calls` (the B2BUA state machine, its driver, the event writer),
+//! `recordings` (spool and object storage), `events` (outbox relay),
+//! `directory` (users, devices, numbers), `api` (HTTP).
+
+pub mod api;
+pub mod calls;
+pub mod config;
+pub mod directory;
+pub mod events;
+pub mod media;
+pub mod recordings;
+pub mod sip;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_store::Database;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::calls::b2bua::Local;
+use crate::calls::manager::{self, ManagerDeps};
+use crate::config::{EventLogKind, GatewayConfig};
+use crate::directory::Directory;
+use crate::media::ports::PortAllocator;
+use crate::recordings::RecordingSink;
+use crate::sip::Transport;
+
+/// Entry point of the gateway role.
+pub struct Gateway;
+
+/// A started gateway: where it listens, and its tasks.
+pub struct RunningGateway {
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
+    pub http: SocketAddr,
+    /// Base URL of recording links.
+    pub public_url: String,
+    tasks: JoinSet<()>,
+}
+
+impl Gateway {
+    /// Binds every listener and starts the gateway's tasks; returns once it
+    /// is ready to take calls. `shutdown` stops it (live calls are hung up).
+    pub async fn start(config: GatewayConfig, data_dir: PathBuf, db: Database, shutdown: CancellationToken) -> anyhow::Result<RunningGateway> {
+        config.validate()?;
+        db.check_migrated().await?;
+        // Install the metrics recorder before anything records.
+        api::metrics_handle();
+        let (inbound_tx, inbound_rx) = mpsc::channel(8192);
+        let transport = Transport::bind(config.sip.udp, config.sip.tcp, config.sip.max_message_bytes, inbound_tx, shutdown.clone()).await?;
+        let sip_ip = config.sip.udp.or(config.sip.tcp).map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let host = match &config.sip.advertised_host {
+            Some(h) => h.clone(),
+            None if sip_ip.is_unspecified() => {
+                warn!("SIP listens on an unspecified address and sip.advertised_host is not set; advertising 127.0.0.1, which remote peers cannot reach");
+                "127.0.0.1".to_owned()
+            }
+            None => sip_ip.to_string(),
+        };
+        let media_ip = match config.media.advertised_ip {
+            Some(ip) => ip,
+            None if config.media.bind_ip.is_unspecified() => {
+                warn!("media.bind_ip is unspecified and media.advertised_ip is not set; advertising 127.0.0.1 in SDP");
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
+            None => config.media.bind_ip,
+        };
+        let public_url = config.public_url();
+        let recordings = RecordingSink::from_config(&config.recordings, &data_dir, &public_url, shutdown.clone())?;
+        let directory = Directory::new(db.clone());
+        let committed = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+
+        let deps = ManagerDeps {
+            transport: transport.clone(),
+            directory: directory.clone(),
+            ports: PortAllocator::new(config.media.bind_ip, config.media.port_min, config.media.port_max),
+            media_ip,
+            local: Local {
+                host,
+                udp_port: transport.udp_addr().map(|a| a.port()),
+                tcp_port: transport.tcp_addr().map(|a| a.port()),
+                user_agent: config.sip.user_agent.clone(),
+            },
+            db: db.clone(),
+            recordings: recordings.clone(),
+            record_all: config.recordings.record_all,
+            ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            committed: committed.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(manager::run(deps, inbound_rx));
+
+        if config.events.log == EventLogKind::Kafka {
+            let producer = events::relay::producer(&config.events.kafka)?;
+            tasks.spawn(events::relay::run(db.outbox(), producer, config.events.kafka.topic.clone(), committed.clone(), shutdown.clone()));
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}; change http.listen", config.http.listen))?;
+        let http = listener.local_addr()?;
+        let app = api::ops_routes()
+            .nest("/admin/v1", api::admin::router(directory, config.http.admin_token.clone()))
+            .merge(api::recordings::router(db.clone(), recordings.store(), config.http.admin_token.clone()))
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await {
+                warn!(error = %e, "HTTP server stopped with an error");
+            }
+        });
+        info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), %http, "gateway ready");
+        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), http, public_url, tasks })
+    }
+}
+
+impl RunningGateway {
+    /// Waits until every task of the gateway has stopped (after shutdown).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        while let Some(r) = self.tasks.join_next().await {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    anyhow::bail!("a gateway task panicked: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+}

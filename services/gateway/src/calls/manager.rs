@@ -1,0 +1,471 @@
+//! The call manager: drives every [`Call`] state machine with real inputs.
+//!
+//! It owns the map from SIP Call-IDs to calls, receives parsed messages from
+//! the transports, routes new calls through the directory, allocates media,
+//! executes the state machines' actions, fires their timers and hands every
+//! state change to the call's writer. Slow work (database lookups, port
+//! binding, recording upload) runs in spawned tasks that report back through
+//! the manager's input channel, so one slow call never stalls the others.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_proto::v1 as pb;
+use switchboard_store::{now_ms, Database};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target};
+use super::writer::{AgentInfo, CallUpdate, CallWriter};
+use crate::directory::{Directory, NumberRoute};
+use crate::media::ports::{PortAllocator, PortPair};
+use crate::media::relay::{MediaRelay, Side};
+use crate::recordings::RecordingSink;
+use crate::sip::headers::{NameAddr, SipUri};
+use crate::sip::response::{make_response, validate_request};
+use crate::sip::transport::Inbound;
+use crate::sip::{Destination, SipMessage, Transport};
+
+/// What the manager needs from the rest of the gateway.
+pub struct ManagerDeps {
+    pub transport: Transport,
+    pub directory: Directory,
+    pub ports: PortAllocator,
+    /// IP written into SDP.
+    pub media_ip: IpAddr,
+    pub local: Local,
+    pub db: Database,
+    pub recordings: RecordingSink,
+    pub record_all: bool,
+    pub ring_timeout: Duration,
+    /// Notified after each committed call event.
+    pub committed: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+/// Results of spawned work, fed back into the manager loop.
+enum Work {
+    Routed { id: String, outcome: RouteOutcome },
+}
+
+enum RouteOutcome {
+    NotFound,
+    NoDevice { route: NumberRoute },
+    Failed { code: u16, why: String },
+    Ready { route: NumberRoute, device_id: String, target: Target, a: PortPair, b: PortPair },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegKind {
+    Caller,
+    Device,
+}
+
+struct Entry {
+    call: Call,
+    writer: Option<CallWriter>,
+    relay: Option<MediaRelay>,
+    agent: Option<AgentInfo>,
+    started_at: Instant,
+    started_at_ms: i64,
+    answered_at: Option<Instant>,
+    /// Set once the call row exists (events only for routed calls).
+    from_number: String,
+    from_display: String,
+    to_number: String,
+}
+
+/// Runs until shutdown; every live call is hung up on the way out.
+pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
+    let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
+    let mut m = Manager { deps, calls: HashMap::new(), by_sip: HashMap::new(), work: work_tx };
+    loop {
+        let deadline = m.next_deadline();
+        tokio::select! {
+            _ = m.deps.shutdown.cancelled() => break,
+            msg = inbound.recv() => match msg {
+                Some(i) => m.on_sip(i).await,
+                None => break,
+            },
+            Some(w) = work_rx.recv() => m.on_work(w).await,
+            _ = sleep_until(deadline) => m.on_timers().await,
+        }
+    }
+    let ids: Vec<String> = m.calls.keys().cloned().collect();
+    for id in ids {
+        if let Some(e) = m.calls.get_mut(&id) {
+            let actions = e.call.terminate(std::time::Instant::now());
+            m.execute(&id, actions).await;
+        }
+    }
+    info!("call manager stopped");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Manager {
+    deps: ManagerDeps,
+    calls: HashMap<String, Entry>,
+    by_sip: HashMap<String, (String, LegKind)>,
+    work: mpsc::UnboundedSender<Work>,
+}
+
+impl Manager {
+    fn next_deadline(&self) -> Option<Instant> {
+        let now_std = std::time::Instant::now();
+        let now = Instant::now();
+        self.calls
+            .values()
+            .filter_map(|e| e.call.next_deadline())
+            .min()
+            .map(|d| now + d.saturating_duration_since(now_std))
+    }
+
+    async fn on_sip(&mut self, Inbound { msg, source }: Inbound) {
+        let now = std::time::Instant::now();
+        let sip_call_id = msg.header("Call-ID").unwrap_or("").to_owned();
+        if !msg.is_request() {
+            match self.by_sip.get(&sip_call_id).cloned() {
+                Some((id, leg)) => {
+                    let actions = match self.calls.get_mut(&id) {
+                        Some(e) if leg == LegKind::Device => e.call.on_device_message(msg, source, now),
+                        Some(e) => e.call.on_caller_response(msg, now),
+                        None => return,
+                    };
+                    self.execute(&id, actions).await;
+                }
+                None => {
+                    debug!(sip_call_id, "response for no known call dropped");
+                    metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => "stray response").increment(1);
+                }
+            }
+            return;
+        }
+        let method = msg.method().unwrap_or("").to_owned();
+        if let Err(rejection) = validate_request(&msg) {
+            metrics::counter!("switchboard_sip_requests_rejected_total", "code" => rejection.code.to_string()).increment(1);
+            if method != "ACK" {
+                let mut r = make_response(&msg, rejection.code, Some("sb-rejected"), &self.deps.local.user_agent);
+                if let crate::sip::StartLine::Response { reason, .. } = &mut r.start {
+                    *reason = rejection.reason.clone();
+                }
+                self.deps.transport.send(source, &r).await;
+            }
+            debug!(peer = %source.addr(), code = rejection.code, reason = rejection.reason, "request rejected");
+            return;
+        }
+        metrics::counter!("switchboard_sip_requests_received_total", "method" => method.clone()).increment(1);
+        if let Some((id, leg)) = self.by_sip.get(&sip_call_id).cloned() {
+            let actions = match self.calls.get_mut(&id) {
+                Some(e) => match leg {
+                    LegKind::Caller => e.call.on_caller_request(msg, source, now),
+                    LegKind::Device => e.call.on_device_message(msg, source, now),
+                },
+                None => return,
+            };
+            self.execute(&id, actions).await;
+            return;
+        }
+        let to_tag = msg.header("To").and_then(NameAddr::parse).and_then(|n| n.tag().map(str::to_owned));
+        let ua = self.deps.local.user_agent.clone();
+        match method.as_str() {
+            "INVITE" if to_tag.is_none() => self.new_call(msg, source).await,
+            "ACK" => {}
+            "OPTIONS" => {
+                let mut ok = make_response(&msg, 200, Some("sb-options"), &ua);
+                ok.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+                self.deps.transport.send(source, &ok).await;
+            }
+            "CANCEL" | "BYE" | "INVITE" => {
+                self.deps.transport.send(source, &make_response(&msg, 481, Some("sb-unknown"), &ua)).await;
+            }
+            _ => {
+                let mut r = make_response(&msg, 501, Some("sb-unknown"), &ua);
+                r.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+                self.deps.transport.send(source, &r).await;
+            }
+        }
+    }
+
+    async fn new_call(&mut self, invite: SipMessage, source: Destination) {
+        let id = uuid::Uuid::now_v7().to_string();
+        let sip_call_id = invite.header("Call-ID").unwrap_or("").to_owned();
+        let dialled = invite
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).and_then(|u| u.user).or_else(|| u.strip_prefix("tel:").map(|t| t.split(';').next().unwrap_or("").to_owned())))
+            .unwrap_or_default();
+        let from = invite.header("From").and_then(NameAddr::parse);
+        let from_number = from.as_ref().and_then(|f| f.user()).unwrap_or_else(|| "anonymous".into());
+        let from_display = from.as_ref().and_then(|f| f.display.clone()).unwrap_or_default();
+        let call = match Call::new(id.clone(), invite.clone(), source, self.deps.local.clone(), self.deps.ring_timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut r = make_response(&invite, e.code, Some("sb-rejected"), &self.deps.local.user_agent);
+                if let crate::sip::StartLine::Response { reason, .. } = &mut r.start {
+                    *reason = e.reason.clone();
+                }
+                metrics::counter!("switchboard_calls_total", "outcome" => "rejected").increment(1);
+                self.deps.transport.send(source, &r).await;
+                return;
+            }
+        };
+        info!(call_id = %id, sip_call_id, from = %from_number, to = %dialled, peer = %source.addr(), "incoming call");
+        let trying = call.trying();
+        self.by_sip.insert(sip_call_id, (id.clone(), LegKind::Caller));
+        self.calls.insert(
+            id.clone(),
+            Entry {
+                call,
+                writer: None,
+                relay: None,
+                agent: None,
+                started_at: Instant::now(),
+                started_at_ms: now_ms(),
+                answered_at: None,
+                from_number,
+                from_display,
+                to_number: dialled.clone(),
+            },
+        );
+        metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
+        self.execute(&id, vec![trying]).await;
+        let directory = self.deps.directory.clone();
+        let ports = self.deps.ports.clone();
+        let work = self.work.clone();
+        let span = info_span!("route", call_id = %id);
+        tokio::spawn(
+            async move {
+                let outcome = route(&directory, &ports, &dialled).await;
+                let _ = work.send(Work::Routed { id, outcome });
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn on_work(&mut self, work: Work) {
+        let Work::Routed { id, outcome } = work;
+        let now = std::time::Instant::now();
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        if entry.call.has_ended() {
+            return; // the caller gave up while routing; ports drop here
+        }
+        let actions = match outcome {
+            RouteOutcome::NotFound => {
+                info!(call_id = %id, to = %entry.to_number, "no user owns the dialled number");
+                metrics::counter!("switchboard_calls_total", "outcome" => "not_found").increment(1);
+                entry.call.reject(404, EndReason::Failed, now)
+            }
+            RouteOutcome::Failed { code, why } => {
+                warn!(call_id = %id, why, "call could not be set up");
+                metrics::counter!("switchboard_calls_total", "outcome" => "failed").increment(1);
+                entry.call.reject(code, EndReason::Failed, now)
+            }
+            RouteOutcome::NoDevice { route } => {
+                info!(call_id = %id, user = %route.user.id, "the number's owner has no reachable device");
+                self.begin_events(&id, &route, None);
+                let entry = self.calls.get_mut(&id).expect("entry exists");
+                entry.call.reject(480, EndReason::NoAnswer, now)
+            }
+            RouteOutcome::Ready { route, device_id, target, a, b } => {
+                let relay = MediaRelay::start(id.clone(), a, b, entry.call.caller_offer().rtp);
+                let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
+                entry.relay = Some(relay);
+                self.begin_events(&id, &route, Some(device_id));
+                let entry = self.calls.get_mut(&id).expect("entry exists");
+                let actions = entry.call.place(target, media, now);
+                if let Some(b) = entry.call.device_call_id() {
+                    self.by_sip.insert(b.to_owned(), (id.clone(), LegKind::Device));
+                }
+                actions
+            }
+        };
+        self.execute(&id, actions).await;
+    }
+
+    /// Creates the call's writer and records `call.started`.
+    fn begin_events(&mut self, id: &str, route: &NumberRoute, device_id: Option<String>) {
+        let Some(entry) = self.calls.get_mut(id) else { return };
+        let agent = AgentInfo {
+            user_id: route.user.id.clone(),
+            salesforce_user_id: route.user.salesforce_user_id.clone(),
+            device_id,
+            display_name: route.user.name.clone(),
+        };
+        let writer = CallWriter::spawn(self.deps.db.clone(), id.to_owned(), self.deps.committed.clone());
+        writer.record(CallUpdate::Started {
+            sip_call_id: entry.call.caller_call_id().to_owned(),
+            direction: pb::Direction::Inbound,
+            from_number: entry.from_number.clone(),
+            from_display: entry.from_display.clone(),
+            to_number: route.number.clone(),
+            owner: agent.clone(),
+        });
+        entry.writer = Some(writer);
+        entry.agent = Some(agent);
+    }
+
+    async fn on_timers(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, e)| e.call.next_deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let actions = match self.calls.get_mut(&id) {
+                Some(e) => e.call.on_timer(now),
+                None => continue,
+            };
+            self.execute(&id, actions).await;
+            if self.calls.get(&id).is_some_and(|e| e.call.is_finished(now)) {
+                if let Some(e) = self.calls.remove(&id) {
+                    self.by_sip.remove(e.call.caller_call_id());
+                    if let Some(b) = e.call.device_call_id() {
+                        self.by_sip.remove(b);
+                    }
+                }
+                metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
+            }
+        }
+    }
+
+    async fn execute(&mut self, id: &str, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(dest, msg) => self.deps.transport.send(dest, &msg).await,
+                Action::Ringing => {
+                    if let Some(e) = self.calls.get(id) {
+                        if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
+                            w.record(CallUpdate::Ringing { agent: a.clone() });
+                        }
+                    }
+                }
+                Action::Answered { device_rtp } => {
+                    let record_all = self.deps.record_all;
+                    if let Some(e) = self.calls.get_mut(id) {
+                        e.answered_at = Some(Instant::now());
+                        if let Some(r) = &e.relay {
+                            r.set_remote(Side::B, device_rtp);
+                            if record_all {
+                                r.start_recording();
+                            }
+                        }
+                        if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
+                            w.record(CallUpdate::Answered { agent: a.clone() });
+                        }
+                        info!(call_id = %id, "call answered");
+                        metrics::counter!("switchboard_calls_total", "outcome" => "answered").increment(1);
+                    }
+                }
+                Action::CallerMedia { rtp } => {
+                    if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
+                        r.set_remote(Side::A, rtp);
+                    }
+                }
+                Action::Ended { reason, hangup_by, sip_status } => self.ended(id, reason, hangup_by, sip_status),
+            }
+        }
+    }
+
+    fn ended(&mut self, id: &str, reason: EndReason, hangup_by: HangupBy, sip_status: u16) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        let now = Instant::now();
+        let talk = e.answered_at.map(|a| now.duration_since(a).as_secs() as u32).unwrap_or(0);
+        let total = now.duration_since(e.started_at).as_secs() as u32;
+        info!(call_id = %id, ?reason, hangup_by = hangup_by.as_str(), sip_status, talk_seconds = talk, "call ended");
+        let writer = e.writer.clone();
+        if let Some(w) = &writer {
+            w.record(CallUpdate::Ended {
+                reason: match reason {
+                    EndReason::Completed => pb::EndReason::Completed,
+                    EndReason::Cancelled => pb::EndReason::Cancelled,
+                    EndReason::NoAnswer => pb::EndReason::NoAnswer,
+                    EndReason::Busy => pb::EndReason::Busy,
+                    EndReason::Failed => pb::EndReason::Failed,
+                },
+                hangup_by: hangup_by.as_str().to_owned(),
+                sip_status: sip_status as u32,
+                talk_seconds: talk,
+                total_seconds: total,
+            });
+        }
+        if let Some(relay) = e.relay.take() {
+            let sink = self.deps.recordings.clone();
+            let call_id = id.to_owned();
+            let started_at_ms = e.started_at_ms;
+            tokio::spawn(async move {
+                let report = relay.stop().await;
+                debug!(call_id, a_to_b = report.packets_a_to_b, b_to_a = report.packets_b_to_a, "media relay stopped");
+                let Some(rec) = report.recording else { return };
+                match sink.store_recording(&call_id, started_at_ms, rec).await {
+                    Ok(Some(stored)) => {
+                        if let Some(w) = writer {
+                            w.record(CallUpdate::RecordingAvailable {
+                                recording_id: stored.recording_id,
+                                object_key: stored.object_key,
+                                url: stored.url,
+                                format: stored.format,
+                                duration_ms: stored.duration_ms,
+                                size_bytes: stored.size_bytes,
+                                sample_rate_hz: stored.sample_rate_hz,
+                                admin_only: false,
+                            });
+                        }
+                    }
+                    Ok(None) => warn!(call_id, "shutting down before the recording was uploaded; it stays in the spool"),
+                    Err(e) => warn!(call_id, error = %e, "recording could not be stored"),
+                }
+            });
+        }
+    }
+}
+
+/// Finds the number's owner and a device to ring, and binds media ports.
+async fn route(directory: &Directory, ports: &PortAllocator, dialled: &str) -> RouteOutcome {
+    let route = match directory.route_number(dialled).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return RouteOutcome::NotFound,
+        Err(e) => return RouteOutcome::Failed { code: 503, why: format!("directory lookup failed: {e}") },
+    };
+    let mut chosen = None;
+    for device in &route.devices {
+        if let Some(dest) = resolve_contact(&device.contact_uri).await {
+            chosen = Some((device.id.clone(), device.contact_uri.clone(), dest));
+            break;
+        }
+        warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped");
+    }
+    let Some((device_id, request_uri, dest)) = chosen else {
+        return RouteOutcome::NoDevice { route };
+    };
+    let (a, b) = match (ports.allocate().await, ports.allocate().await) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return RouteOutcome::Failed { code: 503, why: e.to_string() },
+    };
+    RouteOutcome::Ready { route, device_id, target: Target { request_uri, dest }, a, b }
+}
+
+/// The transport address of a device contact URI (IP literal or DNS name).
+async fn resolve_contact(contact: &str) -> Option<Destination> {
+    let uri = SipUri::parse(contact)?;
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port.unwrap_or(if uri.scheme == "sips" { 5061 } else { 5060 });
+    let addr: SocketAddr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
+    };
+    Some(match uri.transport().as_str() {
+        "TCP" => Destination::Tcp(addr),
+        _ => Destination::Udp(addr),
+    })
+}

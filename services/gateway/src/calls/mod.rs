@@ -1,0 +1,7 @@
+//! Calls: the B2BUA state machine per call (sans-IO), the manager that
+//! drives it with sockets, clocks, routing and media, and the writer that
+//! persists every state change with its call event.
+
+pub mod b2bua;
+pub mod manager;
+pub mod writer;

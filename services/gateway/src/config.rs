@@ -1,0 +1,279 @@
+//! Configuration of the gateway role, one struct per concern. The binary
+//! reads these from the TOML file and `SWITCHBOARD_…` variables and calls
+//! [`GatewayConfig::validate`] before anything starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration value that is present but unusable: names the key and
+/// says what is expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: `{key}`: {expected}")]
+pub struct ConfigError {
+    pub key: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self { key: key.into(), expected: expected.into() }
+    }
+}
+
+/// Everything the gateway role needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub http: HttpConfig,
+    pub recordings: RecordingsConfig,
+    pub events: EventsConfig,
+}
+
+/// SIP transports and behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listen address; absent disables UDP.
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address; absent disables TCP.
+    pub tcp: Option<SocketAddr>,
+    /// Host (name or IP) written into Via, Contact and Record-Route; defaults
+    /// to the IP of the listen address.
+    pub advertised_host: Option<String>,
+    /// Largest SIP message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Seconds a call rings at the agent's devices before it is given up.
+    pub ring_timeout_secs: u64,
+    /// Value of the User-Agent / Server header.
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
+        Self {
+            udp: Some(local),
+            tcp: Some(local),
+            advertised_host: None,
+            max_message_bytes: 65_535,
+            ring_timeout_secs: 60,
+            user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// RTP media anchoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP (c=); defaults to `bind_ip`.
+    pub advertised_ip: Option<IpAddr>,
+    /// First RTP port (even); each leg takes an even port and the odd one above.
+    pub port_min: u16,
+    /// Last RTP port.
+    pub port_max: u16,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999 }
+    }
+}
+
+/// The HTTP server: admin API, call-control API, metrics, health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Base URL under which agents and Salesforce reach this gateway; used in
+    /// recording links. Defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Bearer token of the admin API. Without one the admin API answers 503
+    /// (it is never open).
+    pub admin_token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), public_url: None, admin_token: None }
+    }
+}
+
+/// Where recordings go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingsConfig {
+    /// Record every answered call (the skeleton's policy until per-line
+    /// policies exist).
+    pub record_all: bool,
+    /// `local` (a directory) or `s3` (S3-compatible object storage).
+    pub store: RecordingStoreKind,
+    /// Directory of the local store; defaults to `<data_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    pub s3: S3Config,
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        Self { record_all: true, store: RecordingStoreKind::Local, dir: None, s3: S3Config::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStoreKind {
+    Local,
+    S3,
+}
+
+/// S3-compatible object storage (AWS S3, MinIO, s3s-fs…).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Endpoint URL for non-AWS servers, e.g. `http://127.0.0.1:8014`.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Key prefix inside the bucket, e.g. `recordings/`.
+    pub prefix: String,
+    /// Path-style requests (`endpoint/bucket/key`), needed by most non-AWS servers.
+    pub path_style: bool,
+}
+
+/// Where call events go after the outbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// `outbox`: the outbox table is the event log (embedded default).
+    /// `kafka`: a relay publishes outbox rows to the Kafka topic.
+    pub log: EventLogKind,
+    pub kafka: KafkaProducerConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLogKind {
+    #[default]
+    Outbox,
+    Kafka,
+}
+
+/// The relay's Kafka producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaProducerConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    pub client_id: String,
+}
+
+impl Default for KafkaProducerConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic: "switchboard.call-events".to_owned(),
+            client_id: "switchboard-gateway".to_owned(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every value that serde's types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.udp.is_none() && self.sip.tcp.is_none() {
+            return Err(ConfigError::new("sip.udp", "at least one of sip.udp and sip.tcp must be set"));
+        }
+        if !(512..=1_048_576).contains(&self.sip.max_message_bytes) {
+            return Err(ConfigError::new("sip.max_message_bytes", "a size between 512 and 1048576 bytes"));
+        }
+        if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
+            return Err(ConfigError::new("sip.ring_timeout_secs", "seconds between 1 and 600"));
+        }
+        let m = &self.media;
+        if m.port_min < 1024 || m.port_min % 2 != 0 {
+            return Err(ConfigError::new("media.port_min", "an even port number of 1024 or more"));
+        }
+        if m.port_max <= m.port_min + 3 {
+            return Err(ConfigError::new("media.port_max", "a port number above media.port_min + 3 (each leg needs two ports)"));
+        }
+        if let Some(url) = &self.http.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|_| ConfigError::new("http.public_url", "an absolute http(s) URL, e.g. https://switchboard.example.com"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::new("http.public_url", "an http or https URL"));
+            }
+        }
+        if let Some(token) = &self.http.admin_token {
+            if token.len() < 16 {
+                return Err(ConfigError::new("http.admin_token", "a secret of at least 16 characters"));
+            }
+        }
+        if self.recordings.store == RecordingStoreKind::S3 {
+            let s3 = &self.recordings.s3;
+            if s3.bucket.is_empty() {
+                return Err(ConfigError::new("recordings.s3.bucket", "the bucket name (recordings.store is s3)"));
+            }
+            if s3.access_key_id.is_empty() || s3.secret_access_key.is_empty() {
+                return Err(ConfigError::new(
+                    "recordings.s3.access_key_id",
+                    "both access_key_id and secret_access_key (recordings.store is s3)",
+                ));
+            }
+            if let Some(ep) = &s3.endpoint {
+                url::Url::parse(ep).map_err(|_| ConfigError::new("recordings.s3.endpoint", "an absolute URL, e.g. http://127.0.0.1:8014"))?;
+            }
+        }
+        if self.events.log == EventLogKind::Kafka {
+            if self.events.kafka.brokers.trim().is_empty() {
+                return Err(ConfigError::new("kafka.brokers", "host:port of at least one broker (events.log is kafka)"));
+            }
+            if self.events.kafka.topic.trim().is_empty() {
+                return Err(ConfigError::new("kafka.topic", "a topic name (events.log is kafka)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL recordings are linked under.
+    pub fn public_url(&self) -> String {
+        self.http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        GatewayConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn odd_port_names_the_key() {
+        let mut c = GatewayConfig::default();
+        c.media.port_min = 20_001;
+        assert_eq!(c.validate().unwrap_err().key, "media.port_min");
+    }
+
+    #[test]
+    fn s3_needs_a_bucket() {
+        let mut c = GatewayConfig::default();
+        c.recordings.store = RecordingStoreKind::S3;
+        assert_eq!(c.validate().unwrap_err().key, "recordings.s3.bucket");
+    }
+}

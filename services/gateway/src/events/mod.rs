@@ -1,0 +1,3 @@
+//! Call events after the outbox: the relay that publishes them to Kafka.
+
+pub mod relay;

@@ -1,0 +1,72 @@
+//! RTP port allocation: each leg takes an even port for RTP and the odd port
+//! above for RTCP, bound before the port is written into any SDP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+
+/// A leg's bound RTP and RTCP sockets.
+#[derive(Debug)]
+pub struct PortPair {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub port: u16,
+}
+
+/// Hands out port pairs from the configured range, round-robin, skipping
+/// ports that are in use.
+#[derive(Debug, Clone)]
+pub struct PortAllocator {
+    ip: IpAddr,
+    min: u16,
+    pairs: u32,
+    next: Arc<AtomicU32>,
+}
+
+/// No free port pair in the range.
+#[derive(Debug, thiserror::Error)]
+#[error("no free RTP port pair between {min} and {max}; widen media.port_min/media.port_max")]
+pub struct PortsExhausted {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PortAllocator {
+    pub fn new(ip: IpAddr, min: u16, max: u16) -> PortAllocator {
+        let min = min + min % 2;
+        let pairs = ((max.saturating_sub(min)) as u32 + 1) / 2;
+        PortAllocator { ip, min, pairs: pairs.max(1), next: Arc::new(AtomicU32::new(0)) }
+    }
+
+    /// Binds the next free pair.
+    pub async fn allocate(&self) -> Result<PortPair, PortsExhausted> {
+        for _ in 0..self.pairs {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pairs;
+            let port = self.min + (i * 2) as u16;
+            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await else { continue };
+            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await else { continue };
+            return Ok(PortPair { rtp, rtcp, port });
+        }
+        metrics::counter!("switchboard_media_port_exhausted_total").increment(1);
+        Err(PortsExhausted { min: self.min, max: self.min + (self.pairs * 2) as u16 - 1 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pairs_are_even_and_distinct_and_exhaust() {
+        let a = PortAllocator::new("127.0.0.1".parse().unwrap(), 41_000, 41_003);
+        let p1 = a.allocate().await.unwrap();
+        let p2 = a.allocate().await.unwrap();
+        assert_eq!(p1.port % 2, 0);
+        assert_ne!(p1.port, p2.port);
+        assert!(a.allocate().await.is_err(), "both pairs are held");
+        drop(p1);
+        assert!(a.allocate().await.is_ok(), "a released pair is reused");
+    }
+}

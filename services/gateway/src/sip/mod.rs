@@ -1,0 +1,11 @@
+//! SIP: message codec, typed header views, and the transports that carry
+//! messages (UDP datagrams, TCP streams). The codec and header modules are
+//! sans-IO; only `transport` touches sockets.
+
+pub mod headers;
+pub mod message;
+pub mod response;
+pub mod transport;
+
+pub use message::{ParseError, SipMessage, StartLine};
+pub use transport::{Destination, Transport};
