@@ -1,0 +1,172 @@
+//! The gateway alone with real SIP user agents: SIPp as the carrier
+//! (`uac_pcap`, plays G.711 audio) calls a provisioned number; SIPp
+//! `uas -rtp_echo` is the agent's device. Runs on SQLite and a local
+//! recordings directory.
+//!
+//! Needs `sipp` (Debian package sip-tester); `SWITCHBOARD_TEST_SIPP_BIN`
+//! overrides the path.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use switchboard_gateway::config::GatewayConfig;
+use switchboard_gateway::directory::{Directory, NewDevice, NewUser};
+use switchboard_gateway::Gateway;
+use switchboard_proto::{CallEvent, Kind, Message};
+use switchboard_store::Database;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+fn sipp() -> String {
+    std::env::var("SWITCHBOARD_TEST_SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
+}
+
+/// A free even UDP port (and its odd neighbour) for SIPp's media.
+fn free_port_pair() -> u16 {
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p % 2 == 0 && p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, CancellationToken) {
+    let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
+    db.migrate().await.unwrap();
+    let mut config = GatewayConfig::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    config.sip.udp = Some(any);
+    config.sip.tcp = Some(any);
+    config.http.listen = any;
+    let base = 30_000 + (std::process::id() % 1000) as u16 * 20;
+    config.media.port_min = base;
+    config.media.port_max = base + 19;
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, dir.to_owned(), db.clone(), shutdown.clone()).await.unwrap();
+    (db, gw, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, gw, shutdown) = start(dir.path()).await;
+    let gw_sip = gw.sip_udp.unwrap();
+
+    let uas_port = free_udp_port();
+    let uas_media = free_port_pair();
+    let directory = Directory::new(db.clone());
+    let user = directory
+        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()) })
+        .await
+        .unwrap();
+    directory
+        .create_device(NewDevice { user_id: user.id.clone(), name: "desk".into(), contact_uri: format!("sip:agent@127.0.0.1:{uas_port}") })
+        .await
+        .unwrap();
+    directory.assign_number("+1 415 555 0100", &user.id).await.unwrap();
+
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(&work).unwrap();
+    std::os::unix::fs::symlink("/usr/share/sip-tester", work.join("pcap")).unwrap();
+
+    let mut uas = Command::new(sipp())
+        .args(["-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", &uas_port.to_string(), "-mp", &uas_media.to_string(), "-m", "1", "-nostdin", "-timeout", "60"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp must be installed (apt-get install sip-tester)");
+    let uac = Command::new(sipp())
+        .args([
+            "-sn", "uac_pcap", &gw_sip.to_string(), "-s", "14155550100", "-i", "127.0.0.1",
+            "-p", &free_udp_port().to_string(), "-mp", &free_port_pair().to_string(), "-m", "1", "-nostdin", "-timeout", "60",
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(uac.status.success(), "SIPp carrier call failed: {}", String::from_utf8_lossy(&uac.stderr));
+    let uas_status = tokio::time::timeout(Duration::from_secs(30), uas.wait()).await.unwrap().unwrap();
+    assert!(uas_status.success(), "SIPp device side failed");
+
+    // Wait for the recording event (the last event of the call).
+    let outbox = db.outbox();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = outbox.read_after(0, 100).await.unwrap();
+        if rows.iter().any(|r| r.kind == "recording.available") {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recording event; events so far: {:?}", rows.iter().map(|r| &r.kind).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"]);
+    let events: Vec<CallEvent> = rows.iter().map(|r| CallEvent::decode(r.payload.as_slice()).unwrap()).collect();
+    assert!(events.iter().enumerate().all(|(i, e)| e.sequence == i as u64 + 1 && e.call_id == events[0].call_id));
+    let Some(Kind::Started(started)) = &events[0].kind else { panic!("first event is call.started") };
+    assert_eq!(started.to.as_ref().unwrap().number, "+14155550100");
+    assert_eq!(started.owner.as_ref().unwrap().salesforce_user_id, "005000000000001AAA");
+    let Some(Kind::Ended(ended)) = &events[3].kind else { panic!("call.ended") };
+    assert_eq!(ended.hangup_by, "caller");
+    let Some(Kind::RecordingAvailable(rec)) = &events[4].kind else { panic!("recording.available") };
+
+    // The WAV is stereo, as long as the call was connected, with audio on both sides.
+    let wav = std::fs::read(dir.path().join("recordings").join(&rec.object_key)).unwrap();
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
+    assert_eq!(reader.spec().channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let rms = |ch: usize| {
+        let v: Vec<f64> = samples.iter().skip(ch).step_by(2).map(|s| *s as f64).collect();
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    let seconds = samples.len() as f64 / 2.0 / 8000.0;
+    assert!((seconds - rec.duration_ms as f64 / 1000.0).abs() < 0.05);
+    assert!(seconds > 5.0, "the call lasted {seconds} s");
+    assert!(rms(0) > 100.0, "customer channel is silent (rms {})", rms(0));
+    assert!(rms(1) > 100.0, "agent channel is silent (rms {})", rms(1));
+
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_number_gets_404_and_garbage_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, gw, shutdown) = start(dir.path()).await;
+    let gw_sip = gw.sip_udp.unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Garbage, then a malformed request (bad CSeq), then an INVITE to nobody.
+    sock.send_to(b"\x00\x01garbage that is not SIP", gw_sip).await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let bad = format!("OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbad\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@c>\r\nCall-ID: bad-1\r\nCSeq: nine OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(bad.as_bytes(), gw_sip).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 400 "), "{}", String::from_utf8_lossy(&buf[..n]));
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!("INVITE sip:+19995550000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKinv\r\nFrom: <sip:+1212@b>;tag=1\r\nTo: <sip:+19995550000@c>\r\nCall-ID: nobody-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    sock.send_to(invite.as_bytes(), gw_sip).await.unwrap();
+    let mut codes = Vec::new();
+    while !codes.contains(&404) {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await.expect("a final response").unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let code = text.get(8..11).and_then(|c| c.parse::<u16>().ok());
+        codes.push(code.unwrap_or_else(|| panic!("not a response: {text}")));
+    }
+    assert_eq!(codes.first(), Some(&100));
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
