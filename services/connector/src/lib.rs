@@ -26,6 +26,7 @@ pub mod store;
 use std::time::Duration;
 
 use switchboard_store::{Database, StoreError};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +68,21 @@ pub struct Connector;
 #[derive(Debug)]
 pub struct RunningConnector {
     task: JoinHandle<()>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// How far the connector got since it started: for readiness reporting,
+/// and for tests that await a position instead of sleeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The connector reads its log (false while no Salesforce org is configured).
+    pub consuming: bool,
+    /// Records handled and committed since start (applied, duplicate or dead-lettered).
+    pub records: u64,
+    /// Dead letters stored since start.
+    pub dead_letters: u64,
+    /// The outbox cursor (outbox source only): every row up to it is handled.
+    pub outbox_position: Option<i64>,
 }
 
 impl Connector {
@@ -87,12 +103,16 @@ impl Connector {
         metrics::describe();
         db.check_migrated().await?;
 
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let Some(salesforce) = config.salesforce else {
             tracing::info!(
                 "no Salesforce org configured: call events are kept in the log and will sync once an org is configured"
             );
-            let task = tokio::spawn(async move { shutdown.cancelled().await });
-            return Ok(RunningConnector { task });
+            let task = tokio::spawn(async move {
+                shutdown.cancelled().await;
+                drop(progress_tx);
+            });
+            return Ok(RunningConnector { task, progress });
         };
 
         let policy = RetryPolicy {
@@ -108,20 +128,26 @@ impl Connector {
             SourceConfig::Outbox => {
                 let pipeline = Pipeline::new(store.clone(), sink, DeadLetterQueue::Table(store), shutdown.clone());
                 let source = OutboxSource::new(&db, Duration::from_millis(config.poll_interval_ms));
-                tokio::spawn(source.run(pipeline, shutdown))
+                tokio::spawn(source.run(pipeline, progress_tx, shutdown))
             }
             SourceConfig::Kafka(kafka) => {
                 let (source, producer) = KafkaSource::connect(&kafka)?;
                 let dead_letters = DeadLetterQueue::Topic { producer, topic: kafka.dead_letter_topic.clone() };
                 let pipeline = Pipeline::new(store, sink, dead_letters, shutdown.clone());
-                tokio::spawn(source.run(pipeline, shutdown))
+                tokio::spawn(source.run(pipeline, progress_tx, shutdown))
             }
         };
-        Ok(RunningConnector { task })
+        Ok(RunningConnector { task, progress })
     }
 }
 
 impl RunningConnector {
+    /// A receiver of the connector's progress, updated after every
+    /// committed record.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
     /// Waits until the connector has stopped (after shutdown was requested).
     pub async fn wait(self) -> Result<(), ConnectorError> {
         self.task.await.map_err(|e| ConnectorError::Crashed(e.to_string()))

@@ -16,12 +16,14 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{pause, stall_delay};
 use crate::config::KafkaConsumerConfig;
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
+use crate::Progress;
 
 /// A consumer subscribed to the call-event topic.
 pub struct KafkaSource {
@@ -93,10 +95,11 @@ impl KafkaSource {
     }
 
     /// Feeds every record to `pipeline` until `shutdown`, committing each
-    /// offset after its record was handled; on the way out the last handled
-    /// offsets are committed synchronously.
-    pub async fn run(self, pipeline: Pipeline, shutdown: CancellationToken) {
+    /// offset after its record was handled and reporting it on `progress`;
+    /// on the way out the last handled offsets are committed synchronously.
+    pub async fn run(self, pipeline: Pipeline, progress: watch::Sender<Progress>, shutdown: CancellationToken) {
         tracing::info!(topic = %self.topic, "connector consuming call events from Kafka");
+        progress.send_modify(|p| p.consuming = true);
         let mut handled: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut failures = 0u32;
         'consume: loop {
@@ -121,12 +124,12 @@ impl KafkaSource {
             let payload = message.payload().unwrap_or_default();
             let origin = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
             let mut attempts = 0u32;
-            loop {
+            let handled_record = loop {
                 let record = Record { call_id: &key, payload, origin: &origin };
                 match pipeline.handle(record).await {
-                    Ok(outcome) => {
-                        tracing::trace!(call_id = %key, origin, outcome = outcome.outcome, "record handled");
-                        break;
+                    Ok(handled) => {
+                        tracing::trace!(call_id = %key, origin, outcome = handled.outcome, "record handled");
+                        break handled;
                     }
                     Err(PipelineError::Shutdown(_)) => break 'consume,
                     Err(PipelineError::Store(error)) => {
@@ -138,13 +141,17 @@ impl KafkaSource {
                         attempts = attempts.saturating_add(1);
                     }
                 }
-            }
+            };
             let mut next = TopicPartitionList::new();
             let _ = next.add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset() + 1));
             if let Err(error) = self.consumer.commit(&next, CommitMode::Async) {
                 tracing::warn!(%error, origin, "offset commit failed; the record may be delivered again");
             }
             handled.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            progress.send_modify(|p| {
+                p.records += 1;
+                p.dead_letters += handled_record.dead_lettered as u64;
+            });
         }
         self.commit_final(handled).await;
         tracing::info!(topic = %self.topic, "connector stopped consuming");

@@ -14,12 +14,14 @@
 use std::time::Duration;
 
 use switchboard_store::{Database, Outbox};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{pause, stall_delay};
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
 use crate::store::SyncStore;
+use crate::Progress;
 
 /// Name of the outbox cursor in `connector_cursors`.
 pub const CURSOR: &str = "outbox";
@@ -40,10 +42,10 @@ impl OutboxSource {
         Self { outbox: db.outbox(), store: SyncStore::new(db.clone()), poll_interval }
     }
 
-    /// Feeds every row after the cursor to `pipeline` until `shutdown`.
-    /// Database failures stall the loop (logged, counted, retried); they
-    /// never skip a row.
-    pub async fn run(self, pipeline: Pipeline, shutdown: CancellationToken) {
+    /// Feeds every row after the cursor to `pipeline` until `shutdown`,
+    /// reporting each committed row on `progress`. Database failures stall
+    /// the loop (logged, counted, retried); they never skip a row.
+    pub async fn run(self, pipeline: Pipeline, progress: watch::Sender<Progress>, shutdown: CancellationToken) {
         let mut failures = 0u32;
         let mut cursor = loop {
             match self.store.cursor(CURSOR).await {
@@ -59,6 +61,10 @@ impl OutboxSource {
             }
         };
         tracing::info!(cursor, "connector reading call events from the outbox");
+        progress.send_modify(|p| {
+            p.consuming = true;
+            p.outbox_position = Some(cursor);
+        });
         failures = 0;
         'read: while !shutdown.is_cancelled() {
             let rows = match self.outbox.read_after(cursor, BATCH).await {
@@ -85,12 +91,17 @@ impl OutboxSource {
                 loop {
                     let record = Record { call_id: &row.call_id, payload: &row.payload, origin: &origin };
                     let result = match pipeline.handle(record).await {
-                        Ok(_) => self.store.advance(CURSOR, row.id).await.map_err(PipelineError::from),
+                        Ok(handled) => self.store.advance(CURSOR, row.id).await.map(|()| handled).map_err(PipelineError::from),
                         Err(e) => Err(e),
                     };
                     match result {
-                        Ok(()) => {
+                        Ok(handled) => {
                             failures = 0;
+                            progress.send_modify(|p| {
+                                p.records += 1;
+                                p.dead_letters += handled.dead_lettered as u64;
+                                p.outbox_position = Some(row.id);
+                            });
                             break;
                         }
                         Err(PipelineError::Shutdown(_)) => break 'read,
