@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::calls::b2bua::Local;
 use crate::calls::manager::{self, ManagerDeps};
+use crate::calls::writer::{CallUpdate, CallWriter};
 use crate::config::{EventLogKind, GatewayConfig};
 use crate::directory::Directory;
 use crate::media::ports::PortAllocator;
@@ -103,6 +104,22 @@ impl Gateway {
             shutdown: shutdown.clone(),
         };
         tasks.spawn(manager::run(deps, inbound_rx));
+
+        // Recordings an earlier run spooled but did not upload.
+        let pending = recordings.pending();
+        if !pending.is_empty() {
+            info!(count = pending.len(), "uploading recordings left in the spool by an earlier run");
+            let (sink, db, committed) = (recordings.clone(), db.clone(), committed.clone());
+            tasks.spawn(async move {
+                for spooled in pending {
+                    let call_id = spooled.meta.call_id.clone();
+                    if let Some(stored) = sink.upload(spooled).await {
+                        CallWriter::spawn(db.clone(), call_id, committed.clone())
+                            .record(CallUpdate::recording_available(stored, false));
+                    }
+                }
+            });
+        }
 
         if config.events.log == EventLogKind::Kafka {
             let producer = events::relay::producer(&config.events.kafka)?;

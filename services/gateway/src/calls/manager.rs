@@ -410,16 +410,7 @@ impl Manager {
                 match sink.store_recording(&call_id, started_at_ms, rec).await {
                     Ok(Some(stored)) => {
                         if let Some(w) = writer {
-                            w.record(CallUpdate::RecordingAvailable {
-                                recording_id: stored.recording_id,
-                                object_key: stored.object_key,
-                                url: stored.url,
-                                format: stored.format,
-                                duration_ms: stored.duration_ms,
-                                size_bytes: stored.size_bytes,
-                                sample_rate_hz: stored.sample_rate_hz,
-                                admin_only: false,
-                            });
+                            w.record(CallUpdate::recording_available(stored, false));
                         }
                     }
                     Ok(None) => warn!(call_id, "shutting down before the recording was uploaded; it stays in the spool"),

@@ -60,6 +60,22 @@ pub enum CallUpdate {
     },
 }
 
+impl CallUpdate {
+    /// The event announcing a stored recording.
+    pub fn recording_available(stored: crate::recordings::StoredRecording, admin_only: bool) -> CallUpdate {
+        CallUpdate::RecordingAvailable {
+            recording_id: stored.recording_id,
+            object_key: stored.object_key,
+            url: stored.url,
+            format: stored.format,
+            duration_ms: stored.duration_ms,
+            size_bytes: stored.size_bytes,
+            sample_rate_hz: stored.sample_rate_hz,
+            admin_only,
+        }
+    }
+}
+
 /// Handle to a call's writer task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CallWriter {
