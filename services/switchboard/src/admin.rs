@@ -1,0 +1,193 @@
+//! `switchboard admin`: provisioning straight against the configured
+//! database through the gateway's [`Directory`], so it works before any
+//! role runs and applies exactly the validation the admin HTTP API applies.
+//!
+//! Output is a readable table, or with `--json` the same JSON objects the
+//! admin API returns, for scripts.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use switchboard_gateway::api::admin::{DeviceList, NumberList, UserList};
+use switchboard_gateway::directory::{normalise_number, Device, Directory, NewDevice, NewUser, Number, User};
+
+use crate::cli::{AdminArgs, AdminCommand, DeviceCommand, NumberCommand, UserCommand};
+use crate::config::Config;
+use crate::roles::open_migrated_database;
+
+/// What `remove --json` prints.
+#[derive(Debug, Serialize)]
+struct Removed<'a> {
+    removed: RemovedItem<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct RemovedItem<'a> {
+    kind: &'a str,
+    id: String,
+}
+
+/// Runs one `admin` subcommand and prints its result.
+pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
+    let db = open_migrated_database(config).await?;
+    let directory = Directory::new(db.clone());
+    let result = execute(&directory, args.command, args.json).await;
+    db.close().await;
+    result
+}
+
+async fn execute(dir: &Directory, command: AdminCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::User { command } => match command {
+            UserCommand::Add { name, extension, salesforce_user_id } => {
+                let user = dir.create_user(NewUser { name, extension, salesforce_user_id }).await?;
+                output(json, &user, || users_table(std::slice::from_ref(&user)))
+            }
+            UserCommand::List => {
+                let users = dir.list_users().await?;
+                output(json, &UserList { users: users.clone() }, || users_table(&users))
+            }
+            UserCommand::Remove { id } => {
+                dir.delete_user(&id).await?;
+                removed(json, "user", id)
+            }
+        },
+        AdminCommand::Device { command } => match command {
+            DeviceCommand::Add { user, name, contact } => {
+                let device = dir.create_device(NewDevice { user_id: user, name, contact_uri: contact }).await?;
+                output(json, &device, || devices_table(std::slice::from_ref(&device)))
+            }
+            DeviceCommand::List { user } => {
+                let devices = dir.list_devices(user.as_deref()).await?;
+                output(json, &DeviceList { devices: devices.clone() }, || devices_table(&devices))
+            }
+            DeviceCommand::Remove { id } => {
+                dir.delete_device(&id).await?;
+                removed(json, "device", id)
+            }
+        },
+        AdminCommand::Number { command } => match command {
+            NumberCommand::Add { number, user } => {
+                let assigned = dir.assign_number(&number, &user).await?;
+                let names = user_names(dir).await?;
+                output(json, &assigned, || numbers_table(std::slice::from_ref(&assigned), &names))
+            }
+            NumberCommand::List => {
+                let numbers = dir.list_numbers().await?;
+                let names = user_names(dir).await?;
+                output(json, &NumberList { numbers: numbers.clone() }, || numbers_table(&numbers, &names))
+            }
+            NumberCommand::Remove { number } => {
+                let normalised = normalise_number(&number)?;
+                dir.delete_number(&normalised).await?;
+                removed(json, "number", normalised)
+            }
+        },
+    }
+}
+
+async fn user_names(dir: &Directory) -> anyhow::Result<HashMap<String, String>> {
+    Ok(dir.list_users().await?.into_iter().map(|u| (u.id, u.name)).collect())
+}
+
+fn output<T: Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+fn removed(json: bool, kind: &str, id: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&Removed { removed: RemovedItem { kind, id } })?);
+    } else {
+        println!("removed {kind} {id}");
+    }
+    Ok(())
+}
+
+fn users_table(users: &[User]) -> String {
+    let rows = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.id.clone(),
+                u.name.clone(),
+                u.extension.clone().unwrap_or_default(),
+                u.salesforce_user_id.clone().unwrap_or_default(),
+                time(u.created_at),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "EXTENSION", "SALESFORCE USER", "CREATED"], &rows, "no users")
+}
+
+fn devices_table(devices: &[Device]) -> String {
+    let rows = devices
+        .iter()
+        .map(|d| vec![d.id.clone(), d.user_id.clone(), d.name.clone(), d.contact_uri.clone(), time(d.created_at)])
+        .collect::<Vec<_>>();
+    table(&["ID", "USER", "NAME", "CONTACT", "CREATED"], &rows, "no devices")
+}
+
+fn numbers_table(numbers: &[Number], names: &HashMap<String, String>) -> String {
+    let rows = numbers
+        .iter()
+        .map(|n| {
+            let (user, name) = match &n.user_id {
+                Some(id) => (id.clone(), names.get(id).cloned().unwrap_or_default()),
+                None => ("(unassigned)".to_owned(), String::new()),
+            };
+            vec![n.number.clone(), user, name, time(n.created_at)]
+        })
+        .collect::<Vec<_>>();
+    table(&["NUMBER", "USER", "USER NAME", "CREATED"], &rows, "no numbers")
+}
+
+/// Epoch milliseconds as a UTC timestamp.
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Left-aligned columns, two spaces apart, headed by `header`.
+fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
+    if rows.is_empty() {
+        return format!("{empty}\n");
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![vec!["a".to_owned(), "long value".to_owned()], vec!["longer".to_owned(), "b".to_owned()]];
+        assert_eq!(table(&["X", "Y"], &rows, "none"), "X       Y\na       long value\nlonger  b\n");
+        assert_eq!(table(&["X"], &[], "none"), "none\n");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
+    }
+}

@@ -1,0 +1,197 @@
+//! The command line: one subcommand per role or operator task.
+//!
+//! Options here only choose what to run and override a few addresses for
+//! `up`; everything else is configuration (TOML file plus `SWITCHBOARD_…`
+//! variables, see `config.rs`), so a deployment is described in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Switchboard: a self-hostable telephony gateway for Salesforce.
+///
+/// Configuration comes from a TOML file (--config) and from SWITCHBOARD_…
+/// environment variables, which win over the file; nested keys are joined
+/// with a double underscore, e.g. SWITCHBOARD_SIP__UDP=0.0.0.0:5060 sets
+/// `udp` in `[sip]`. Configuration errors exit with status 2.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// TOML configuration file. Without it the built-in defaults and
+    /// SWITCHBOARD_… variables are used.
+    #[arg(long, short = 'c', global = true, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and the connector in one process on the embedded
+    /// defaults (SQLite file, local recordings, outbox as event log); the
+    /// SQLite schema is migrated automatically.
+    Up(UpArgs),
+    /// Run the gateway role: SIP, media, recordings, call events, HTTP API.
+    /// Refuses to start on an unmigrated database.
+    Gateway,
+    /// Run the connector role: sync call events to Salesforce. Serves
+    /// /healthz and /metrics on http.listen. Refuses to start on an
+    /// unmigrated database.
+    Connector,
+    /// Apply the database schema to the configured database (SQLite or
+    /// PostgreSQL); safe to run repeatedly.
+    Migrate,
+    /// Provision users, devices and numbers directly in the configured
+    /// database.
+    Admin(AdminArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// Options of `switchboard up`; each overrides the configuration.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// SIP listen address for both UDP and TCP (overrides sip.udp and
+    /// sip.tcp); port 0 picks free ports.
+    #[arg(long, value_name = "ADDR")]
+    pub sip: Option<SocketAddr>,
+    /// HTTP listen address for the APIs, /healthz and /metrics (overrides
+    /// http.listen); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Directory of the SQLite database and the recordings (overrides
+    /// data_dir); created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `switchboard admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Print the result as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// What to provision.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Agents: people calls are routed to, linked to their Salesforce user.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// SIP devices that ring when their user is called.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Phone numbers (DIDs) routed to a user.
+    Number {
+        #[command(subcommand)]
+        command: NumberCommand,
+    },
+}
+
+/// `switchboard admin user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print it (its id is needed for devices and numbers).
+    Add {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Internal extension, digits only; must be unique.
+        #[arg(long)]
+        extension: Option<String>,
+        /// Linked Salesforce user id (15 or 18 characters starting with 005);
+        /// must be unique.
+        #[arg(long, value_name = "ID")]
+        salesforce_user_id: Option<String>,
+    },
+    /// List every user.
+    List,
+    /// Delete a user and its devices; its numbers stay, unassigned.
+    Remove {
+        /// Id of the user.
+        id: String,
+    },
+}
+
+/// `switchboard admin device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Add a SIP device to a user.
+    Add {
+        /// Id of the user the device belongs to.
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+        /// A label, e.g. "desk phone".
+        #[arg(long)]
+        name: String,
+        /// SIP URI calls are sent to, e.g. sip:ada@192.0.2.10:5060.
+        #[arg(long, value_name = "URI")]
+        contact: String,
+    },
+    /// List devices.
+    List {
+        /// Only the devices of this user.
+        #[arg(long, value_name = "USER_ID")]
+        user: Option<String>,
+    },
+    /// Delete a device.
+    Remove {
+        /// Id of the device.
+        id: String,
+    },
+}
+
+/// `switchboard admin number …`.
+#[derive(Debug, Subcommand)]
+pub enum NumberCommand {
+    /// Route a number to a user. Spaces, dashes, dots and parentheses are
+    /// ignored and a leading 00 means +, so "+1 (415) 555-0100" is stored as
+    /// +14155550100.
+    Add {
+        /// The phone number.
+        number: String,
+        /// Id of the user the number routes to.
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+    },
+    /// List every number and its user.
+    List,
+    /// Stop routing a number.
+    Remove {
+        /// The phone number, in any spelling `add` accepts.
+        number: String,
+    },
+}
+
+/// `switchboard config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective result as TOML,
+    /// with secrets redacted; exits with status 2 when it is invalid.
+    Check,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
