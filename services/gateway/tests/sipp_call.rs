@@ -170,3 +170,26 @@ async fn unknown_number_gets_404_and_garbage_is_survived() {
     shutdown.cancel();
     gw.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_requests_are_framed_and_answered_on_the_same_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, gw, shutdown) = start(dir.path()).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.sip_tcp.unwrap()).await.unwrap();
+    let me = stream.local_addr().unwrap();
+    let options = format!("OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nv: SIP/2.0/TCP {me};branch=z9hG4bKtcp\r\nf: <sip:a@b>;tag=1\r\nt: <sip:ping@c>\r\ni: tcp-1\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n");
+    // A keep-alive, then the request split across two writes.
+    stream.write_all(b"\r\n\r\n").await.unwrap();
+    let (first, second) = options.split_at(40);
+    stream.write_all(first.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+    assert!(text.contains("Call-ID: tcp-1"));
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
