@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData, SignatureAlgorithm, SigningKey};
+use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey};
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs1v15;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
@@ -107,6 +107,8 @@ impl TestCredentials {
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, "switchboard-salesforce-emulator");
         params.distinguished_name = name;
+        // A positive serial of up to 63 random bits, unique enough for tests.
+        params.serial_number = Some(SerialNumber::from(rand::random::<u64>() >> 1 | 1));
         let certificate_pem = params.self_signed(&signer)?.pem();
         Ok(TestCredentials { private_key_pem, certificate_pem })
     }

@@ -326,13 +326,9 @@ pub(crate) async fn upsert(
     Ok(response)
 }
 
-/// Answer for a path under `/services/data` that names no resource; the
-/// bare `/services/data/` lists the versions.
-pub(crate) async fn no_resource(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
-    if uri.path().trim_matches('/').is_empty() {
-        return versions(State(shared)).await.into_response();
-    }
-    ApiError::not_found().into_response()
+/// Answer for a path under `/services/data` that names no resource.
+pub(crate) async fn no_resource() -> ApiError {
+    ApiError::not_found()
 }
 
 /// Answer for a known resource called with a method it does not support.

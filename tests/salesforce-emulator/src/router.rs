@@ -37,6 +37,8 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(oauth::token))
         .route("/services/oauth2/revoke", post(oauth::revoke))
+        // The nested router does not see the bare `/services/data/`.
+        .route("/services/data/", get(rest::versions))
         .nest("/services/data", data)
         .merge(control::routes())
         .layer(

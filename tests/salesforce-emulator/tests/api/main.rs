@@ -1,0 +1,11 @@
+//! The emulator's HTTP API, exercised with a real HTTP client against a
+//! started org.
+
+mod binary;
+mod collections;
+mod control;
+mod harness;
+mod limits_and_faults;
+mod oauth;
+mod query_and_search;
+mod sobjects;
