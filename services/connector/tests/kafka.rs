@@ -1,0 +1,168 @@
+//! The connector's Kafka source: records in a consumer group, Tasks in the
+//! Salesforce emulator, undecodable records on the dead-letter topic,
+//! offsets committed so a restart resumes after the last handled record.
+//!
+//! Runs against the broker named by `SWITCHBOARD_TEST_KAFKA` (bootstrap
+//! address, e.g. a tansu broker) when set, else against librdkafka's
+//! in-process mock cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard_connector::dead_letter::{HEADER_LABEL, HEADER_ORIGIN, HEADER_REASON};
+use switchboard_connector::{ConnectorConfig, KafkaConsumerConfig, SourceConfig};
+use switchboard_proto::{CallEvent, Message as _};
+
+/// The broker of this run: a real one from the environment, or a mock
+/// cluster kept alive by the returned guard.
+enum Broker {
+    External(String),
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+}
+
+impl Broker {
+    fn get() -> Broker {
+        match std::env::var("SWITCHBOARD_TEST_KAFKA") {
+            Ok(bootstrap) if !bootstrap.trim().is_empty() => {
+                println!("using the Kafka broker at {bootstrap} (SWITCHBOARD_TEST_KAFKA)");
+                Broker::External(bootstrap)
+            }
+            _ => {
+                println!("SWITCHBOARD_TEST_KAFKA is not set: using librdkafka's in-process mock cluster");
+                Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+            }
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Broker::External(b) => b.clone(),
+            Broker::Mock(m) => m.bootstrap_servers(),
+        }
+    }
+
+    async fn create_topic(&self, name: &str) {
+        match self {
+            Broker::Mock(m) => m.create_topic(name, 1, 1).expect("mock topic"),
+            Broker::External(bootstrap) => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+                let results = admin
+                    .create_topics(&[NewTopic::new(name, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+                    .await
+                    .expect("create topics");
+                for result in results {
+                    result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic} failed: {code}"));
+                }
+            }
+        }
+    }
+
+    /// Session timeout short enough for a test (the default makes a
+    /// restarted member wait for the old one's session to expire).
+    fn consumer_properties(&self) -> Vec<(String, String)> {
+        vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())]
+    }
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing to {topic} failed: {e}"));
+}
+
+async fn produce_events(producer: &FutureProducer, topic: &str, events: &[CallEvent]) {
+    for e in events {
+        produce(producer, topic, &e.call_id, &e.encode_to_vec()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_restart() {
+    let world = World::new().await;
+    let broker = Broker::get();
+    let bootstrap = broker.bootstrap();
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let topic = format!("call-events-{suffix}");
+    let dead_letter_topic = format!("call-events-dead-letters-{suffix}");
+    broker.create_topic(&topic).await;
+    broker.create_topic(&dead_letter_topic).await;
+
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("test producer");
+    let first = "0193f0a2-aaaa-7000-8000-000000000001";
+    produce_events(&producer, &topic, &call_events(first, "u-ann", &world.agent_sf_id)).await;
+    produce(&producer, &topic, "0193f0a2-aaaa-7000-8000-0000000000ff", b"\x08\x96\x01 not a CallEvent \xff").await;
+
+    let mut kafka = KafkaConsumerConfig::new(&bootstrap, &topic, &dead_letter_topic);
+    kafka.group_id = format!("connector-{suffix}");
+    kafka.properties.extend(broker.consumer_properties());
+    let config = ConnectorConfig {
+        salesforce: Some(world.salesforce()),
+        source: SourceConfig::Kafka(kafka),
+        poll_interval_ms: 200,
+    };
+
+    let mut running = Running::start(config.clone(), &world.db).await;
+    let progress = running.until_records(6).await;
+    running.stop().await;
+    assert_eq!(progress.dead_letters, 1);
+    let tasks = tasks_for(&world.emulator, first, "u-ann");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["CallDurationInSeconds"], 125);
+    assert!(tasks[0]["Description"].as_str().unwrap().contains("recordings/"));
+
+    // The undecodable record is on the dead-letter topic, with its reason.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("dead-letter-reader-{suffix}"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("dead-letter reader");
+    reader.subscribe(&[dead_letter_topic.as_str()]).unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+        .await
+        .expect("a dead letter arrives")
+        .expect("dead letter");
+    assert_eq!(letter.key(), Some("0193f0a2-aaaa-7000-8000-0000000000ff".as_bytes()));
+    assert_eq!(letter.payload(), Some(&b"\x08\x96\x01 not a CallEvent \xff"[..]));
+    let headers = letter.headers().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("header {name} missing"))
+    };
+    assert!(header(HEADER_REASON).starts_with("undecodable CallEvent"), "{}", header(HEADER_REASON));
+    assert_eq!(header(HEADER_LABEL), "undecodable");
+    assert_eq!(header(HEADER_ORIGIN), format!("{topic}/0@5"));
+
+    // A restart resumes after the committed offsets: only the new call's
+    // records are handled.
+    let api_calls = world.emulator.api_calls();
+    let second = "0193f0a2-aaaa-7000-8000-000000000002";
+    let mut events = call_events(second, "u-ann", &world.agent_sf_id);
+    events.truncate(4);
+    produce_events(&producer, &topic, &events).await;
+    let mut running = Running::start(config, &world.db).await;
+    let progress = running.until_records(4).await;
+    running.stop().await;
+    assert_eq!(progress.records, 4, "records before the committed offset were not read again");
+    assert_eq!(progress.dead_letters, 0);
+    assert_eq!(tasks_for(&world.emulator, second, "u-ann").len(), 1);
+    assert_eq!(world.emulator.api_calls(), api_calls + 1, "one write for the new call");
+    assert_eq!(world.emulator.tasks().len(), 2);
+}
