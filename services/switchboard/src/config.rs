@@ -360,7 +360,7 @@ impl Config {
             let key = if e.key.contains('.') { e.key.to_owned() } else { format!("connector.{}", e.key) };
             ConfigProblem::invalid(&key, &e.expected)
         })?;
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !is_log_filter(&self.log.level) {
             return Err(ConfigProblem::invalid(
                 "log.level",
                 "a level (error, warn, info, debug, trace) or a filter such as info,switchboard_gateway=debug",
@@ -400,6 +400,17 @@ impl Config {
             }
         }
     }
+}
+
+/// A level, or directives such as `info,switchboard_gateway=debug`. A bare
+/// word that is not a level is refused even though `tracing` would read it
+/// as a target name: in `log.level` it is almost surely a misspelt level.
+fn is_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+        && filter.split(',').map(str::trim).filter(|d| !d.is_empty()).all(|directive| {
+            directive.contains('=') || directive.contains('[') || LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        })
 }
 
 #[cfg(test)]
@@ -454,6 +465,8 @@ mod tests {
         let mut config = Config::default();
         config.log.level = "loud".into();
         assert!(config.validate().unwrap_err().to_string().contains("`log.level`"));
+        config.log.level = "DEBUG,switchboard_gateway=trace".into();
+        config.validate().unwrap();
     }
 
     #[test]

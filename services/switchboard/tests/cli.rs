@@ -1,0 +1,356 @@
+//! The built `switchboard` binary as an operator runs it: help texts,
+//! configuration errors and their exit status, `config check`, migrations
+//! and provisioning on SQLite, and `switchboard up` with its banner and
+//! graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous bounds for a loaded CI machine; the happy path takes far less.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The binary with none of the caller's `SWITCHBOARD_…` or `RUST_LOG`
+/// variables, run in `dir`.
+fn switchboard(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with("SWITCHBOARD_") || name_str == "RUST_LOG" {
+            command.env_remove(&name);
+        }
+    }
+    command.current_dir(dir).stdin(Stdio::null());
+    command
+}
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = switchboard(dir);
+    command.args(args).envs(env.iter().copied());
+    command.output().expect("run the switchboard binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must succeed and returns what it printed.
+fn ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(dir, args, env);
+    assert!(out.status.success(), "switchboard {args:?} failed: {}\n{}", out.status, stderr(&out));
+    stdout(&out)
+}
+
+fn json(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let text = ok(dir, args, env);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("switchboard {args:?} printed no JSON ({e}): {text}"))
+}
+
+#[test]
+fn help_lists_every_subcommand_and_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--help"], &["up", "gateway", "connector", "migrate", "admin", "config", "--config", "SWITCHBOARD_CONFIG", "--version"]),
+        (&["up", "--help"], &["--sip", "--http", "--data-dir", "--config"]),
+        (&["gateway", "--help"], &["--config"]),
+        (&["connector", "--help"], &["--config", "/healthz"]),
+        (&["migrate", "--help"], &["--config"]),
+        (&["config", "--help"], &["check"]),
+        (&["config", "check", "--help"], &["--config", "redacted"]),
+        (&["admin", "--help"], &["user", "device", "number", "--json"]),
+        (&["admin", "user", "--help"], &["add", "list", "remove"]),
+        (&["admin", "user", "add", "--help"], &["--name", "--extension", "--salesforce-user-id", "--json"]),
+        (&["admin", "user", "list", "--help"], &["--json"]),
+        (&["admin", "user", "remove", "--help"], &["<ID>", "--json"]),
+        (&["admin", "device", "--help"], &["add", "list", "remove"]),
+        (&["admin", "device", "add", "--help"], &["--user", "--name", "--contact", "--json"]),
+        (&["admin", "device", "list", "--help"], &["--user", "--json"]),
+        (&["admin", "device", "remove", "--help"], &["<ID>"]),
+        (&["admin", "number", "--help"], &["add", "list", "remove"]),
+        (&["admin", "number", "add", "--help"], &["<NUMBER>", "--user", "--json"]),
+        (&["admin", "number", "list", "--help"], &["--json"]),
+        (&["admin", "number", "remove", "--help"], &["<NUMBER>"]),
+    ];
+    for (args, expected) in cases {
+        let text = ok(dir.path(), args, &[]);
+        for needle in *expected {
+            assert!(text.contains(needle), "`switchboard {}` does not mention {needle}:\n{text}", args.join(" "));
+        }
+    }
+    // A usage error is status 2 as well, like a configuration error.
+    let out = run(dir.path(), &["up", "--sip", "not-an-address"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--sip"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        name.to_owned()
+    };
+    let unknown = write("unknown.toml", "[sip]\nudpp = \"127.0.0.1:5060\"\n");
+    let odd_port = write("odd.toml", "[media]\nport_min = 20001\n");
+    let syntax = write("syntax.toml", "[media\nport_min = 1\n");
+    let bad_enum = write("enum.toml", "[events]\nlog = \"rabbitmq\"\n");
+
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (vec!["config", "check"], vec![("SWITCHBOARD_MEDIA__PORT_MIN", "abc")], vec!["media.port_min", "SWITCHBOARD_MEDIA__PORT_MIN"]),
+        (vec!["--config", &unknown, "config", "check"], vec![], vec!["sip.udpp", "unknown key", "unknown.toml"]),
+        (vec!["--config", &odd_port, "gateway"], vec![], vec!["media.port_min", "even"]),
+        (vec!["--config", &syntax, "migrate"], vec![], vec!["syntax.toml"]),
+        (vec!["--config", &bad_enum, "config", "check"], vec![], vec!["events.log", "rabbitmq"]),
+        (vec!["config", "check"], vec![("SWITCHBOARD_SIP__TRANSPORT", "udp")], vec!["sip.transport", "SWITCHBOARD_SIP__TRANSPORT"]),
+        (vec!["connector"], vec![("SWITCHBOARD_SALESFORCE__USERNAME", "int@example.com")], vec!["salesforce.consumer_key"]),
+        (
+            vec!["config", "check"],
+            vec![("SWITCHBOARD_EVENTS__LOG", "kafka"), ("SWITCHBOARD_KAFKA__DEAD_LETTER_TOPIC", "switchboard.call-events")],
+            vec!["kafka.dead_letter_topic"],
+        ),
+        (vec!["config", "check"], vec![("SWITCHBOARD_DATABASE__URL", "mysql://db/sb")], vec!["database.url"]),
+        (vec!["config", "check"], vec![("SWITCHBOARD_LOG__LEVEL", "very-loud!")], vec!["log.level"]),
+        (vec!["admin", "user", "list"], vec![("SWITCHBOARD_CONFIG", "missing.toml")], vec!["missing.toml", "does not exist"]),
+    ];
+    for (args, env, needles) in cases {
+        let out = run(dir.path(), &args, &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "switchboard {args:?} with {env:?}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "switchboard {args:?} with {env:?} should mention {needle:?}: {err}");
+        }
+    }
+    // Nothing was created on the way out.
+    assert!(!dir.path().join("switchboard-data").exists());
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sb.toml"),
+        "data_dir = \"/srv/sb\"\n[sip]\nudp = \"127.0.0.1:5070\"\n[http]\nadmin_token = \"file-admin-token-0123456789\"\n\
+         [salesforce]\nconsumer_key = \"key\"\nusername = \"int@example.com\"\nprivate_key_file = \"/etc/sb/sf.pem\"\n",
+    )
+    .unwrap();
+    let text = ok(
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("SWITCHBOARD_CONFIG", "sb.toml"),
+            ("SWITCHBOARD_SIP__UDP", "0.0.0.0:5060"),
+            ("SWITCHBOARD_DATABASE__URL", "postgres://sb:hunter2@db.internal/sb"),
+            ("SWITCHBOARD_TEST_POSTGRES_URL", "ignored: reserved for test harnesses"),
+        ],
+    );
+    assert!(!text.contains("hunter2") && !text.contains("file-admin-token"), "secret printed:\n{text}");
+    let body: String = text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let effective: toml::Table = toml::from_str(&body).unwrap_or_else(|e| panic!("not TOML ({e}):\n{text}"));
+    assert_eq!(effective["sip"]["udp"].as_str(), Some("0.0.0.0:5060"), "the variable wins over the file");
+    assert_eq!(effective["data_dir"].as_str(), Some("/srv/sb"));
+    assert_eq!(effective["database"]["url"].as_str(), Some("postgres://sb:***@db.internal/sb"));
+    assert_eq!(effective["salesforce"]["api_version"].as_str(), Some("62.0"), "defaults are filled in");
+
+    // Without a file the database defaults to a SQLite file in data_dir.
+    let text = ok(dir.path(), &["config", "check"], &[("SWITCHBOARD_DATA_DIR", "/var/lib/sb")]);
+    assert!(text.contains("sqlite:///var/lib/sb/switchboard.db"), "{text}");
+}
+
+#[test]
+fn migrate_and_provision_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env: &[(&str, &str)] = &[("SWITCHBOARD_DATA_DIR", "data")];
+
+    // Roles and admin refuse an unmigrated database with the store's advice.
+    for args in [&["admin", "user", "list"][..], &["gateway"][..], &["connector"][..]] {
+        let out = run(d, args, env);
+        assert_eq!(out.status.code(), Some(1), "switchboard {args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("switchboard migrate"), "switchboard {args:?}: {}", stderr(&out));
+    }
+
+    let text = ok(d, &["migrate"], env);
+    assert!(text.contains("switchboard.db"), "{text}");
+    ok(d, &["migrate"], env); // idempotent
+    assert!(d.join("data/switchboard.db").is_file());
+
+    let ada = json(
+        d,
+        &["admin", "user", "add", "--name", "Ada Lovelace", "--extension", "101", "--salesforce-user-id", "005000000000001", "--json"],
+        env,
+    );
+    let ada_id = ada["id"].as_str().expect("user id").to_owned();
+    assert_eq!(ada["salesforce_user_id"], "005000000000001");
+
+    let device = json(
+        d,
+        &["admin", "--json", "device", "add", "--user", &ada_id, "--name", "desk", "--contact", "sip:ada@127.0.0.1:5090"],
+        env,
+    );
+    assert_eq!(device["user_id"], ada_id.as_str());
+
+    let number = json(d, &["admin", "number", "add", "+1 (415) 555-0100", "--user", &ada_id, "--json"], env);
+    assert_eq!(number["number"], "+14155550100");
+
+    let users = json(d, &["admin", "user", "list", "--json"], env);
+    assert_eq!(users["users"], serde_json::json!([ada.clone()]));
+    let devices = json(d, &["admin", "device", "list", "--user", &ada_id, "--json"], env);
+    assert_eq!(devices["devices"], serde_json::json!([device.clone()]));
+    let numbers = json(d, &["admin", "number", "list", "--json"], env);
+    assert_eq!(numbers["numbers"], serde_json::json!([number.clone()]));
+
+    // The table names the columns and shows the user's name next to a number.
+    let table = ok(d, &["admin", "number", "list"], env);
+    assert!(table.starts_with("NUMBER"), "{table}");
+    assert!(table.contains("+14155550100") && table.contains("Ada Lovelace"), "{table}");
+
+    // Bad input is refused with the directory's message and status 1.
+    let out = run(d, &["admin", "user", "add", "--name", "Bob", "--extension", "101"], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("extension 101 is already taken"), "{}", stderr(&out));
+    let out = run(d, &["admin", "device", "add", "--user", &ada_id, "--name", "x", "--contact", "ada@host"], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("contact_uri"), "{}", stderr(&out));
+
+    let removed = json(d, &["admin", "number", "remove", "001 415 555 0100", "--json"], env);
+    assert_eq!(removed["removed"]["id"], "+14155550100");
+    let removed = json(d, &["admin", "user", "remove", &ada_id, "--json"], env);
+    assert_eq!(removed["removed"]["kind"], "user");
+    assert_eq!(json(d, &["admin", "device", "list", "--json"], env)["devices"], serde_json::json!([]));
+    assert_eq!(ok(d, &["admin", "user", "list"], env), "no users\n");
+}
+
+/// A running `switchboard up`, killed if the test fails before stopping it.
+struct Up {
+    child: Option<Child>,
+}
+
+impl Up {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("still owned by the test")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect to the HTTP listener");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn field<'a>(banner: &'a str, label: &str) -> &'a str {
+    banner
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} line in the banner:\n{banner}"))
+        .trim()
+}
+
+#[test]
+fn up_prints_where_everything_is_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut command = switchboard(dir.path());
+    command
+        .args(["up", "--sip", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("SWITCHBOARD_MEDIA__PORT_MIN", "31000")
+        .env("SWITCHBOARD_MEDIA__PORT_MAX", "31099")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap());
+    let mut up = Up { child: Some(command.spawn().expect("start switchboard up")) };
+
+    // Read the banner line by line until its last line, with a deadline.
+    let (tx, rx) = mpsc::channel();
+    let out = up.child().stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut banner = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Press Ctrl-C") {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = up.child().kill();
+                let err = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+                panic!("no complete banner from `switchboard up`:\n{banner}\nstderr:\n{err}");
+            }
+        }
+    }
+
+    // SIP: real, non-zero ports for both transports.
+    let sip = field(&banner, "SIP");
+    let ports: Vec<u16> = sip
+        .split(", ")
+        .map(|part| part.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("SIP line: {sip}")))
+        .collect();
+    assert!(sip.starts_with("udp 127.0.0.1:") && sip.contains("tcp 127.0.0.1:"), "{banner}");
+    assert!(ports.len() == 2 && ports.iter().all(|p| *p != 0), "{banner}");
+
+    // HTTP: the printed address answers /healthz and /metrics.
+    let http: SocketAddr = field(&banner, "HTTP")
+        .strip_prefix("http://")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("HTTP line: {banner}"));
+    assert_ne!(http.port(), 0);
+    assert!(http_get(http, "/healthz").starts_with("HTTP/1.1 200"), "healthz");
+    assert!(http_get(http, "/metrics").starts_with("HTTP/1.1 200"), "metrics");
+    assert!(banner.contains(&format!("http://{http}/metrics")), "{banner}");
+
+    // Data: the SQLite file (migrated on the spot) and the recordings dir.
+    let db_file = data.join("switchboard.db");
+    assert!(field(&banner, "Database").contains(&db_file.display().to_string()), "{banner}");
+    assert!(field(&banner, "Recordings").contains(&data.join("recordings").display().to_string()), "{banner}");
+    assert!(field(&banner, "Salesforce").starts_with("not configured"), "{banner}");
+    let users = json(dir.path(), &["admin", "user", "list", "--json"], &[("SWITCHBOARD_DATA_DIR", data.to_str().unwrap())]);
+    assert_eq!(users["users"], serde_json::json!([]));
+
+    // SIGTERM stops it gracefully with status 0.
+    let pid = up.child().id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(killed.success());
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut child = up.child.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = done_rx
+        .recv_timeout(SHUTDOWN_TIMEOUT)
+        .unwrap_or_else(|_| panic!("switchboard up did not stop within {SHUTDOWN_TIMEOUT:?} of SIGTERM"))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+}
