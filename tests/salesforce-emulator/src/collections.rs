@@ -85,18 +85,25 @@ fn parse_request(body: &[u8]) -> Result<CollectionRequest, ApiError> {
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(CollectionRequest { all_or_none, records })
+    Ok(CollectionRequest {
+        all_or_none,
+        records,
+    })
 }
 
 /// The `attributes.type` of a record, required on every record.
 fn record_type(record: &Map<String, Value>) -> Result<&str, ApiError> {
-    record.get("attributes").and_then(|a| a.get("type")).and_then(Value::as_str).ok_or_else(|| {
-        ApiError::plain(
-            StatusCode::BAD_REQUEST,
-            "INVALID_INPUT",
-            "Each record of an sObject Collections request needs attributes with a type",
-        )
-    })
+    record
+        .get("attributes")
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::plain(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                "Each record of an sObject Collections request needs attributes with a type",
+            )
+        })
 }
 
 /// Runs `apply` for every record on a copy of the store, then commits the
@@ -120,12 +127,17 @@ fn run(
             Ok((id, created)) => Outcome::Ok { id, created },
             Err(WriteError::Parse(message)) => return Err(ApiError::json_parser(message)),
             Err(WriteError::Record(e)) => Outcome::Failed(e),
-            Err(WriteError::NotFound) => {
-                Outcome::Failed(RecordError::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[]))
-            }
+            Err(WriteError::NotFound) => Outcome::Failed(RecordError::new(
+                "INVALID_CROSS_REFERENCE_KEY",
+                "invalid cross reference id",
+                &[],
+            )),
             Err(WriteError::MultipleMatches(ids)) => Outcome::Failed(RecordError::new(
                 "DUPLICATE_EXTERNAL_ID",
-                format!("more than one record found for external id field: [{}]", ids.join(", ")),
+                format!(
+                    "more than one record found for external id field: [{}]",
+                    ids.join(", ")
+                ),
                 &[],
             )),
         };
@@ -159,7 +171,10 @@ fn run(
 
 /// Record faults for the external id values in a record, taken before the
 /// store is locked for the batch.
-fn take_faults(shared: &Shared, request: &CollectionRequest) -> Result<HashMap<usize, RecordError>, ApiError> {
+fn take_faults(
+    shared: &Shared,
+    request: &CollectionRequest,
+) -> Result<HashMap<usize, RecordError>, ApiError> {
     let mut failed = HashMap::new();
     for (index, record) in request.records.iter().enumerate() {
         let object = object(shared, record_type(record)?)?;
@@ -181,13 +196,18 @@ pub(crate) async fn create(
     }
     let request = parse_request(&body)?;
     let pre_failed = take_faults(&shared, &request)?;
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
     let schema = &shared.schema;
     run(
         &shared,
         &request,
         |store, record| {
-            let object = schema.object(record_type(record).unwrap_or("")).ok_or_else(unknown_type)?;
+            let object = schema
+                .object(record_type(record).unwrap_or(""))
+                .ok_or_else(unknown_type)?;
             if record.keys().any(|k| k.eq_ignore_ascii_case("Id")) {
                 return Err(RecordError::new(
                     "INVALID_FIELD",
@@ -196,7 +216,9 @@ pub(crate) async fn create(
                 )
                 .into());
             }
-            store.create(schema, object, record, writer).map(|id| (id, None))
+            store
+                .create(schema, object, record, writer)
+                .map(|id| (id, None))
         },
         &pre_failed,
     )
@@ -213,23 +235,38 @@ pub(crate) async fn update(
     }
     let request = parse_request(&body)?;
     let pre_failed = take_faults(&shared, &request)?;
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
     let schema = &shared.schema;
     run(
         &shared,
         &request,
         |store, record| {
-            let object = schema.object(record_type(record).unwrap_or("")).ok_or_else(unknown_type)?;
-            let given = record.iter().find(|(k, _)| k.eq_ignore_ascii_case("Id")).and_then(|(_, v)| v.as_str());
+            let object = schema
+                .object(record_type(record).unwrap_or(""))
+                .ok_or_else(unknown_type)?;
+            let given = record
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Id"))
+                .and_then(|(_, v)| v.as_str());
             let Some(given) = given else {
-                return Err(RecordError::new("MISSING_ARGUMENT", "Id not specified in an update call", &[]).into());
+                return Err(RecordError::new(
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call",
+                    &[],
+                )
+                .into());
             };
             let id = ids::normalize(given).ok_or_else(|| {
                 RecordError::new("MALFORMED_ID", format!("malformed id {given}"), &[])
             })?;
             let mut fields = record.clone();
             fields.retain(|k, _| !k.eq_ignore_ascii_case("Id"));
-            store.update(schema, object, &id, &fields, writer).map(|()| (id, None))
+            store
+                .update(schema, object, &id, &fields, writer)
+                .map(|()| (id, None))
         },
         &pre_failed,
     )
@@ -258,13 +295,19 @@ pub(crate) async fn upsert(
         return Err(ApiError::not_found());
     }
     let object: &ObjectType = object(&shared, &path.sobject)?;
-    let field = object.field(&path.field).filter(|f| f.external_id).ok_or_else(|| {
-        ApiError::plain(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("Provided external ID field does not exist or is not accessible: {}", path.field),
-        )
-    })?;
+    let field = object
+        .field(&path.field)
+        .filter(|f| f.external_id)
+        .ok_or_else(|| {
+            ApiError::plain(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!(
+                    "Provided external ID field does not exist or is not accessible: {}",
+                    path.field
+                ),
+            )
+        })?;
     let request = parse_request(&body)?;
     for record in &request.records {
         let named = record_type(record)?;
@@ -272,12 +315,18 @@ pub(crate) async fn upsert(
             return Err(ApiError::plain(
                 StatusCode::BAD_REQUEST,
                 "INVALID_INPUT",
-                format!("Every record must be of type {}; found {named}", object.name),
+                format!(
+                    "Every record must be of type {}; found {named}",
+                    object.name
+                ),
             ));
         }
     }
     let key_of = |record: &Map<String, Value>| {
-        record.iter().find(|(k, _)| k.eq_ignore_ascii_case(&field.name)).and_then(|(_, v)| external_id_text(v))
+        record
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&field.name))
+            .and_then(|(_, v)| external_id_text(v))
     };
     let mut pre_failed = HashMap::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -288,26 +337,37 @@ pub(crate) async fn upsert(
     }
     for (index, record) in request.records.iter().enumerate() {
         let error = match key_of(record) {
-            None => Some(RecordError::new("MISSING_ARGUMENT", format!("{} not specified", field.name), &[])),
-            Some(key) if seen.get(&key.to_lowercase()).copied().unwrap_or(0) > 1 => Some(RecordError::new(
-                "DUPLICATE_EXTERNAL_ID",
-                format!("Duplicate external id specified: {key}"),
-                &[&field.name],
+            None => Some(RecordError::new(
+                "MISSING_ARGUMENT",
+                format!("{} not specified", field.name),
+                &[],
             )),
+            Some(key) if seen.get(&key.to_lowercase()).copied().unwrap_or(0) > 1 => {
+                Some(RecordError::new(
+                    "DUPLICATE_EXTERNAL_ID",
+                    format!("Duplicate external id specified: {key}"),
+                    &[&field.name],
+                ))
+            }
             Some(key) => shared.lock().faults.take_record_error(&key),
         };
         if let Some(error) = error {
             pre_failed.insert(index, error);
         }
     }
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
     let schema = &shared.schema;
     run(
         &shared,
         &request,
         |store, record| {
             let key = key_of(record).unwrap_or_default();
-            store.upsert(schema, object, &field.name, &key, record, writer).map(|(id, created)| (id, Some(created)))
+            store
+                .upsert(schema, object, &field.name, &key, record, writer)
+                .map(|(id, created)| (id, Some(created)))
         },
         &pre_failed,
     )

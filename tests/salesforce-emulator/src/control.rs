@@ -46,48 +46,90 @@ impl Shared {
 
     /// All records of an object as the API reads them.
     pub(crate) fn records_json(&self, sobject: &str) -> Result<Vec<Value>, EmulatorError> {
-        let object = self.schema.object(sobject).ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
+        let object = self
+            .schema
+            .object(sobject)
+            .ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
         let version = self.newest_version();
         let inner = self.lock();
-        Ok(inner.store.records(object.name).map(|r| r.to_json(object, version)).collect())
+        Ok(inner
+            .store
+            .records(object.name)
+            .map(|r| r.to_json(object, version))
+            .collect())
     }
 
     /// Creates a record with the org's rules, owned by the integration user.
-    pub(crate) fn insert_record(&self, sobject: &str, fields: &Value) -> Result<String, EmulatorError> {
-        let object = self.schema.object(sobject).ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
-        let body: &Map<String, Value> = fields.as_object().ok_or_else(|| EmulatorError::Rejected {
-            code: "JSON_PARSER_ERROR".to_owned(),
-            message: "a record must be a JSON object".to_owned(),
-        })?;
-        let writer = Writer { user_id: &self.default_user_id, now: Utc::now() };
+    pub(crate) fn insert_record(
+        &self,
+        sobject: &str,
+        fields: &Value,
+    ) -> Result<String, EmulatorError> {
+        let object = self
+            .schema
+            .object(sobject)
+            .ok_or_else(|| EmulatorError::UnknownObject(sobject.to_owned()))?;
+        let body: &Map<String, Value> =
+            fields.as_object().ok_or_else(|| EmulatorError::Rejected {
+                code: "JSON_PARSER_ERROR".to_owned(),
+                message: "a record must be a JSON object".to_owned(),
+            })?;
+        let writer = Writer {
+            user_id: &self.default_user_id,
+            now: Utc::now(),
+        };
         let result = self.lock().store.create(&self.schema, object, body, writer);
         result.map_err(rejected)
     }
 
     /// Adds an active user; `id` must be a `005` id when given.
-    pub(crate) fn add_user(&self, username: &str, id: Option<&str>) -> Result<String, EmulatorError> {
-        let object = self.schema.object("User").ok_or_else(|| EmulatorError::UnknownObject("User".to_owned()))?;
+    pub(crate) fn add_user(
+        &self,
+        username: &str,
+        id: Option<&str>,
+    ) -> Result<String, EmulatorError> {
+        let object = self
+            .schema
+            .object("User")
+            .ok_or_else(|| EmulatorError::UnknownObject("User".to_owned()))?;
         let id = match id {
             Some(given) => ids::normalize(given)
                 .filter(|id| ids::key_prefix(id) == "005")
-                .ok_or_else(|| EmulatorError::Config(format!("user id {given:?} is not a 15- or 18-character 005 id")))?,
+                .ok_or_else(|| {
+                    EmulatorError::Config(format!(
+                        "user id {given:?} is not a 15- or 18-character 005 id"
+                    ))
+                })?,
             None => self.lock().store.allocate_id(object.key_prefix),
         };
         let last_name = username.split('@').next().unwrap_or(username);
         let body = json!({"Username": username, "LastName": last_name, "Email": username});
         let body = body.as_object().cloned().unwrap_or_default();
-        let writer = Writer { user_id: &id, now: Utc::now() };
+        let writer = Writer {
+            user_id: &id,
+            now: Utc::now(),
+        };
         let mut inner = self.lock();
         if inner.store.get("User", &id).is_some() {
-            return Err(EmulatorError::Config(format!("user id {id} exists already")));
+            return Err(EmulatorError::Config(format!(
+                "user id {id} exists already"
+            )));
         }
         let taken = inner.store.records("User").any(|u| {
-            u.fields.get("Username").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(username))
+            u.fields
+                .get("Username")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(username))
         });
         if taken {
-            return Err(EmulatorError::Config(format!("username {username} exists already")));
+            return Err(EmulatorError::Config(format!(
+                "username {username} exists already"
+            )));
         }
-        inner.store.create_with_id(&self.schema, object, &body, id.clone(), writer).map_err(rejected)
+        inner
+            .store
+            .create_with_id(&self.schema, object, &body, id.clone(), writer)
+            .map_err(rejected)
     }
 
     /// Ends every session: all issued tokens answer 401 from now on.
@@ -111,11 +153,18 @@ impl Shared {
 
 fn rejected(error: WriteError) -> EmulatorError {
     match error {
-        WriteError::Parse(message) => EmulatorError::Rejected { code: "JSON_PARSER_ERROR".to_owned(), message },
-        WriteError::Record(e) => EmulatorError::Rejected { code: e.code, message: e.message },
-        WriteError::NotFound => {
-            EmulatorError::Rejected { code: "NOT_FOUND".to_owned(), message: "record not found".to_owned() }
-        }
+        WriteError::Parse(message) => EmulatorError::Rejected {
+            code: "JSON_PARSER_ERROR".to_owned(),
+            message,
+        },
+        WriteError::Record(e) => EmulatorError::Rejected {
+            code: e.code,
+            message: e.message,
+        },
+        WriteError::NotFound => EmulatorError::Rejected {
+            code: "NOT_FOUND".to_owned(),
+            message: "record not found".to_owned(),
+        },
         WriteError::MultipleMatches(ids) => EmulatorError::Rejected {
             code: "DUPLICATE_EXTERNAL_ID".to_owned(),
             message: format!("several records match: {}", ids.join(", ")),
@@ -132,9 +181,12 @@ fn control_error(status: StatusCode, error: &EmulatorError) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, Json<Value>)> {
     serde_json::from_slice(body).map_err(|e| {
-        (StatusCode::BAD_REQUEST, Json(json!({"errorCode": "JSON_PARSER_ERROR", "message": e.to_string()}))).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errorCode": "JSON_PARSER_ERROR", "message": e.to_string()})),
+        )
     })
 }
 
@@ -145,10 +197,14 @@ async fn list_records(State(shared): State<Arc<Shared>>, Path(sobject): Path<Str
     }
 }
 
-async fn insert_record(State(shared): State<Arc<Shared>>, Path(sobject): Path<String>, body: Bytes) -> Response {
+async fn insert_record(
+    State(shared): State<Arc<Shared>>,
+    Path(sobject): Path<String>,
+    body: Bytes,
+) -> Response {
     let fields: Value = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match shared.insert_record(&sobject, &fields) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
@@ -168,10 +224,14 @@ struct NewUser {
 async fn add_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let user: NewUser = match parse_body(&body) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match shared.add_user(&user.username, user.id.as_deref()) {
-        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id, "username": user.username}))).into_response(),
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "username": user.username})),
+        )
+            .into_response(),
         Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
     }
 }
@@ -193,7 +253,7 @@ async fn add_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     let faults = match parse_body(&body) {
         Ok(FaultBody::Many(list)) => list,
         Ok(FaultBody::One(fault)) => vec![fault],
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut inner = shared.lock();
     for fault in faults {
@@ -227,17 +287,23 @@ async fn set_api_usage(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
             shared.lock().usage.set_used(usage.used);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 /// The `/__emulator` routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/__emulator/sobjects/{sobject}", get(list_records).post(insert_record))
+        .route(
+            "/__emulator/sobjects/{sobject}",
+            get(list_records).post(insert_record),
+        )
         .route("/__emulator/users", post(add_user))
         .route("/__emulator/expire-tokens", post(expire_tokens))
-        .route("/__emulator/faults", post(add_faults).get(pending_faults).delete(clear_faults))
+        .route(
+            "/__emulator/faults",
+            post(add_faults).get(pending_faults).delete(clear_faults),
+        )
         .route("/__emulator/stats", get(stats))
         .route("/__emulator/api-usage", put(set_api_usage))
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, PublicKeyData, SerialNumber, SignatureAlgorithm,
+    SigningKey,
+};
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs1v15;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
@@ -61,9 +64,19 @@ pub struct AssertionClaims {
 
 impl AssertionClaims {
     /// Claims expiring `valid_for` from now.
-    pub fn new(iss: impl Into<String>, sub: impl Into<String>, aud: impl Into<String>, valid_for: Duration) -> Self {
+    pub fn new(
+        iss: impl Into<String>,
+        sub: impl Into<String>,
+        aud: impl Into<String>,
+        valid_for: Duration,
+    ) -> Self {
         let seconds = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
-        AssertionClaims { iss: iss.into(), sub: sub.into(), aud: aud.into(), exp: Utc::now().timestamp() + seconds }
+        AssertionClaims {
+            iss: iss.into(),
+            sub: sub.into(),
+            aud: aud.into(),
+            exp: Utc::now().timestamp() + seconds,
+        }
     }
 }
 
@@ -85,7 +98,10 @@ impl PublicKeyData for RsaSigner {
 
 impl SigningKey for RsaSigner {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.key.try_sign(msg).map(|s| s.to_vec()).map_err(|_| rcgen::Error::RemoteKeyError)
+        self.key
+            .try_sign(msg)
+            .map(|s| s.to_vec())
+            .map_err(|_| rcgen::Error::RemoteKeyError)
     }
 }
 
@@ -93,16 +109,22 @@ impl TestCredentials {
     /// Makes a 2048-bit RSA key and a self-signed certificate for it
     /// (common name `switchboard-salesforce-emulator`).
     pub fn generate() -> Result<TestCredentials, CredentialsError> {
-        let private = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| CredentialsError::Key(e.to_string()))?;
-        let private_key_pem =
-            private.to_pkcs8_pem(LineEnding::LF).map_err(|e| CredentialsError::Key(e.to_string()))?.to_string();
+        let private = RsaPrivateKey::new(&mut OsRng, 2048)
+            .map_err(|e| CredentialsError::Key(e.to_string()))?;
+        let private_key_pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| CredentialsError::Key(e.to_string()))?
+            .to_string();
         let public_der = private
             .to_public_key()
             .to_pkcs1_der()
             .map_err(|e| CredentialsError::Key(e.to_string()))?
             .as_bytes()
             .to_vec();
-        let signer = RsaSigner { key: pkcs1v15::SigningKey::<Sha256>::new(private), public_der };
+        let signer = RsaSigner {
+            key: pkcs1v15::SigningKey::<Sha256>::new(private),
+            public_der,
+        };
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, "switchboard-salesforce-emulator");
@@ -110,7 +132,10 @@ impl TestCredentials {
         // A positive serial of up to 63 random bits, unique enough for tests.
         params.serial_number = Some(SerialNumber::from(rand::random::<u64>() >> 1 | 1));
         let certificate_pem = params.self_signed(&signer)?.pem();
-        Ok(TestCredentials { private_key_pem, certificate_pem })
+        Ok(TestCredentials {
+            private_key_pem,
+            certificate_pem,
+        })
     }
 
     /// Signs claims as an RS256 JWT assertion with the private key.
@@ -120,9 +145,16 @@ impl TestCredentials {
 }
 
 /// Signs claims as an RS256 JWT assertion with a PEM RSA private key.
-pub fn sign_assertion(private_key_pem: &str, claims: &AssertionClaims) -> Result<String, CredentialsError> {
+pub fn sign_assertion(
+    private_key_pem: &str,
+    claims: &AssertionClaims,
+) -> Result<String, CredentialsError> {
     let key = EncodingKey::from_rsa_pem(private_key_pem.as_bytes())?;
-    Ok(jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key)?)
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &key,
+    )?)
 }
 
 /// The form body of a JWT bearer token request for `assertion`.

@@ -63,7 +63,9 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator").field("url", &self.shared.base_url).finish()
+        f.debug_struct("Emulator")
+            .field("url", &self.shared.base_url)
+            .finish()
     }
 }
 
@@ -74,23 +76,34 @@ fn verifying_key(certificate_pem: &str) -> Result<DecodingKey, EmulatorError> {
     let (_, certificate) = X509Certificate::from_der(&pem.contents)
         .map_err(|e| EmulatorError::Config(format!("the certificate is not X.509: {e}")))?;
     match certificate.public_key().parsed() {
-        Ok(PublicKey::RSA(rsa)) => Ok(DecodingKey::from_rsa_raw_components(rsa.modulus, rsa.exponent)),
-        Ok(_) => Err(EmulatorError::Config("the certificate's key is not RSA; Salesforce verifies RS256".to_owned())),
-        Err(e) => Err(EmulatorError::Config(format!("the certificate's public key cannot be read: {e}"))),
+        Ok(PublicKey::RSA(rsa)) => Ok(DecodingKey::from_rsa_raw_components(
+            rsa.modulus,
+            rsa.exponent,
+        )),
+        Ok(_) => Err(EmulatorError::Config(
+            "the certificate's key is not RSA; Salesforce verifies RS256".to_owned(),
+        )),
+        Err(e) => Err(EmulatorError::Config(format!(
+            "the certificate's public key cannot be read: {e}"
+        ))),
     }
 }
 
 /// Parses `"62.0"` into 62.
 fn parse_versions(versions: &[String]) -> Result<Vec<u32>, EmulatorError> {
     if versions.is_empty() {
-        return Err(EmulatorError::Config("at least one API version is needed".to_owned()));
+        return Err(EmulatorError::Config(
+            "at least one API version is needed".to_owned(),
+        ));
     }
     versions
         .iter()
         .map(|v| {
             v.strip_suffix(".0")
                 .and_then(|major| major.parse::<u32>().ok())
-                .ok_or_else(|| EmulatorError::Config(format!("API version {v:?} must look like \"62.0\"")))
+                .ok_or_else(|| {
+                    EmulatorError::Config(format!("API version {v:?} must look like \"62.0\""))
+                })
         })
         .collect()
 }
@@ -108,20 +121,45 @@ fn local_url(addr: SocketAddr) -> String {
 impl Emulator {
     /// Starts an org on `listen` (port 0 picks a free port) and serves it in
     /// the background until [`Emulator::shutdown`].
-    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> Result<Emulator, EmulatorError> {
+    pub async fn start(
+        config: EmulatorConfig,
+        listen: SocketAddr,
+    ) -> Result<Emulator, EmulatorError> {
         let key = verifying_key(&config.certificate_pem)?;
         let api_versions = parse_versions(&config.api_versions)?;
         let user_id = ids::normalize(&config.user_id)
             .filter(|id| ids::key_prefix(id) == "005")
-            .ok_or_else(|| EmulatorError::Config(format!("user id {:?} is not a 15- or 18-character 005 id", config.user_id)))?;
+            .ok_or_else(|| {
+                EmulatorError::Config(format!(
+                    "user id {:?} is not a 15- or 18-character 005 id",
+                    config.user_id
+                ))
+            })?;
         if config.consumer_key.is_empty() || config.username.is_empty() {
-            return Err(EmulatorError::Config("the consumer key and username must not be empty".to_owned()));
+            return Err(EmulatorError::Config(
+                "the consumer key and username must not be empty".to_owned(),
+            ));
         }
-        let schema = Schema::new(&config.task_external_id_fields, &config.custom_fields).map_err(EmulatorError::Config)?;
+        let schema = Schema::new(&config.task_external_id_fields, &config.custom_fields)
+            .map_err(EmulatorError::Config)?;
 
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| EmulatorError::Bind { addr: listen, source })?;
-        let bound = listener.local_addr().map_err(|source| EmulatorError::Bind { addr: listen, source })?;
-        let base_url = config.public_url.clone().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| local_url(bound));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let base_url = config
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| local_url(bound));
 
         let org_id = ids::make("00D", 1);
         let shared = Arc::new(Shared {
@@ -135,15 +173,29 @@ impl Emulator {
             base_url,
             inner: Mutex::new(Inner::new(Store::new(), config.daily_api_limit)),
         });
-        let user_type = shared.schema.object("User").ok_or_else(|| EmulatorError::Config("no User object".to_owned()))?;
+        let user_type = shared
+            .schema
+            .object("User")
+            .ok_or_else(|| EmulatorError::Config("no User object".to_owned()))?;
         let integration = json!({"Username": config.username, "LastName": "Integration", "FirstName": "Switchboard"});
         let integration = integration.as_object().cloned().unwrap_or_default();
-        let writer = Writer { user_id: &user_id, now: Utc::now() };
+        let writer = Writer {
+            user_id: &user_id,
+            now: Utc::now(),
+        };
         shared
             .lock()
             .store
-            .create_with_id(&shared.schema, user_type, &integration, user_id.clone(), writer)
-            .map_err(|e| EmulatorError::Config(format!("the integration user cannot be created: {e:?}")))?;
+            .create_with_id(
+                &shared.schema,
+                user_type,
+                &integration,
+                user_id.clone(),
+                writer,
+            )
+            .map_err(|e| {
+                EmulatorError::Config(format!("the integration user cannot be created: {e:?}"))
+            })?;
         for seed in &config.extra_users {
             shared.add_user(&seed.username, seed.id.as_deref())?;
         }
@@ -159,7 +211,10 @@ impl Emulator {
             }
         });
         tracing::info!(url = %shared.base_url, "Salesforce emulator listening");
-        Ok(Emulator { shared, server: Arc::new(Mutex::new(Some(Server { stop, task }))) })
+        Ok(Emulator {
+            shared,
+            server: Arc::new(Mutex::new(Some(Server { stop, task }))),
+        })
     }
 
     /// Base URL of the org: the login host for the token request and the

@@ -64,7 +64,10 @@ pub(crate) struct ApiError {
 impl ApiError {
     /// An error without `fields` (session, limit, routing errors).
     pub(crate) fn plain(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, body: json!([{"message": message.into(), "errorCode": code}]) }
+        ApiError {
+            status,
+            body: json!([{"message": message.into(), "errorCode": code}]),
+        }
     }
 
     /// A 400 answer for a refused record.
@@ -77,12 +80,20 @@ impl ApiError {
 
     /// 401 for a missing, unknown, expired or revoked token.
     pub(crate) fn invalid_session() -> ApiError {
-        ApiError::plain(StatusCode::UNAUTHORIZED, "INVALID_SESSION_ID", "Session expired or invalid")
+        ApiError::plain(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_SESSION_ID",
+            "Session expired or invalid",
+        )
     }
 
     /// 404 for a resource or record that does not exist.
     pub(crate) fn not_found() -> ApiError {
-        ApiError::plain(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")
+        ApiError::plain(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        )
     }
 
     /// 400 for a body that is not the JSON the resource expects.
@@ -100,7 +111,11 @@ impl ApiError {
                 status: StatusCode::MULTIPLE_CHOICES,
                 body: Value::Array(
                     ids.iter()
-                        .map(|id| Value::String(format!("/services/data/v{version}.0/sobjects/{sobject}/{id}")))
+                        .map(|id| {
+                            Value::String(format!(
+                                "/services/data/v{version}.0/sobjects/{sobject}/{id}"
+                            ))
+                        })
                         .collect(),
                 ),
             },

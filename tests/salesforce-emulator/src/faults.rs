@@ -205,9 +205,15 @@ impl FaultQueue {
 
     /// Consumes one use of the oldest record fault for this external id value.
     pub(crate) fn take_record_error(&mut self, external_id: &str) -> Option<RecordError> {
-        let fault = self.consume(|f| matches!(f, Fault::RecordError { external_id: e, .. } if e == external_id))?;
+        let fault = self.consume(
+            |f| matches!(f, Fault::RecordError { external_id: e, .. } if e == external_id),
+        )?;
         match fault {
-            Fault::RecordError { error_code, message, .. } => Some(RecordError::new(&error_code, message, &[])),
+            Fault::RecordError {
+                error_code,
+                message,
+                ..
+            } => Some(RecordError::new(&error_code, message, &[])),
             _ => None,
         }
     }
@@ -215,7 +221,12 @@ impl FaultQueue {
     /// Consumes one use of the oldest token fault.
     pub(crate) fn take_token_failure(&mut self) -> Option<TokenFailure> {
         match self.consume(|f| matches!(f, Fault::TokenError { .. }))? {
-            Fault::TokenError { status, error, error_description, .. } => Some(TokenFailure {
+            Fault::TokenError {
+                status,
+                error,
+                error_description,
+                ..
+            } => Some(TokenFailure {
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
                 error,
                 description: error_description,
@@ -255,7 +266,10 @@ mod tests {
         };
         assert_eq!(status(queue.take_request_effect()), Some(503));
         assert!(queue.take_record_error("k2").is_none());
-        assert_eq!(queue.take_record_error("k1").map(|e| e.code).as_deref(), Some("UNABLE_TO_LOCK_ROW"));
+        assert_eq!(
+            queue.take_record_error("k1").map(|e| e.code).as_deref(),
+            Some("UNABLE_TO_LOCK_ROW")
+        );
         assert!(queue.take_record_error("k1").is_none());
         assert_eq!(status(queue.take_request_effect()), Some(503));
         assert_eq!(status(queue.take_request_effect()), Some(500));
@@ -268,6 +282,12 @@ mod tests {
         assert_eq!(fault, Fault::ServerUnavailable { times: 1 });
         let fault: Fault =
             serde_json::from_str(r#"{"kind":"delay","millis":50,"times":3}"#).expect("json");
-        assert_eq!(fault, Fault::Delay { millis: 50, times: 3 });
+        assert_eq!(
+            fault,
+            Fault::Delay {
+                millis: 50,
+                times: 3
+            }
+        );
     }
 }

@@ -45,7 +45,8 @@ pub(crate) fn normalize(text: &str) -> Option<String> {
         15 => Some(format!("{text}{}", checksum(text))),
         18 => {
             let (base, given) = text.split_at(15);
-            (checksum(base).eq_ignore_ascii_case(given)).then(|| format!("{base}{}", checksum(base)))
+            (checksum(base).eq_ignore_ascii_case(given))
+                .then(|| format!("{base}{}", checksum(base)))
         }
         _ => None,
     }
@@ -79,7 +80,10 @@ mod tests {
     #[test]
     fn checksum_matches_a_known_salesforce_id() {
         // Chunks 001A0, 00000, 6Vm9r have capitals at 1<<3, none, 1<<1: I, A, C.
-        assert_eq!(normalize("001A0000006Vm9r").as_deref(), Some("001A0000006Vm9rIAC"));
+        assert_eq!(
+            normalize("001A0000006Vm9r").as_deref(),
+            Some("001A0000006Vm9rIAC")
+        );
     }
 
     #[test]

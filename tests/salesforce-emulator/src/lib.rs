@@ -23,6 +23,8 @@
 //! # let _ = assertion; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod collections;
 mod config;
 mod control;
@@ -45,7 +47,9 @@ mod validation;
 pub use collections::MAX_RECORDS;
 pub use config::{CustomField, CustomFieldType, EmulatorConfig, UserSeed};
 pub use control::Stats;
-pub use credentials::{sign_assertion, token_request_form, AssertionClaims, CredentialsError, TestCredentials};
+pub use credentials::{
+    sign_assertion, token_request_form, AssertionClaims, CredentialsError, TestCredentials,
+};
 pub use emulator::{Emulator, EmulatorError};
 pub use faults::Fault;
 pub use oauth::JWT_BEARER_GRANT;

@@ -16,7 +16,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Command line of the emulator.
 #[derive(Parser, Debug)]
-#[command(name = "salesforce-emulator", version, about = "An emulated Salesforce org (OAuth JWT bearer flow and REST API) for testing Switchboard")]
+#[command(
+    name = "salesforce-emulator",
+    version,
+    about = "An emulated Salesforce org (OAuth JWT bearer flow and REST API) for testing Switchboard"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -75,7 +79,9 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -90,15 +96,18 @@ fn write_credentials(out: &PathBuf) -> anyhow::Result<()> {
     let credentials = TestCredentials::generate()?;
     let key = out.join("private-key.pem");
     let certificate = out.join("certificate.pem");
-    std::fs::write(&key, &credentials.private_key_pem).with_context(|| format!("writing {}", key.display()))?;
-    std::fs::write(&certificate, &credentials.certificate_pem).with_context(|| format!("writing {}", certificate.display()))?;
+    std::fs::write(&key, &credentials.private_key_pem)
+        .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&certificate, &credentials.certificate_pem)
+        .with_context(|| format!("writing {}", certificate.display()))?;
     println!("{}\n{}", key.display(), certificate.display());
     Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let path = args.certificate.context("--certificate <PEM file> is required to serve (make one with `salesforce-emulator credentials --out DIR`)")?;
-    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading the certificate {}", path.display()))?;
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the certificate {}", path.display()))?;
     let mut config = EmulatorConfig::new(pem);
     if let Some(key) = args.consumer_key {
         config.consumer_key = key;
@@ -117,15 +126,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .users
         .iter()
         .map(|u| match u.split_once('=') {
-            Some((username, id)) => UserSeed { username: username.to_owned(), id: Some(id.to_owned()) },
-            None => UserSeed { username: u.clone(), id: None },
+            Some((username, id)) => UserSeed {
+                username: username.to_owned(),
+                id: Some(id.to_owned()),
+            },
+            None => UserSeed {
+                username: u.clone(),
+                id: None,
+            },
         })
         .collect();
     let consumer_key = config.consumer_key.clone();
     let username = config.username.clone();
     let emulator = Emulator::start(config, args.listen).await?;
     tracing::info!(url = %emulator.url(), %consumer_key, %username, user_id = %emulator.user_id(), "serving the emulated org; stop with Ctrl-C");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     emulator.shutdown().await;
     Ok(())
 }

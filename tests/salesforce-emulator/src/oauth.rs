@@ -29,7 +29,10 @@ use crate::state::{Session, Shared};
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Audiences Salesforce accepts besides the org's own URL.
-const LOGIN_HOSTS: &[&str] = &["https://login.salesforce.com", "https://test.salesforce.com"];
+const LOGIN_HOSTS: &[&str] = &[
+    "https://login.salesforce.com",
+    "https://test.salesforce.com",
+];
 
 /// How far ahead `exp` may lie: Salesforce's three minutes plus clock skew.
 const MAX_EXP_AHEAD: Duration = Duration::from_secs(180 + 30);
@@ -43,7 +46,11 @@ struct OAuthError {
 
 impl OAuthError {
     fn grant(description: &str) -> OAuthError {
-        OAuthError { status: StatusCode::BAD_REQUEST, error: "invalid_grant".to_owned(), description: description.to_owned() }
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_grant".to_owned(),
+            description: description.to_owned(),
+        }
     }
 }
 
@@ -68,7 +75,9 @@ struct Claims {
 /// accepts both.
 fn parameters(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
     let mut params: HashMap<String, String> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     params.extend(url::form_urlencoded::parse(body).into_owned());
     params
 }
@@ -81,14 +90,26 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Byt
         inner.faults.take_token_failure()
     };
     if let Some(f) = failure {
-        return OAuthError { status: f.status, error: f.error, description: f.description }.into_response();
+        return OAuthError {
+            status: f.status,
+            error: f.error,
+            description: f.description,
+        }
+        .into_response();
     }
     let params = parameters(&uri, &body);
     match params.get("grant_type").map(String::as_str) {
-        Some(JWT_BEARER_GRANT) => match jwt_bearer(&shared, params.get("assertion").map(String::as_str)) {
-            Ok(answer) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response(),
-            Err(e) => e.into_response(),
-        },
+        Some(JWT_BEARER_GRANT) => {
+            match jwt_bearer(&shared, params.get("assertion").map(String::as_str)) {
+                Ok(answer) => (
+                    StatusCode::OK,
+                    [(header::CACHE_CONTROL, "no-store")],
+                    Json(answer),
+                )
+                    .into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
         _ => OAuthError {
             status: StatusCode::BAD_REQUEST,
             error: "unsupported_grant_type".to_owned(),
@@ -99,7 +120,9 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Byt
 }
 
 fn jwt_bearer(shared: &Shared, assertion: Option<&str>) -> Result<Value, OAuthError> {
-    let assertion = assertion.filter(|a| !a.is_empty()).ok_or_else(|| OAuthError::grant("invalid assertion"))?;
+    let assertion = assertion
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| OAuthError::grant("invalid assertion"))?;
     let claims: Claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(assertion)
         .map_err(|_| OAuthError::grant("invalid assertion"))?
         .claims;
@@ -117,9 +140,14 @@ fn jwt_bearer(shared: &Shared, assertion: Option<&str>) -> Result<Value, OAuthEr
     jsonwebtoken::decode::<Value>(assertion, &shared.verifying_key, &validation)
         .map_err(|_| OAuthError::grant("invalid assertion"))?;
 
-    let login_host = audience(shared, claims.aud.as_ref()).ok_or_else(|| OAuthError::grant("audience is invalid"))?;
+    let login_host = audience(shared, claims.aud.as_ref())
+        .ok_or_else(|| OAuthError::grant("audience is invalid"))?;
 
-    let exp = claims.exp.as_ref().and_then(Value::as_i64).ok_or_else(|| OAuthError::grant("invalid assertion"))?;
+    let exp = claims
+        .exp
+        .as_ref()
+        .and_then(Value::as_i64)
+        .ok_or_else(|| OAuthError::grant("invalid assertion"))?;
     let now = Utc::now().timestamp();
     if exp <= now {
         return Err(OAuthError::grant("expired authorization code"));
@@ -135,18 +163,37 @@ fn jwt_bearer(shared: &Shared, assertion: Option<&str>) -> Result<Value, OAuthEr
     let user = inner
         .store
         .records("User")
-        .find(|u| u.fields.get("Username").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(&username)))
-        .map(|u| (u.id().to_owned(), u.fields.get("IsActive").and_then(Value::as_bool).unwrap_or(true)));
+        .find(|u| {
+            u.fields
+                .get("Username")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(&username))
+        })
+        .map(|u| {
+            (
+                u.id().to_owned(),
+                u.fields
+                    .get("IsActive")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+            )
+        });
     let user_id = match user {
         Some((id, true)) => id,
         Some((_, false)) => return Err(OAuthError::grant("user is inactive")),
         None => return Err(OAuthError::grant("user hasn't approved this consumer")),
     };
     let org15 = shared.org_id.get(..15).unwrap_or(&shared.org_id);
-    let access_token = format!("{org15}!AQ{}", Alphanumeric.sample_string(&mut rand::rng(), 96));
+    let access_token = format!(
+        "{org15}!AQ{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 96)
+    );
     inner.sessions.insert(
         access_token.clone(),
-        Session { user_id: user_id.clone(), expires_at: Instant::now() + shared.token_ttl },
+        Session {
+            user_id: user_id.clone(),
+            expires_at: Instant::now() + shared.token_ttl,
+        },
     );
     Ok(json!({
         "access_token": access_token,

@@ -75,17 +75,28 @@ fn tokenize(query: &str) -> Result<Vec<Token>, String> {
         } else if let Some(symbol) = ["=", ",", "(", ")"].into_iter().find(|s| s.starts_with(c)) {
             tokens.push(Token::Symbol(symbol));
             i += 1;
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             i += 1;
-            while chars.get(i).is_some_and(|c| c.is_ascii_digit() || *c == '.') {
+            while chars
+                .get(i)
+                .is_some_and(|c| c.is_ascii_digit() || *c == '.')
+            {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();
-            tokens.push(Token::Number(text.parse().map_err(|_| format!("unexpected token: '{text}'"))?));
+            tokens.push(Token::Number(
+                text.parse()
+                    .map_err(|_| format!("unexpected token: '{text}'"))?,
+            ));
         } else if c.is_alphanumeric() || c == '_' {
             let start = i;
-            while chars.get(i).is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == '.') {
+            while chars
+                .get(i)
+                .is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            {
                 i += 1;
             }
             tokens.push(Token::Word(chars[start..i].iter().collect()));
@@ -143,7 +154,10 @@ impl Parser {
         if self.keyword(word) {
             Ok(())
         } else {
-            Err(format!("unexpected token: {}; expecting {word}", self.describe_next()))
+            Err(format!(
+                "unexpected token: {}; expecting {word}",
+                self.describe_next()
+            ))
         }
     }
 
@@ -203,21 +217,39 @@ impl Parser {
             loop {
                 let field = self.name()?;
                 let condition = if self.symbol("=") {
-                    Condition { field, negated: false, values: vec![self.value()?] }
+                    Condition {
+                        field,
+                        negated: false,
+                        values: vec![self.value()?],
+                    }
                 } else if self.symbol("!=") {
-                    Condition { field, negated: true, values: vec![self.value()?] }
+                    Condition {
+                        field,
+                        negated: true,
+                        values: vec![self.value()?],
+                    }
                 } else if self.keyword("IN") {
                     if !self.symbol("(") {
-                        return Err(format!("unexpected token: {}; expecting '('", self.describe_next()));
+                        return Err(format!(
+                            "unexpected token: {}; expecting '('",
+                            self.describe_next()
+                        ));
                     }
                     let mut values = vec![self.value()?];
                     while self.symbol(",") {
                         values.push(self.value()?);
                     }
                     if !self.symbol(")") {
-                        return Err(format!("unexpected token: {}; expecting ')'", self.describe_next()));
+                        return Err(format!(
+                            "unexpected token: {}; expecting ')'",
+                            self.describe_next()
+                        ));
                     }
-                    Condition { field, negated: false, values }
+                    Condition {
+                        field,
+                        negated: false,
+                        values,
+                    }
                 } else {
                     return Err(format!("unexpected token: {}", self.describe_next()));
                 };
@@ -249,7 +281,13 @@ impl Parser {
         if self.peek().is_some() {
             return Err(format!("unexpected token: {}", self.describe_next()));
         }
-        Ok(Soql { fields, object, conditions, order, limit })
+        Ok(Soql {
+            fields,
+            object,
+            conditions,
+            order,
+            limit,
+        })
     }
 }
 
@@ -277,7 +315,10 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
-        (Value::Number(x), Value::Number(y)) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
         (x, y) => x.to_string().cmp(&y.to_string()),
     }
@@ -285,7 +326,10 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 
 /// Resolves a field name of the query against the object.
 fn canonical(object: &ObjectType, name: &str) -> Result<String, ApiError> {
-    object.field(name).map(|f| f.name.clone()).ok_or_else(|| invalid_field(name, object.name))
+    object
+        .field(name)
+        .map(|f| f.name.clone())
+        .ok_or_else(|| invalid_field(name, object.name))
 }
 
 /// `GET /query?q=…`.
@@ -295,7 +339,11 @@ pub(crate) async fn query(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let text = params.get("q").ok_or_else(|| {
-        ApiError::plain(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "A query string has to be specified")
+        ApiError::plain(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        )
     })?;
     let malformed = |m: String| ApiError::plain(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", m);
     let tokens = tokenize(text).map_err(malformed)?;
@@ -307,7 +355,11 @@ pub(crate) async fn query(
             format!("sObject type '{}' is not supported.", soql.object),
         )
     })?;
-    let fields = soql.fields.iter().map(|f| canonical(object, f)).collect::<Result<Vec<_>, _>>()?;
+    let fields = soql
+        .fields
+        .iter()
+        .map(|f| canonical(object, f))
+        .collect::<Result<Vec<_>, _>>()?;
     let conditions = soql
         .conditions
         .iter()
@@ -323,7 +375,10 @@ pub(crate) async fn query(
         .records(object.name)
         .filter(|record| {
             conditions.iter().all(|(name, condition)| {
-                let hit = condition.values.iter().any(|v| soql_equal(record.fields.get(name), v));
+                let hit = condition
+                    .values
+                    .iter()
+                    .any(|v| soql_equal(record.fields.get(name), v));
                 hit != condition.negated
             })
         })
@@ -345,14 +400,22 @@ pub(crate) async fn query(
         .iter()
         .map(|record| {
             let mut out = Map::new();
-            out.insert("attributes".to_owned(), attributes(object.name, record.id(), caller.version));
+            out.insert(
+                "attributes".to_owned(),
+                attributes(object.name, record.id(), caller.version),
+            );
             for name in &fields {
-                out.insert(name.clone(), record.fields.get(name).cloned().unwrap_or(Value::Null));
+                out.insert(
+                    name.clone(),
+                    record.fields.get(name).cloned().unwrap_or(Value::Null),
+                );
             }
             Value::Object(out)
         })
         .collect();
-    Ok(Json(json!({"totalSize": records.len(), "done": true, "records": records})))
+    Ok(Json(
+        json!({"totalSize": records.len(), "done": true, "records": records}),
+    ))
 }
 
 #[cfg(test)]
@@ -360,7 +423,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Soql, String> {
-        Parser { tokens: tokenize(text)?, at: 0 }.parse()
+        Parser {
+            tokens: tokenize(text)?,
+            at: 0,
+        }
+        .parse()
     }
 
     #[test]
@@ -380,7 +447,14 @@ mod tests {
 
     #[test]
     fn rejects_what_it_does_not_know() {
-        for bad in ["", "SELECT FROM Task", "SELECT Id Task", "SELECT Id FROM Task WHERE Subject LIKE 'x'", "SELECT Id FROM Task LIMIT x", "SELECT Id FROM Task WHERE Subject = 'open"] {
+        for bad in [
+            "",
+            "SELECT FROM Task",
+            "SELECT Id Task",
+            "SELECT Id FROM Task WHERE Subject LIKE 'x'",
+            "SELECT Id FROM Task LIMIT x",
+            "SELECT Id FROM Task WHERE Subject = 'open",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -37,10 +37,16 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> 
 /// Reads a JSON request body, answering `JSON_PARSER_ERROR` as Salesforce does.
 pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::json_parser("No content to map due to end-of-input at [line:1, column:0]"));
+        return Err(ApiError::json_parser(
+            "No content to map due to end-of-input at [line:1, column:0]",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::json_parser(format!("Unexpected character in the request body at [line:{}, column:{}]", e.line(), e.column()))
+        ApiError::json_parser(format!(
+            "Unexpected character in the request body at [line:{}, column:{}]",
+            e.line(),
+            e.column()
+        ))
     })
 }
 
@@ -71,7 +77,11 @@ fn not_external_id(field: &str) -> ApiError {
 
 /// Checks that every external id value in a body is free of injected record
 /// faults; the first one found fails the write.
-pub(crate) fn record_fault(shared: &Shared, object: &ObjectType, body: &Map<String, Value>) -> Option<WriteError> {
+pub(crate) fn record_fault(
+    shared: &Shared,
+    object: &ObjectType,
+    body: &Map<String, Value>,
+) -> Option<WriteError> {
     let mut inner = shared.lock();
     body.iter()
         .filter(|(name, _)| object.field(name).is_some_and(|f| f.external_id))
@@ -129,7 +139,10 @@ pub(crate) async fn limits(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 /// `GET /services/data/vNN.0/sobjects`: the global describe.
-pub(crate) async fn sobjects(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>) -> Json<Value> {
+pub(crate) async fn sobjects(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let list: Vec<Value> = shared
         .schema
         .objects()
@@ -173,10 +186,20 @@ pub(crate) async fn create(
     if let Some(e) = record_fault(&shared, object, &body) {
         return Err(ApiError::from_write(e, caller.version, object.name));
     }
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
-    let result = shared.lock().store.create(&shared.schema, object, &body, writer);
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
+    let result = shared
+        .lock()
+        .store
+        .create(&shared.schema, object, &body, writer);
     let id = result.map_err(|e| ApiError::from_write(e, caller.version, object.name))?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "success": true, "errors": []}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "success": true, "errors": []})),
+    )
+        .into_response())
 }
 
 /// Path of `/sobjects/{sobject}/{id}`.
@@ -205,14 +228,30 @@ pub(crate) async fn read(
     }
     let id = ids::normalize(&path.id).ok_or_else(|| not_external_id(&path.id))?;
     let inner = shared.lock();
-    let record = inner.store.get(object.name, &id).ok_or_else(ApiError::not_found)?;
-    select_fields(object, record.to_json(object, caller.version), query.fields.as_deref()).map(Json)
+    let record = inner
+        .store
+        .get(object.name, &id)
+        .ok_or_else(ApiError::not_found)?;
+    select_fields(
+        object,
+        record.to_json(object, caller.version),
+        query.fields.as_deref(),
+    )
+    .map(Json)
 }
 
 /// Keeps only the `fields` a read asked for (plus `attributes`).
-fn select_fields(object: &ObjectType, record: Value, fields: Option<&str>) -> Result<Value, ApiError> {
-    let Some(list) = fields.filter(|f| !f.trim().is_empty()) else { return Ok(record) };
-    let Value::Object(full) = record else { return Ok(record) };
+fn select_fields(
+    object: &ObjectType,
+    record: Value,
+    fields: Option<&str>,
+) -> Result<Value, ApiError> {
+    let Some(list) = fields.filter(|f| !f.trim().is_empty()) else {
+        return Ok(record);
+    };
+    let Value::Object(full) = record else {
+        return Ok(record);
+    };
     let mut out = Map::new();
     if let Some(attributes) = full.get("attributes") {
         out.insert("attributes".to_owned(), attributes.clone());
@@ -225,7 +264,10 @@ fn select_fields(object: &ObjectType, record: Value, fields: Option<&str>) -> Re
                 format!("No such column '{name}' on sobject of type {}", object.name),
             )
         })?;
-        out.insert(field.name.clone(), full.get(&field.name).cloned().unwrap_or(Value::Null));
+        out.insert(
+            field.name.clone(),
+            full.get(&field.name).cloned().unwrap_or(Value::Null),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -243,8 +285,14 @@ pub(crate) async fn update(
     if let Some(e) = record_fault(&shared, object, &body) {
         return Err(ApiError::from_write(e, caller.version, object.name));
     }
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
-    let result = shared.lock().store.update(&shared.schema, object, &id, &body, writer);
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
+    let result = shared
+        .lock()
+        .store
+        .update(&shared.schema, object, &id, &body, writer);
     result.map_err(|e| ApiError::from_write(e, caller.version, object.name))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -280,16 +328,34 @@ pub(crate) async fn read_by_external_id(
     Query(query): Query<FieldsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let object = object(&shared, &path.sobject)?;
-    let field = object.field(&path.field).filter(|f| f.external_id).ok_or_else(|| not_external_id(&path.field))?;
+    let field = object
+        .field(&path.field)
+        .filter(|f| f.external_id)
+        .ok_or_else(|| not_external_id(&path.field))?;
     let inner = shared.lock();
-    let matches = inner.store.find_by_field(object.name, &field.name, &Value::String(path.value.clone()));
+    let matches =
+        inner
+            .store
+            .find_by_field(object.name, &field.name, &Value::String(path.value.clone()));
     match matches.as_slice() {
         [] => Err(ApiError::not_found()),
         [id] => {
-            let record = inner.store.get(object.name, id).ok_or_else(ApiError::not_found)?;
-            select_fields(object, record.to_json(object, caller.version), query.fields.as_deref()).map(Json)
+            let record = inner
+                .store
+                .get(object.name, id)
+                .ok_or_else(ApiError::not_found)?;
+            select_fields(
+                object,
+                record.to_json(object, caller.version),
+                query.fields.as_deref(),
+            )
+            .map(Json)
         }
-        _ => Err(ApiError::from_write(WriteError::MultipleMatches(matches), caller.version, object.name)),
+        _ => Err(ApiError::from_write(
+            WriteError::MultipleMatches(matches),
+            caller.version,
+            object.name,
+        )),
     }
 }
 
@@ -303,24 +369,45 @@ pub(crate) async fn upsert(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let object = object(&shared, &path.sobject)?;
-    let field = object.field(&path.field).filter(|f| f.external_id).ok_or_else(|| not_external_id(&path.field))?;
+    let field = object
+        .field(&path.field)
+        .filter(|f| f.external_id)
+        .ok_or_else(|| not_external_id(&path.field))?;
     let body = parse_object(&body)?;
     let fault = shared.lock().faults.take_record_error(&path.value);
     if let Some(e) = fault {
         return Err(ApiError::record(&e));
     }
-    let writer = Writer { user_id: &caller.user_id, now: Utc::now() };
-    let result = shared.lock().store.upsert(&shared.schema, object, &field.name, &path.value, &body, writer);
+    let writer = Writer {
+        user_id: &caller.user_id,
+        now: Utc::now(),
+    };
+    let result = shared.lock().store.upsert(
+        &shared.schema,
+        object,
+        &field.name,
+        &path.value,
+        &body,
+        writer,
+    );
     let (id, created) = result.map_err(|e| ApiError::from_write(e, caller.version, object.name))?;
     let modern = caller.version >= UPSERT_CREATED_FLAG_SINCE;
     let response = match (created, modern) {
-        (true, true) => {
-            (StatusCode::CREATED, Json(json!({"id": id, "success": true, "errors": [], "created": true}))).into_response()
-        }
-        (true, false) => (StatusCode::CREATED, Json(json!({"id": id, "success": true, "errors": []}))).into_response(),
-        (false, true) => {
-            (StatusCode::OK, Json(json!({"id": id, "success": true, "errors": [], "created": false}))).into_response()
-        }
+        (true, true) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": [], "created": true})),
+        )
+            .into_response(),
+        (true, false) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": []})),
+        )
+            .into_response(),
+        (false, true) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "success": true, "errors": [], "created": false})),
+        )
+            .into_response(),
         (false, false) => StatusCode::NO_CONTENT.into_response(),
     };
     Ok(response)
@@ -333,7 +420,11 @@ pub(crate) async fn no_resource() -> ApiError {
 
 /// Answer for a known resource called with a method it does not support.
 pub(crate) async fn method_not_allowed(method: Method) -> ApiError {
-    ApiError::plain(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed."))
+    ApiError::plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("HTTP Method '{method}' not allowed."),
+    )
 }
 
 #[cfg(test)]

@@ -22,18 +22,36 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
         .route("/{version}/", get(rest::resources))
         .route("/{version}/limits", get(rest::limits))
         .route("/{version}/sobjects", get(rest::sobjects))
-        .route("/{version}/sobjects/{sobject}", get(rest::object_info).post(rest::create))
-        .route("/{version}/sobjects/{sobject}/{id}", get(rest::read).patch(rest::update).delete(rest::delete))
-        .route("/{version}/sobjects/{sobject}/{id}/{value}", get(rest::read_by_external_id).patch(rest::upsert))
-        .route("/{version}/composite/sobjects", post(collections::create).patch(collections::update))
-        .route("/{version}/composite/sobjects/{sobject}/{field}", patch(collections::upsert))
+        .route(
+            "/{version}/sobjects/{sobject}",
+            get(rest::object_info).post(rest::create),
+        )
+        .route(
+            "/{version}/sobjects/{sobject}/{id}",
+            get(rest::read).patch(rest::update).delete(rest::delete),
+        )
+        .route(
+            "/{version}/sobjects/{sobject}/{id}/{value}",
+            get(rest::read_by_external_id).patch(rest::upsert),
+        )
+        .route(
+            "/{version}/composite/sobjects",
+            post(collections::create).patch(collections::update),
+        )
+        .route(
+            "/{version}/composite/sobjects/{sobject}/{field}",
+            patch(collections::upsert),
+        )
         .route("/{version}/query", get(query::query))
         .route("/{version}/query/", get(query::query))
         .route("/{version}/search", get(search::search))
         .route("/{version}/search/", get(search::search))
         .fallback(rest::no_resource)
         .method_not_allowed_fallback(rest::method_not_allowed)
-        .layer(middleware::from_fn_with_state(shared.clone(), session::gate));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            session::gate,
+        ));
     Router::new()
         .route("/services/oauth2/token", post(oauth::token))
         .route("/services/oauth2/revoke", post(oauth::revoke))

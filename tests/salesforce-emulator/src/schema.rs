@@ -18,7 +18,11 @@ pub(crate) enum FieldKind {
     /// Free text of at most `max` characters (string, textarea, phone, email, url).
     Text { max: usize },
     /// A picklist; a restricted one rejects values outside `values`.
-    Picklist { values: &'static [&'static str], restricted: bool, max: usize },
+    Picklist {
+        values: &'static [&'static str],
+        restricted: bool,
+        max: usize,
+    },
     /// A 32-bit integer.
     Integer,
     /// A floating-point number (double, currency, percent).
@@ -83,7 +87,11 @@ impl Field {
     }
 
     fn system(name: &str, label: &str, kind: FieldKind) -> Field {
-        Field { createable: false, updateable: false, ..Field::new(name, label, kind) }
+        Field {
+            createable: false,
+            updateable: false,
+            ..Field::new(name, label, kind)
+        }
     }
 
     fn required(mut self) -> Field {
@@ -114,7 +122,9 @@ pub(crate) struct ObjectType {
 impl ObjectType {
     /// Looks a field up by name, ignoring case as Salesforce does.
     pub(crate) fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The object's describe: enough metadata for a client to check that the
@@ -179,14 +189,24 @@ pub(crate) struct Schema {
 
 const CALL_TYPES: &[&str] = &["Inbound", "Outbound", "Internal"];
 const TASK_SUBTYPES: &[&str] = &["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"];
-const TASK_STATUSES: &[&str] = &["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"];
+const TASK_STATUSES: &[&str] = &[
+    "Not Started",
+    "In Progress",
+    "Completed",
+    "Waiting on someone else",
+    "Deferred",
+];
 const TASK_TYPES: &[&str] = &["Call", "Email", "Meeting", "Other"];
 const TASK_PRIORITIES: &[&str] = &["High", "Normal", "Low"];
 const CASE_STATUSES: &[&str] = &["New", "Working", "Escalated", "Closed"];
 const CASE_ORIGINS: &[&str] = &["Phone", "Email", "Web"];
 const CASE_PRIORITIES: &[&str] = &["High", "Medium", "Low"];
-const LEAD_STATUSES: &[&str] =
-    &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"];
+const LEAD_STATUSES: &[&str] = &[
+    "Open - Not Contacted",
+    "Working - Contacted",
+    "Closed - Converted",
+    "Closed - Not Converted",
+];
 const STAGES: &[&str] = &[
     "Prospecting",
     "Qualification",
@@ -203,11 +223,17 @@ fn text(max: usize) -> FieldKind {
 }
 
 fn picklist(values: &'static [&'static str], max: usize) -> FieldKind {
-    FieldKind::Picklist { values, restricted: false, max }
+    FieldKind::Picklist {
+        values,
+        restricted: false,
+        max,
+    }
 }
 
 fn reference(targets: &[&'static str]) -> FieldKind {
-    FieldKind::Reference { targets: targets.to_vec() }
+    FieldKind::Reference {
+        targets: targets.to_vec(),
+    }
 }
 
 /// Fields every object has, maintained by the platform.
@@ -217,8 +243,16 @@ fn system_fields() -> Vec<Field> {
         Field::system("IsDeleted", "Deleted", FieldKind::Boolean),
         Field::system("CreatedDate", "Created Date", FieldKind::DateTime),
         Field::system("CreatedById", "Created By ID", reference(&["User"])),
-        Field::system("LastModifiedDate", "Last Modified Date", FieldKind::DateTime),
-        Field::system("LastModifiedById", "Last Modified By ID", reference(&["User"])),
+        Field::system(
+            "LastModifiedDate",
+            "Last Modified Date",
+            FieldKind::DateTime,
+        ),
+        Field::system(
+            "LastModifiedById",
+            "Last Modified By ID",
+            reference(&["User"]),
+        ),
         Field::system("SystemModstamp", "System Modstamp", FieldKind::DateTime),
     ]
 }
@@ -245,22 +279,51 @@ fn task() -> ObjectType {
         Field::new("Subject", "Subject", text(255)),
         Field::new("Description", "Comments", text(32000)),
         Field::new("ActivityDate", "Due Date Only", FieldKind::Date),
-        Field::new("Status", "Status", picklist(TASK_STATUSES, 40)).required().default(json!("Not Started")),
-        Field::new("Priority", "Priority", picklist(TASK_PRIORITIES, 40)).required().default(json!("Normal")),
+        Field::new("Status", "Status", picklist(TASK_STATUSES, 40))
+            .required()
+            .default(json!("Not Started")),
+        Field::new("Priority", "Priority", picklist(TASK_PRIORITIES, 40))
+            .required()
+            .default(json!("Normal")),
         Field::new("Type", "Type", picklist(TASK_TYPES, 40)),
-        Field::new("TaskSubtype", "Task Subtype", FieldKind::Picklist { values: TASK_SUBTYPES, restricted: true, max: 40 })
-            .create_only()
-            .default(json!("Task")),
-        Field::new("CallType", "Call Type", FieldKind::Picklist { values: CALL_TYPES, restricted: true, max: 40 }),
+        Field::new(
+            "TaskSubtype",
+            "Task Subtype",
+            FieldKind::Picklist {
+                values: TASK_SUBTYPES,
+                restricted: true,
+                max: 40,
+            },
+        )
+        .create_only()
+        .default(json!("Task")),
+        Field::new(
+            "CallType",
+            "Call Type",
+            FieldKind::Picklist {
+                values: CALL_TYPES,
+                restricted: true,
+                max: 40,
+            },
+        ),
         Field::new("CallDurationInSeconds", "Call Duration", FieldKind::Integer),
         Field::new("CallDisposition", "Call Result", text(255)),
         Field::new("CallObject", "Call Object Identifier", text(255)),
         Field::new("OwnerId", "Assigned To ID", reference(&["User"])),
         Field::new("WhoId", "Name ID", reference(&["Contact", "Lead"])),
-        Field::new("WhatId", "Related To ID", reference(&["Account", "Case", "Opportunity"])),
+        Field::new(
+            "WhatId",
+            "Related To ID",
+            reference(&["Account", "Case", "Opportunity"]),
+        ),
         Field::new("IsReminderSet", "Reminder Set", FieldKind::Boolean).default(json!(false)),
     ]);
-    ObjectType { name: "Task", label: "Task", key_prefix: "00T", fields }
+    ObjectType {
+        name: "Task",
+        label: "Task",
+        key_prefix: "00T",
+        fields,
+    }
 }
 
 fn case() -> ObjectType {
@@ -269,7 +332,9 @@ fn case() -> ObjectType {
         Field::system("CaseNumber", "Case Number", text(30)),
         Field::new("Subject", "Subject", text(255)),
         Field::new("Description", "Description", text(32000)),
-        Field::new("Status", "Status", picklist(CASE_STATUSES, 40)).required().default(json!("New")),
+        Field::new("Status", "Status", picklist(CASE_STATUSES, 40))
+            .required()
+            .default(json!("New")),
         Field::new("Origin", "Case Origin", picklist(CASE_ORIGINS, 40)),
         Field::new("Priority", "Priority", picklist(CASE_PRIORITIES, 40)).default(json!("Medium")),
         Field::new("ContactId", "Contact ID", reference(&["Contact"])),
@@ -277,7 +342,12 @@ fn case() -> ObjectType {
         Field::new("SuppliedPhone", "Web Phone", text(40)),
         owner(),
     ]);
-    ObjectType { name: "Case", label: "Case", key_prefix: "500", fields }
+    ObjectType {
+        name: "Case",
+        label: "Case",
+        key_prefix: "500",
+        fields,
+    }
 }
 
 fn opportunity() -> ObjectType {
@@ -291,7 +361,12 @@ fn opportunity() -> ObjectType {
         Field::new("Description", "Description", text(32000)),
         owner(),
     ]);
-    ObjectType { name: "Opportunity", label: "Opportunity", key_prefix: "006", fields }
+    ObjectType {
+        name: "Opportunity",
+        label: "Opportunity",
+        key_prefix: "006",
+        fields,
+    }
 }
 
 fn contact() -> ObjectType {
@@ -303,7 +378,12 @@ fn contact() -> ObjectType {
         Field::new("AccountId", "Account ID", reference(&["Account"])),
         owner(),
     ]);
-    ObjectType { name: "Contact", label: "Contact", key_prefix: "003", fields }
+    ObjectType {
+        name: "Contact",
+        label: "Contact",
+        key_prefix: "003",
+        fields,
+    }
 }
 
 fn lead() -> ObjectType {
@@ -311,10 +391,17 @@ fn lead() -> ObjectType {
     fields.extend(person_fields());
     fields.extend([
         Field::new("Company", "Company", text(255)).required(),
-        Field::new("Status", "Status", picklist(LEAD_STATUSES, 40)).required().default(json!("Open - Not Contacted")),
+        Field::new("Status", "Status", picklist(LEAD_STATUSES, 40))
+            .required()
+            .default(json!("Open - Not Contacted")),
         owner(),
     ]);
-    ObjectType { name: "Lead", label: "Lead", key_prefix: "00Q", fields }
+    ObjectType {
+        name: "Lead",
+        label: "Lead",
+        key_prefix: "00Q",
+        fields,
+    }
 }
 
 fn account() -> ObjectType {
@@ -325,7 +412,12 @@ fn account() -> ObjectType {
         Field::new("Website", "Website", text(255)),
         owner(),
     ]);
-    ObjectType { name: "Account", label: "Account", key_prefix: "001", fields }
+    ObjectType {
+        name: "Account",
+        label: "Account",
+        key_prefix: "001",
+        fields,
+    }
 }
 
 fn user() -> ObjectType {
@@ -335,14 +427,32 @@ fn user() -> ObjectType {
         Field::new("Username", "Username", text(80)).required(),
         Field::new("IsActive", "Active", FieldKind::Boolean).default(json!(true)),
     ]);
-    ObjectType { name: "User", label: "User", key_prefix: "005", fields }
+    ObjectType {
+        name: "User",
+        label: "User",
+        key_prefix: "005",
+        fields,
+    }
 }
 
 impl Schema {
     /// The standard objects plus the configured custom fields: each name in
     /// `task_external_ids` becomes a Text(255) external id on Task.
-    pub(crate) fn new(task_external_ids: &[String], custom_fields: &[CustomField]) -> Result<Schema, String> {
-        let mut schema = Schema { objects: vec![task(), case(), opportunity(), contact(), lead(), account(), user()] };
+    pub(crate) fn new(
+        task_external_ids: &[String],
+        custom_fields: &[CustomField],
+    ) -> Result<Schema, String> {
+        let mut schema = Schema {
+            objects: vec![
+                task(),
+                case(),
+                opportunity(),
+                contact(),
+                lead(),
+                account(),
+                user(),
+            ],
+        };
         let task_fields = task_external_ids.iter().map(|name| CustomField {
             sobject: "Task".to_owned(),
             name: name.clone(),
@@ -358,17 +468,31 @@ impl Schema {
     fn add_custom_field(&mut self, custom: &CustomField) -> Result<(), String> {
         if !custom.name.ends_with("__c")
             || custom.name.len() < 4
-            || !custom.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !custom
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!("custom field name {:?} must be letters, digits and _ ending in __c", custom.name));
+            return Err(format!(
+                "custom field name {:?} must be letters, digits and _ ending in __c",
+                custom.name
+            ));
         }
         let object = self
             .objects
             .iter_mut()
             .find(|o| o.name.eq_ignore_ascii_case(&custom.sobject))
-            .ok_or_else(|| format!("custom field {} names an unknown object {:?}", custom.name, custom.sobject))?;
+            .ok_or_else(|| {
+                format!(
+                    "custom field {} names an unknown object {:?}",
+                    custom.name, custom.sobject
+                )
+            })?;
         if object.field(&custom.name).is_some() {
-            return Err(format!("field {} is configured twice on {}", custom.name, object.name));
+            return Err(format!(
+                "field {} is configured twice on {}",
+                custom.name, object.name
+            ));
         }
         let kind = match custom.field_type {
             CustomFieldType::Text { length } => text(length),
@@ -378,8 +502,16 @@ impl Schema {
             CustomFieldType::Date => FieldKind::Date,
             CustomFieldType::DateTime => FieldKind::DateTime,
         };
-        if custom.external_id && !matches!(kind, FieldKind::Text { .. } | FieldKind::Integer | FieldKind::Double) {
-            return Err(format!("external id {} must be a text or number field", custom.name));
+        if custom.external_id
+            && !matches!(
+                kind,
+                FieldKind::Text { .. } | FieldKind::Integer | FieldKind::Double
+            )
+        {
+            return Err(format!(
+                "external id {} must be a text or number field",
+                custom.name
+            ));
         }
         let label = custom.name.trim_end_matches("__c").replace('_', " ");
         let mut field = Field::new(&custom.name, &label, kind);
@@ -393,7 +525,9 @@ impl Schema {
 
     /// Looks an object up by name, ignoring case.
     pub(crate) fn object(&self, name: &str) -> Option<&ObjectType> {
-        self.objects.iter().find(|o| o.name.eq_ignore_ascii_case(name))
+        self.objects
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(name))
     }
 
     /// The object whose ids start with `prefix`.

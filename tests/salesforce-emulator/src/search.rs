@@ -75,7 +75,9 @@ fn split_find(query: &str) -> Result<(String, &str), ApiError> {
         .and_then(|_| trimmed.get(4..))
         .ok_or_else(|| malformed("line 1:0 no viable alternative at character; expecting FIND"))?
         .trim_start();
-    let body = rest.strip_prefix('{').ok_or_else(|| malformed("search expression must be enclosed in braces {}"))?;
+    let body = rest
+        .strip_prefix('{')
+        .ok_or_else(|| malformed("search expression must be enclosed in braces {}"))?;
     let mut expression = String::new();
     let mut chars = body.char_indices();
     while let Some((index, c)) = chars.next() {
@@ -97,7 +99,9 @@ fn parse_terms(expression: &str) -> Result<Vec<Term>, ApiError> {
     let mut rest = expression.trim();
     while !rest.is_empty() {
         let (raw, after) = if let Some(quoted) = rest.strip_prefix('"') {
-            let end = quoted.find('"').ok_or_else(|| malformed("unterminated quoted phrase"))?;
+            let end = quoted
+                .find('"')
+                .ok_or_else(|| malformed("unterminated quoted phrase"))?;
             (&quoted[..end], &quoted[end + 1..])
         } else {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
@@ -110,7 +114,11 @@ fn parse_terms(expression: &str) -> Result<Vec<Term>, ApiError> {
         }
         terms.push(Term { text, prefix });
         rest = after.trim_start();
-        if let Some(after_or) = rest.get(..3).filter(|w| w.eq_ignore_ascii_case("OR ")).and_then(|_| rest.get(3..)) {
+        if let Some(after_or) = rest
+            .get(..3)
+            .filter(|w| w.eq_ignore_ascii_case("OR "))
+            .and_then(|_| rest.get(3..))
+        {
             rest = after_or.trim_start();
         } else if !rest.is_empty() {
             return Err(malformed("only OR may join search terms"));
@@ -125,8 +133,13 @@ fn parse_terms(expression: &str) -> Result<Vec<Term>, ApiError> {
 fn parse(query: &str) -> Result<Sosl, ApiError> {
     let (expression, rest) = split_find(query)?;
     let terms = parse_terms(&expression)?;
-    let words: Vec<String> =
-        rest.replace('(', " ( ").replace(')', " ) ").replace(',', " , ").split_whitespace().map(str::to_owned).collect();
+    let words: Vec<String> = rest
+        .replace('(', " ( ")
+        .replace(')', " ) ")
+        .replace(',', " , ")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let mut at = 0;
     let word_is = |at: usize, w: &str| words.get(at).is_some_and(|x| x.eq_ignore_ascii_case(w));
     let mut scope = Scope::All;
@@ -136,7 +149,11 @@ fn parse(query: &str) -> Result<Sosl, ApiError> {
             Some("NAME") => Scope::Name,
             Some("EMAIL") => Scope::Email,
             Some("PHONE") => Scope::Phone,
-            _ => return Err(malformed("unknown search group; use ALL, NAME, EMAIL or PHONE FIELDS")),
+            _ => {
+                return Err(malformed(
+                    "unknown search group; use ALL, NAME, EMAIL or PHONE FIELDS",
+                ))
+            }
         };
         if !word_is(at + 2, "FIELDS") {
             return Err(malformed("expecting FIELDS after the search group"));
@@ -147,13 +164,18 @@ fn parse(query: &str) -> Result<Sosl, ApiError> {
     if word_is(at, "RETURNING") {
         at += 1;
         loop {
-            let object = words.get(at).cloned().ok_or_else(|| malformed("expecting an object after RETURNING"))?;
+            let object = words
+                .get(at)
+                .cloned()
+                .ok_or_else(|| malformed("expecting an object after RETURNING"))?;
             at += 1;
             let mut fields = Vec::new();
             if word_is(at, "(") {
                 at += 1;
                 while !word_is(at, ")") {
-                    let field = words.get(at).ok_or_else(|| malformed("unclosed field list"))?;
+                    let field = words
+                        .get(at)
+                        .ok_or_else(|| malformed("unclosed field list"))?;
                     if field != "," {
                         fields.push(field.clone());
                     }
@@ -171,14 +193,22 @@ fn parse(query: &str) -> Result<Sosl, ApiError> {
     }
     let mut limit = None;
     if word_is(at, "LIMIT") {
-        let n = words.get(at + 1).and_then(|n| n.parse().ok()).ok_or_else(|| malformed("LIMIT needs a number"))?;
+        let n = words
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| malformed("LIMIT needs a number"))?;
         limit = Some(n);
         at += 2;
     }
     if let Some(extra) = words.get(at) {
         return Err(malformed(format!("unexpected token: '{extra}'")));
     }
-    Ok(Sosl { terms, scope, returning, limit })
+    Ok(Sosl {
+        terms,
+        scope,
+        returning,
+        limit,
+    })
 }
 
 fn digits(text: &str) -> String {
@@ -190,7 +220,10 @@ fn is_phone(name: &str) -> bool {
 }
 
 fn is_name(name: &str) -> bool {
-    matches!(name, "Name" | "FirstName" | "LastName" | "Company" | "Subject" | "CaseNumber")
+    matches!(
+        name,
+        "Name" | "FirstName" | "LastName" | "Company" | "Subject" | "CaseNumber"
+    )
 }
 
 fn phone_matches(term: &Term, value: &str) -> bool {
@@ -211,35 +244,56 @@ fn word_matches(term: &Term, value: &str) -> bool {
 }
 
 fn record_matches(object: &ObjectType, record: &Record, terms: &[Term], scope: Scope) -> bool {
-    object.fields.iter().filter(|f| matches!(f.kind, FieldKind::Text { .. } | FieldKind::Picklist { .. })).any(|field| {
-        let Some(value) = record.fields.get(&field.name).and_then(Value::as_str) else { return false };
-        let name = field.name.as_str();
-        terms.iter().any(|term| match scope {
-            Scope::Phone => is_phone(name) && phone_matches(term, value),
-            Scope::Name => is_name(name) && word_matches(term, value),
-            Scope::Email => name == "Email" && word_matches(term, value),
-            Scope::All => {
-                if is_phone(name) {
-                    phone_matches(term, value)
-                } else {
-                    word_matches(term, value)
+    object
+        .fields
+        .iter()
+        .filter(|f| matches!(f.kind, FieldKind::Text { .. } | FieldKind::Picklist { .. }))
+        .any(|field| {
+            let Some(value) = record.fields.get(&field.name).and_then(Value::as_str) else {
+                return false;
+            };
+            let name = field.name.as_str();
+            terms.iter().any(|term| match scope {
+                Scope::Phone => is_phone(name) && phone_matches(term, value),
+                Scope::Name => is_name(name) && word_matches(term, value),
+                Scope::Email => name == "Email" && word_matches(term, value),
+                Scope::All => {
+                    if is_phone(name) {
+                        phone_matches(term, value)
+                    } else {
+                        word_matches(term, value)
+                    }
                 }
-            }
+            })
         })
-    })
 }
 
-fn resolve<'a>(schema: &'a Schema, returning: &[Returning]) -> Result<Vec<(&'a ObjectType, Vec<String>)>, ApiError> {
+fn resolve<'a>(
+    schema: &'a Schema,
+    returning: &[Returning],
+) -> Result<Vec<(&'a ObjectType, Vec<String>)>, ApiError> {
     if returning.is_empty() {
-        return Ok(DEFAULT_OBJECTS.iter().filter_map(|n| schema.object(n)).map(|o| (o, vec!["Id".to_owned()])).collect());
+        return Ok(DEFAULT_OBJECTS
+            .iter()
+            .filter_map(|n| schema.object(n))
+            .map(|o| (o, vec!["Id".to_owned()]))
+            .collect());
     }
     returning
         .iter()
         .map(|r| {
             let object = schema.object(&r.object).ok_or_else(|| {
-                ApiError::plain(StatusCode::BAD_REQUEST, "INVALID_TYPE", format!("sObject type '{}' is not supported.", r.object))
+                ApiError::plain(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_TYPE",
+                    format!("sObject type '{}' is not supported.", r.object),
+                )
             })?;
-            let names = if r.fields.is_empty() { vec!["Id".to_owned()] } else { r.fields.clone() };
+            let names = if r.fields.is_empty() {
+                vec!["Id".to_owned()]
+            } else {
+                r.fields.clone()
+            };
             let fields = names
                 .iter()
                 .map(|n| {
@@ -263,17 +317,29 @@ pub(crate) async fn search(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let text = params.get("q").ok_or_else(|| malformed("A search string has to be specified"))?;
+    let text = params
+        .get("q")
+        .ok_or_else(|| malformed("A search string has to be specified"))?;
     let sosl = parse(text)?;
     let targets = resolve(&shared.schema, &sosl.returning)?;
     let inner = shared.lock();
     let mut found = Vec::new();
     for (object, fields) in targets {
-        for record in inner.store.records(object.name).filter(|r| record_matches(object, r, &sosl.terms, sosl.scope)) {
+        for record in inner
+            .store
+            .records(object.name)
+            .filter(|r| record_matches(object, r, &sosl.terms, sosl.scope))
+        {
             let mut out = Map::new();
-            out.insert("attributes".to_owned(), attributes(object.name, record.id(), caller.version));
+            out.insert(
+                "attributes".to_owned(),
+                attributes(object.name, record.id(), caller.version),
+            );
             for name in &fields {
-                out.insert(name.clone(), record.fields.get(name).cloned().unwrap_or(Value::Null));
+                out.insert(
+                    name.clone(),
+                    record.fields.get(name).cloned().unwrap_or(Value::Null),
+                );
             }
             found.push(Value::Object(out));
         }
@@ -299,22 +365,40 @@ mod tests {
         assert_eq!(sosl.scope, Scope::Phone);
         assert_eq!(sosl.terms.len(), 2);
         assert_eq!(sosl.terms[0].text, "415-555-0100");
-        assert_eq!(sosl.returning[1], Returning { object: "Lead".to_owned(), fields: vec!["Id".to_owned(), "Name".to_owned()] });
+        assert_eq!(
+            sosl.returning[1],
+            Returning {
+                object: "Lead".to_owned(),
+                fields: vec!["Id".to_owned(), "Name".to_owned()]
+            }
+        );
         assert_eq!(sosl.limit, Some(10));
     }
 
     #[test]
     fn phone_terms_match_same_digits_only() {
-        let term = Term { text: "415-555-0100".to_owned(), prefix: false };
+        let term = Term {
+            text: "415-555-0100".to_owned(),
+            prefix: false,
+        };
         assert!(phone_matches(&term, "(415) 555-0100"));
         assert!(!phone_matches(&term, "+1 415 555 0100"));
-        let e164 = Term { text: "+14155550100".to_owned(), prefix: false };
+        let e164 = Term {
+            text: "+14155550100".to_owned(),
+            prefix: false,
+        };
         assert!(phone_matches(&e164, "+1 (415) 555-0100"));
     }
 
     #[test]
     fn rejects_malformed_searches() {
-        for bad in ["SELECT Id FROM Contact", "FIND 4155550100", "FIND {x}", "FIND {ab} IN FAX FIELDS", "FIND {ab AND cd}"] {
+        for bad in [
+            "SELECT Id FROM Contact",
+            "FIND 4155550100",
+            "FIND {x}",
+            "FIND {ab} IN FAX FIELDS",
+            "FIND {ab AND cd}",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -28,7 +28,8 @@ pub(crate) struct Caller {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth")).then(|| token.trim())
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
+        .then(|| token.trim())
 }
 
 /// Parses `v62.0` into 62.
@@ -37,8 +38,19 @@ fn parse_version(segment: &str) -> Option<u32> {
 }
 
 /// Middleware over `/services/data/…` (paths seen without that prefix).
-pub(crate) async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
-    let first_segment = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
+pub(crate) async fn gate(
+    State(shared): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let first_segment = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
     if first_segment.is_empty() {
         // The version list needs no session, as in Salesforce.
         return next.run(request).await;
@@ -48,13 +60,21 @@ pub(crate) async fn gate(State(shared): State<Arc<Shared>>, mut request: Request
         let mut inner = shared.lock();
         let now = Instant::now();
         inner.sessions.retain(|_, s| s.expires_at > now);
-        let Some(user_id) = token.as_deref().and_then(|t| inner.sessions.get(t)).map(|s| s.user_id.clone()) else {
+        let Some(user_id) = token
+            .as_deref()
+            .and_then(|t| inner.sessions.get(t))
+            .map(|s| s.user_id.clone())
+        else {
             return ApiError::invalid_session().into_response();
         };
         inner.api_calls += 1;
         let used = inner.usage.count();
         let limit = inner.usage.limit;
-        let effect = if used > limit { None } else { inner.faults.take_request_effect() };
+        let effect = if used > limit {
+            None
+        } else {
+            inner.faults.take_request_effect()
+        };
         (user_id, used, limit, effect)
     };
     let limit_info = HeaderValue::from_str(&format!("api-usage={used}/{limit}")).ok();
@@ -65,13 +85,18 @@ pub(crate) async fn gate(State(shared): State<Arc<Shared>>, mut request: Request
         response
     };
 
-    let Some(version) = parse_version(&first_segment).filter(|v| shared.api_versions.contains(v)) else {
+    let Some(version) = parse_version(&first_segment).filter(|v| shared.api_versions.contains(v))
+    else {
         return with_limit_info(ApiError::not_found().into_response());
     };
     if used > limit {
         return with_limit_info(
-            ApiError::plain(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
-                .into_response(),
+            ApiError::plain(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "TotalRequests Limit exceeded.",
+            )
+            .into_response(),
         );
     }
     match effect {
@@ -93,7 +118,10 @@ mod tests {
         assert_eq!(parse_version("v62"), None);
         assert_eq!(parse_version("62.0"), None);
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer 00D!abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer 00D!abc"),
+        );
         assert_eq!(bearer(&headers), Some("00D!abc"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(bearer(&headers), None);

@@ -33,7 +33,11 @@ pub(crate) struct Usage {
 
 impl Usage {
     fn new(limit: u64) -> Usage {
-        Usage { day: Utc::now().date_naive(), used: 0, limit }
+        Usage {
+            day: Utc::now().date_naive(),
+            used: 0,
+            limit,
+        }
     }
 
     /// Counts one call (starting afresh on a new UTC day) and returns the
@@ -114,6 +118,8 @@ impl Shared {
     /// data half-written (every change is made on a copy or in one step), so a
     /// poisoned lock is taken over rather than propagated.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -32,9 +32,15 @@ impl Record {
     /// the object, `null` where unset.
     pub(crate) fn to_json(&self, object: &ObjectType, version: u32) -> Value {
         let mut out = Map::new();
-        out.insert("attributes".to_owned(), attributes(object.name, self.id(), version));
+        out.insert(
+            "attributes".to_owned(),
+            attributes(object.name, self.id(), version),
+        );
         for field in &object.fields {
-            out.insert(field.name.clone(), self.fields.get(&field.name).cloned().unwrap_or(Value::Null));
+            out.insert(
+                field.name.clone(),
+                self.fields.get(&field.name).cloned().unwrap_or(Value::Null),
+            );
         }
         Value::Object(out)
     }
@@ -70,7 +76,11 @@ pub(crate) struct Writer<'a> {
 impl Store {
     /// An empty org.
     pub(crate) fn new() -> Store {
-        Store { tables: HashMap::new(), next_number: 1, next_case_number: 1001 }
+        Store {
+            tables: HashMap::new(),
+            next_number: 1,
+            next_case_number: 1001,
+        }
     }
 
     /// The records of one object, oldest first.
@@ -85,7 +95,9 @@ impl Store {
 
     /// Whether a record with this id exists, whatever its object.
     pub(crate) fn exists(&self, schema: &Schema, id: &str) -> bool {
-        schema.object_by_prefix(ids::key_prefix(id)).is_some_and(|o| self.get(o.name, id).is_some())
+        schema
+            .object_by_prefix(ids::key_prefix(id))
+            .is_some_and(|o| self.get(o.name, id).is_some())
     }
 
     /// Ids of the records whose `field` equals `value` (text compared without
@@ -152,10 +164,18 @@ impl Store {
         body: &Map<String, Value>,
         writer: Writer<'_>,
     ) -> Result<(String, bool), WriteError> {
-        let field = object.field(field_name).filter(|f| f.external_id).ok_or(WriteError::NotFound)?;
+        let field = object
+            .field(field_name)
+            .filter(|f| f.external_id)
+            .ok_or(WriteError::NotFound)?;
         let key = coerce(field, &Value::String(value.to_owned()))?;
         if key.is_null() {
-            return Err(RecordError::new("MISSING_ARGUMENT", format!("{} not specified", field.name), &[]).into());
+            return Err(RecordError::new(
+                "MISSING_ARGUMENT",
+                format!("{} not specified", field.name),
+                &[],
+            )
+            .into());
         }
         let mut body = body.clone();
         if let Some(in_body) = take_ci(&mut body, &field.name) {
@@ -199,7 +219,11 @@ impl Store {
 
     /// Deletes the record `id`.
     pub(crate) fn delete(&mut self, object: &ObjectType, id: &str) -> Result<(), WriteError> {
-        self.tables.get_mut(object.name).and_then(|t| t.remove(id)).map(|_| ()).ok_or(WriteError::NotFound)
+        self.tables
+            .get_mut(object.name)
+            .and_then(|t| t.remove(id))
+            .map(|_| ())
+            .ok_or(WriteError::NotFound)
     }
 
     fn insert_prepared(
@@ -212,7 +236,9 @@ impl Store {
     ) -> Result<String, WriteError> {
         for field in &object.fields {
             if let Some(default) = &field.default {
-                fields.entry(field.name.clone()).or_insert_with(|| default.clone());
+                fields
+                    .entry(field.name.clone())
+                    .or_insert_with(|| default.clone());
             }
         }
         if object.field("OwnerId").is_some() {
@@ -236,11 +262,17 @@ impl Store {
         fields.insert("LastModifiedById".to_owned(), user);
         fields.insert("SystemModstamp".to_owned(), now);
         if object.name == "Case" {
-            fields.insert("CaseNumber".to_owned(), Value::String(format!("{:08}", self.next_case_number)));
+            fields.insert(
+                "CaseNumber".to_owned(),
+                Value::String(format!("{:08}", self.next_case_number)),
+            );
             self.next_case_number += 1;
         }
         compute_name(object, &mut fields);
-        self.tables.entry(object.name).or_default().insert(id.clone(), Record { fields });
+        self.tables
+            .entry(object.name)
+            .or_default()
+            .insert(id.clone(), Record { fields });
         Ok(id)
     }
 
@@ -260,10 +292,16 @@ impl Store {
         self.check_record(schema, object, &fields)?;
         let now = Value::String(format_datetime(writer.now));
         fields.insert("LastModifiedDate".to_owned(), now.clone());
-        fields.insert("LastModifiedById".to_owned(), Value::String(writer.user_id.to_owned()));
+        fields.insert(
+            "LastModifiedById".to_owned(),
+            Value::String(writer.user_id.to_owned()),
+        );
         fields.insert("SystemModstamp".to_owned(), now);
         compute_name(object, &mut fields);
-        self.tables.entry(object.name).or_default().insert(id.to_owned(), Record { fields });
+        self.tables
+            .entry(object.name)
+            .or_default()
+            .insert(id.to_owned(), Record { fields });
         Ok(())
     }
 
@@ -277,7 +315,9 @@ impl Store {
         let missing: Vec<&str> = object
             .fields
             .iter()
-            .filter(|f| f.required && f.createable && fields.get(&f.name).is_none_or(Value::is_null))
+            .filter(|f| {
+                f.required && f.createable && fields.get(&f.name).is_none_or(Value::is_null)
+            })
             .map(|f| f.name.as_str())
             .collect();
         if !missing.is_empty() {
@@ -291,25 +331,38 @@ impl Store {
             if !matches!(field.kind, FieldKind::Reference { .. }) || !field.createable {
                 continue;
             }
-            let Some(id) = fields.get(&field.name).and_then(Value::as_str) else { continue };
+            let Some(id) = fields.get(&field.name).and_then(Value::as_str) else {
+                continue;
+            };
             if !self.exists(schema, id) {
-                return Err(RecordError::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[
-                    &field.name,
-                ]));
+                return Err(RecordError::new(
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    "invalid cross reference id",
+                    &[&field.name],
+                ));
             }
             if field.name == "OwnerId" {
-                let active = self.get("User", id).and_then(|u| u.fields.get("IsActive")).and_then(Value::as_bool);
+                let active = self
+                    .get("User", id)
+                    .and_then(|u| u.fields.get("IsActive"))
+                    .and_then(Value::as_bool);
                 if active == Some(false) {
                     return Err(RecordError::new(
                         "INACTIVE_OWNER_OR_USER",
-                        format!("operation performed with inactive user [{id}] as owner of {}", object.name.to_lowercase()),
+                        format!(
+                            "operation performed with inactive user [{id}] as owner of {}",
+                            object.name.to_lowercase()
+                        ),
                         &[],
                     ));
                 }
             }
         }
         if object.name == "Task" {
-            let who_is_lead = fields.get("WhoId").and_then(Value::as_str).is_some_and(|id| ids::key_prefix(id) == "00Q");
+            let who_is_lead = fields
+                .get("WhoId")
+                .and_then(Value::as_str)
+                .is_some_and(|id| ids::key_prefix(id) == "00Q");
             let has_what = fields.get("WhatId").is_some_and(|v| !v.is_null());
             if who_is_lead && has_what {
                 return Err(RecordError::new(
@@ -324,14 +377,22 @@ impl Store {
 }
 
 /// Checks every field of a request body and converts its value.
-fn prepare(object: &ObjectType, body: &Map<String, Value>, mode: Mode) -> Result<BTreeMap<String, Value>, WriteError> {
+fn prepare(
+    object: &ObjectType,
+    body: &Map<String, Value>,
+    mode: Mode,
+) -> Result<BTreeMap<String, Value>, WriteError> {
     let mut changes = BTreeMap::new();
     for (name, raw) in body {
         if name == "attributes" {
             continue;
         }
         let field = object.field(name).ok_or_else(|| {
-            RecordError::new("INVALID_FIELD", format!("No such column '{name}' on sobject of type {}", object.name), &[])
+            RecordError::new(
+                "INVALID_FIELD",
+                format!("No such column '{name}' on sobject of type {}", object.name),
+                &[],
+            )
         })?;
         let writable = match mode {
             Mode::Create => field.createable,
@@ -377,8 +438,16 @@ fn compute_name(object: &ObjectType, fields: &mut BTreeMap<String, Value>) {
     if !computed {
         return;
     }
-    let part = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-    let name = format!("{} {}", part("FirstName"), part("LastName")).trim().to_owned();
+    let part = |name: &str| {
+        fields
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let name = format!("{} {}", part("FirstName"), part("LastName"))
+        .trim()
+        .to_owned();
     fields.insert("Name".to_owned(), Value::String(name));
 }
 
@@ -392,9 +461,18 @@ mod tests {
         let user = ids::make("005", 999);
         let users = schema.object("User").expect("user").clone();
         let body = json!({"Username": "u@example.com", "LastName": "User"});
-        let writer = Writer { user_id: &user, now: Utc::now() };
+        let writer = Writer {
+            user_id: &user,
+            now: Utc::now(),
+        };
         store
-            .create_with_id(&schema, &users, body.as_object().expect("object"), user.clone(), writer)
+            .create_with_id(
+                &schema,
+                &users,
+                body.as_object().expect("object"),
+                user.clone(),
+                writer,
+            )
             .expect("user");
         (schema, store, user)
     }
@@ -414,13 +492,30 @@ mod tests {
     fn upsert_creates_then_updates_and_defaults_owner() {
         let (schema, mut store, user) = setup();
         let task = schema.object("Task").expect("task").clone();
-        let writer = Writer { user_id: &user, now: Utc::now() };
+        let writer = Writer {
+            user_id: &user,
+            now: Utc::now(),
+        };
         let (id, created) = store
-            .upsert(&schema, &task, "Switchboard_Key__c", "k1", &body(json!({"Subject": "Call"})), writer)
+            .upsert(
+                &schema,
+                &task,
+                "Switchboard_Key__c",
+                "k1",
+                &body(json!({"Subject": "Call"})),
+                writer,
+            )
             .expect("create");
         assert!(created);
         let (again, created) = store
-            .upsert(&schema, &task, "switchboard_key__c", "K1", &body(json!({"Subject": "Call 2"})), writer)
+            .upsert(
+                &schema,
+                &task,
+                "switchboard_key__c",
+                "K1",
+                &body(json!({"Subject": "Call 2"})),
+                writer,
+            )
             .expect("update");
         assert_eq!((again.as_str(), created), (id.as_str(), false));
         let record = store.get("Task", &id).expect("record");
@@ -432,40 +527,98 @@ mod tests {
     #[test]
     fn task_rules() {
         let (schema, mut store, user) = setup();
-        let writer = Writer { user_id: &user, now: Utc::now() };
+        let writer = Writer {
+            user_id: &user,
+            now: Utc::now(),
+        };
         let lead_type = schema.object("Lead").expect("lead").clone();
         let lead = store
-            .create(&schema, &lead_type, &body(json!({"LastName": "L", "Company": "C"})), writer)
+            .create(
+                &schema,
+                &lead_type,
+                &body(json!({"LastName": "L", "Company": "C"})),
+                writer,
+            )
             .expect("lead");
         let account_type = schema.object("Account").expect("account").clone();
-        let account = store.create(&schema, &account_type, &body(json!({"Name": "A"})), writer).expect("account");
+        let account = store
+            .create(&schema, &account_type, &body(json!({"Name": "A"})), writer)
+            .expect("account");
         let task = schema.object("Task").expect("task").clone();
         let both = body(json!({"WhoId": lead, "WhatId": account}));
-        assert_eq!(code(store.create(&schema, &task, &both, writer)), "FIELD_INTEGRITY_EXCEPTION");
-        let id = store.create(&schema, &task, &body(json!({"WhoId": lead, "TaskSubtype": "Call"})), writer).expect("task");
         assert_eq!(
-            code(store.update(&schema, &task, &id, &body(json!({"TaskSubtype": "Call"})), writer)),
+            code(store.create(&schema, &task, &both, writer)),
+            "FIELD_INTEGRITY_EXCEPTION"
+        );
+        let id = store
+            .create(
+                &schema,
+                &task,
+                &body(json!({"WhoId": lead, "TaskSubtype": "Call"})),
+                writer,
+            )
+            .expect("task");
+        assert_eq!(
+            code(store.update(
+                &schema,
+                &task,
+                &id,
+                &body(json!({"TaskSubtype": "Call"})),
+                writer
+            )),
             "INVALID_FIELD_FOR_INSERT_UPDATE"
         );
         assert_eq!(
-            code(store.update(&schema, &task, &id, &body(json!({"WhatId": account})), writer)),
+            code(store.update(
+                &schema,
+                &task,
+                &id,
+                &body(json!({"WhatId": account})),
+                writer
+            )),
             "FIELD_INTEGRITY_EXCEPTION"
         );
         let ghost_owner = body(json!({"OwnerId": ids::make("005", 4242)}));
-        assert_eq!(code(store.create(&schema, &task, &ghost_owner, writer)), "INVALID_CROSS_REFERENCE_KEY");
-        assert_eq!(code(store.create(&schema, &task, &body(json!({"Colour": "red"})), writer)), "INVALID_FIELD");
-        assert_eq!(code(store.create(&schema, &lead_type, &body(json!({"LastName": "X"})), writer)), "REQUIRED_FIELD_MISSING");
+        assert_eq!(
+            code(store.create(&schema, &task, &ghost_owner, writer)),
+            "INVALID_CROSS_REFERENCE_KEY"
+        );
+        assert_eq!(
+            code(store.create(&schema, &task, &body(json!({"Colour": "red"})), writer)),
+            "INVALID_FIELD"
+        );
+        assert_eq!(
+            code(store.create(&schema, &lead_type, &body(json!({"LastName": "X"})), writer)),
+            "REQUIRED_FIELD_MISSING"
+        );
     }
 
     #[test]
     fn several_matches_are_reported() {
         let (schema, mut store, user) = setup();
-        let writer = Writer { user_id: &user, now: Utc::now() };
+        let writer = Writer {
+            user_id: &user,
+            now: Utc::now(),
+        };
         let task = schema.object("Task").expect("task").clone();
         for _ in 0..2 {
-            store.create(&schema, &task, &body(json!({"Switchboard_Key__c": "dup"})), writer).expect("task");
+            store
+                .create(
+                    &schema,
+                    &task,
+                    &body(json!({"Switchboard_Key__c": "dup"})),
+                    writer,
+                )
+                .expect("task");
         }
-        let result = store.upsert(&schema, &task, "Switchboard_Key__c", "dup", &Map::new(), writer);
+        let result = store.upsert(
+            &schema,
+            &task,
+            "Switchboard_Key__c",
+            "dup",
+            &Map::new(),
+            writer,
+        );
         assert!(matches!(result, Err(WriteError::MultipleMatches(ids)) if ids.len() == 2));
         let not_ext = store.upsert(&schema, &task, "Subject", "x", &Map::new(), writer);
         assert!(matches!(not_ext, Err(WriteError::NotFound)));

@@ -40,7 +40,11 @@ pub(crate) fn coerce(field: &Field, raw: &Value) -> Result<Value, WriteError> {
             check_length(field, &text, *max)?;
             Ok(Value::String(text))
         }
-        FieldKind::Picklist { values, restricted, max } => {
+        FieldKind::Picklist {
+            values,
+            restricted,
+            max,
+        } => {
             let text = scalar_text(raw).ok_or_else(|| parse_error("string", raw))?;
             if text.is_empty() {
                 return Ok(Value::Null);
@@ -48,7 +52,10 @@ pub(crate) fn coerce(field: &Field, raw: &Value) -> Result<Value, WriteError> {
             if *restricted && !values.contains(&text.as_str()) {
                 return Err(RecordError::new(
                     "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                    format!("{}: bad value for restricted picklist field: {}", field.label, text),
+                    format!(
+                        "{}: bad value for restricted picklist field: {}",
+                        field.label, text
+                    ),
                     &[&field.name],
                 )
                 .into());
@@ -76,11 +83,15 @@ pub(crate) fn coerce(field: &Field, raw: &Value) -> Result<Value, WriteError> {
         },
         FieldKind::Date => {
             let text = raw.as_str().ok_or_else(|| parse_error("date", raw))?;
-            parse_date(text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())).ok_or_else(|| parse_error("date", raw))
+            parse_date(text)
+                .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
+                .ok_or_else(|| parse_error("date", raw))
         }
         FieldKind::DateTime => {
             let text = raw.as_str().ok_or_else(|| parse_error("datetime", raw))?;
-            parse_datetime(text).map(|t| Value::String(format_datetime(t))).ok_or_else(|| parse_error("datetime", raw))
+            parse_datetime(text)
+                .map(|t| Value::String(format_datetime(t)))
+                .ok_or_else(|| parse_error("datetime", raw))
         }
         FieldKind::Reference { targets } => {
             let text = raw.as_str().ok_or_else(|| parse_error("id", raw))?;
@@ -88,11 +99,15 @@ pub(crate) fn coerce(field: &Field, raw: &Value) -> Result<Value, WriteError> {
                 return Ok(Value::Null);
             }
             let id = ids::normalize(text).ok_or_else(|| {
-                RecordError::new("MALFORMED_ID", format!("{}: id value of incorrect type: {}", field.label, text), &[
-                    &field.name,
-                ])
+                RecordError::new(
+                    "MALFORMED_ID",
+                    format!("{}: id value of incorrect type: {}", field.label, text),
+                    &[&field.name],
+                )
             })?;
-            let prefix_ok = targets.iter().any(|t| reference_prefix(t) == Some(ids::key_prefix(&id)));
+            let prefix_ok = targets
+                .iter()
+                .any(|t| reference_prefix(t) == Some(ids::key_prefix(&id)));
             if !prefix_ok {
                 return Err(RecordError::new(
                     "FIELD_INTEGRITY_EXCEPTION",
@@ -123,13 +138,20 @@ fn reference_prefix(object: &str) -> Option<&'static str> {
 fn integer(field: &Field, raw: &Value) -> Result<Value, WriteError> {
     let number = match raw {
         Value::Number(n) => n.as_f64().ok_or_else(|| parse_error("int", raw))?,
-        Value::String(s) => s.trim().parse::<f64>().map_err(|_| parse_error("int", raw))?,
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| parse_error("int", raw))?,
         _ => return Err(parse_error("int", raw)),
     };
     if number.fract() != 0.0 {
         return Err(RecordError::new(
             "INVALID_TYPE_ON_FIELD_IN_RECORD",
-            format!("{}: value not of required type: {}", field.label, display(raw)),
+            format!(
+                "{}: value not of required type: {}",
+                field.label,
+                display(raw)
+            ),
             &[&field.name],
         )
         .into());
@@ -149,7 +171,10 @@ fn check_length(field: &Field, text: &str, max: usize) -> Result<(), WriteError>
         let ellipsis = if text.chars().count() > 80 { "..." } else { "" };
         return Err(RecordError::new(
             "STRING_TOO_LONG",
-            format!("{}: data value too large: {shown}{ellipsis} (max length={max})", field.label),
+            format!(
+                "{}: data value too large: {shown}{ellipsis} (max length={max})",
+                field.label
+            ),
             &[&field.name],
         )
         .into());
@@ -211,7 +236,9 @@ pub(crate) fn parse_datetime(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z") {
         return Some(t.with_timezone(&Utc));
     }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 #[cfg(test)]
@@ -223,7 +250,11 @@ mod tests {
 
     fn task_field(name: &str) -> Field {
         let schema = Schema::new(&[], &[]).expect("schema");
-        schema.object("Task").and_then(|t| t.field(name)).cloned().expect("field")
+        schema
+            .object("Task")
+            .and_then(|t| t.field(name))
+            .cloned()
+            .expect("field")
     }
 
     fn record_code(result: Result<Value, WriteError>) -> String {
@@ -236,11 +267,17 @@ mod tests {
     #[test]
     fn text_length_is_checked_in_characters() {
         let subject = task_field("Subject");
-        assert_eq!(coerce(&subject, &json!("é".repeat(255))).ok(), Some(json!("é".repeat(255))));
+        assert_eq!(
+            coerce(&subject, &json!("é".repeat(255))).ok(),
+            Some(json!("é".repeat(255)))
+        );
         let err = coerce(&subject, &json!("x".repeat(256)));
         assert_eq!(record_code(err), "STRING_TOO_LONG");
         assert_eq!(coerce(&subject, &json!("")).ok(), Some(Value::Null));
-        assert!(matches!(coerce(&subject, &json!({"a": 1})), Err(WriteError::Parse(_))));
+        assert!(matches!(
+            coerce(&subject, &json!({"a": 1})),
+            Err(WriteError::Parse(_))
+        ));
     }
 
     #[test]
@@ -248,28 +285,61 @@ mod tests {
         let duration = task_field("CallDurationInSeconds");
         assert_eq!(coerce(&duration, &json!(42)).ok(), Some(json!(42)));
         assert_eq!(coerce(&duration, &json!("42")).ok(), Some(json!(42)));
-        assert_eq!(record_code(coerce(&duration, &json!(4.5))), "INVALID_TYPE_ON_FIELD_IN_RECORD");
-        assert!(matches!(coerce(&duration, &json!("abc")), Err(WriteError::Parse(_))));
-        assert!(matches!(coerce(&duration, &json!(1e12)), Err(WriteError::Parse(_))));
+        assert_eq!(
+            record_code(coerce(&duration, &json!(4.5))),
+            "INVALID_TYPE_ON_FIELD_IN_RECORD"
+        );
+        assert!(matches!(
+            coerce(&duration, &json!("abc")),
+            Err(WriteError::Parse(_))
+        ));
+        assert!(matches!(
+            coerce(&duration, &json!(1e12)),
+            Err(WriteError::Parse(_))
+        ));
     }
 
     #[test]
     fn restricted_picklist_and_dates() {
         let call_type = task_field("CallType");
-        assert_eq!(coerce(&call_type, &json!("Inbound")).ok(), Some(json!("Inbound")));
-        assert_eq!(record_code(coerce(&call_type, &json!("Sideways"))), "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+        assert_eq!(
+            coerce(&call_type, &json!("Inbound")).ok(),
+            Some(json!("Inbound"))
+        );
+        assert_eq!(
+            record_code(coerce(&call_type, &json!("Sideways"))),
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        );
         let date = task_field("ActivityDate");
-        assert_eq!(coerce(&date, &json!("2024-02-29")).ok(), Some(json!("2024-02-29")));
-        assert!(matches!(coerce(&date, &json!("2023-02-29")), Err(WriteError::Parse(_))));
-        assert!(matches!(coerce(&date, &json!(20240101)), Err(WriteError::Parse(_))));
+        assert_eq!(
+            coerce(&date, &json!("2024-02-29")).ok(),
+            Some(json!("2024-02-29"))
+        );
+        assert!(matches!(
+            coerce(&date, &json!("2023-02-29")),
+            Err(WriteError::Parse(_))
+        ));
+        assert!(matches!(
+            coerce(&date, &json!(20240101)),
+            Err(WriteError::Parse(_))
+        ));
     }
 
     #[test]
     fn references_check_form_and_object() {
         let who = task_field("WhoId");
         let contact = crate::ids::make("003", 7);
-        assert_eq!(coerce(&who, &json!(&contact[..15])).ok(), Some(json!(contact)));
-        assert_eq!(record_code(coerce(&who, &json!("nonsense"))), "MALFORMED_ID");
-        assert_eq!(record_code(coerce(&who, &json!(crate::ids::make("001", 7)))), "FIELD_INTEGRITY_EXCEPTION");
+        assert_eq!(
+            coerce(&who, &json!(&contact[..15])).ok(),
+            Some(json!(contact))
+        );
+        assert_eq!(
+            record_code(coerce(&who, &json!("nonsense"))),
+            "MALFORMED_ID"
+        );
+        assert_eq!(
+            record_code(coerce(&who, &json!(crate::ids::make("001", 7)))),
+            "FIELD_INTEGRITY_EXCEPTION"
+        );
     }
 }

@@ -23,13 +23,30 @@ impl Drop for Child {
 #[tokio::test]
 async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let made = Command::new(BINARY).args(["credentials", "--out"]).arg(dir.path()).output().expect("credentials");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let made = Command::new(BINARY)
+        .args(["credentials", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("credentials");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let key = std::fs::read_to_string(dir.path().join("private-key.pem")).expect("key");
 
     let mut child = Child(
         Command::new(BINARY)
-            .args(["--listen", "127.0.0.1:0", "--consumer-key", "ck-bin", "--username", "bin@example.com", "--daily-api-limit", "10"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--consumer-key",
+                "ck-bin",
+                "--username",
+                "bin@example.com",
+                "--daily-api-limit",
+                "10",
+            ])
             .arg("--certificate")
             .arg(dir.path().join("certificate.pem"))
             .env("RUST_LOG", "info")
@@ -41,16 +58,24 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
     let stdout = child.0.stdout.take().expect("stdout");
     // The URL is known once the server logs it: read log lines until then.
     let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).find_map(|line| {
-            let start = line.find("url=http://")? + 4;
-            Some(line[start..].split_whitespace().next()?.to_owned())
-        })
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let start = line.find("url=http://")? + 4;
+                Some(line[start..].split_whitespace().next()?.to_owned())
+            })
     })
     .await
     .expect("reader")
     .expect("the emulator logged no URL");
 
-    let claims = AssertionClaims::new("ck-bin", "bin@example.com", url.clone(), Duration::from_secs(60));
+    let claims = AssertionClaims::new(
+        "ck-bin",
+        "bin@example.com",
+        url.clone(),
+        Duration::from_secs(60),
+    );
     let assertion = sign_assertion(&key, &claims).expect("sign");
     let client = reqwest::Client::new();
     let token = client

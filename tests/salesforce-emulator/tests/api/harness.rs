@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use salesforce_emulator::{token_request_form, AssertionClaims, Emulator, EmulatorConfig, TestCredentials};
+use salesforce_emulator::{
+    token_request_form, AssertionClaims, Emulator, EmulatorConfig, TestCredentials,
+};
 use serde_json::Value;
 
 /// One key pair per test binary: generating RSA keys is the slow part.
@@ -26,7 +28,10 @@ pub struct Answer {
 impl Answer {
     /// The `Sforce-Limit-Info` header, if any.
     pub fn limit_info(&self) -> Option<String> {
-        self.headers.get("sforce-limit-info").and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get("sforce-limit-info")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// The `errorCode` of a single-record error body.
@@ -53,13 +58,24 @@ impl Org {
         let mut config = EmulatorConfig::new(credentials().certificate_pem.clone());
         change(&mut config);
         let username = config.username.clone();
-        let emulator = Emulator::start(config, "127.0.0.1:0".parse().expect("address")).await.expect("starting the emulator");
-        Org { emulator, username, client: reqwest::Client::new() }
+        let emulator = Emulator::start(config, "127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("starting the emulator");
+        Org {
+            emulator,
+            username,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// Claims the org accepts, for tests to spoil one at a time.
     pub fn claims(&self) -> AssertionClaims {
-        AssertionClaims::new(self.emulator.consumer_key(), &self.username, self.emulator.url(), Duration::from_secs(170))
+        AssertionClaims::new(
+            self.emulator.consumer_key(),
+            &self.username,
+            self.emulator.url(),
+            Duration::from_secs(170),
+        )
     }
 
     /// Posts a JWT bearer token request for `assertion`.
@@ -77,16 +93,37 @@ impl Org {
 
     /// Signs valid claims and returns the access token.
     pub async fn token(&self) -> String {
-        let assertion = credentials().sign_assertion(&self.claims()).expect("signing");
+        let assertion = credentials()
+            .sign_assertion(&self.claims())
+            .expect("signing");
         let answer = self.token_request(&assertion).await;
-        assert_eq!(answer.status, StatusCode::OK, "token request failed: {:?}", answer.body);
-        answer.body["access_token"].as_str().expect("access_token").to_owned()
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "token request failed: {:?}",
+            answer.body
+        );
+        answer.body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     /// Calls `/services/data/{path}` (path starting with `v62.0/…`).
-    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
-        let mut request =
-            self.client.request(method, format!("{}/services/data/{path}", self.emulator.url())).bearer_auth(token);
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(
+                method,
+                format!("{}/services/data/{path}", self.emulator.url()),
+            )
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -94,10 +131,19 @@ impl Org {
     }
 
     /// Calls with a raw body.
-    pub async fn call_raw(&self, method: Method, path: &str, token: &str, body: &'static str) -> Answer {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &'static str,
+    ) -> Answer {
         let request = self
             .client
-            .request(method, format!("{}/services/data/{path}", self.emulator.url()))
+            .request(
+                method,
+                format!("{}/services/data/{path}", self.emulator.url()),
+            )
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body);
@@ -113,7 +159,16 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
     };
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }

@@ -15,10 +15,20 @@ async fn every_rest_answer_reports_the_usage_of_the_day() {
     for n in 1..=3 {
         let answer = org.call(Method::GET, "v62.0/limits", &token, None).await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.limit_info().as_deref(), Some(format!("api-usage={n}/3").as_str()));
+        assert_eq!(
+            answer.limit_info().as_deref(),
+            Some(format!("api-usage={n}/3").as_str())
+        );
         assert_eq!(answer.body["DailyApiRequests"]["Remaining"], 3 - n);
     }
-    let over = org.call(Method::PATCH, "v62.0/sobjects/Task/Switchboard_Key__c/k", &token, Some(json!({}))).await;
+    let over = org
+        .call(
+            Method::PATCH,
+            "v62.0/sobjects/Task/Switchboard_Key__c/k",
+            &token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(over.status, StatusCode::FORBIDDEN);
     assert_eq!(over.error_code(), "REQUEST_LIMIT_EXCEEDED");
     assert_eq!(over.limit_info().as_deref(), Some("api-usage=4/3"));
@@ -34,7 +44,9 @@ async fn every_rest_answer_reports_the_usage_of_the_day() {
 async fn errors_carry_the_limit_header_too() {
     let org = Org::start().await;
     let token = org.token().await;
-    let answer = org.call(Method::GET, "v62.0/sobjects/Task/not-an-id", &token, None).await;
+    let answer = org
+        .call(Method::GET, "v62.0/sobjects/Task/not-an-id", &token, None)
+        .await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.limit_info().as_deref(), Some("api-usage=1/15000"));
 }
@@ -43,16 +55,27 @@ async fn errors_carry_the_limit_header_too() {
 async fn injected_request_faults_happen_in_order_then_stop() {
     let org = Org::start().await;
     let token = org.token().await;
-    org.emulator.inject_fault(Fault::ServerUnavailable { times: 2 });
-    org.emulator.inject_fault(Fault::UnableToLockRow { times: 1 });
-    org.emulator.inject_fault(Fault::RequestLimitExceeded { times: 1 });
+    org.emulator
+        .inject_fault(Fault::ServerUnavailable { times: 2 });
+    org.emulator
+        .inject_fault(Fault::UnableToLockRow { times: 1 });
+    org.emulator
+        .inject_fault(Fault::RequestLimitExceeded { times: 1 });
     org.emulator.inject_fault(Fault::InternalError { times: 1 });
     let path = "v62.0/sobjects/Task/Switchboard_Key__c/retry";
     let mut seen = Vec::new();
     for _ in 0..6 {
-        let answer = org.call(Method::PATCH, path, &token, Some(json!({"Subject": "x"}))).await;
+        let answer = org
+            .call(Method::PATCH, path, &token, Some(json!({"Subject": "x"})))
+            .await;
         assert!(answer.limit_info().is_some());
-        seen.push((answer.status.as_u16(), answer.body[0]["errorCode"].as_str().unwrap_or("").to_owned()));
+        seen.push((
+            answer.status.as_u16(),
+            answer.body[0]["errorCode"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        ));
     }
     let expected: Vec<(u16, String)> = [
         (503, "SERVER_UNAVAILABLE"),
@@ -74,7 +97,14 @@ async fn record_faults_hit_only_their_record() {
     let org = Org::start().await;
     let token = org.token().await;
     org.emulator.inject_fault(Fault::locked_record("busy"));
-    let single = org.call(Method::PATCH, "v62.0/sobjects/Task/Switchboard_Key__c/busy", &token, Some(json!({}))).await;
+    let single = org
+        .call(
+            Method::PATCH,
+            "v62.0/sobjects/Task/Switchboard_Key__c/busy",
+            &token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(single.status, StatusCode::BAD_REQUEST);
     assert_eq!(single.error_code(), "UNABLE_TO_LOCK_ROW");
 
@@ -88,11 +118,28 @@ async fn record_faults_hit_only_their_record() {
         {"attributes": {"type": "Task"}, "Switchboard_Key__c": "busy"},
         {"attributes": {"type": "Task"}, "Switchboard_Key__c": "free"},
     ]});
-    let batch = org.call(Method::PATCH, "v62.0/composite/sobjects/Task/Switchboard_Key__c", &token, Some(body.clone())).await;
+    let batch = org
+        .call(
+            Method::PATCH,
+            "v62.0/composite/sobjects/Task/Switchboard_Key__c",
+            &token,
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(batch.status, StatusCode::OK);
-    assert_eq!(batch.body[0]["errors"][0]["statusCode"], "UNABLE_TO_LOCK_ROW");
+    assert_eq!(
+        batch.body[0]["errors"][0]["statusCode"],
+        "UNABLE_TO_LOCK_ROW"
+    );
     assert_eq!(batch.body[1]["success"], true);
-    let retry = org.call(Method::PATCH, "v62.0/composite/sobjects/Task/Switchboard_Key__c", &token, Some(body)).await;
+    let retry = org
+        .call(
+            Method::PATCH,
+            "v62.0/composite/sobjects/Task/Switchboard_Key__c",
+            &token,
+            Some(body),
+        )
+        .await;
     assert_eq!(retry.body[0]["created"], true);
     assert_eq!(retry.body[1]["created"], false);
 }
@@ -101,7 +148,10 @@ async fn record_faults_hit_only_their_record() {
 async fn delays_and_token_errors_can_be_injected() {
     let org = Org::start().await;
     let token = org.token().await;
-    org.emulator.inject_fault(Fault::Delay { millis: 300, times: 1 });
+    org.emulator.inject_fault(Fault::Delay {
+        millis: 300,
+        times: 1,
+    });
     let started = Instant::now();
     let answer = org.call(Method::GET, "v62.0/limits", &token, None).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -113,7 +163,9 @@ async fn delays_and_token_errors_can_be_injected() {
         error_description: "try later".to_owned(),
         times: 1,
     });
-    let assertion = crate::harness::credentials().sign_assertion(&org.claims()).expect("sign");
+    let assertion = crate::harness::credentials()
+        .sign_assertion(&org.claims())
+        .expect("sign");
     let refused = org.token_request(&assertion).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.body["error"], "temporarily_unavailable");
