@@ -46,6 +46,8 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
                 "bin@example.com",
                 "--daily-api-limit",
                 "10",
+                "--user",
+                "agent@example.com=0055g00000AgEnT",
             ])
             .arg("--certificate")
             .arg(dir.path().join("certificate.pem"))
@@ -56,19 +58,45 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
             .expect("serve"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
-    // The URL is known once the server logs it: read log lines until then.
-    let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let start = line.find("url=http://")? + 4;
-                Some(line[start..].split_whitespace().next()?.to_owned())
-            })
-    })
-    .await
-    .expect("reader")
-    .expect("the emulator logged no URL");
+    // The URL is known once the server logs it. The log keeps being read
+    // to its end so that the server never writes into a closed pipe.
+    let (found, url) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(start) = line.find("url=http://") {
+                let url = line[start + 4..].split_whitespace().next().unwrap_or("");
+                let _ = found.send(url.to_owned());
+            }
+        }
+    });
+    let url = tokio::task::spawn_blocking(move || url.recv())
+        .await
+        .expect("reader")
+        .expect("the emulator logged no URL");
+
+    let client = reqwest::Client::new();
+    let agent = AssertionClaims::new(
+        "ck-bin",
+        "agent@example.com",
+        url.clone(),
+        Duration::from_secs(60),
+    );
+    let agent_token = client
+        .post(format!("{url}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(token_request_form(
+            &sign_assertion(&key, &agent).expect("sign"),
+        ))
+        .send()
+        .await
+        .expect("agent token");
+    let agent_token: serde_json::Value = agent_token.json().await.expect("json");
+    assert!(
+        agent_token["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("0055g00000AgEnT")),
+        "{agent_token}"
+    );
 
     let claims = AssertionClaims::new(
         "ck-bin",
@@ -77,7 +105,6 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
         Duration::from_secs(60),
     );
     let assertion = sign_assertion(&key, &claims).expect("sign");
-    let client = reqwest::Client::new();
     let token = client
         .post(format!("{url}/services/oauth2/token"))
         .header("content-type", "application/x-www-form-urlencoded")
