@@ -488,7 +488,7 @@ pub fn validate_contact_uri(raw: &str) -> Result<String, DirectoryError> {
     let end = rest.find([';', '?']).unwrap_or(rest.len());
     let address = &rest[..end];
     let hostport = match address.rsplit_once('@') {
-        Some((user, _)) if user.is_empty() => return Err(bad("empty user part before @")),
+        Some(("", _)) => return Err(bad("empty user part before @")),
         Some((_, hostport)) => hostport,
         None => address,
     };

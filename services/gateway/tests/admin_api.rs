@@ -145,7 +145,9 @@ async fn failures_have_the_right_status_and_a_json_error() {
     let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada", "extension": "101"}))).await;
     let ada_id = ada["id"].as_str().unwrap();
 
-    let cases: Vec<(Method, String, Option<Value>, StatusCode, &str, &str)> = vec![
+    /// Request, expected status and code, and a word the message must contain.
+    type Case<'a> = (Method, String, Option<Value>, StatusCode, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (Method::POST, "/users".into(), Some(json!({"name": "Bob", "extension": "101"})), StatusCode::CONFLICT, "conflict", "extension 101"),
         (
             Method::POST,

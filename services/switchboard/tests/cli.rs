@@ -105,7 +105,9 @@ fn bad_configuration_exits_2_naming_the_key() {
     let syntax = write("syntax.toml", "[media\nport_min = 1\n");
     let bad_enum = write("enum.toml", "[events]\nlog = \"rabbitmq\"\n");
 
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    /// Arguments, environment, and words the error must contain.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec!["config", "check"], vec![("SWITCHBOARD_MEDIA__PORT_MIN", "abc")], vec!["media.port_min", "SWITCHBOARD_MEDIA__PORT_MIN"]),
         (vec!["--config", &unknown, "config", "check"], vec![], vec!["sip.udpp", "unknown key", "unknown.toml"]),
         (vec!["--config", &odd_port, "gateway"], vec![], vec!["media.port_min", "even"]),

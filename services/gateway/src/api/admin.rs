@@ -270,7 +270,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         match check(self.expected.as_deref(), request.headers().get(header::AUTHORIZATION)) {
             Ok(()) => Either::Right(self.inner.call(request)),
-            Err(rejection) => Either::Left(futures::future::ready(Ok(rejection))),
+            Err(rejection) => Either::Left(futures::future::ready(Ok(rejection.into_response()))),
         }
     }
 }
@@ -285,15 +285,42 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn check(expected: Option<&[u8; 32]>, authorization: Option<&HeaderValue>) -> Result<(), Response> {
+/// Why [`AdminAuth`] turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    /// No admin token is configured.
+    Disabled,
+    /// No bearer token, or the wrong one.
+    Unauthorized,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::Disabled => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admin_api_disabled",
+                "set http.admin_token to enable the admin API",
+            )
+            .into_response(),
+            Rejection::Unauthorized => {
+                let mut response = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send the admin token as Authorization: Bearer <http.admin_token>",
+                )
+                .into_response();
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }
+    }
+}
+
+fn check(expected: Option<&[u8; 32]>, authorization: Option<&HeaderValue>) -> Result<(), Rejection> {
     let Some(expected) = expected else {
         metrics::counter!("switchboard_admin_requests_rejected_total", "reason" => "disabled").increment(1);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin_api_disabled",
-            "set http.admin_token to enable the admin API",
-        )
-        .into_response());
+        return Err(Rejection::Disabled);
     };
     let presented = authorization
         .and_then(|v| v.to_str().ok())
@@ -306,14 +333,7 @@ fn check(expected: Option<&[u8; 32]>, authorization: Option<&HeaderValue>) -> Re
             let reason = if other.is_some() { "bad_token" } else { "no_token" };
             metrics::counter!("switchboard_admin_requests_rejected_total", "reason" => reason).increment(1);
             tracing::warn!(reason, "admin API request rejected");
-            let mut response = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the admin token as Authorization: Bearer <http.admin_token>",
-            )
-            .into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
+            Err(Rejection::Unauthorized)
         }
     }
 }
