@@ -24,11 +24,15 @@ use switchboard_gateway::config::{
 /// Prefix of the environment variables that configure Switchboard.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
-/// `SWITCHBOARD_…` variables that are not configuration keys: the config
-/// file path (read by the command line) and the binary path and `TEST_…`
-/// variables test harnesses export.
-const RESERVED_ENV: [&str; 2] = ["config", "bin"];
-const RESERVED_ENV_PREFIX: &str = "test_";
+/// The top-level keys of [`Config`]. A `SWITCHBOARD_<NAME>` variable
+/// without `__` is configuration only when it names one of these; others
+/// (`SWITCHBOARD_CONFIG` read by the command line, `SWITCHBOARD_CACHE` of
+/// the scripts, `SWITCHBOARD_TEST_…` of test harnesses) are left alone.
+/// Variables with `__` always are configuration, so a misspelt section
+/// (`SWITCHBOARD_SIPP__UDP`) is rejected rather than ignored.
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "data_dir", "database", "sip", "media", "http", "recordings", "events", "kafka", "connector", "salesforce", "log",
+];
 
 /// Written instead of a secret by `switchboard config check`.
 const REDACTED: &str = "<redacted>";
@@ -208,11 +212,12 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigProblem> {
     figment.extract().map_err(|e| from_figment(&e))
 }
 
-/// `SWITCHBOARD_A__B_C` → key `a.b_c`, minus the reserved names.
+/// `SWITCHBOARD_A__B_C` → key `a.b_c`; see [`TOP_LEVEL_KEYS`] for which
+/// variables count.
 fn environment() -> Env {
     Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
         let key = key.as_str().to_ascii_lowercase();
-        !RESERVED_ENV.contains(&key.as_str()) && !key.starts_with(RESERVED_ENV_PREFIX)
+        key.contains('.') || TOP_LEVEL_KEYS.contains(&key.as_str())
     })
 }
 
@@ -467,6 +472,18 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("`log.level`"));
         config.log.level = "DEBUG,switchboard_gateway=trace".into();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        let mut config = Config::default();
+        config.salesforce = Some(SalesforceConfig::new("k", "u", "/k.pem"));
+        let table: toml::Table = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut expected = TOP_LEVEL_KEYS.to_vec();
+        keys.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
     }
 
     #[test]

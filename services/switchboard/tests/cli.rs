@@ -114,6 +114,7 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["--config", &syntax, "migrate"], vec![], vec!["syntax.toml"]),
         (vec!["--config", &bad_enum, "config", "check"], vec![], vec!["events.log", "rabbitmq"]),
         (vec!["config", "check"], vec![("SWITCHBOARD_SIP__TRANSPORT", "udp")], vec!["sip.transport", "SWITCHBOARD_SIP__TRANSPORT"]),
+        (vec!["config", "check"], vec![("SWITCHBOARD_SIPP__UDP", "127.0.0.1:5060")], vec!["sipp", "SWITCHBOARD_SIPP"]),
         (vec!["connector"], vec![("SWITCHBOARD_SALESFORCE__USERNAME", "int@example.com")], vec!["salesforce.consumer_key"]),
         (
             vec!["config", "check"],
@@ -152,7 +153,10 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
             ("SWITCHBOARD_CONFIG", "sb.toml"),
             ("SWITCHBOARD_SIP__UDP", "0.0.0.0:5060"),
             ("SWITCHBOARD_DATABASE__URL", "postgres://sb:hunter2@db.internal/sb"),
-            ("SWITCHBOARD_TEST_POSTGRES_URL", "ignored: reserved for test harnesses"),
+            // Variables of other tools that share the prefix are not configuration.
+            ("SWITCHBOARD_TEST_POSTGRES_URL", "postgres://other"),
+            ("SWITCHBOARD_CACHE", "/root/.cache/switchboard"),
+            ("SWITCHBOARD_BIN", "/usr/local/bin/switchboard"),
         ],
     );
     assert!(!text.contains("hunter2") && !text.contains("file-admin-token"), "secret printed:\n{text}");
@@ -355,4 +359,70 @@ fn up_prints_where_everything_is_and_stops_on_sigterm() {
         .unwrap_or_else(|_| panic!("switchboard up did not stop within {SHUTDOWN_TIMEOUT:?} of SIGTERM"))
         .unwrap();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+}
+
+/// A fresh database on the PostgreSQL server of
+/// `SWITCHBOARD_TEST_POSTGRES_URL`, dropped when the test ends.
+struct PostgresDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDb {
+    fn create(server: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("sb_cli_{}_{nanos}", std::process::id());
+        admin_sql(server, &format!("CREATE DATABASE \"{name}\""));
+        let (without_query, query) = match server.split_once('?') {
+            Some((base, q)) => (base, format!("?{q}")),
+            None => (server, String::new()),
+        };
+        let base = without_query.rsplit_once('/').map(|(b, _)| b).expect("the URL names a database");
+        let url = format!("{base}/{name}{query}");
+        Self { server: server.to_owned(), name, url }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        admin_sql(&self.server, &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+    }
+}
+
+fn admin_sql(server: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let db = switchboard_store::Database::connect(server).await.expect("connect to the PostgreSQL test server");
+        switchboard_store::sqlx::query(sql).execute(db.pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        db.close().await;
+    });
+}
+
+#[test]
+fn migrate_and_provision_on_postgres() {
+    let Ok(server) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        println!("migrate_and_provision_on_postgres: skipped because SWITCHBOARD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let pg = PostgresDb::create(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env: &[(&str, &str)] = &[("SWITCHBOARD_DATABASE__URL", &pg.url)];
+
+    let out = run(d, &["gateway"], env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("switchboard migrate"), "{}", stderr(&out));
+
+    ok(d, &["migrate"], env);
+    ok(d, &["migrate"], env);
+    let user = json(d, &["admin", "user", "add", "--name", "Ada", "--salesforce-user-id", "005000000000001AAA", "--json"], env);
+    let user_id = user["id"].as_str().unwrap();
+    json(d, &["admin", "number", "add", "0044 20 7946 0000", "--user", user_id, "--json"], env);
+    let numbers = json(d, &["admin", "number", "list", "--json"], env);
+    assert_eq!(numbers["numbers"][0]["number"], "+442079460000");
+    assert_eq!(numbers["numbers"][0]["user_id"], user_id);
+    assert_eq!(json(d, &["admin", "user", "list", "--json"], env)["users"], serde_json::json!([user]));
+    // Nothing was written to a SQLite file on the side.
+    assert!(!d.join("switchboard-data").exists());
 }
