@@ -34,10 +34,20 @@ const CONTACT_URI_MAX_BYTES: usize = 1024;
 pub enum DirectoryError {
     /// A value is malformed; `field` names it as the API and CLI spell it.
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        /// The field, e.g. `contact_uri`.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
     /// The user, device or number named in the request does not exist.
     #[error("{kind} {id:?} not found")]
-    NotFound { kind: &'static str, id: String },
+    NotFound {
+        /// `user`, `device` or `number`.
+        kind: &'static str,
+        /// The id or number that was looked up.
+        id: String,
+    },
     /// The write would duplicate a value that must be unique.
     #[error("{0}")]
     Conflict(String),
@@ -62,6 +72,7 @@ impl DirectoryError {
 pub struct User {
     /// UUIDv7, so ids sort by creation time.
     pub id: String,
+    /// Display name, trimmed.
     pub name: String,
     /// Internal extension other users dial, digits only; unique.
     pub extension: Option<String>,
@@ -75,9 +86,12 @@ pub struct User {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Display name; required.
     pub name: String,
+    /// Digits only; optional, unique.
     #[serde(default)]
     pub extension: Option<String>,
+    /// `005…`, 15 or 18 characters; optional, unique.
     #[serde(default)]
     pub salesforce_user_id: Option<String>,
 }
@@ -87,6 +101,7 @@ pub struct NewUser {
 pub struct Device {
     /// UUIDv7.
     pub id: String,
+    /// The owner; deleting the user deletes the device.
     pub user_id: String,
     /// A label for people, e.g. "desk phone".
     pub name: String,
@@ -100,8 +115,11 @@ pub struct Device {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
+    /// An existing user's id.
     pub user_id: String,
+    /// A label for people.
     pub name: String,
+    /// A `sip:` or `sips:` URI with a host.
     pub contact_uri: String,
 }
 
@@ -122,6 +140,7 @@ pub struct Number {
 pub struct NumberRoute {
     /// The normalised number that matched.
     pub number: String,
+    /// Who the call is for.
     pub user: User,
     /// The owner's devices, oldest first; may be empty (the user may only
     /// answer in the browser softphone).

@@ -69,17 +69,27 @@ pub struct Config {
     /// Where the embedded defaults keep their files: the SQLite database
     /// and local recordings.
     pub data_dir: PathBuf,
+    /// `[database]`: the store shared by every role.
     pub database: DatabaseConfig,
+    /// `[sip]`: the gateway's SIP transports.
     pub sip: SipConfig,
+    /// `[media]`: the gateway's RTP ports and addresses.
     pub media: MediaConfig,
+    /// `[http]`: listen address of the APIs, /healthz and /metrics (every
+    /// role), and the admin token.
     pub http: HttpConfig,
+    /// `[recordings]`: local directory or S3.
     pub recordings: RecordingsConfig,
+    /// `[events]`: outbox or Kafka between gateway and connector.
     pub events: EventsSection,
+    /// `[kafka]`: used when `events.log = "kafka"`.
     pub kafka: KafkaSection,
+    /// `[connector]`: connector tuning.
     pub connector: ConnectorSection,
     /// The Salesforce org; absent until one is connected (events wait in
     /// the log meanwhile).
     pub salesforce: Option<SalesforceConfig>,
+    /// `[log]`: level and format of the log on standard error.
     pub log: LogConfig,
 }
 
@@ -125,6 +135,7 @@ pub struct EventsSection {
 pub struct KafkaSection {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
+    /// The call-event topic the relay writes and the connector reads.
     pub topic: String,
     /// The connectors' consumer group.
     pub group_id: String,
@@ -174,6 +185,7 @@ pub struct LogConfig {
     /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a filter such
     /// as `info,switchboard_gateway=debug`; `RUST_LOG` overrides it.
     pub level: String,
+    /// `text` or `json`.
     pub format: LogFormat,
 }
 

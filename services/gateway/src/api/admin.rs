@@ -53,6 +53,7 @@ pub struct ApiError {
 /// The JSON shape of every error response.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The one error of the response.
     pub error: ErrorDetail,
 }
 
@@ -60,7 +61,10 @@ pub struct ErrorBody {
 /// for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_argument`, `invalid_json`,
+    /// `not_found`, `conflict`, `unauthorized`, `admin_api_disabled`…
     pub code: String,
+    /// For people: what was wrong and what is expected.
     pub message: String,
 }
 
@@ -127,18 +131,21 @@ struct QueryParams<T>(T);
 /// `GET /users`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UserList {
+    /// Oldest first.
     pub users: Vec<User>,
 }
 
 /// `GET /devices`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeviceList {
+    /// Oldest first.
     pub devices: Vec<Device>,
 }
 
 /// `GET /numbers`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NumberList {
+    /// In lexical order of the number.
     pub numbers: Vec<Number>,
 }
 
@@ -146,6 +153,7 @@ pub struct NumberList {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssignNumber {
+    /// The user the number routes to.
     pub user_id: String,
 }
 
