@@ -29,6 +29,7 @@ pub const HEADER_ORIGIN: &str = "switchboard-origin";
 /// An event set aside with the reason it could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The call the event belongs to (the record key when undecodable).
     pub call_id: String,
     /// The record as received (the encoded `CallEvent`, or whatever bytes
     /// could not be decoded).
@@ -49,7 +50,12 @@ pub enum DeadLetterQueue {
     /// The `dead_letters` table (outbox mode).
     Table(SyncStore),
     /// A Kafka topic (Kafka mode).
-    Topic { producer: FutureProducer, topic: String },
+    Topic {
+        /// Idempotent producer, so retried sends leave one copy.
+        producer: FutureProducer,
+        /// The dead-letter topic.
+        topic: String,
+    },
 }
 
 impl std::fmt::Debug for DeadLetterQueue {

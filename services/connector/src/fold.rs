@@ -29,14 +29,27 @@ pub const DESCRIPTION_MAX: usize = 32_000;
 pub enum FoldError {
     /// Without a call id the event belongs to no Task.
     #[error("event {event_id:?} has no call id")]
-    MissingCallId { event_id: String },
+    MissingCallId {
+        /// The event's id, to find it in the log.
+        event_id: String,
+    },
     /// Sequences start at 1; 0 means the producer did not set it, and
     /// duplicates could not be told apart.
     #[error("event {event_id:?} of call {call_id} has sequence 0 (sequences start at 1)")]
-    ZeroSequence { call_id: String, event_id: String },
+    ZeroSequence {
+        /// The call the event names.
+        call_id: String,
+        /// The event's id, to find it in the log.
+        event_id: String,
+    },
     /// A state only ever receives the events of its own call.
     #[error("event of call {event_call_id} was offered to the state of call {state_call_id}")]
-    WrongCall { state_call_id: String, event_call_id: String },
+    WrongCall {
+        /// The call the state belongs to.
+        state_call_id: String,
+        /// The call the event names.
+        event_call_id: String,
+    },
 }
 
 /// Checks what every event needs before any state is looked up.
@@ -76,8 +89,11 @@ impl Applied {
 /// Direction of the call as Salesforce's `CallType` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallDirection {
+    /// From a trunk to a user.
     Inbound,
+    /// From a user to a trunk.
     Outbound,
+    /// Between two users.
     Internal,
 }
 
@@ -104,7 +120,9 @@ impl CallDirection {
 /// One end of the call as signalled.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartyFacts {
+    /// E.164 when the gateway could normalise it, else as signalled.
     pub number: String,
+    /// Display name from signalling, possibly empty.
     pub display_name: String,
 }
 
@@ -142,21 +160,30 @@ pub struct AgentFacts {
     pub salesforce_user_id: String,
     /// Sequence of the event `salesforce_user_id` came from.
     pub salesforce_user_id_seq: u64,
+    /// Name shown in descriptions.
     pub display_name: String,
     /// Named as the call's owner by `started`.
     pub owner: bool,
+    /// A `ringing` event named this agent.
     pub rang: bool,
+    /// An `answered` event named this agent.
     pub answered: bool,
 }
 
 /// How the call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EndKind {
+    /// The producer did not say (or a newer reason this build does not know).
     Unspecified,
+    /// Answered, then hung up normally.
     Completed,
+    /// The caller gave up before an answer.
     Cancelled,
+    /// Nobody answered in time.
     NoAnswer,
+    /// The callee was busy or declined.
     Busy,
+    /// Set-up failed.
     Failed,
 }
 
@@ -176,19 +203,28 @@ impl EndKind {
 /// Facts of the `ended` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndFacts {
+    /// Sequence of the `ended` event these facts came from.
     pub sequence: u64,
+    /// How the call ended.
     pub reason: EndKind,
+    /// `caller`, `callee` or `system`.
     pub hangup_by: String,
+    /// Seconds from answer to hangup.
     pub talk_seconds: u32,
+    /// Seconds from start to hangup.
     pub total_seconds: u32,
+    /// When the call ended, Unix epoch milliseconds.
     pub ended_at_ms: i64,
 }
 
 /// A recording announced for the call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingFacts {
+    /// Sequence of the announcing event, which orders recordings in the description.
     pub sequence: u64,
+    /// The gateway link that appears in the Task.
     pub url: String,
+    /// Length of the recording.
     pub duration_ms: u64,
     /// Admin-policy recordings (F7) stay out of the Task: the Task is visible
     /// to its owner, the recording only to admins.
@@ -220,29 +256,40 @@ pub struct TaskSync {
 /// A permanent refusal by Salesforce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
+    /// The fields that were refused.
     pub fields: TaskFields,
+    /// Salesforce's error code, e.g. `FIELD_CUSTOM_VALIDATION_EXCEPTION`.
     pub error_code: String,
+    /// Salesforce's message.
     pub message: String,
 }
 
 /// Everything known about one call, folded from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallState {
+    /// The call this state belongs to.
     pub call_id: String,
     /// Sequences already applied: the duplicate filter.
     pub applied: BTreeSet<u64>,
     /// Sequence of the `started` event applied, if any.
     pub started_seq: Option<u64>,
+    /// When the call started (the Task's `ActivityDate`).
     pub started_at_ms: Option<i64>,
     /// Earliest event time seen, the date of the call when `started` is missing.
     pub first_event_at_ms: Option<i64>,
+    /// Direction, unknown before `started` or when unspecified.
     pub direction: Option<CallDirection>,
+    /// The calling party.
     pub from: PartyFacts,
+    /// The called party.
     pub to: PartyFacts,
     /// User id of the call's owner.
     pub owner: Option<String>,
+    /// Someone answered the call.
     pub answered: bool,
+    /// First answer, Unix epoch milliseconds.
     pub answered_at_ms: Option<i64>,
+    /// How the call ended; no Task is written before.
     pub ended: Option<EndFacts>,
     /// Recordings by recording id.
     pub recordings: BTreeMap<String, RecordingFacts>,
@@ -257,6 +304,7 @@ pub struct CallState {
 /// Why an agent gets no Task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
+    /// The agent without a Task.
     pub user_id: String,
     /// Short label for metrics: `agent_not_linked` or `invalid_salesforce_user_id`.
     pub label: &'static str,
@@ -267,9 +315,11 @@ pub struct Skip {
 /// One upsert of one Task, to be sent to Salesforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskWrite {
+    /// The agent whose Task this is.
     pub user_id: String,
     /// Value of the external id field: `<call_id>:<user_id>`.
     pub external_id: String,
+    /// The fields to set.
     pub fields: TaskFields,
     /// The Task is not known to exist yet, so create-only fields
     /// (`TaskSubtype`) are sent.
@@ -293,6 +343,7 @@ impl TaskWrite {
 /// What the fold wants done after an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Upserts due now, one per Task whose fields changed.
     pub writes: Vec<TaskWrite>,
     /// Agents newly found to get no Task (each reported once).
     pub skipped: Vec<Skip>,
@@ -301,24 +352,34 @@ pub struct Plan {
 /// The Task fields the connector owns, named as Salesforce names them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFields {
+    /// "Inbound call from +1…" (255 characters at most).
     #[serde(rename = "Subject")]
     pub subject: String,
+    /// Always `Call`.
     #[serde(rename = "Type")]
     pub task_type: String,
+    /// `Inbound`, `Outbound` or `Internal`; omitted when unknown.
     #[serde(rename = "CallType", skip_serializing_if = "Option::is_none", default)]
     pub call_type: Option<String>,
+    /// Talk time of this agent.
     #[serde(rename = "CallDurationInSeconds")]
     pub call_duration_in_seconds: u32,
+    /// `answered`, `answered elsewhere`, `missed`, `no answer`, `cancelled`, `busy` or `failed`.
     #[serde(rename = "CallDisposition")]
     pub call_disposition: String,
+    /// The Switchboard call id.
     #[serde(rename = "CallObject")]
     pub call_object: String,
+    /// Always `Completed`: an open Task would lock its related records.
     #[serde(rename = "Status")]
     pub status: String,
+    /// Day the call started, UTC, `YYYY-MM-DD`.
     #[serde(rename = "ActivityDate")]
     pub activity_date: String,
+    /// The agent's Salesforce user id.
     #[serde(rename = "OwnerId")]
     pub owner_id: String,
+    /// Parties, result, talk time and recording links (32,000 characters at most).
     #[serde(rename = "Description")]
     pub description: String,
 }

@@ -13,6 +13,8 @@
 //! The binary calls [`Connector::start`] with its [`ConnectorConfig`] and
 //! waits on the [`RunningConnector`].
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod dead_letter;
 pub mod fold;

@@ -51,7 +51,12 @@ pub enum SinkOutcome {
     /// Salesforce holds the Task with these fields.
     Accepted(UpsertResult),
     /// Salesforce refuses the write for good.
-    Rejected { error_code: String, message: String },
+    Rejected {
+        /// Salesforce's error code, e.g. `INVALID_CROSS_REFERENCE_KEY`.
+        error_code: String,
+        /// Salesforce's message (with the fields it names).
+        message: String,
+    },
 }
 
 /// The process is shutting down; the write did not complete.

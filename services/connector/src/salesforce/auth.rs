@@ -76,6 +76,7 @@ impl JwtSigner {
 /// A session of the integration user.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessToken {
+    /// Bearer token for REST calls.
     pub access_token: String,
     /// Base URL of the org's REST API, from the token answer.
     pub instance_url: url::Url,

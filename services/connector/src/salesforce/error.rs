@@ -39,13 +39,20 @@ pub enum SalesforceError {
     /// The private key of the connected app cannot be read.
     #[error("cannot read the Salesforce private key {path}: {source}")]
     KeyFile {
+        /// The configured `salesforce.private_key_file`.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
     /// The key file holds no usable RSA private key.
     #[error("the Salesforce private key {path} is not a PEM RSA private key: {reason}")]
-    Key { path: PathBuf, reason: String },
+    Key {
+        /// The configured `salesforce.private_key_file`.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP client cannot be built (TLS setup).
     #[error("cannot build the HTTP client for Salesforce: {0}")]
     Client(#[source] reqwest::Error),
@@ -54,21 +61,46 @@ pub enum SalesforceError {
         "Salesforce refused the login of {username} ({status} {error}: {description}); check the connected app's \
          consumer key and certificate, and that the user is pre-authorised for the app"
     )]
-    Login { username: String, status: u16, error: String, description: String },
+    Login {
+        /// The integration user that tried to log in.
+        username: String,
+        /// HTTP status of the token answer.
+        status: u16,
+        /// OAuth `error`, e.g. `invalid_grant`.
+        error: String,
+        /// OAuth `error_description`.
+        description: String,
+    },
     /// The request did not complete (connection, TLS, timeout).
     #[error("request to Salesforce failed ({operation}): {source}")]
     Transport {
+        /// `token` or `upsert_task`.
         operation: &'static str,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
     /// Salesforce answered with an error status.
     #[error("Salesforce answered {status} to {operation}: {}", summary(.errors, .body))]
-    Api { operation: &'static str, status: u16, errors: Vec<ApiErrorItem>, body: String },
+    Api {
+        /// `token` or `upsert_task`.
+        operation: &'static str,
+        /// HTTP status of the answer.
+        status: u16,
+        /// The parsed error entries (empty when the body had none).
+        errors: Vec<ApiErrorItem>,
+        /// The start of the raw body, for when parsing found nothing.
+        body: String,
+    },
     /// A 2xx answer that cannot be what Salesforce sends (a token answer
     /// without a token, an instance URL that is not a URL).
     #[error("Salesforce sent an unexpected answer to {operation}: {detail}")]
-    Unexpected { operation: &'static str, detail: String },
+    Unexpected {
+        /// `token` or `upsert_task`.
+        operation: &'static str,
+        /// What was wrong with the answer.
+        detail: String,
+    },
 }
 
 fn summary(errors: &[ApiErrorItem], body: &str) -> String {

@@ -12,6 +12,7 @@ pub struct ApiErrorItem {
     /// `errorCode` of single-record calls or `statusCode` of sObject
     /// Collections, e.g. `INVALID_FIELD_FOR_INSERT_UPDATE`.
     pub error_code: String,
+    /// Salesforce's explanation.
     pub message: String,
     /// Fields the error is about, when Salesforce names them.
     pub fields: Vec<String>,
