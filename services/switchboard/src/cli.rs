@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 /// Configuration comes from a TOML file (--config) and from SWITCHBOARD_…
 /// environment variables, which win over the file; nested keys are joined
 /// with a double underscore, e.g. SWITCHBOARD_SIP__UDP=0.0.0.0:5060 sets
-/// `udp` in `[sip]`. Configuration errors exit with status 2.
+/// `udp` in `[sip]`; an empty value unsets an optional key. Configuration
+/// errors exit with status 2.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::value::{Dict, Empty, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 use switchboard_gateway::config::{
@@ -220,17 +221,59 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigProblem> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(environment());
-    figment.extract().map_err(|e| from_figment(&e))
+    figment = figment.merge(Environment);
+    // Lossy: a variable's text becomes a number or boolean where the key
+    // is one, and stays text where the key is text.
+    figment.extract_lossy().map_err(|e| from_figment(&e))
 }
 
-/// `SWITCHBOARD_A__B_C` → key `a.b_c`; see [`TOP_LEVEL_KEYS`] for which
-/// variables count.
-fn environment() -> Env {
-    Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
-        let key = key.as_str().to_ascii_lowercase();
-        key.contains('.') || TOP_LEVEL_KEYS.contains(&key.as_str())
-    })
+/// The `SWITCHBOARD_…` variables as a figment provider.
+///
+/// Unlike figment's own `Env`, every value is kept as the text it is, so
+/// `SWITCHBOARD_SALESFORCE__API_VERSION=62.0` or an all-digit admin token
+/// stay strings; the lossy extraction in [`load`] reads numbers and booleans
+/// from the text where a key wants them. An empty value unsets an optional
+/// key (`SWITCHBOARD_SIP__TCP=` turns SIP over TCP off).
+struct Environment;
+
+impl Environment {
+    /// `SWITCHBOARD_A__B_C` → key `a.b_c`; see [`TOP_LEVEL_KEYS`] for which
+    /// variables count.
+    fn variables() -> Env {
+        Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            key.contains('.') || TOP_LEVEL_KEYS.contains(&key.as_str())
+        })
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s)")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, text) in Self::variables().iter() {
+            let value = if text.is_empty() { Value::from(Empty::None) } else { Value::from(text) };
+            if let Value::Dict(_, nested) = figment::util::nest(key.as_str(), value) {
+                merge_into(&mut dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Adds `other` to `into`, merging tables key by key.
+fn merge_into(into: &mut Dict, other: Dict) {
+    for (key, value) in other {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, nested)) => merge_into(existing, nested),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 /// The environment variable that sets the dotted `key`.

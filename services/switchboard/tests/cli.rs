@@ -152,6 +152,10 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
         &[
             ("SWITCHBOARD_CONFIG", "sb.toml"),
             ("SWITCHBOARD_SIP__UDP", "0.0.0.0:5060"),
+            ("SWITCHBOARD_SIP__TCP", ""),
+            ("SWITCHBOARD_MEDIA__PORT_MIN", "24000"),
+            ("SWITCHBOARD_RECORDINGS__RECORD_ALL", "false"),
+            ("SWITCHBOARD_SALESFORCE__API_VERSION", "61.0"),
             ("SWITCHBOARD_DATABASE__URL", "postgres://sb:hunter2@db.internal/sb"),
             // Variables of other tools that share the prefix are not configuration.
             ("SWITCHBOARD_TEST_POSTGRES_URL", "postgres://other"),
@@ -165,7 +169,16 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
     assert_eq!(effective["sip"]["udp"].as_str(), Some("0.0.0.0:5060"), "the variable wins over the file");
     assert_eq!(effective["data_dir"].as_str(), Some("/srv/sb"));
     assert_eq!(effective["database"]["url"].as_str(), Some("postgres://sb:***@db.internal/sb"));
-    assert_eq!(effective["salesforce"]["api_version"].as_str(), Some("62.0"), "defaults are filled in");
+    assert_eq!(effective["sip"].get("tcp"), None, "an empty variable unsets an optional key");
+    assert_eq!(effective["media"]["port_min"].as_integer(), Some(24000));
+    assert_eq!(effective["recordings"]["record_all"].as_bool(), Some(false));
+    assert_eq!(effective["salesforce"]["api_version"].as_str(), Some("61.0"), "a number-like text stays text");
+    assert_eq!(effective["salesforce"]["login_url"].as_str(), Some("https://login.salesforce.com"), "defaults are filled in");
+    assert_eq!(effective["salesforce"]["username"].as_str(), Some("int@example.com"), "the file's values stay");
+
+    // An all-digit secret from the environment is still a string.
+    let text = ok(dir.path(), &["config", "check"], &[("SWITCHBOARD_HTTP__ADMIN_TOKEN", "12345678901234567890")]);
+    assert!(text.contains("admin_token = \"<redacted>\""), "{text}");
 
     // Without a file the database defaults to a SQLite file in data_dir.
     let text = ok(dir.path(), &["config", "check"], &[("SWITCHBOARD_DATA_DIR", "/var/lib/sb")]);
