@@ -90,7 +90,13 @@ impl TaskSink {
                 return Err(ShutdownRequested);
             }
             let body = write.body(include_subtype);
-            let error = match self.client.upsert_task(&write.external_id, &body).await {
+            // Shutdown may abandon a request in flight: the event stays
+            // uncommitted and the upsert is idempotent when it comes again.
+            let answer = tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(ShutdownRequested),
+                answer = self.client.upsert_task(&write.external_id, &body) => answer,
+            };
+            let error = match answer {
                 Ok(result) => {
                     m::task_write(if result.created { "created" } else { "updated" });
                     tracing::info!(

@@ -249,3 +249,28 @@ async fn a_refused_login_stalls_instead_of_dead_lettering() {
     assert_eq!(tasks_for(&world.emulator, call, "u-ann").len(), 1);
     assert!(world.dead_letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn shutdown_abandons_a_slow_request_without_committing() {
+    let world = World::new().await;
+    world.emulator.inject_fault(Fault::Delay { millis: 120_000, times: 1 });
+    let call = "0193f0a2-dddd-7000-8000-000000000001";
+    let mut events = call_events(call, "u-ann", &world.agent_sf_id);
+    events.truncate(4);
+    let last = world.write_outbox(&events).await;
+
+    let mut config = world.outbox_config();
+    config.salesforce.as_mut().unwrap().request_timeout_secs = 300;
+    let running = Running::start(config.clone(), &world.db).await;
+    let emulator = world.emulator.clone();
+    eventually("the upsert reaches Salesforce", || emulator.api_calls() >= 1).await;
+    let stopping = std::time::Instant::now();
+    running.stop().await;
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(5), "stopped in {:?}", stopping.elapsed());
+    assert_eq!(world.scalar_i64(&format!("SELECT position FROM connector_cursors WHERE name = '{CURSOR}'")).await, last - 1);
+
+    let mut running = Running::start(config, &world.db).await;
+    running.until_outbox_position(last).await;
+    running.stop().await;
+    assert_eq!(tasks_for(&world.emulator, call, "u-ann").len(), 1);
+}
