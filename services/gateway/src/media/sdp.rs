@@ -86,7 +86,7 @@ pub fn parse_audio(body: &[u8]) -> Result<AudioDescription, SdpError> {
     let mut ptime = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
-        if line.len() < 2 || &line[1..2] != "=" {
+        if line.len() < 2 || line.as_bytes()[1] != b'=' {
             if line.trim().is_empty() {
                 continue;
             }
@@ -261,5 +261,24 @@ mod tests {
         assert!(parse_audio(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
         assert_eq!(parse_audio(b"v=0\r\nm=audio 5 RTP/AVP 0\r\n"), Err(SdpError::NoConnection));
         assert!(parse_audio(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn never_panics_on_mutated_input() {
+        let base = OFFER.as_bytes();
+        let mut state: u32 = 0x9e37_79b9;
+        for i in 0..20_000 {
+            let mut m = base[..base.len() - (i % 7)].to_vec();
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let pos = state as usize % m.len();
+            m[pos] = (state >> 8) as u8;
+            if i % 3 == 0 {
+                m.insert(pos, 0xc3); // start of a two-byte UTF-8 character
+                m.insert(pos + 1, 0xa9);
+            }
+            let _ = parse_audio(&m);
+        }
     }
 }

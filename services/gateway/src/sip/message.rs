@@ -496,4 +496,33 @@ v=0\r\nextra";
         assert_eq!(frame_length(&one[..10], 1000), Frame::Incomplete);
         assert!(matches!(frame_length(b"OPTIONS sip:a SIP/2.0\r\n\r\n", 1000), Frame::Invalid(_)));
     }
+
+    #[test]
+    fn never_panics_on_mutated_input() {
+        // Every truncation and a deterministic spread of byte flips of a valid
+        // message must give Ok or Err, never a panic, and an Ok must encode.
+        let base = INVITE.as_bytes();
+        for cut in 0..base.len() {
+            if let Ok(m) = SipMessage::parse(&base[..cut], 65_535) {
+                let _ = m.encode();
+            }
+            let _ = frame_length(&base[..cut], 65_535);
+        }
+        let mut state: u32 = 0x1234_5678;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let mut m = base.to_vec();
+            let pos = state as usize % m.len();
+            m[pos] = (state >> 8) as u8;
+            let pos2 = (state >> 3) as usize % m.len();
+            m[pos2] = b"\r\n:;,<>\" \t\x00\xff"[(state >> 16) as usize % 12];
+            if let Ok(msg) = SipMessage::parse(&m, 65_535) {
+                let _ = SipMessage::parse(&msg.encode(), 65_535);
+                let _ = crate::sip::response::validate_request(&msg);
+            }
+            let _ = frame_length(&m, 65_535);
+        }
+    }
 }
