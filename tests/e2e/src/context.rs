@@ -21,6 +21,7 @@ const LOG_TAIL_LINES: usize = 150;
 /// removes it.
 pub struct TestContext {
     name: String,
+    started: std::time::Instant,
     dir: Option<tempfile::TempDir>,
     logs: Mutex<Vec<(String, PathBuf)>>,
     failed: AtomicBool,
@@ -33,7 +34,7 @@ impl TestContext {
             .prefix(&format!("switchboard-e2e-{name}-"))
             .tempdir()
             .expect("cannot create the test's scratch directory under the temp dir");
-        Self { name: name.to_owned(), dir: Some(dir), logs: Mutex::new(Vec::new()), failed: AtomicBool::new(false) }
+        Self { name: name.to_owned(), started: std::time::Instant::now(), dir: Some(dir), logs: Mutex::new(Vec::new()), failed: AtomicBool::new(false) }
     }
 
     /// The scratch directory; everything the test writes goes below it.
@@ -65,6 +66,12 @@ impl TestContext {
     /// so that a failure prints it too.
     pub fn register_log(&self, label: &str, path: PathBuf) {
         self.logs.lock().expect("log registry poisoned").push((label.to_owned(), path));
+    }
+
+    /// Notes progress with the time since the test started; the runner
+    /// shows these lines with a failure, which tells where the time went.
+    pub fn step(&self, what: impl std::fmt::Display) {
+        eprintln!("[{} +{:6.1}s] {what}", self.name, self.started.elapsed().as_secs_f64());
     }
 
     /// Marks the test failed when `result` is an error and returns it

@@ -155,7 +155,7 @@ fn check_call_events(records: &[switchboard_e2e::tansu::Record], call_id: &str, 
 
 /// Checks the recording object against the call: stored where the event
 /// says, a stereo WAV as long as the call, with sound on both sides.
-async fn check_recording(s3: &S3Server, events: &[CallEvent]) -> anyhow::Result<()> {
+async fn check_recording(ctx: &TestContext, s3: &S3Server, events: &[CallEvent]) -> anyhow::Result<()> {
     let recording = events::recording(events).context("no recording.available event")?;
     anyhow::ensure!(recording.object_key.starts_with(PREFIX), "object key {} lacks the prefix {PREFIX}", recording.object_key);
     let keys = s3.list_keys().await?;
@@ -163,6 +163,7 @@ async fn check_recording(s3: &S3Server, events: &[CallEvent]) -> anyhow::Result<
     let bytes = s3.get(&recording.object_key).await?;
     anyhow::ensure!(bytes.len() as u64 == recording.size_bytes, "object has {} bytes, event says {}", bytes.len(), recording.size_bytes);
     let wav = WavSummary::parse(&bytes)?;
+    ctx.step(format!("recording {}: {wav:?}", recording.object_key));
     anyhow::ensure!(wav.channels == 2, "recording has {} channel(s), expected stereo", wav.channels);
     anyhow::ensure!(wav.sample_rate == recording.sample_rate_hz, "WAV at {} Hz, event says {}", wav.sample_rate, recording.sample_rate_hz);
     let talk = Duration::from_millis(events::talk_millis(events).context("no answer/end times")?.max(0) as u64);
@@ -213,36 +214,44 @@ async fn inbound_call_is_recorded_published_and_logged_as_one_task() {
 
 async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     let mut deployment = Deployment::start(ctx).await?;
+    ctx.step("deployment up");
 
     // First call: every artefact of it.
     deployment.call(ctx, "call-1").await?;
+    ctx.step("call 1 done");
     let calls = deployment.published_calls(1).await?;
+    ctx.step("call 1 published");
     anyhow::ensure!(calls.len() == 1, "one call placed, {} call ids on the topic: {:?}", calls.len(), calls.iter().map(|c| &c.0).collect::<Vec<_>>());
     let (first_call, first_events) = &calls[0];
     let records = deployment.tansu.read_all(TOPIC).await?;
     check_call_events(&records, first_call, first_events, &deployment.agent)?;
-    check_recording(&deployment.s3, first_events).await?;
+    check_recording(ctx, &deployment.s3, first_events).await?;
     let first_url = events::recording(first_events).map(|r| r.url.clone()).unwrap_or_default();
     let task = deployment.completed_task(first_call).await?;
+    ctx.step(format!("task of call 1: {task}"));
     check_task(&task, first_call, &deployment.agent, &first_url)?;
     let tasks = deployment.salesforce.tasks();
     anyhow::ensure!(tasks.len() == 1, "one call, {} Tasks: {tasks:#?}", tasks.len());
 
     // Second call: a second Task.
     deployment.call(ctx, "call-2").await?;
+    ctx.step("call 2 done");
     let calls = deployment.published_calls(2).await?;
+    ctx.step("call 2 published");
     anyhow::ensure!(calls.len() == 2, "two calls placed, {} call ids on the topic", calls.len());
     let (second_call, second_events) = calls.iter().find(|(id, _)| id != first_call).context("second call missing")?;
     let records = deployment.tansu.read_all(TOPIC).await?;
     check_call_events(&records, second_call, second_events, &deployment.agent)?;
-    check_recording(&deployment.s3, second_events).await?;
+    check_recording(ctx, &deployment.s3, second_events).await?;
     let second_url = events::recording(second_events).map(|r| r.url.clone()).unwrap_or_default();
     let task = deployment.completed_task(second_call).await?;
+    ctx.step("task of call 2 completed");
     check_task(&task, second_call, &deployment.agent, &second_url)?;
     eventually("the connector to commit everything it consumed", SETTLE, || async {
         Ok(deployment.tansu.group_caught_up("switchboard-connector", TOPIC).await?.then_some(()))
     })
     .await?;
+    ctx.step("connector committed everything");
     let tasks = deployment.salesforce.tasks();
     anyhow::ensure!(tasks.len() == 2, "two calls, {} Tasks: {tasks:#?}", tasks.len());
 
@@ -253,10 +262,12 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     replay.set("kafka.group_id", "switchboard-connector-replay");
     replay.use_free_http_port()?;
     let _replaying = replay.spawn(ctx, "connector").await?;
+    ctx.step("replaying connector up");
     eventually("the replaying connector to consume the whole topic", SETTLE, || async {
         Ok(deployment.tansu.group_caught_up("switchboard-connector-replay", TOPIC).await?.then_some(()))
     })
     .await?;
+    ctx.step("replaying connector caught up");
     let tasks = deployment.salesforce.tasks();
     anyhow::ensure!(tasks.len() == 2, "after replay {} Tasks (expected 2): {tasks:#?}", tasks.len());
     for (call, url) in [(first_call, &first_url), (second_call, &second_url)] {

@@ -70,8 +70,10 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
 
     // No Salesforce yet: the call works and its events stay in the outbox.
     let mut product = config.spawn(ctx, "up").await?;
+    ctx.step("up is ready");
     let run = sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, sip, 1, Duration::from_secs(45)).await?;
     anyhow::ensure!(run.succeeded(), "the carrier's call failed (SIPp exit {:?}); see the sipp logs", run.status);
+    ctx.step("call done");
     product.process().ensure_running()?;
     phone.process().ensure_running()?;
 
@@ -81,6 +83,7 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
         Ok(rows.iter().any(|r| r.kind == "recording.available").then_some(rows))
     })
     .await?;
+    ctx.step(format!("outbox: {:?}", rows.iter().map(|r| (r.id, r.kind.as_str())).collect::<Vec<_>>()));
     let call_id = rows[0].call_id.clone();
     anyhow::ensure!(rows.iter().all(|r| r.call_id == call_id), "one call placed, outbox holds several: {rows:?}");
     let call_events: Vec<CallEvent> = rows.iter().map(|r| r.event.clone()).collect();
@@ -105,6 +108,7 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
     );
     let bytes = std::fs::read(&wavs[0])?;
     let wav = WavSummary::parse(&bytes)?;
+    ctx.step(format!("recording {}: {wav:?}", wavs[0].display()));
     anyhow::ensure!(wav.channels == 2, "recording has {} channel(s), expected stereo", wav.channels);
     let talk = events::talk_millis(&call_events).context("no answer/end times")? as f64 / 1000.0;
     anyhow::ensure!((wav.duration.as_secs_f64() - talk).abs() <= 1.5, "recording lasts {:?}, the call's media {talk} s", wav.duration);
@@ -120,6 +124,7 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
     let mut connected = config.clone();
     org.configure(&mut connected);
     let _product = connected.spawn(ctx, "up").await?;
+    ctx.step("up with Salesforce is ready");
     let last_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
     eventually("the connector to read the whole outbox", SETTLE, || async {
         let cursors = events::read_sqlite_cursors(&database).await?;
@@ -130,6 +135,7 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
         Ok(org.tasks().into_iter().find(|t| t["CallObject"] == call_id.as_str() && t["Status"] == "Completed"))
     })
     .await?;
+    ctx.step(format!("task: {task}"));
     let tasks = org.tasks();
     anyhow::ensure!(tasks.len() == 1, "one call, {} Tasks: {tasks:#?}", tasks.len());
     anyhow::ensure!(task["Type"] == "Call" && task["CallType"] == "Inbound", "Task {task:#}");
