@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod headers;
 pub mod message;
+pub mod registrar;
 pub mod response;
 pub mod transport;
 
