@@ -116,19 +116,21 @@ impl Uas {
     /// Starts the built-in `uas` scenario with RTP echo on its own ports and
     /// waits until it listens for SIP and RTP.
     pub async fn start(ctx: &TestContext, label: &str) -> anyhow::Result<Self> {
-        Self::start_scenario(ctx, label, Scenario::Builtin("uas")).await
+        Self::start_scenario(ctx, label, Scenario::Builtin("uas"), true).await
     }
 
-    /// Starts a server-side `scenario` (echoing RTP) on its own ports and
-    /// waits until it listens for SIP and RTP.
-    pub async fn start_scenario(ctx: &TestContext, label: &str, scenario: Scenario) -> anyhow::Result<Self> {
+    /// Starts a server-side `scenario` on its own ports, echoing RTP if
+    /// `echo`, and waits until it listens for SIP and RTP.
+    pub async fn start_scenario(ctx: &TestContext, label: &str, scenario: Scenario, echo: bool) -> anyhow::Result<Self> {
         let sip_port = free_sip_port()?;
         let media_port = free_udp_range(MEDIA_PORTS)?;
         let mut command = base_command(ctx, label, &scenario, sip_port, media_port)?;
-        command.arg("-rtp_echo");
+        if echo {
+            command.arg("-rtp_echo");
+        }
         let mut process = Process::spawn(ctx, &format!("sipp {label}"), command)?;
         eventually(&format!("sipp {label} to bind its SIP and RTP ports"), Duration::from_secs(20), || {
-            let bound = process.ensure_running().map(|_| udp_port_taken(sip_port) && udp_port_taken(media_port));
+            let bound = process.ensure_running().map(|_| udp_port_taken(sip_port) && (!echo || udp_port_taken(media_port)));
             async move { bound.map(|b| b.then_some(())) }
         })
         .await?;
@@ -233,4 +235,126 @@ pub fn pcap_span(path: &Path) -> anyhow::Result<Duration> {
     }
     let first = first.with_context(|| format!("{} holds no packets", path.display()))?;
     Ok(Duration::from_nanos((last - first) as u64))
+}
+
+/// Writes a pcap file of one RTP stream (PCMU, 20 ms packets) carrying a
+/// sine tone of `frequency` Hz for `duration`, for SIPp's
+/// `play_pcap_audio`. A party that plays a tone is told apart from one that
+/// talks or echoes: the test can then check which channel of a recording
+/// holds whom.
+pub fn write_tone_pcap(path: &Path, frequency: f64, duration: Duration) -> anyhow::Result<()> {
+    const RATE: f64 = 8_000.0;
+    const SAMPLES_PER_PACKET: usize = 160;
+    const AMPLITUDE: f64 = 8_000.0;
+    let packets = (duration.as_millis() / 20) as usize;
+    let mut out = Vec::with_capacity(24 + packets * 230);
+    // Global header: magic, version 2.4, zone 0, accuracy 0, snaplen, Ethernet.
+    for word in [0xa1b2_c3d4u32] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for n in 0..packets {
+        let mut payload = Vec::with_capacity(12 + SAMPLES_PER_PACKET);
+        payload.extend_from_slice(&[0x80, 0x00]); // RTP v2, payload type 0 (PCMU)
+        payload.extend_from_slice(&(n as u16).to_be_bytes());
+        payload.extend_from_slice(&((n * SAMPLES_PER_PACKET) as u32).to_be_bytes());
+        payload.extend_from_slice(&0x5eed_70e5u32.to_be_bytes());
+        for i in 0..SAMPLES_PER_PACKET {
+            let t = (n * SAMPLES_PER_PACKET + i) as f64 / RATE;
+            let sample = (AMPLITUDE * (2.0 * std::f64::consts::PI * frequency * t).sin()) as i16;
+            payload.push(mulaw_encode(sample));
+        }
+        let udp_len = 8 + payload.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = Vec::with_capacity(14 + ip_len);
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        let checksum = ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&40_000u16.to_be_bytes());
+        frame.extend_from_slice(&40_002u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&0u16.to_be_bytes()); // no UDP checksum
+        frame.extend_from_slice(&payload);
+        let at_us = n as u64 * 20_000;
+        out.extend_from_slice(&((at_us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((at_us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// G.711 μ-law encoding of one 16-bit sample (ITU-T G.711, with the bias of
+/// 0x84 and the segment search over the biased magnitude).
+fn mulaw_encode(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32_635;
+    let mut value = sample as i32;
+    let sign = if value < 0 {
+        value = -value;
+        0x80
+    } else {
+        0x00
+    };
+    let biased = value.min(CLIP) + BIAS;
+    let exponent = (7 - (biased.leading_zeros() as i32 - 17)).clamp(0, 7);
+    let mantissa = (biased >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Where a server scenario that plays `tone.pcap` finds it: the working
+/// directory of the SIPp instance labelled `label`.
+pub fn tone_pcap_path(ctx: &TestContext, label: &str) -> anyhow::Result<PathBuf> {
+    Ok(workdir(ctx, label)?.join("tone.pcap"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// G.711 μ-law decoding, the inverse of [`mulaw_encode`].
+    fn mulaw_decode(code: u8) -> i16 {
+        let code = !code;
+        let exponent = ((code >> 4) & 0x07) as i32;
+        let mantissa = (code & 0x0f) as i32;
+        let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+        (if code & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+    }
+
+    #[test]
+    fn mulaw_round_trips_within_its_quantisation_step() {
+        for sample in (-32_000i32..32_000).step_by(37) {
+            let decoded = mulaw_decode(mulaw_encode(sample as i16)) as i32;
+            // The step grows with the segment: 1/16 of the magnitude at most.
+            let tolerance = (sample.abs() / 16).max(8);
+            assert!((decoded - sample).abs() <= tolerance, "{sample} came back as {decoded}");
+        }
+        assert_eq!(mulaw_encode(0), 0xff);
+    }
+
+    #[test]
+    fn tone_pcap_spans_its_duration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tone.pcap");
+        write_tone_pcap(&path, 1_000.0, Duration::from_secs(2)).unwrap();
+        let span = pcap_span(&path).unwrap();
+        assert_eq!(span, Duration::from_millis(1_980));
+    }
 }

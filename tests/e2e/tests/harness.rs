@@ -125,7 +125,9 @@ async fn sipp_places_a_call_with_media_to_an_echoing_phone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_404_scenario_passes_on_404_and_acks_in_the_invite_transaction() {
     let ctx = TestContext::new("sipp_404_positive");
-    let refuser = Uas::start_scenario(&ctx, "refuser", Scenario::File(sipp::scenario_dir().join("uas_reply_404.xml"))).await.unwrap();
+    let refuser = Uas::start_scenario(&ctx, "refuser", Scenario::File(sipp::scenario_dir().join("uas_reply_404.xml")), false)
+        .await
+        .unwrap();
     let target = SocketAddr::from((LOCALHOST, refuser.sip_port()));
     let scenario = Scenario::File(sipp::scenario_dir().join("uac_expect_404.xml"));
     let run = sipp::uac(&ctx, "carrier", scenario, "14155550199", target, 1, Duration::from_secs(15)).await.unwrap();
