@@ -8,6 +8,9 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 
+/// Set to 1 to keep the scratch directory of a passing test.
+pub const KEEP_VAR: &str = "SWITCHBOARD_E2E_KEEP";
+
 /// How many trailing lines of each log a failure prints.
 const LOG_TAIL_LINES: usize = 150;
 
@@ -105,8 +108,13 @@ impl TestContext {
 
 impl Drop for TestContext {
     fn drop(&mut self) {
-        if std::thread::panicking() || self.failed.load(Ordering::SeqCst) {
+        let failed = std::thread::panicking() || self.failed.load(Ordering::SeqCst);
+        if failed {
             self.report();
+        }
+        // SWITCHBOARD_E2E_KEEP=1 keeps the directory of passing tests too,
+        // to read the logs of a run that worked.
+        if failed || std::env::var_os(KEEP_VAR).is_some_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
                 eprintln!("===== scratch directory of `{}` kept at {} =====", self.name, kept.display());

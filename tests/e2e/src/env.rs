@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 /// Base URL of a PostgreSQL server where the tests may create databases,
-/// e.g. `postgres://postgres@127.0.0.1:5432`.
+/// e.g. `postgres://postgres@127.0.0.1:5432/postgres` (the
+/// database in the URL, if any, is only used to create and drop others).
 pub const POSTGRES_URL: &str = "SWITCHBOARD_TEST_POSTGRES_URL";
 /// Path of the tansu broker binary.
 pub const TANSU_BIN: &str = "SWITCHBOARD_TEST_TANSU_BIN";
