@@ -37,7 +37,13 @@ impl TestContext {
             .prefix(&format!("switchboard-e2e-{name}-"))
             .tempdir()
             .expect("cannot create the test's scratch directory under the temp dir");
-        Self { name: name.to_owned(), started: std::time::Instant::now(), dir: Some(dir), logs: Mutex::new(Vec::new()), failed: AtomicBool::new(false) }
+        Self {
+            name: name.to_owned(),
+            started: std::time::Instant::now(),
+            dir: Some(dir),
+            logs: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
+        }
     }
 
     /// The scratch directory; everything the test writes goes below it.

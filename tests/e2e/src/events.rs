@@ -11,7 +11,8 @@ use switchboard_proto::{CallEvent, Kind, Message as _};
 use crate::tansu::Record;
 
 /// The kinds, in order, an answered and recorded inbound call produces.
-pub const ANSWERED_CALL: [&str; 5] = ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"];
+pub const ANSWERED_CALL: [&str; 5] =
+    ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"];
 
 /// Decodes the records of one call (those keyed by `call_id`), checking that
 /// each payload is a `CallEvent` of that call.
@@ -20,8 +21,9 @@ pub fn decode_records(records: &[Record], call_id: &str) -> anyhow::Result<Vec<C
         .iter()
         .filter(|r| r.key.as_deref() == Some(call_id))
         .map(|r| {
-            let event = CallEvent::decode(r.payload.as_slice())
-                .with_context(|| format!("record at partition {} offset {} is not a CallEvent", r.partition, r.offset))?;
+            let event = CallEvent::decode(r.payload.as_slice()).with_context(|| {
+                format!("record at partition {} offset {} is not a CallEvent", r.partition, r.offset)
+            })?;
             anyhow::ensure!(
                 event.call_id == call_id,
                 "record keyed {call_id} carries an event of call {} (offset {})",
@@ -112,7 +114,8 @@ pub async fn read_sqlite_outbox(path: &Path) -> anyhow::Result<Vec<OutboxRow>> {
                 call_id: row.try_get("call_id")?,
                 sequence: row.try_get("sequence")?,
                 kind: row.try_get("kind")?,
-                event: CallEvent::decode(payload.as_slice()).with_context(|| format!("outbox row {id} is not a CallEvent"))?,
+                event: CallEvent::decode(payload.as_slice())
+                    .with_context(|| format!("outbox row {id} is not a CallEvent"))?,
             })
         })
         .collect()

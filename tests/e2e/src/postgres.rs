@@ -28,9 +28,9 @@ impl PostgresDatabase {
             admin_url.set_path("/postgres");
         }
         let name = format!("switchboard_e2e_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = PgConnection::connect(admin_url.as_str())
-            .await
-            .with_context(|| format!("connecting to PostgreSQL at {base} (is the server running? `scripts/test` starts it)"))?;
+        let mut admin = PgConnection::connect(admin_url.as_str()).await.with_context(|| {
+            format!("connecting to PostgreSQL at {base} (is the server running? `scripts/test` starts it)")
+        })?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await

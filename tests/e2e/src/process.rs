@@ -46,7 +46,12 @@ impl Process {
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         let child = self.child.as_mut().context("process already stopped")?;
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{} exited early with {status}; log {}:\n{}", self.label, self.log.display(), tail(&self.log, 40));
+            anyhow::bail!(
+                "{} exited early with {status}; log {}:\n{}",
+                self.label,
+                self.log.display(),
+                tail(&self.log, 40)
+            );
         }
         Ok(())
     }
@@ -100,7 +105,12 @@ impl Drop for Process {
 
 /// Runs `command` to completion (at most `timeout`) with its output in a log
 /// file of the test, and returns its status and output.
-pub async fn run(ctx: &TestContext, label: &str, command: Command, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+pub async fn run(
+    ctx: &TestContext,
+    label: &str,
+    command: Command,
+    timeout: Duration,
+) -> anyhow::Result<(ExitStatus, String)> {
     let mut process = Process::spawn(ctx, label, command)?;
     let status = process.wait(timeout).await?;
     let output = std::fs::read_to_string(process.log()).unwrap_or_default();
@@ -117,7 +127,12 @@ pub struct Captured {
 /// Runs `command` to completion (at most `timeout`) keeping stdout and
 /// stderr apart (stdout of `switchboard admin … --json` is parsed); both are
 /// also written to a log file of the test.
-pub async fn run_captured(ctx: &TestContext, label: &str, command: Command, timeout: Duration) -> anyhow::Result<Captured> {
+pub async fn run_captured(
+    ctx: &TestContext,
+    label: &str,
+    command: Command,
+    timeout: Duration,
+) -> anyhow::Result<Captured> {
     let (log, _) = ctx.log_file(label)?;
     let description = format!("{command:?}");
     let mut command = tokio::process::Command::from(command);

@@ -113,8 +113,12 @@ impl S3Server {
     /// Keys of every object in the bucket, listed over S3.
     pub async fn list_keys(&self) -> anyhow::Result<Vec<String>> {
         let client = self.client()?;
-        let mut keys: Vec<String> =
-            client.list(None).map_ok(|meta| meta.location.to_string()).try_collect().await.context("listing the bucket")?;
+        let mut keys: Vec<String> = client
+            .list(None)
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .context("listing the bucket")?;
         keys.sort();
         Ok(keys)
     }

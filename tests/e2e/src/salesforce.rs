@@ -44,7 +44,18 @@ impl SigningKey {
         let certificate_file = dir.join("connector.crt");
         let mut command = Command::new("openssl");
         command
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "1", "-subj", "/CN=switchboard-e2e"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=switchboard-e2e",
+            ])
             .arg("-keyout")
             .arg(&private_key_file)
             .arg("-out")
@@ -53,7 +64,8 @@ impl SigningKey {
             .await
             .context("running the openssl CLI (Debian package openssl)")?;
         anyhow::ensure!(out.status.success(), "openssl req failed: {}", out.stderr);
-        let certificate_pem = std::fs::read_to_string(&certificate_file).context("reading the generated certificate")?;
+        let certificate_pem =
+            std::fs::read_to_string(&certificate_file).context("reading the generated certificate")?;
         Ok(Self { private_key_file, certificate_pem })
     }
 }

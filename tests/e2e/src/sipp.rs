@@ -64,7 +64,13 @@ fn workdir(ctx: &TestContext, label: &str) -> anyhow::Result<PathBuf> {
 
 /// Arguments every SIPp run gets: loopback addresses, its own ports, no
 /// terminal, traces of every message and of unexpected ones.
-fn base_command(ctx: &TestContext, label: &str, scenario: &Scenario, sip_port: u16, media_port: u16) -> anyhow::Result<Command> {
+fn base_command(
+    ctx: &TestContext,
+    label: &str,
+    scenario: &Scenario,
+    sip_port: u16,
+    media_port: u16,
+) -> anyhow::Result<Command> {
     let bin = env::required_program(env::SIPP_BIN)?;
     let dir = workdir(ctx, label)?;
     let messages = dir.join("messages.log");
@@ -121,7 +127,12 @@ impl Uas {
 
     /// Starts a server-side `scenario` on its own ports, echoing RTP if
     /// `echo`, and waits until it listens for SIP and RTP.
-    pub async fn start_scenario(ctx: &TestContext, label: &str, scenario: Scenario, echo: bool) -> anyhow::Result<Self> {
+    pub async fn start_scenario(
+        ctx: &TestContext,
+        label: &str,
+        scenario: Scenario,
+        echo: bool,
+    ) -> anyhow::Result<Self> {
         let sip_port = free_sip_port()?;
         let media_port = free_udp_range(MEDIA_PORTS)?;
         let mut command = base_command(ctx, label, &scenario, sip_port, media_port)?;
@@ -130,7 +141,8 @@ impl Uas {
         }
         let mut process = Process::spawn(ctx, &format!("sipp {label}"), command)?;
         eventually(&format!("sipp {label} to bind its SIP and RTP ports"), Duration::from_secs(20), || {
-            let bound = process.ensure_running().map(|_| udp_port_taken(sip_port) && (!echo || udp_port_taken(media_port)));
+            let bound =
+                process.ensure_running().map(|_| udp_port_taken(sip_port) && (!echo || udp_port_taken(media_port)));
             async move { bound.map(|b| b.then_some(())) }
         })
         .await?;
@@ -199,7 +211,8 @@ pub async fn uac(
     let mut process = Process::spawn(ctx, &format!("sipp {label} ({})", scenario.name()), command)?;
     // SIPp enforces its own timeout; the extra margin covers its start-up.
     let status = process.wait(timeout + Duration::from_secs(15)).await?;
-    let messages = std::fs::read_to_string(ctx.dir().join(format!("sipp-{label}")).join("messages.log")).unwrap_or_default();
+    let messages =
+        std::fs::read_to_string(ctx.dir().join(format!("sipp-{label}")).join("messages.log")).unwrap_or_default();
     Ok(UacRun { status, messages })
 }
 

@@ -189,7 +189,6 @@ pub fn json_id(value: &serde_json::Value) -> anyhow::Result<String> {
     anyhow::bail!("no `id` in the admin command's JSON: {value}")
 }
 
-
 /// Ids of the agent a test provisions.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -211,9 +210,8 @@ pub async fn provision_agent(
         .admin_json(ctx, &["user", "add", "--name", "Ada Agent", "--salesforce-user-id", salesforce_user_id])
         .await?;
     let user_id = json_id(&user)?;
-    let device = config
-        .admin_json(ctx, &["device", "add", "--user", &user_id, "--name", "desk", "--contact", contact])
-        .await?;
+    let device =
+        config.admin_json(ctx, &["device", "add", "--user", &user_id, "--name", "desk", "--contact", contact]).await?;
     let device_id = json_id(&device)?;
     config.admin_json(ctx, &["number", "add", number, "--user", &user_id]).await?;
     Ok(Agent { user_id, device_id })

@@ -144,10 +144,15 @@ impl Tansu {
             Ok(committed
                 .elements()
                 .iter()
-                .map(|e| (e.partition(), match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                }))
+                .map(|e| {
+                    (
+                        e.partition(),
+                        match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        },
+                    )
+                })
                 .collect())
         })
         .await?
@@ -159,9 +164,9 @@ impl Tansu {
     pub async fn group_caught_up(&self, group: &str, topic: &str) -> anyhow::Result<bool> {
         let high = self.high_watermarks(topic).await?;
         let committed = self.committed_offsets(group, topic).await?;
-        Ok(high.iter().all(|(p, hw)| {
-            *hw == 0 || committed.iter().any(|(cp, off)| cp == p && off.is_some_and(|o| o >= *hw))
-        }))
+        Ok(high
+            .iter()
+            .all(|(p, hw)| *hw == 0 || committed.iter().any(|(cp, off)| cp == p && off.is_some_and(|o| o >= *hw))))
     }
 }
 

@@ -96,7 +96,12 @@ mod tests {
 
     /// A stereo 8 kHz WAV: a 1 kHz tone on the right, a 350 Hz tone on the left.
     fn two_tones() -> Vec<u8> {
-        let spec = hound::WavSpec { channels: 2, sample_rate: 8_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut out = Cursor::new(Vec::new());
         let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
         for i in 0..16_000 {

@@ -111,9 +111,10 @@ async fn sipp_places_a_call_with_media_to_an_echoing_phone() {
     let ctx = TestContext::new("sipp_direct");
     let mut phone = Uas::start(&ctx, "phone").await.unwrap();
     let target = SocketAddr::from((LOCALHOST, phone.sip_port()));
-    let run = sipp::uac(&ctx, "carrier", Scenario::Builtin("uac_pcap"), "14155550100", target, 1, Duration::from_secs(40))
-        .await
-        .unwrap();
+    let run =
+        sipp::uac(&ctx, "carrier", Scenario::Builtin("uac_pcap"), "14155550100", target, 1, Duration::from_secs(40))
+            .await
+            .unwrap();
     assert!(run.succeeded(), "SIPp call to SIPp failed: {:?}", run.status);
     assert!(run.messages.contains("SIP/2.0 200 OK"), "no 200 OK in the trace");
     phone.process().ensure_running().unwrap();
@@ -125,21 +126,18 @@ async fn sipp_places_a_call_with_media_to_an_echoing_phone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_404_scenario_passes_on_404_and_acks_in_the_invite_transaction() {
     let ctx = TestContext::new("sipp_404_positive");
-    let refuser = Uas::start_scenario(&ctx, "refuser", Scenario::File(sipp::scenario_dir().join("uas_reply_404.xml")), false)
-        .await
-        .unwrap();
+    let refuser =
+        Uas::start_scenario(&ctx, "refuser", Scenario::File(sipp::scenario_dir().join("uas_reply_404.xml")), false)
+            .await
+            .unwrap();
     let target = SocketAddr::from((LOCALHOST, refuser.sip_port()));
     let scenario = Scenario::File(sipp::scenario_dir().join("uac_expect_404.xml"));
     let run = sipp::uac(&ctx, "carrier", scenario, "14155550199", target, 1, Duration::from_secs(15)).await.unwrap();
     assert!(run.succeeded(), "the 404 scenario failed against a server answering 404: {:?}", run.status);
     // The ACK of a non-2xx answer must carry the INVITE's branch (RFC 3261
     // 17.1.1.3), or a real gateway would not match it to the transaction.
-    let branches: Vec<&str> = run
-        .messages
-        .lines()
-        .filter(|l| l.starts_with("Via:"))
-        .filter_map(|l| l.split("branch=").nth(1))
-        .collect();
+    let branches: Vec<&str> =
+        run.messages.lines().filter(|l| l.starts_with("Via:")).filter_map(|l| l.split("branch=").nth(1)).collect();
     assert!(branches.len() >= 2, "no Via branches in the trace:\n{}", run.messages);
     let invite_branch = branches[0];
     let ack_branch = *branches.last().unwrap();
@@ -160,8 +158,9 @@ async fn sipp_404_scenario_fails_when_the_call_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_wait_names_what_it_waited_for() {
-    let err = eventually("the impossible", Duration::from_millis(300), || async { Ok::<Option<()>, anyhow::Error>(None) })
-        .await
-        .unwrap_err();
+    let err =
+        eventually("the impossible", Duration::from_millis(300), || async { Ok::<Option<()>, anyhow::Error>(None) })
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("the impossible"), "{err}");
 }

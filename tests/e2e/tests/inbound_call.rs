@@ -90,8 +90,13 @@ impl Deployment {
 
     /// Places one call from the carrier and checks SIPp saw it through.
     async fn call(&mut self, ctx: &TestContext, label: &str) -> anyhow::Result<()> {
-        let run = sipp::uac(ctx, label, Scenario::Builtin("uac_pcap"), DIALLED, self.sip, 1, Duration::from_secs(45)).await?;
-        anyhow::ensure!(run.succeeded(), "the carrier's call {label} failed (SIPp exit {:?}); see the sipp logs", run.status);
+        let run =
+            sipp::uac(ctx, label, Scenario::Builtin("uac_pcap"), DIALLED, self.sip, 1, Duration::from_secs(45)).await?;
+        anyhow::ensure!(
+            run.succeeded(),
+            "the carrier's call {label} failed (SIPp exit {:?}); see the sipp logs",
+            run.status
+        );
         self.gateway.process().ensure_running()?;
         self.phone.process().ensure_running()?;
         Ok(())
@@ -128,27 +133,49 @@ impl Deployment {
 
 /// Checks a call's events as published: order, numbering, one partition,
 /// who and what.
-fn check_call_events(records: &[switchboard_e2e::tansu::Record], call_id: &str, events: &[CallEvent], agent: &Agent) -> anyhow::Result<()> {
+fn check_call_events(
+    records: &[switchboard_e2e::tansu::Record],
+    call_id: &str,
+    events: &[CallEvent],
+    agent: &Agent,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         events::kinds(events) == ANSWERED_CALL,
         "call {call_id} published {:?}, expected {ANSWERED_CALL:?}",
         events::kinds(events)
     );
     events::ensure_in_sequence(events)?;
-    let partitions: Vec<i32> = records.iter().filter(|r| r.key.as_deref() == Some(call_id)).map(|r| r.partition).collect();
-    anyhow::ensure!(partitions.windows(2).all(|w| w[0] == w[1]), "events of call {call_id} spread over partitions {partitions:?}");
+    let partitions: Vec<i32> =
+        records.iter().filter(|r| r.key.as_deref() == Some(call_id)).map(|r| r.partition).collect();
+    anyhow::ensure!(
+        partitions.windows(2).all(|w| w[0] == w[1]),
+        "events of call {call_id} spread over partitions {partitions:?}"
+    );
     let Some(Kind::Started(started)) = &events[0].kind else { unreachable!("kinds checked above") };
-    anyhow::ensure!(started.direction == switchboard_proto::v1::Direction::Inbound as i32, "direction {:?}", started.direction);
+    anyhow::ensure!(
+        started.direction == switchboard_proto::v1::Direction::Inbound as i32,
+        "direction {:?}",
+        started.direction
+    );
     anyhow::ensure!(started.to.as_ref().is_some_and(|p| p.number == NUMBER), "dialled number {:?}", started.to);
     let owner = started.owner.as_ref().context("call.started names no owner")?;
-    anyhow::ensure!(owner.user_id == agent.user_id, "owner {} is not the provisioned user {}", owner.user_id, agent.user_id);
+    anyhow::ensure!(
+        owner.user_id == agent.user_id,
+        "owner {} is not the provisioned user {}",
+        owner.user_id,
+        agent.user_id
+    );
     anyhow::ensure!(
         salesforce::same_id(&owner.salesforce_user_id, salesforce::AGENT_USER_ID),
         "owner's Salesforce id {:?}",
         owner.salesforce_user_id
     );
     let Some(Kind::Ended(ended)) = &events[3].kind else { unreachable!("kinds checked above") };
-    anyhow::ensure!(ended.reason == switchboard_proto::v1::EndReason::Completed as i32, "end reason {:?}", ended.reason);
+    anyhow::ensure!(
+        ended.reason == switchboard_proto::v1::EndReason::Completed as i32,
+        "end reason {:?}",
+        ended.reason
+    );
     anyhow::ensure!(ended.sip_status == 200, "final SIP status {}", ended.sip_status);
     Ok(())
 }
@@ -157,15 +184,33 @@ fn check_call_events(records: &[switchboard_e2e::tansu::Record], call_id: &str, 
 /// says, a stereo WAV as long as the call, with sound on both sides.
 async fn check_recording(ctx: &TestContext, s3: &S3Server, events: &[CallEvent]) -> anyhow::Result<()> {
     let recording = events::recording(events).context("no recording.available event")?;
-    anyhow::ensure!(recording.object_key.starts_with(PREFIX), "object key {} lacks the prefix {PREFIX}", recording.object_key);
+    anyhow::ensure!(
+        recording.object_key.starts_with(PREFIX),
+        "object key {} lacks the prefix {PREFIX}",
+        recording.object_key
+    );
     let keys = s3.list_keys().await?;
-    anyhow::ensure!(keys.contains(&recording.object_key), "{} not in the bucket, which holds {keys:?}", recording.object_key);
+    anyhow::ensure!(
+        keys.contains(&recording.object_key),
+        "{} not in the bucket, which holds {keys:?}",
+        recording.object_key
+    );
     let bytes = s3.get(&recording.object_key).await?;
-    anyhow::ensure!(bytes.len() as u64 == recording.size_bytes, "object has {} bytes, event says {}", bytes.len(), recording.size_bytes);
+    anyhow::ensure!(
+        bytes.len() as u64 == recording.size_bytes,
+        "object has {} bytes, event says {}",
+        bytes.len(),
+        recording.size_bytes
+    );
     let wav = WavSummary::parse(&bytes)?;
     ctx.step(format!("recording {}: {wav:?}", recording.object_key));
     anyhow::ensure!(wav.channels == 2, "recording has {} channel(s), expected stereo", wav.channels);
-    anyhow::ensure!(wav.sample_rate == recording.sample_rate_hz, "WAV at {} Hz, event says {}", wav.sample_rate, recording.sample_rate_hz);
+    anyhow::ensure!(
+        wav.sample_rate == recording.sample_rate_hz,
+        "WAV at {} Hz, event says {}",
+        wav.sample_rate,
+        recording.sample_rate_hz
+    );
     let talk = Duration::from_millis(events::talk_millis(events).context("no answer/end times")?.max(0) as u64);
     anyhow::ensure!(
         talk >= Duration::from_secs(8) && talk <= Duration::from_secs(15),
@@ -180,7 +225,11 @@ async fn check_recording(ctx: &TestContext, s3: &S3Server, events: &[CallEvent])
         wav.duration
     );
     for (channel, rms) in wav.rms.iter().enumerate() {
-        anyhow::ensure!(*rms > AUDIBLE_RMS, "channel {channel} is silent (RMS {rms:.0}); RMS per channel {:?}", wav.rms);
+        anyhow::ensure!(
+            *rms > AUDIBLE_RMS,
+            "channel {channel} is silent (RMS {rms:.0}); RMS per channel {:?}",
+            wav.rms
+        );
     }
     Ok(())
 }
@@ -201,7 +250,11 @@ fn check_task(task: &Value, call_id: &str, agent: &Agent, recording_url: &str) -
         "Description {description} lacks the recording link {recording_url}"
     );
     let key = format!("{call_id}:{}", agent.user_id);
-    anyhow::ensure!(field("Switchboard_Key__c") == key.as_str(), "Switchboard_Key__c {} (expected {key})", field("Switchboard_Key__c"));
+    anyhow::ensure!(
+        field("Switchboard_Key__c") == key.as_str(),
+        "Switchboard_Key__c {} (expected {key})",
+        field("Switchboard_Key__c")
+    );
     Ok(())
 }
 
@@ -221,7 +274,12 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     ctx.step("call 1 done");
     let calls = deployment.published_calls(1).await?;
     ctx.step("call 1 published");
-    anyhow::ensure!(calls.len() == 1, "one call placed, {} call ids on the topic: {:?}", calls.len(), calls.iter().map(|c| &c.0).collect::<Vec<_>>());
+    anyhow::ensure!(
+        calls.len() == 1,
+        "one call placed, {} call ids on the topic: {:?}",
+        calls.len(),
+        calls.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
     let (first_call, first_events) = &calls[0];
     let records = deployment.tansu.read_all(TOPIC).await?;
     check_call_events(&records, first_call, first_events, &deployment.agent)?;
@@ -288,7 +346,11 @@ async fn unknown_number(ctx: &TestContext) -> anyhow::Result<()> {
     let deployment = Deployment::start(ctx).await?;
     let scenario = Scenario::File(sipp::scenario_dir().join("uac_expect_404.xml"));
     let run = sipp::uac(ctx, "carrier", scenario, "14155550199", deployment.sip, 1, Duration::from_secs(20)).await?;
-    anyhow::ensure!(run.succeeded(), "the gateway did not answer 404 to an unknown number (SIPp exit {:?})", run.status);
+    anyhow::ensure!(
+        run.succeeded(),
+        "the gateway did not answer 404 to an unknown number (SIPp exit {:?})",
+        run.status
+    );
     anyhow::ensure!(run.messages.contains("SIP/2.0 404"), "no 404 in SIPp's trace");
     Ok(())
 }

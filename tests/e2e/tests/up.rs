@@ -85,7 +85,9 @@ impl Product {
     /// Places the carrier's call (SIPp `uac_pcap`) and waits until its
     /// recording is announced in the outbox; returns the outbox then.
     async fn call(&mut self, ctx: &TestContext, phone: &mut Uas) -> anyhow::Result<Vec<OutboxRow>> {
-        let run = sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, self.sip, 1, Duration::from_secs(45)).await?;
+        let run =
+            sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, self.sip, 1, Duration::from_secs(45))
+                .await?;
         anyhow::ensure!(run.succeeded(), "the carrier's call failed (SIPp exit {:?}); see the sipp logs", run.status);
         ctx.step("call done");
         self.service.process().ensure_running()?;
@@ -123,8 +125,20 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
     anyhow::ensure!(events::kinds(&call_events) == ANSWERED_CALL, "outbox holds {:?}", events::kinds(&call_events));
     events::ensure_in_sequence(&call_events)?;
     for row in &rows {
-        anyhow::ensure!(row.sequence as u64 == row.event.sequence, "row {} column sequence {} vs event {}", row.id, row.sequence, row.event.sequence);
-        anyhow::ensure!(row.kind == row.event.kind_name(), "row {} kind column {} vs event {}", row.id, row.kind, row.event.kind_name());
+        anyhow::ensure!(
+            row.sequence as u64 == row.event.sequence,
+            "row {} column sequence {} vs event {}",
+            row.id,
+            row.sequence,
+            row.event.sequence
+        );
+        anyhow::ensure!(
+            row.kind == row.event.kind_name(),
+            "row {} kind column {} vs event {}",
+            row.id,
+            row.kind,
+            row.event.kind_name()
+        );
         anyhow::ensure!(row.event.call_id == call_id, "row {} carries call {}", row.id, row.event.call_id);
     }
 
@@ -136,7 +150,11 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
     ctx.step(format!("recording {}: {wav:?}", file.display()));
     anyhow::ensure!(wav.channels == 2, "recording has {} channel(s), expected stereo", wav.channels);
     let talk = events::talk_millis(&call_events).context("no answer/end times")? as f64 / 1000.0;
-    anyhow::ensure!((wav.duration.as_secs_f64() - talk).abs() <= 1.5, "recording lasts {:?}, the call's media {talk} s", wav.duration);
+    anyhow::ensure!(
+        (wav.duration.as_secs_f64() - talk).abs() <= 1.5,
+        "recording lasts {:?}, the call's media {talk} s",
+        wav.duration
+    );
     for (channel, rms) in wav.rms.iter().enumerate() {
         anyhow::ensure!(*rms > AUDIBLE_RMS, "channel {channel} is silent (RMS {rms:.0})");
     }
@@ -164,15 +182,27 @@ async fn up(ctx: &TestContext) -> anyhow::Result<()> {
     let tasks = org.tasks();
     anyhow::ensure!(tasks.len() == 1, "one call, {} Tasks: {tasks:#?}", tasks.len());
     anyhow::ensure!(task["Type"] == "Call" && task["CallType"] == "Inbound", "Task {task:#}");
-    anyhow::ensure!(salesforce::same_id(task["OwnerId"].as_str().unwrap_or(""), salesforce::AGENT_USER_ID), "OwnerId {}", task["OwnerId"]);
-    anyhow::ensure!(task["CallDurationInSeconds"].as_f64().unwrap_or(0.0) > 0.0, "CallDurationInSeconds {}", task["CallDurationInSeconds"]);
+    anyhow::ensure!(
+        salesforce::same_id(task["OwnerId"].as_str().unwrap_or(""), salesforce::AGENT_USER_ID),
+        "OwnerId {}",
+        task["OwnerId"]
+    );
+    anyhow::ensure!(
+        task["CallDurationInSeconds"].as_f64().unwrap_or(0.0) > 0.0,
+        "CallDurationInSeconds {}",
+        task["CallDurationInSeconds"]
+    );
     anyhow::ensure!(
         task["Description"].as_str().is_some_and(|d| d.contains(&recording.url)),
         "Description {} lacks {}",
         task["Description"],
         recording.url
     );
-    anyhow::ensure!(task["Switchboard_Key__c"] == format!("{call_id}:{}", agent.user_id).as_str(), "external id {}", task["Switchboard_Key__c"]);
+    anyhow::ensure!(
+        task["Switchboard_Key__c"] == format!("{call_id}:{}", agent.user_id).as_str(),
+        "external id {}",
+        task["Switchboard_Key__c"]
+    );
     Ok(())
 }
 
@@ -196,7 +226,11 @@ async fn separate_channels(ctx: &TestContext) -> anyhow::Result<()> {
     let call_events: Vec<CallEvent> = rows.iter().map(|r| r.event.clone()).collect();
     let recording = events::recording(&call_events).context("no recording event")?.clone();
     let roles = [ChannelRole::Customer as i32, ChannelRole::Agent as i32];
-    anyhow::ensure!(recording.channels == roles, "channel roles {:?}, expected customer then agent", recording.channels);
+    anyhow::ensure!(
+        recording.channels == roles,
+        "channel roles {:?}, expected customer then agent",
+        recording.channels
+    );
 
     let bytes = std::fs::read(product.recording_file(&recording.object_key)?)?;
     let wav = WavSummary::parse(&bytes)?;
@@ -204,9 +238,17 @@ async fn separate_channels(ctx: &TestContext) -> anyhow::Result<()> {
     ctx.step(format!("recording {wav:?}, share of energy at {TONE_HZ} Hz per channel {shares:?}"));
     anyhow::ensure!(wav.channels == 2, "recording has {} channel(s), expected stereo", wav.channels);
     for (channel, rms) in wav.rms.iter().enumerate() {
-        anyhow::ensure!(*rms > AUDIBLE_RMS, "channel {channel} is silent (RMS {rms:.0}); RMS per channel {:?}", wav.rms);
+        anyhow::ensure!(
+            *rms > AUDIBLE_RMS,
+            "channel {channel} is silent (RMS {rms:.0}); RMS per channel {:?}",
+            wav.rms
+        );
     }
     anyhow::ensure!(shares[0] < 0.2, "the customer channel holds the agent's tone ({:.2} of its energy)", shares[0]);
-    anyhow::ensure!(shares[1] > 0.7, "the agent channel does not hold the agent's tone (only {:.2} of its energy)", shares[1]);
+    anyhow::ensure!(
+        shares[1] > 0.7,
+        "the agent channel does not hold the agent's tone (only {:.2} of its energy)",
+        shares[1]
+    );
     Ok(())
 }
