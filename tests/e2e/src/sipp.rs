@@ -262,9 +262,7 @@ pub fn write_tone_pcap(path: &Path, frequency: f64, duration: Duration) -> anyho
     let packets = (duration.as_millis() / 20) as usize;
     let mut out = Vec::with_capacity(24 + packets * 230);
     // Global header: magic, version 2.4, zone 0, accuracy 0, snaplen, Ethernet.
-    for word in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());
