@@ -17,6 +17,9 @@ use tracing::{debug, warn};
 
 use super::message::{frame_length, Frame, SipMessage};
 
+/// How long an outgoing TCP connection may take to establish.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a message goes to, or came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -150,16 +153,11 @@ impl Transport {
             }
             Destination::Tcp(addr) => {
                 let existing = self.connections.lock().ok().and_then(|c| c.get(&addr).cloned());
+                // A new connection is queued, not awaited: a peer that does
+                // not answer must not hold up the caller (the call manager).
                 let sender = match existing {
                     Some(s) if !s.is_closed() => s,
-                    _ => match TcpStream::connect(addr).await {
-                        Ok(stream) => self.clone().adopt(stream, addr),
-                        Err(e) => {
-                            warn!(%addr, error = %e, "SIP connect over TCP failed");
-                            metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TCP").increment(1);
-                            return;
-                        }
-                    },
+                    _ => self.clone().connect_queued(addr),
                 };
                 if sender.send(bytes).await.is_err() {
                     metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TCP").increment(1);
@@ -207,21 +205,53 @@ impl Transport {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = listener.accept() => match r {
-                    Ok((stream, peer)) => { self.clone().adopt(stream, peer); }
+                    Ok((stream, peer)) => self.clone().adopt(stream, peer),
                     Err(e) => warn!(error = %e, "SIP TCP accept failed"),
                 },
             }
         }
     }
 
-    /// Starts reader and writer tasks for a connection and registers it.
-    fn adopt(self, stream: TcpStream, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    /// Registers a queue for `peer` at once and connects in the background;
+    /// messages queued meanwhile are written once connected, or dropped
+    /// (and counted) if the connection fails.
+    fn connect_queued(self, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
         if let Ok(mut c) = self.connections.lock() {
             c.insert(peer, tx.clone());
         }
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+                Ok(Ok(stream)) => self.run_connection(stream, peer, rx),
+                outcome => {
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    warn!(%peer, error, "SIP connect over TCP failed");
+                    metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TCP").increment(1);
+                    if let Ok(mut c) = self.connections.lock() {
+                        c.remove(&peer);
+                    }
+                }
+            }
+        });
+        tx
+    }
+
+    /// Registers an accepted connection and starts its reader and writer.
+    fn adopt(self, stream: TcpStream, peer: SocketAddr) {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+        if let Ok(mut c) = self.connections.lock() {
+            c.insert(peer, tx);
+        }
+        self.run_connection(stream, peer, rx);
+    }
+
+    /// Starts the writer (draining `rx`) and the framing reader of a connection.
+    fn run_connection(self, stream: TcpStream, peer: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             while let Some(bytes) = tokio::select! { _ = shutdown.cancelled() => None, b = rx.recv() => b } {
@@ -265,6 +295,48 @@ impl Transport {
                 c.remove(&peer);
             }
         });
-        tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn outgoing_tcp_messages_are_queued_while_connecting_and_keep_their_order() {
+        let (tx, _rx) = mpsc::channel(8);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let t = Transport::bind(None, Some(any), 65_535, tx, CancellationToken::new()).await.unwrap();
+        let peer = TcpListener::bind(any).await.unwrap();
+        let dest = Destination::Tcp(peer.local_addr().unwrap());
+        let mut first = SipMessage::request("OPTIONS", "sip:a@b");
+        first.push_header("Call-ID", "one");
+        let mut second = first.clone();
+        second.set_header("Call-ID", "two");
+        // Both sends return before the peer has even accepted.
+        t.send(dest, &first).await;
+        t.send(dest, &second).await;
+        let (mut conn, _) = peer.accept().await.unwrap();
+        let expected = [first.encode(), second.encode()].concat();
+        let mut got = vec![0u8; expected.len()];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_forgotten_so_the_next_send_retries() {
+        let (tx, _rx) = mpsc::channel(8);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let t = Transport::bind(None, Some(any), 65_535, tx, CancellationToken::new()).await.unwrap();
+        // A port with no listener: connect is refused.
+        let closed = TcpListener::bind(any).await.unwrap().local_addr().unwrap();
+        t.send(Destination::Tcp(closed), &SipMessage::request("OPTIONS", "sip:a@b")).await;
+        let gone = async {
+            while t.connections.lock().unwrap().contains_key(&closed) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), gone).await.expect("failed connection removed");
     }
 }
