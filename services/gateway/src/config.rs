@@ -50,6 +50,9 @@ pub struct SipConfig {
     pub ring_timeout_secs: u64,
     /// Value of the User-Agent / Server header.
     pub user_agent: String,
+    /// Digest realm devices authenticate in (REGISTER). Changing it
+    /// invalidates stored device credentials.
+    pub realm: String,
 }
 
 impl Default for SipConfig {
@@ -62,6 +65,7 @@ impl Default for SipConfig {
             max_message_bytes: 65_535,
             ring_timeout_secs: 60,
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
+            realm: "switchboard".to_owned(),
         }
     }
 }
@@ -197,6 +201,9 @@ impl GatewayConfig {
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return Err(ConfigError::new("sip.ring_timeout_secs", "seconds between 1 and 600"));
+        }
+        if self.sip.realm.trim().is_empty() || self.sip.realm.contains('"') {
+            return Err(ConfigError::new("sip.realm", "a non-empty realm without quotes"));
         }
         let m = &self.media;
         if m.port_min < 1024 || m.port_min % 2 != 0 {

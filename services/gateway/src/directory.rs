@@ -261,6 +261,32 @@ impl Directory {
         Ok(device)
     }
 
+    /// Sets the digest credentials a device registers and calls with.
+    /// Only H(username:realm:password) is stored, for MD5 and SHA-256.
+    pub async fn set_device_credentials(&self, device_id: &str, username: &str, password: &str, realm: &str) -> Result<(), DirectoryError> {
+        let username = username.trim();
+        if username.is_empty() || username.len() > 64 || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)) {
+            return Err(DirectoryError::invalid("sip_username", "1 to 64 letters, digits or -_.!~*'()"));
+        }
+        if password.len() < 12 {
+            return Err(DirectoryError::invalid("sip_password", "at least 12 characters"));
+        }
+        let account = crate::sip::registrar::Account::from_password(username, realm, password);
+        let updated = sqlx::query("UPDATE devices SET sip_username = $2, ha1_md5 = $3, ha1_sha256 = $4 WHERE id = $1")
+            .bind(device_id)
+            .bind(username)
+            .bind(&account.ha1_md5)
+            .bind(&account.ha1_sha256)
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| conflict_or_store(e, &format!("another device already has the SIP username {username}")))?;
+        if updated.rows_affected() == 0 {
+            return Err(DirectoryError::not_found("device", device_id));
+        }
+        tracing::info!(device_id, sip_username = username, "device credentials set");
+        Ok(())
+    }
+
     /// Devices, oldest first: all of them, or those of one user (which must
     /// exist, so a mistyped id is an error rather than an empty list).
     pub async fn list_devices(&self, user_id: Option<&str>) -> Result<Vec<Device>, DirectoryError> {

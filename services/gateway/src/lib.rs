@@ -16,6 +16,7 @@ pub mod directory;
 pub mod events;
 pub mod media;
 pub mod recordings;
+pub mod registrations;
 pub mod sip;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,6 +38,9 @@ use crate::config::{EventLogKind, GatewayConfig};
 use crate::directory::Directory;
 use crate::media::ports::PortAllocator;
 use crate::recordings::RecordingSink;
+use crate::registrations::Registrations;
+use crate::sip::digest::Nonces;
+use crate::sip::registrar::Registrar;
 use crate::sip::Transport;
 
 /// Entry point of the gateway role.
@@ -99,6 +103,14 @@ impl Gateway {
             db: db.clone(),
             recordings: recordings.clone(),
             record_all: config.recordings.record_all,
+            registrar: Arc::new(Registrar {
+                realm: config.sip.realm.clone(),
+                // Nonces are valid for five minutes and only for this process;
+                // after a restart devices are simply challenged again.
+                nonces: Nonces::new(rand::random(), 300),
+                user_agent: config.sip.user_agent.clone(),
+            }),
+            registrations: Registrations::new(db.clone()),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
             committed: committed.clone(),
             shutdown: shutdown.clone(),

@@ -25,6 +25,9 @@ use crate::directory::{Directory, NumberRoute};
 use crate::media::ports::{PortAllocator, PortPair};
 use crate::media::relay::{MediaRelay, Side};
 use crate::recordings::RecordingSink;
+use crate::registrations::Registrations;
+use crate::sip::digest::Credentials;
+use crate::sip::registrar::{AuthOutcome, Registrar};
 use crate::sip::headers::{NameAddr, SipUri};
 use crate::sip::response::{make_response, validate_request};
 use crate::sip::transport::Inbound;
@@ -41,6 +44,9 @@ pub struct ManagerDeps {
     pub db: Database,
     pub recordings: RecordingSink,
     pub record_all: bool,
+    /// REGISTER handling and the registrations it keeps.
+    pub registrar: Arc<Registrar>,
+    pub registrations: Registrations,
     pub ring_timeout: Duration,
     /// Notified after each committed call event.
     pub committed: Arc<Notify>,
@@ -179,6 +185,14 @@ impl Manager {
         let ua = self.deps.local.user_agent.clone();
         match method.as_str() {
             "INVITE" if to_tag.is_none() => self.new_call(msg, source).await,
+            "REGISTER" => {
+                let (registrar, registrations, transport) =
+                    (self.deps.registrar.clone(), self.deps.registrations.clone(), self.deps.transport.clone());
+                tokio::spawn(async move {
+                    let response = register(&registrar, &registrations, &msg, source).await;
+                    transport.send(source, &response).await;
+                });
+            }
             "ACK" => {}
             "OPTIONS" => {
                 let mut ok = make_response(&msg, 200, Some("sb-options"), &ua);
@@ -239,12 +253,13 @@ impl Manager {
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
         self.execute(&id, vec![trying]).await;
         let directory = self.deps.directory.clone();
+        let registrations = self.deps.registrations.clone();
         let ports = self.deps.ports.clone();
         let work = self.work.clone();
         let span = info_span!("route", call_id = %id);
         tokio::spawn(
             async move {
-                let outcome = route(&directory, &ports, &dialled).await;
+                let outcome = route(&directory, &registrations, &ports, &dialled).await;
                 let _ = work.send(Work::Routed { id, outcome });
             }
             .instrument(span),
@@ -422,7 +437,7 @@ impl Manager {
 }
 
 /// Finds the number's owner and a device to ring, and binds media ports.
-async fn route(directory: &Directory, ports: &PortAllocator, dialled: &str) -> RouteOutcome {
+async fn route(directory: &Directory, registrations: &Registrations, ports: &PortAllocator, dialled: &str) -> RouteOutcome {
     let route = match directory.route_number(dialled).await {
         Ok(Some(r)) => r,
         Ok(None) => return RouteOutcome::NotFound,
@@ -430,6 +445,17 @@ async fn route(directory: &Directory, ports: &PortAllocator, dialled: &str) -> R
     };
     let mut chosen = None;
     for device in &route.devices {
+        // A live registration wins over the provisioned contact: requests go
+        // to where the REGISTER came from (NAT), addressed to its Contact.
+        match registrations.bindings(&device.id, unix_now()).await {
+            Ok(bindings) => {
+                if let Some(b) = bindings.into_iter().next() {
+                    chosen = Some((device.id.clone(), b.contact, b.source));
+                    break;
+                }
+            }
+            Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; using the provisioned contact"),
+        }
         if let Some(dest) = resolve_contact(&device.contact_uri).await {
             chosen = Some((device.id.clone(), device.contact_uri.clone(), dest));
             break;
@@ -459,4 +485,53 @@ async fn resolve_contact(contact: &str) -> Option<Destination> {
         "TCP" => Destination::Tcp(addr),
         _ => Destination::Udp(addr),
     })
+}
+
+/// Handles one REGISTER: finds the account, runs the registrar, stores the
+/// changes; returns the response to send.
+async fn register(registrar: &Registrar, registrations: &Registrations, msg: &SipMessage, source: Destination) -> SipMessage {
+    let now = unix_now();
+    let username = msg
+        .header("Authorization")
+        .and_then(Credentials::parse)
+        .map(|c| c.username)
+        .or_else(|| msg.header("To").and_then(NameAddr::parse).and_then(|n| n.user()));
+    let account = match &username {
+        Some(u) => match registrations.account(u).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "reading the device account failed");
+                return make_response(msg, 500, Some("sb-reg"), &registrar.user_agent);
+            }
+        },
+        None => None,
+    };
+    let device_id = account.as_ref().map(|(id, _)| id.clone());
+    let bindings = match &device_id {
+        Some(id) => registrations.bindings(id, now).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let outcome = registrar.handle(msg, source, account.as_ref().map(|(_, a)| a), &bindings, now);
+    let label = match outcome.auth {
+        AuthOutcome::Challenged => "challenged",
+        AuthOutcome::Accepted => "accepted",
+        AuthOutcome::Stale => "stale",
+        AuthOutcome::Failed => "failed",
+    };
+    metrics::counter!("switchboard_sip_register_total", "auth" => label).increment(1);
+    if outcome.auth == AuthOutcome::Failed {
+        info!(peer = %source.addr(), username = username.as_deref().unwrap_or("-"), "REGISTER with wrong credentials");
+    }
+    if let (Some(id), false) = (&device_id, outcome.changes.is_empty()) {
+        if let Err(e) = registrations.apply(id, &outcome.changes).await {
+            warn!(device = %id, error = %e, "storing the registration failed");
+            return make_response(msg, 500, Some("sb-reg"), &registrar.user_agent);
+        }
+        info!(device = %id, peer = %source.addr(), "registration updated");
+    }
+    outcome.response
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -1,0 +1,104 @@
+//! Devices register with digest authentication and are then reached at the
+//! address they registered from, over real UDP sockets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_gateway::config::GatewayConfig;
+use switchboard_gateway::directory::{Directory, NewDevice, NewUser};
+use switchboard_gateway::sip::digest::{answer, Challenge};
+use switchboard_gateway::sip::SipMessage;
+use switchboard_gateway::Gateway;
+use switchboard_store::Database;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+async fn recv(sock: &UdpSocket) -> SipMessage {
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await.expect("a SIP message").unwrap();
+    SipMessage::parse(&buf[..n], 65_536).unwrap()
+}
+
+/// Receives until a message that is not `100 Trying`.
+async fn recv_final(sock: &UdpSocket) -> SipMessage {
+    loop {
+        let m = recv(sock).await;
+        if m.status() != Some(100) {
+            return m;
+        }
+    }
+}
+
+fn register(me: SocketAddr, cseq: u32, auth: Option<String>) -> Vec<u8> {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    format!(
+        "REGISTER sip:switchboard SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKr{cseq}\r\nFrom: <sip:ada@switchboard>;tag=r\r\nTo: <sip:ada@switchboard>\r\nCall-ID: reg-ada\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:ada@{me}>\r\nExpires: 600\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_device_is_called_where_it_registered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&format!("sqlite://{}", dir.path().join("sb.db").display())).await.unwrap();
+    db.migrate().await.unwrap();
+    let mut config = GatewayConfig::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    config.sip.udp = Some(any);
+    config.sip.tcp = None;
+    config.http.listen = any;
+    let base = 33_000 + (std::process::id() % 500) as u16 * 8;
+    config.media.port_min = base;
+    config.media.port_max = base + 7;
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(config, dir.path().to_owned(), db.clone(), shutdown.clone()).await.unwrap();
+    let gw_sip = gw.sip_udp.unwrap();
+
+    let directory = Directory::new(db.clone());
+    let user = directory.create_user(NewUser { name: "Ada".into(), ..Default::default() }).await.unwrap();
+    // The provisioned contact goes nowhere: only the registration can reach the phone.
+    let device = directory
+        .create_device(NewDevice { user_id: user.id.clone(), name: "desk".into(), contact_uri: "sip:ada@127.0.0.1:9".into() })
+        .await
+        .unwrap();
+    directory.set_device_credentials(&device.id, "ada", "correct horse battery", "switchboard").await.unwrap();
+    directory.assign_number("+14155550111", &user.id).await.unwrap();
+
+    let phone = UdpSocket::bind(any).await.unwrap();
+    let me = phone.local_addr().unwrap();
+    phone.send_to(&register(me, 1, None), gw_sip).await.unwrap();
+    let challenge = recv(&phone).await;
+    assert_eq!(challenge.status(), Some(401));
+    let offered: Vec<Challenge> = challenge.header_values("WWW-Authenticate").iter().filter_map(|h| Challenge::parse(h)).collect();
+    assert_eq!(offered.len(), 2, "SHA-256 and MD5 are offered");
+
+    // A wrong password is refused like a first attempt.
+    let wrong = answer(&offered[0], "ada", "guess", "REGISTER", "sip:switchboard", "c0", 1);
+    phone.send_to(&register(me, 2, Some(wrong.to_header())), gw_sip).await.unwrap();
+    assert_eq!(recv(&phone).await.status(), Some(401));
+
+    for (i, c) in offered.iter().enumerate() {
+        let creds = answer(c, "ada", "correct horse battery", "REGISTER", "sip:switchboard", "c1", 1);
+        phone.send_to(&register(me, 3 + i as u32, Some(creds.to_header())), gw_sip).await.unwrap();
+        let ok = recv(&phone).await;
+        assert_eq!(ok.status(), Some(200), "{:?} accepted", c.algorithm);
+        assert!(ok.header("Contact").unwrap().contains(&format!("sip:ada@{me}")));
+    }
+
+    // A carrier calls the user's number: the INVITE reaches the registered phone.
+    let carrier = UdpSocket::bind(any).await.unwrap();
+    let c = carrier.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!("INVITE sip:+14155550111@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {c};branch=z9hG4bKinv\r\nFrom: <sip:+1212@carrier>;tag=1\r\nTo: <sip:+14155550111@gw>\r\nCall-ID: reg-call-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:c@{c}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    carrier.send_to(invite.as_bytes(), gw_sip).await.unwrap();
+    let incoming = recv(&phone).await;
+    assert_eq!(incoming.method(), Some("INVITE"));
+    assert_eq!(incoming.request_uri(), Some(format!("sip:ada@{me}").as_str()));
+    // The phone is busy: the carrier hears 486.
+    let busy = switchboard_gateway::sip::response::make_response(&incoming, 486, Some("ph"), "phone");
+    phone.send_to(&busy.encode(), gw_sip).await.unwrap();
+    assert_eq!(recv_final(&carrier).await.status(), Some(486));
+
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
