@@ -143,7 +143,7 @@ impl Gateway {
             .with_context(|| format!("cannot listen for HTTP on {}; change http.listen", config.http.listen))?;
         let http = listener.local_addr()?;
         let app = api::ops_routes()
-            .nest("/admin/v1", api::admin::router(directory, config.http.admin_token.clone()))
+            .nest("/admin/v1", api::admin::router(directory, config.sip.realm.clone(), config.http.admin_token.clone()))
             .merge(api::recordings::router(db.clone(), recordings.store(), config.http.admin_token.clone()))
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let http_shutdown = shutdown.clone();

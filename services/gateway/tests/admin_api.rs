@@ -22,7 +22,7 @@ struct Api {
 impl Api {
     async fn new(token: Option<&str>) -> Self {
         let db = TestDb::sqlite().await;
-        let router = admin::router(Directory::new(db.database().clone()), token.map(str::to_owned));
+        let router = admin::router(Directory::new(db.database().clone()), "switchboard".to_owned(), token.map(str::to_owned));
         Self { router, _db: db }
     }
 
@@ -120,6 +120,23 @@ async fn provisioning_round_trip() {
     assert_eq!(status, StatusCode::CREATED, "{device}");
     let (status, devices) = api.call(Method::GET, &format!("/devices?user_id={ada_id}"), None).await;
     assert_eq!((status, devices), (StatusCode::OK, json!({"devices": [device.clone()]})));
+
+    // Digest credentials: accepted once, a weak password and a second
+    // device with the same username refused.
+    let creds_uri = format!("/devices/{}/credentials", device["id"].as_str().unwrap());
+    let (status, body) = api.call(Method::PUT, &creds_uri, Some(json!({"sip_username": "ada", "sip_password": "correct horse battery"}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = api.call(Method::PUT, &creds_uri, Some(json!({"sip_username": "ada", "sip_password": "short"}))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    let (_, other) = api
+        .call(Method::POST, "/devices", Some(json!({"user_id": ada_id, "name": "mobile", "contact_uri": "sip:ada@127.0.0.1:5092"})))
+        .await;
+    let (status, body) = api
+        .call(Method::PUT, &format!("/devices/{}/credentials", other["id"].as_str().unwrap()), Some(json!({"sip_username": "ada", "sip_password": "another long secret"})))
+        .await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "conflict"));
+    let (status, _) = api.call(Method::DELETE, &format!("/devices/{}", other["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // `+` written literally or percent-encoded in the path; spaces encoded.
     let (status, number) = api.call(Method::PUT, "/numbers/+1%20415%20555%200100", Some(json!({"user_id": ada_id}))).await;

@@ -31,12 +31,12 @@ struct RemovedItem<'a> {
 pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     let db = open_migrated_database(config).await?;
     let directory = Directory::new(db.clone());
-    let result = execute(&directory, args.command, args.json).await;
+    let result = execute(&directory, &config.sip.realm, args.command, args.json).await;
     db.close().await;
     result
 }
 
-async fn execute(dir: &Directory, command: AdminCommand, json: bool) -> anyhow::Result<()> {
+async fn execute(dir: &Directory, realm: &str, command: AdminCommand, json: bool) -> anyhow::Result<()> {
     match command {
         AdminCommand::User { command } => match command {
             UserCommand::Add { name, extension, salesforce_user_id } => {
@@ -64,6 +64,19 @@ async fn execute(dir: &Directory, command: AdminCommand, json: bool) -> anyhow::
             DeviceCommand::Remove { id } => {
                 dir.delete_device(&id).await?;
                 removed(json, "device", id)
+            }
+            DeviceCommand::Credentials { id, username, password, password_stdin } => {
+                let password = match (password, password_stdin) {
+                    (Some(p), _) => p,
+                    (None, _) => {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)?;
+                        line.trim_end_matches(['\r', '\n']).to_owned()
+                    }
+                };
+                dir.set_device_credentials(&id, &username, &password, realm).await?;
+                let done = serde_json::json!({"device_id": id, "sip_username": username, "realm": realm});
+                output(json, &done, || format!("device {id} registers as {username} in realm {realm}\n"))
             }
         },
         AdminCommand::Number { command } => match command {

@@ -154,6 +154,22 @@ pub enum DeviceCommand {
         /// Id of the device.
         id: String,
     },
+    /// Set the digest credentials the device registers with (only a hash
+    /// is stored, bound to the configured sip.realm).
+    Credentials {
+        /// Id of the device.
+        id: String,
+        /// SIP username the device authenticates as (unique).
+        #[arg(long, value_name = "NAME")]
+        username: String,
+        /// The password (12 characters or more); prefer --password-stdin,
+        /// which keeps it out of the process list.
+        #[arg(long, conflicts_with = "password_stdin", required_unless_present = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// `switchboard admin number …`.

@@ -218,6 +218,27 @@ fn migrate_and_provision_on_sqlite() {
     );
     assert_eq!(device["user_id"], ada_id.as_str());
 
+    // Digest credentials: the password from standard input, a weak one refused.
+    let device_id = device["id"].as_str().expect("device id").to_owned();
+    let mut set = switchboard(d);
+    set.args(["admin", "device", "credentials", &device_id, "--username", "ada-desk", "--password-stdin", "--json"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let set: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((set["sip_username"].as_str(), set["realm"].as_str()), (Some("ada-desk"), Some("switchboard")));
+    let weak = run(d, &["admin", "device", "credentials", &device_id, "--username", "ada-desk", "--password", "short"], env);
+    assert!(!weak.status.success());
+    assert!(stderr(&weak).contains("at least 12 characters"), "{}", stderr(&weak));
+
     let number = json(d, &["admin", "number", "add", "+1 (415) 555-0100", "--user", &ada_id, "--json"], env);
     assert_eq!(number["number"], "+14155550100");
 

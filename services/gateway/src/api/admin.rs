@@ -29,16 +29,18 @@ use crate::directory::{Device, Directory, DirectoryError, NewDevice, NewUser, Nu
 /// Builds the admin API over `directory`. `admin_token` is `http.admin_token`;
 /// `None` keeps every route answering 503 so an unconfigured gateway is never
 /// open to provisioning.
-pub fn router(directory: Directory, admin_token: Option<String>) -> Router {
+pub fn router(directory: Directory, realm: String, admin_token: Option<String>) -> Router {
     Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).delete(delete_user))
         .route("/devices", get(list_devices).post(create_device))
         .route("/devices/{id}", delete(delete_device))
+        .route("/devices/{id}/credentials", put(set_credentials))
         .route("/numbers", get(list_numbers))
         .route("/numbers/{number}", put(assign_number).delete(delete_number))
         .fallback(not_found)
         .with_state(directory)
+        .layer(axum::Extension(Realm(realm)))
         .layer(AdminAuthLayer::new(admin_token))
 }
 
@@ -194,6 +196,30 @@ async fn list_devices(
     QueryParams(filter): QueryParams<DeviceFilter>,
 ) -> ApiResult<axum::Json<DeviceList>> {
     Ok(axum::Json(DeviceList { devices: dir.list_devices(filter.user_id.as_deref()).await? }))
+}
+
+/// The digest realm device credentials are bound to (`sip.realm`).
+#[derive(Clone)]
+struct Realm(String);
+
+/// Body of `PUT /devices/{id}/credentials`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCredentials {
+    /// The SIP username the device authenticates as; unique.
+    pub sip_username: String,
+    /// The password; 12 characters or more. Only its hashes are stored.
+    pub sip_password: String,
+}
+
+async fn set_credentials(
+    State(dir): State<Directory>,
+    axum::Extension(Realm(realm)): axum::Extension<Realm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetCredentials>,
+) -> ApiResult<StatusCode> {
+    dir.set_device_credentials(&id, &body.sip_username, &body.sip_password, &realm).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_device(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {
