@@ -53,6 +53,12 @@ pub struct SipConfig {
     /// Digest realm devices authenticate in (REGISTER). Changing it
     /// invalidates stored device credentials.
     pub realm: String,
+    /// Failed authentications from one source address within
+    /// `auth_failure_window_secs` that ban it.
+    pub auth_max_failures: u32,
+    pub auth_failure_window_secs: u64,
+    /// How long a banned source is ignored (its messages are dropped).
+    pub auth_ban_secs: u64,
 }
 
 impl Default for SipConfig {
@@ -66,6 +72,9 @@ impl Default for SipConfig {
             ring_timeout_secs: 60,
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
             realm: "switchboard".to_owned(),
+            auth_max_failures: 5,
+            auth_failure_window_secs: 60,
+            auth_ban_secs: 600,
         }
     }
 }
@@ -204,6 +213,12 @@ impl GatewayConfig {
         }
         if self.sip.realm.trim().is_empty() || self.sip.realm.contains('"') {
             return Err(ConfigError::new("sip.realm", "a non-empty realm without quotes"));
+        }
+        if self.sip.auth_max_failures == 0 {
+            return Err(ConfigError::new("sip.auth_max_failures", "a number of failures of 1 or more"));
+        }
+        if self.sip.auth_failure_window_secs == 0 || self.sip.auth_ban_secs == 0 {
+            return Err(ConfigError::new("sip.auth_ban_secs", "auth_failure_window_secs and auth_ban_secs of 1 second or more"));
         }
         let m = &self.media;
         if m.port_min < 1024 || m.port_min % 2 != 0 {

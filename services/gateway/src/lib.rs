@@ -40,6 +40,7 @@ use crate::media::ports::PortAllocator;
 use crate::recordings::RecordingSink;
 use crate::registrations::Registrations;
 use crate::sip::digest::Nonces;
+use crate::sip::guard::{AuthGuard, GuardPolicy};
 use crate::sip::registrar::Registrar;
 use crate::sip::Transport;
 
@@ -111,6 +112,12 @@ impl Gateway {
                 user_agent: config.sip.user_agent.clone(),
             }),
             registrations: Registrations::new(db.clone()),
+            guard: Arc::new(std::sync::Mutex::new(AuthGuard::new(GuardPolicy {
+                max_failures: config.sip.auth_max_failures,
+                window_secs: config.sip.auth_failure_window_secs,
+                ban_secs: config.sip.auth_ban_secs,
+                max_tracked: 100_000,
+            }))),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
             committed: committed.clone(),
             shutdown: shutdown.clone(),

@@ -37,10 +37,8 @@ fn register(me: SocketAddr, cseq: u32, auth: Option<String>) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_device_is_called_where_it_registered_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&format!("sqlite://{}", dir.path().join("sb.db").display())).await.unwrap();
+async fn start(dir: &std::path::Path, tune: impl FnOnce(&mut GatewayConfig)) -> (Database, switchboard_gateway::RunningGateway, CancellationToken) {
+    let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
     db.migrate().await.unwrap();
     let mut config = GatewayConfig::default();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -50,9 +48,40 @@ async fn a_registered_device_is_called_where_it_registered_from() {
     let base = 33_000 + (std::process::id() % 500) as u16 * 8;
     config.media.port_min = base;
     config.media.port_max = base + 7;
+    tune(&mut config);
     let shutdown = CancellationToken::new();
-    let gw = Gateway::start(config, dir.path().to_owned(), db.clone(), shutdown.clone()).await.unwrap();
+    let gw = Gateway::start(config, dir.to_owned(), db.clone(), shutdown.clone()).await.unwrap();
+    (db, gw, shutdown)
+}
+
+async fn metrics(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Polls /metrics until `line` appears (or fails after 20 s with the page).
+async fn wait_for_metric(http: SocketAddr, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(http).await;
+        if m.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no `{line}` in the metrics:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_device_is_called_where_it_registered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, gw, shutdown) = start(dir.path(), |_| {}).await;
     let gw_sip = gw.sip_udp.unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
 
     let directory = Directory::new(db.clone());
     let user = directory.create_user(NewUser { name: "Ada".into(), ..Default::default() }).await.unwrap();
@@ -98,6 +127,52 @@ async fn a_registered_device_is_called_where_it_registered_from() {
     let busy = switchboard_gateway::sip::response::make_response(&incoming, 486, Some("ph"), "phone");
     phone.send_to(&busy.encode(), gw_sip).await.unwrap();
     assert_eq!(recv_final(&carrier).await.status(), Some(486));
+
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_guessing_passwords_is_banned_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, gw, shutdown) = start(dir.path(), |c| {
+        c.sip.auth_max_failures = 3;
+    })
+    .await;
+    let gw_sip = gw.sip_udp.unwrap();
+    let directory = Directory::new(db.clone());
+    let user = directory.create_user(NewUser { name: "Ada".into(), ..Default::default() }).await.unwrap();
+    let device = directory
+        .create_device(NewDevice { user_id: user.id.clone(), name: "desk".into(), contact_uri: "sip:ada@127.0.0.1:9".into() })
+        .await
+        .unwrap();
+    directory.set_device_credentials(&device.id, "ada", "correct horse battery", "switchboard").await.unwrap();
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = attacker.local_addr().unwrap();
+    attacker.send_to(&register(me, 1, None), gw_sip).await.unwrap();
+    let challenge = Challenge::parse(recv(&attacker).await.header("WWW-Authenticate").unwrap()).unwrap();
+    for attempt in 0..2u32 {
+        let guess = answer(&challenge, "ada", &format!("guess{attempt}"), "REGISTER", "sip:switchboard", "c", 1);
+        attacker.send_to(&register(me, 2 + attempt, Some(guess.to_header())), gw_sip).await.unwrap();
+        assert_eq!(recv(&attacker).await.status(), Some(401));
+    }
+    // The third failure bans the source: no answer, and even the right
+    // password is ignored while the ban lasts.
+    let guess = answer(&challenge, "ada", "guess2", "REGISTER", "sip:switchboard", "c", 1);
+    attacker.send_to(&register(me, 4, Some(guess.to_header())), gw_sip).await.unwrap();
+    wait_for_metric(gw.http, "switchboard_sip_auth_bans_total 1").await;
+    let right = answer(&challenge, "ada", "correct horse battery", "REGISTER", "sip:switchboard", "c", 1);
+    attacker.send_to(&register(me, 5, Some(right.to_header())), gw_sip).await.unwrap();
+    wait_for_metric(gw.http, "switchboard_sip_messages_dropped_total{reason=\"banned source\"} 1").await;
+    let mut buf = [0u8; 2048];
+    assert!(attacker.try_recv_from(&mut buf).is_err(), "the banned source got no answer");
+
+    // Another source address is not affected.
+    let phone = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let p = phone.local_addr().unwrap();
+    phone.send_to(&register(p, 1, None), gw_sip).await.unwrap();
+    assert_eq!(recv(&phone).await.status(), Some(401));
 
     shutdown.cancel();
     gw.wait().await.unwrap();

@@ -27,6 +27,7 @@ use crate::media::relay::{MediaRelay, Side};
 use crate::recordings::RecordingSink;
 use crate::registrations::Registrations;
 use crate::sip::digest::Credentials;
+use crate::sip::guard::{AuthGuard, FailureVerdict};
 use crate::sip::registrar::{AuthOutcome, Registrar};
 use crate::sip::headers::{NameAddr, SipUri};
 use crate::sip::response::{make_response, validate_request};
@@ -47,6 +48,8 @@ pub struct ManagerDeps {
     /// REGISTER handling and the registrations it keeps.
     pub registrar: Arc<Registrar>,
     pub registrations: Registrations,
+    /// Brute-force bans of digest authentication, per source address.
+    pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
     /// Notified after each committed call event.
     pub committed: Arc<Notify>,
@@ -138,6 +141,10 @@ impl Manager {
 
     async fn on_sip(&mut self, Inbound { msg, source }: Inbound) {
         let now = std::time::Instant::now();
+        if self.deps.guard.lock().is_ok_and(|g| g.is_banned(source.addr().ip(), unix_now())) {
+            metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => "banned source").increment(1);
+            return;
+        }
         let sip_call_id = msg.header("Call-ID").unwrap_or("").to_owned();
         if !msg.is_request() {
             match self.by_sip.get(&sip_call_id).cloned() {
@@ -186,11 +193,16 @@ impl Manager {
         match method.as_str() {
             "INVITE" if to_tag.is_none() => self.new_call(msg, source).await,
             "REGISTER" => {
-                let (registrar, registrations, transport) =
-                    (self.deps.registrar.clone(), self.deps.registrations.clone(), self.deps.transport.clone());
+                let (registrar, registrations, transport, guard) = (
+                    self.deps.registrar.clone(),
+                    self.deps.registrations.clone(),
+                    self.deps.transport.clone(),
+                    self.deps.guard.clone(),
+                );
                 tokio::spawn(async move {
-                    let response = register(&registrar, &registrations, &msg, source).await;
-                    transport.send(source, &response).await;
+                    if let Some(response) = register(&registrar, &registrations, &guard, &msg, source).await {
+                        transport.send(source, &response).await;
+                    }
                 });
             }
             "ACK" => {}
@@ -488,8 +500,15 @@ async fn resolve_contact(contact: &str) -> Option<Destination> {
 }
 
 /// Handles one REGISTER: finds the account, runs the registrar, stores the
-/// changes; returns the response to send.
-async fn register(registrar: &Registrar, registrations: &Registrations, msg: &SipMessage, source: Destination) -> SipMessage {
+/// changes; returns the response to send (`None` once the source is banned:
+/// a brute-forcing client gets no more answers).
+async fn register(
+    registrar: &Registrar,
+    registrations: &Registrations,
+    guard: &std::sync::Mutex<AuthGuard>,
+    msg: &SipMessage,
+    source: Destination,
+) -> Option<SipMessage> {
     let now = unix_now();
     let username = msg
         .header("Authorization")
@@ -501,7 +520,7 @@ async fn register(registrar: &Registrar, registrations: &Registrations, msg: &Si
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "reading the device account failed");
-                return make_response(msg, 500, Some("sb-reg"), &registrar.user_agent);
+                return Some(make_response(msg, 500, Some("sb-reg"), &registrar.user_agent));
             }
         },
         None => None,
@@ -519,17 +538,33 @@ async fn register(registrar: &Registrar, registrations: &Registrations, msg: &Si
         AuthOutcome::Failed => "failed",
     };
     metrics::counter!("switchboard_sip_register_total", "auth" => label).increment(1);
-    if outcome.auth == AuthOutcome::Failed {
-        info!(peer = %source.addr(), username = username.as_deref().unwrap_or("-"), "REGISTER with wrong credentials");
+    let ip = source.addr().ip();
+    match outcome.auth {
+        AuthOutcome::Failed => {
+            metrics::counter!("switchboard_sip_auth_failures_total").increment(1);
+            let verdict = guard.lock().map(|mut g| g.failure(ip, now));
+            info!(peer = %source.addr(), username = username.as_deref().unwrap_or("-"), "REGISTER with wrong credentials");
+            if let Ok(FailureVerdict::Banned { until }) = verdict {
+                warn!(peer = %ip, banned_for_secs = until.saturating_sub(now), "too many failed authentications; source banned");
+                metrics::counter!("switchboard_sip_auth_bans_total").increment(1);
+                return None;
+            }
+        }
+        AuthOutcome::Accepted => {
+            if let Ok(mut g) = guard.lock() {
+                g.success(ip);
+            }
+        }
+        AuthOutcome::Challenged | AuthOutcome::Stale => {}
     }
     if let (Some(id), false) = (&device_id, outcome.changes.is_empty()) {
         if let Err(e) = registrations.apply(id, &outcome.changes).await {
             warn!(device = %id, error = %e, "storing the registration failed");
-            return make_response(msg, 500, Some("sb-reg"), &registrar.user_agent);
+            return Some(make_response(msg, 500, Some("sb-reg"), &registrar.user_agent));
         }
         info!(device = %id, peer = %source.addr(), "registration updated");
     }
-    outcome.response
+    Some(outcome.response)
 }
 
 fn unix_now() -> u64 {

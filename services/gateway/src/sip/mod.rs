@@ -3,6 +3,7 @@
 //! sans-IO; only `transport` touches sockets.
 
 pub mod digest;
+pub mod guard;
 pub mod headers;
 pub mod message;
 pub mod registrar;
