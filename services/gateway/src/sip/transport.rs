@@ -104,14 +104,18 @@ impl Transport {
             tokio::spawn(t.clone().udp_loop(socket));
         }
         if let Some(addr) = tcp {
-            // Same port as UDP when the configured port is 0 and UDP got one.
-            let addr = match (addr.port(), t.udp_addr) {
-                (0, Some(u)) if u.ip() == addr.ip() => u,
-                _ => addr,
+            // With port 0, prefer the port UDP got (one SIP port for both), and
+            // take any free port if that one is taken for TCP.
+            let same_as_udp = match (addr.port(), t.udp_addr) {
+                (0, Some(u)) if u.ip() == addr.ip() => TcpListener::bind(u).await.ok(),
+                _ => None,
             };
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| TransportError::Bind { transport: "TCP", key: "tcp", addr, source })?;
+            let listener = match same_as_udp {
+                Some(l) => l,
+                None => TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind { transport: "TCP", key: "tcp", addr, source })?,
+            };
             t.tcp_addr = listener.local_addr().ok();
             tokio::spawn(t.clone().accept_loop(listener));
         }
