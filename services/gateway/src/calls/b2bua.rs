@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::media::sdp::{self, AudioDescription, Direction, Format};
 use crate::sip::headers::{new_branch, new_call_id, new_tag, CSeq, NameAddr, SipUri};
 use crate::sip::response::make_response;
+pub use crate::sip::local::Local;
 use crate::sip::{Destination, SipMessage};
 
 /// RFC 3261 timer T1 (RTT estimate).
@@ -72,37 +73,6 @@ pub enum Action {
     CallerMedia { rtp: SocketAddr },
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
-}
-
-/// The gateway's own addresses and name, as written into messages.
-#[derive(Debug, Clone)]
-pub struct Local {
-    /// Host for Via/Contact (advertised).
-    pub host: String,
-    pub udp_port: Option<u16>,
-    pub tcp_port: Option<u16>,
-    pub user_agent: String,
-}
-
-impl Local {
-    fn port_for(&self, d: &Destination) -> u16 {
-        match d {
-            Destination::Udp(_) => self.udp_port.or(self.tcp_port).unwrap_or(5060),
-            Destination::Tcp(_) => self.tcp_port.or(self.udp_port).unwrap_or(5060),
-        }
-    }
-
-    fn via(&self, d: &Destination, branch: &str) -> String {
-        format!("SIP/2.0/{} {}:{};branch={};rport", d.transport_name(), self.host, self.port_for(d), branch)
-    }
-
-    fn contact(&self, d: &Destination) -> String {
-        let t = match d {
-            Destination::Udp(_) => "",
-            Destination::Tcp(_) => ";transport=tcp",
-        };
-        format!("<sip:switchboard@{}:{}{}>", self.host, self.port_for(d), t)
-    }
 }
 
 /// The device leg B will be placed to.

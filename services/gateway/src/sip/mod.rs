@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod guard;
 pub mod headers;
+pub mod local;
 pub mod message;
 pub mod registrar;
 pub mod response;
