@@ -9,6 +9,7 @@ pub mod local;
 pub mod message;
 pub mod registrar;
 pub mod response;
+pub mod transaction;
 pub mod transport;
 
 pub use message::{ParseError, SipMessage, StartLine};

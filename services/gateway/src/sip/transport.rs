@@ -34,6 +34,11 @@ impl Destination {
         }
     }
 
+    /// Whether the transport delivers reliably (no retransmissions needed).
+    pub fn is_reliable(&self) -> bool {
+        !matches!(self, Destination::Udp(_))
+    }
+
     /// The transport token used in Via (`UDP`, `TCP`).
     pub fn transport_name(&self) -> &'static str {
         match self {
