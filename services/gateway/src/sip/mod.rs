@@ -2,6 +2,7 @@
 //! messages (UDP datagrams, TCP streams). The codec and header modules are
 //! sans-IO; only `transport` touches sockets.
 
+pub mod dialog;
 pub mod digest;
 pub mod guard;
 pub mod headers;
