@@ -119,6 +119,7 @@ impl Gateway {
                 max_tracked: 100_000,
             }))),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            timers: crate::sip::transaction::Timers::default(),
             committed: committed.clone(),
             shutdown: shutdown.clone(),
         };

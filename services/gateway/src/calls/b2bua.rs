@@ -1,18 +1,22 @@
-//! One call through the B2BUA, as a sans-IO state machine.
+//! One call through the B2BUA, as a sans-IO state machine (a transaction
+//! user in RFC 3261 terms).
 //!
-//! A call has two independent dialogs: leg A with the caller (the gateway is
-//! its UAS) and leg B with the agent's device (the gateway is its UAC).
-//! Nothing is forwarded raw between them: every message on one leg is
-//! answered or originated by the gateway itself. Inputs are parsed SIP
-//! messages and the current time; outputs are [`Action`]s for the driver to
-//! carry out (send a message, start media, persist a state change). Timers
-//! are polled through [`Call::next_deadline`] and [`Call::on_timer`], so tests
-//! drive the clock.
+//! A call is two or more independent dialogs: leg A with the caller (the
+//! gateway is its UAS) and one fork per target on the callee side (the
+//! gateway is their UAC): every registered phone of an agent, every member
+//! of a group, or one trunk. All forks ring at once; the first to answer
+//! wins and the others are cancelled with `Reason: SIP;cause=200`.
 //!
-//! Retransmission follows RFC 3261 §17 for the messages this call sends over
-//! UDP: the INVITE to the device (Timer A/B), the 2xx to the caller until its
-//! ACK (§13.3.1.4, Timer G-style doubling up to T2), non-2xx finals until ACK
-//! (Timer G/H) and BYE/CANCEL (Timer E/F).
+//! Nothing is forwarded raw between legs: every message is answered or
+//! originated by the gateway. CANCEL, BYE, re-INVITE, UPDATE, OPTIONS and
+//! INFO are answered on the leg they arrive on; a hold re-INVITE from a
+//! phone gets its `recvonly` answer without touching the caller's leg.
+//!
+//! Retransmission and timeouts of requests and non-2xx responses belong to
+//! the transaction layer (`sip::transaction`), which hands this machine one
+//! copy of each message and reports timeouts as 408. What stays here is the
+//! UAS core's duty to retransmit its 2xx until the ACK (§13.3.1.4) and to
+//! ACK every 2xx it receives (§13.2.2.4).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -20,16 +24,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::media::sdp::{self, AudioDescription, Direction, Format};
-use crate::sip::headers::{new_branch, new_call_id, new_tag, CSeq, NameAddr, SipUri};
-use crate::sip::response::make_response;
+use crate::sip::dialog::{Dialog, DialogError};
+use crate::sip::digest::{self, Challenge};
+use crate::sip::headers::{new_branch, new_call_id, new_tag, CSeq, NameAddr};
 pub use crate::sip::local::Local;
+use crate::sip::response::make_response;
+use crate::sip::transaction::Timers;
 use crate::sip::{Destination, SipMessage};
 
-/// RFC 3261 timer T1 (RTT estimate).
-pub const T1: Duration = Duration::from_millis(500);
-/// RFC 3261 timer T2 (maximum retransmit interval for non-INVITE and 2xx).
-pub const T2: Duration = Duration::from_secs(4);
-/// How long a finished call keeps absorbing retransmissions (64·T1).
+/// Methods the gateway accepts inside a call.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+
+/// How long a finished call keeps absorbing late messages (64·T1).
 pub const LINGER: Duration = Duration::from_secs(32);
 
 /// How the call ended, as recorded in the call event.
@@ -63,102 +69,133 @@ impl HangupBy {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Hand this message to the transaction layer.
     Send(Destination, SipMessage),
-    /// The device is ringing (first provisional response from it).
+    /// A callee is ringing (first provisional response from any fork).
     Ringing,
-    /// The device answered; media flows between the caller's and the
-    /// device's RTP addresses.
-    Answered { device_rtp: SocketAddr },
-    /// The caller's RTP address changed (re-INVITE).
+    /// A fork sent early media (183 with SDP): play it to the caller.
+    EarlyMedia { callee_rtp: SocketAddr },
+    /// Fork `fork` answered; media flows between the caller and it.
+    Answered { fork: usize, callee_rtp: SocketAddr },
+    /// The caller's RTP address changed (re-INVITE or UPDATE).
     CallerMedia { rtp: SocketAddr },
+    /// The answered callee's RTP address changed.
+    CalleeMedia { rtp: SocketAddr },
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
 }
 
-/// The device leg B will be placed to.
+/// Credentials the gateway answers a target's 401/407 challenge with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// One place a fork of the call goes to.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub request_uri: String,
     pub dest: Destination,
+    /// For a trunk that challenges.
+    pub credentials: Option<AuthCredentials>,
+    /// Route headers (an outbound proxy), in order.
+    pub route: Vec<String>,
 }
 
-/// The gateway's RTP addresses for both legs.
+impl Target {
+    pub fn new(request_uri: impl Into<String>, dest: Destination) -> Target {
+        Target { request_uri: request_uri.into(), dest, credentials: None, route: Vec::new() }
+    }
+}
+
+/// Who the callee side is told is calling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presentation {
+    /// User part of From (a number or extension).
+    pub user: String,
+    pub display: Option<String>,
+    /// Host part of From; the gateway's own host when unset.
+    pub host: Option<String>,
+    /// P-Asserted-Identity value (a trusted network's asserted caller).
+    pub asserted: Option<String>,
+    /// `Privacy: id` requested by the caller.
+    pub private: bool,
+}
+
+/// The gateway's RTP addresses for both sides.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaPorts {
     pub ip: IpAddr,
     /// Port facing the caller (leg A).
     pub a_port: u16,
-    /// Port facing the device (leg B).
+    /// Port facing the callee forks.
     pub b_port: u16,
-}
-
-#[derive(Debug, Clone)]
-struct Retransmit {
-    dest: Destination,
-    msg: SipMessage,
-    next: Instant,
-    interval: Duration,
-    cap: Duration,
-    give_up: Instant,
-}
-
-impl Retransmit {
-    fn new(dest: Destination, msg: SipMessage, now: Instant, cap: Duration) -> Option<Retransmit> {
-        // Reliable transports do not retransmit; their timeout still applies
-        // through the give-up deadline handled by the caller.
-        match dest {
-            Destination::Udp(_) => {
-                Some(Retransmit { dest, msg, next: now + T1, interval: T1, cap, give_up: now + LINGER })
-            }
-            Destination::Tcp(_) => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for routing and media (driver work).
     Routing,
-    /// INVITE sent to the device; waiting for it to answer.
+    /// Forks placed; waiting for one to answer.
     Calling,
-    /// Both legs confirmed or being confirmed.
+    /// One fork answered.
     Connected,
-    /// Ended; absorbing retransmissions until the linger deadline.
+    /// Ended; absorbing late messages until the linger deadline.
     Finished,
 }
 
-/// Leg A: the caller's dialog (gateway is UAS).
+/// The 2xx to the caller, retransmitted until its ACK (§13.3.1.4).
+#[derive(Debug, Clone)]
+struct OkRetransmit {
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// Leg A: the caller's dialog (the gateway is UAS).
 #[derive(Debug)]
 struct CallerLeg {
     invite: SipMessage,
     source: Destination,
     to_tag: String,
     offer: AudioDescription,
+    dialog: Dialog,
+    /// Last provisional or final response to the INVITE.
     last_response: Option<SipMessage>,
+    /// Status of the provisional sent (180 or 183).
+    provisional: Option<u16>,
     final_status: Option<u16>,
-    acked: bool,
-    retransmit: Option<Retransmit>,
-    local_cseq: u32,
+    ok_retransmit: Option<OkRetransmit>,
     sdp_version: u64,
     answer_sdp: Option<String>,
 }
 
-/// Leg B: the device dialog (gateway is UAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForkState {
+    /// INVITE sent, nothing heard yet.
+    Trying,
+    /// A provisional response arrived.
+    Ringing,
+    Answered,
+    /// A final failure arrived, or the fork was given up.
+    Done(u16),
+}
+
+/// One callee-side dialog (the gateway is UAC).
 #[derive(Debug)]
-struct DeviceLeg {
-    dest: Destination,
+struct Fork {
+    target: Target,
     call_id: String,
-    to_tag: Option<String>,
-    request_uri: String,
-    remote_target: Option<String>,
     invite: SipMessage,
-    provisional: bool,
-    final_status: Option<u16>,
-    ack: Option<SipMessage>,
-    retransmit: Option<Retransmit>,
-    invite_deadline: Instant,
+    cseq: u32,
+    state: ForkState,
+    /// CANCEL wanted before a provisional arrived (§9.1: wait for one).
+    cancel_pending: Option<String>,
     cancelled: bool,
-    offer_sdp: String,
+    dialog: Option<Dialog>,
+    ack: Option<SipMessage>,
+    auth_tried: bool,
     sdp_version: u64,
 }
 
@@ -167,12 +204,14 @@ struct DeviceLeg {
 pub struct Call {
     pub id: String,
     local: Local,
+    timers: Timers,
     state: State,
     a: CallerLeg,
-    b: Option<DeviceLeg>,
+    forks: Vec<Fork>,
+    winner: Option<usize>,
+    early_media_fork: Option<usize>,
     media: Option<MediaPorts>,
-    /// BYE/CANCEL requests in flight, retransmitted until answered.
-    pending: Vec<(String, Retransmit)>,
+    offer_sdp: String,
     ring_deadline: Option<Instant>,
     linger_until: Option<Instant>,
     ended: bool,
@@ -194,6 +233,7 @@ impl Call {
         invite: SipMessage,
         source: Destination,
         local: Local,
+        timers: Timers,
         ring_timeout: Duration,
     ) -> Result<Call, SetupError> {
         if invite.body.is_empty() {
@@ -204,26 +244,32 @@ impl Call {
         if sdp::filter_supported(&offer.formats).iter().all(|f| f.encoding.eq_ignore_ascii_case("telephone-event")) {
             return Err(SetupError { code: 488, reason: "Not Acceptable Here (offer PCMU or PCMA)".into() });
         }
+        let to_tag = new_tag();
+        let dialog = Dialog::as_uas(&invite, &to_tag, source)
+            .ok_or_else(|| SetupError { code: 400, reason: "Bad Request (From, To or CSeq unusable)".into() })?;
         Ok(Call {
             id,
             local,
+            timers,
             state: State::Routing,
             a: CallerLeg {
                 invite,
                 source,
-                to_tag: new_tag(),
+                to_tag,
                 offer,
+                dialog,
                 last_response: None,
+                provisional: None,
                 final_status: None,
-                acked: false,
-                retransmit: None,
-                local_cseq: 1,
+                ok_retransmit: None,
                 sdp_version: 1,
                 answer_sdp: None,
             },
-            b: None,
+            forks: Vec::new(),
+            winner: None,
+            early_media_fork: None,
             media: None,
-            pending: Vec::new(),
+            offer_sdp: String::new(),
             ring_deadline: None,
             linger_until: None,
             ended: false,
@@ -238,12 +284,12 @@ impl Call {
 
     /// The Call-ID of leg A.
     pub fn caller_call_id(&self) -> &str {
-        self.a.invite.header("Call-ID").unwrap_or("")
+        &self.a.dialog.call_id
     }
 
-    /// The Call-ID of leg B, once placed.
-    pub fn device_call_id(&self) -> Option<&str> {
-        self.b.as_ref().map(|b| b.call_id.as_str())
+    /// The Call-IDs of the callee forks, in fork order.
+    pub fn fork_call_ids(&self) -> impl Iterator<Item = &str> {
+        self.forks.iter().map(|f| f.call_id.as_str())
     }
 
     /// `100 Trying` for the caller, sent as soon as the INVITE is accepted.
@@ -251,8 +297,8 @@ impl Call {
         Action::Send(self.a.source, make_response(&self.a.invite, 100, None, &self.local.user_agent))
     }
 
-    /// Ends the call before any device was tried (routing failed, no
-    /// device, no media ports).
+    /// Ends the call before any fork was placed (routing failed, nobody to
+    /// ring, no media ports).
     pub fn reject(&mut self, code: u16, reason: EndReason, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         self.final_to_caller(code, now, &mut out);
@@ -260,21 +306,15 @@ impl Call {
         out
     }
 
-    /// Places leg B to the device with the gateway's own offer.
-    pub fn place(&mut self, target: Target, media: MediaPorts, now: Instant) -> Vec<Action> {
+    /// Places one fork per target, all at once, with the gateway's own offer.
+    pub fn place(&mut self, targets: Vec<Target>, who: &Presentation, media: MediaPorts, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.state != State::Routing {
+        if self.state != State::Routing || targets.is_empty() {
             return out;
         }
         self.media = Some(media);
         let formats: Vec<Format> = sdp::filter_supported(&self.a.offer.formats);
-        let offer_sdp = sdp::build(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv);
-        let call_id = new_call_id(&self.local.host);
-        let from_tag = new_tag();
-        let branch = new_branch();
-        let caller = self.a.invite.header("From").and_then(NameAddr::parse);
-        let caller_user = caller.as_ref().and_then(|n| n.user()).unwrap_or_else(|| "anonymous".into());
-        let display = caller.as_ref().and_then(|n| n.display.clone());
+        self.offer_sdp = sdp::build(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv);
         let max_forwards = self
             .a
             .invite
@@ -282,280 +322,182 @@ impl Call {
             .and_then(|v| v.trim().parse::<u32>().ok())
             .map(|v| v.saturating_sub(1).max(1))
             .unwrap_or(70);
-        let mut invite = SipMessage::request("INVITE", target.request_uri.clone());
-        invite
-            .push_header("Via", self.local.via(&target.dest, &branch))
-            .push_header("Max-Forwards", max_forwards.to_string())
-            .push_header(
-                "From",
-                match &display {
-                    Some(d) => format!("\"{}\" <sip:{}@{}>;tag={}", d.replace('"', ""), caller_user, self.local.host, from_tag),
-                    None => format!("<sip:{}@{}>;tag={}", caller_user, self.local.host, from_tag),
-                },
-            )
-            .push_header("To", format!("<{}>", target.request_uri))
-            .push_header("Call-ID", call_id.clone())
-            .push_header("CSeq", "1 INVITE")
-            .push_header("Contact", self.local.contact(&target.dest))
-            .push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-            .push_header("User-Agent", self.local.user_agent.clone())
-            .push_header("X-Switchboard-Call-ID", self.id.clone())
-            .set_body("application/sdp", Bytes::from(offer_sdp.clone()));
-        out.push(Action::Send(target.dest, invite.clone()));
-        let retransmit = Retransmit::new(target.dest, invite.clone(), now, Duration::MAX);
-        self.b = Some(DeviceLeg {
-            dest: target.dest,
-            call_id,
-            to_tag: None,
-            request_uri: target.request_uri,
-            remote_target: None,
-            invite,
-            provisional: false,
-            final_status: None,
-            ack: None,
-            retransmit,
-            invite_deadline: now + LINGER,
-            cancelled: false,
-            offer_sdp,
-            sdp_version: 1,
-        });
+        for target in targets {
+            let call_id = new_call_id(&self.local.host);
+            let host = who.host.clone().unwrap_or_else(|| self.local.host.clone());
+            let from_uri = format!("sip:{}@{}", who.user, host);
+            let from = match &who.display {
+                Some(d) if !who.private => format!("\"{}\" <{}>;tag={}", d.replace('"', ""), from_uri, new_tag()),
+                _ if who.private => format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}", new_tag()),
+                _ => format!("<{}>;tag={}", from_uri, new_tag()),
+            };
+            let mut invite = SipMessage::request("INVITE", target.request_uri.clone());
+            invite
+                .push_header("Via", self.local.via(&target.dest, &new_branch()))
+                .push_header("Max-Forwards", max_forwards.to_string());
+            for r in &target.route {
+                invite.push_header("Route", r.clone());
+            }
+            invite
+                .push_header("From", from)
+                .push_header("To", format!("<{}>", target.request_uri))
+                .push_header("Call-ID", call_id.clone())
+                .push_header("CSeq", "1 INVITE")
+                .push_header("Contact", self.local.contact(&target.dest));
+            if let Some(pai) = &who.asserted {
+                invite.push_header("P-Asserted-Identity", pai.clone());
+            }
+            if who.private {
+                invite.push_header("Privacy", "id");
+            }
+            invite
+                .push_header("Allow", ALLOW)
+                .push_header("User-Agent", self.local.user_agent.clone())
+                .push_header("X-Switchboard-Call-ID", self.id.clone())
+                .set_body("application/sdp", Bytes::from(self.offer_sdp.clone()));
+            out.push(Action::Send(target.dest, invite.clone()));
+            self.forks.push(Fork {
+                target,
+                call_id,
+                invite,
+                cseq: 1,
+                state: ForkState::Trying,
+                cancel_pending: None,
+                cancelled: false,
+                dialog: None,
+                ack: None,
+                auth_tried: false,
+                sdp_version: 1,
+            });
+        }
         self.ring_deadline = Some(now + self.ring_timeout);
         self.state = State::Calling;
         out
     }
 
-    /// A request on leg A (same Call-ID as the initial INVITE).
+    /// A request on leg A (the Call-ID of the caller's INVITE), delivered
+    /// once by the transaction layer.
     pub fn on_caller_request(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let method = msg.method().unwrap_or("").to_owned();
-        let to_tag = msg.header("To").and_then(NameAddr::parse).and_then(|n| n.tag().map(str::to_owned));
+        let in_dialog = msg.header("To").and_then(NameAddr::parse).is_some_and(|n| n.tag().is_some());
+        if in_dialog && method != "ACK" && method != "CANCEL" {
+            if let Err(DialogError::OutOfOrder) = self.a.dialog.on_request(&msg) {
+                out.push(Action::Send(source, self.respond(&msg, 500, None)));
+                return out;
+            }
+        }
         match method.as_str() {
-            "INVITE" if to_tag.is_none() => {
-                // Retransmission of the initial INVITE: repeat the last response.
-                let last = self
-                    .a
-                    .last_response
-                    .clone()
-                    .unwrap_or_else(|| make_response(&self.a.invite, 100, None, &self.local.user_agent));
+            "INVITE" if !in_dialog => {
+                // A copy the transaction layer no longer knows: repeat.
+                let last = self.a.last_response.clone().unwrap_or_else(|| self.respond(&self.a.invite, 100, None));
                 out.push(Action::Send(self.a.source, last));
             }
-            "INVITE" => self.caller_reinvite(msg, source, &mut out),
-            "ACK" => {
-                self.a.acked = true;
-                self.a.retransmit = None;
-            }
+            "INVITE" => self.caller_reoffer(msg, source, true, &mut out),
+            "UPDATE" => self.caller_reoffer(msg, source, false, &mut out),
+            "ACK" => self.a.ok_retransmit = None,
             "CANCEL" => {
-                let ok = make_response(&msg, 200, Some(&self.a.to_tag), &self.local.user_agent);
-                out.push(Action::Send(source, ok));
+                out.push(Action::Send(source, self.respond(&msg, 200, Some(&self.a.to_tag.clone()))));
                 if self.a.final_status.is_none() {
                     self.final_to_caller(487, now, &mut out);
-                    self.cancel_device(now, &mut out);
+                    self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", &mut out);
                     self.end(EndReason::Cancelled, HangupBy::Caller, 487, now, &mut out);
                 }
             }
             "BYE" => {
-                let ok = make_response(&msg, 200, None, &self.local.user_agent);
-                out.push(Action::Send(source, ok));
-                if !self.ended {
-                    self.a.acked = true;
-                    self.a.retransmit = None;
-                    self.hang_up_device(now, &mut out);
+                out.push(Action::Send(source, self.respond(&msg, 200, None)));
+                if self.a.final_status.is_none() {
+                    // BYE on an early dialog: the caller gave up.
+                    self.final_to_caller(487, now, &mut out);
+                    self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", &mut out);
+                    self.end(EndReason::Cancelled, HangupBy::Caller, 487, now, &mut out);
+                } else if !self.ended {
+                    self.a.ok_retransmit = None;
+                    self.hang_up_callee(&q850(16, "Normal call clearing"), &mut out);
                     self.end(EndReason::Completed, HangupBy::Caller, 200, now, &mut out);
                 }
             }
-            "OPTIONS" => {
-                let mut ok = make_response(&msg, 200, None, &self.local.user_agent);
-                ok.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+            "OPTIONS" | "INFO" => {
+                let mut ok = self.respond(&msg, 200, None);
+                ok.push_header("Allow", ALLOW);
                 out.push(Action::Send(source, ok));
             }
             _ => {
-                let mut r = make_response(&msg, 405, None, &self.local.user_agent);
-                r.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+                let mut r = self.respond(&msg, 405, None);
+                r.push_header("Allow", ALLOW);
                 out.push(Action::Send(source, r));
             }
         }
         out
     }
 
-    /// A response on leg A (to a BYE the gateway sent).
-    pub fn on_caller_response(&mut self, msg: SipMessage, _now: Instant) -> Vec<Action> {
-        self.clear_pending(&msg);
+    /// A response on leg A (to a BYE the gateway sent): nothing to do, the
+    /// transaction layer stopped retransmitting.
+    pub fn on_caller_response(&mut self, _msg: SipMessage, _now: Instant) -> Vec<Action> {
         Vec::new()
     }
 
-    /// A message on leg B (Call-ID of the device leg).
-    pub fn on_device_message(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Action> {
+    /// A message on a fork (its Call-ID), delivered by the transaction layer.
+    pub fn on_callee_message(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        let call_id = msg.header("Call-ID").unwrap_or("");
+        let Some(i) = self.forks.iter().position(|f| f.call_id == call_id) else { return out };
         if msg.is_request() {
-            self.device_request(msg, source, now, &mut out);
+            self.callee_request(i, msg, source, now, &mut out);
             return out;
         }
-        let Some(status) = msg.status() else { return out };
-        let Some(cseq) = msg.header("CSeq").and_then(CSeq::parse) else { return out };
-        if cseq.method != "INVITE" {
-            self.clear_pending(&msg);
-            return out;
-        }
-        let Some(b) = self.b.as_mut() else { return out };
-        if let Some(tag) = msg.header("To").and_then(NameAddr::parse).and_then(|n| n.tag().map(str::to_owned)) {
-            if (200..300).contains(&status) || b.to_tag.is_none() {
-                b.to_tag = Some(tag);
-            }
+        let (Some(status), Some(cseq)) = (msg.status(), msg.header("CSeq").and_then(CSeq::parse)) else { return out };
+        if cseq.method != "INVITE" || cseq.seq != self.forks[i].cseq {
+            return out; // BYE/CANCEL answers, or the INVITE before authentication
         }
         match status {
-            100..=199 => {
-                b.retransmit = None;
-                if status > 100 && !b.provisional && self.a.final_status.is_none() {
-                    b.provisional = true;
-                    let ringing = make_response(&self.a.invite, 180, Some(&self.a.to_tag), &self.local.user_agent);
-                    self.a.last_response = Some(ringing.clone());
-                    out.push(Action::Send(self.a.source, ringing));
-                    out.push(Action::Ringing);
-                }
-            }
-            200..=299 => {
-                b.retransmit = None;
-                b.remote_target = msg.header("Contact").and_then(NameAddr::parse).map(|n| n.uri);
-                let ack = self.device_ack_for_2xx();
-                out.push(Action::Send(self.b_dest(), ack.clone()));
-                let b = self.b.as_mut().expect("device leg exists");
-                let first = b.final_status.is_none();
-                b.final_status = Some(status);
-                b.ack = Some(ack);
-                if !first {
-                    return out; // retransmitted 2xx: the ACK above answers it
-                }
-                if self.ended || b.cancelled {
-                    // The device answered after the caller gave up.
-                    self.bye_device(now, &mut out);
-                    return out;
-                }
-                let device_rtp = match sdp::parse_audio(&msg.body) {
-                    Ok(a) => a,
-                    Err(_) => {
-                        self.bye_device(now, &mut out);
-                        self.final_to_caller(488, now, &mut out);
-                        self.end(EndReason::Failed, HangupBy::System, 488, now, &mut out);
-                        return out;
-                    }
-                };
-                let media = self.media.expect("media allocated before placing leg B");
-                let answer_formats = answer_formats(&self.a.offer.formats, &device_rtp.formats);
-                let answer = sdp::build(session_id(&self.id), 1, media.ip, media.a_port, &answer_formats, Direction::SendRecv);
-                self.a.answer_sdp = Some(answer.clone());
-                let mut ok = make_response(&self.a.invite, 200, Some(&self.a.to_tag), &self.local.user_agent);
-                ok.push_header("Contact", self.local.contact(&self.a.source))
-                    .push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-                    .set_body("application/sdp", Bytes::from(answer));
-                self.a.final_status = Some(200);
-                self.a.last_response = Some(ok.clone());
-                self.a.retransmit = Retransmit::new(self.a.source, ok.clone(), now, T2);
-                out.push(Action::Send(self.a.source, ok));
-                self.ring_deadline = None;
-                self.state = State::Connected;
-                out.push(Action::Answered { device_rtp: device_rtp.rtp });
-            }
-            _ => {
-                b.retransmit = None;
-                let ack = self.device_ack_for_failure(&msg);
-                out.push(Action::Send(self.b_dest(), ack));
-                let b = self.b.as_mut().expect("device leg exists");
-                if b.final_status.is_some() {
-                    return out;
-                }
-                b.final_status = Some(status);
-                self.ring_deadline = None;
-                if !self.ended {
-                    let (code, reason) = map_failure(status);
-                    self.final_to_caller(code, now, &mut out);
-                    self.end(reason, HangupBy::Callee, code, now, &mut out);
-                }
-            }
+            100 => {}
+            101..=199 => self.fork_provisional(i, &msg, now, &mut out),
+            200..=299 => self.fork_answered(i, &msg, now, &mut out),
+            401 | 407 if self.can_authenticate(i) => self.fork_authenticate(i, &msg, &mut out),
+            _ => self.fork_failed(i, status, now, &mut out),
         }
         out
     }
 
     /// The earliest time [`Call::on_timer`] has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut d: Vec<Instant> = Vec::new();
-        if let Some(r) = &self.a.retransmit {
-            d.push(r.next.min(r.give_up));
-        }
-        if let Some(b) = &self.b {
-            if let Some(r) = &b.retransmit {
-                d.push(r.next);
-            }
-            if b.final_status.is_none() && !b.provisional && self.state == State::Calling {
-                d.push(b.invite_deadline);
-            }
-        }
-        for (_, r) in &self.pending {
-            d.push(r.next.min(r.give_up));
-        }
-        d.extend(self.ring_deadline);
-        d.extend(self.linger_until);
-        d.into_iter().min()
+        let ok = self.a.ok_retransmit.as_ref().map(|r| r.next.min(r.give_up));
+        [ok, self.ring_deadline, self.linger_until].into_iter().flatten().min()
     }
 
     /// Fires every timer due at `now`.
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if let Some(r) = self.a.retransmit.as_mut() {
+        if let Some(r) = self.a.ok_retransmit.as_mut() {
             if now >= r.give_up {
-                // The caller never ACKed our final response.
-                self.a.retransmit = None;
-                if self.a.final_status == Some(200) && !self.ended {
-                    self.bye_caller(now, &mut out);
-                    self.hang_up_device(now, &mut out);
+                // The caller never ACKed our 2xx (§13.3.1.4): end the call.
+                self.a.ok_retransmit = None;
+                if !self.ended {
+                    self.bye_caller(&q850(102, "Recovery on timer expiry"), &mut out);
+                    self.hang_up_callee(&q850(102, "Recovery on timer expiry"), &mut out);
                     self.end(EndReason::Failed, HangupBy::System, 408, now, &mut out);
                 }
             } else if now >= r.next {
-                out.push(Action::Send(r.dest, r.msg.clone()));
-                r.interval = (r.interval * 2).min(r.cap);
+                r.interval = (r.interval * 2).min(self.timers.t2);
                 r.next = now + r.interval;
-            }
-        }
-        if let Some(b) = self.b.as_mut() {
-            if let Some(r) = b.retransmit.as_mut() {
-                if now >= r.next {
-                    out.push(Action::Send(r.dest, r.msg.clone()));
-                    r.interval *= 2;
-                    r.next = now + r.interval;
+                if let Some(ok) = self.a.last_response.clone() {
+                    out.push(Action::Send(self.a.source, ok));
                 }
-            }
-            if b.final_status.is_none() && !b.provisional && now >= b.invite_deadline && !self.ended {
-                // Timer B: the device never answered at all.
-                b.retransmit = None;
-                b.final_status = Some(408);
-                self.final_to_caller(480, now, &mut out);
-                self.end(EndReason::Failed, HangupBy::System, 480, now, &mut out);
             }
         }
         if self.ring_deadline.is_some_and(|d| now >= d) {
             self.ring_deadline = None;
-            if !self.ended {
-                self.cancel_device(now, &mut out);
+            if !self.ended && self.winner.is_none() {
+                self.cancel_forks("SIP;cause=480;text=\"No answer\"", &mut out);
                 self.final_to_caller(480, now, &mut out);
                 self.end(EndReason::NoAnswer, HangupBy::System, 480, now, &mut out);
             }
         }
-        let mut keep = Vec::new();
-        for (key, mut r) in std::mem::take(&mut self.pending) {
-            if now >= r.give_up {
-                continue;
-            }
-            if now >= r.next {
-                out.push(Action::Send(r.dest, r.msg.clone()));
-                r.interval = (r.interval * 2).min(r.cap);
-                r.next = now + r.interval;
-            }
-            keep.push((key, r));
-        }
-        self.pending = keep;
         out
     }
 
-    /// True once the call ended and its retransmission window passed.
+    /// True once the call ended and its linger window passed.
     pub fn is_finished(&self, now: Instant) -> bool {
         self.linger_until.is_some_and(|t| now >= t)
     }
@@ -564,27 +506,28 @@ impl Call {
         self.ended
     }
 
-    /// Hangs up both legs on behalf of the system (shutdown, media failure).
+    /// Hangs up every leg on behalf of the system (shutdown, media failure).
     pub fn terminate(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.ended {
             return out;
         }
+        let reason = q850(41, "Temporary failure");
         if self.a.final_status.is_none() {
             self.final_to_caller(503, now, &mut out);
-            self.cancel_device(now, &mut out);
+            self.cancel_forks("SIP;cause=503;text=\"Service unavailable\"", &mut out);
         } else {
-            self.bye_caller(now, &mut out);
-            self.hang_up_device(now, &mut out);
+            self.bye_caller(&reason, &mut out);
+            self.hang_up_callee(&reason, &mut out);
         }
         self.end(EndReason::Failed, HangupBy::System, 503, now, &mut out);
         out
     }
 
-    // ---- internals ----
+    // ---- leg A internals ----
 
-    fn b_dest(&self) -> Destination {
-        self.b.as_ref().map(|b| b.dest).unwrap_or(self.a.source)
+    fn respond(&self, req: &SipMessage, code: u16, tag: Option<&str>) -> SipMessage {
+        make_response(req, code, tag, &self.local.user_agent)
     }
 
     fn end(&mut self, reason: EndReason, by: HangupBy, status: u16, now: Instant, out: &mut Vec<Action>) {
@@ -598,206 +541,432 @@ impl Call {
         out.push(Action::Ended { reason, hangup_by: by, sip_status: status });
     }
 
-    fn final_to_caller(&mut self, code: u16, now: Instant, out: &mut Vec<Action>) {
-        if self.a.final_status.is_some() {
-            return;
+    /// The caller's answer SDP: the formats both sides share, on leg A's port.
+    fn caller_answer(&mut self, callee_formats: &[Format]) -> String {
+        if let Some(a) = &self.a.answer_sdp {
+            return a.clone();
         }
-        let r = make_response(&self.a.invite, code, Some(&self.a.to_tag), &self.local.user_agent);
-        self.a.final_status = Some(code);
+        let media = self.media.expect("media allocated before forks are placed");
+        let formats = answer_formats(&self.a.offer.formats, callee_formats);
+        let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
+        self.a.answer_sdp = Some(answer.clone());
+        answer
+    }
+
+    fn provisional_to_caller(&mut self, code: u16, sdp: Option<String>, out: &mut Vec<Action>) {
+        let mut r = self.respond(&self.a.invite, code, Some(&self.a.to_tag.clone()));
+        r.push_header("Contact", self.local.contact(&self.a.source)).push_header("Allow", ALLOW);
+        if let Some(body) = sdp {
+            r.set_body("application/sdp", Bytes::from(body));
+        }
+        self.a.provisional = Some(code);
         self.a.last_response = Some(r.clone());
-        self.a.retransmit = Retransmit::new(self.a.source, r.clone(), now, T2);
         out.push(Action::Send(self.a.source, r));
     }
 
-    fn caller_reinvite(&mut self, msg: SipMessage, source: Destination, out: &mut Vec<Action>) {
-        // Answered locally: the device leg is not touched.
-        let (Some(media), true) = (self.media, self.a.final_status == Some(200)) else {
-            out.push(Action::Send(source, make_response(&msg, 491, None, &self.local.user_agent)));
+    fn final_to_caller(&mut self, code: u16, _now: Instant, out: &mut Vec<Action>) {
+        if self.a.final_status.is_some() {
+            return;
+        }
+        let mut r = self.respond(&self.a.invite, code, Some(&self.a.to_tag.clone()));
+        if let Some(reason) = q850_for_status(code) {
+            r.push_header("Reason", reason);
+        }
+        self.a.final_status = Some(code);
+        self.a.last_response = Some(r.clone());
+        out.push(Action::Send(self.a.source, r));
+    }
+
+    fn ok_to_caller(&mut self, answer: String, now: Instant, out: &mut Vec<Action>) {
+        let mut ok = self.respond(&self.a.invite, 200, Some(&self.a.to_tag.clone()));
+        ok.push_header("Contact", self.local.contact(&self.a.source))
+            .push_header("Allow", ALLOW)
+            .set_body("application/sdp", Bytes::from(answer));
+        self.a.final_status = Some(200);
+        self.a.last_response = Some(ok.clone());
+        if !self.a.source.is_reliable() {
+            let t1 = self.timers.t1;
+            self.a.ok_retransmit = Some(OkRetransmit { next: now + t1, interval: t1, give_up: now + self.timers.timeout() });
+        } else {
+            // Reliable transport: no retransmission, but the ACK must still
+            // come within 64·T1.
+            self.a.ok_retransmit =
+                Some(OkRetransmit { next: now + self.timers.timeout(), interval: self.timers.timeout(), give_up: now + self.timers.timeout() });
+        }
+        out.push(Action::Send(self.a.source, ok));
+    }
+
+    /// A re-INVITE or UPDATE from the caller, answered locally.
+    fn caller_reoffer(&mut self, msg: SipMessage, source: Destination, invite: bool, out: &mut Vec<Action>) {
+        let Some(media) = self.media else {
+            let mut r = self.respond(&msg, 500, None);
+            r.push_header("Retry-After", "1");
+            out.push(Action::Send(source, r));
             return;
         };
-        if !msg.body.is_empty() {
-            match sdp::parse_audio(&msg.body) {
-                Ok(offer) => {
-                    if offer.rtp != self.a.offer.rtp {
-                        out.push(Action::CallerMedia { rtp: offer.rtp });
-                    }
-                    self.a.offer = offer;
-                }
-                Err(_) => {
-                    out.push(Action::Send(source, make_response(&msg, 488, None, &self.local.user_agent)));
-                    return;
-                }
-            }
+        if invite && self.a.final_status != Some(200) {
+            out.push(Action::Send(source, self.respond(&msg, 491, None)));
+            return;
         }
+        if msg.body.is_empty() {
+            // No offer: the gateway offers in the 2xx (re-INVITE) or simply
+            // confirms (UPDATE without a body refreshes the target only).
+            let mut ok = self.respond(&msg, 200, None);
+            ok.push_header("Contact", self.local.contact(&source));
+            if invite {
+                let formats = sdp::filter_supported(&self.a.offer.formats);
+                self.a.sdp_version += 1;
+                let offer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
+                ok.set_body("application/sdp", Bytes::from(offer));
+            }
+            out.push(Action::Send(source, ok));
+            return;
+        }
+        let offer = match sdp::parse_audio(&msg.body) {
+            Ok(o) => o,
+            Err(_) => {
+                out.push(Action::Send(source, self.respond(&msg, 488, None)));
+                return;
+            }
+        };
+        if offer.rtp != self.a.offer.rtp {
+            out.push(Action::CallerMedia { rtp: offer.rtp });
+        }
+        let formats = sdp::filter_supported(&offer.formats);
+        let direction = answer_direction(offer.direction);
+        self.a.offer = offer;
         self.a.sdp_version += 1;
-        let formats = sdp::filter_supported(&self.a.offer.formats);
-        let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
-        let mut ok = make_response(&msg, 200, None, &self.local.user_agent);
+        let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, direction);
+        let mut ok = self.respond(&msg, 200, None);
         ok.push_header("Contact", self.local.contact(&source)).set_body("application/sdp", Bytes::from(answer));
         out.push(Action::Send(source, ok));
     }
 
-    fn device_request(&mut self, msg: SipMessage, source: Destination, now: Instant, out: &mut Vec<Action>) {
-        let method = msg.method().unwrap_or("").to_owned();
-        match method.as_str() {
-            "BYE" => {
-                out.push(Action::Send(source, make_response(&msg, 200, None, &self.local.user_agent)));
-                if !self.ended {
-                    self.bye_caller(now, out);
-                    self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
+    fn bye_caller(&mut self, reason: &str, out: &mut Vec<Action>) {
+        if self.a.final_status != Some(200) {
+            return;
+        }
+        let mut bye = self.a.dialog.request("BYE", &self.local);
+        bye.push_header("Reason", reason.to_owned()).push_header("User-Agent", self.local.user_agent.clone());
+        out.push(Action::Send(self.a.dialog.flow, bye));
+    }
+
+    // ---- fork internals ----
+
+    fn fork_provisional(&mut self, i: usize, msg: &SipMessage, _now: Instant, out: &mut Vec<Action>) {
+        let fork = &mut self.forks[i];
+        if fork.state == ForkState::Trying {
+            fork.state = ForkState::Ringing;
+        }
+        if let Some(reason) = fork.cancel_pending.take() {
+            let cancel = cancel_for(fork, &reason);
+            out.push(Action::Send(fork.target.dest, cancel));
+            return;
+        }
+        if self.ended || self.a.final_status.is_some() || fork.cancelled {
+            return;
+        }
+        let early = (!msg.body.is_empty()).then(|| sdp::parse_audio(&msg.body).ok()).flatten();
+        match early {
+            Some(desc) if self.early_media_fork.is_none() => {
+                self.early_media_fork = Some(i);
+                let answer = self.caller_answer(&desc.formats);
+                let first = self.a.provisional.is_none();
+                self.provisional_to_caller(183, Some(answer), out);
+                if first {
+                    out.push(Action::Ringing);
                 }
+                out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
-            "ACK" => {}
-            "INVITE" => {
-                // Re-INVITE from the device (e.g. hold): answered locally.
-                let Some(media) = self.media else {
-                    out.push(Action::Send(source, make_response(&msg, 491, None, &self.local.user_agent)));
-                    return;
-                };
-                let Some(b) = self.b.as_mut() else { return };
-                b.sdp_version += 1;
-                let formats = sdp::parse_audio(&msg.body)
-                    .map(|a| sdp::filter_supported(&a.formats))
-                    .unwrap_or_else(|_| sdp::parse_audio(b.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default());
-                let answer = sdp::build(session_id(&self.id), b.sdp_version, media.ip, media.b_port, &formats, Direction::SendRecv);
-                let mut ok = make_response(&msg, 200, None, &self.local.user_agent);
-                ok.push_header("Contact", self.local.contact(&source)).set_body("application/sdp", Bytes::from(answer));
-                out.push(Action::Send(source, ok));
+            _ if self.a.provisional.is_none() => {
+                self.provisional_to_caller(180, None, out);
+                out.push(Action::Ringing);
             }
-            "OPTIONS" => out.push(Action::Send(source, make_response(&msg, 200, None, &self.local.user_agent))),
-            _ => out.push(Action::Send(source, make_response(&msg, 405, None, &self.local.user_agent))),
-        }
-    }
-
-    fn device_ack_for_2xx(&self) -> SipMessage {
-        let b = self.b.as_ref().expect("device leg exists");
-        let uri = b.remote_target.clone().unwrap_or_else(|| b.request_uri.clone());
-        let mut ack = SipMessage::request("ACK", uri);
-        ack.push_header("Via", self.local.via(&b.dest, &new_branch()))
-            .push_header("Max-Forwards", "70")
-            .push_header("From", b.invite.header("From").unwrap_or_default().to_owned())
-            .push_header("To", self.device_to())
-            .push_header("Call-ID", b.call_id.clone())
-            .push_header("CSeq", "1 ACK");
-        ack
-    }
-
-    fn device_ack_for_failure(&self, response: &SipMessage) -> SipMessage {
-        let b = self.b.as_ref().expect("device leg exists");
-        let mut ack = SipMessage::request("ACK", b.request_uri.clone());
-        ack.push_header("Via", b.invite.header("Via").unwrap_or_default().to_owned())
-            .push_header("Max-Forwards", "70")
-            .push_header("From", b.invite.header("From").unwrap_or_default().to_owned())
-            .push_header("To", response.header("To").unwrap_or_default().to_owned())
-            .push_header("Call-ID", b.call_id.clone())
-            .push_header("CSeq", "1 ACK");
-        ack
-    }
-
-    fn device_to(&self) -> String {
-        let b = self.b.as_ref().expect("device leg exists");
-        match &b.to_tag {
-            Some(t) => format!("<{}>;tag={}", b.request_uri, t),
-            None => format!("<{}>", b.request_uri),
-        }
-    }
-
-    /// Ends leg B however far it got: CANCEL while ringing, BYE once answered.
-    fn hang_up_device(&mut self, now: Instant, out: &mut Vec<Action>) {
-        match self.b.as_ref().map(|b| b.final_status) {
-            Some(Some(s)) if (200..300).contains(&s) => self.bye_device(now, out),
-            Some(None) => self.cancel_device(now, out),
             _ => {}
         }
     }
 
-    fn cancel_device(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(b) = self.b.as_mut() else { return };
-        if b.final_status.is_some() || b.cancelled {
+    fn fork_answered(&mut self, i: usize, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
+        let local = self.local.clone();
+        let fork = &mut self.forks[i];
+        if let Some(ack) = &fork.ack {
+            // A retransmitted 2xx: the same ACK answers it.
+            out.push(Action::Send(fork.target.dest, ack.clone()));
             return;
         }
-        b.cancelled = true;
-        b.retransmit = None;
-        let mut cancel = SipMessage::request("CANCEL", b.request_uri.clone());
-        cancel
-            .push_header("Via", b.invite.header("Via").unwrap_or_default().to_owned())
-            .push_header("Max-Forwards", "70")
-            .push_header("From", b.invite.header("From").unwrap_or_default().to_owned())
-            .push_header("To", b.invite.header("To").unwrap_or_default().to_owned())
-            .push_header("Call-ID", b.call_id.clone())
-            .push_header("CSeq", "1 CANCEL")
-            .push_header("Reason", "SIP;cause=487;text=\"Caller cancelled\"");
-        let dest = b.dest;
-        let key = format!("{} 1 CANCEL", b.call_id);
-        self.track(key, dest, cancel.clone(), now);
-        out.push(Action::Send(dest, cancel));
-    }
-
-    fn bye_device(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(b) = self.b.as_ref() else { return };
-        let uri = b.remote_target.clone().unwrap_or_else(|| b.request_uri.clone());
-        let mut bye = SipMessage::request("BYE", uri);
-        bye.push_header("Via", self.local.via(&b.dest, &new_branch()))
-            .push_header("Max-Forwards", "70")
-            .push_header("From", b.invite.header("From").unwrap_or_default().to_owned())
-            .push_header("To", self.device_to())
-            .push_header("Call-ID", b.call_id.clone())
-            .push_header("CSeq", "2 BYE")
-            .push_header("User-Agent", self.local.user_agent.clone());
-        let dest = b.dest;
-        let key = format!("{} 2 BYE", b.call_id);
-        self.track(key, dest, bye.clone(), now);
-        out.push(Action::Send(dest, bye));
-    }
-
-    fn bye_caller(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let inv = &self.a.invite;
-        let contact = inv.header("Contact").and_then(NameAddr::parse).map(|n| n.uri);
-        let uri = contact.or_else(|| inv.header("From").and_then(NameAddr::parse).map(|n| n.uri)).unwrap_or_default();
-        if SipUri::parse(&uri).is_none() {
+        let Some(mut dialog) = Dialog::as_uac(&fork.invite, msg, fork.target.dest) else {
+            return; // no To tag: not a usable answer
+        };
+        let ack = dialog.ack(fork.cseq, &local);
+        dialog.local_seq = fork.cseq;
+        out.push(Action::Send(fork.target.dest, ack.clone()));
+        fork.ack = Some(ack);
+        fork.dialog = Some(dialog);
+        fork.state = ForkState::Answered;
+        fork.cancel_pending = None;
+        if self.ended || self.winner.is_some() || fork.cancelled {
+            // Answered after the call was decided (a race with CANCEL or
+            // another fork): hang this one up.
+            let reason = if self.winner.is_some() {
+                "SIP;cause=200;text=\"Call completed elsewhere\"".to_owned()
+            } else {
+                q850(16, "Normal call clearing")
+            };
+            self.bye_fork(i, &reason, out);
             return;
         }
-        self.a.local_cseq += 1;
-        let cseq = self.a.local_cseq;
-        let to_value = inv.header("To").unwrap_or_default();
-        let from = format!("{};tag={}", to_value, self.a.to_tag);
-        let mut bye = SipMessage::request("BYE", uri);
-        bye.push_header("Via", self.local.via(&self.a.source, &new_branch()))
-            .push_header("Max-Forwards", "70")
-            .push_header("From", from)
-            .push_header("To", inv.header("From").unwrap_or_default().to_owned())
-            .push_header("Call-ID", inv.header("Call-ID").unwrap_or_default().to_owned())
-            .push_header("CSeq", format!("{cseq} BYE"))
-            .push_header("User-Agent", self.local.user_agent.clone());
-        let dest = self.a.source;
-        let key = format!("{} {} BYE", inv.header("Call-ID").unwrap_or_default(), cseq);
-        self.track(key, dest, bye.clone(), now);
-        out.push(Action::Send(dest, bye));
+        let callee = match sdp::parse_audio(&msg.body) {
+            Ok(a) => a,
+            Err(_) => {
+                self.bye_fork(i, &q850(88, "Incompatible destination"), out);
+                self.forks[i].state = ForkState::Done(488);
+                self.maybe_all_failed(now, out);
+                return;
+            }
+        };
+        self.winner = Some(i);
+        for j in 0..self.forks.len() {
+            if j != i {
+                self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
+            }
+        }
+        let answer = self.caller_answer(&callee.formats);
+        self.ok_to_caller(answer, now, out);
+        self.ring_deadline = None;
+        self.state = State::Connected;
+        out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
 
-    fn track(&mut self, key: String, dest: Destination, msg: SipMessage, now: Instant) {
-        if let Some(r) = Retransmit::new(dest, msg, now, T2) {
-            self.pending.push((key, r));
-        }
+    fn can_authenticate(&self, i: usize) -> bool {
+        let f = &self.forks[i];
+        f.target.credentials.is_some() && !f.auth_tried && !f.cancelled && f.cancel_pending.is_none() && !self.ended
     }
 
-    fn clear_pending(&mut self, response: &SipMessage) {
-        if response.status().is_some_and(|s| s < 200) {
-            return;
-        }
-        let (Some(call_id), Some(cseq)) = (response.header("Call-ID"), response.header("CSeq").and_then(CSeq::parse)) else {
+    /// Answers a trunk's 401/407 once by resending the INVITE with
+    /// credentials (RFC 3261 §22.2, RFC 8760 algorithms).
+    fn fork_authenticate(&mut self, i: usize, msg: &SipMessage, out: &mut Vec<Action>) {
+        let (challenge_header, answer_header) = if msg.status() == Some(407) {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        // Prefer the strongest algorithm offered.
+        let mut challenges: Vec<Challenge> = msg.header_values(challenge_header).into_iter().filter_map(Challenge::parse).collect();
+        challenges.sort_by_key(|c| match c.algorithm {
+            digest::Algorithm::Sha256 => 0,
+            _ => 1,
+        });
+        let Some(challenge) = challenges.into_iter().next() else {
+            self.fork_failed(i, msg.status().unwrap_or(401), Instant::now(), out);
             return;
         };
-        let key = format!("{} {} {}", call_id, cseq.seq, cseq.method);
-        self.pending.retain(|(k, _)| *k != key);
+        let local = self.local.clone();
+        let fork = &mut self.forks[i];
+        let Some(creds) = fork.target.credentials.clone() else { return };
+        fork.auth_tried = true;
+        fork.cseq += 1;
+        let uri = fork.invite.request_uri().unwrap_or_default().to_owned();
+        let cnonce = new_tag();
+        let answer = digest::answer(&challenge, &creds.username, &creds.password, "INVITE", &uri, &cnonce, 1);
+        let mut invite = fork.invite.clone();
+        invite.set_header("Via", local.via(&fork.target.dest, &new_branch()));
+        invite.set_header("CSeq", format!("{} INVITE", fork.cseq));
+        invite.push_header(answer_header, answer.to_header());
+        fork.invite = invite.clone();
+        out.push(Action::Send(fork.target.dest, invite));
+    }
+
+    fn fork_failed(&mut self, i: usize, status: u16, now: Instant, out: &mut Vec<Action>) {
+        let fork = &mut self.forks[i];
+        if matches!(fork.state, ForkState::Done(_) | ForkState::Answered) {
+            return;
+        }
+        fork.state = ForkState::Done(status);
+        fork.cancel_pending = None;
+        if self.ended || self.winner.is_some() {
+            return;
+        }
+        if (600..700).contains(&status) {
+            // A global failure ends every fork (§16.7 step 5).
+            for j in 0..self.forks.len() {
+                self.cancel_fork(j, &format!("SIP;cause={status}"), out);
+            }
+            let (code, reason) = map_failure(status);
+            self.final_to_caller(code, now, out);
+            self.end(reason, HangupBy::Callee, code, now, out);
+            return;
+        }
+        self.maybe_all_failed(now, out);
+    }
+
+    /// Once every fork failed, answers the caller with the best failure.
+    fn maybe_all_failed(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.ended || self.winner.is_some() {
+            return;
+        }
+        let mut statuses = Vec::new();
+        for f in &self.forks {
+            match f.state {
+                ForkState::Done(s) => statuses.push(s),
+                _ => return, // still ringing somewhere
+            }
+        }
+        let best = best_failure(&statuses);
+        let (code, reason) = map_failure(best);
+        self.final_to_caller(code, now, out);
+        self.end(reason, HangupBy::Callee, code, now, out);
+    }
+
+    fn callee_request(&mut self, i: usize, msg: SipMessage, source: Destination, now: Instant, out: &mut Vec<Action>) {
+        let method = msg.method().unwrap_or("").to_owned();
+        if method == "ACK" {
+            return;
+        }
+        let local_user_agent = self.local.user_agent.clone();
+        let Some(dialog) = self.forks[i].dialog.as_mut() else {
+            out.push(Action::Send(source, make_response(&msg, 481, None, &local_user_agent)));
+            return;
+        };
+        if let Err(DialogError::OutOfOrder) = dialog.on_request(&msg) {
+            out.push(Action::Send(source, make_response(&msg, 500, None, &local_user_agent)));
+            return;
+        }
+        match method.as_str() {
+            "BYE" => {
+                out.push(Action::Send(source, self.respond(&msg, 200, None)));
+                self.forks[i].state = ForkState::Done(200);
+                if !self.ended && self.winner == Some(i) {
+                    self.bye_caller(&q850(16, "Normal call clearing"), out);
+                    self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
+                }
+            }
+            "INVITE" | "UPDATE" => self.callee_reoffer(i, msg, source, out),
+            "OPTIONS" | "INFO" => {
+                let mut ok = self.respond(&msg, 200, None);
+                ok.push_header("Allow", ALLOW);
+                out.push(Action::Send(source, ok));
+            }
+            _ => {
+                let mut r = self.respond(&msg, 405, None);
+                r.push_header("Allow", ALLOW);
+                out.push(Action::Send(source, r));
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the answered callee (hold, resume, a new
+    /// address), answered locally: the caller's leg is not touched.
+    fn callee_reoffer(&mut self, i: usize, msg: SipMessage, source: Destination, out: &mut Vec<Action>) {
+        let Some(media) = self.media else {
+            let mut r = self.respond(&msg, 500, None);
+            r.push_header("Retry-After", "1");
+            out.push(Action::Send(source, r));
+            return;
+        };
+        let offer = if msg.body.is_empty() { None } else { sdp::parse_audio(&msg.body).ok() };
+        if !msg.body.is_empty() && offer.is_none() {
+            out.push(Action::Send(source, self.respond(&msg, 488, None)));
+            return;
+        }
+        let is_invite = msg.method() == Some("INVITE");
+        let mut ok = self.respond(&msg, 200, None);
+        ok.push_header("Contact", self.local.contact(&source));
+        if offer.is_some() || is_invite {
+            let (formats, direction) = match &offer {
+                Some(o) => (sdp::filter_supported(&o.formats), answer_direction(o.direction)),
+                None => (sdp::parse_audio(self.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default(), Direction::SendRecv),
+            };
+            let fork = &mut self.forks[i];
+            fork.sdp_version += 1;
+            let body = sdp::build(session_id(&self.id), fork.sdp_version, media.ip, media.b_port, &formats, direction);
+            ok.set_body("application/sdp", Bytes::from(body));
+        }
+        if let (Some(o), Some(w)) = (&offer, self.winner) {
+            if w == i {
+                out.push(Action::CalleeMedia { rtp: o.rtp });
+            }
+        }
+        out.push(Action::Send(source, ok));
+    }
+
+    /// Ends the callee side however far it got: BYE to the answered fork,
+    /// CANCEL to the ones still ringing.
+    fn hang_up_callee(&mut self, reason: &str, out: &mut Vec<Action>) {
+        if let Some(w) = self.winner {
+            if self.forks[w].state == ForkState::Answered {
+                self.bye_fork(w, reason, out);
+            }
+        }
+        self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", out);
+    }
+
+    fn cancel_forks(&mut self, reason: &str, out: &mut Vec<Action>) {
+        for j in 0..self.forks.len() {
+            self.cancel_fork(j, reason, out);
+        }
+    }
+
+    fn cancel_fork(&mut self, j: usize, reason: &str, out: &mut Vec<Action>) {
+        let fork = &mut self.forks[j];
+        if fork.cancelled || !matches!(fork.state, ForkState::Trying | ForkState::Ringing) {
+            return;
+        }
+        fork.cancelled = true;
+        if fork.state == ForkState::Trying {
+            // §9.1: no CANCEL before a provisional response; send it when
+            // one arrives (or let Timer B end the INVITE).
+            fork.cancel_pending = Some(reason.to_owned());
+            return;
+        }
+        let cancel = cancel_for(fork, reason);
+        out.push(Action::Send(fork.target.dest, cancel));
+    }
+
+    fn bye_fork(&mut self, i: usize, reason: &str, out: &mut Vec<Action>) {
+        let local = self.local.clone();
+        let fork = &mut self.forks[i];
+        let Some(dialog) = fork.dialog.as_mut() else { return };
+        let mut bye = dialog.request("BYE", &local);
+        bye.push_header("Reason", reason.to_owned()).push_header("User-Agent", local.user_agent.clone());
+        fork.state = ForkState::Done(200);
+        out.push(Action::Send(fork.target.dest, bye));
+    }
+}
+
+/// CANCEL for a fork's INVITE (§9.1): same Request-URI, Call-ID, From, To,
+/// CSeq number, top Via and Route as the INVITE.
+fn cancel_for(fork: &Fork, reason: &str) -> SipMessage {
+    let inv = &fork.invite;
+    let mut cancel = SipMessage::request("CANCEL", inv.request_uri().unwrap_or_default().to_owned());
+    cancel.push_header("Via", inv.header("Via").unwrap_or_default().to_owned());
+    for r in inv.header_values("Route") {
+        cancel.push_header("Route", r.to_owned());
+    }
+    cancel
+        .push_header("Max-Forwards", "70")
+        .push_header("From", inv.header("From").unwrap_or_default().to_owned())
+        .push_header("To", inv.header("To").unwrap_or_default().to_owned())
+        .push_header("Call-ID", fork.call_id.clone())
+        .push_header("CSeq", format!("{} CANCEL", fork.cseq))
+        .push_header("Reason", reason.to_owned());
+    cancel
+}
+
+/// The direction to answer an offer with (RFC 3264 §6.1).
+fn answer_direction(offered: Direction) -> Direction {
+    match offered {
+        Direction::SendOnly => Direction::RecvOnly,
+        Direction::RecvOnly => Direction::SendOnly,
+        Direction::Inactive => Direction::Inactive,
+        Direction::SendRecv => Direction::SendRecv,
     }
 }
 
 /// The formats to answer the caller with: the caller's offered formats that
-/// the device accepted, in the device's order, keeping the caller's payload
+/// the callee accepted, in the callee's order, keeping the caller's payload
 /// type numbers (G.711 passes through unchanged).
-fn answer_formats(offered: &[Format], device: &[Format]) -> Vec<Format> {
-    let mut out: Vec<Format> = device
+fn answer_formats(offered: &[Format], callee: &[Format]) -> Vec<Format> {
+    let mut out: Vec<Format> = callee
         .iter()
         .filter_map(|d| {
             offered.iter().find(|o| o.encoding.eq_ignore_ascii_case(&d.encoding) && o.clock_rate == d.clock_rate).cloned()
@@ -810,7 +979,21 @@ fn answer_formats(offered: &[Format], device: &[Format]) -> Vec<Format> {
     out
 }
 
-/// The caller-facing status and end reason for a device's failure status.
+/// The best of several forks' failures (after RFC 3261 §16.7): a 6xx wins,
+/// then busy, then the other 4xx, then 5xx, then timeouts and unavailability.
+fn best_failure(statuses: &[u16]) -> u16 {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        487 => 2,
+        400..=499 if s != 408 && s != 480 => 3,
+        500..=599 => 4,
+        _ => 5,
+    };
+    statuses.iter().copied().min_by_key(|s| (rank(*s), *s)).unwrap_or(480)
+}
+
+/// The caller-facing status and end reason for a callee's failure status.
 fn map_failure(status: u16) -> (u16, EndReason) {
     match status {
         486 | 600 => (486, EndReason::Busy),
@@ -822,6 +1005,26 @@ fn map_failure(status: u16) -> (u16, EndReason) {
         s if (400..700).contains(&s) => (s, EndReason::Failed),
         _ => (500, EndReason::Failed),
     }
+}
+
+/// A `Reason` header value with a Q.850 cause (RFC 3326).
+pub fn q850(cause: u16, text: &str) -> String {
+    format!("Q.850;cause={cause};text=\"{text}\"")
+}
+
+/// The Q.850 cause a failure response to the caller carries (RFC 3398 in
+/// reverse, as carriers expect it).
+fn q850_for_status(code: u16) -> Option<String> {
+    Some(match code {
+        404 => q850(1, "Unallocated number"),
+        480 => q850(19, "No answer from user"),
+        486 => q850(17, "User busy"),
+        488 => q850(88, "Incompatible destination"),
+        500 => q850(41, "Temporary failure"),
+        503 => q850(34, "No circuit available"),
+        603 => q850(21, "Call rejected"),
+        _ => return None,
+    })
 }
 
 fn session_id(call_id: &str) -> u64 {

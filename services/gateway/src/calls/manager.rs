@@ -7,7 +7,8 @@
 //! binding, recording upload) runs in spawned tasks that report back through
 //! the manager's input channel, so one slow call never stalls the others.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target};
+use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Presentation, Target, ALLOW};
 use super::writer::{AgentInfo, CallUpdate, CallWriter};
 use crate::directory::{Directory, NumberRoute};
 use crate::media::ports::{PortAllocator, PortPair};
@@ -31,6 +32,7 @@ use crate::sip::guard::{AuthGuard, FailureVerdict};
 use crate::sip::registrar::{AuthOutcome, Registrar};
 use crate::sip::headers::{NameAddr, SipUri};
 use crate::sip::response::{make_response, validate_request};
+use crate::sip::transaction::{Output as TxOutput, Timers, TransactionLayer};
 use crate::sip::transport::Inbound;
 use crate::sip::{Destination, SipMessage, Transport};
 
@@ -51,6 +53,8 @@ pub struct ManagerDeps {
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
+    /// RFC 3261 timers for transactions and the calls' own retransmissions.
+    pub timers: Timers,
     /// Notified after each committed call event.
     pub committed: Arc<Notify>,
     pub shutdown: CancellationToken,
@@ -59,19 +63,22 @@ pub struct ManagerDeps {
 /// Results of spawned work, fed back into the manager loop.
 enum Work {
     Routed { id: String, outcome: RouteOutcome },
+    /// A response computed off the loop (REGISTER), sent through the
+    /// transaction layer.
+    Respond { dest: Destination, msg: SipMessage },
 }
 
 enum RouteOutcome {
     NotFound,
     NoDevice { route: NumberRoute },
     Failed { code: u16, why: String },
-    Ready { route: NumberRoute, device_id: String, target: Target, a: PortPair, b: PortPair },
+    Ready { route: Box<NumberRoute>, forks: Vec<(String, Target)>, a: PortPair, b: PortPair },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegKind {
     Caller,
-    Device,
+    Callee,
 }
 
 struct Entry {
@@ -79,10 +86,13 @@ struct Entry {
     writer: Option<CallWriter>,
     relay: Option<MediaRelay>,
     agent: Option<AgentInfo>,
+    /// The device each fork rings, in fork order.
+    fork_devices: Vec<String>,
     started_at: Instant,
     started_at_ms: i64,
     answered_at: Option<Instant>,
-    /// Set once the call row exists (events only for routed calls).
+    /// The deadline last queued in the manager's timer heap.
+    scheduled: Option<std::time::Instant>,
     from_number: String,
     from_display: String,
     to_number: String,
@@ -91,7 +101,14 @@ struct Entry {
 /// Runs until shutdown; every live call is hung up on the way out.
 pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
-    let mut m = Manager { deps, calls: HashMap::new(), by_sip: HashMap::new(), work: work_tx };
+    let mut m = Manager {
+        tx: TransactionLayer::new(deps.timers),
+        deps,
+        calls: HashMap::new(),
+        by_sip: HashMap::new(),
+        call_timers: BinaryHeap::new(),
+        work: work_tx,
+    };
     loop {
         let deadline = m.next_deadline();
         tokio::select! {
@@ -123,20 +140,34 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 struct Manager {
     deps: ManagerDeps,
+    tx: TransactionLayer,
     calls: HashMap<String, Entry>,
     by_sip: HashMap<String, (String, LegKind)>,
+    /// Calls' deadlines, possibly stale (checked when due).
+    call_timers: BinaryHeap<Reverse<(std::time::Instant, String)>>,
     work: mpsc::UnboundedSender<Work>,
 }
 
 impl Manager {
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
         let now_std = std::time::Instant::now();
         let now = Instant::now();
-        self.calls
-            .values()
-            .filter_map(|e| e.call.next_deadline())
+        let call = self.call_timers.peek().map(|Reverse((d, _))| *d);
+        [call, self.tx.next_deadline()]
+            .into_iter()
+            .flatten()
             .min()
             .map(|d| now + d.saturating_duration_since(now_std))
+    }
+
+    /// Sends through the transaction layer.
+    async fn send(&mut self, dest: Destination, msg: SipMessage) {
+        let now = std::time::Instant::now();
+        for o in self.tx.send(dest, msg, now) {
+            if let TxOutput::Send(d, m) = o {
+                self.deps.transport.send(d, &m).await;
+            }
+        }
     }
 
     async fn on_sip(&mut self, Inbound { msg, source }: Inbound) {
@@ -145,12 +176,52 @@ impl Manager {
             metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => "banned source").increment(1);
             return;
         }
+        if msg.is_request() {
+            let method = msg.method().unwrap_or("").to_owned();
+            if let Err(rejection) = validate_request(&msg) {
+                metrics::counter!("switchboard_sip_requests_rejected_total", "code" => rejection.code.to_string()).increment(1);
+                if method != "ACK" {
+                    let mut r = make_response(&msg, rejection.code, Some("sb-rejected"), &self.deps.local.user_agent);
+                    if let crate::sip::StartLine::Response { reason, .. } = &mut r.start {
+                        *reason = rejection.reason.clone();
+                    }
+                    self.deps.transport.send(source, &r).await;
+                }
+                debug!(peer = %source.addr(), code = rejection.code, reason = rejection.reason, "request rejected");
+                return;
+            }
+        }
+        let before = self.tx.stats();
+        let outputs = self.tx.receive(msg, source, now);
+        let after = self.tx.stats();
+        if after.absorbed > before.absorbed {
+            metrics::counter!("switchboard_sip_retransmissions_absorbed_total").increment(after.absorbed - before.absorbed);
+        }
+        if after.stray_responses > before.stray_responses {
+            metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => "stray response").increment(1);
+        }
+        self.run_outputs(outputs).await;
+    }
+
+    async fn run_outputs(&mut self, outputs: Vec<TxOutput>) {
+        for o in outputs {
+            match o {
+                TxOutput::Send(d, m) => self.deps.transport.send(d, &m).await,
+                TxOutput::Deliver(m, src) => self.dispatch(m, src).await,
+            }
+        }
+    }
+
+    /// A message the transaction layer delivered: one copy of a new request
+    /// or of a response a call must see.
+    async fn dispatch(&mut self, msg: SipMessage, source: Destination) {
+        let now = std::time::Instant::now();
         let sip_call_id = msg.header("Call-ID").unwrap_or("").to_owned();
         if !msg.is_request() {
             match self.by_sip.get(&sip_call_id).cloned() {
                 Some((id, leg)) => {
                     let actions = match self.calls.get_mut(&id) {
-                        Some(e) if leg == LegKind::Device => e.call.on_device_message(msg, source, now),
+                        Some(e) if leg == LegKind::Callee => e.call.on_callee_message(msg, source, now),
                         Some(e) => e.call.on_caller_response(msg, now),
                         None => return,
                     };
@@ -164,24 +235,12 @@ impl Manager {
             return;
         }
         let method = msg.method().unwrap_or("").to_owned();
-        if let Err(rejection) = validate_request(&msg) {
-            metrics::counter!("switchboard_sip_requests_rejected_total", "code" => rejection.code.to_string()).increment(1);
-            if method != "ACK" {
-                let mut r = make_response(&msg, rejection.code, Some("sb-rejected"), &self.deps.local.user_agent);
-                if let crate::sip::StartLine::Response { reason, .. } = &mut r.start {
-                    *reason = rejection.reason.clone();
-                }
-                self.deps.transport.send(source, &r).await;
-            }
-            debug!(peer = %source.addr(), code = rejection.code, reason = rejection.reason, "request rejected");
-            return;
-        }
         metrics::counter!("switchboard_sip_requests_received_total", "method" => method.clone()).increment(1);
         if let Some((id, leg)) = self.by_sip.get(&sip_call_id).cloned() {
             let actions = match self.calls.get_mut(&id) {
                 Some(e) => match leg {
                     LegKind::Caller => e.call.on_caller_request(msg, source, now),
-                    LegKind::Device => e.call.on_device_message(msg, source, now),
+                    LegKind::Callee => e.call.on_callee_message(msg, source, now),
                 },
                 None => return,
             };
@@ -193,31 +252,36 @@ impl Manager {
         match method.as_str() {
             "INVITE" if to_tag.is_none() => self.new_call(msg, source).await,
             "REGISTER" => {
-                let (registrar, registrations, transport, guard) = (
+                let (registrar, registrations, guard, work) = (
                     self.deps.registrar.clone(),
                     self.deps.registrations.clone(),
-                    self.deps.transport.clone(),
                     self.deps.guard.clone(),
+                    self.work.clone(),
                 );
                 tokio::spawn(async move {
                     if let Some(response) = register(&registrar, &registrations, &guard, &msg, source).await {
-                        transport.send(source, &response).await;
+                        let _ = work.send(Work::Respond { dest: source, msg: response });
                     }
                 });
             }
             "ACK" => {}
             "OPTIONS" => {
                 let mut ok = make_response(&msg, 200, Some("sb-options"), &ua);
-                ok.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
-                self.deps.transport.send(source, &ok).await;
+                ok.push_header("Allow", ALLOW);
+                self.send(source, ok).await;
             }
-            "CANCEL" | "BYE" | "INVITE" => {
-                self.deps.transport.send(source, &make_response(&msg, 481, Some("sb-unknown"), &ua)).await;
+            "CANCEL" => {
+                // §9.2: a CANCEL whose INVITE is unknown (or already answered
+                // and gone) gets 481.
+                self.send(source, make_response(&msg, 481, Some("sb-unknown"), &ua)).await;
+            }
+            "BYE" | "INVITE" | "UPDATE" | "INFO" => {
+                self.send(source, make_response(&msg, 481, Some("sb-unknown"), &ua)).await;
             }
             _ => {
                 let mut r = make_response(&msg, 501, Some("sb-unknown"), &ua);
-                r.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
-                self.deps.transport.send(source, &r).await;
+                r.push_header("Allow", ALLOW);
+                self.send(source, r).await;
             }
         }
     }
@@ -232,7 +296,7 @@ impl Manager {
         let from = invite.header("From").and_then(NameAddr::parse);
         let from_number = from.as_ref().and_then(|f| f.user()).unwrap_or_else(|| "anonymous".into());
         let from_display = from.as_ref().and_then(|f| f.display.clone()).unwrap_or_default();
-        let call = match Call::new(id.clone(), invite.clone(), source, self.deps.local.clone(), self.deps.ring_timeout) {
+        let call = match Call::new(id.clone(), invite.clone(), source, self.deps.local.clone(), self.deps.timers, self.deps.ring_timeout) {
             Ok(c) => c,
             Err(e) => {
                 let mut r = make_response(&invite, e.code, Some("sb-rejected"), &self.deps.local.user_agent);
@@ -240,7 +304,7 @@ impl Manager {
                     *reason = e.reason.clone();
                 }
                 metrics::counter!("switchboard_calls_total", "outcome" => "rejected").increment(1);
-                self.deps.transport.send(source, &r).await;
+                self.send(source, r).await;
                 return;
             }
         };
@@ -254,9 +318,11 @@ impl Manager {
                 writer: None,
                 relay: None,
                 agent: None,
+                fork_devices: Vec::new(),
                 started_at: Instant::now(),
                 started_at_ms: now_ms(),
                 answered_at: None,
+                scheduled: None,
                 from_number,
                 from_display,
                 to_number: dialled.clone(),
@@ -279,7 +345,13 @@ impl Manager {
     }
 
     async fn on_work(&mut self, work: Work) {
-        let Work::Routed { id, outcome } = work;
+        let (id, outcome) = match work {
+            Work::Routed { id, outcome } => (id, outcome),
+            Work::Respond { dest, msg } => {
+                self.send(dest, msg).await;
+                return;
+            }
+        };
         let now = std::time::Instant::now();
         let Some(entry) = self.calls.get_mut(&id) else { return };
         if entry.call.has_ended() {
@@ -302,15 +374,25 @@ impl Manager {
                 let entry = self.calls.get_mut(&id).expect("entry exists");
                 entry.call.reject(480, EndReason::NoAnswer, now)
             }
-            RouteOutcome::Ready { route, device_id, target, a, b } => {
+            RouteOutcome::Ready { route, forks, a, b } => {
                 let relay = MediaRelay::start(id.clone(), a, b, entry.call.caller_offer().rtp);
                 let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
                 entry.relay = Some(relay);
-                self.begin_events(&id, &route, Some(device_id));
+                let who = Presentation {
+                    user: entry.from_number.clone(),
+                    display: (!entry.from_display.is_empty()).then(|| entry.from_display.clone()),
+                    ..Presentation::default()
+                };
+                let (devices, targets): (Vec<String>, Vec<Target>) = forks.into_iter().unzip();
+                info!(call_id = %id, forks = targets.len(), "ringing");
+                let first_device = devices.first().cloned();
+                entry.fork_devices = devices;
+                self.begin_events(&id, &route, first_device);
                 let entry = self.calls.get_mut(&id).expect("entry exists");
-                let actions = entry.call.place(target, media, now);
-                if let Some(b) = entry.call.device_call_id() {
-                    self.by_sip.insert(b.to_owned(), (id.clone(), LegKind::Device));
+                let actions = entry.call.place(targets, &who, media, now);
+                let fork_ids: Vec<String> = entry.call.fork_call_ids().map(str::to_owned).collect();
+                for f in fork_ids {
+                    self.by_sip.insert(f, (id.clone(), LegKind::Callee));
                 }
                 actions
             }
@@ -342,23 +424,32 @@ impl Manager {
 
     async fn on_timers(&mut self) {
         let now = std::time::Instant::now();
-        let due: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, e)| e.call.next_deadline().is_some_and(|d| d <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let outputs = self.tx.on_timer(now);
+        self.run_outputs(outputs).await;
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.call_timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.call_timers.pop() else { break };
+            due.push(id);
+        }
+        due.sort();
+        due.dedup();
         for id in due {
             let actions = match self.calls.get_mut(&id) {
-                Some(e) => e.call.on_timer(now),
-                None => continue,
+                Some(e) if e.call.next_deadline().is_some_and(|d| d <= now) => {
+                    e.scheduled = None;
+                    e.call.on_timer(now)
+                }
+                _ => continue, // stale entry
             };
             self.execute(&id, actions).await;
             if self.calls.get(&id).is_some_and(|e| e.call.is_finished(now)) {
                 if let Some(e) = self.calls.remove(&id) {
                     self.by_sip.remove(e.call.caller_call_id());
-                    if let Some(b) = e.call.device_call_id() {
-                        self.by_sip.remove(b);
+                    for f in e.call.fork_call_ids() {
+                        self.by_sip.remove(f);
                     }
                 }
                 metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
@@ -369,7 +460,7 @@ impl Manager {
     async fn execute(&mut self, id: &str, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Send(dest, msg) => self.deps.transport.send(dest, &msg).await,
+                Action::Send(dest, msg) => self.send(dest, msg).await,
                 Action::Ringing => {
                     if let Some(e) = self.calls.get(id) {
                         if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
@@ -377,20 +468,29 @@ impl Manager {
                         }
                     }
                 }
-                Action::Answered { device_rtp } => {
+                Action::EarlyMedia { callee_rtp } | Action::CalleeMedia { rtp: callee_rtp } => {
+                    if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
+                        r.set_remote(Side::B, callee_rtp);
+                    }
+                }
+                Action::Answered { fork, callee_rtp } => {
                     let record_all = self.deps.record_all;
                     if let Some(e) = self.calls.get_mut(id) {
                         e.answered_at = Some(Instant::now());
                         if let Some(r) = &e.relay {
-                            r.set_remote(Side::B, device_rtp);
+                            r.set_remote(Side::B, callee_rtp);
                             if record_all {
                                 r.start_recording();
                             }
                         }
+                        let device = e.fork_devices.get(fork).cloned();
+                        if let Some(a) = e.agent.as_mut() {
+                            a.device_id = device.clone();
+                        }
                         if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
                             w.record(CallUpdate::Answered { agent: a.clone() });
                         }
-                        info!(call_id = %id, "call answered");
+                        info!(call_id = %id, device = device.as_deref().unwrap_or("-"), "call answered");
                         metrics::counter!("switchboard_calls_total", "outcome" => "answered").increment(1);
                     }
                 }
@@ -400,6 +500,13 @@ impl Manager {
                     }
                 }
                 Action::Ended { reason, hangup_by, sip_status } => self.ended(id, reason, hangup_by, sip_status),
+            }
+        }
+        if let Some(e) = self.calls.get_mut(id) {
+            let d = e.call.next_deadline();
+            if d.is_some() && d != e.scheduled {
+                e.scheduled = d;
+                self.call_timers.push(Reverse((d.expect("checked"), id.to_owned())));
             }
         }
     }
@@ -455,33 +562,38 @@ async fn route(directory: &Directory, registrations: &Registrations, ports: &Por
         Ok(None) => return RouteOutcome::NotFound,
         Err(e) => return RouteOutcome::Failed { code: 503, why: format!("directory lookup failed: {e}") },
     };
-    let mut chosen = None;
+    // Every device of the owner rings: each live registration (a device may
+    // register several contacts) goes to where the REGISTER came from (NAT),
+    // addressed to its Contact; a device without one rings at its
+    // provisioned contact.
+    let mut forks: Vec<(String, Target)> = Vec::new();
     for device in &route.devices {
-        // A live registration wins over the provisioned contact: requests go
-        // to where the REGISTER came from (NAT), addressed to its Contact.
         match registrations.bindings(&device.id, unix_now()).await {
-            Ok(bindings) => {
-                if let Some(b) = bindings.into_iter().next() {
-                    chosen = Some((device.id.clone(), b.contact, b.source));
-                    break;
+            Ok(bindings) if !bindings.is_empty() => {
+                for b in bindings {
+                    forks.push((device.id.clone(), Target::new(b.contact, b.source)));
                 }
+                continue;
             }
+            Ok(_) => {}
             Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; using the provisioned contact"),
         }
-        if let Some(dest) = resolve_contact(&device.contact_uri).await {
-            chosen = Some((device.id.clone(), device.contact_uri.clone(), dest));
-            break;
+        if device.contact_uri.is_empty() {
+            continue; // registers only, and is not registered now
         }
-        warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped");
+        match resolve_contact(&device.contact_uri).await {
+            Some(dest) => forks.push((device.id.clone(), Target::new(device.contact_uri.clone(), dest))),
+            None => warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped"),
+        }
     }
-    let Some((device_id, request_uri, dest)) = chosen else {
+    if forks.is_empty() {
         return RouteOutcome::NoDevice { route };
-    };
+    }
     let (a, b) = match (ports.allocate().await, ports.allocate().await) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return RouteOutcome::Failed { code: 503, why: e.to_string() },
     };
-    RouteOutcome::Ready { route, device_id, target: Target { request_uri, dest }, a, b }
+    RouteOutcome::Ready { route: Box::new(route), forks, a, b }
 }
 
 /// The transport address of a device contact URI (IP literal or DNS name).

@@ -1,20 +1,34 @@
-//! Scenario tests of the B2BUA state machine with a virtual clock.
+//! Scenario tests of the B2BUA state machine with a virtual clock. Messages
+//! arrive as the transaction layer delivers them: one copy each.
 
 use super::*;
+use crate::sip::digest::{expected_response, ha1, Credentials};
 
 const CARRIER: &str = "127.0.0.1:15060";
-const DEVICE: &str = "127.0.0.1:15090";
+const PHONE: &str = "127.0.0.1:15090";
+const LAPTOP: &str = "127.0.0.1:15092";
+const T1: Duration = Duration::from_millis(500);
 
 fn carrier() -> Destination {
     Destination::Udp(CARRIER.parse().unwrap())
 }
 
-fn device() -> Destination {
-    Destination::Udp(DEVICE.parse().unwrap())
+fn phone() -> Destination {
+    Destination::Udp(PHONE.parse().unwrap())
+}
+
+fn laptop() -> Destination {
+    Destination::Udp(LAPTOP.parse().unwrap())
+}
+
+fn offer_sdp(port: u16, direction: &str) -> String {
+    format!(
+        "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+    )
 }
 
 fn invite() -> SipMessage {
-    let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let sdp = offer_sdp(16000, "sendrecv");
     let text = format!(
         "INVITE sip:+14155550100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:15060;branch=z9hG4bKc1\r\nFrom: \"Carrier\" <sip:+12125550123@127.0.0.1:15060>;tag=ct\r\nTo: <sip:+14155550100@127.0.0.1:5060>\r\nCall-ID: carrier-1\r\nCSeq: 1 INVITE\r\nContact: <sip:c@127.0.0.1:15060>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
         sdp.len(),
@@ -31,6 +45,15 @@ fn media() -> MediaPorts {
     MediaPorts { ip: "127.0.0.1".parse().unwrap(), a_port: 20000, b_port: 20002 }
 }
 
+fn caller() -> Presentation {
+    Presentation { user: "+12125550123".into(), display: Some("Carrier".into()), ..Presentation::default() }
+}
+
+fn new_call() -> Call {
+    Call::new("call-1".into(), invite(), carrier(), local(), Timers::default(), Duration::from_secs(30)).unwrap()
+}
+
+/// What was sent, as (destination, method or status).
 fn sends(actions: &[Action]) -> Vec<(Destination, String)> {
     actions
         .iter()
@@ -41,143 +64,369 @@ fn sends(actions: &[Action]) -> Vec<(Destination, String)> {
         .collect()
 }
 
-fn placed(now: Instant) -> (Call, SipMessage) {
-    let mut call = Call::new("call-1".into(), invite(), carrier(), local(), Duration::from_secs(30)).unwrap();
-    let out = call.place(Target { request_uri: format!("sip:agent@{DEVICE}"), dest: device() }, media(), now);
-    let Action::Send(d, inv) = &out[0] else { panic!("expected INVITE") };
-    assert_eq!(*d, device());
-    (call, inv.clone())
+fn sent<'a>(actions: &'a [Action], what: &str) -> &'a SipMessage {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(_, m) if m.method() == Some(what) || m.status().map(|s| s.to_string()).as_deref() == Some(what) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {what} in {actions:?}"))
 }
 
-fn device_response(inv: &SipMessage, code: u16, sdp: bool) -> SipMessage {
-    let mut r = make_response(inv, code, Some("devtag"), "SIPp");
-    r.push_header("Contact", format!("<sip:agent@{DEVICE}>"));
-    if sdp {
+/// A call with one fork per destination; returns the forks' INVITEs.
+fn placed(dests: &[Destination], now: Instant) -> (Call, Vec<SipMessage>) {
+    let mut call = new_call();
+    let targets = dests.iter().map(|d| Target::new(format!("sip:agent@{}", d.addr()), *d)).collect();
+    let out = call.place(targets, &caller(), media(), now);
+    let invites: Vec<SipMessage> = out
+        .iter()
+        .map(|a| match a {
+            Action::Send(_, m) => m.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(invites.len(), dests.len());
+    (call, invites)
+}
+
+fn reply(inv: &SipMessage, code: u16, tag: &str, sdp: Option<u16>) -> SipMessage {
+    let mut r = make_response(inv, code, Some(tag), "phone");
+    r.push_header("Contact", format!("<sip:agent@{PHONE}>"));
+    if let Some(port) = sdp {
         r.set_body(
             "application/sdp",
-            "v=0\r\no=d 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 17000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n",
+            format!("v=0\r\no=d 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"),
         );
     }
     r
 }
 
-fn request_on_a(method: &str, with_tag: bool) -> SipMessage {
+fn request_on_a(method: &str, cseq: u32, to_tag: Option<&str>) -> SipMessage {
     let base = invite();
     let mut m = SipMessage::request(method, "sip:switchboard@127.0.0.1:5060");
-    m.push_header("Via", "SIP/2.0/UDP 127.0.0.1:15060;branch=z9hG4bKc2")
+    let to = base.header("To").unwrap().to_owned();
+    m.push_header("Via", format!("SIP/2.0/UDP 127.0.0.1:15060;branch=z9hG4bKa{cseq}{method}"))
         .push_header("From", base.header("From").unwrap().to_owned())
-        .push_header("To", if with_tag { format!("{};tag=x", base.header("To").unwrap()) } else { base.header("To").unwrap().to_owned() })
+        .push_header("To", match to_tag {
+            Some(t) => format!("{to};tag={t}"),
+            None => to,
+        })
         .push_header("Call-ID", "carrier-1")
-        .push_header("CSeq", format!("{} {}", if method == "CANCEL" { 1 } else { 2 }, method));
+        .push_header("CSeq", format!("{cseq} {method}"));
+    m
+}
+
+/// The To tag the gateway gave the caller's dialog.
+fn a_tag(actions: &[Action]) -> String {
+    let ok = sent(actions, "200");
+    NameAddr::parse(ok.header("To").unwrap()).unwrap().tag().unwrap().to_owned()
+}
+
+fn request_on_fork(method: &str, fork_invite: &SipMessage, cseq: u32, body: Option<String>) -> SipMessage {
+    let mut m = SipMessage::request(method, "sip:switchboard@127.0.0.1:5060");
+    m.push_header("Via", format!("SIP/2.0/UDP {PHONE};branch=z9hG4bKp{cseq}"))
+        .push_header("From", format!("<{}>;tag=t0", fork_invite.request_uri().unwrap()))
+        .push_header("To", fork_invite.header("From").unwrap().to_owned())
+        .push_header("Call-ID", fork_invite.header("Call-ID").unwrap().to_owned())
+        .push_header("CSeq", format!("{cseq} {method}"))
+        .push_header("Contact", format!("<sip:agent@{PHONE}>"));
+    if let Some(b) = body {
+        m.set_body("application/sdp", b);
+    }
     m
 }
 
 #[test]
-fn answered_call_relays_states_and_hangs_up_both_legs() {
+fn forks_ring_together_and_the_first_answer_wins() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    assert_eq!(inv.header("X-Switchboard-Call-ID"), Some("call-1"));
-    let offer = sdp::parse_audio(&inv.body).unwrap();
-    assert_eq!(offer.rtp.port(), 20002, "device sees the gateway's media address, not the carrier's");
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    assert_ne!(inv[0].header("Call-ID"), inv[1].header("Call-ID"), "each fork is its own dialog");
+    assert_eq!(inv[0].header("X-Switchboard-Call-ID"), Some("call-1"));
+    assert_eq!(sdp::parse_audio(&inv[0].body).unwrap().rtp.port(), 20002, "forks see the gateway's media address");
+    assert!(inv[0].header("From").unwrap().starts_with("\"Carrier\" <sip:+12125550123@127.0.0.1>"));
 
-    let out = call.on_device_message(device_response(&inv, 180, false), device(), t0);
+    let out = call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
     assert_eq!(sends(&out), vec![(carrier(), "180".into())]);
     assert!(out.contains(&Action::Ringing));
+    let out = call.on_callee_message(reply(&inv[1], 180, "t1", None), laptop(), t0);
+    assert!(sends(&out).is_empty(), "one 180 towards the caller");
 
-    let out = call.on_device_message(device_response(&inv, 200, true), device(), t0);
-    let s = sends(&out);
-    assert_eq!(s[0], (device(), "ACK".into()));
-    assert_eq!(s[1], (carrier(), "200".into()));
-    assert!(out.contains(&Action::Answered { device_rtp: "127.0.0.1:17000".parse().unwrap() }));
-    let Action::Send(_, ok) = &out[1] else { unreachable!() };
-    let answer = sdp::parse_audio(&ok.body).unwrap();
-    assert_eq!(answer.rtp.port(), 20000, "caller sees the gateway's media address");
+    let out = call.on_callee_message(reply(&inv[1], 200, "t1", Some(17000)), laptop(), t0);
+    assert_eq!(sends(&out), vec![(laptop(), "ACK".into()), (phone(), "CANCEL".into()), (carrier(), "200".into())]);
+    let cancel = sent(&out, "CANCEL");
+    assert_eq!(cancel.header("Via"), inv[0].header("Via"), "CANCEL matches the INVITE's branch");
+    assert_eq!(cancel.header("CSeq"), Some("1 CANCEL"));
+    assert_eq!(cancel.header("Reason"), Some("SIP;cause=200;text=\"Call completed elsewhere\""));
+    let ack = sent(&out, "ACK");
+    assert_eq!(ack.request_uri(), Some(format!("sip:agent@{PHONE}").as_str()), "ACK to the answer's Contact");
+    assert_eq!(ack.header("CSeq"), Some("1 ACK"));
+    assert!(out.contains(&Action::Answered { fork: 1, callee_rtp: "127.0.0.1:17000".parse().unwrap() }));
+    let answer = sdp::parse_audio(&sent(&out, "200").body).unwrap();
+    assert_eq!(answer.rtp.port(), 20000, "the caller sees the gateway's media address");
     assert_eq!(answer.formats[0].payload_type, 8);
 
-    // Retransmitted 2xx from the device gets a new ACK, nothing towards the caller.
-    let out = call.on_device_message(device_response(&inv, 200, true), device(), t0);
-    assert_eq!(sends(&out), vec![(device(), "ACK".into())]);
+    // A retransmitted 2xx gets the same ACK again; nothing reaches the caller.
+    let out = call.on_callee_message(reply(&inv[1], 200, "t1", Some(17000)), laptop(), t0);
+    assert_eq!(sends(&out), vec![(laptop(), "ACK".into())]);
+    // The cancelled phone answers 487: nothing more happens.
+    assert!(call.on_callee_message(reply(&inv[0], 487, "t0", None), phone(), t0).is_empty());
+}
 
-    // Until the caller ACKs, the 200 is retransmitted at T1, 2·T1, …
-    let out = call.on_timer(t0 + T1);
-    assert_eq!(sends(&out), vec![(carrier(), "200".into())]);
-    call.on_caller_request(request_on_a("ACK", true), carrier(), t0 + T1);
+#[test]
+fn a_fork_still_trying_is_cancelled_only_after_its_provisional() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    let out = call.on_callee_message(reply(&inv[1], 200, "t1", Some(17000)), laptop(), t0);
+    assert!(!sends(&out).iter().any(|(_, m)| m == "CANCEL"), "no CANCEL before a provisional (§9.1)");
+    let out = call.on_callee_message(reply(&inv[0], 100, "", None), phone(), t0);
+    assert!(out.is_empty());
+    let out = call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "CANCEL".into())]);
+}
+
+#[test]
+fn a_fork_answering_after_another_won_is_acked_and_hung_up() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    call.on_callee_message(reply(&inv[1], 200, "t1", Some(17000)), laptop(), t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17100)), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "ACK".into()), (phone(), "BYE".into())]);
+    assert_eq!(sent(&out, "BYE").header("CSeq"), Some("2 BYE"));
+    assert!(!out.iter().any(|a| matches!(a, Action::Answered { .. })));
+}
+
+#[test]
+fn all_forks_failing_answer_the_caller_with_the_best_failure_and_a_q850_cause() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 480, "t0", None), phone(), t0);
+    assert!(out.is_empty(), "the laptop still rings");
+    let out = call.on_callee_message(reply(&inv[1], 486, "t1", None), laptop(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "486".into())]);
+    assert_eq!(sent(&out, "486").header("Reason"), Some("Q.850;cause=17;text=\"User busy\""));
+    assert!(out.contains(&Action::Ended { reason: EndReason::Busy, hangup_by: HangupBy::Callee, sip_status: 486 }));
+}
+
+#[test]
+fn a_global_failure_from_one_fork_ends_the_call() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    call.on_callee_message(reply(&inv[1], 180, "t1", None), laptop(), t0);
+    let out = call.on_callee_message(reply(&inv[0], 603, "t0", None), phone(), t0);
+    assert_eq!(sends(&out), vec![(laptop(), "CANCEL".into()), (carrier(), "603".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Busy, hangup_by: HangupBy::Callee, sip_status: 603 }));
+}
+
+#[test]
+fn a_timed_out_fork_counts_as_unavailable() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    // The transaction layer reports Timer B as a 408.
+    let out = call.on_callee_message(make_response(&inv[0], 408, None, ""), phone(), t0 + Duration::from_secs(32));
+    assert_eq!(sends(&out), vec![(carrier(), "480".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::NoAnswer, hangup_by: HangupBy::Callee, sip_status: 480 }));
+}
+
+#[test]
+fn caller_cancel_while_ringing_cancels_every_fork() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    call.on_callee_message(reply(&inv[1], 180, "t1", None), laptop(), t0);
+    let out = call.on_caller_request(request_on_a("CANCEL", 1, None), carrier(), t0);
+    assert_eq!(
+        sends(&out),
+        vec![(carrier(), "200".into()), (carrier(), "487".into()), (phone(), "CANCEL".into()), (laptop(), "CANCEL".into())]
+    );
+    assert!(out.contains(&Action::Ended { reason: EndReason::Cancelled, hangup_by: HangupBy::Caller, sip_status: 487 }));
+}
+
+#[test]
+fn ring_timeout_cancels_and_answers_480() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    assert_eq!(call.next_deadline(), Some(t0 + Duration::from_secs(30)));
+    let out = call.on_timer(t0 + Duration::from_secs(30));
+    assert_eq!(sends(&out), vec![(phone(), "CANCEL".into()), (carrier(), "480".into())]);
+    assert_eq!(sent(&out, "480").header("Reason"), Some("Q.850;cause=19;text=\"No answer from user\""));
+    assert!(out.contains(&Action::Ended { reason: EndReason::NoAnswer, hangup_by: HangupBy::System, sip_status: 480 }));
+}
+
+#[test]
+fn early_media_is_relayed_as_183_and_the_answer_keeps_the_same_sdp() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 183, "t0", Some(17000)), phone(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "183".into())]);
+    assert!(out.contains(&Action::EarlyMedia { callee_rtp: "127.0.0.1:17000".parse().unwrap() }));
+    let early = sent(&out, "183").body.clone();
+    assert_eq!(sdp::parse_audio(&early).unwrap().rtp.port(), 20000);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    assert_eq!(sent(&out, "200").body, early, "one answer per offer (RFC 3264)");
+}
+
+#[test]
+fn the_2xx_to_the_caller_is_retransmitted_until_acked() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let tag = a_tag(&out);
+    assert_eq!(sends(&call.on_timer(t0 + T1)), vec![(carrier(), "200".into())]);
+    assert_eq!(call.next_deadline(), Some(t0 + 3 * T1), "doubling: T1, then 2·T1");
+    call.on_caller_request(request_on_a("ACK", 1, Some(&tag)), carrier(), t0 + 2 * T1);
     assert!(sends(&call.on_timer(t0 + 3 * T1)).is_empty());
 
-    let out = call.on_caller_request(request_on_a("BYE", true), carrier(), t0 + Duration::from_secs(10));
-    let s = sends(&out);
-    assert_eq!(s, vec![(carrier(), "200".into()), (device(), "BYE".into())]);
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0 + Duration::from_secs(10));
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (phone(), "BYE".into())]);
+    assert_eq!(sent(&out, "BYE").header("Reason"), Some("Q.850;cause=16;text=\"Normal call clearing\""));
     assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Caller, sip_status: 200 }));
     assert!(!call.is_finished(t0 + Duration::from_secs(11)));
     assert!(call.is_finished(t0 + Duration::from_secs(10) + LINGER));
 }
 
 #[test]
-fn cancel_while_ringing() {
+fn a_2xx_never_acked_ends_the_call_after_64_t1() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    call.on_device_message(device_response(&inv, 180, false), device(), t0);
-    let out = call.on_caller_request(request_on_a("CANCEL", false), carrier(), t0);
-    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (carrier(), "487".into()), (device(), "CANCEL".into())]);
-    assert!(out.contains(&Action::Ended { reason: EndReason::Cancelled, hangup_by: HangupBy::Caller, sip_status: 487 }));
-    // The device then answers 487 to its INVITE: ACKed, nothing more to the caller.
-    let out = call.on_device_message(device_response(&inv, 487, false), device(), t0);
-    assert_eq!(sends(&out), vec![(device(), "ACK".into())]);
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let mut now = t0;
+    let mut out = Vec::new();
+    while let Some(d) = call.next_deadline() {
+        if d > t0 + Duration::from_secs(40) {
+            break;
+        }
+        now = d;
+        out = call.on_timer(now);
+        if call.has_ended() {
+            break;
+        }
+    }
+    assert_eq!(now, t0 + T1 * 64);
+    assert_eq!(sends(&out), vec![(carrier(), "BYE".into()), (phone(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Failed, hangup_by: HangupBy::System, sip_status: 408 }));
 }
 
 #[test]
-fn busy_device_maps_to_486() {
+fn callee_bye_hangs_up_the_caller_with_a_reason() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    let out = call.on_device_message(device_response(&inv, 486, false), device(), t0);
-    assert_eq!(sends(&out), vec![(device(), "ACK".into()), (carrier(), "486".into())]);
-    assert!(out.contains(&Action::Ended { reason: EndReason::Busy, hangup_by: HangupBy::Callee, sip_status: 486 }));
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let out = call.on_callee_message(request_on_fork("BYE", &inv[0], 1, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into()), (carrier(), "BYE".into())]);
+    let bye = sent(&out, "BYE");
+    assert_eq!(bye.request_uri(), Some("sip:c@127.0.0.1:15060"), "BYE goes to the caller's Contact");
+    assert_eq!(bye.header("CSeq"), Some("1 BYE"));
+    assert!(bye.header("From").unwrap().contains(";tag="));
+    assert_eq!(bye.header("Reason"), Some("Q.850;cause=16;text=\"Normal call clearing\""));
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
 }
 
 #[test]
-fn ring_timeout_cancels_and_answers_480() {
+fn hold_from_the_phone_is_answered_locally_with_recvonly() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    call.on_device_message(device_response(&inv, 180, false), device(), t0);
-    let deadline = call.next_deadline().unwrap();
-    assert!(deadline <= t0 + Duration::from_secs(30));
-    let out = call.on_timer(t0 + Duration::from_secs(30));
-    assert_eq!(sends(&out), vec![(device(), "CANCEL".into()), (carrier(), "480".into())]);
-    assert!(out.contains(&Action::Ended { reason: EndReason::NoAnswer, hangup_by: HangupBy::System, sip_status: 480 }));
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let hold = request_on_fork("INVITE", &inv[0], 2, Some(offer_sdp(17000, "sendonly")));
+    let out = call.on_callee_message(hold, phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into())], "the caller's leg is not touched");
+    let answer = sdp::parse_audio(&sent(&out, "200").body).unwrap();
+    assert_eq!(answer.direction, Direction::RecvOnly);
+    assert_eq!(answer.rtp.port(), 20002);
+    let resume = request_on_fork("INVITE", &inv[0], 3, Some(offer_sdp(17004, "sendrecv")));
+    let out = call.on_callee_message(resume, phone(), t0);
+    assert_eq!(sdp::parse_audio(&sent(&out, "200").body).unwrap().direction, Direction::SendRecv);
+    assert!(out.contains(&Action::CalleeMedia { rtp: "127.0.0.1:17004".parse().unwrap() }));
+    // An older CSeq is refused (§12.2.2).
+    let stale = request_on_fork("INVITE", &inv[0], 2, Some(offer_sdp(17000, "sendrecv")));
+    assert_eq!(sends(&call.on_callee_message(stale, phone(), t0)), vec![(phone(), "500".into())]);
 }
 
 #[test]
-fn invite_is_retransmitted_until_a_provisional() {
+fn caller_update_and_reinvite_are_answered_locally() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    assert_eq!(sends(&call.on_timer(t0 + T1)), vec![(device(), "INVITE".into())]);
-    assert_eq!(sends(&call.on_timer(t0 + T1 + 2 * T1)), vec![(device(), "INVITE".into())]);
-    call.on_device_message(device_response(&inv, 100, false), device(), t0 + 4 * T1);
-    assert!(sends(&call.on_timer(t0 + 20 * T1)).is_empty());
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let tag = a_tag(&out);
+    let mut update = request_on_a("UPDATE", 2, Some(&tag));
+    update.set_body("application/sdp", offer_sdp(16100, "sendrecv"));
+    let out = call.on_caller_request(update, carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into())]);
+    assert!(out.contains(&Action::CallerMedia { rtp: "127.0.0.1:16100".parse().unwrap() }));
+    let mut reinvite = request_on_a("INVITE", 3, Some(&tag));
+    reinvite.set_body("application/sdp", offer_sdp(16100, "inactive"));
+    let out = call.on_caller_request(reinvite, carrier(), t0);
+    assert_eq!(sdp::parse_audio(&sent(&out, "200").body).unwrap().direction, Direction::Inactive);
+    assert!(sends(&out).iter().all(|(d, _)| *d == carrier()));
 }
 
 #[test]
-fn device_bye_hangs_up_caller() {
+fn a_trunk_challenge_is_answered_once_with_digest_credentials() {
     let t0 = Instant::now();
-    let (mut call, inv) = placed(t0);
-    call.on_device_message(device_response(&inv, 200, true), device(), t0);
-    let mut bye = SipMessage::request("BYE", "sip:switchboard@127.0.0.1:5060");
-    bye.push_header("Via", "SIP/2.0/UDP 127.0.0.1:15090;branch=z9hG4bKd")
-        .push_header("From", format!("<sip:agent@{DEVICE}>;tag=devtag"))
-        .push_header("To", inv.header("From").unwrap().to_owned())
-        .push_header("Call-ID", call.device_call_id().unwrap().to_owned())
-        .push_header("CSeq", "1 BYE");
-    let out = call.on_device_message(bye, device(), t0);
-    let s = sends(&out);
-    assert_eq!(s, vec![(device(), "200".into()), (carrier(), "BYE".into())]);
-    let Action::Send(_, b) = &out[1] else { unreachable!() };
-    assert_eq!(b.request_uri(), Some("sip:c@127.0.0.1:15060"), "BYE goes to the caller's Contact");
-    assert!(b.header("From").unwrap().contains(";tag="));
+    let mut call = new_call();
+    let mut target = Target::new("sip:+442071234567@trunk.example.com", carrier());
+    target.credentials = Some(AuthCredentials { username: "acct".into(), password: "s3cret".into() });
+    target.route = vec!["<sip:edge.trunk.example.com;lr>".into()];
+    let out = call.place(vec![target], &caller(), media(), t0);
+    let first = sent(&out, "INVITE").clone();
+    assert_eq!(first.header("Route"), Some("<sip:edge.trunk.example.com;lr>"));
+    let mut challenge = make_response(&first, 407, Some("tr"), "trunk");
+    challenge.push_header("Proxy-Authenticate", "Digest realm=\"trunk.example.com\", nonce=\"n1\", qop=\"auth\", algorithm=MD5");
+    let out = call.on_callee_message(challenge.clone(), carrier(), t0);
+    let second = sent(&out, "INVITE");
+    assert_eq!(second.header("CSeq"), Some("2 INVITE"));
+    assert_ne!(second.header("Via"), first.header("Via"), "a new transaction");
+    assert_eq!(second.header("Call-ID"), first.header("Call-ID"));
+    let creds = Credentials::parse(second.header("Proxy-Authorization").unwrap()).unwrap();
+    let h1 = ha1(creds.algorithm, "acct", "trunk.example.com", "s3cret");
+    let expected = expected_response(
+        creds.algorithm,
+        &h1,
+        "n1",
+        "INVITE",
+        &creds.uri,
+        Some((creds.nc.as_deref().unwrap(), creds.cnonce.as_deref().unwrap())),
+    );
+    assert_eq!(creds.response, expected);
+    // A second challenge means the credentials are wrong: the call fails.
+    let mut again = make_response(second, 407, Some("tr"), "trunk");
+    again.push_header("Proxy-Authenticate", "Digest realm=\"trunk.example.com\", nonce=\"n2\"");
+    let out = call.on_callee_message(again, carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "503".into())]);
+}
+
+#[test]
+fn presentation_sets_asserted_identity_and_privacy() {
+    let t0 = Instant::now();
+    let mut call = new_call();
+    let who = Presentation {
+        user: "+14155550100".into(),
+        display: Some("Ada".into()),
+        host: Some("trunk.example.com".into()),
+        asserted: Some("<sip:+14155550100@trunk.example.com>".into()),
+        private: true,
+    };
+    let out = call.place(vec![Target::new("sip:+442071234567@trunk.example.com", carrier())], &who, media(), t0);
+    let inv = sent(&out, "INVITE");
+    assert!(inv.header("From").unwrap().starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>"));
+    assert_eq!(inv.header("P-Asserted-Identity"), Some("<sip:+14155550100@trunk.example.com>"));
+    assert_eq!(inv.header("Privacy"), Some("id"));
 }
 
 #[test]
 fn invite_without_offer_is_refused() {
     let mut inv = invite();
     inv.body = Bytes::new();
-    assert_eq!(Call::new("c".into(), inv, carrier(), local(), Duration::from_secs(5)).unwrap_err().code, 488);
+    let err = Call::new("c".into(), inv, carrier(), local(), Timers::default(), Duration::from_secs(5)).unwrap_err();
+    assert_eq!(err.code, 488);
+}
+
+#[test]
+fn best_failure_prefers_global_then_busy() {
+    assert_eq!(best_failure(&[480, 603, 486]), 603);
+    assert_eq!(best_failure(&[480, 408, 486]), 486);
+    assert_eq!(best_failure(&[480, 503]), 503);
+    assert_eq!(best_failure(&[408, 480]), 408);
 }
