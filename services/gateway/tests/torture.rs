@@ -627,7 +627,7 @@ fn key_of(m: &SipMessage) -> String {
 }
 
 #[test]
-fn the_suite_holds_every_rfc_4475_case_once() {
+fn torture_suite_holds_every_rfc_4475_case_once() {
     assert_eq!(CASES.len(), 49, "RFC 4475 §3 has 49 messages");
     let mut on_disk: Vec<String> = std::fs::read_dir(dir())
         .unwrap()
@@ -648,7 +648,7 @@ fn the_suite_holds_every_rfc_4475_case_once() {
 }
 
 #[test]
-fn every_case_parses_and_validates_as_expected() {
+fn torture_cases_parse_and_validate_as_expected() {
     let mut failures = Vec::new();
     for c in CASES {
         let bytes = load(c.name);
@@ -696,7 +696,7 @@ fn every_case_parses_and_validates_as_expected() {
 }
 
 #[test]
-fn no_prefix_of_any_case_panics() {
+fn torture_no_prefix_of_any_case_panics() {
     for c in CASES {
         let bytes = load(c.name);
         for cut in 0..=bytes.len() {
@@ -796,7 +796,7 @@ impl UdpPeer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_udp_every_case_is_answered_or_dropped_as_expected() {
+async fn torture_over_udp_every_case_is_answered_or_dropped_as_expected() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, shutdown) = start(dir.path(), 0).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -869,7 +869,7 @@ async fn read_stream(stream: &mut TcpStream, mut done: impl FnMut(&[SipMessage])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_tcp_one_stream_frames_every_message_by_its_content_length() {
+async fn torture_over_tcp_one_stream_frames_every_message_by_its_content_length() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, shutdown) = start(dir.path(), 1).await;
     let mut stream = TcpStream::connect(gw.sip_tcp.unwrap()).await.unwrap();
@@ -908,7 +908,7 @@ async fn over_tcp_one_stream_frames_every_message_by_its_content_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_tcp_an_unframeable_stream_is_closed_unanswered() {
+async fn torture_over_tcp_an_unframeable_stream_is_closed_unanswered() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, shutdown) = start(dir.path(), 2).await;
     let tcp = gw.sip_tcp.unwrap();
