@@ -40,7 +40,6 @@ pub fn reason_phrase(code: u16) -> &'static str {
         501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "Version Not Supported",
-        513 => "Message Too Large",
         603 => "Decline",
         _ => "Unknown",
     }
@@ -137,13 +136,10 @@ pub fn validate_request(m: &SipMessage) -> Result<(Via, CSeq), Rejection> {
             return Err(bad(&format!("more than one {h}")));
         }
     }
-    let vias = m.header_values("Via");
-    let mut parsed_vias = Vec::with_capacity(vias.len());
-    for v in &vias {
-        let via = Via::parse(v).filter(|_| params_well_formed(v)).ok_or_else(|| bad("Via"))?;
-        parsed_vias.push(via);
-    }
-    let via = parsed_vias.into_iter().next().ok_or_else(|| bad("Via"))?;
+    // Every Via element must be well formed, not only the top one we use.
+    let vias: Option<Vec<Via>> =
+        m.header_values("Via").into_iter().map(|v| Via::parse(v).filter(|_| params_well_formed(v))).collect();
+    let via = vias.and_then(|v| v.into_iter().next()).ok_or_else(|| bad("Via"))?;
     if via.branch() == Some("z9hG4bK") {
         // The RFC 3261 cookie promises a unique branch, and none follows.
         return Err(bad("Via branch has no transaction identifier"));
