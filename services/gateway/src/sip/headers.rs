@@ -112,12 +112,14 @@ impl SipUri {
         if scheme != "sip" && scheme != "sips" {
             return None;
         }
-        // URI headers (`?a=b`) are not used by the gateway.
-        let rest = rest.split('?').next().unwrap_or("");
+        // The user part may hold `?` and `;` (RFC 3261 §25.1 user-unreserved),
+        // so it is cut off first. URI headers (`?a=b`) are not used by the
+        // gateway.
         let (userinfo, hostpart) = match rest.rfind('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
         };
+        let hostpart = hostpart.split('?').next().unwrap_or("");
         let user = userinfo.map(|u| u.split(':').next().unwrap_or("").to_owned());
         let (hostport, params) = match hostpart.find(';') {
             Some(i) => (&hostpart[..i], parse_params(&hostpart[i + 1..])),
@@ -166,8 +168,8 @@ impl NameAddr {
         let s = s.trim();
         if let Some(lt) = find_unquoted(s, '<') {
             let gt = s[lt..].find('>')? + lt;
-            let display = s[..lt].trim();
-            let display = display.trim_matches('"').trim();
+            let display = unquote(s[..lt].trim());
+            let display = display.trim();
             let params = parse_params(s[gt + 1..].trim_start().strip_prefix(';').unwrap_or(""));
             if !s[gt + 1..].trim().is_empty() && !s[gt + 1..].trim_start().starts_with(';') {
                 return None;
@@ -180,7 +182,7 @@ impl NameAddr {
         }
         // addr-spec form: parameters after the URI belong to the header.
         let (uri, params) = match s.find(';') {
-            Some(i) => (&s[..i], parse_params(&s[i + 1..])),
+            Some(i) => (s[..i].trim_end(), parse_params(&s[i + 1..])),
             None => (s, Vec::new()),
         };
         if !uri.contains(':') || uri.contains(char::is_whitespace) {
@@ -204,7 +206,15 @@ impl NameAddr {
 impl std::fmt::Display for NameAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(d) = &self.display {
-            write!(f, "\"{}\" ", d.replace('"', ""))?;
+            f.write_str("\"")?;
+            for c in d.chars().filter(|c| *c != '\r' && *c != '\n') {
+                // quoted-pair for what a quoted-string cannot hold as is.
+                if c == '"' || c == '\\' || c.is_ascii_control() {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+            f.write_str("\" ")?;
         }
         write!(f, "<{}>", self.uri)?;
         for (n, v) in &self.params {
@@ -215,6 +225,49 @@ impl std::fmt::Display for NameAddr {
         }
         Ok(())
     }
+}
+
+/// The text of a display name: a quoted-string loses its quotes and its
+/// quoted-pairs their backslash (`"A \"B\""` → `A "B"`); a run of tokens is
+/// kept as it is.
+fn unquote(s: &str) -> String {
+    let Some(inner) = s.strip_prefix('"') else {
+        return s.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '"' => break,
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Decodes the `%HH` escapes of a URI component once (RFC 3261 §19.1.2,
+/// RFC 3986 §2.1), to bytes: an escaped NUL is a byte of the result like
+/// any other and does not end it, and a `%` that is not followed by two
+/// hex digits is kept as it is.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn find_unquoted(s: &str, needle: char) -> Option<usize> {
@@ -300,6 +353,14 @@ mod tests {
         assert_eq!(n.uri, "sip:bob@example.com");
         assert_eq!(n.tag(), Some("1"));
         assert!(NameAddr::parse("<sip:x").is_none());
+        // Folding leaves white space before the parameters of an addr-spec.
+        let n = NameAddr::parse("sip:bob@example.com ;  tag = 7").unwrap();
+        assert_eq!((n.uri.as_str(), n.tag()), ("sip:bob@example.com", Some("7")));
+        // Quoted-pairs in a display name: an escaped backslash, then an escaped quote.
+        let n = NameAddr::parse(r#""J \\ R \"" <sip:j@example.com>;tag=1"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some(r#"J \ R ""#));
+        assert_eq!(n.to_string(), r#""J \\ R \"" <sip:j@example.com>;tag=1"#);
+        assert_eq!(NameAddr::parse(&n.to_string()), Some(n));
     }
 
     #[test]
@@ -309,6 +370,9 @@ mod tests {
         assert_eq!(u.transport(), "TCP");
         assert_eq!(u.to_string(), "sip:agent@127.0.0.1:5090;transport=tcp");
         assert!(SipUri::parse("http://x").is_none());
+        let odd = SipUri::parse("sip:a?b;c=d:pw@example.com;lr?Route=x").unwrap();
+        assert_eq!((odd.user.as_deref(), odd.host.as_str()), (Some("a?b;c=d"), "example.com"));
+        assert_eq!(unescape("null-%00-null%2b%zz%4"), b"null-\0-null+%zz%4");
         assert_eq!(CSeq::parse("0009 INVITE").unwrap().seq, 9);
         assert!(CSeq::parse("x INVITE").is_none());
         assert!(CSeq::parse("4294967296 INVITE").is_none());

@@ -1,16 +1,29 @@
 //! SIP messages (RFC 3261 §7): parsing from bytes and encoding to bytes.
 //!
-//! Sans-IO: this module sees byte slices, never sockets. Parsing is strict
-//! about structure (start line, header syntax, Content-Length) and lenient
+//! Sans-IO: this module sees byte slices, never sockets. Parsing is lenient
 //! about what RFC 3261 allows (header folding, any case, compact names,
-//! whitespace around colons). Header values are kept as text; the typed
-//! views (Via, name-addr, CSeq, URI) live in [`super::headers`].
+//! whitespace around colons) and strict about everything else, in two ways:
+//!
+//! - bytes that cannot be answered (no blank line ending the headers, a
+//!   start line that is neither a request nor a response, any defect in a
+//!   response) are an error, and the transport drops them;
+//! - a request with a defect the sender must be told about (extra spaces in
+//!   the Request-Line, an unsupported SIP version, a bad header line, a bad
+//!   or too large Content-Length, headers that are not UTF-8) is returned
+//!   with the defect listed in [`SipMessage::flaws`], so that
+//!   [`super::response::validate_request`] answers it with 400 or 505
+//!   (RFC 3261 §8.2, §18.3; RFC 4475 §3.1.2).
+//!
+//! Header values are kept as text; the typed views (Via, name-addr, CSeq,
+//! URI) live in [`super::headers`].
 
 use std::fmt;
 
 use bytes::Bytes;
 
-/// Why bytes are not a SIP message. The text is safe to put in a 400 reason.
+/// Why bytes are not a SIP message, or what is wrong with a request that is
+/// still answered (see [`SipMessage::flaws`]). The text is safe to put in a
+/// 400 reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("message is empty")]
@@ -23,6 +36,8 @@ pub enum ParseError {
     NotUtf8,
     #[error("bad start line")]
     StartLine,
+    #[error("bad Request-URI")]
+    RequestUri,
     #[error("unsupported SIP version")]
     Version,
     #[error("bad header line")]
@@ -48,6 +63,11 @@ pub struct SipMessage {
     /// (`v` → `Via`), values unfolded and trimmed.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Defects of a received request that the parser stepped over so that
+    /// the request can still be answered (400, or 505 for the version), in
+    /// the order met. Always empty for responses (a defective response is
+    /// a parse error) and for messages built here.
+    pub flaws: Vec<ParseError>,
 }
 
 impl fmt::Debug for SipMessage {
@@ -56,7 +76,11 @@ impl fmt::Debug for SipMessage {
             StartLine::Request { method, uri } => write!(f, "SipRequest({method} {uri}"),
             StartLine::Response { code, reason } => write!(f, "SipResponse({code} {reason}"),
         }?;
-        write!(f, ", call-id={:?})", self.header("Call-ID").unwrap_or("-"))
+        write!(f, ", call-id={:?}", self.header("Call-ID").unwrap_or("-"))?;
+        if !self.flaws.is_empty() {
+            write!(f, ", flaws={:?}", self.flaws)?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -116,7 +140,9 @@ const LIST_HEADERS: &[&str] = &["Via", "Route", "Record-Route", "Contact", "Allo
 impl SipMessage {
     /// Parses one complete message (a UDP datagram, or a frame cut by
     /// [`frame_length`]). Bytes after the body are ignored as RFC 3261 §18.3
-    /// demands for datagrams.
+    /// demands for datagrams. A request with answerable defects parses,
+    /// with the defects in [`SipMessage::flaws`]; a response with any
+    /// defect is an error.
     pub fn parse(buf: &[u8], max_size: usize) -> Result<SipMessage, ParseError> {
         // Leading CRLFs are keep-alives and are skipped (RFC 3261 §7.5).
         let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').ok_or(ParseError::Empty)?;
@@ -125,34 +151,54 @@ impl SipMessage {
             return Err(ParseError::TooLarge(max_size));
         }
         let head_end = find_head_end(buf).ok_or(ParseError::Unterminated)?;
-        let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| ParseError::NotUtf8)?;
-        let mut lines = unfold(head).into_iter();
+        let mut flaws = Vec::new();
+        let head = match std::str::from_utf8(&buf[..head_end]) {
+            Ok(h) => std::borrow::Cow::Borrowed(h),
+            Err(_) => {
+                flaws.push(ParseError::NotUtf8);
+                String::from_utf8_lossy(&buf[..head_end])
+            }
+        };
+        let mut lines = unfold(&head).into_iter();
         let first = lines.next().ok_or(ParseError::StartLine)?;
-        let start = parse_start_line(&first)?;
+        let start = parse_start_line(&first, &mut flaws)?;
         let mut headers = Vec::new();
         for line in lines {
             if line.is_empty() {
                 continue;
             }
-            let colon = line.find(':').ok_or(ParseError::HeaderLine)?;
+            let Some(colon) = line.find(':') else {
+                flaws.push(ParseError::HeaderLine);
+                continue;
+            };
             let name = line[..colon].trim_end_matches([' ', '\t']);
             if name.is_empty() || !name.bytes().all(is_token_char) {
-                return Err(ParseError::HeaderLine);
+                flaws.push(ParseError::HeaderLine);
+                continue;
             }
             let value = line[colon + 1..].trim_matches([' ', '\t']);
             headers.push((canonical(name), value.to_owned()));
         }
         let body_start = head_end + 4;
         let available = buf.len().saturating_sub(body_start);
-        let declared = match content_length(&headers)? {
-            Some(n) => n,
-            None => available,
+        let declared = match content_length(&headers) {
+            Ok(Some(n)) if n > available => {
+                flaws.push(ParseError::BodyTruncated);
+                available
+            }
+            Ok(Some(n)) => n,
+            Ok(None) => available,
+            Err(e) => {
+                flaws.push(e);
+                available
+            }
         };
-        if declared > available {
-            return Err(ParseError::BodyTruncated);
+        if let (StartLine::Response { .. }, Some(first)) = (&start, flaws.first()) {
+            // RFC 3261 §18.3: a defective response is discarded.
+            return Err(first.clone());
         }
         let body = Bytes::copy_from_slice(&buf[body_start..body_start + declared]);
-        Ok(SipMessage { start, headers, body })
+        Ok(SipMessage { start, headers, body, flaws })
     }
 
     /// A new request with no headers yet.
@@ -161,12 +207,18 @@ impl SipMessage {
             start: StartLine::Request { method: method.to_owned(), uri: uri.into() },
             headers: Vec::new(),
             body: Bytes::new(),
+            flaws: Vec::new(),
         }
     }
 
     /// A new response with no headers yet.
     pub fn response(code: u16, reason: impl Into<String>) -> Self {
-        SipMessage { start: StartLine::Response { code, reason: reason.into() }, headers: Vec::new(), body: Bytes::new() }
+        SipMessage {
+            start: StartLine::Response { code, reason: reason.into() },
+            headers: Vec::new(),
+            body: Bytes::new(),
+            flaws: Vec::new(),
+        }
     }
 
     pub fn is_request(&self) -> bool {
@@ -295,7 +347,9 @@ pub enum Frame {
 }
 
 /// Cuts a stream (TCP/TLS) into messages using Content-Length, which is
-/// mandatory on streams (RFC 3261 §18.3).
+/// mandatory on streams (RFC 3261 §18.3). A missing, unreadable or
+/// ambiguous (given twice with different values) Content-Length cannot be
+/// recovered from: the stream is [`Frame::Invalid`] and must be closed.
 pub fn frame_length(buf: &[u8], max_size: usize) -> Frame {
     let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     if skip > 0 {
@@ -304,17 +358,17 @@ pub fn frame_length(buf: &[u8], max_size: usize) -> Frame {
     let Some(head_end) = find_head_end(buf) else {
         return if buf.len() > max_size { Frame::Invalid(ParseError::TooLarge(max_size)) } else { Frame::Incomplete };
     };
-    let Ok(head) = std::str::from_utf8(&buf[..head_end]) else {
-        return Frame::Invalid(ParseError::NotUtf8);
-    };
+    // Framing needs only Content-Length; other bytes that are not UTF-8 are
+    // for the parser to judge.
+    let head = String::from_utf8_lossy(&buf[..head_end]);
     let mut length = None;
-    for line in unfold(head).into_iter().skip(1) {
+    for line in unfold(&head).into_iter().skip(1) {
         if let Some(colon) = line.find(':') {
             let name = line[..colon].trim();
             if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
                 match line[colon + 1..].trim().parse::<usize>() {
-                    Ok(n) => length = Some(n),
-                    Err(_) => return Frame::Invalid(ParseError::ContentLength),
+                    Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => return Frame::Invalid(ParseError::ContentLength),
                 }
             }
         }
@@ -322,10 +376,9 @@ pub fn frame_length(buf: &[u8], max_size: usize) -> Frame {
     let Some(length) = length else {
         return Frame::Invalid(ParseError::ContentLength);
     };
-    let total = head_end + 4 + length;
-    if total > max_size {
+    let Some(total) = (head_end + 4).checked_add(length).filter(|t| *t <= max_size) else {
         return Frame::Invalid(ParseError::TooLarge(max_size));
-    }
+    };
     if buf.len() < total {
         Frame::Incomplete
     } else {
@@ -354,9 +407,14 @@ fn unfold(head: &str) -> Vec<String> {
     lines
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    if let Some(rest) = line.strip_prefix("SIP/") {
-        let mut parts = rest.splitn(3, ' ');
+/// Parses the start line. A response line must be exact. A request line
+/// only needs to be recognisable as `Method SP Request-URI SP SIP/x.y`:
+/// extra or trailing white space, white space inside the Request-URI and
+/// a version other than 2.0 are recorded in `flaws` (RFC 4475 §3.1.2.8–10,
+/// §3.1.2.16) so the request can be answered.
+fn parse_start_line(line: &str, flaws: &mut Vec<ParseError>) -> Result<StartLine, ParseError> {
+    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+        let mut parts = line[4..].splitn(3, ' ');
         let version = parts.next().ok_or(ParseError::StartLine)?;
         if version != "2.0" {
             return Err(ParseError::Version);
@@ -372,20 +430,25 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         let reason = parts.next().unwrap_or("").to_owned();
         return Ok(StartLine::Response { code, reason });
     }
-    // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces.
-    let parts: Vec<&str> = line.split(' ').collect();
-    if parts.len() != 3 {
+    // Request-Line = Method SP Request-URI SP SIP-Version (single spaces).
+    let (method, rest) = line.split_once(' ').ok_or(ParseError::StartLine)?;
+    if method.is_empty() || !method.bytes().all(is_token_char) {
         return Err(ParseError::StartLine);
     }
-    let (method, uri, version) = (parts[0], parts[1], parts[2]);
-    if method.is_empty() || !method.bytes().all(is_token_char) || uri.is_empty() {
+    let trimmed = rest.trim_matches([' ', '\t']);
+    let (uri, version) = trimmed.rsplit_once([' ', '\t']).ok_or(ParseError::StartLine)?;
+    let uri = uri.trim_matches([' ', '\t']);
+    if uri.is_empty() || !version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
         return Err(ParseError::StartLine);
     }
-    if !version.starts_with("SIP/") {
-        return Err(ParseError::StartLine);
+    if rest != format!("{uri} {version}") {
+        flaws.push(ParseError::StartLine);
     }
-    if version != "SIP/2.0" {
-        return Err(ParseError::Version);
+    if uri.contains(|c: char| c.is_ascii_whitespace()) {
+        flaws.push(ParseError::RequestUri);
+    }
+    if !version[4..].eq("2.0") {
+        flaws.push(ParseError::Version);
     }
     Ok(StartLine::Request { method: method.to_owned(), uri: uri.to_owned() })
 }
@@ -474,14 +537,32 @@ v=0\r\nextra";
     fn rejects_structural_errors() {
         assert_eq!(SipMessage::parse(b"", 100), Err(ParseError::Empty));
         assert_eq!(SipMessage::parse(b"INVITE sip:a SIP/2.0\r\nVia: x\r\n", 100), Err(ParseError::Unterminated));
-        assert_eq!(SipMessage::parse(b"INVITE sip:a SIP/7.0\r\n\r\n", 100), Err(ParseError::Version));
-        assert_eq!(SipMessage::parse(b"INVITE  sip:a SIP/2.0\r\n\r\n", 100), Err(ParseError::StartLine));
-        assert_eq!(SipMessage::parse(b"OPTIONS sip:a SIP/2.0\r\nNoColon\r\n\r\n", 100), Err(ParseError::HeaderLine));
-        assert_eq!(
-            SipMessage::parse(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 9\r\n\r\nabc", 100),
-            Err(ParseError::BodyTruncated)
-        );
+        assert_eq!(SipMessage::parse(b"INVITE\r\n\r\n", 100), Err(ParseError::StartLine));
+        assert_eq!(SipMessage::parse(b"GET / HTTP/1.1\r\n\r\n", 100), Err(ParseError::StartLine));
         assert_eq!(SipMessage::parse(b"SIP/2.0 99 Odd\r\n\r\n", 100), Err(ParseError::StartLine));
+        assert_eq!(SipMessage::parse(b"SIP/3.0 200 OK\r\n\r\n", 100), Err(ParseError::Version));
+        // Any defect of a response is fatal: it cannot be answered.
+        assert_eq!(SipMessage::parse(b"SIP/2.0 200 OK\r\nNoColon\r\n\r\n", 100), Err(ParseError::HeaderLine));
+        assert_eq!(SipMessage::parse(b"SIP/2.0 200 OK\r\nl: 9\r\n\r\nabc", 100), Err(ParseError::BodyTruncated));
+        assert_eq!(SipMessage::parse(b"SIP/2.0 200 OK\r\nl: -1\r\n\r\n", 100), Err(ParseError::ContentLength));
+    }
+
+    #[test]
+    fn requests_keep_answerable_defects_as_flaws() {
+        let flaws = |raw: &[u8]| SipMessage::parse(raw, 200).map(|m| m.flaws);
+        assert_eq!(flaws(b"INVITE sip:a SIP/7.0\r\n\r\n"), Ok(vec![ParseError::Version]));
+        assert_eq!(flaws(b"INVITE  sip:a  SIP/2.0\r\n\r\n"), Ok(vec![ParseError::StartLine]));
+        assert_eq!(flaws(b"INVITE sip:a SIP/2.0 \r\n\r\n"), Ok(vec![ParseError::StartLine]));
+        assert_eq!(flaws(b"INVITE sip:a; lr SIP/2.0\r\n\r\n"), Ok(vec![ParseError::RequestUri]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nNoColon\r\n\r\n"), Ok(vec![ParseError::HeaderLine]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nBad Name: x\r\n\r\n"), Ok(vec![ParseError::HeaderLine]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 9\r\n\r\nabc"), Ok(vec![ParseError::BodyTruncated]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nl: -3\r\n\r\nabc"), Ok(vec![ParseError::ContentLength]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\nabc"), Ok(vec![ParseError::ContentLength]));
+        assert_eq!(flaws(b"OPTIONS sip:a SIP/2.0\r\nSubject: \xff\r\n\r\n"), Ok(vec![ParseError::NotUtf8]));
+        assert_eq!(flaws(b"OPTIONS sip:a sip/2.0\r\nl: 3\r\n\r\nabcdef"), Ok(vec![]));
+        let m = SipMessage::parse(b"OPTIONS sip:a SIP/2.0\r\nl: 9\r\n\r\nabc", 200).unwrap();
+        assert_eq!(&m.body[..], b"abc", "a truncated body is kept as received");
     }
 
     #[test]
@@ -495,6 +576,14 @@ v=0\r\nextra";
         assert_eq!(frame_length(&stream, 1000), Frame::Message(one.len()));
         assert_eq!(frame_length(&one[..10], 1000), Frame::Incomplete);
         assert!(matches!(frame_length(b"OPTIONS sip:a SIP/2.0\r\n\r\n", 1000), Frame::Invalid(_)));
+        let invalid = |raw: &[u8]| frame_length(raw, 1000) == Frame::Invalid(ParseError::ContentLength);
+        assert!(invalid(b"OPTIONS sip:a SIP/2.0\r\nl: -4\r\n\r\n"), "negative");
+        assert!(invalid(b"OPTIONS sip:a SIP/2.0\r\nl: 4\r\nContent-Length: 5\r\n\r\n"), "ambiguous");
+        assert_eq!(frame_length(b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nl : 1\r\n\r\nxy", 1000), Frame::Message(39));
+        assert_eq!(
+            frame_length(b"OPTIONS sip:a SIP/2.0\r\nl: 18446744073709551615\r\n\r\n", 1000),
+            Frame::Invalid(ParseError::TooLarge(1000))
+        );
     }
 
     #[test]
