@@ -59,6 +59,60 @@ pub struct SipConfig {
     pub auth_failure_window_secs: u64,
     /// How long a banned source is ignored (its messages are dropped).
     pub auth_ban_secs: u64,
+    /// SIP trunks: where calls to the public network go, and the only
+    /// sources whose INVITEs are taken without authentication.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// One SIP trunk (`[[sip.trunks]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunkConfig {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// Where outbound calls go, `host[:port]`; absent for an inbound-only trunk.
+    pub address: Option<String>,
+    /// Transport towards `address`: `udp` or `tcp`.
+    pub transport: String,
+    /// Networks (CIDR) or addresses whose INVITEs are calls from this trunk,
+    /// accepted without authentication. Nothing else is.
+    pub inbound_from: Vec<String>,
+    /// An outbound proxy for calls to this trunk, as a Route URI
+    /// (`sip:edge.carrier.example;lr`).
+    pub outbound_proxy: Option<String>,
+    /// Digest credentials for a trunk that challenges with 401/407.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Host of From and P-Asserted-Identity on outbound calls; the trunk's
+    /// host when unset.
+    pub from_domain: Option<String>,
+    /// E.164 normalisation of dialled numbers: the country calling code
+    /// (`1`, `44`), the national prefix (`1` in North America, `0` in most
+    /// of Europe) and the international prefix (`011`, `00`).
+    pub country_code: String,
+    pub national_prefix: String,
+    pub international_prefix: String,
+    /// Numbers sent to the trunk exactly as dialled (emergency services).
+    pub verbatim: Vec<String>,
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            address: None,
+            transport: "udp".into(),
+            inbound_from: Vec::new(),
+            outbound_proxy: None,
+            username: None,
+            password: None,
+            from_domain: None,
+            country_code: "1".into(),
+            national_prefix: "1".into(),
+            international_prefix: "011".into(),
+            verbatim: vec!["911".into(), "112".into(), "999".into()],
+        }
+    }
 }
 
 impl Default for SipConfig {
@@ -75,6 +129,7 @@ impl Default for SipConfig {
             auth_max_failures: 5,
             auth_failure_window_secs: 60,
             auth_ban_secs: 600,
+            trunks: Vec::new(),
         }
     }
 }
@@ -219,6 +274,41 @@ impl GatewayConfig {
         }
         if self.sip.auth_failure_window_secs == 0 || self.sip.auth_ban_secs == 0 {
             return Err(ConfigError::new("sip.auth_ban_secs", "auth_failure_window_secs and auth_ban_secs of 1 second or more"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.sip.trunks.iter().enumerate() {
+            let key = |field: &str| format!("sip.trunks[{i}].{field}");
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(ConfigError::new(key("name"), "a unique, non-empty trunk name"));
+            }
+            for net in &t.inbound_from {
+                if net.parse::<ipnet::IpNet>().is_err() && net.parse::<IpAddr>().is_err() {
+                    return Err(ConfigError::new(key("inbound_from"), format!("CIDR networks or IP addresses (`{net}` is neither)")));
+                }
+            }
+            if t.address.is_none() && t.inbound_from.is_empty() {
+                return Err(ConfigError::new(key("address"), "an address for outbound calls, inbound_from networks, or both"));
+            }
+            if let Some(a) = &t.address {
+                if crate::sip::headers::split_host_port(a).is_none_or(|(h, _)| h.is_empty()) {
+                    return Err(ConfigError::new(key("address"), "host[:port] of the trunk, e.g. sip.carrier.example:5060"));
+                }
+            }
+            if !matches!(t.transport.as_str(), "udp" | "tcp") {
+                return Err(ConfigError::new(key("transport"), "udp or tcp"));
+            }
+            if let Some(p) = &t.outbound_proxy {
+                if crate::sip::headers::SipUri::parse(p).is_none() {
+                    return Err(ConfigError::new(key("outbound_proxy"), "a SIP URI, e.g. sip:edge.carrier.example;lr"));
+                }
+            }
+            if t.username.is_some() != t.password.is_some() {
+                return Err(ConfigError::new(key("password"), "both username and password, or neither"));
+            }
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(&t.country_code) || !digits(&t.international_prefix) || !(t.national_prefix.is_empty() || digits(&t.national_prefix)) {
+                return Err(ConfigError::new(key("country_code"), "digits for country_code and international_prefix (national_prefix digits or empty)"));
+            }
         }
         let m = &self.media;
         if m.port_min < 1024 || m.port_min % 2 != 0 {

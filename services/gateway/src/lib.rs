@@ -120,6 +120,7 @@ impl Gateway {
             }))),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
             timers: crate::sip::transaction::Timers::default(),
+            trunks: crate::calls::trunks::Trunks::from_config(&config.sip.trunks),
             committed: committed.clone(),
             shutdown: shutdown.clone(),
         };
@@ -160,6 +161,9 @@ impl Gateway {
                 warn!(error = %e, "HTTP server stopped with an error");
             }
         });
+        if config.sip.trunks.is_empty() {
+            tracing::warn!("no sip.trunks configured: only authenticated devices can place calls; add a [[sip.trunks]] with inbound_from to take calls from a carrier");
+        }
         info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), %http, "gateway ready");
         Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), http, public_url, tasks })
     }

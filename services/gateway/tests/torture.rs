@@ -721,6 +721,12 @@ async fn start(dir: &std::path::Path, media_offset: u16) -> (switchboard_gateway
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
     db.migrate().await.unwrap();
     let mut config = GatewayConfig::default();
+    // The test's SIPp/sockets on 127.0.0.1 play the carrier.
+    config.sip.trunks = vec![switchboard_gateway::config::TrunkConfig {
+        name: "test-carrier".into(),
+        inbound_from: vec!["127.0.0.1/32".into()],
+        ..Default::default()
+    }];
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     config.sip.udp = Some(any);
     config.sip.tcp = Some(any);

@@ -255,13 +255,30 @@ impl Provider for Environment {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (key, text) in Self::variables().iter() {
-            let value = if text.is_empty() { Value::from(Empty::None) } else { Value::from(text) };
+            let value = if text.is_empty() {
+                Value::from(Empty::None)
+            } else if let Some(list) = toml_array(&text) {
+                list
+            } else {
+                Value::from(text)
+            };
             if let Value::Dict(_, nested) = figment::util::nest(key.as_str(), value) {
                 merge_into(&mut dict, nested);
             }
         }
         Ok(Profile::Default.collect(dict))
     }
+}
+
+/// A value written as a TOML array (`[{ name = "carrier", … }]`), for the
+/// keys that hold lists of tables such as `sip.trunks`; `None` when the
+/// text is not one, so it stays a string.
+fn toml_array(text: &str) -> Option<Value> {
+    if !text.trim_start().starts_with('[') {
+        return None;
+    }
+    let doc: toml::Table = toml::from_str(&format!("v = {text}")).ok()?;
+    Value::serialize(doc.get("v")?).ok()
 }
 
 /// Adds `other` to `into`, merging tables key by key.

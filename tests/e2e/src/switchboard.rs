@@ -52,13 +52,15 @@ impl Config {
     }
 
     /// Points `sip.udp`, `sip.tcp`, the RTP range (`media.*`) and
-    /// `http.listen` at free ports on 127.0.0.1, and returns the SIP address
-    /// carriers send to.
+    /// `http.listen` at free ports on 127.0.0.1, trusts 127.0.0.1 as a
+    /// trunk, and returns the SIP address carriers send to.
     pub fn use_free_gateway_ports(&mut self) -> anyhow::Result<SocketAddr> {
         let sip = SocketAddr::from((LOCALHOST, ports::free_udp_and_tcp_port()?));
         let media = ports::free_udp_range(GATEWAY_MEDIA_PORTS)?;
         self.set("sip.udp", sip)
             .set("sip.tcp", sip)
+            // SIPp on 127.0.0.1 plays the carrier: a trunk trusted by address.
+            .set("sip.trunks", r#"[{ name = "test-carrier", inbound_from = ["127.0.0.1/32"] }]"#)
             .set("media.bind_ip", LOCALHOST)
             .set("media.port_min", media)
             .set("media.port_max", media + GATEWAY_MEDIA_PORTS - 1);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Presentation, Target, ALLOW};
+use super::trunks::Trunks;
 use super::writer::{AgentInfo, CallUpdate, CallWriter};
 use crate::directory::{Directory, NumberRoute};
 use crate::media::ports::{PortAllocator, PortPair};
@@ -50,6 +51,8 @@ pub struct ManagerDeps {
     /// REGISTER handling and the registrations it keeps.
     pub registrar: Arc<Registrar>,
     pub registrations: Registrations,
+    /// Configured trunks: trusted inbound sources and the outbound route.
+    pub trunks: Trunks,
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
@@ -66,6 +69,26 @@ enum Work {
     /// A response computed off the loop (REGISTER), sent through the
     /// transaction layer.
     Respond { dest: Destination, msg: SipMessage },
+    /// The outcome of authenticating a device's INVITE.
+    InviteAuthed { invite: SipMessage, source: Destination, outcome: InviteAuth },
+}
+
+/// Where a new call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// A configured trunk (by name), trusted by source address.
+    Trunk(String),
+    /// A device that authenticated with digest credentials.
+    Device(String),
+}
+
+/// What authenticating a device's INVITE decided.
+enum InviteAuth {
+    Device(String),
+    /// Challenge or refuse with this response.
+    Respond(SipMessage),
+    /// A banned source: no answer at all.
+    Drop,
 }
 
 enum RouteOutcome {
@@ -250,7 +273,7 @@ impl Manager {
         let to_tag = msg.header("To").and_then(NameAddr::parse).and_then(|n| n.tag().map(str::to_owned));
         let ua = self.deps.local.user_agent.clone();
         match method.as_str() {
-            "INVITE" if to_tag.is_none() => self.new_call(msg, source).await,
+            "INVITE" if to_tag.is_none() => self.new_invite(msg, source).await,
             "REGISTER" => {
                 let (registrar, registrations, guard, work) = (
                     self.deps.registrar.clone(),
@@ -286,7 +309,24 @@ impl Manager {
         }
     }
 
-    async fn new_call(&mut self, invite: SipMessage, source: Destination) {
+    /// An initial INVITE: a call from a trunk (by source address) or from a
+    /// device that proves who it is. Nothing else reaches the trunk or the
+    /// agents (no toll fraud, no spam calls from the open internet).
+    async fn new_invite(&mut self, invite: SipMessage, source: Destination) {
+        if let Some(trunk) = self.deps.trunks.inbound(source.addr().ip()) {
+            let origin = Origin::Trunk(trunk.name().to_owned());
+            self.new_call(invite, source, origin).await;
+            return;
+        }
+        let (registrar, registrations, guard, work) =
+            (self.deps.registrar.clone(), self.deps.registrations.clone(), self.deps.guard.clone(), self.work.clone());
+        tokio::spawn(async move {
+            let outcome = authenticate_invite(&registrar, &registrations, &guard, &invite, source).await;
+            let _ = work.send(Work::InviteAuthed { invite, source, outcome });
+        });
+    }
+
+    async fn new_call(&mut self, invite: SipMessage, source: Destination, origin: Origin) {
         let id = uuid::Uuid::now_v7().to_string();
         let sip_call_id = invite.header("Call-ID").unwrap_or("").to_owned();
         let dialled = invite
@@ -334,7 +374,7 @@ impl Manager {
         let registrations = self.deps.registrations.clone();
         let ports = self.deps.ports.clone();
         let work = self.work.clone();
-        let span = info_span!("route", call_id = %id);
+        let span = info_span!("route", call_id = %id, origin = ?origin);
         tokio::spawn(
             async move {
                 let outcome = route(&directory, &registrations, &ports, &dialled).await;
@@ -349,6 +389,14 @@ impl Manager {
             Work::Routed { id, outcome } => (id, outcome),
             Work::Respond { dest, msg } => {
                 self.send(dest, msg).await;
+                return;
+            }
+            Work::InviteAuthed { invite, source, outcome } => {
+                match outcome {
+                    InviteAuth::Device(device) => self.new_call(invite, source, Origin::Device(device)).await,
+                    InviteAuth::Respond(r) => self.send(source, r).await,
+                    InviteAuth::Drop => {}
+                }
                 return;
             }
         };
@@ -609,6 +657,62 @@ async fn resolve_contact(contact: &str) -> Option<Destination> {
         "TCP" => Destination::Tcp(addr),
         _ => Destination::Udp(addr),
     })
+}
+
+/// Authenticates an INVITE from a source that is no trunk: a device with
+/// digest credentials (407 challenge), throttled and banned like REGISTER.
+async fn authenticate_invite(
+    registrar: &Registrar,
+    registrations: &Registrations,
+    guard: &std::sync::Mutex<AuthGuard>,
+    invite: &SipMessage,
+    source: Destination,
+) -> InviteAuth {
+    let now = unix_now();
+    let username = invite.header_values("Proxy-Authorization").into_iter().filter_map(Credentials::parse).map(|c| c.username).next();
+    let account = match &username {
+        Some(u) => match registrations.account(u).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "reading the device account failed");
+                let mut r = make_response(invite, 500, Some("sb-auth"), &registrar.user_agent);
+                r.push_header("Retry-After", "5");
+                return InviteAuth::Respond(r);
+            }
+        },
+        None => None,
+    };
+    let (outcome, response) = registrar.authenticate(invite, account.as_ref().map(|(_, a)| a), now);
+    let label = match outcome {
+        AuthOutcome::Challenged => "challenged",
+        AuthOutcome::Accepted => "accepted",
+        AuthOutcome::Stale => "stale",
+        AuthOutcome::Failed => "failed",
+    };
+    metrics::counter!("switchboard_sip_invite_auth_total", "auth" => label).increment(1);
+    let ip = source.addr().ip();
+    match outcome {
+        AuthOutcome::Accepted => {
+            if let Ok(mut g) = guard.lock() {
+                g.success(ip);
+            }
+            match account {
+                Some((device, _)) => InviteAuth::Device(device),
+                None => InviteAuth::Drop, // unreachable: accepted needs an account
+            }
+        }
+        AuthOutcome::Failed => {
+            metrics::counter!("switchboard_sip_auth_failures_total").increment(1);
+            info!(peer = %source.addr(), username = username.as_deref().unwrap_or("-"), "INVITE with wrong credentials");
+            if let Ok(FailureVerdict::Banned { until }) = guard.lock().map(|mut g| g.failure(ip, now)) {
+                warn!(peer = %ip, banned_for_secs = until.saturating_sub(now), "too many failed authentications; source banned");
+                metrics::counter!("switchboard_sip_auth_bans_total").increment(1);
+                return InviteAuth::Drop;
+            }
+            response.map(InviteAuth::Respond).unwrap_or(InviteAuth::Drop)
+        }
+        AuthOutcome::Challenged | AuthOutcome::Stale => response.map(InviteAuth::Respond).unwrap_or(InviteAuth::Drop),
+    }
 }
 
 /// Handles one REGISTER: finds the account, runs the registrar, stores the

@@ -4,4 +4,5 @@
 
 pub mod b2bua;
 pub mod manager;
+pub mod trunks;
 pub mod writer;

@@ -157,8 +157,32 @@ impl Registrar {
         self.reply(req, 200, AuthOutcome::Accepted, changes, &after, now)
     }
 
+    /// Authenticates a request other than REGISTER (an INVITE from a
+    /// device) with `Proxy-Authorization`, RFC 3261 §22.3. Returns the
+    /// verdict and, unless accepted, the 407 to send. Unknown users and
+    /// wrong passwords get the same answer.
+    pub fn authenticate(&self, req: &SipMessage, account: Option<&Account>, now: u64) -> (AuthOutcome, Option<SipMessage>) {
+        let method = req.method().unwrap_or("INVITE");
+        let creds = req.header_values("Proxy-Authorization").into_iter().filter_map(Credentials::parse).find(|c| c.realm == self.realm);
+        let Some(creds) = creds else {
+            return (AuthOutcome::Challenged, Some(self.challenge_with(req, 407, false, now)));
+        };
+        let stored = account.filter(|a| a.username == creds.username).map(|a| a.ha1(creds.algorithm).to_owned());
+        match digest::verify(&creds, method, &self.realm, stored.as_deref(), &self.nonces, now) {
+            Verdict::Accepted => (AuthOutcome::Accepted, None),
+            Verdict::Stale => (AuthOutcome::Stale, Some(self.challenge_with(req, 407, true, now))),
+            Verdict::Rejected => (AuthOutcome::Failed, Some(self.challenge_with(req, 407, false, now))),
+        }
+    }
+
     fn challenge(&self, req: &SipMessage, stale: bool, auth: AuthOutcome, now: u64) -> Outcome {
-        let mut r = make_response(req, 401, Some("sb-reg"), &self.user_agent);
+        Outcome { response: self.challenge_with(req, 401, stale, now), changes: Vec::new(), auth }
+    }
+
+    /// A 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) challenge.
+    fn challenge_with(&self, req: &SipMessage, code: u16, stale: bool, now: u64) -> SipMessage {
+        let header = if code == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
+        let mut r = make_response(req, code, Some("sb-reg"), &self.user_agent);
         // Offer SHA-256 first (RFC 8760), MD5 for older phones.
         for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
             let c = Challenge {
@@ -169,9 +193,9 @@ impl Registrar {
                 qop_auth: true,
                 stale,
             };
-            r.push_header("WWW-Authenticate", c.to_header());
+            r.push_header(header, c.to_header());
         }
-        Outcome { response: r, changes: Vec::new(), auth }
+        r
     }
 
     fn reply(&self, req: &SipMessage, code: u16, auth: AuthOutcome, changes: Vec<Change>, bindings: &[Binding], now: u64) -> Outcome {
@@ -194,6 +218,35 @@ mod tests {
 
     fn registrar() -> Registrar {
         Registrar { realm: REALM.into(), nonces: Nonces::new([9; 32], 300), user_agent: "SB".into() }
+    }
+
+    #[test]
+    fn invites_are_authenticated_with_proxy_authorization() {
+        let reg = registrar();
+        let account = Account::from_password("ada", REALM, "pw");
+        let mut inv = SipMessage::request("INVITE", "sip:+14155550100@gw");
+        inv.push_header("Via", "SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKi")
+            .push_header("From", "<sip:ada@gw>;tag=a")
+            .push_header("To", "<sip:+14155550100@gw>")
+            .push_header("Call-ID", "i1")
+            .push_header("CSeq", "1 INVITE");
+        let (outcome, r) = reg.authenticate(&inv, Some(&account), 1000);
+        assert_eq!(outcome, AuthOutcome::Challenged);
+        let r = r.unwrap();
+        assert_eq!(r.status(), Some(407));
+        let challenge = Challenge::parse(r.header("Proxy-Authenticate").unwrap()).unwrap();
+        let good = answer(&challenge, "ada", "pw", "INVITE", "sip:+14155550100@gw", "cn", 1);
+        let mut signed = inv.clone();
+        signed.push_header("Proxy-Authorization", good.to_header());
+        assert_eq!(reg.authenticate(&signed, Some(&account), 1000).0, AuthOutcome::Accepted);
+        // Wrong password and unknown user are answered alike.
+        let bad = answer(&challenge, "ada", "nope", "INVITE", "sip:+14155550100@gw", "cn", 1);
+        let mut wrong = inv.clone();
+        wrong.push_header("Proxy-Authorization", bad.to_header());
+        let (o1, r1) = reg.authenticate(&wrong, Some(&account), 1000);
+        let (o2, r2) = reg.authenticate(&signed, None, 1000);
+        assert_eq!((o1, o2), (AuthOutcome::Failed, AuthOutcome::Failed));
+        assert_eq!(r1.unwrap().status(), r2.unwrap().status());
     }
 
     fn source() -> Destination {
