@@ -59,6 +59,11 @@ pub struct SipConfig {
     pub auth_failure_window_secs: u64,
     /// How long a banned source is ignored (its messages are dropped).
     pub auth_ban_secs: u64,
+    /// New requests per second one source address may send (trunks are
+    /// exempt); more are dropped and counted.
+    pub rate_limit_per_source: u32,
+    /// Requests a source may send at once before the rate applies.
+    pub rate_limit_burst: u32,
     /// SIP trunks: where calls to the public network go, and the only
     /// sources whose INVITEs are taken without authentication.
     pub trunks: Vec<TrunkConfig>,
@@ -129,6 +134,8 @@ impl Default for SipConfig {
             auth_max_failures: 5,
             auth_failure_window_secs: 60,
             auth_ban_secs: 600,
+            rate_limit_per_source: 50,
+            rate_limit_burst: 200,
             trunks: Vec::new(),
         }
     }
@@ -274,6 +281,9 @@ impl GatewayConfig {
         }
         if self.sip.auth_failure_window_secs == 0 || self.sip.auth_ban_secs == 0 {
             return Err(ConfigError::new("sip.auth_ban_secs", "auth_failure_window_secs and auth_ban_secs of 1 second or more"));
+        }
+        if self.sip.rate_limit_per_source == 0 || self.sip.rate_limit_burst == 0 {
+            return Err(ConfigError::new("sip.rate_limit_per_source", "rate_limit_per_source and rate_limit_burst of 1 or more"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.sip.trunks.iter().enumerate() {

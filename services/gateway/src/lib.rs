@@ -121,6 +121,11 @@ impl Gateway {
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
             timers: crate::sip::transaction::Timers::default(),
             trunks: crate::calls::trunks::Trunks::from_config(&config.sip.trunks),
+            rate_limit: crate::sip::ratelimit::RatePolicy {
+                per_second: f64::from(config.sip.rate_limit_per_source),
+                burst: f64::from(config.sip.rate_limit_burst),
+                max_tracked: 100_000,
+            },
             committed: committed.clone(),
             shutdown: shutdown.clone(),
         };

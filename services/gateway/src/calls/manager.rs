@@ -33,6 +33,7 @@ use crate::sip::guard::{AuthGuard, FailureVerdict};
 use crate::sip::registrar::{AuthOutcome, Registrar};
 use crate::sip::headers::{NameAddr, SipUri};
 use crate::sip::response::{make_response, validate_request};
+use crate::sip::ratelimit::{RateLimiter, RatePolicy};
 use crate::sip::transaction::{Output as TxOutput, Timers, TransactionLayer};
 use crate::sip::transport::Inbound;
 use crate::sip::{Destination, SipMessage, Transport};
@@ -53,6 +54,8 @@ pub struct ManagerDeps {
     pub registrations: Registrations,
     /// Configured trunks: trusted inbound sources and the outbound route.
     pub trunks: Trunks,
+    /// Per-source limits on requests from anything but a trunk.
+    pub rate_limit: RatePolicy,
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
@@ -126,6 +129,7 @@ pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
+        limiter: RateLimiter::new(deps.rate_limit),
         deps,
         calls: HashMap::new(),
         by_sip: HashMap::new(),
@@ -164,6 +168,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Manager {
     deps: ManagerDeps,
     tx: TransactionLayer,
+    limiter: RateLimiter,
     calls: HashMap<String, Entry>,
     by_sip: HashMap<String, (String, LegKind)>,
     /// Calls' deadlines, possibly stale (checked when due).
@@ -200,6 +205,13 @@ impl Manager {
             return;
         }
         if msg.is_request() {
+            let in_call = msg.header("Call-ID").is_some_and(|c| self.by_sip.contains_key(c));
+            let ip = source.addr().ip();
+            if !in_call && self.deps.trunks.inbound(ip).is_none() && !self.limiter.allow(ip, now) {
+                metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => "rate limited").increment(1);
+                debug!(peer = %source.addr(), "request over the per-source rate limit dropped");
+                return;
+            }
             let method = msg.method().unwrap_or("").to_owned();
             if let Err(rejection) = validate_request(&msg) {
                 metrics::counter!("switchboard_sip_requests_rejected_total", "code" => rejection.code.to_string()).increment(1);

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod local;
 pub mod message;
 pub mod registrar;
+pub mod ratelimit;
 pub mod response;
 pub mod transaction;
 pub mod transport;
