@@ -110,7 +110,7 @@ impl Retransmit {
             Destination::Udp(_) => {
                 Some(Retransmit { dest, msg, next: now + T1, interval: T1, cap, give_up: now + LINGER })
             }
-            Destination::Tcp(_) => None,
+            Destination::Tcp(_) | Destination::Tls(_) => None,
         }
     }
 }

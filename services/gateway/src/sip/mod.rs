@@ -1,5 +1,5 @@
 //! SIP: message codec, typed header views, and the transports that carry
-//! messages (UDP datagrams, TCP streams). The codec and header modules are
+//! messages (UDP datagrams, TCP and TLS streams). The codec and header modules are
 //! sans-IO; only `transport` touches sockets.
 
 pub mod digest;
@@ -9,6 +9,7 @@ pub mod local;
 pub mod message;
 pub mod registrar;
 pub mod response;
+pub mod tls;
 pub mod transport;
 
 pub use message::{ParseError, SipMessage, StartLine};
