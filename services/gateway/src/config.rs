@@ -326,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_checked_by_validate() {
+        let mut c = GatewayConfig::default();
+        c.sip.tls = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5061));
+        c.sip.tls_config.cert = Some(PathBuf::from("/nonexistent/cert.pem"));
+        c.sip.tls_config.key = Some(PathBuf::from("/nonexistent/key.pem"));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "sip.tls_config.cert");
+        assert!(e.expected.contains("cannot read /nonexistent/cert.pem"), "{}", e.expected);
+        // TLS alone is a valid set of listeners.
+        c.sip.udp = None;
+        c.sip.tcp = None;
+        assert_eq!(c.validate().unwrap_err().key, "sip.tls_config.cert");
+    }
+
+    #[test]
     fn s3_needs_a_bucket() {
         let mut c = GatewayConfig::default();
         c.recordings.store = RecordingStoreKind::S3;

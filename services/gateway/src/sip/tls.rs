@@ -188,3 +188,115 @@ fn roots(key: &str, path: &Path, what: &str) -> Result<RootCertStore, ConfigErro
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::path::PathBuf;
+
+    /// A CA, a certificate it issued for 127.0.0.1, that certificate's key
+    /// and an unrelated key, as PEM files in `dir`.
+    struct Files {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        other_key: PathBuf,
+    }
+
+    fn files(dir: &Path) -> Files {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &*ca).unwrap();
+        let f = Files { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem"), other_key: dir.join("other.pem") };
+        std::fs::write(&f.ca, ca.pem()).unwrap();
+        std::fs::write(&f.cert, cert.pem()).unwrap();
+        std::fs::write(&f.key, key.serialize_pem()).unwrap();
+        std::fs::write(&f.other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        f
+    }
+
+    fn listener(f: &Files) -> SipConfig {
+        let mut sip = SipConfig { tls: Some("127.0.0.1:0".parse().unwrap()), ..SipConfig::default() };
+        sip.tls_config.cert = Some(f.cert.clone());
+        sip.tls_config.key = Some(f.key.clone());
+        sip
+    }
+
+    #[test]
+    fn a_complete_configuration_builds_both_directions() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let mut sip = listener(&f);
+        sip.tls_config.client_ca = Some(f.ca.clone());
+        sip.tls_config.ca = Some(f.ca.clone());
+        sip.tls_config.client_cert = Some(f.cert.clone());
+        sip.tls_config.client_key = Some(f.key.clone());
+        let tls = TlsSettings::from_config(&sip).unwrap();
+        assert!(tls.acceptor.is_some());
+        // Without a listener there is only the connector.
+        assert!(TlsSettings::from_config(&SipConfig::default()).unwrap().acceptor.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_certificate_names_the_key_the_file_and_what_to_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let mut sip = listener(&f);
+        sip.tls_config.cert = Some(PathBuf::from("/nonexistent/x.pem"));
+        let e = TlsSettings::check(&sip).unwrap_err();
+        assert_eq!(e.key, "sip.tls_config.cert");
+        assert!(e.expected.starts_with("cannot read /nonexistent/x.pem: No such file"), "{}", e.expected);
+        assert!(e.expected.ends_with("set it to the PEM certificate chain (leaf first) of the TLS listener"), "{}", e.expected);
+    }
+
+    #[test]
+    fn the_listener_needs_a_certificate_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let mut sip = listener(&f);
+        sip.tls_config.cert = None;
+        assert_eq!(TlsSettings::check(&sip).unwrap_err().key, "sip.tls_config.cert");
+        let mut sip = listener(&f);
+        sip.tls_config.key = Some(f.other_key.clone());
+        let e = TlsSettings::check(&sip).unwrap_err();
+        assert_eq!(e.key, "sip.tls_config.key");
+        assert!(e.expected.contains("set it to the private key of that certificate"), "{}", e.expected);
+        // A key where the certificate belongs: no certificate in it.
+        let mut sip = listener(&f);
+        sip.tls_config.cert = Some(f.key.clone());
+        let e = TlsSettings::check(&sip).unwrap_err();
+        assert_eq!(e.key, "sip.tls_config.cert");
+        assert!(e.expected.contains("holds no PEM"), "{}", e.expected);
+    }
+
+    #[test]
+    fn listener_files_without_a_listener_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let mut sip = listener(&f);
+        sip.tls = None;
+        let e = TlsSettings::check(&sip).unwrap_err();
+        assert_eq!(e.key, "sip.tls");
+        assert!(e.expected.contains("sip.tls_config.cert is set but there is no TLS listener"), "{}", e.expected);
+    }
+
+    #[test]
+    fn a_client_identity_needs_both_certificate_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let mut sip = SipConfig::default();
+        sip.tls_config.client_cert = Some(f.cert.clone());
+        assert_eq!(TlsSettings::check(&sip).unwrap_err().key, "sip.tls_config.client_key");
+        sip.tls_config.client_cert = None;
+        sip.tls_config.client_key = Some(f.key.clone());
+        assert_eq!(TlsSettings::check(&sip).unwrap_err().key, "sip.tls_config.client_cert");
+        sip.tls_config.client_cert = Some(f.cert.clone());
+        sip.tls_config.ca = Some(f.key.clone());
+        assert_eq!(TlsSettings::check(&sip).unwrap_err().key, "sip.tls_config.ca", "a key file is no CA bundle");
+        sip.tls_config.ca = Some(f.ca.clone());
+        TlsSettings::check(&sip).unwrap();
+    }
+}
