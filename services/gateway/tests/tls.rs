@@ -246,6 +246,14 @@ async fn requests_over_tls_are_framed_and_answered_on_the_same_connection() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let (_db, gw, shutdown) = start(dir.path(), |c| listener(c, &pki)).await;
+
+    // Plain SIP on the TLS port is a failed handshake: closed and counted.
+    let mut plain = Conn::new(TcpStream::connect(gw.sip_tls.unwrap()).await.unwrap());
+    let me = plain.stream.local_addr().unwrap();
+    plain.send(options(me, "plain")).await.unwrap();
+    assert!(matches!(plain.next().await, Got::Closed), "plain text on the TLS port is not served");
+    wait_for_metric(gw.http, "switchboard_sip_tls_handshake_failures_total{direction=\"inbound\"} 1").await;
+
     let mut conn = connect(gw.sip_tls.unwrap(), &client(&pki, None)).await.unwrap();
     let me = local_addr(&conn);
 
