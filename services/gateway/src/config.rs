@@ -41,6 +41,11 @@ pub struct SipConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address; absent disables TCP.
     pub tcp: Option<SocketAddr>,
+    /// TLS listen address (SIP over TLS, usually port 5061); absent (the
+    /// default) disables the TLS listener. Needs `tls_config.cert` and `key`.
+    pub tls: Option<SocketAddr>,
+    /// Certificates and keys of SIP over TLS, both directions.
+    pub tls_config: SipTlsConfig,
     /// Host (name or IP) written into Via, Contact and Record-Route; defaults
     /// to the IP of the listen address.
     pub advertised_host: Option<String>,
@@ -126,6 +131,8 @@ impl Default for SipConfig {
         Self {
             udp: Some(local),
             tcp: Some(local),
+            tls: None,
+            tls_config: SipTlsConfig::default(),
             advertised_host: None,
             max_message_bytes: 65_535,
             ring_timeout_secs: 60,
@@ -139,6 +146,30 @@ impl Default for SipConfig {
             trunks: Vec::new(),
         }
     }
+}
+
+/// `[sip.tls_config]`: PEM files of SIP over TLS. The listener's identity
+/// (`cert`, `key`, optionally `client_ca` for mutual TLS) and what outgoing
+/// connections trust (`ca`) and present (`client_cert`, `client_key`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipTlsConfig {
+    /// Certificate chain of the TLS listener, leaf first.
+    pub cert: Option<PathBuf>,
+    /// Private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// When set, inbound TLS clients must present a certificate issued by
+    /// one of these CAs (mutual TLS); otherwise none is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Roots trusted for outgoing TLS connections, instead of the system's
+    /// (e.g. a trunk's private CA). Without it the operating system's roots
+    /// are trusted.
+    pub ca: Option<PathBuf>,
+    /// Certificate chain the gateway presents when a server it connects to
+    /// asks for one (mutual TLS to a trunk).
+    pub client_cert: Option<PathBuf>,
+    /// Private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 /// RTP media anchoring.
@@ -264,9 +295,11 @@ impl Default for KafkaProducerConfig {
 impl GatewayConfig {
     /// Checks every value that serde's types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.sip.udp.is_none() && self.sip.tcp.is_none() {
-            return Err(ConfigError::new("sip.udp", "at least one of sip.udp and sip.tcp must be set"));
+        if self.sip.udp.is_none() && self.sip.tcp.is_none() && self.sip.tls.is_none() {
+            return Err(ConfigError::new("sip.udp", "at least one of sip.udp, sip.tcp and sip.tls must be set"));
         }
+        // Reads the PEM files, so a missing or wrong one is reported now.
+        crate::sip::tls::TlsSettings::check(&self.sip)?;
         if !(512..=1_048_576).contains(&self.sip.max_message_bytes) {
             return Err(ConfigError::new("sip.max_message_bytes", "a size between 512 and 1048576 bytes"));
         }
@@ -390,6 +423,21 @@ mod tests {
         let mut c = GatewayConfig::default();
         c.media.port_min = 20_001;
         assert_eq!(c.validate().unwrap_err().key, "media.port_min");
+    }
+
+    #[test]
+    fn tls_files_are_checked_by_validate() {
+        let mut c = GatewayConfig::default();
+        c.sip.tls = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5061));
+        c.sip.tls_config.cert = Some(PathBuf::from("/nonexistent/cert.pem"));
+        c.sip.tls_config.key = Some(PathBuf::from("/nonexistent/key.pem"));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "sip.tls_config.cert");
+        assert!(e.expected.contains("cannot read /nonexistent/cert.pem"), "{}", e.expected);
+        // TLS alone is a valid set of listeners.
+        c.sip.udp = None;
+        c.sip.tcp = None;
+        assert_eq!(c.validate().unwrap_err().key, "sip.tls_config.cert");
     }
 
     #[test]

@@ -42,6 +42,8 @@ use crate::registrations::Registrations;
 use crate::sip::digest::Nonces;
 use crate::sip::guard::{AuthGuard, GuardPolicy};
 use crate::sip::registrar::Registrar;
+use crate::sip::tls::TlsSettings;
+use crate::sip::transport::Listen;
 use crate::sip::Transport;
 
 /// Entry point of the gateway role.
@@ -51,6 +53,7 @@ pub struct Gateway;
 pub struct RunningGateway {
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    pub sip_tls: Option<SocketAddr>,
     pub http: SocketAddr,
     /// Base URL of recording links.
     pub public_url: String,
@@ -66,8 +69,10 @@ impl Gateway {
         // Install the metrics recorder before anything records.
         api::metrics_handle();
         let (inbound_tx, inbound_rx) = mpsc::channel(8192);
-        let transport = Transport::bind(config.sip.udp, config.sip.tcp, config.sip.max_message_bytes, inbound_tx, shutdown.clone()).await?;
-        let sip_ip = config.sip.udp.or(config.sip.tcp).map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tls = TlsSettings::from_config(&config.sip)?;
+        let listen = Listen { udp: config.sip.udp, tcp: config.sip.tcp, tls: config.sip.tls };
+        let transport = Transport::bind(listen, Some(tls), config.sip.max_message_bytes, inbound_tx, shutdown.clone()).await?;
+        let sip_ip = config.sip.udp.or(config.sip.tcp).or(config.sip.tls).map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let host = match &config.sip.advertised_host {
             Some(h) => h.clone(),
             None if sip_ip.is_unspecified() => {
@@ -99,6 +104,7 @@ impl Gateway {
                 host,
                 udp_port: transport.udp_addr().map(|a| a.port()),
                 tcp_port: transport.tcp_addr().map(|a| a.port()),
+                tls_port: transport.tls_addr().map(|a| a.port()),
                 user_agent: config.sip.user_agent.clone(),
             },
             db: db.clone(),
@@ -169,8 +175,8 @@ impl Gateway {
         if config.sip.trunks.is_empty() {
             tracing::warn!("no sip.trunks configured: only authenticated devices can place calls; add a [[sip.trunks]] with inbound_from to take calls from a carrier");
         }
-        info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), %http, "gateway ready");
-        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), http, public_url, tasks })
+        info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), sip_tls = ?transport.tls_addr(), %http, "gateway ready");
+        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), sip_tls: transport.tls_addr(), http, public_url, tasks })
     }
 }
 

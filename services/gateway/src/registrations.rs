@@ -82,6 +82,7 @@ fn encode_source(d: &Destination) -> String {
     match d {
         Destination::Udp(a) => format!("udp:{a}"),
         Destination::Tcp(a) => format!("tcp:{a}"),
+        Destination::Tls(a) => format!("tls:{a}"),
     }
 }
 
@@ -91,6 +92,7 @@ fn decode_source(s: &str) -> Option<Destination> {
     match kind {
         "udp" => Some(Destination::Udp(addr)),
         "tcp" => Some(Destination::Tcp(addr)),
+        "tls" => Some(Destination::Tls(addr)),
         _ => None,
     }
 }
@@ -134,5 +136,9 @@ mod tests {
         assert!(regs.bindings(&dev.id, 3000).await.unwrap().is_empty(), "expired bindings are not live");
         regs.apply(&dev.id, &[Change::RemoveAll]).await.unwrap();
         assert!(regs.bindings(&dev.id, 1000).await.unwrap().is_empty());
+
+        let over_tls = Binding { source: Destination::Tls("[2001:db8::5]:40001".parse().unwrap()), ..b };
+        regs.apply(&dev.id, &[Change::Upsert(over_tls.clone())]).await.unwrap();
+        assert_eq!(regs.bindings(&dev.id, 1000).await.unwrap(), vec![over_tls]);
     }
 }

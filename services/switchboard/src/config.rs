@@ -559,6 +559,19 @@ mod tests {
     }
 
     #[test]
+    fn sip_tls_keys_read_from_toml_and_print_back() {
+        let text = "[sip]\ntls = \"0.0.0.0:5061\"\n[sip.tls_config]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\nclient_ca = \"/nonexistent/clients.pem\"\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.sip.tls, Some("0.0.0.0:5061".parse().unwrap()));
+        assert_eq!(config.sip.tls_config.client_ca.as_deref(), Some(Path::new("/nonexistent/clients.pem")));
+        let printed: Config = toml::from_str(&config.to_redacted_toml().unwrap()).unwrap();
+        assert_eq!(printed.sip.tls_config.key, config.sip.tls_config.key);
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("`sip.tls_config.cert`: cannot read /nonexistent/cert.pem"), "{message}");
+        assert!(message.contains("SWITCHBOARD_SIP__TLS_CONFIG__CERT"), "{message}");
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let mut config = Config::default();
         config.database.url = Some("postgres://sb:hunter2@db/sb".into());

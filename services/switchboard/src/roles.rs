@@ -162,7 +162,7 @@ fn print_banner(config: &Config, gateway: &RunningGateway) {
     };
     let banner = format!(
         "Switchboard {version} is up (gateway + connector)\n\
-         \x20 SIP         udp {udp}, tcp {tcp}\n\
+         \x20 SIP         udp {udp}, tcp {tcp}{tls}\n\
          \x20 HTTP        {http}  (metrics {http}/metrics, health {http}/healthz)\n\
          \x20 Admin API   {admin}\n\
          \x20 Data        {data_dir}\n\
@@ -174,6 +174,8 @@ fn print_banner(config: &Config, gateway: &RunningGateway) {
         version = env!("CARGO_PKG_VERSION"),
         udp = addr(gateway.sip_udp),
         tcp = addr(gateway.sip_tcp),
+        // TLS is off by default: named only when it listens.
+        tls = gateway.sip_tls.map(|a| format!(", tls {a}")).unwrap_or_default(),
         data_dir = config.data_dir.display(),
         recordings = config.recordings_summary(),
     );

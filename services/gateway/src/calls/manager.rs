@@ -666,6 +666,7 @@ async fn resolve_contact(contact: &str) -> Option<Destination> {
         Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
     };
     Some(match uri.transport().as_str() {
+        t if t == "TLS" || uri.scheme == "sips" => Destination::Tls(addr),
         "TCP" => Destination::Tcp(addr),
         _ => Destination::Udp(addr),
     })

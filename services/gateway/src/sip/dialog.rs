@@ -195,7 +195,7 @@ mod tests {
     use super::*;
 
     fn local() -> Local {
-        Local { host: "198.51.100.1".into(), udp_port: Some(5060), tcp_port: None, user_agent: "t".into() }
+        Local { host: "198.51.100.1".into(), udp_port: Some(5060), tcp_port: None, tls_port: None, user_agent: "t".into() }
     }
 
     fn flow() -> Destination {

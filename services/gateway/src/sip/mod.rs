@@ -1,5 +1,5 @@
 //! SIP: message codec, typed header views, and the transports that carry
-//! messages (UDP datagrams, TCP streams). The codec and header modules are
+//! messages (UDP datagrams, TCP and TLS streams). The codec and header modules are
 //! sans-IO; only `transport` touches sockets.
 
 pub mod dialog;
@@ -11,6 +11,7 @@ pub mod message;
 pub mod registrar;
 pub mod ratelimit;
 pub mod response;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
 

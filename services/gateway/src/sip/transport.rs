@@ -1,50 +1,62 @@
-//! SIP transports: UDP datagrams and TCP streams (RFC 3261 §18).
+//! SIP transports: UDP datagrams, TCP and TLS streams (RFC 3261 §18, §26).
 //!
 //! The only SIP code that owns sockets. Inbound bytes are parsed here and
 //! handed on as [`Inbound`] messages; bytes that are no SIP message are
-//! dropped and counted. Outbound messages go to a [`Destination`]; TCP
-//! responses reuse the connection the request came on.
+//! dropped and counted. Outbound messages go to a [`Destination`]; stream
+//! responses reuse the connection the request came on. TCP and TLS
+//! connections share one reader (Content-Length framing, size limit,
+//! CRLF keep-alive) and one writer, generic over the stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::message::{frame_length, Frame, SipMessage};
+use super::tls::TlsSettings;
 
 /// How long an outgoing TCP connection may take to establish.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take, in either direction.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued for one connection before senders wait.
+const QUEUE: usize = 256;
 
 /// Where a message goes to, or came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Destination {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    Tls(SocketAddr),
 }
 
 impl Destination {
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Destination::Udp(a) | Destination::Tcp(a) => *a,
+            Destination::Udp(a) | Destination::Tcp(a) | Destination::Tls(a) => *a,
         }
     }
 
-    /// Whether the transport delivers reliably (no retransmissions needed).
-    pub fn is_reliable(&self) -> bool {
-        !matches!(self, Destination::Udp(_))
-    }
-
-    /// The transport token used in Via (`UDP`, `TCP`).
+    /// The transport token used in Via (`UDP`, `TCP`, `TLS`).
     pub fn transport_name(&self) -> &'static str {
         match self {
             Destination::Udp(_) => "UDP",
             Destination::Tcp(_) => "TCP",
+            Destination::Tls(_) => "TLS",
         }
+    }
+
+    /// Whether the transport delivers reliably (streams): no retransmission.
+    pub fn is_reliable(&self) -> bool {
+        !matches!(self, Destination::Udp(_))
     }
 }
 
@@ -66,6 +78,16 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sip.tls is set but the TLS listener has no certificate; set sip.tls_config.cert and sip.tls_config.key")]
+    NoCertificate,
+}
+
+/// The addresses to listen on; `None` disables that transport.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
 }
 
 /// The SIP transports of the gateway: a cheap clone handle.
@@ -74,18 +96,30 @@ pub struct Transport {
     udp: Option<Arc<UdpSocket>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
-    connections: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
+    tls_addr: Option<SocketAddr>,
+    tls: Option<TlsSettings>,
+    /// Open (or opening) stream connections by peer and transport.
+    connections: Arc<Mutex<HashMap<Destination, mpsc::Sender<Vec<u8>>>>>,
+    /// Names of TLS servers by address, for SNI and certificate checks.
+    server_names: Arc<Mutex<HashMap<SocketAddr, ServerName<'static>>>>,
     inbound: mpsc::Sender<Inbound>,
     max_size: usize,
     shutdown: CancellationToken,
 }
 
+/// Why an outgoing connection did not open.
+enum OpenError {
+    Connect(String),
+    Handshake(String),
+}
+
 impl Transport {
     /// Binds the configured listeners and starts reading; every message read
-    /// is sent to `inbound`.
+    /// is sent to `inbound`. `tls` is needed for the TLS listener (its
+    /// acceptor) and for outgoing TLS connections.
     pub async fn bind(
-        udp: Option<SocketAddr>,
-        tcp: Option<SocketAddr>,
+        listen: Listen,
+        tls: Option<TlsSettings>,
         max_size: usize,
         inbound: mpsc::Sender<Inbound>,
         shutdown: CancellationToken,
@@ -94,12 +128,15 @@ impl Transport {
             udp: None,
             udp_addr: None,
             tcp_addr: None,
+            tls_addr: None,
+            tls,
             connections: Arc::default(),
+            server_names: Arc::default(),
             inbound,
             max_size,
             shutdown,
         };
-        if let Some(addr) = udp {
+        if let Some(addr) = listen.udp {
             let socket = UdpSocket::bind(addr)
                 .await
                 .map_err(|source| TransportError::Bind { transport: "UDP", key: "udp", addr, source })?;
@@ -108,7 +145,8 @@ impl Transport {
             t.udp = Some(socket.clone());
             tokio::spawn(t.clone().udp_loop(socket));
         }
-        if let Some(addr) = tcp {
+        let mut listeners = Vec::new();
+        if let Some(addr) = listen.tcp {
             // With port 0, prefer the port UDP got (one SIP port for both), and
             // take any free port if that one is taken for TCP.
             let same_as_udp = match (addr.port(), t.udp_addr) {
@@ -122,7 +160,18 @@ impl Transport {
                     .map_err(|source| TransportError::Bind { transport: "TCP", key: "tcp", addr, source })?,
             };
             t.tcp_addr = listener.local_addr().ok();
-            tokio::spawn(t.clone().accept_loop(listener));
+            listeners.push((listener, None));
+        }
+        if let Some(addr) = listen.tls {
+            let acceptor = t.tls.as_ref().and_then(|s| s.acceptor.clone()).ok_or(TransportError::NoCertificate)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| TransportError::Bind { transport: "TLS", key: "tls", addr, source })?;
+            t.tls_addr = listener.local_addr().ok();
+            listeners.push((listener, Some(acceptor)));
+        }
+        for (listener, acceptor) in listeners {
+            tokio::spawn(t.clone().accept_loop(listener, acceptor));
         }
         Ok(t)
     }
@@ -135,12 +184,40 @@ impl Transport {
         self.tcp_addr
     }
 
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
     /// The local address a message to `dest` leaves from (for Via/Contact).
     pub fn local_for(&self, dest: &Destination) -> Option<SocketAddr> {
         match dest {
             Destination::Udp(_) => self.udp_addr,
             Destination::Tcp(_) => self.tcp_addr,
+            Destination::Tls(_) => self.tls_addr,
         }
+    }
+
+    /// Names the TLS server at `addr` (a host name or IP literal, as in the
+    /// URI it was resolved from): later TLS connections to it send the name
+    /// in SNI and require its certificate to be valid for it. A server
+    /// without a name is checked against its IP address (an IP SAN).
+    pub fn set_tls_server_name(&self, addr: SocketAddr, name: &str) -> Result<(), rustls_pki_types::InvalidDnsNameError> {
+        let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_owned())?;
+        if let Ok(mut names) = self.server_names.lock() {
+            names.insert(addr, name);
+        }
+        Ok(())
+    }
+
+    /// Sends one message over TLS to `addr`, verifying the server as
+    /// `server_name` (see [`Transport::set_tls_server_name`]).
+    pub async fn send_tls(&self, addr: SocketAddr, server_name: &str, msg: &SipMessage) {
+        if let Err(e) = self.set_tls_server_name(addr, server_name) {
+            warn!(%addr, server_name, error = %e, "not a valid TLS server name; message not sent");
+            metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TLS").increment(1);
+            return;
+        }
+        self.send(Destination::Tls(addr), msg).await;
     }
 
     /// Sends one message. Failures are logged and counted: SIP recovers from
@@ -160,16 +237,16 @@ impl Transport {
                     metrics::counter!("switchboard_sip_send_errors_total", "transport" => "UDP").increment(1);
                 }
             }
-            Destination::Tcp(addr) => {
-                let existing = self.connections.lock().ok().and_then(|c| c.get(&addr).cloned());
+            Destination::Tcp(_) | Destination::Tls(_) => {
+                let existing = self.connections.lock().ok().and_then(|c| c.get(&dest).cloned());
                 // A new connection is queued, not awaited: a peer that does
                 // not answer must not hold up the caller (the call manager).
                 let sender = match existing {
                     Some(s) if !s.is_closed() => s,
-                    _ => self.clone().connect_queued(addr),
+                    _ => self.clone().connect_queued(dest),
                 };
                 if sender.send(bytes).await.is_err() {
-                    metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TCP").increment(1);
+                    metrics::counter!("switchboard_sip_send_errors_total", "transport" => dest.transport_name()).increment(1);
                 }
             }
         }
@@ -209,102 +286,208 @@ impl Transport {
         }
     }
 
-    async fn accept_loop(self, listener: TcpListener) {
+    /// Accepts stream connections; with an `acceptor`, each one must
+    /// complete a TLS handshake (in its own task) before it is read.
+    async fn accept_loop(self, listener: TcpListener, acceptor: Option<TlsAcceptor>) {
+        let transport = if acceptor.is_some() { "TLS" } else { "TCP" };
         loop {
-            tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = listener.accept() => match r {
-                    Ok((stream, peer)) => self.clone().adopt(stream, peer),
-                    Err(e) => warn!(error = %e, "SIP TCP accept failed"),
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn!(error = %e, transport, "SIP accept failed");
+                        continue;
+                    }
                 },
+            };
+            let _ = stream.set_nodelay(true);
+            match &acceptor {
+                None => self.clone().adopt(stream, Destination::Tcp(peer)),
+                Some(acceptor) => {
+                    let (me, acceptor) = (self.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        let handshake = tokio::select! {
+                            _ = me.shutdown.cancelled() => return,
+                            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                        };
+                        match handshake {
+                            Ok(Ok(tls)) => me.adopt(tls, Destination::Tls(peer)),
+                            Ok(Err(e)) => handshake_failed("inbound", peer, &e.to_string()),
+                            Err(_) => handshake_failed("inbound", peer, "timed out"),
+                        }
+                    });
+                }
             }
         }
     }
 
-    /// Registers a queue for `peer` at once and connects in the background;
+    /// Registers a queue for `dest` at once and connects in the background;
     /// messages queued meanwhile are written once connected, or dropped
     /// (and counted) if the connection fails.
-    fn connect_queued(self, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+    fn connect_queued(self, dest: Destination) -> mpsc::Sender<Vec<u8>> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         if let Ok(mut c) = self.connections.lock() {
-            c.insert(peer, tx.clone());
+            c.insert(dest, tx.clone());
         }
+        let (queue, returned) = (tx.clone(), tx.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-                Ok(Ok(stream)) => self.run_connection(stream, peer, rx),
-                outcome => {
-                    let error = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".to_owned(),
-                    };
-                    warn!(%peer, error, "SIP connect over TCP failed");
-                    metrics::counter!("switchboard_sip_send_errors_total", "transport" => "TCP").increment(1);
-                    if let Ok(mut c) = self.connections.lock() {
-                        c.remove(&peer);
-                    }
+            let peer = dest.addr();
+            let failure = match self.open(dest, queue, rx).await {
+                Ok(()) => return,
+                Err(OpenError::Connect(error)) => {
+                    warn!(%peer, error, transport = dest.transport_name(), "SIP connect failed");
+                    dest.transport_name()
                 }
-            }
+                Err(OpenError::Handshake(error)) => {
+                    handshake_failed("outbound", peer, &error);
+                    "TLS"
+                }
+            };
+            metrics::counter!("switchboard_sip_send_errors_total", "transport" => failure).increment(1);
+            self.forget(dest, &tx);
         });
-        tx
+        returned
+    }
+
+    /// Opens the connection to `dest` (TCP, then the TLS handshake) and
+    /// starts it.
+    async fn open(&self, dest: Destination, tx: mpsc::Sender<Vec<u8>>, rx: mpsc::Receiver<Vec<u8>>) -> Result<(), OpenError> {
+        let peer = dest.addr();
+        let connector = match dest {
+            Destination::Tls(_) => match &self.tls {
+                Some(tls) => Some(tls.connector.clone()),
+                None => return Err(OpenError::Connect("TLS is not configured (sip.tls_config)".to_owned())),
+            },
+            _ => None,
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(OpenError::Connect(e.to_string())),
+            Err(_) => return Err(OpenError::Connect("timed out".to_owned())),
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(connector) = connector else {
+            self.clone().run_connection(stream, dest, tx, rx);
+            return Ok(());
+        };
+        let name = self
+            .server_names
+            .lock()
+            .ok()
+            .and_then(|n| n.get(&peer).cloned())
+            .unwrap_or_else(|| ServerName::IpAddress(peer.ip().into()));
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => {
+                self.clone().run_connection(tls, dest, tx, rx);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(OpenError::Handshake(e.to_string())),
+            Err(_) => Err(OpenError::Handshake("timed out".to_owned())),
+        }
     }
 
     /// Registers an accepted connection and starts its reader and writer.
-    fn adopt(self, stream: TcpStream, peer: SocketAddr) {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+    fn adopt<S>(self, stream: S, dest: Destination)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         if let Ok(mut c) = self.connections.lock() {
-            c.insert(peer, tx);
+            c.insert(dest, tx.clone());
         }
-        self.run_connection(stream, peer, rx);
+        self.run_connection(stream, dest, tx, rx);
     }
 
-    /// Starts the writer (draining `rx`) and the framing reader of a connection.
-    fn run_connection(self, stream: TcpStream, peer: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
-        let shutdown = self.shutdown.clone();
+    /// Removes `dest`'s queue if it still is `tx` (not a newer connection's).
+    fn forget(&self, dest: Destination, tx: &mpsc::Sender<Vec<u8>>) {
+        if let Ok(mut c) = self.connections.lock() {
+            if c.get(&dest).is_some_and(|s| s.same_channel(tx)) {
+                c.remove(&dest);
+            }
+        }
+    }
+
+    /// Starts the writer (draining `rx`) and the framing reader of a stream
+    /// connection, TCP or TLS. When either side ends, both do and the
+    /// connection is closed and forgotten.
+    fn run_connection<S>(self, stream: S, dest: Destination, tx: mpsc::Sender<Vec<u8>>, mut rx: mpsc::Receiver<Vec<u8>>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let closed = self.shutdown.child_token();
+        let writer_closed = closed.clone();
         tokio::spawn(async move {
-            while let Some(bytes) = tokio::select! { _ = shutdown.cancelled() => None, b = rx.recv() => b } {
-                if wr.write_all(&bytes).await.is_err() {
+            loop {
+                let bytes = tokio::select! {
+                    _ = writer_closed.cancelled() => break,
+                    b = rx.recv() => match b { Some(b) => b, None => break },
+                };
+                // TLS buffers records: flush after each message.
+                if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
+            writer_closed.cancel();
+            // TCP FIN, or TLS close_notify then FIN; bounded for a peer that
+            // does not read.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
         });
-        let me = self.clone();
+        let peer = dest.addr();
         tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16_384];
-            loop {
+            // Line feeds of the keep-alive run since the last message: a
+            // CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §3.5.1).
+            let mut keepalive_lf = 0usize;
+            'read: loop {
                 let n = tokio::select! {
-                    _ = me.shutdown.cancelled() => break,
-                    r = rd.read(&mut chunk) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+                    _ = closed.cancelled() => break,
+                    r = rd.read(&mut chunk) => match r {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => {
+                            debug!(%peer, transport = dest.transport_name(), error = %e, "SIP connection read failed");
+                            break;
+                        }
+                    },
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
-                    match frame_length(&buf, me.max_size) {
+                    match frame_length(&buf, self.max_size) {
                         Frame::KeepAlive(k) => {
+                            keepalive_lf += buf[..k].iter().filter(|b| **b == b'\n').count();
                             buf.drain(..k);
+                            while keepalive_lf >= 2 {
+                                keepalive_lf -= 2;
+                                let _ = tx.try_send(b"\r\n".to_vec());
+                            }
                         }
                         Frame::Message(len) => {
+                            keepalive_lf = 0;
                             let frame: Vec<u8> = buf.drain(..len).collect();
-                            me.deliver(&frame, Destination::Tcp(peer)).await;
+                            self.deliver(&frame, dest).await;
                         }
                         Frame::Incomplete => break,
                         Frame::Invalid(e) => {
-                            warn!(%peer, error = %e, "closing SIP TCP connection that cannot be framed");
+                            warn!(%peer, transport = dest.transport_name(), error = %e, "closing SIP connection that cannot be framed");
                             metrics::counter!("switchboard_sip_messages_dropped_total", "reason" => e.to_string()).increment(1);
-                            if let Ok(mut c) = me.connections.lock() {
-                                c.remove(&peer);
-                            }
-                            return;
+                            break 'read;
                         }
                     }
                 }
             }
-            if let Ok(mut c) = me.connections.lock() {
-                c.remove(&peer);
-            }
+            closed.cancel();
+            self.forget(dest, &tx);
         });
     }
+}
+
+/// Logs and counts a failed TLS handshake (`direction`: inbound/outbound).
+fn handshake_failed(direction: &'static str, peer: SocketAddr, error: &str) {
+    warn!(%peer, direction, error, "SIP TLS handshake failed");
+    metrics::counter!("switchboard_sip_tls_handshake_failures_total", "direction" => direction).increment(1);
 }
 
 #[cfg(test)]
@@ -316,7 +499,7 @@ mod tests {
     async fn outgoing_tcp_messages_are_queued_while_connecting_and_keep_their_order() {
         let (tx, _rx) = mpsc::channel(8);
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let t = Transport::bind(None, Some(any), 65_535, tx, CancellationToken::new()).await.unwrap();
+        let t = Transport::bind(Listen { tcp: Some(any), ..Listen::default() }, None, 65_535, tx, CancellationToken::new()).await.unwrap();
         let peer = TcpListener::bind(any).await.unwrap();
         let dest = Destination::Tcp(peer.local_addr().unwrap());
         let mut first = SipMessage::request("OPTIONS", "sip:a@b");
@@ -337,12 +520,12 @@ mod tests {
     async fn a_refused_connection_is_forgotten_so_the_next_send_retries() {
         let (tx, _rx) = mpsc::channel(8);
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let t = Transport::bind(None, Some(any), 65_535, tx, CancellationToken::new()).await.unwrap();
+        let t = Transport::bind(Listen { tcp: Some(any), ..Listen::default() }, None, 65_535, tx, CancellationToken::new()).await.unwrap();
         // A port with no listener: connect is refused.
         let closed = TcpListener::bind(any).await.unwrap().local_addr().unwrap();
         t.send(Destination::Tcp(closed), &SipMessage::request("OPTIONS", "sip:a@b")).await;
         let gone = async {
-            while t.connections.lock().unwrap().contains_key(&closed) {
+            while t.connections.lock().unwrap().contains_key(&Destination::Tcp(closed)) {
                 tokio::task::yield_now().await;
             }
         };

@@ -38,7 +38,7 @@ fn invite() -> SipMessage {
 }
 
 fn local() -> Local {
-    Local { host: "127.0.0.1".into(), udp_port: Some(5060), tcp_port: Some(5060), user_agent: "Switchboard/test".into() }
+    Local { host: "127.0.0.1".into(), udp_port: Some(5060), tcp_port: Some(5060), tls_port: None, user_agent: "Switchboard/test".into() }
 }
 
 fn media() -> MediaPorts {
