@@ -354,7 +354,7 @@ impl GatewayConfig {
             }
         }
         let m = &self.media;
-        if m.port_min < 1024 || m.port_min % 2 != 0 {
+        if m.port_min < 1024 || !m.port_min.is_multiple_of(2) {
             return Err(ConfigError::new("media.port_min", "an even port number of 1024 or more"));
         }
         if m.port_max <= m.port_min + 3 {

@@ -145,6 +145,24 @@ enum State {
     Finished,
 }
 
+/// A leg of an established call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    Caller,
+    /// The fork that answered.
+    Callee,
+}
+
+/// A re-INVITE the gateway sent on a leg (hold or resume), until answered.
+#[derive(Debug, Clone)]
+struct OurReinvite {
+    /// CSeq of the re-INVITE in flight; `None` while waiting to retry.
+    cseq: Option<u32>,
+    direction: Direction,
+    /// After a 491: when to try again (§14.1).
+    retry_at: Option<Instant>,
+}
+
 /// The 2xx to the caller, retransmitted until its ACK (§13.3.1.4).
 #[derive(Debug, Clone)]
 struct OkRetransmit {
@@ -169,6 +187,9 @@ struct CallerLeg {
     ok_retransmit: Option<OkRetransmit>,
     sdp_version: u64,
     answer_sdp: Option<String>,
+    reinvite: Option<OurReinvite>,
+    /// The ACK of the last re-INVITE answered, for its retransmitted 2xx.
+    reinvite_ack: Option<(u32, SipMessage)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +218,8 @@ struct Fork {
     ack: Option<SipMessage>,
     auth_tried: bool,
     sdp_version: u64,
+    reinvite: Option<OurReinvite>,
+    reinvite_ack: Option<(u32, SipMessage)>,
 }
 
 /// One call through the B2BUA.
@@ -264,6 +287,8 @@ impl Call {
                 ok_retransmit: None,
                 sdp_version: 1,
                 answer_sdp: None,
+                reinvite: None,
+                reinvite_ack: None,
             },
             forks: Vec::new(),
             winner: None,
@@ -368,10 +393,33 @@ impl Call {
                 ack: None,
                 auth_tried: false,
                 sdp_version: 1,
+                reinvite: None,
+                reinvite_ack: None,
             });
         }
         self.ring_deadline = Some(now + self.ring_timeout);
         self.state = State::Calling;
+        out
+    }
+
+    /// Puts a leg of the answered call on hold (`sendonly` from the gateway)
+    /// or takes it off hold, with a re-INVITE on that leg only. A re-INVITE
+    /// crossing one from the peer (glare) is retried after the §14.1 timer.
+    pub fn hold(&mut self, leg: Leg, on: bool, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.ended || self.winner.is_none() || self.media.is_none() {
+            return out;
+        }
+        let direction = if on { Direction::SendOnly } else { Direction::SendRecv };
+        let pending = OurReinvite { cseq: None, direction, retry_at: None };
+        match leg {
+            Leg::Caller => self.a.reinvite = Some(pending),
+            Leg::Callee => {
+                let w = self.winner.expect("checked");
+                self.forks[w].reinvite = Some(pending);
+            }
+        }
+        self.send_reinvite(leg, now, &mut out);
         out
     }
 
@@ -431,10 +479,12 @@ impl Call {
         out
     }
 
-    /// A response on leg A (to a BYE the gateway sent): nothing to do, the
-    /// transaction layer stopped retransmitting.
-    pub fn on_caller_response(&mut self, _msg: SipMessage, _now: Instant) -> Vec<Action> {
-        Vec::new()
+    /// A response on leg A: to the gateway's re-INVITE (hold), or to a BYE
+    /// (nothing to do: the transaction layer stopped retransmitting).
+    pub fn on_caller_response(&mut self, msg: SipMessage, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.reinvite_response(Leg::Caller, &msg, now, &mut out);
+        out
     }
 
     /// A message on a fork (its Call-ID), delivered by the transaction layer.
@@ -447,6 +497,10 @@ impl Call {
             return out;
         }
         let (Some(status), Some(cseq)) = (msg.status(), msg.header("CSeq").and_then(CSeq::parse)) else { return out };
+        if cseq.method == "INVITE" && self.winner == Some(i) && cseq.seq != self.forks[i].cseq {
+            self.reinvite_response(Leg::Callee, &msg, now, &mut out);
+            return out;
+        }
         if cseq.method != "INVITE" || cseq.seq != self.forks[i].cseq {
             return out; // BYE/CANCEL answers, or the INVITE before authentication
         }
@@ -463,7 +517,9 @@ impl Call {
     /// The earliest time [`Call::on_timer`] has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let ok = self.a.ok_retransmit.as_ref().map(|r| r.next.min(r.give_up));
-        [ok, self.ring_deadline, self.linger_until].into_iter().flatten().min()
+        let retry_a = self.a.reinvite.as_ref().and_then(|r| r.retry_at);
+        let retry_b = self.winner.and_then(|w| self.forks[w].reinvite.as_ref()).and_then(|r| r.retry_at);
+        [ok, self.ring_deadline, self.linger_until, retry_a, retry_b].into_iter().flatten().min()
     }
 
     /// Fires every timer due at `now`.
@@ -484,6 +540,15 @@ impl Call {
                 if let Some(ok) = self.a.last_response.clone() {
                     out.push(Action::Send(self.a.source, ok));
                 }
+            }
+        }
+        if !self.ended {
+            if self.a.reinvite.as_ref().and_then(|r| r.retry_at).is_some_and(|t| now >= t) {
+                self.send_reinvite(Leg::Caller, now, &mut out);
+            }
+            let due_b = self.winner.and_then(|w| self.forks[w].reinvite.as_ref()).and_then(|r| r.retry_at).is_some_and(|t| now >= t);
+            if due_b {
+                self.send_reinvite(Leg::Callee, now, &mut out);
             }
         }
         if self.ring_deadline.is_some_and(|d| now >= d) {
@@ -604,7 +669,8 @@ impl Call {
             out.push(Action::Send(source, r));
             return;
         };
-        if invite && self.a.final_status != Some(200) {
+        if invite && (self.a.final_status != Some(200) || self.a.reinvite.as_ref().is_some_and(|r| r.cseq.is_some())) {
+            // Not answered yet, or our own re-INVITE is in flight: glare.
             out.push(Action::Send(source, self.respond(&msg, 491, None)));
             return;
         }
@@ -649,6 +715,80 @@ impl Call {
         let mut bye = self.a.dialog.request("BYE", &self.local);
         bye.push_header("Reason", reason.to_owned()).push_header("User-Agent", self.local.user_agent.clone());
         out.push(Action::Send(self.a.dialog.flow, bye));
+    }
+
+    /// Sends (or resends after a 491) the pending re-INVITE on `leg`.
+    fn send_reinvite(&mut self, leg: Leg, _now: Instant, out: &mut Vec<Action>) {
+        let Some(media) = self.media else { return };
+        let local = self.local.clone();
+        let sid = session_id(&self.id);
+        let (dialog, reinvite, version, port, formats) = match leg {
+            Leg::Caller => {
+                let formats = answer_formats(&self.a.offer.formats, &self.a.offer.formats);
+                (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.sdp_version, media.a_port, formats)
+            }
+            Leg::Callee => {
+                let Some(w) = self.winner else { return };
+                let formats = sdp::parse_audio(self.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default();
+                let fork = &mut self.forks[w];
+                let Some(dialog) = fork.dialog.as_mut() else { return };
+                (dialog, &mut fork.reinvite, &mut fork.sdp_version, media.b_port, formats)
+            }
+        };
+        let Some(pending) = reinvite.as_mut() else { return };
+        *version += 1;
+        let body = sdp::build(sid, *version, media.ip, port, &formats, pending.direction);
+        let mut inv = dialog.request("INVITE", &local);
+        inv.push_header("Contact", local.contact(&dialog.flow))
+            .push_header("Allow", ALLOW)
+            .set_body("application/sdp", Bytes::from(body));
+        pending.cseq = Some(dialog.local_seq);
+        pending.retry_at = None;
+        out.push(Action::Send(dialog.flow, inv));
+    }
+
+    /// A response to the gateway's re-INVITE on `leg`.
+    fn reinvite_response(&mut self, leg: Leg, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
+        let Some(cseq) = msg.header("CSeq").and_then(CSeq::parse) else { return };
+        let Some(status) = msg.status() else { return };
+        let local = self.local.clone();
+        // The gateway owns the Call-ID of the callee legs, not the caller's:
+        // §14.1 retry windows 2.1–4 s for the owner, 0–2 s otherwise.
+        let (dialog, reinvite, acked, owner) = match leg {
+            Leg::Caller => (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.reinvite_ack, false),
+            Leg::Callee => {
+                let Some(w) = self.winner else { return };
+                let fork = &mut self.forks[w];
+                let Some(d) = fork.dialog.as_mut() else { return };
+                (d, &mut fork.reinvite, &mut fork.reinvite_ack, true)
+            }
+        };
+        if let Some((seq, ack)) = acked.as_ref() {
+            if *seq == cseq.seq && (200..300).contains(&status) {
+                out.push(Action::Send(dialog.flow, ack.clone())); // retransmitted 2xx
+                return;
+            }
+        }
+        if cseq.method != "INVITE" || reinvite.as_ref().and_then(|r| r.cseq) != Some(cseq.seq) || status < 200 {
+            return;
+        }
+        match status {
+            200..=299 => {
+                dialog.refresh_target(msg);
+                let ack = dialog.ack(cseq.seq, &local);
+                out.push(Action::Send(dialog.flow, ack.clone()));
+                *acked = Some((cseq.seq, ack));
+                *reinvite = None;
+            }
+            491 => {
+                let millis = if owner { rand::random_range(2100..=4000) } else { rand::random_range(0..=2000) };
+                if let Some(r) = reinvite.as_mut() {
+                    r.cseq = None;
+                    r.retry_at = Some(now + Duration::from_millis(millis));
+                }
+            }
+            _ => *reinvite = None, // refused: the session stays as it was
+        }
     }
 
     // ---- fork internals ----
@@ -839,6 +979,9 @@ impl Call {
                     self.bye_caller(&q850(16, "Normal call clearing"), out);
                     self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
                 }
+            }
+            "INVITE" if self.forks[i].reinvite.as_ref().is_some_and(|r| r.cseq.is_some()) => {
+                out.push(Action::Send(source, self.respond(&msg, 491, None))); // glare
             }
             "INVITE" | "UPDATE" => self.callee_reoffer(i, msg, source, out),
             "OPTIONS" | "INFO" => {

@@ -563,10 +563,9 @@ impl Manager {
             }
         }
         if let Some(e) = self.calls.get_mut(id) {
-            let d = e.call.next_deadline();
-            if d.is_some() && d != e.scheduled {
-                e.scheduled = d;
-                self.call_timers.push(Reverse((d.expect("checked"), id.to_owned())));
+            if let Some(d) = e.call.next_deadline().filter(|d| e.scheduled != Some(*d)) {
+                e.scheduled = Some(d);
+                self.call_timers.push(Reverse((d, id.to_owned())));
             }
         }
     }

@@ -71,7 +71,7 @@ impl Trunk {
     pub fn normalise(&self, dialled: &str) -> Option<String> {
         let c = &self.config;
         let cleaned: String = dialled.chars().filter(|ch| !matches!(ch, ' ' | '-' | '.' | '(' | ')')).collect();
-        if c.verbatim.iter().any(|v| *v == cleaned) {
+        if c.verbatim.contains(&cleaned) {
             return Some(cleaned);
         }
         let (plus, digits) = match cleaned.strip_prefix('+') {

@@ -36,7 +36,7 @@ pub struct PortsExhausted {
 impl PortAllocator {
     pub fn new(ip: IpAddr, min: u16, max: u16) -> PortAllocator {
         let min = min + min % 2;
-        let pairs = ((max.saturating_sub(min)) as u32 + 1) / 2;
+        let pairs = (max.saturating_sub(min) as u32).div_ceil(2);
         PortAllocator { ip, min, pairs: pairs.max(1), next: Arc::new(AtomicU32::new(0)) }
     }
 

@@ -157,7 +157,7 @@ mod tests {
         for i in 0..25u32 {
             // Jittered arrival, exact timestamps.
             let at = Duration::from_millis(500 + 20 * i as u64 + (i as u64 % 3) * 7);
-            let pkt = rtp::build(8, i as u16, 90_000 + 160 * i, 2, &vec![0xaa; 160]);
+            let pkt = rtp::build(8, i as u16, 90_000 + 160 * i, 2, &[0xaa; 160]);
             rec.push(Channel::Agent, at, &pkt);
         }
         let f = rec.finish(Duration::from_secs(2)).unwrap();

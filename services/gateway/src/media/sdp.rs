@@ -199,8 +199,7 @@ pub fn parse_audio(body: &[u8]) -> Result<AudioDescription, SdpError> {
 /// The formats the gateway can carry between legs without transcoding.
 pub fn supported(format: &Format) -> bool {
     let e = format.encoding.to_ascii_uppercase();
-    (e == "PCMU" || e == "PCMA") && format.clock_rate == 8000
-        || e == "TELEPHONE-EVENT" && format.clock_rate == 8000
+    matches!(e.as_str(), "PCMU" | "PCMA" | "TELEPHONE-EVENT") && format.clock_rate == 8000
 }
 
 /// Keeps the offered formats the gateway supports, in the offer's order.

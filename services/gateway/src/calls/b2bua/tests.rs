@@ -430,3 +430,63 @@ fn best_failure_prefers_global_then_busy() {
     assert_eq!(best_failure(&[480, 503]), 503);
     assert_eq!(best_failure(&[408, 480]), 408);
 }
+
+#[test]
+fn hold_sends_a_reinvite_on_one_leg_and_acks_its_answer() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let out = call.hold(Leg::Callee, true, t0);
+    assert_eq!(sends(&out), vec![(phone(), "INVITE".into())], "only the phone's leg");
+    let reinv = sent(&out, "INVITE").clone();
+    assert_eq!(reinv.header("CSeq"), Some("2 INVITE"));
+    assert_eq!(sdp::parse_audio(&reinv.body).unwrap().direction, Direction::SendOnly);
+    let ok = reply(&reinv, 200, "t0", Some(17000));
+    let out = call.on_callee_message(ok.clone(), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "ACK".into())]);
+    assert_eq!(sent(&out, "ACK").header("CSeq"), Some("2 ACK"));
+    assert_eq!(sends(&call.on_callee_message(ok, phone(), t0)), vec![(phone(), "ACK".into())], "a retransmitted 2xx is ACKed again");
+}
+
+#[test]
+fn glare_is_answered_491_and_our_reinvite_retried_after_the_rfc_timer() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    call.on_caller_request(request_on_a("ACK", 1, Some(&a_tag(&out))), carrier(), t0);
+    let ours = sent(&call.hold(Leg::Callee, true, t0), "INVITE").clone();
+    // The phone's own re-INVITE crosses ours: 491 for it …
+    let theirs = request_on_fork("INVITE", &inv[0], 2, Some(offer_sdp(17000, "sendonly")));
+    assert_eq!(sends(&call.on_callee_message(theirs, phone(), t0)), vec![(phone(), "491".into())]);
+    // … and the phone answers ours with 491 too.
+    assert!(sends(&call.on_callee_message(reply(&ours, 491, "t0", None), phone(), t0)).is_empty());
+    // The gateway owns the callee leg's Call-ID: it waits 2.1–4 s (§14.1).
+    let retry = call.next_deadline().unwrap();
+    assert!(retry >= t0 + Duration::from_millis(2100) && retry <= t0 + Duration::from_millis(4000), "{:?}", retry - t0);
+    let out = call.on_timer(retry);
+    let again = sent(&out, "INVITE");
+    assert_eq!(again.header("CSeq"), Some("3 INVITE"));
+    // Meanwhile the phone may re-INVITE again once ours is answered.
+    call.on_callee_message(reply(again, 200, "t0", Some(17000)), phone(), retry);
+    let later = request_on_fork("INVITE", &inv[0], 3, Some(offer_sdp(17000, "sendrecv")));
+    assert_eq!(sends(&call.on_callee_message(later, phone(), retry)), vec![(phone(), "200".into())]);
+}
+
+#[test]
+fn glare_on_the_caller_leg_retries_within_two_seconds() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let tag = a_tag(&out);
+    call.on_caller_request(request_on_a("ACK", 1, Some(&tag)), carrier(), t0);
+    let ours = sent(&call.hold(Leg::Caller, true, t0), "INVITE").clone();
+    assert_eq!(ours.request_uri(), Some("sip:c@127.0.0.1:15060"));
+    let mut theirs = request_on_a("INVITE", 2, Some(&tag));
+    theirs.set_body("application/sdp", offer_sdp(16000, "sendonly"));
+    assert_eq!(sends(&call.on_caller_request(theirs, carrier(), t0)), vec![(carrier(), "491".into())]);
+    let mut busy = make_response(&ours, 491, None, "carrier");
+    busy.set_header("To", ours.header("To").unwrap());
+    call.on_caller_response(busy, t0);
+    let retry = call.next_deadline().unwrap();
+    assert!(retry <= t0 + Duration::from_millis(2000), "not the Call-ID owner: 0–2 s");
+}
