@@ -69,6 +69,12 @@ pub struct SipConfig {
     pub rate_limit_per_source: u32,
     /// Requests a source may send at once before the rate applies.
     pub rate_limit_burst: u32,
+    /// RFC 3261 T1 (round-trip estimate) in milliseconds: retransmissions
+    /// start at T1 and transactions time out after 64·T1.
+    pub timer_t1_ms: u64,
+    /// Seconds between OPTIONS keep-alives to each trunk with an address;
+    /// 0 turns them off. Reachability shows in `switchboard_sip_trunk_up`.
+    pub trunk_options_interval_secs: u64,
     /// SIP trunks: where calls to the public network go, and the only
     /// sources whose INVITEs are taken without authentication.
     pub trunks: Vec<TrunkConfig>,
@@ -143,6 +149,8 @@ impl Default for SipConfig {
             auth_ban_secs: 600,
             rate_limit_per_source: 50,
             rate_limit_burst: 200,
+            trunk_options_interval_secs: 30,
+            timer_t1_ms: 500,
             trunks: Vec::new(),
         }
     }
@@ -314,6 +322,9 @@ impl GatewayConfig {
         }
         if self.sip.auth_failure_window_secs == 0 || self.sip.auth_ban_secs == 0 {
             return Err(ConfigError::new("sip.auth_ban_secs", "auth_failure_window_secs and auth_ban_secs of 1 second or more"));
+        }
+        if !(10..=5_000).contains(&self.sip.timer_t1_ms) {
+            return Err(ConfigError::new("sip.timer_t1_ms", "milliseconds between 10 and 5000 (500 is the RFC 3261 default)"));
         }
         if self.sip.rate_limit_per_source == 0 || self.sip.rate_limit_burst == 0 {
             return Err(ConfigError::new("sip.rate_limit_per_source", "rate_limit_per_source and rate_limit_burst of 1 or more"));

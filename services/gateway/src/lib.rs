@@ -125,8 +125,12 @@ impl Gateway {
                 max_tracked: 100_000,
             }))),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
-            timers: crate::sip::transaction::Timers::default(),
+            timers: crate::sip::transaction::Timers {
+                t1: Duration::from_millis(config.sip.timer_t1_ms),
+                ..crate::sip::transaction::Timers::default()
+            },
             trunks: crate::calls::trunks::Trunks::from_config(&config.sip.trunks),
+            trunk_options_interval: Duration::from_secs(config.sip.trunk_options_interval_secs),
             rate_limit: crate::sip::ratelimit::RatePolicy {
                 per_second: f64::from(config.sip.rate_limit_per_source),
                 burst: f64::from(config.sip.rate_limit_burst),

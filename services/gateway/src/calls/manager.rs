@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Presentation, Target, ALLOW};
-use super::trunks::Trunks;
+use super::trunks::{Trunk, Trunks};
 use super::writer::{AgentInfo, CallUpdate, CallWriter};
 use crate::directory::{Directory, NumberRoute};
 use crate::media::ports::{PortAllocator, PortPair};
@@ -56,6 +56,8 @@ pub struct ManagerDeps {
     pub trunks: Trunks,
     /// Per-source limits on requests from anything but a trunk.
     pub rate_limit: RatePolicy,
+    /// How often trunks get an OPTIONS keep-alive; zero turns it off.
+    pub trunk_options_interval: Duration,
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
@@ -72,6 +74,8 @@ enum Work {
     /// A response computed off the loop (REGISTER), sent through the
     /// transaction layer.
     Respond { dest: Destination, msg: SipMessage },
+    /// A trunk's next hop resolved: send it an OPTIONS keep-alive.
+    Probe { trunk: String, dest: Destination },
     /// The outcome of authenticating a device's INVITE.
     InviteAuthed { invite: SipMessage, source: Destination, outcome: InviteAuth },
 }
@@ -130,16 +134,22 @@ pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
         limiter: RateLimiter::new(deps.rate_limit),
+        probes: HashMap::new(),
+        trunk_up: HashMap::new(),
         deps,
         calls: HashMap::new(),
         by_sip: HashMap::new(),
         call_timers: BinaryHeap::new(),
         work: work_tx,
     };
+    let probing = !m.deps.trunk_options_interval.is_zero();
+    let mut probe_tick = tokio::time::interval(m.deps.trunk_options_interval.max(Duration::from_secs(1)));
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = m.next_deadline();
         tokio::select! {
             _ = m.deps.shutdown.cancelled() => break,
+            _ = probe_tick.tick(), if probing => m.probe_trunks(),
             msg = inbound.recv() => match msg {
                 Some(i) => m.on_sip(i).await,
                 None => break,
@@ -169,6 +179,10 @@ struct Manager {
     deps: ManagerDeps,
     tx: TransactionLayer,
     limiter: RateLimiter,
+    /// OPTIONS keep-alives in flight: SIP Call-ID → trunk name.
+    probes: HashMap<String, String>,
+    /// Last known reachability per trunk.
+    trunk_up: HashMap<String, bool>,
     calls: HashMap<String, Entry>,
     by_sip: HashMap<String, (String, LegKind)>,
     /// Calls' deadlines, possibly stale (checked when due).
@@ -253,6 +267,12 @@ impl Manager {
         let now = std::time::Instant::now();
         let sip_call_id = msg.header("Call-ID").unwrap_or("").to_owned();
         if !msg.is_request() {
+            if let Some(trunk) = self.probes.remove(&sip_call_id) {
+                // Any answer means the trunk is there; a 408 is the
+                // transaction layer's timeout.
+                self.trunk_status(&trunk, msg.status() != Some(408));
+                return;
+            }
             match self.by_sip.get(&sip_call_id).cloned() {
                 Some((id, leg)) => {
                     let actions = match self.calls.get_mut(&id) {
@@ -403,6 +423,10 @@ impl Manager {
                 self.send(dest, msg).await;
                 return;
             }
+            Work::Probe { trunk, dest } => {
+                self.send_probe(trunk, dest).await;
+                return;
+            }
             Work::InviteAuthed { invite, source, outcome } => {
                 match outcome {
                     InviteAuth::Device(device) => self.new_call(invite, source, Origin::Device(device)).await,
@@ -458,6 +482,58 @@ impl Manager {
             }
         };
         self.execute(&id, actions).await;
+    }
+
+    /// Resolves every outbound trunk's next hop and queues an OPTIONS to it.
+    fn probe_trunks(&mut self) {
+        let names: Vec<String> = self.probes.values().cloned().collect();
+        let trunks: Vec<_> =
+            self.deps.trunks.all().filter(|t| t.config.address.is_some() && !names.iter().any(|n| n == t.name())).cloned().collect();
+        for trunk in trunks {
+            let work = self.work.clone();
+            tokio::spawn(async move {
+                match resolve_trunk(&trunk).await {
+                    Some(dest) => {
+                        let _ = work.send(Work::Probe { trunk: trunk.name().to_owned(), dest });
+                    }
+                    None => warn!(trunk = trunk.name(), "the trunk's address does not resolve; check sip.trunks address/outbound_proxy"),
+                }
+            });
+        }
+    }
+
+    async fn send_probe(&mut self, trunk: String, dest: Destination) {
+        let Some(t) = self.deps.trunks.all().find(|t| t.name() == trunk).cloned() else { return };
+        let Some(uri) = t.uri() else { return };
+        let local = &self.deps.local;
+        let call_id = crate::sip::headers::new_call_id(&local.host);
+        let mut options = SipMessage::request("OPTIONS", uri.clone());
+        options.push_header("Via", local.via(&dest, &crate::sip::headers::new_branch())).push_header("Max-Forwards", "70");
+        if let Some(p) = &t.config.outbound_proxy {
+            options.push_header("Route", format!("<{p}>"));
+        }
+        options
+            .push_header("From", format!("<sip:switchboard@{}>;tag={}", local.host, crate::sip::headers::new_tag()))
+            .push_header("To", format!("<{uri}>"))
+            .push_header("Call-ID", call_id.clone())
+            .push_header("CSeq", "1 OPTIONS")
+            .push_header("Contact", local.contact(&dest))
+            .push_header("Accept", "application/sdp")
+            .push_header("User-Agent", local.user_agent.clone());
+        self.probes.insert(call_id, trunk);
+        self.send(dest, options).await;
+    }
+
+    fn trunk_status(&mut self, trunk: &str, up: bool) {
+        let before = self.trunk_up.insert(trunk.to_owned(), up);
+        metrics::gauge!("switchboard_sip_trunk_up", "trunk" => trunk.to_owned()).set(if up { 1.0 } else { 0.0 });
+        if before != Some(up) {
+            if up {
+                info!(trunk, "trunk answers OPTIONS");
+            } else {
+                warn!(trunk, "trunk does not answer OPTIONS; calls through it will likely fail; check the trunk's address and firewall");
+            }
+        }
     }
 
     /// Creates the call's writer and records `call.started`.
@@ -653,6 +729,16 @@ async fn route(directory: &Directory, registrations: &Registrations, ports: &Por
         (Err(e), _) | (_, Err(e)) => return RouteOutcome::Failed { code: 503, why: e.to_string() },
     };
     RouteOutcome::Ready { route: Box::new(route), forks, a, b }
+}
+
+/// The transport address of a trunk's next hop (outbound proxy or address).
+async fn resolve_trunk(trunk: &Trunk) -> Option<Destination> {
+    let (host, port) = trunk.next_hop()?;
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
+    };
+    Some(if trunk.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) })
 }
 
 /// The transport address of a device contact URI (IP literal or DNS name).

@@ -56,6 +56,11 @@ impl Trunks {
         self.trunks.iter().find(|t| t.config.address.is_some())
     }
 
+    /// Every trunk, in configuration order.
+    pub fn all(&self) -> impl Iterator<Item = &Trunk> {
+        self.trunks.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.trunks.is_empty()
     }
@@ -101,13 +106,21 @@ impl Trunk {
 
     /// Request-URI for a call to `number` through this trunk.
     pub fn request_uri(&self, number: &str) -> Option<String> {
+        Some(format!("sip:{number}@{}", self.hostport()?))
+    }
+
+    /// The trunk's own URI (OPTIONS keep-alives).
+    pub fn uri(&self) -> Option<String> {
+        Some(format!("sip:{}", self.hostport()?))
+    }
+
+    fn hostport(&self) -> Option<String> {
         let (host, port) = self.address()?;
-        let hostport = match port {
-            Some(p) => format!("{host}:{p}"),
-            None => host,
-        };
         let transport = if self.config.transport == "tcp" { ";transport=tcp" } else { "" };
-        Some(format!("sip:{number}@{hostport}{transport}"))
+        Some(match port {
+            Some(p) => format!("{host}:{p}{transport}"),
+            None => format!("{host}{transport}"),
+        })
     }
 
     /// Host and port the first hop resolves from: the outbound proxy when
