@@ -1,14 +1,19 @@
 //! The directory: who can be called and where they ring.
 //!
-//! Provisioning data lives in three tables of the shared store: users (an
-//! agent, optionally linked to the Salesforce user who owns their calls),
-//! devices (SIP endpoints a user's calls ring, each a contact URI) and numbers
-//! (DIDs routed to a user). The admin API and `switchboard admin` write it;
-//! the call core reads it through [`Directory::route_number`] when a call
-//! arrives.
+//! Provisioning data lives in tables of the shared store: users (an agent,
+//! optionally linked to the Salesforce user who owns their calls), devices
+//! (SIP endpoints a user's calls ring, each a contact URI), groups (users
+//! rung all at once, in a set order), and numbers (DIDs routed to a user or
+//! to a group; one of them may be the company main line). The admin API and
+//! `switchboard admin` write it; the call core reads it through
+//! [`Directory::route_number`] when a call arrives from a trunk,
+//! [`Directory::route_extension`] when a user dials an extension, and
+//! [`Directory::entitled_numbers`] to check the caller ID an agent presents.
 //!
 //! Every value is validated here, once, so both writers reject the same bad
 //! input with the same message, and the call core can trust what it reads.
+//! Rules no single constraint can hold are checked here too: extensions are
+//! unique across users and groups together.
 
 use std::net::Ipv6Addr;
 
@@ -40,10 +45,11 @@ pub enum DirectoryError {
         /// What is wrong and what is expected.
         message: String,
     },
-    /// The user, device or number named in the request does not exist.
+    /// The user, device, group, group member or number named in the request
+    /// does not exist.
     #[error("{kind} {id:?} not found")]
     NotFound {
-        /// `user`, `device` or `number`.
+        /// `user`, `device`, `group`, `group member` or `number`.
         kind: &'static str,
         /// The id or number that was looked up.
         id: String,
@@ -123,31 +129,76 @@ pub struct NewDevice {
     pub contact_uri: String,
 }
 
-/// A DID and the user it routes to.
+/// Users rung together: a call to the group's number or extension rings
+/// every member's devices at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Number {
-    /// Normalised: `+` followed by digits only.
-    pub number: String,
-    /// The owner; `None` once the owner was deleted (the number stays
-    /// provisioned but routes nowhere until it is assigned again).
-    pub user_id: Option<String>,
+pub struct Group {
+    /// UUIDv7, so ids sort by creation time.
+    pub id: String,
+    /// Display name, trimmed, e.g. "Sales".
+    pub name: String,
+    /// Internal extension users dial, digits only; unique across users and
+    /// groups together.
+    pub extension: Option<String>,
     /// Unix epoch milliseconds.
     pub created_at: i64,
 }
 
-/// Where a call to a number goes: its owner and every device to ring.
+/// What is needed to create a [`Group`]; the directory assigns id and time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    /// Display name; required.
+    pub name: String,
+    /// Digits only; optional, unique across users and groups.
+    #[serde(default)]
+    pub extension: Option<String>,
+}
+
+/// A DID and the user or group it routes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NumberRoute {
-    /// The normalised number that matched.
+pub struct Number {
+    /// Normalised: `+` followed by digits only.
     pub number: String,
-    /// Who the call is for.
+    /// The owning user, if a user owns it. A number has at most one owner:
+    /// a user or a group. `None` for both once the owner was deleted (the
+    /// number stays provisioned but routes nowhere until assigned again).
+    pub user_id: Option<String>,
+    /// The owning group, if a group owns it.
+    pub group_id: Option<String>,
+    /// Whether this is the company main line, which every user may present
+    /// as caller ID. At most one number is.
+    pub main_line: bool,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// One user a call rings, with the devices to ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user.
     pub user: User,
-    /// The owner's devices, oldest first; may be empty (the user may only
+    /// The user's devices, oldest first; may be empty (the user may only
     /// answer in the browser softphone).
     pub devices: Vec<Device>,
 }
 
-/// Provisioning of users, devices and numbers over the shared store.
+/// Where a call to a number or an extension goes: the users to ring, in ring
+/// order, each with their devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberRoute {
+    /// The normalised number, or the extension, that matched.
+    pub number: String,
+    /// The group the call is for; `None` when it is for one user.
+    pub group: Option<Group>,
+    /// Who rings, never empty: the owning user alone, or the group's
+    /// members in ring order (all of them ring at once).
+    pub members: Vec<Member>,
+    /// Whether the number is the company main line.
+    pub main_line: bool,
+}
+
+/// Provisioning of users, devices, groups and numbers over the shared store.
 /// Cheap to clone: it holds the connection pool.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -156,7 +207,11 @@ pub struct Directory {
 
 const USER_COLUMNS: &str = "id, name, extension, salesforce_user_id, created_at";
 const DEVICE_COLUMNS: &str = "id, user_id, name, contact_uri, created_at";
-const NUMBER_COLUMNS: &str = "number, user_id, created_at";
+const GROUP_COLUMNS: &str = "id, name, extension, created_at";
+const NUMBER_COLUMNS: &str = "number, user_id, group_id, main_line, created_at";
+/// [`USER_COLUMNS`] of `users u`, named as [`user_from_row`] reads them.
+const USER_COLUMNS_OF_U: &str =
+    "u.id AS id, u.name AS name, u.extension AS extension, u.salesforce_user_id AS salesforce_user_id, u.created_at AS created_at";
 
 impl Directory {
     /// A directory over `db`, whose schema must already be migrated.
@@ -164,17 +219,16 @@ impl Directory {
         Self { db }
     }
 
-    /// Creates a user after validating every field; a taken extension or
-    /// Salesforce user id is a [`DirectoryError::Conflict`].
+    /// Creates a user after validating every field; an extension taken by a
+    /// user or a group, or a Salesforce user id linked to another user, is a
+    /// [`DirectoryError::Conflict`].
     pub async fn create_user(&self, new: NewUser) -> Result<User, DirectoryError> {
         let name = validate_name("name", &new.name)?;
         let extension = new.extension.as_deref().map(validate_extension).transpose()?;
         let salesforce_user_id = new.salesforce_user_id.as_deref().map(validate_salesforce_user_id).transpose()?;
 
         if let Some(ext) = &extension {
-            if self.user_id_by("extension", ext).await?.is_some() {
-                return Err(DirectoryError::Conflict(format!("extension {ext} is already taken")));
-            }
+            self.check_extension_free(ext).await?;
         }
         if let Some(sf) = &salesforce_user_id {
             if let Some(owner) = self.user_id_by("salesforce_user_id", sf).await? {
@@ -214,11 +268,13 @@ impl Directory {
         self.find_user(id).await?.ok_or_else(|| DirectoryError::not_found("user", id))
     }
 
-    /// Deletes a user with its devices; numbers it owned stay provisioned but
-    /// unassigned, so a DID is never lost by removing a person.
+    /// Deletes a user with its devices and group memberships; numbers it
+    /// owned stay provisioned but unassigned, so a DID is never lost by
+    /// removing a person.
     pub async fn delete_user(&self, id: &str) -> Result<(), DirectoryError> {
         let mut tx = self.db.pool().begin().await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("UPDATE numbers SET user_id = NULL WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if deleted.rows_affected() == 0 {
@@ -317,46 +373,99 @@ impl Directory {
     }
 
     /// Provisions `number` (normalised, see [`normalise_number`]) for a user.
-    /// Idempotent for the same owner; a number another user owns is a
-    /// conflict (remove it first), an unassigned one is taken over.
+    /// Idempotent for the same owner; a number another user or a group owns
+    /// is a conflict (remove it first), an unassigned one is taken over.
+    /// Whether it is the main line does not change.
     pub async fn assign_number(&self, number: &str, user_id: &str) -> Result<Number, DirectoryError> {
         let number = normalise_number(number)?;
         if self.find_user(user_id).await?.is_none() {
             return Err(DirectoryError::not_found("user", user_id));
         }
-        // One statement, so two concurrent assignments cannot both win.
+        self.assign(number, Owner::User(user_id)).await
+    }
+
+    /// Provisions `number` (normalised, see [`normalise_number`]) for a group,
+    /// whose members all ring when it is called. Idempotent for the same
+    /// group; a number a user or another group owns is a conflict (remove it
+    /// first), an unassigned one is taken over. Whether it is the main line
+    /// does not change.
+    pub async fn assign_number_to_group(&self, number: &str, group_id: &str) -> Result<Number, DirectoryError> {
+        let number = normalise_number(number)?;
+        if self.find_group(group_id).await?.is_none() {
+            return Err(DirectoryError::not_found("group", group_id));
+        }
+        self.assign(number, Owner::Group(group_id)).await
+    }
+
+    async fn assign(&self, number: String, owner: Owner<'_>) -> Result<Number, DirectoryError> {
+        let (column, id) = owner.column_and_id();
+        // One statement, so two concurrent assignments cannot both win; the
+        // WHERE leaves a number with another owner untouched (no row back).
         let row = sqlx::query(&format!(
-            "INSERT INTO numbers (number, user_id, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (number) DO UPDATE SET user_id = excluded.user_id \
-             WHERE numbers.user_id IS NULL OR numbers.user_id = excluded.user_id \
+            "INSERT INTO numbers (number, {column}, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (number) DO UPDATE SET {column} = excluded.{column} \
+             WHERE (numbers.user_id IS NULL AND numbers.group_id IS NULL) OR numbers.{column} = excluded.{column} \
              RETURNING {NUMBER_COLUMNS}"
         ))
         .bind(&number)
-        .bind(user_id)
+        .bind(id)
         .bind(now_ms())
         .fetch_optional(self.db.pool())
         .await
         .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => DirectoryError::not_found("user", user_id),
+            // The owner was deleted between the check and the insert.
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => DirectoryError::not_found(owner.kind(), id),
             _ => DirectoryError::Store(e),
         })?;
         match row {
             Some(row) => {
                 let assigned = number_from_row(&row)?;
-                tracing::info!(number = %assigned.number, user_id = %user_id, "number assigned");
+                tracing::info!(number = %assigned.number, owner = owner.kind(), owner_id = %id, "number assigned");
                 Ok(assigned)
             }
             None => {
-                let owner: Option<Option<String>> = sqlx::query_scalar("SELECT user_id FROM numbers WHERE number = $1")
-                    .bind(&number)
-                    .fetch_optional(self.db.pool())
-                    .await?;
-                let owner = owner.flatten().unwrap_or_else(|| "another user".to_owned());
+                let current = self.find_number(&number).await?;
+                let holder = match current.as_ref().map(|n| (&n.user_id, &n.group_id)) {
+                    Some((Some(user), _)) => format!("user {user}"),
+                    Some((None, Some(group))) => format!("group {group}"),
+                    _ => "another owner".to_owned(),
+                };
                 Err(DirectoryError::Conflict(format!(
-                    "number {number} is assigned to user {owner}; remove it before assigning it again"
+                    "number {number} is assigned to {holder}; remove it before assigning it again"
                 )))
             }
         }
+    }
+
+    /// Makes `number` (provisioned, in any accepted spelling) the company
+    /// main line, or stops it being the main line. Setting one clears any
+    /// other, in the same transaction, so there is at most one.
+    pub async fn set_main_line(&self, number: &str, main_line: bool) -> Result<Number, DirectoryError> {
+        let number = normalise_number(number)?;
+        let concurrent = |e| {
+            conflict_or_store(e, "another number was made the main line at the same time; try again")
+        };
+        let mut tx = self.db.pool().begin().await?;
+        if main_line {
+            sqlx::query("UPDATE numbers SET main_line = 0 WHERE main_line = 1 AND number <> $1")
+                .bind(&number)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!("UPDATE numbers SET main_line = $2 WHERE number = $1 RETURNING {NUMBER_COLUMNS}"))
+            .bind(&number)
+            .bind(i64::from(main_line))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(concurrent)?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(DirectoryError::not_found("number", number));
+        };
+        let updated = number_from_row(&row)?;
+        tx.commit().await.map_err(concurrent)?;
+        tracing::info!(number = %updated.number, main_line, "main line set");
+        Ok(updated)
     }
 
     /// Every provisioned number, in lexical order.
@@ -378,27 +487,293 @@ impl Directory {
         Ok(())
     }
 
-    /// Resolves the user part of a dialled request URI to the owner of that
-    /// number and the devices to ring. `Ok(None)` when nothing routes: the
-    /// number is not provisioned, has no owner, or `dialled` is not a phone
-    /// number at all (a name such as `alice`), which is the caller's cue to
-    /// answer 404 rather than an error.
+    /// Creates a group after validating its fields; an extension taken by a
+    /// user or another group is a [`DirectoryError::Conflict`].
+    pub async fn create_group(&self, new: NewGroup) -> Result<Group, DirectoryError> {
+        let name = validate_name("name", &new.name)?;
+        let extension = new.extension.as_deref().map(validate_extension).transpose()?;
+        if let Some(ext) = &extension {
+            self.check_extension_free(ext).await?;
+        }
+        let group = Group { id: new_id(), name, extension, created_at: now_ms() };
+        sqlx::query("INSERT INTO groups (id, name, extension, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&group.id)
+            .bind(&group.name)
+            .bind(group.extension.clone())
+            .bind(group.created_at)
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| conflict_or_store(e, "a group with this extension already exists"))?;
+        tracing::info!(group_id = %group.id, name = %group.name, "group created");
+        Ok(group)
+    }
+
+    /// Every group, oldest first.
+    pub async fn list_groups(&self) -> Result<Vec<Group>, DirectoryError> {
+        let rows = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY created_at, id"))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    /// One group by id.
+    pub async fn get_group(&self, id: &str) -> Result<Group, DirectoryError> {
+        self.find_group(id).await?.ok_or_else(|| DirectoryError::not_found("group", id))
+    }
+
+    /// Deletes a group and its memberships (the users stay); numbers it
+    /// owned stay provisioned but unassigned.
+    pub async fn delete_group(&self, id: &str) -> Result<(), DirectoryError> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE numbers SET group_id = NULL WHERE group_id = $1").bind(id).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(DirectoryError::not_found("group", id));
+        }
+        tx.commit().await?;
+        tracing::info!(group_id = %id, "group deleted");
+        Ok(())
+    }
+
+    /// Adds a user to a group, last in ring order. Idempotent: a member
+    /// keeps its place.
+    pub async fn add_group_member(&self, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        if self.find_group(group_id).await?.is_none() {
+            return Err(DirectoryError::not_found("group", group_id));
+        }
+        if self.find_user(user_id).await?.is_none() {
+            return Err(DirectoryError::not_found("user", user_id));
+        }
+        // The WHERE also keeps SQLite from reading ON CONFLICT as a join.
+        let added = sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, position) \
+             SELECT $1, $2, COALESCE(MAX(position), 0) + 1 FROM group_members WHERE group_id = $1 \
+             ON CONFLICT (group_id, user_id) DO NOTHING",
+        )
+        .bind(group_id)
+        .bind(user_id)
+        .execute(self.db.pool())
+        .await;
+        match added {
+            Ok(done) => {
+                if done.rows_affected() > 0 {
+                    tracing::info!(group_id, user_id, "group member added");
+                }
+                Ok(())
+            }
+            // The group or the user was deleted after the checks above.
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                if self.find_group(group_id).await?.is_none() {
+                    Err(DirectoryError::not_found("group", group_id))
+                } else {
+                    Err(DirectoryError::not_found("user", user_id))
+                }
+            }
+            Err(e) => Err(DirectoryError::Store(e)),
+        }
+    }
+
+    /// Takes a user out of a group; the others keep their order.
+    pub async fn remove_group_member(&self, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        let deleted = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id)
+            .bind(user_id)
+            .execute(self.db.pool())
+            .await?;
+        if deleted.rows_affected() == 0 {
+            if self.find_group(group_id).await?.is_none() {
+                return Err(DirectoryError::not_found("group", group_id));
+            }
+            return Err(DirectoryError::not_found("group member", user_id));
+        }
+        tracing::info!(group_id, user_id, "group member removed");
+        Ok(())
+    }
+
+    /// The members of a group in ring order (the order they were added).
+    pub async fn group_members(&self, group_id: &str) -> Result<Vec<User>, DirectoryError> {
+        if self.find_group(group_id).await?.is_none() {
+            return Err(DirectoryError::not_found("group", group_id));
+        }
+        self.members_of(group_id).await
+    }
+
+    /// Resolves the user part of a dialled request URI to the users to ring
+    /// and their devices: the owning user, or every member of the owning
+    /// group in ring order. `Ok(None)` when nothing routes: the number is not
+    /// provisioned, has no owner, belongs to a group without members, or
+    /// `dialled` is not a phone number at all (a name such as `alice`),
+    /// which is the caller's cue to answer 404 rather than an error.
     pub async fn route_number(&self, dialled: &str) -> Result<Option<NumberRoute>, DirectoryError> {
         let Ok(number) = normalise_number(dialled) else {
             return Ok(None);
         };
-        let owner: Option<Option<String>> = sqlx::query_scalar("SELECT user_id FROM numbers WHERE number = $1")
-            .bind(&number)
+        let Some(provisioned) = self.find_number(&number).await? else {
+            return Ok(None);
+        };
+        let (group, members) = match (&provisioned.user_id, &provisioned.group_id) {
+            (Some(user_id), _) => match self.find_user(user_id).await? {
+                Some(user) => (None, vec![user]),
+                None => return Ok(None),
+            },
+            (None, Some(group_id)) => match self.find_group(group_id).await? {
+                Some(group) => {
+                    let members = self.members_of(&group.id).await?;
+                    (Some(group), members)
+                }
+                None => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        self.route_to(number, group, members, provisioned.main_line).await
+    }
+
+    /// Resolves an extension dialled by a user to the user or group that has
+    /// it, like [`Directory::route_number`]; the route's `number` is the
+    /// extension. `Ok(None)` when no user or group has it, the group has no
+    /// members, or `dialled` is not an extension (digits only).
+    pub async fn route_extension(&self, dialled: &str) -> Result<Option<NumberRoute>, DirectoryError> {
+        let Ok(extension) = validate_extension(dialled) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE extension = $1"))
+            .bind(&extension)
             .fetch_optional(self.db.pool())
             .await?;
-        let Some(user_id) = owner.flatten() else {
+        if let Some(row) = row {
+            return self.route_to(extension, None, vec![user_from_row(&row)?], false).await;
+        }
+        let row = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE extension = $1"))
+            .bind(&extension)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(group) = row.as_ref().map(group_from_row).transpose()? else {
             return Ok(None);
         };
-        let Some(user) = self.find_user(&user_id).await? else {
+        let members = self.members_of(&group.id).await?;
+        self.route_to(extension, Some(group), members, false).await
+    }
+
+    /// The user who owns a device: who a call placed from that device is
+    /// from. `Ok(None)` for an unknown device.
+    pub async fn device_owner(&self, device_id: &str) -> Result<Option<User>, DirectoryError> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS_OF_U} FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = $1"
+        ))
+        .bind(device_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// The numbers a user may present as caller ID, without repeats: the
+    /// user's own numbers (oldest first), then the numbers of every group
+    /// the user is a member of (groups oldest first), then the main line.
+    /// An unknown user is [`DirectoryError::NotFound`].
+    pub async fn entitled_numbers(&self, user_id: &str) -> Result<Vec<String>, DirectoryError> {
+        if self.find_user(user_id).await?.is_none() {
+            return Err(DirectoryError::not_found("user", user_id));
+        }
+        let own: Vec<String> = sqlx::query_scalar("SELECT number FROM numbers WHERE user_id = $1 ORDER BY created_at, number")
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        let of_groups: Vec<String> = sqlx::query_scalar(
+            "SELECT n.number AS number FROM group_members m \
+             JOIN groups g ON g.id = m.group_id \
+             JOIN numbers n ON n.group_id = g.id \
+             WHERE m.user_id = $1 \
+             ORDER BY g.created_at, g.id, n.created_at, n.number",
+        )
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        let main_line: Option<String> = sqlx::query_scalar("SELECT number FROM numbers WHERE main_line = 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        let mut entitled: Vec<String> = Vec::with_capacity(own.len() + of_groups.len() + 1);
+        for number in own.into_iter().chain(of_groups).chain(main_line) {
+            if !entitled.contains(&number) {
+                entitled.push(number);
+            }
+        }
+        Ok(entitled)
+    }
+
+    /// The caller ID a user presents when it asks for none: the first of
+    /// [`Directory::entitled_numbers`]; `None` when the user is entitled to
+    /// no number.
+    pub async fn default_caller_id(&self, user_id: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(self.entitled_numbers(user_id).await?.into_iter().next())
+    }
+
+    /// A route to `members` with their devices, or `None` when nobody rings.
+    async fn route_to(
+        &self,
+        number: String,
+        group: Option<Group>,
+        members: Vec<User>,
+        main_line: bool,
+    ) -> Result<Option<NumberRoute>, DirectoryError> {
+        if members.is_empty() {
             return Ok(None);
-        };
-        let devices = self.devices_of(&user.id).await?.iter().map(device_from_row).collect::<Result<_, _>>()?;
-        Ok(Some(NumberRoute { number, user, devices }))
+        }
+        let mut ringing = Vec::with_capacity(members.len());
+        for user in members {
+            let devices = self.devices_of(&user.id).await?.iter().map(device_from_row).collect::<Result<_, _>>()?;
+            ringing.push(Member { user, devices });
+        }
+        Ok(Some(NumberRoute { number, group, members: ringing, main_line }))
+    }
+
+    /// Fails with a [`DirectoryError::Conflict`] naming the holder when a
+    /// user or a group already has `extension`. Extensions share one
+    /// namespace across both tables, which no constraint can hold; a race
+    /// between two creations with the same extension, one a user and one a
+    /// group, is not caught.
+    async fn check_extension_free(&self, extension: &str) -> Result<(), DirectoryError> {
+        if let Some(user) = self.user_id_by("extension", extension).await? {
+            return Err(DirectoryError::Conflict(format!("extension {extension} is already taken by user {user}")));
+        }
+        let group: Option<String> = sqlx::query_scalar("SELECT id FROM groups WHERE extension = $1")
+            .bind(extension)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if let Some(group) = group {
+            return Err(DirectoryError::Conflict(format!("extension {extension} is already taken by group {group}")));
+        }
+        Ok(())
+    }
+
+    async fn find_group(&self, id: &str) -> Result<Option<Group>, DirectoryError> {
+        let row = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    async fn find_number(&self, number: &str) -> Result<Option<Number>, DirectoryError> {
+        let row = sqlx::query(&format!("SELECT {NUMBER_COLUMNS} FROM numbers WHERE number = $1"))
+            .bind(number)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(number_from_row).transpose()
+    }
+
+    /// The members of a group in ring order; ties (not made by this code)
+    /// are broken by user id.
+    async fn members_of(&self, group_id: &str) -> Result<Vec<User>, DirectoryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS_OF_U} FROM group_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.group_id = $1 ORDER BY m.position, u.id"
+        ))
+        .bind(group_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(user_from_row).collect()
     }
 
     async fn find_user(&self, id: &str) -> Result<Option<User>, DirectoryError> {
@@ -423,6 +798,30 @@ impl Directory {
             .bind(user_id)
             .fetch_all(self.db.pool())
             .await?)
+    }
+}
+
+/// Who a number is assigned to.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    User(&'a str),
+    Group(&'a str),
+}
+
+impl Owner<'_> {
+    /// The `numbers` column holding this kind of owner, and the owner's id.
+    fn column_and_id(&self) -> (&'static str, &str) {
+        match self {
+            Owner::User(id) => ("user_id", id),
+            Owner::Group(id) => ("group_id", id),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Owner::User(_) => "user",
+            Owner::Group(_) => "group",
+        }
     }
 }
 
@@ -457,10 +856,21 @@ fn device_from_row(row: &AnyRow) -> Result<Device, DirectoryError> {
     })
 }
 
+fn group_from_row(row: &AnyRow) -> Result<Group, DirectoryError> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        extension: row.try_get("extension")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 fn number_from_row(row: &AnyRow) -> Result<Number, DirectoryError> {
     Ok(Number {
         number: row.try_get("number")?,
         user_id: row.try_get("user_id")?,
+        group_id: row.try_get("group_id")?,
+        main_line: row.try_get::<i64, _>("main_line")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }

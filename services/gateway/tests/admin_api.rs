@@ -239,3 +239,184 @@ async fn malformed_json_is_a_400_with_a_message() {
     let (status, body) = api.send(req).await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
 }
+
+#[tokio::test]
+async fn group_and_caller_id_routes_are_behind_the_token() {
+    let api = Api::new(Some(TOKEN)).await;
+    let requests = [
+        (Method::GET, "/groups"),
+        (Method::POST, "/groups"),
+        (Method::GET, "/groups/g1"),
+        (Method::DELETE, "/groups/g1"),
+        (Method::PUT, "/groups/g1/members/u1"),
+        (Method::DELETE, "/groups/g1/members/u1"),
+        (Method::GET, "/users/u1/caller-ids"),
+    ];
+    for (method, uri) in &requests {
+        for auth in [None, Some(format!("Bearer {TOKEN}-not"))] {
+            let mut req = Request::builder().method(method.clone()).uri(*uri);
+            if let Some(a) = &auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let (status, body) = api.send(req.body(Body::empty()).unwrap()).await;
+            assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"), "{method} {uri} {auth:?}");
+        }
+    }
+    let disabled = Api::new(None).await;
+    for (method, uri) in &requests {
+        let (status, body) = disabled.call(method.clone(), uri, None).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "admin_api_disabled"), "{method} {uri}");
+    }
+    // Nothing was created by the refused requests.
+    assert_eq!(api.call(Method::GET, "/groups", None).await, (StatusCode::OK, json!({"groups": []})));
+}
+
+#[tokio::test]
+async fn groups_numbers_and_caller_ids_round_trip() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada", "extension": "101"}))).await;
+    let (_, bob) = api.call(Method::POST, "/users", Some(json!({"name": "Bob"}))).await;
+    let (ada_id, bob_id) = (ada["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/groups")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"name": " Sales ", "extension": "200"}).to_string()))
+        .unwrap();
+    let response = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let sales: Value = serde_json::from_slice(&bytes).unwrap();
+    let sales_id = sales["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("groups/{sales_id}"));
+    assert_eq!((&sales["name"], &sales["extension"]), (&json!("Sales"), &json!("200")));
+    assert_eq!(api.call(Method::GET, "/groups", None).await, (StatusCode::OK, json!({"groups": [sales.clone()]})));
+
+    // Members in ring order; adding again keeps the order. PUT answers the
+    // group as GET does.
+    let with_members = |members: Value| {
+        let mut detail = sales.clone();
+        detail["members"] = members;
+        detail
+    };
+    let members_uri = |user: &str| format!("/groups/{sales_id}/members/{user}");
+    assert_eq!(api.call(Method::PUT, &members_uri(bob_id), None).await, (StatusCode::OK, with_members(json!([bob.clone()]))));
+    assert_eq!(api.call(Method::PUT, &members_uri(ada_id), None).await.1, with_members(json!([bob.clone(), ada.clone()])));
+    assert_eq!(api.call(Method::PUT, &members_uri(bob_id), None).await.1, with_members(json!([bob.clone(), ada.clone()])));
+    assert_eq!(
+        api.call(Method::GET, &format!("/groups/{sales_id}"), None).await,
+        (StatusCode::OK, with_members(json!([bob.clone(), ada.clone()])))
+    );
+
+    // A number for the group that is also the main line, and one for Ada.
+    let (status, group_number) =
+        api.call(Method::PUT, "/numbers/+1%20415%20555%200200", Some(json!({"group_id": sales_id, "main_line": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{group_number}");
+    assert_eq!(
+        (&group_number["number"], &group_number["user_id"], &group_number["group_id"], &group_number["main_line"]),
+        (&json!("+14155550200"), &Value::Null, &json!(sales_id), &json!(true))
+    );
+    let (status, adas_number) = api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"user_id": ada_id}))).await;
+    assert_eq!(status, StatusCode::OK, "{adas_number}");
+    assert_eq!((&adas_number["group_id"], &adas_number["main_line"]), (&Value::Null, &json!(false)));
+
+    let caller_ids = |user: &str| format!("/users/{user}/caller-ids");
+    assert_eq!(
+        api.call(Method::GET, &caller_ids(ada_id), None).await,
+        (StatusCode::OK, json!({"caller_ids": ["+14155550100", "+14155550200"]}))
+    );
+    assert_eq!(api.call(Method::GET, &caller_ids(bob_id), None).await.1, json!({"caller_ids": ["+14155550200"]}));
+
+    // `main_line` alone moves the main line and keeps the owner.
+    let (status, moved) = api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"main_line": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!((&moved["user_id"], &moved["main_line"]), (&json!(ada_id), &json!(true)));
+    let (_, numbers) = api.call(Method::GET, "/numbers", None).await;
+    let flags: Vec<(&str, bool)> = numbers["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["number"].as_str().unwrap(), n["main_line"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(flags, vec![("+14155550100", true), ("+14155550200", false)]);
+    assert_eq!(
+        api.call(Method::GET, &caller_ids(bob_id), None).await.1,
+        json!({"caller_ids": ["+14155550200", "+14155550100"]})
+    );
+
+    // Leaving the group ends the entitlement to its number.
+    assert_eq!(api.call(Method::DELETE, &members_uri(bob_id), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(api.call(Method::GET, &format!("/groups/{sales_id}"), None).await.1, with_members(json!([ada.clone()])));
+    assert_eq!(api.call(Method::GET, &caller_ids(bob_id), None).await.1, json!({"caller_ids": ["+14155550100"]}));
+
+    // A deleted group leaves its number provisioned and unassigned.
+    assert_eq!(api.call(Method::DELETE, &format!("/groups/{sales_id}"), None).await.0, StatusCode::NO_CONTENT);
+    let (status, body) = api.call(Method::GET, &format!("/groups/{sales_id}"), None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (_, numbers) = api.call(Method::GET, "/numbers", None).await;
+    assert_eq!(numbers["numbers"][1]["number"], "+14155550200");
+    assert_eq!((&numbers["numbers"][1]["group_id"], &numbers["numbers"][1]["user_id"]), (&Value::Null, &Value::Null));
+    assert_eq!(api.call(Method::GET, "/groups", None).await.1, json!({"groups": []}));
+}
+
+#[tokio::test]
+async fn group_and_number_failures_have_the_right_status_and_a_json_error() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada", "extension": "101"}))).await;
+    let ada_id = ada["id"].as_str().unwrap();
+    let (_, sales) = api.call(Method::POST, "/groups", Some(json!({"name": "Sales", "extension": "200"}))).await;
+    let sales_id = sales["id"].as_str().unwrap();
+    let (status, _) = api.call(Method::PUT, "/numbers/+14155550200", Some(json!({"group_id": sales_id}))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    /// Request, expected status and code, and words the message must contain.
+    type Case<'a> = (Method, String, Option<Value>, StatusCode, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/groups".into(), Some(json!({"name": "Support", "extension": "101"})), StatusCode::CONFLICT, "conflict", vec!["extension 101", ada_id]),
+        (Method::POST, "/groups".into(), Some(json!({"name": "Support", "extension": "200"})), StatusCode::CONFLICT, "conflict", vec!["extension 200", sales_id]),
+        (Method::POST, "/users".into(), Some(json!({"name": "Bob", "extension": "200"})), StatusCode::CONFLICT, "conflict", vec!["extension 200", "group"]),
+        (Method::POST, "/groups".into(), Some(json!({"name": "Support", "extension": "2OO"})), StatusCode::BAD_REQUEST, "invalid_argument", vec!["extension"]),
+        (Method::POST, "/groups".into(), Some(json!({"name": "  "})), StatusCode::BAD_REQUEST, "invalid_argument", vec!["name"]),
+        (Method::POST, "/groups".into(), Some(json!({"extension": "300"})), StatusCode::BAD_REQUEST, "invalid_json", vec!["name"]),
+        (Method::POST, "/groups".into(), Some(json!({"name": "Support", "members": []})), StatusCode::BAD_REQUEST, "invalid_json", vec!["members"]),
+        (Method::GET, "/groups/nogroup".into(), None, StatusCode::NOT_FOUND, "not_found", vec!["group", "nogroup"]),
+        (Method::DELETE, "/groups/nogroup".into(), None, StatusCode::NOT_FOUND, "not_found", vec!["nogroup"]),
+        (Method::PUT, format!("/groups/nogroup/members/{ada_id}"), None, StatusCode::NOT_FOUND, "not_found", vec!["group", "nogroup"]),
+        (Method::PUT, format!("/groups/{sales_id}/members/nobody"), None, StatusCode::NOT_FOUND, "not_found", vec!["user", "nobody"]),
+        (Method::DELETE, format!("/groups/{sales_id}/members/{ada_id}"), None, StatusCode::NOT_FOUND, "not_found", vec!["group member", ada_id]),
+        (Method::GET, "/users/nobody/caller-ids".into(), None, StatusCode::NOT_FOUND, "not_found", vec!["user", "nobody"]),
+        (
+            Method::PUT,
+            "/numbers/+14155550100".into(),
+            Some(json!({"user_id": ada_id, "group_id": sales_id})),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            vec!["user_id", "group_id", "not both"],
+        ),
+        (Method::PUT, "/numbers/+14155550100".into(), Some(json!({})), StatusCode::BAD_REQUEST, "invalid_argument", vec!["user_id or group_id"]),
+        (Method::PUT, "/numbers/+14155550100".into(), Some(json!({"group_id": "nogroup"})), StatusCode::NOT_FOUND, "not_found", vec!["nogroup"]),
+        (Method::PUT, "/numbers/+14155550100".into(), Some(json!({"main_line": true})), StatusCode::NOT_FOUND, "not_found", vec!["number", "+14155550100"]),
+        (Method::PUT, "/numbers/+14155550100".into(), Some(json!({"user_id": ada_id, "main_line": "yes"})), StatusCode::BAD_REQUEST, "invalid_json", vec!["main_line"]),
+        (Method::PUT, "/numbers/+14155550100".into(), Some(json!({"owner": ada_id})), StatusCode::BAD_REQUEST, "invalid_json", vec!["owner"]),
+        (Method::PUT, "/numbers/main".into(), Some(json!({"group_id": sales_id})), StatusCode::BAD_REQUEST, "invalid_argument", vec!["number"]),
+        (Method::PUT, "/numbers/+14155550200".into(), Some(json!({"user_id": ada_id})), StatusCode::CONFLICT, "conflict", vec!["+14155550200", sales_id]),
+    ];
+    for (method, uri, body, status, code, needles) in cases {
+        let (got_status, got) = api.call(method.clone(), &uri, body).await;
+        assert_eq!(got_status, status, "{method} {uri}: {got}");
+        assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
+        let message = got["error"]["message"].as_str().unwrap();
+        for needle in &needles {
+            assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
+        }
+    }
+    // None of the refused requests changed anything.
+    let (_, numbers) = api.call(Method::GET, "/numbers", None).await;
+    assert_eq!(numbers["numbers"].as_array().unwrap().len(), 1, "{numbers}");
+    assert_eq!(numbers["numbers"][0]["group_id"], sales_id);
+    assert_eq!(api.call(Method::GET, "/groups", None).await.1, json!({"groups": [sales.clone()]}));
+    assert_eq!(api.call(Method::GET, "/users", None).await.1, json!({"users": [ada.clone()]}));
+}

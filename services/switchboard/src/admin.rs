@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use switchboard_gateway::api::admin::{DeviceList, NumberList, UserList};
-use switchboard_gateway::directory::{normalise_number, Device, Directory, NewDevice, NewUser, Number, User};
+use switchboard_gateway::api::admin::{DeviceList, GroupDetail, GroupList, NumberList, UserList};
+use switchboard_gateway::directory::{
+    normalise_number, Device, Directory, Group, NewDevice, NewGroup, NewUser, Number, User,
+};
 
-use crate::cli::{AdminArgs, AdminCommand, DeviceCommand, NumberCommand, UserCommand};
+use crate::cli::{AdminArgs, AdminCommand, DeviceCommand, GroupCommand, GroupMemberCommand, NumberCommand, UserCommand};
 use crate::config::Config;
 use crate::roles::open_migrated_database;
 
@@ -79,15 +81,52 @@ async fn execute(dir: &Directory, realm: &str, command: AdminCommand, json: bool
                 output(json, &done, || format!("device {id} registers as {username} in realm {realm}\n"))
             }
         },
+        AdminCommand::Group { command } => match command {
+            GroupCommand::Add { name, extension } => {
+                let group = dir.create_group(NewGroup { name, extension }).await?;
+                output(json, &group, || groups_table(&[(group.clone(), Vec::new())]))
+            }
+            GroupCommand::List => {
+                let groups = dir.list_groups().await?;
+                let mut with_members = Vec::with_capacity(groups.len());
+                for group in &groups {
+                    with_members.push((group.clone(), dir.group_members(&group.id).await?));
+                }
+                output(json, &GroupList { groups }, || groups_table(&with_members))
+            }
+            GroupCommand::Remove { id } => {
+                dir.delete_group(&id).await?;
+                removed(json, "group", id)
+            }
+            GroupCommand::Member { command } => match command {
+                GroupMemberCommand::Add { group, user } => {
+                    dir.add_group_member(&group, &user).await?;
+                    print_members(dir, json, &group).await
+                }
+                GroupMemberCommand::List { group } => print_members(dir, json, &group).await,
+                GroupMemberCommand::Remove { group, user } => {
+                    dir.remove_group_member(&group, &user).await?;
+                    removed(json, "group member", user)
+                }
+            },
+        },
         AdminCommand::Number { command } => match command {
-            NumberCommand::Add { number, user } => {
-                let assigned = dir.assign_number(&number, &user).await?;
-                let names = user_names(dir).await?;
+            NumberCommand::Add { number, user, group, main_line } => {
+                let mut assigned = match (user, group) {
+                    (Some(user), None) => dir.assign_number(&number, &user).await?,
+                    (None, Some(group)) => dir.assign_number_to_group(&number, &group).await?,
+                    // The command line requires exactly one of them.
+                    _ => anyhow::bail!("give --user or --group: the user or group the number routes to"),
+                };
+                if main_line {
+                    assigned = dir.set_main_line(&assigned.number, true).await?;
+                }
+                let names = owner_names(dir).await?;
                 output(json, &assigned, || numbers_table(std::slice::from_ref(&assigned), &names))
             }
             NumberCommand::List => {
                 let numbers = dir.list_numbers().await?;
-                let names = user_names(dir).await?;
+                let names = owner_names(dir).await?;
                 output(json, &NumberList { numbers: numbers.clone() }, || numbers_table(&numbers, &names))
             }
             NumberCommand::Remove { number } => {
@@ -99,8 +138,26 @@ async fn execute(dir: &Directory, realm: &str, command: AdminCommand, json: bool
     }
 }
 
-async fn user_names(dir: &Directory) -> anyhow::Result<HashMap<String, String>> {
-    Ok(dir.list_users().await?.into_iter().map(|u| (u.id, u.name)).collect())
+/// Prints a group's members in ring order; as JSON, the group as the admin
+/// API's `GET /groups/{id}` answers it.
+async fn print_members(dir: &Directory, json: bool, group_id: &str) -> anyhow::Result<()> {
+    let group = dir.get_group(group_id).await?;
+    let members = dir.group_members(group_id).await?;
+    let table = members_table(&group, &members);
+    output(json, &GroupDetail { group, members }, || table)
+}
+
+/// Names of the users and of the groups that may own numbers.
+struct OwnerNames {
+    users: HashMap<String, String>,
+    groups: HashMap<String, String>,
+}
+
+async fn owner_names(dir: &Directory) -> anyhow::Result<OwnerNames> {
+    Ok(OwnerNames {
+        users: dir.list_users().await?.into_iter().map(|u| (u.id, u.name)).collect(),
+        groups: dir.list_groups().await?.into_iter().map(|g| (g.id, g.name)).collect(),
+    })
 }
 
 fn output<T: Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
@@ -145,18 +202,40 @@ fn devices_table(devices: &[Device]) -> String {
     table(&["ID", "USER", "NAME", "CONTACT", "CREATED"], &rows, "no devices")
 }
 
-fn numbers_table(numbers: &[Number], names: &HashMap<String, String>) -> String {
+fn groups_table(groups: &[(Group, Vec<User>)]) -> String {
+    let rows = groups
+        .iter()
+        .map(|(g, members)| {
+            let names: Vec<&str> = members.iter().map(|u| u.name.as_str()).collect();
+            vec![g.id.clone(), g.name.clone(), g.extension.clone().unwrap_or_default(), names.join(", "), time(g.created_at)]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "NAME", "EXTENSION", "MEMBERS", "CREATED"], &rows, "no groups")
+}
+
+fn members_table(group: &Group, members: &[User]) -> String {
+    let rows = members
+        .iter()
+        .enumerate()
+        .map(|(i, u)| vec![(i + 1).to_string(), u.id.clone(), u.name.clone(), u.extension.clone().unwrap_or_default()])
+        .collect::<Vec<_>>();
+    table(&["ORDER", "USER", "NAME", "EXTENSION"], &rows, &format!("group {} has no members", group.name))
+}
+
+fn numbers_table(numbers: &[Number], names: &OwnerNames) -> String {
     let rows = numbers
         .iter()
         .map(|n| {
-            let (user, name) = match &n.user_id {
-                Some(id) => (id.clone(), names.get(id).cloned().unwrap_or_default()),
-                None => ("(unassigned)".to_owned(), String::new()),
+            let (owner, name) = match (&n.user_id, &n.group_id) {
+                (Some(id), _) => (format!("user {id}"), names.users.get(id).cloned().unwrap_or_default()),
+                (None, Some(id)) => (format!("group {id}"), names.groups.get(id).cloned().unwrap_or_default()),
+                (None, None) => ("(unassigned)".to_owned(), String::new()),
             };
-            vec![n.number.clone(), user, name, time(n.created_at)]
+            let main_line = if n.main_line { "yes" } else { "" };
+            vec![n.number.clone(), owner, name, main_line.to_owned(), time(n.created_at)]
         })
         .collect::<Vec<_>>();
-    table(&["NUMBER", "USER", "USER NAME", "CREATED"], &rows, "no numbers")
+    table(&["NUMBER", "OWNER", "OWNER NAME", "MAIN LINE", "CREATED"], &rows, "no numbers")
 }
 
 /// Epoch milliseconds as a UTC timestamp.

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Switchboard: a self-hostable telephony gateway for Salesforce.
 ///
@@ -45,8 +45,8 @@ pub enum Command {
     /// Apply the database schema to the configured database (SQLite or
     /// PostgreSQL); safe to run repeatedly.
     Migrate,
-    /// Provision users, devices and numbers directly in the configured
-    /// database.
+    /// Provision users, devices, groups and numbers directly in the
+    /// configured database.
     Admin(AdminArgs),
     /// Inspect the configuration.
     Config {
@@ -96,7 +96,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
-    /// Phone numbers (DIDs) routed to a user.
+    /// Groups of users whose devices all ring when the group is called.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Phone numbers (DIDs) routed to a user or a group; one of them may be
+    /// the company main line.
     Number {
         #[command(subcommand)]
         command: NumberCommand,
@@ -121,7 +127,8 @@ pub enum UserCommand {
     },
     /// List every user.
     List,
-    /// Delete a user and its devices; its numbers stay, unassigned.
+    /// Delete a user, its devices and group memberships; its numbers stay,
+    /// unassigned.
     Remove {
         /// Id of the user.
         id: String,
@@ -172,20 +179,80 @@ pub enum DeviceCommand {
     },
 }
 
+/// `switchboard admin group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group and print it (its id is needed for members and
+    /// numbers).
+    Add {
+        /// Display name, e.g. Sales.
+        #[arg(long)]
+        name: String,
+        /// Internal extension, digits only; unique across users and groups.
+        #[arg(long)]
+        extension: Option<String>,
+    },
+    /// List every group with its members in ring order.
+    List,
+    /// Delete a group; its members stay, its numbers stay unassigned.
+    Remove {
+        /// Id of the group.
+        id: String,
+    },
+    /// The users a group rings.
+    Member {
+        #[command(subcommand)]
+        command: GroupMemberCommand,
+    },
+}
+
+/// `switchboard admin group member …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupMemberCommand {
+    /// Add a user to a group, last in ring order (a member stays where it
+    /// is); prints the members.
+    Add {
+        /// Id of the group.
+        group: String,
+        /// Id of the user.
+        user: String,
+    },
+    /// List a group's members in ring order.
+    List {
+        /// Id of the group.
+        group: String,
+    },
+    /// Take a user out of a group.
+    Remove {
+        /// Id of the group.
+        group: String,
+        /// Id of the user.
+        user: String,
+    },
+}
+
 /// `switchboard admin number …`.
 #[derive(Debug, Subcommand)]
 pub enum NumberCommand {
-    /// Route a number to a user. Spaces, dashes, dots and parentheses are
-    /// ignored and a leading 00 means +, so "+1 (415) 555-0100" is stored as
-    /// +14155550100.
+    /// Route a number to a user or a group. Spaces, dashes, dots and
+    /// parentheses are ignored and a leading 00 means +, so
+    /// "+1 (415) 555-0100" is stored as +14155550100.
+    #[command(group(ArgGroup::new("owner").required(true).args(["user", "group"])))]
     Add {
         /// The phone number.
         number: String,
         /// Id of the user the number routes to.
         #[arg(long, value_name = "USER_ID")]
-        user: String,
+        user: Option<String>,
+        /// Id of the group the number routes to (every member rings).
+        #[arg(long, value_name = "GROUP_ID")]
+        group: Option<String>,
+        /// Make this number the company main line, which every user may
+        /// present as caller ID; any other number stops being it.
+        #[arg(long)]
+        main_line: bool,
     },
-    /// List every number and its user.
+    /// List every number, its owner and which is the main line.
     List,
     /// Stop routing a number.
     Remove {

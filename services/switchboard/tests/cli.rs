@@ -67,7 +67,7 @@ fn help_lists_every_subcommand_and_option() {
         (&["migrate", "--help"], &["--config"]),
         (&["config", "--help"], &["check"]),
         (&["config", "check", "--help"], &["--config", "redacted"]),
-        (&["admin", "--help"], &["user", "device", "number", "--json"]),
+        (&["admin", "--help"], &["user", "device", "group", "number", "--json"]),
         (&["admin", "user", "--help"], &["add", "list", "remove"]),
         (&["admin", "user", "add", "--help"], &["--name", "--extension", "--salesforce-user-id", "--json"]),
         (&["admin", "user", "list", "--help"], &["--json"]),
@@ -77,7 +77,15 @@ fn help_lists_every_subcommand_and_option() {
         (&["admin", "device", "list", "--help"], &["--user", "--json"]),
         (&["admin", "device", "remove", "--help"], &["<ID>"]),
         (&["admin", "number", "--help"], &["add", "list", "remove"]),
-        (&["admin", "number", "add", "--help"], &["<NUMBER>", "--user", "--json"]),
+        (&["admin", "group", "--help"], &["add", "list", "remove", "member"]),
+        (&["admin", "group", "add", "--help"], &["--name", "--extension", "--json"]),
+        (&["admin", "group", "list", "--help"], &["--json"]),
+        (&["admin", "group", "remove", "--help"], &["<ID>"]),
+        (&["admin", "group", "member", "--help"], &["add", "list", "remove"]),
+        (&["admin", "group", "member", "add", "--help"], &["<GROUP>", "<USER>", "--json"]),
+        (&["admin", "group", "member", "list", "--help"], &["<GROUP>", "--json"]),
+        (&["admin", "group", "member", "remove", "--help"], &["<GROUP>", "<USER>"]),
+        (&["admin", "number", "add", "--help"], &["<NUMBER>", "--user", "--group", "--main-line", "--json"]),
         (&["admin", "number", "list", "--help"], &["--json"]),
         (&["admin", "number", "remove", "--help"], &["<NUMBER>"]),
     ];
@@ -270,6 +278,83 @@ fn migrate_and_provision_on_sqlite() {
     assert_eq!(ok(d, &["admin", "user", "list"], env), "no users\n");
 }
 
+#[test]
+fn groups_and_the_main_line_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env: &[(&str, &str)] = &[("SWITCHBOARD_DATA_DIR", "data")];
+    ok(d, &["migrate"], env);
+    let ada = json(d, &["admin", "user", "add", "--name", "Ada Lovelace", "--extension", "101", "--json"], env);
+    let bob = json(d, &["admin", "user", "add", "--name", "Bob", "--json"], env);
+    let (ada_id, bob_id) = (ada["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+
+    let sales = json(d, &["admin", "group", "add", "--name", "Sales", "--extension", "200", "--json"], env);
+    let sales_id = sales["id"].as_str().expect("group id");
+    assert_eq!((&sales["name"], &sales["extension"]), (&serde_json::json!("Sales"), &serde_json::json!("200")));
+    assert_eq!(ok(d, &["admin", "group", "member", "list", sales_id], env), "group Sales has no members
+");
+
+    // Members print in ring order, as the admin API's group object.
+    json(d, &["admin", "group", "member", "add", sales_id, bob_id, "--json"], env);
+    let detail = json(d, &["admin", "group", "member", "add", sales_id, ada_id, "--json"], env);
+    assert_eq!(detail["id"], sales_id);
+    assert_eq!(detail["members"], serde_json::json!([bob.clone(), ada.clone()]));
+    let table = ok(d, &["admin", "group", "member", "list", sales_id], env);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ORDER") && lines[1].starts_with("1 ") && lines[1].contains("Bob"), "{table}");
+    assert!(lines[2].starts_with("2 ") && lines[2].contains("Ada Lovelace"), "{table}");
+    assert_eq!(json(d, &["admin", "group", "list", "--json"], env)["groups"], serde_json::json!([sales.clone()]));
+    let table = ok(d, &["admin", "group", "list"], env);
+    assert!(table.starts_with("ID") && table.contains("Bob, Ada Lovelace"), "{table}");
+
+    // A number for the group that is the main line; one for Ada.
+    let number = json(d, &["admin", "number", "add", "+1 415 555 0200", "--group", sales_id, "--main-line", "--json"], env);
+    assert_eq!((&number["group_id"], &number["user_id"], &number["main_line"]), (&serde_json::json!(sales_id), &Value::Null, &serde_json::json!(true)));
+    let number = json(d, &["admin", "number", "add", "+14155550100", "--user", ada_id, "--json"], env);
+    assert_eq!(number["main_line"], false);
+    let table = ok(d, &["admin", "number", "list"], env);
+    let row = table.lines().find(|l| l.starts_with("+14155550200")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(&format!("group {sales_id}")) && row.contains("Sales") && row.contains("yes"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("+14155550100")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(&format!("user {ada_id}")) && !row.contains("yes"), "{table}");
+
+    // --main-line on another number moves the main line there.
+    json(d, &["admin", "number", "add", "+14155550100", "--user", ada_id, "--main-line", "--json"], env);
+    let numbers = json(d, &["admin", "number", "list", "--json"], env);
+    let flags: Vec<bool> = numbers["numbers"].as_array().unwrap().iter().map(|n| n["main_line"].as_bool().unwrap()).collect();
+    assert_eq!(flags, vec![true, false], "{numbers}");
+
+    // Refusals: one owner exactly, extensions unique across users and groups.
+    let out = run(d, &["admin", "number", "add", "+14155550300"], env);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--user") && stderr(&out).contains("--group"), "{}", stderr(&out));
+    let out = run(d, &["admin", "number", "add", "+14155550300", "--user", ada_id, "--group", sales_id], env);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(d, &["admin", "group", "add", "--name", "Support", "--extension", "101"], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("extension 101 is already taken by user {ada_id}")), "{}", stderr(&out));
+    let out = run(d, &["admin", "user", "add", "--name", "Eve", "--extension", "200"], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("extension 200 is already taken by group {sales_id}")), "{}", stderr(&out));
+    let out = run(d, &["admin", "number", "add", "+14155550200", "--user", bob_id], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("assigned to group {sales_id}")), "{}", stderr(&out));
+
+    let removed = json(d, &["admin", "group", "member", "remove", sales_id, bob_id, "--json"], env);
+    assert_eq!((&removed["removed"]["kind"], &removed["removed"]["id"]), (&serde_json::json!("group member"), &serde_json::json!(bob_id)));
+    let out = run(d, &["admin", "group", "member", "remove", sales_id, bob_id], env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("group member"), "{}", stderr(&out));
+    assert_eq!(json(d, &["admin", "group", "member", "list", sales_id, "--json"], env)["members"], serde_json::json!([ada.clone()]));
+
+    assert_eq!(ok(d, &["admin", "group", "remove", sales_id], env), format!("removed group {sales_id}
+"));
+    assert_eq!(ok(d, &["admin", "group", "list"], env), "no groups
+");
+    let numbers = json(d, &["admin", "number", "list", "--json"], env);
+    assert_eq!((&numbers["numbers"][1]["number"], &numbers["numbers"][1]["group_id"]), (&serde_json::json!("+14155550200"), &Value::Null));
+}
+
 /// A running `switchboard up`, killed if the test fails before stopping it.
 struct Up {
     child: Option<Child>,
@@ -457,6 +542,12 @@ fn migrate_and_provision_on_postgres() {
     assert_eq!(numbers["numbers"][0]["number"], "+442079460000");
     assert_eq!(numbers["numbers"][0]["user_id"], user_id);
     assert_eq!(json(d, &["admin", "user", "list", "--json"], env)["users"], serde_json::json!([user]));
+    let group = json(d, &["admin", "group", "add", "--name", "Sales", "--json"], env);
+    let group_id = group["id"].as_str().unwrap();
+    let detail = json(d, &["admin", "group", "member", "add", group_id, user_id, "--json"], env);
+    assert_eq!(detail["members"], serde_json::json!([user]));
+    let number = json(d, &["admin", "number", "add", "+14155550200", "--group", group_id, "--main-line", "--json"], env);
+    assert_eq!((&number["group_id"], &number["main_line"]), (&serde_json::json!(group_id), &serde_json::json!(true)));
     // Nothing was written to a SQLite file on the side.
     assert!(!d.join("switchboard-data").exists());
 }

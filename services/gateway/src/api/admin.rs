@@ -1,4 +1,4 @@
-//! The admin HTTP API: provisioning of users, devices and numbers.
+//! The admin HTTP API: provisioning of users, devices, groups and numbers.
 //!
 //! Mounted by the gateway under `/admin/v1`. Every route sits behind
 //! [`AdminAuthLayer`], a tower layer that checks `Authorization: Bearer
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use crate::directory::{Device, Directory, DirectoryError, NewDevice, NewUser, Number, User};
+use crate::directory::{Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, User};
 
 /// Builds the admin API over `directory`. `admin_token` is `http.admin_token`;
 /// `None` keeps every route answering 503 so an unconfigured gateway is never
@@ -33,9 +33,13 @@ pub fn router(directory: Directory, realm: String, admin_token: Option<String>) 
     Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/users/{id}/caller-ids", get(caller_ids))
         .route("/devices", get(list_devices).post(create_device))
         .route("/devices/{id}", delete(delete_device))
         .route("/devices/{id}/credentials", put(set_credentials))
+        .route("/groups", get(list_groups).post(create_group))
+        .route("/groups/{id}", get(get_group).delete(delete_group))
+        .route("/groups/{id}/members/{user_id}", put(add_group_member).delete(remove_group_member))
         .route("/numbers", get(list_numbers))
         .route("/numbers/{number}", put(assign_number).delete(delete_number))
         .fallback(not_found)
@@ -151,12 +155,49 @@ pub struct NumberList {
     pub numbers: Vec<Number>,
 }
 
-/// Body of `PUT /numbers/{number}`.
+/// `GET /groups`.
 #[derive(Debug, Serialize, Deserialize)]
+pub struct GroupList {
+    /// Oldest first.
+    pub groups: Vec<Group>,
+}
+
+/// `GET /groups/{id}` and `PUT /groups/{id}/members/{user_id}`: the group's
+/// fields and its members.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupDetail {
+    /// The group (its fields sit at the top level of the JSON object).
+    #[serde(flatten)]
+    pub group: Group,
+    /// The members in ring order.
+    pub members: Vec<User>,
+}
+
+/// `GET /users/{id}/caller-ids`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallerIdList {
+    /// The numbers the user may present: own numbers, then the numbers of
+    /// the user's groups, then the main line. The first is the default.
+    pub caller_ids: Vec<String>,
+}
+
+/// Body of `PUT /numbers/{number}`: exactly one owner, `user_id` or
+/// `group_id`, and optionally whether the number is the company main line
+/// (left as it is when absent). `{"main_line": …}` alone changes only the
+/// main line flag of a provisioned number.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssignNumber {
     /// The user the number routes to.
-    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The group the number routes to (every member rings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// `true` makes this the main line (any other stops being it);
+    /// `false` stops it being the main line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_line: Option<bool>,
 }
 
 /// Query of `GET /devices`.
@@ -184,6 +225,50 @@ async fn get_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiRe
 async fn delete_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     dir.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn caller_ids(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<axum::Json<CallerIdList>> {
+    Ok(axum::Json(CallerIdList { caller_ids: dir.entitled_numbers(&id).await? }))
+}
+
+async fn create_group(State(dir): State<Directory>, JsonBody(new): JsonBody<NewGroup>) -> ApiResult<Response> {
+    let group = dir.create_group(new).await?;
+    Ok(created(format!("groups/{}", group.id), group))
+}
+
+async fn list_groups(State(dir): State<Directory>) -> ApiResult<axum::Json<GroupList>> {
+    Ok(axum::Json(GroupList { groups: dir.list_groups().await? }))
+}
+
+async fn get_group(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<axum::Json<GroupDetail>> {
+    Ok(axum::Json(group_detail(&dir, &id).await?))
+}
+
+async fn delete_group(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    dir.delete_group(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_group_member(
+    State(dir): State<Directory>,
+    Path((id, user_id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<GroupDetail>> {
+    dir.add_group_member(&id, &user_id).await?;
+    Ok(axum::Json(group_detail(&dir, &id).await?))
+}
+
+async fn remove_group_member(
+    State(dir): State<Directory>,
+    Path((id, user_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    dir.remove_group_member(&id, &user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn group_detail(dir: &Directory, id: &str) -> Result<GroupDetail, DirectoryError> {
+    let group = dir.get_group(id).await?;
+    let members = dir.group_members(id).await?;
+    Ok(GroupDetail { group, members })
 }
 
 async fn create_device(State(dir): State<Directory>, JsonBody(new): JsonBody<NewDevice>) -> ApiResult<Response> {
@@ -232,7 +317,28 @@ async fn assign_number(
     Path(number): Path<String>,
     JsonBody(body): JsonBody<AssignNumber>,
 ) -> ApiResult<axum::Json<Number>> {
-    Ok(axum::Json(dir.assign_number(&number, &body.user_id).await?))
+    let mut number_now = match (&body.user_id, &body.group_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                "give user_id or group_id, not both: a number has one owner",
+            ))
+        }
+        (Some(user_id), None) => Some(dir.assign_number(&number, user_id).await?),
+        (None, Some(group_id)) => Some(dir.assign_number_to_group(&number, group_id).await?),
+        (None, None) => None,
+    };
+    if let Some(main_line) = body.main_line {
+        number_now = Some(dir.set_main_line(&number, main_line).await?);
+    }
+    number_now.map(axum::Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "user_id or group_id is required: the user or group the number routes to",
+        )
+    })
 }
 
 async fn list_numbers(State(dir): State<Directory>) -> ApiResult<axum::Json<NumberList>> {

@@ -453,7 +453,7 @@ impl Manager {
                 entry.call.reject(code, EndReason::Failed, now)
             }
             RouteOutcome::NoDevice { route } => {
-                info!(call_id = %id, user = %route.user.id, "the number's owner has no reachable device");
+                info!(call_id = %id, user = %route.members[0].user.id, "the number's owner has no reachable device");
                 self.begin_events(&id, &route, None);
                 let entry = self.calls.get_mut(&id).expect("entry exists");
                 entry.call.reject(480, EndReason::NoAnswer, now)
@@ -539,11 +539,12 @@ impl Manager {
     /// Creates the call's writer and records `call.started`.
     fn begin_events(&mut self, id: &str, route: &NumberRoute, device_id: Option<String>) {
         let Some(entry) = self.calls.get_mut(id) else { return };
+        let owner = &route.members[0].user; // never empty (see NumberRoute)
         let agent = AgentInfo {
-            user_id: route.user.id.clone(),
-            salesforce_user_id: route.user.salesforce_user_id.clone(),
+            user_id: owner.id.clone(),
+            salesforce_user_id: owner.salesforce_user_id.clone(),
             device_id,
-            display_name: route.user.name.clone(),
+            display_name: owner.name.clone(),
         };
         let writer = CallWriter::spawn(self.deps.db.clone(), id.to_owned(), self.deps.committed.clone());
         writer.record(CallUpdate::Started {
@@ -702,7 +703,7 @@ async fn route(directory: &Directory, registrations: &Registrations, ports: &Por
     // addressed to its Contact; a device without one rings at its
     // provisioned contact.
     let mut forks: Vec<(String, Target)> = Vec::new();
-    for device in &route.devices {
+    for device in route.members.iter().flat_map(|m| &m.devices) {
         match registrations.bindings(&device.id, unix_now()).await {
             Ok(bindings) if !bindings.is_empty() => {
                 for b in bindings {
