@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Presentation, Target, ALLOW};
-use super::trunks::{Trunk, Trunks};
+use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target, ALLOW};
+use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
+use super::trunks::Trunks;
 use super::writer::{AgentInfo, CallUpdate, CallWriter};
-use crate::directory::{Directory, NumberRoute};
-use crate::media::ports::{PortAllocator, PortPair};
+use crate::directory::Directory;
+use crate::media::ports::PortAllocator;
 use crate::media::relay::{MediaRelay, Side};
 use crate::recordings::RecordingSink;
 use crate::registrations::Registrations;
@@ -80,15 +81,6 @@ enum Work {
     InviteAuthed { invite: SipMessage, source: Destination, outcome: InviteAuth },
 }
 
-/// Where a new call comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origin {
-    /// A configured trunk (by name), trusted by source address.
-    Trunk(String),
-    /// A device that authenticated with digest credentials.
-    Device(String),
-}
-
 /// What authenticating a device's INVITE decided.
 enum InviteAuth {
     Device(String),
@@ -96,13 +88,6 @@ enum InviteAuth {
     Respond(SipMessage),
     /// A banned source: no answer at all.
     Drop,
-}
-
-enum RouteOutcome {
-    NotFound,
-    NoDevice { route: NumberRoute },
-    Failed { code: u16, why: String },
-    Ready { route: Box<NumberRoute>, forks: Vec<(String, Target)>, a: PortPair, b: PortPair },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,15 +101,14 @@ struct Entry {
     writer: Option<CallWriter>,
     relay: Option<MediaRelay>,
     agent: Option<AgentInfo>,
-    /// The device each fork rings, in fork order.
-    fork_devices: Vec<String>,
+    /// The agent who takes the call if each fork answers, in fork order.
+    fork_agents: Vec<Option<AgentInfo>>,
     started_at: Instant,
     started_at_ms: i64,
     answered_at: Option<Instant>,
     /// The deadline last queued in the manager's timer heap.
     scheduled: Option<std::time::Instant>,
     from_number: String,
-    from_display: String,
     to_number: String,
 }
 
@@ -133,6 +117,12 @@ pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
+        router: Router {
+            directory: deps.directory.clone(),
+            registrations: deps.registrations.clone(),
+            trunks: deps.trunks.clone(),
+            ports: deps.ports.clone(),
+        },
         limiter: RateLimiter::new(deps.rate_limit),
         probes: HashMap::new(),
         trunk_up: HashMap::new(),
@@ -178,6 +168,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Manager {
     deps: ManagerDeps,
     tx: TransactionLayer,
+    router: Router,
     limiter: RateLimiter,
     /// OPTIONS keep-alives in flight: SIP Call-ID → trunk name.
     probes: HashMap<String, String>,
@@ -367,7 +358,6 @@ impl Manager {
             .unwrap_or_default();
         let from = invite.header("From").and_then(NameAddr::parse);
         let from_number = from.as_ref().and_then(|f| f.user()).unwrap_or_else(|| "anonymous".into());
-        let from_display = from.as_ref().and_then(|f| f.display.clone()).unwrap_or_default();
         let call = match Call::new(id.clone(), invite.clone(), source, self.deps.local.clone(), self.deps.timers, self.deps.ring_timeout) {
             Ok(c) => c,
             Err(e) => {
@@ -390,26 +380,24 @@ impl Manager {
                 writer: None,
                 relay: None,
                 agent: None,
-                fork_devices: Vec::new(),
+                fork_agents: Vec::new(),
                 started_at: Instant::now(),
                 started_at_ms: now_ms(),
                 answered_at: None,
                 scheduled: None,
                 from_number,
-                from_display,
                 to_number: dialled.clone(),
             },
         );
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
         self.execute(&id, vec![trying]).await;
-        let directory = self.deps.directory.clone();
-        let registrations = self.deps.registrations.clone();
-        let ports = self.deps.ports.clone();
+        let router = self.router.clone();
+        let caller = CallerInfo::from_invite(&invite);
         let work = self.work.clone();
         let span = info_span!("route", call_id = %id, origin = ?origin);
         tokio::spawn(
             async move {
-                let outcome = route(&directory, &registrations, &ports, &dialled).await;
+                let outcome = router.route(&origin, &dialled, &caller, unix_now()).await;
                 let _ = work.send(Work::Routed { id, outcome });
             }
             .instrument(span),
@@ -442,38 +430,30 @@ impl Manager {
             return; // the caller gave up while routing; ports drop here
         }
         let actions = match outcome {
-            RouteOutcome::NotFound => {
-                info!(call_id = %id, to = %entry.to_number, "no user owns the dialled number");
-                metrics::counter!("switchboard_calls_total", "outcome" => "not_found").increment(1);
-                entry.call.reject(404, EndReason::Failed, now)
-            }
-            RouteOutcome::Failed { code, why } => {
-                warn!(call_id = %id, why, "call could not be set up");
-                metrics::counter!("switchboard_calls_total", "outcome" => "failed").increment(1);
+            RouteOutcome::Refused { code, why } => {
+                info!(call_id = %id, to = %entry.to_number, code, why, "call refused");
+                let label = if code == 404 { "not_found" } else { "refused" };
+                metrics::counter!("switchboard_calls_total", "outcome" => label).increment(1);
                 entry.call.reject(code, EndReason::Failed, now)
             }
-            RouteOutcome::NoDevice { route } => {
-                info!(call_id = %id, user = %route.members[0].user.id, "the number's owner has no reachable device");
-                self.begin_events(&id, &route, None);
+            RouteOutcome::Unreachable { started } => {
+                info!(call_id = %id, user = %started.owner.user_id, "nothing of the callee's can ring");
+                metrics::counter!("switchboard_calls_total", "outcome" => "unreachable").increment(1);
+                self.begin_events(&id, started);
                 let entry = self.calls.get_mut(&id).expect("entry exists");
                 entry.call.reject(480, EndReason::NoAnswer, now)
             }
-            RouteOutcome::Ready { route, forks, a, b } => {
+            RouteOutcome::Ready(plan) => {
+                let super::routing::Plan { started, presentation, forks, a, b } = *plan;
                 let relay = MediaRelay::start(id.clone(), a, b, entry.call.caller_offer().rtp);
                 let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
                 entry.relay = Some(relay);
-                let who = Presentation {
-                    user: entry.from_number.clone(),
-                    display: (!entry.from_display.is_empty()).then(|| entry.from_display.clone()),
-                    ..Presentation::default()
-                };
-                let (devices, targets): (Vec<String>, Vec<Target>) = forks.into_iter().unzip();
-                info!(call_id = %id, forks = targets.len(), "ringing");
-                let first_device = devices.first().cloned();
-                entry.fork_devices = devices;
-                self.begin_events(&id, &route, first_device);
+                let (agents, targets): (Vec<Option<AgentInfo>>, Vec<Target>) = forks.into_iter().map(|f| (f.agent, f.target)).unzip();
+                info!(call_id = %id, direction = ?started.direction, forks = targets.len(), "ringing");
+                entry.fork_agents = agents;
+                self.begin_events(&id, started);
                 let entry = self.calls.get_mut(&id).expect("entry exists");
-                let actions = entry.call.place(targets, &who, media, now);
+                let actions = entry.call.place(targets, &presentation, media, now);
                 let fork_ids: Vec<String> = entry.call.fork_call_ids().map(str::to_owned).collect();
                 for f in fork_ids {
                     self.by_sip.insert(f, (id.clone(), LegKind::Callee));
@@ -492,7 +472,7 @@ impl Manager {
         for trunk in trunks {
             let work = self.work.clone();
             tokio::spawn(async move {
-                match resolve_trunk(&trunk).await {
+                match super::routing::resolve_trunk(&trunk).await {
                     Some(dest) => {
                         let _ = work.send(Work::Probe { trunk: trunk.name().to_owned(), dest });
                     }
@@ -537,26 +517,21 @@ impl Manager {
     }
 
     /// Creates the call's writer and records `call.started`.
-    fn begin_events(&mut self, id: &str, route: &NumberRoute, device_id: Option<String>) {
+    fn begin_events(&mut self, id: &str, started: Started) {
         let Some(entry) = self.calls.get_mut(id) else { return };
-        let owner = &route.members[0].user; // never empty (see NumberRoute)
-        let agent = AgentInfo {
-            user_id: owner.id.clone(),
-            salesforce_user_id: owner.salesforce_user_id.clone(),
-            device_id,
-            display_name: owner.name.clone(),
-        };
         let writer = CallWriter::spawn(self.deps.db.clone(), id.to_owned(), self.deps.committed.clone());
+        entry.from_number = started.from_number.clone();
+        entry.to_number = started.to_number.clone();
         writer.record(CallUpdate::Started {
             sip_call_id: entry.call.caller_call_id().to_owned(),
-            direction: pb::Direction::Inbound,
-            from_number: entry.from_number.clone(),
-            from_display: entry.from_display.clone(),
-            to_number: route.number.clone(),
-            owner: agent.clone(),
+            direction: started.direction,
+            from_number: started.from_number,
+            from_display: started.from_display,
+            to_number: started.to_number,
+            owner: started.owner.clone(),
         });
         entry.writer = Some(writer);
-        entry.agent = Some(agent);
+        entry.agent = Some(started.owner);
     }
 
     async fn on_timers(&mut self) {
@@ -620,10 +595,12 @@ impl Manager {
                                 r.start_recording();
                             }
                         }
-                        let device = e.fork_devices.get(fork).cloned();
-                        if let Some(a) = e.agent.as_mut() {
-                            a.device_id = device.clone();
+                        // The member whose device answered takes the call (a
+                        // group call); through a trunk the caller stays.
+                        if let Some(Some(who)) = e.fork_agents.get(fork) {
+                            e.agent = Some(who.clone());
                         }
+                        let device = e.agent.as_ref().and_then(|a| a.device_id.clone());
                         if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
                             w.record(CallUpdate::Answered { agent: a.clone() });
                         }
@@ -689,73 +666,6 @@ impl Manager {
             });
         }
     }
-}
-
-/// Finds the number's owner and a device to ring, and binds media ports.
-async fn route(directory: &Directory, registrations: &Registrations, ports: &PortAllocator, dialled: &str) -> RouteOutcome {
-    let route = match directory.route_number(dialled).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return RouteOutcome::NotFound,
-        Err(e) => return RouteOutcome::Failed { code: 503, why: format!("directory lookup failed: {e}") },
-    };
-    // Every device of the owner rings: each live registration (a device may
-    // register several contacts) goes to where the REGISTER came from (NAT),
-    // addressed to its Contact; a device without one rings at its
-    // provisioned contact.
-    let mut forks: Vec<(String, Target)> = Vec::new();
-    for device in route.members.iter().flat_map(|m| &m.devices) {
-        match registrations.bindings(&device.id, unix_now()).await {
-            Ok(bindings) if !bindings.is_empty() => {
-                for b in bindings {
-                    forks.push((device.id.clone(), Target::new(b.contact, b.source)));
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; using the provisioned contact"),
-        }
-        if device.contact_uri.is_empty() {
-            continue; // registers only, and is not registered now
-        }
-        match resolve_contact(&device.contact_uri).await {
-            Some(dest) => forks.push((device.id.clone(), Target::new(device.contact_uri.clone(), dest))),
-            None => warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped"),
-        }
-    }
-    if forks.is_empty() {
-        return RouteOutcome::NoDevice { route };
-    }
-    let (a, b) = match (ports.allocate().await, ports.allocate().await) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return RouteOutcome::Failed { code: 503, why: e.to_string() },
-    };
-    RouteOutcome::Ready { route: Box::new(route), forks, a, b }
-}
-
-/// The transport address of a trunk's next hop (outbound proxy or address).
-async fn resolve_trunk(trunk: &Trunk) -> Option<Destination> {
-    let (host, port) = trunk.next_hop()?;
-    let addr = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
-    };
-    Some(if trunk.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) })
-}
-
-/// The transport address of a device contact URI (IP literal or DNS name).
-async fn resolve_contact(contact: &str) -> Option<Destination> {
-    let uri = SipUri::parse(contact)?;
-    let host = uri.host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = uri.port.unwrap_or(if uri.scheme == "sips" { 5061 } else { 5060 });
-    let addr: SocketAddr = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
-    };
-    Some(match uri.transport().as_str() {
-        t if t == "TLS" || uri.scheme == "sips" => Destination::Tls(addr),
-        "TCP" => Destination::Tcp(addr),
-        _ => Destination::Udp(addr),
-    })
 }
 
 /// Authenticates an INVITE from a source that is no trunk: a device with

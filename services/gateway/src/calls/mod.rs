@@ -4,5 +4,6 @@
 
 pub mod b2bua;
 pub mod manager;
+pub mod routing;
 pub mod trunks;
 pub mod writer;

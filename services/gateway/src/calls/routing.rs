@@ -1,0 +1,336 @@
+//! Routing a new call: who rings, through which trunk, and which caller ID
+//! the other side sees.
+//!
+//! - From a trunk: the dialled number's owner — a user, or every member of a
+//!   group — rings on every device and registered contact at once.
+//! - From a device (authenticated): an extension or one of the company's own
+//!   numbers is an internal call to that user or group; anything else leaves
+//!   through the outbound trunk as E.164, presenting a number the caller is
+//!   entitled to (F5) in From and P-Asserted-Identity, anonymised when the
+//!   phone asks for `Privacy: id`.
+//!
+//! The lookups talk to the directory and the registrations; the choices are
+//! pure functions below, unit tested.
+
+use std::net::{IpAddr, SocketAddr};
+
+use switchboard_proto::v1 as pb;
+use tracing::warn;
+
+use super::b2bua::{Presentation, Target};
+use super::trunks::{Trunk, Trunks};
+use super::writer::AgentInfo;
+use crate::directory::{Directory, NumberRoute, User};
+use crate::media::ports::{PortAllocator, PortPair};
+use crate::registrations::Registrations;
+use crate::sip::headers::{NameAddr, SipUri};
+use crate::sip::{Destination, SipMessage};
+
+/// Where a new call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A configured trunk (by name), trusted by source address.
+    Trunk(String),
+    /// A device (by id) that authenticated with digest credentials.
+    Device(String),
+}
+
+/// What the caller's INVITE says about the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerInfo {
+    /// User part of From.
+    pub user: String,
+    pub display: String,
+    /// `Privacy: id` (or `user`/`header`) asked for.
+    pub private: bool,
+}
+
+impl CallerInfo {
+    pub fn from_invite(invite: &SipMessage) -> CallerInfo {
+        let from = invite.header("From").and_then(NameAddr::parse);
+        let private = invite
+            .header_values("Privacy")
+            .iter()
+            .flat_map(|v| v.split(';'))
+            .any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "id" | "user" | "header"));
+        CallerInfo {
+            user: from.as_ref().and_then(|f| f.user()).unwrap_or_else(|| "anonymous".into()),
+            display: from.and_then(|f| f.display).unwrap_or_default(),
+            private,
+        }
+    }
+}
+
+/// What `call.started` records.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub direction: pb::Direction,
+    /// The agent the call is logged for until someone answers.
+    pub owner: AgentInfo,
+    pub from_number: String,
+    pub from_display: String,
+    pub to_number: String,
+}
+
+/// One place the call rings.
+#[derive(Debug, Clone)]
+pub struct PlannedFork {
+    /// The agent who takes the call if this fork answers (`None` for a
+    /// trunk: the caller stays the agent).
+    pub agent: Option<AgentInfo>,
+    pub target: Target,
+}
+
+/// The routing decision.
+pub enum RouteOutcome {
+    /// Answer the caller with `code`; nothing is logged.
+    Refused { code: u16, why: String },
+    /// The callee exists but nothing of theirs can ring: logged, then 480.
+    Unreachable { started: Started },
+    Ready(Box<Plan>),
+}
+
+/// Everything needed to place the call.
+pub struct Plan {
+    pub started: Started,
+    pub presentation: Presentation,
+    pub forks: Vec<PlannedFork>,
+    pub a: PortPair,
+    pub b: PortPair,
+}
+
+/// What routing needs.
+#[derive(Clone)]
+pub struct Router {
+    pub directory: Directory,
+    pub registrations: Registrations,
+    pub trunks: Trunks,
+    pub ports: PortAllocator,
+}
+
+impl Router {
+    pub async fn route(&self, origin: &Origin, dialled: &str, caller: &CallerInfo, now_unix: u64) -> RouteOutcome {
+        match origin {
+            Origin::Trunk(_) => self.inbound(dialled, caller, now_unix).await,
+            Origin::Device(device) => self.placed_by_device(device, dialled, caller, now_unix).await,
+        }
+    }
+
+    async fn inbound(&self, dialled: &str, caller: &CallerInfo, now_unix: u64) -> RouteOutcome {
+        let route = match self.directory.route_number(&unescape(dialled)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return RouteOutcome::Refused { code: 404, why: format!("no user or group owns {dialled}") },
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
+        let presentation = Presentation {
+            user: caller.user.clone(),
+            display: (!caller.display.is_empty()).then(|| caller.display.clone()),
+            private: caller.private,
+            ..Presentation::default()
+        };
+        let started = Started {
+            direction: pb::Direction::Inbound,
+            owner: agent(&route.members[0].user, None),
+            from_number: caller.user.clone(),
+            from_display: caller.display.clone(),
+            to_number: route.number.clone(),
+        };
+        self.ring(route, started, presentation, None, now_unix).await
+    }
+
+    async fn placed_by_device(&self, device: &str, dialled: &str, caller: &CallerInfo, now_unix: u64) -> RouteOutcome {
+        let user = match self.directory.device_owner(device).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return RouteOutcome::Refused { code: 403, why: format!("device {device} belongs to no user") },
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
+        let dialled = unescape(dialled);
+        // Internal first: an extension, then one of the company's numbers.
+        let internal = match self.directory.route_extension(&dialled).await {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => match self.directory.route_number(&dialled).await {
+                Ok(r) => r,
+                Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+            },
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
+        let entitled = match self.directory.entitled_numbers(&user.id).await {
+            Ok(n) => n,
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
+        if let Some(route) = internal {
+            let from = user.extension.clone().or_else(|| entitled.first().cloned()).unwrap_or_else(|| user.name.clone());
+            let presentation = Presentation { user: from.clone(), display: Some(user.name.clone()), ..Presentation::default() };
+            let started = Started {
+                direction: pb::Direction::Internal,
+                owner: agent(&route.members[0].user, None),
+                from_number: from,
+                from_display: user.name.clone(),
+                to_number: route.number.clone(),
+            };
+            return self.ring(route, started, presentation, Some(device), now_unix).await;
+        }
+        self.outbound(&user, device, &dialled, caller, &entitled).await
+    }
+
+    async fn outbound(&self, user: &User, device: &str, dialled: &str, caller: &CallerInfo, entitled: &[String]) -> RouteOutcome {
+        let Some(trunk) = self.trunks.outbound() else {
+            return RouteOutcome::Refused { code: 404, why: "no trunk with an address is configured for outbound calls".into() };
+        };
+        let Some(number) = trunk.normalise(dialled) else {
+            return RouteOutcome::Refused { code: 484, why: format!("{dialled} is neither an extension nor a phone number") };
+        };
+        let requested = trunk.normalise(&caller.user);
+        let Some(caller_id) = choose_caller_id(requested.as_deref(), entitled) else {
+            return RouteOutcome::Refused {
+                code: 403,
+                why: format!("user {} has no number to present; assign them a number or make a main line", user.id),
+            };
+        };
+        let Some(dest) = resolve_trunk(trunk).await else {
+            return RouteOutcome::Refused { code: 503, why: format!("trunk {} does not resolve", trunk.name()) };
+        };
+        let Some(target) = trunk.target(&number, dest.addr()) else {
+            return RouteOutcome::Refused { code: 503, why: format!("trunk {} has no address", trunk.name()) };
+        };
+        let domain = trunk.from_domain();
+        let presentation = Presentation {
+            user: caller_id.clone(),
+            display: Some(user.name.clone()),
+            host: Some(domain.clone()),
+            asserted: Some(format!("<sip:{caller_id}@{domain}>")),
+            private: caller.private,
+        };
+        let started = Started {
+            direction: pb::Direction::Outbound,
+            owner: agent(user, Some(device.to_owned())),
+            from_number: caller_id,
+            from_display: user.name.clone(),
+            to_number: number,
+        };
+        let (a, b) = match self.media().await {
+            Ok(p) => p,
+            Err(why) => return RouteOutcome::Refused { code: 503, why },
+        };
+        RouteOutcome::Ready(Box::new(Plan { started, presentation, forks: vec![PlannedFork { agent: None, target }], a, b }))
+    }
+
+    /// Every device of every member rings: each live registration (a device
+    /// may register several contacts) at the address the REGISTER came from
+    /// (NAT), addressed to its Contact; a device without one at its
+    /// provisioned contact. The calling device itself is left out.
+    async fn ring(&self, route: NumberRoute, started: Started, presentation: Presentation, skip: Option<&str>, now_unix: u64) -> RouteOutcome {
+        let mut forks = Vec::new();
+        for member in &route.members {
+            for device in member.devices.iter().filter(|d| Some(d.id.as_str()) != skip) {
+                let who = agent(&member.user, Some(device.id.clone()));
+                match self.registrations.bindings(&device.id, now_unix).await {
+                    Ok(bindings) if !bindings.is_empty() => {
+                        for b in bindings {
+                            forks.push(PlannedFork { agent: Some(who.clone()), target: Target::new(b.contact, b.source) });
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; using the provisioned contact"),
+                }
+                if device.contact_uri.is_empty() {
+                    continue; // registers only, and is not registered now
+                }
+                match resolve_contact(&device.contact_uri).await {
+                    Some(dest) => forks.push(PlannedFork { agent: Some(who), target: Target::new(device.contact_uri.clone(), dest) }),
+                    None => warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped"),
+                }
+            }
+        }
+        if forks.is_empty() {
+            return RouteOutcome::Unreachable { started };
+        }
+        match self.media().await {
+            Ok((a, b)) => RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b })),
+            Err(why) => RouteOutcome::Refused { code: 503, why },
+        }
+    }
+
+    async fn media(&self) -> Result<(PortPair, PortPair), String> {
+        match (self.ports.allocate().await, self.ports.allocate().await) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The dialled user part with %-escapes decoded (`%2B1415…` is `+1415…`).
+fn unescape(dialled: &str) -> String {
+    String::from_utf8_lossy(&crate::sip::headers::unescape(dialled)).into_owned()
+}
+
+/// The number an outbound call presents: the one the phone asked for if
+/// the caller is entitled to it, their first entitled number otherwise.
+pub fn choose_caller_id(requested: Option<&str>, entitled: &[String]) -> Option<String> {
+    match requested {
+        Some(r) if entitled.iter().any(|n| n == r) => Some(r.to_owned()),
+        _ => entitled.first().cloned(),
+    }
+}
+
+fn agent(user: &User, device_id: Option<String>) -> AgentInfo {
+    AgentInfo {
+        user_id: user.id.clone(),
+        salesforce_user_id: user.salesforce_user_id.clone(),
+        device_id,
+        display_name: user.name.clone(),
+    }
+}
+
+/// The transport address of a trunk's next hop (outbound proxy or address).
+pub async fn resolve_trunk(trunk: &Trunk) -> Option<Destination> {
+    let (host, port) = trunk.next_hop()?;
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
+    };
+    Some(if trunk.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) })
+}
+
+/// The transport address of a device contact URI (IP literal or DNS name).
+pub async fn resolve_contact(contact: &str) -> Option<Destination> {
+    let uri = SipUri::parse(contact)?;
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let secure = uri.scheme.eq_ignore_ascii_case("sips");
+    let port = uri.port.unwrap_or(if secure { 5061 } else { 5060 });
+    let addr: SocketAddr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
+    };
+    Some(match uri.transport().as_str() {
+        _ if secure => Destination::Tls(addr),
+        "TLS" => Destination::Tls(addr),
+        "TCP" => Destination::Tcp(addr),
+        _ => Destination::Udp(addr),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entitled_request_is_honoured_anything_else_falls_back_to_the_first() {
+        let entitled = vec!["+14155550100".to_owned(), "+14155550199".to_owned()];
+        assert_eq!(choose_caller_id(Some("+14155550199"), &entitled).as_deref(), Some("+14155550199"));
+        assert_eq!(choose_caller_id(Some("+12025550123"), &entitled).as_deref(), Some("+14155550100"), "not theirs");
+        assert_eq!(choose_caller_id(None, &entitled).as_deref(), Some("+14155550100"));
+        assert_eq!(choose_caller_id(Some("+14155550100"), &[]), None, "nothing to present");
+    }
+
+    #[test]
+    fn caller_info_reads_from_and_privacy() {
+        let mut inv = SipMessage::request("INVITE", "sip:+442071234567@gw");
+        inv.push_header("From", "\"Ada\" <sip:+14155550100@gw>;tag=a").push_header("Privacy", "id;critical");
+        let c = CallerInfo::from_invite(&inv);
+        assert_eq!(c, CallerInfo { user: "+14155550100".into(), display: "Ada".into(), private: true });
+        inv.set_header("Privacy", "none");
+        assert!(!CallerInfo::from_invite(&inv).private);
+    }
+}
