@@ -58,6 +58,10 @@ pub struct SipConfig {
     /// Digest realm devices authenticate in (REGISTER). Changing it
     /// invalidates stored device credentials.
     pub realm: String,
+    /// Digest algorithms offered to devices, most preferred first: `SHA-256`
+    /// and/or `MD5` (RFC 8760). Put `MD5` first for phones that only read
+    /// the first challenge.
+    pub digest_algorithms: Vec<String>,
     /// Failed authentications from one source address within
     /// `auth_failure_window_secs` that ban it.
     pub auth_max_failures: u32,
@@ -144,6 +148,7 @@ impl Default for SipConfig {
             ring_timeout_secs: 60,
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
             realm: "switchboard".to_owned(),
+            digest_algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
             auth_max_failures: 5,
             auth_failure_window_secs: 60,
             auth_ban_secs: 600,
@@ -316,6 +321,11 @@ impl GatewayConfig {
         }
         if self.sip.realm.trim().is_empty() || self.sip.realm.contains('"') {
             return Err(ConfigError::new("sip.realm", "a non-empty realm without quotes"));
+        }
+        if self.sip.digest_algorithms.is_empty()
+            || self.sip.digest_algorithms.iter().any(|a| crate::sip::digest::Algorithm::parse(a).is_none())
+        {
+            return Err(ConfigError::new("sip.digest_algorithms", "a list of SHA-256 and/or MD5, most preferred first"));
         }
         if self.sip.auth_max_failures == 0 {
             return Err(ConfigError::new("sip.auth_max_failures", "a number of failures of 1 or more"));

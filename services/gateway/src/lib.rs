@@ -116,6 +116,7 @@ impl Gateway {
                 // after a restart devices are simply challenged again.
                 nonces: Nonces::new(rand::random(), 300),
                 user_agent: config.sip.user_agent.clone(),
+                algorithms: config.sip.digest_algorithms.iter().filter_map(|a| crate::sip::digest::Algorithm::parse(a)).collect(),
             }),
             registrations: Registrations::new(db.clone()),
             guard: Arc::new(std::sync::Mutex::new(AuthGuard::new(GuardPolicy {

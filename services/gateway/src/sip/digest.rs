@@ -32,7 +32,7 @@ impl Algorithm {
         }
     }
 
-    fn parse(s: &str) -> Option<Algorithm> {
+    pub fn parse(s: &str) -> Option<Algorithm> {
         match s.to_ascii_uppercase().as_str() {
             "MD5" => Some(Algorithm::Md5),
             "SHA-256" => Some(Algorithm::Sha256),

@@ -89,6 +89,8 @@ pub struct Registrar {
     pub realm: String,
     pub nonces: Nonces,
     pub user_agent: String,
+    /// Algorithms offered in challenges, most preferred first (RFC 8760).
+    pub algorithms: Vec<Algorithm>,
 }
 
 impl Registrar {
@@ -183,8 +185,8 @@ impl Registrar {
     fn challenge_with(&self, req: &SipMessage, code: u16, stale: bool, now: u64) -> SipMessage {
         let header = if code == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
         let mut r = make_response(req, code, Some("sb-reg"), &self.user_agent);
-        // Offer SHA-256 first (RFC 8760), MD5 for older phones.
-        for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+        // One challenge per algorithm, most preferred first (RFC 8760 §2.4).
+        for &algorithm in &self.algorithms {
             let c = Challenge {
                 realm: self.realm.clone(),
                 nonce: self.nonces.issue(&self.realm, now),
@@ -217,7 +219,12 @@ mod tests {
     const REALM: &str = "switchboard";
 
     fn registrar() -> Registrar {
-        Registrar { realm: REALM.into(), nonces: Nonces::new([9; 32], 300), user_agent: "SB".into() }
+        Registrar {
+            realm: REALM.into(),
+            nonces: Nonces::new([9; 32], 300),
+            user_agent: "SB".into(),
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        }
     }
 
     #[test]
