@@ -23,6 +23,13 @@ use tracing::{debug, warn};
 use super::message::{frame_length, Frame, SipMessage};
 use super::tls::TlsSettings;
 
+/// How long the rest of a started message may take on a stream (64·T1).
+const INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// How long a stream may stay silent: the longest registration granted
+/// plus ten minutes, so a registered phone's connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(super::registrar::MAX_EXPIRES + 600);
+
 /// How long an outgoing TCP connection may take to establish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take, in either direction.
@@ -442,8 +449,18 @@ impl Transport {
             // CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §3.5.1).
             let mut keepalive_lf = 0usize;
             'read: loop {
+                // A started message must be complete within 64·T1 (no
+                // slowloris); an idle connection lives as long as the longest
+                // registration it may carry.
+                let wait = if buf.is_empty() { IDLE_TIMEOUT } else { INCOMPLETE_TIMEOUT };
                 let n = tokio::select! {
                     _ = closed.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {
+                        let reason = if buf.is_empty() { "idle connection" } else { "incomplete message" };
+                        debug!(%peer, transport = dest.transport_name(), reason, "closing SIP connection");
+                        metrics::counter!("switchboard_sip_connections_timed_out_total", "reason" => reason).increment(1);
+                        break;
+                    }
                     r = rd.read(&mut chunk) => match r {
                         Ok(0) => break,
                         Ok(n) => n,
@@ -493,7 +510,7 @@ fn handshake_failed(direction: &'static str, peer: SocketAddr, error: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn outgoing_tcp_messages_are_queued_while_connecting_and_keep_their_order() {
@@ -530,5 +547,36 @@ mod tests {
             }
         };
         tokio::time::timeout(std::time::Duration::from_secs(5), gone).await.expect("failed connection removed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_never_finishes_its_message_is_closed() {
+        let (tx, _rx) = mpsc::channel(8);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let t = Transport::bind(Listen { tcp: Some(any), ..Listen::default() }, None, 65_535, tx, CancellationToken::new()).await.unwrap();
+        let mut conn = TcpStream::connect(t.tcp_addr().unwrap()).await.unwrap();
+        conn.write_all(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5;branch=z9hG4bKx\r\nContent-Length: 10\r\n\r\n12").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        // The read ends (EOF) when the gateway gives up on the message.
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert!(started.elapsed() >= INCOMPLETE_TIMEOUT, "closed after {:?}", started.elapsed());
+        assert!(started.elapsed() < IDLE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_is_kept_as_long_as_a_registration_then_closed() {
+        let (tx, _rx) = mpsc::channel(8);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let t = Transport::bind(Listen { tcp: Some(any), ..Listen::default() }, None, 65_535, tx, CancellationToken::new()).await.unwrap();
+        let mut conn = TcpStream::connect(t.tcp_addr().unwrap()).await.unwrap();
+        conn.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        conn.read_exact(&mut pong).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(started.elapsed() >= IDLE_TIMEOUT, "closed after {:?}", started.elapsed());
     }
 }
