@@ -101,11 +101,14 @@ pub struct Target {
     pub credentials: Option<AuthCredentials>,
     /// Route headers (an outbound proxy), in order.
     pub route: Vec<String>,
+    /// The host name a TLS connection to `dest` must verify, when the
+    /// target was named by DNS (`sips:phone.example.com`).
+    pub server_name: Option<String>,
 }
 
 impl Target {
     pub fn new(request_uri: impl Into<String>, dest: Destination) -> Target {
-        Target { request_uri: request_uri.into(), dest, credentials: None, route: Vec::new() }
+        Target { request_uri: request_uri.into(), dest, credentials: None, route: Vec::new(), server_name: None }
     }
 }
 

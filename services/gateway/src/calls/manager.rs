@@ -449,6 +449,13 @@ impl Manager {
                 let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
                 entry.relay = Some(relay);
                 let (agents, targets): (Vec<Option<AgentInfo>>, Vec<Target>) = forks.into_iter().map(|f| (f.agent, f.target)).unzip();
+                for t in &targets {
+                    if let (Some(name), Destination::Tls(addr)) = (&t.server_name, t.dest) {
+                        if let Err(e) = self.deps.transport.set_tls_server_name(addr, name) {
+                            warn!(call_id = %id, name, error = %e, "not a valid TLS server name; the device's certificate is checked by address");
+                        }
+                    }
+                }
                 info!(call_id = %id, direction = ?started.direction, forks = targets.len(), "ringing");
                 entry.fork_agents = agents;
                 self.begin_events(&id, started);

@@ -238,7 +238,11 @@ impl Router {
                     continue; // registers only, and is not registered now
                 }
                 match resolve_contact(&device.contact_uri).await {
-                    Some(dest) => forks.push(PlannedFork { agent: Some(who), target: Target::new(device.contact_uri.clone(), dest) }),
+                    Some(dest) => {
+                        let mut target = Target::new(device.contact_uri.clone(), dest);
+                        target.server_name = tls_name(&device.contact_uri, dest);
+                        forks.push(PlannedFork { agent: Some(who), target });
+                    }
                     None => warn!(device = %device.id, contact = %device.contact_uri, "device contact cannot be resolved; skipped"),
                 }
             }
@@ -293,6 +297,14 @@ pub async fn resolve_trunk(trunk: &Trunk) -> Option<Destination> {
     Some(if trunk.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) })
 }
 
+/// The DNS name a TLS destination must present a certificate for; `None`
+/// for other transports and for IP literals (verified by IP address).
+fn tls_name(uri: &str, dest: Destination) -> Option<String> {
+    let Destination::Tls(_) = dest else { return None };
+    let host = SipUri::parse(uri)?.host;
+    host.parse::<IpAddr>().is_err().then_some(host).filter(|h| !h.starts_with('['))
+}
+
 /// The transport address of a device contact URI (IP literal or DNS name).
 pub async fn resolve_contact(contact: &str) -> Option<Destination> {
     let uri = SipUri::parse(contact)?;
@@ -322,6 +334,14 @@ mod tests {
         assert_eq!(choose_caller_id(Some("+12025550123"), &entitled).as_deref(), Some("+14155550100"), "not theirs");
         assert_eq!(choose_caller_id(None, &entitled).as_deref(), Some("+14155550100"));
         assert_eq!(choose_caller_id(Some("+14155550100"), &[]), None, "nothing to present");
+    }
+
+    #[test]
+    fn tls_contacts_named_by_dns_are_verified_by_name() {
+        let tls = Destination::Tls("192.0.2.1:5061".parse().unwrap());
+        assert_eq!(tls_name("sips:ada@phone.example.com", tls).as_deref(), Some("phone.example.com"));
+        assert_eq!(tls_name("sips:ada@192.0.2.1", tls), None);
+        assert_eq!(tls_name("sip:ada@phone.example.com", Destination::Udp("192.0.2.1:5060".parse().unwrap())), None);
     }
 
     #[test]
