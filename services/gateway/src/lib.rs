@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::calls::b2bua::Local;
+use crate::calls::control::CallControl;
 use crate::calls::manager::{self, ManagerDeps};
 use crate::calls::writer::{CallUpdate, CallWriter};
 use crate::config::{EventLogKind, GatewayConfig};
@@ -55,6 +56,8 @@ pub struct RunningGateway {
     pub sip_tcp: Option<SocketAddr>,
     pub sip_tls: Option<SocketAddr>,
     pub http: SocketAddr,
+    /// Commands to live calls (hold/resume).
+    pub control: CallControl,
     /// Base URL of recording links.
     pub public_url: String,
     tasks: JoinSet<()>,
@@ -140,7 +143,8 @@ impl Gateway {
             committed: committed.clone(),
             shutdown: shutdown.clone(),
         };
-        tasks.spawn(manager::run(deps, inbound_rx));
+        let (control, commands) = CallControl::new();
+        tasks.spawn(manager::run(deps, inbound_rx, commands));
 
         // Recordings an earlier run spooled but did not upload.
         let pending = recordings.pending();
@@ -181,7 +185,7 @@ impl Gateway {
             tracing::warn!("no sip.trunks configured: only authenticated devices can place calls; add a [[sip.trunks]] with inbound_from to take calls from a carrier");
         }
         info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), sip_tls = ?transport.tls_addr(), %http, "gateway ready");
-        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), sip_tls: transport.tls_addr(), http, public_url, tasks })
+        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), sip_tls: transport.tls_addr(), http, control, public_url, tasks })
     }
 }
 

@@ -405,6 +405,11 @@ impl Call {
         out
     }
 
+    /// Whether a fork answered and the call is still up.
+    pub fn is_answered(&self) -> bool {
+        self.winner.is_some() && !self.ended
+    }
+
     /// Puts a leg of the answered call on hold (`sendonly` from the gateway)
     /// or takes it off hold, with a re-INVITE on that leg only. A re-INVITE
     /// crossing one from the peer (glare) is retried after the §14.1 timer.

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target, ALLOW};
+use super::control::{Command, ControlError};
 use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
 use super::trunks::Trunks;
 use super::writer::{AgentInfo, CallUpdate, CallWriter};
@@ -113,7 +114,7 @@ struct Entry {
 }
 
 /// Runs until shutdown; every live call is hung up on the way out.
-pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
+pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
@@ -145,6 +146,7 @@ pub async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>) {
                 None => break,
             },
             Some(w) = work_rx.recv() => m.on_work(w).await,
+            Some(c) = commands.recv() => m.on_command(c).await,
             _ = sleep_until(deadline) => m.on_timers().await,
         }
     }
@@ -469,6 +471,29 @@ impl Manager {
             }
         };
         self.execute(&id, actions).await;
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Hold { call_id, leg, on, reply } => {
+                let now = std::time::Instant::now();
+                let actions = match self.calls.get_mut(&call_id) {
+                    None => Err(ControlError::NoSuchCall(call_id.clone())),
+                    Some(e) if !e.call.is_answered() => Err(ControlError::NotAnswered(call_id.clone())),
+                    Some(e) => Ok(e.call.hold(leg, on, now)),
+                };
+                match actions {
+                    Ok(actions) => {
+                        info!(call_id = %call_id, ?leg, on, "hold requested");
+                        self.execute(&call_id, actions).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
     }
 
     /// Resolves every outbound trunk's next hop and queues an OPTIONS to it.

@@ -3,6 +3,7 @@
 //! persists every state change with its call event.
 
 pub mod b2bua;
+pub mod control;
 pub mod manager;
 pub mod routing;
 pub mod trunks;
