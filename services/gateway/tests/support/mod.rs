@@ -319,6 +319,8 @@ pub struct PhoneAccount<'a> {
     pub password: &'a str,
     /// `auto` answers incoming calls at once, `manual` lets them ring.
     pub answermode: &'a str,
+    /// Register (every 600 s) or only place and take calls.
+    pub register: bool,
 }
 
 /// A baresip softphone on [`PHONE_IP`], registered (or registering) to the
@@ -372,10 +374,11 @@ impl Baresip {
         );
         std::fs::write(dir.join("config"), config).unwrap();
         let accounts = format!(
-            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint=600;audio_codecs=PCMU,PCMA\n",
+            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint={regint};audio_codecs=PCMU,PCMA\n",
             user = account.username,
             password = account.password,
             answermode = account.answermode,
+            regint = if account.register { 600 } else { 0 },
         );
         std::fs::write(dir.join("accounts"), accounts).unwrap();
         // -s: a SIP trace of every message, into the log with everything else.
@@ -452,23 +455,43 @@ impl Baresip {
     /// returned before, and returns it. Every event is also kept in
     /// [`Baresip::events`].
     pub async fn event(&mut self, kind: &str, secs: u64) -> serde_json::Value {
-        if let Some(i) = self.unclaimed.iter().position(|e| e["type"] == kind) {
-            return self.unclaimed.remove(i).expect("index found");
+        self.first_of(&[kind], secs).await
+    }
+
+    /// Waits (at most `secs`) for the first event of any of `kinds` not
+    /// returned before.
+    pub async fn first_of(&mut self, kinds: &[&str], secs: u64) -> serde_json::Value {
+        match self.try_first_of(kinds, secs).await {
+            Some(e) => e,
+            None => self.fail(&format!("no {kinds:?} event from baresip within {secs} s")),
+        }
+    }
+
+    /// Like [`Baresip::first_of`], but `None` when none came in time.
+    pub async fn try_first_of(&mut self, kinds: &[&str], secs: u64) -> Option<serde_json::Value> {
+        let wanted = |e: &serde_json::Value| kinds.iter().any(|k| e["type"] == *k);
+        if let Some(i) = self.unclaimed.iter().position(wanted) {
+            return self.unclaimed.remove(i);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             match self.read_message(deadline).await {
                 Some(m) if m.get("event").is_some() => {
                     self.events.push(m.clone());
-                    if m["type"] == kind {
-                        return m;
+                    if wanted(&m) {
+                        return Some(m);
                     }
                     self.unclaimed.push_back(m);
                 }
                 Some(_) => {} // a response to a command
-                None => panic!("{}", self.failure(&format!("no {kind} event from baresip within {secs} s"))),
+                None => return None,
             }
         }
+    }
+
+    /// Panics with `what`, the events and the log.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!("{}", self.failure(what))
     }
 
     /// Runs a command (e.g. `dial`, `hangup`) and returns its response.
