@@ -25,7 +25,7 @@ use support::{free_udp_port, Baresip, PhoneAccount, Sipp, SippRun, TestGateway, 
 
 const ADA_NUMBER: &str = "+14155550111";
 const BOB_NUMBER: &str = "+14155550222";
-const ADA_PASSWORD: &str = "correct horse battery";
+const ADA_PASSWORD: &str = "correct-horse-battery-staple";
 
 /// Ada: a user whose softphone authenticates as `ada`, owning [`ADA_NUMBER`].
 /// Returns (user id, softphone device id).
@@ -47,8 +47,9 @@ async fn provision_ada(gw: &TestGateway) -> (String, String) {
 async fn registered_softphone(gw: &TestGateway, answermode: &str) -> Baresip {
     let mut phone =
         Baresip::start(gw.dir.path(), "ada", gw.sip, PhoneAccount { username: "ada", password: ADA_PASSWORD, answermode, register: true }).await;
-    if phone.try_first_of(&["REGISTER_OK"], 15).await.is_none() {
-        phone.fail(&format!("baresip did not register within 15 s{}", auth_diagnosis(&phone.log())));
+    let outcome = phone.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await;
+    if outcome["type"] != "REGISTER_OK" {
+        phone.fail(&format!("baresip could not register: {}{}", outcome["param"], auth_diagnosis(&phone.log())));
     }
     phone
 }

@@ -373,14 +373,9 @@ impl Baresip {
             modules = modules.display()
         );
         std::fs::write(dir.join("config"), config).unwrap();
-        let accounts = format!(
-            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint={regint};audio_codecs=PCMU,PCMA\n",
-            user = account.username,
-            password = account.password,
-            answermode = account.answermode,
-            regint = if account.register { 600 } else { 0 },
-        );
-        std::fs::write(dir.join("accounts"), accounts).unwrap();
+        // The account is added once the control connection is up (`uanew`),
+        // so that no event of its registration is missed.
+        std::fs::write(dir.join("accounts"), "").unwrap();
         // -s: a SIP trace of every message, into the log with everything else.
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = Command::new(bin)
@@ -410,7 +405,25 @@ impl Baresip {
                 }
             }
         };
-        Baresip { child, ctrl, buf: Vec::new(), events: Vec::new(), unclaimed: Default::default(), sip: (PHONE_IP.parse::<IpAddr>().unwrap(), sip_port).into(), dir, next_token: 1 }
+        let mut phone = Baresip {
+            child,
+            ctrl,
+            buf: Vec::new(),
+            events: Vec::new(),
+            unclaimed: Default::default(),
+            sip: (PHONE_IP.parse::<IpAddr>().unwrap(), sip_port).into(),
+            dir,
+            next_token: 1,
+        };
+        let account = format!(
+            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint={regint};audio_codecs=PCMU,PCMA",
+            user = account.username,
+            password = account.password,
+            answermode = account.answermode,
+            regint = if account.register { 600 } else { 0 },
+        );
+        phone.command("uanew", &account).await;
+        phone
     }
 
     /// baresip's output: its log and the SIP trace.
