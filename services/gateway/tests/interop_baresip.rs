@@ -178,18 +178,20 @@ async fn a_carrier_call_reaches_baresip_where_it_registered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_carrier_call_reaches_baresip_at_its_provisioned_contact() {
-    let gw = TestGateway::start(|_| {}).await;
+async fn a_carrier_call_reaches_baresip_at_its_provisioned_contact_and_audio_flows_both_ways() {
+    let gw = TestGateway::start(|c| c.recordings.record_all = true).await;
     let directory = gw.directory();
     let user = directory.create_user(NewUser { name: "Ada".into(), ..Default::default() }).await.unwrap();
     directory.assign_number(ADA_NUMBER, &user.id).await.unwrap();
     let (mut phone, device) = provisioned_softphone(&gw, &user.id, "auto").await;
 
+    // The carrier talks for 3 s (recorded speech) and hangs up; the
+    // softphone, through aubridge, says back what it hears.
     let carrier = Sipp::spawn(
         gw.dir.path(),
         SippRun {
             label: "carrier",
-            scenario: "interop_uac_call_hang_up.xml",
+            scenario: "interop_uac_call_talk_hang_up.xml",
             ip: CARRIER_IP,
             remote: Some(gw.sip),
             service: Some(&ADA_NUMBER[1..]),
@@ -201,23 +203,39 @@ async fn a_carrier_call_reaches_baresip_at_its_provisioned_contact() {
     assert_eq!(established["direction"], "incoming");
     phone.event("CALL_CLOSED", 30).await;
     carrier.succeeds().await;
+    assert!(phone.events.iter().any(|e| e["type"] == "CALL_RTPESTAB"), "baresip received RTP: {:?}", phone.events);
 
     let log = phone.log();
     let invites = traced(&log, "INVITE sip:");
     assert_eq!(invites.len(), 1, "{invites:?}");
     assert!(invites[0].starts_with(&format!("INVITE sip:ada@{} SIP/2.0", phone.sip)), "{}", invites[0]);
     assert!(invites[0].contains("Content-Type: application/sdp"), "the gateway offers SDP: {}", invites[0]);
-    // baresip answered with the gateway's offer and saw the carrier's BYE.
+    // baresip saw the carrier's hangup as the gateway's BYE.
     assert_eq!(traced(&log, "BYE sip:").len(), 1, "{}", support::tail(&log, 200));
 
-    let events = gw.events_after_calls_ended(1).await;
+    let events = gw.events_once("recording.available", 1).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended"]);
+    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"]);
     let Some(Kind::Answered(answered)) = &events[2].1.kind else { panic!("call.answered") };
     assert_eq!(answered.agent.as_ref().unwrap().device_id, device);
     let Some(Kind::Ended(ended)) = &events[3].1.kind else { panic!("call.ended") };
     assert_eq!(ended.reason(), EndReason::Completed);
     assert_eq!(ended.hangup_by, "caller");
+
+    // The recording has the carrier's speech on the customer channel and
+    // the softphone's echo of it on the agent channel.
+    let Some(Kind::RecordingAvailable(rec)) = &events[4].1.kind else { panic!("recording.available") };
+    let wav = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
+    assert_eq!(reader.spec().channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let rms = |ch: usize| {
+        let v: Vec<f64> = samples.iter().skip(ch).step_by(2).map(|s| *s as f64).collect();
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt()
+    };
+    assert!(samples.len() / 2 > 8000, "at least a second recorded: {} frames", samples.len() / 2);
+    assert!(rms(0) > 100.0, "customer channel is silent (rms {})", rms(0));
+    assert!(rms(1) > 100.0, "agent channel (baresip's echo) is silent (rms {})", rms(1));
 
     phone.quit().await;
     gw.stop().await;

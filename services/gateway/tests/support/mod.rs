@@ -181,16 +181,22 @@ impl TestGateway {
     /// The call events in the outbox once `count` calls have ended (the
     /// writer commits on its own task, so this polls, for at most 30 s).
     pub async fn events_after_calls_ended(&self, count: usize) -> Vec<(String, CallEvent)> {
+        self.events_once("call.ended", count).await
+    }
+
+    /// The call events in the outbox once `count` events of `kind` are there
+    /// (polled, for at most 30 s).
+    pub async fn events_once(&self, kind: &str, count: usize) -> Vec<(String, CallEvent)> {
         let outbox = self.db.outbox();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let rows = outbox.read_after(0, 1000).await.unwrap();
-            if rows.iter().filter(|r| r.kind == "call.ended").count() >= count {
+            if rows.iter().filter(|r| r.kind == kind).count() >= count {
                 return rows.iter().map(|r| (r.kind.clone(), CallEvent::decode(r.payload.as_slice()).unwrap())).collect();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{count} call(s) did not end within 30 s; events so far: {:?}",
+                "no {count} {kind} event(s) within 30 s; events so far: {:?}",
                 rows.iter().map(|r| &r.kind).collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
