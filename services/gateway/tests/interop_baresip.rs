@@ -124,7 +124,8 @@ async fn baresip_registers_with_digest_credentials() {
     assert!(challenges[0].contains("WWW-Authenticate: Digest"), "{}", challenges[0]);
     let registers = traced(&log, "REGISTER sip:");
     assert!(registers.iter().any(|r| r.contains("Authorization: Digest") && r.contains("username=\"ada\"")), "{registers:?}");
-    assert_eq!(gw.metric("switchboard_sip_register_total{auth=\"accepted\"}").await, 1.0);
+    // (Metrics are per process: at least this registration.)
+    assert!(gw.metric("switchboard_sip_register_total{auth=\"accepted\"}").await >= 1.0);
 
     phone.quit().await;
     gw.stop().await;
@@ -281,7 +282,7 @@ async fn baresip_calls_a_number_through_the_gateway_after_a_407_challenge() {
     assert_eq!(invites.len(), 2, "the INVITE and its authenticated retry: {invites:?}");
     assert!(!invites[0].contains("Proxy-Authorization:"));
     assert!(invites[1].contains("Proxy-Authorization: Digest") && invites[1].contains("username=\"ada\""), "{}", invites[1]);
-    assert_eq!(gw.metric("switchboard_sip_invite_auth_total{auth=\"accepted\"}").await, 1.0);
+    assert!(gw.metric("switchboard_sip_invite_auth_total{auth=\"accepted\"}").await >= 1.0);
     // Bob's phone was called as Bob's number, from Ada.
     let desk_messages = desk.messages();
     assert!(desk_messages.contains("From: <sip:ada@"), "the desk phone sees the caller's user\n{desk_messages}");
