@@ -19,7 +19,7 @@ mod support;
 use switchboard_gateway::directory::{NewDevice, NewUser};
 use switchboard_gateway::registrations::Registrations;
 use switchboard_gateway::sip::Destination;
-use switchboard_proto::v1::EndReason;
+use switchboard_proto::v1::{Direction, EndReason};
 use switchboard_proto::Kind;
 use support::{free_udp_port, Baresip, PhoneAccount, Sipp, SippRun, TestGateway, CARRIER_IP};
 
@@ -295,6 +295,8 @@ async fn baresip_calls_a_number_through_the_gateway_after_a_407_challenge() {
     let Some(Kind::Started(started)) = &events[0].1.kind else { panic!("call.started") };
     assert_eq!(started.to.as_ref().unwrap().number, BOB_NUMBER);
     assert_eq!(started.owner.as_ref().unwrap().user_id, bob.id);
+    // From one user's device to another user: neither in nor out.
+    assert_eq!(started.direction(), Direction::Internal, "a call between two users of the company");
     let Some(Kind::Answered(answered)) = &events[2].1.kind else { panic!("call.answered") };
     assert_eq!(answered.agent.as_ref().unwrap().device_id, desk_device.id);
     let Some(Kind::Ended(ended)) = &events[3].1.kind else { panic!("call.ended") };
