@@ -66,7 +66,7 @@ pub fn free_port_pair(ip: &str) -> u16 {
     loop {
         let s = UdpSocket::bind((ip, 0)).unwrap();
         let p = s.local_addr().unwrap().port();
-        if p % 2 == 0 && p < 65_000 && UdpSocket::bind((ip, p + 1)).is_ok() {
+        if p.is_multiple_of(2) && p < 65_000 && UdpSocket::bind((ip, p + 1)).is_ok() {
             return p;
         }
     }
