@@ -29,12 +29,12 @@ async fn recv_final(sock: &UdpSocket) -> SipMessage {
     }
 }
 
-async fn start(dir: &std::path::Path, trunks: Vec<TrunkConfig>) -> (switchboard_gateway::RunningGateway, CancellationToken) {
+async fn start(dir: &std::path::Path, trunks: Vec<TrunkConfig>, keep_alive_secs: u64) -> (switchboard_gateway::RunningGateway, CancellationToken) {
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
     db.migrate().await.unwrap();
     let mut config = GatewayConfig::default();
     config.sip.trunks = trunks;
-    config.sip.trunk_options_interval_secs = 1;
+    config.sip.trunk_options_interval_secs = keep_alive_secs;
     // 64·T1 = 3.2 s: a silent trunk is noticed quickly.
     config.sip.timer_t1_ms = 50;
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -83,8 +83,15 @@ fn invite(me: SocketAddr, call_id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_trunk_network_places_calls_without_authentication() {
     let dir = tempfile::tempdir().unwrap();
-    let trunk = TrunkConfig { name: "carrier".into(), inbound_from: vec!["127.0.0.1/32".into()], ..Default::default() };
-    let (gw, shutdown) = start(dir.path(), vec![trunk]).await;
+    // The trunk's outbound side: nothing may ever arrive here from a stranger.
+    let pstn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk = TrunkConfig {
+        name: "carrier".into(),
+        inbound_from: vec!["127.0.0.1/32".into()],
+        address: Some(pstn.local_addr().unwrap().to_string()),
+        ..Default::default()
+    };
+    let (gw, shutdown) = start(dir.path(), vec![trunk], 0).await;
     let gw_sip = gw.sip_udp.unwrap();
 
     // From the trunk's network: processed (the number is not provisioned).
@@ -107,6 +114,9 @@ async fn only_a_trunk_network_places_calls_without_authentication() {
     );
     stranger.send_to(forged.as_bytes(), gw_sip).await.unwrap();
     assert_eq!(recv_final(&stranger).await.status(), Some(407));
+    // The refusals were final: nothing was sent towards the trunk.
+    let mut buf = [0u8; 2048];
+    assert!(pstn.try_recv_from(&mut buf).is_err(), "an unauthenticated call reached the trunk");
     shutdown.cancel();
 }
 
@@ -116,7 +126,7 @@ async fn trunks_get_options_keep_alives_and_their_reachability_is_exported() {
     let carrier = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = carrier.local_addr().unwrap();
     let trunk = TrunkConfig { name: "carrier".into(), address: Some(addr.to_string()), ..Default::default() };
-    let (gw, shutdown) = start(dir.path(), vec![trunk]).await;
+    let (gw, shutdown) = start(dir.path(), vec![trunk], 1).await;
     let http = gw.http;
 
     let (options, from) = recv(&carrier).await;
