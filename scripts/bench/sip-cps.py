@@ -169,6 +169,13 @@ def machine_ticks():
     return sum(v[:8]), idle
 
 
+def udp_rcvbuf_errors():
+    """Datagrams the kernel dropped for a full socket receive buffer (all sockets)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1])).get("RcvbufErrors", 0))
+
+
 def status_kib(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -462,17 +469,67 @@ class Kamailio:
 
 # ---------------------------------------------------------------- the ramp
 
-def run_step(workdir, target_port, rate, window, uacs, meter, label):
+class Devices:
+    """The SIPp devices (uas_cps.xml), one per caller, kept running across
+    steps like real phones, so that late retransmissions of one step are
+    absorbed by the call they belong to. Per-step figures are differences
+    of their cumulative -trace_stat counters (written every second)."""
+
+    def __init__(self, workdir, count, label):
+        self.workdir, self.count, self.label, self.generation = workdir, count, label, 0
+        self.procs = []
+
+    def start(self):
+        self.generation += 1
+        d = os.path.join(self.workdir, f"{self.label}-devices-{self.generation}")
+        for i in range(self.count):
+            check_udp_free(UAS_PORT + 10 * i)
+        self.procs = [Sipp(d, ["-sf", UAS_XML, "-i", HOST, "-p", str(UAS_PORT + 10 * i), "-mp", str(UAS_MEDIA + 10 * i),
+                               "-default_behaviors", "all,-abortunexp"], f"uas{i}") for i in range(self.count)]
+        time.sleep(0.5)
+        for p in self.procs:
+            if p.proc.poll() is not None:
+                raise SystemExit(f"SIPp device exited at start; see {p.dir}/stdout.log")
+
+    def counters(self):
+        total = {"ok": 0, "failed": 0, "retrans": 0}
+        for p in self.procs:
+            st = p.stats()
+            total["ok"] += stat_int(st, "SuccessfulCall(C)")
+            total["failed"] += stat_int(st, "FailedCall(C)")
+            total["retrans"] += stat_int(st, "Retransmissions(C)")
+        return total
+
+    def settled(self, expected_ok, timeout=15):
+        """Waits until the devices report `expected_ok` completed calls (or timeout); returns counters."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.counters()
+            if c["ok"] >= expected_ok or time.monotonic() > deadline:
+                time.sleep(1.2)  # one more statistics period
+                return self.counters()
+            time.sleep(0.5)
+
+    def stop(self):
+        """Stops the devices; returns the rows of their final screens with unexpected messages or timeouts."""
+        for p in self.procs:
+            p.stop()
+        notes = []
+        for p in self.procs:
+            notes += [f"{p.name}: {line}" for line in p.screen_failures()]
+        self.procs = []
+        return notes
+
+
+def run_step(workdir, target_port, rate, window, uacs, meter, label, devices):
     """One step: `uacs` callers at rate/uacs each for `window` seconds; returns a result dict."""
     per = rate // uacs
     calls = per * window
     step_dir = os.path.join(workdir, f"{label}-{rate}")
     for i in range(uacs):
-        check_udp_free(UAS_PORT + 10 * i)
         check_udp_free(UAC_PORT + 10 * i)
-    uas = [Sipp(step_dir, ["-sf", UAS_XML, "-i", HOST, "-p", str(UAS_PORT + 10 * i), "-mp", str(UAS_MEDIA + 10 * i),
-                           "-m", str(calls)], f"uas{i}") for i in range(uacs)]
-    time.sleep(0.5)
+    dev0 = devices.counters()
+    drops0 = udp_rcvbuf_errors()
     meter.start()
     uac = [Sipp(step_dir, ["-sf", UAC_XML, f"{HOST}:{target_port}", "-s", number(i), "-i", HOST,
                            "-p", str(UAC_PORT + 10 * i), "-mp", str(UAC_MEDIA + 10 * i),
@@ -481,20 +538,19 @@ def run_step(workdir, target_port, rate, window, uacs, meter, label):
     for u in uac:
         u.wait(window + 90)
     cpu, busy = meter.stop()
-    for u in uas:
-        u.wait(10)
-    for p in uac + uas:
-        p.stop()
+    for u in uac:
+        u.stop()
 
-    r = {"target": per * uacs, "calls": calls * uacs, "cpu": cpu, "busy": busy, "dir": step_dir}
+    r = {"target": per * uacs, "calls": calls * uacs, "cpu": cpu, "busy": busy, "dir": step_dir,
+         "drops": udp_rcvbuf_errors() - drops0}
     uac_stats = [u.stats() for u in uac]
-    uas_stats = [u.stats() for u in uas]
     r["ok"] = sum(stat_int(s, "SuccessfulCall(C)") for s in uac_stats)
+    dev1 = devices.settled(dev0["ok"] + r["ok"])
     r["failed"] = sum(stat_int(s, "FailedCall(C)") for s in uac_stats)
-    r["uas_failed"] = sum(stat_int(s, "FailedCall(C)") for s in uas_stats)
-    r["uas_ok"] = sum(stat_int(s, "SuccessfulCall(C)") for s in uas_stats)
-    r["unexpected"] = sum(stat_int(s, "FailedUnexpectedMessage(C)") for s in uac_stats + uas_stats)
-    r["retrans"] = sum(stat_int(s, "Retransmissions(C)") for s in uac_stats + uas_stats)
+    r["uas_ok"] = dev1["ok"] - dev0["ok"]
+    r["uas_failed"] = dev1["failed"] - dev0["failed"]
+    r["unexpected"] = sum(stat_int(s, "FailedUnexpectedMessage(C)") for s in uac_stats)
+    r["retrans"] = sum(stat_int(s, "Retransmissions(C)") for s in uac_stats) + dev1["retrans"] - dev0["retrans"]
     inv, bye = [], []
     achieved = 0.0
     for u in uac:
@@ -510,15 +566,17 @@ def run_step(workdir, target_port, rate, window, uacs, meter, label):
     r["bye"] = {p: percentile(bye, p) for p in (50, 90, 99, 100)}
     reasons = []
     if r["failed"] or r["uas_failed"]:
-        reasons.append(f"{r['failed']} failed calls at the caller, {r['uas_failed']} at the device")
+        reasons.append(f"{r['failed']} failed calls at the callers, {r['uas_failed']} at the devices")
     if r["ok"] < r["calls"]:
         reasons.append(f"{r['calls'] - r['ok']} of {r['calls']} calls not completed")
+    elif r["uas_ok"] < r["ok"]:
+        reasons.append(f"devices completed {r['uas_ok']} of {r['ok']} calls")
     if r["unexpected"]:
-        reasons.append(f"{r['unexpected']} unexpected messages")
+        reasons.append(f"{r['unexpected']} unexpected messages at the callers")
     if achieved < 0.95 * r["target"]:
         reasons.append(f"rate reached {achieved:.0f}/s of {r['target']}/s")
     details = []
-    for u in uac + uas:
+    for u in uac:
         for line in u.screen_failures():
             details.append(f"{u.name}: {line}")
         for line in u.errors():
@@ -529,49 +587,56 @@ def run_step(workdir, target_port, rate, window, uacs, meter, label):
     return r
 
 
-def ramp(workdir, target_port, args, meter, label, on_step=None):
-    """Steps up from --start by --step until a step fails (or --max), then bisects."""
-    results = []
-    rate = args.start
-    last_pass, first_fail = None, None
-    while rate <= args.max:
-        rate -= rate % args.uacs
+def ramp(workdir, target_port, args, meter, label, quiesce):
+    """Steps up from --start by --step until a step fails (or --max), then
+    bisects between the last pass and the first failure. After a failure the
+    server is left to quiesce (`quiesce()`) and the devices are restarted."""
+    results, notes = [], []
+    devices = Devices(workdir, args.uacs, label)
+    devices.start()
+
+    def step(rate):
         log(f"{label}: {rate} calls/s for {args.window} s ...")
-        r = run_step(workdir, target_port, rate, args.window, args.uacs, meter, label)
-        if on_step:
-            on_step(r)
+        r = run_step(workdir, target_port, rate, args.window, args.uacs, meter, label, devices)
         results.append(r)
         log(f"{label}: {rate}/s -> {'pass' if r['passed'] else 'FAIL'}: achieved {r['achieved']:.0f}/s, "
-            f"ok {r['ok']}/{r['calls']}, INVITE->200 p50/p99 {r['inv'][50]:.0f}/{r['inv'][99]:.0f} ms, "
-            f"cpu {r['cpu']:.0f}% busy {r['busy']:.0f}% {r['reason']}")
+            f"ok {r['ok']}/{r['calls']} (devices {r['uas_ok']}), INVITE->200 p50/p90/p99 "
+            f"{r['inv'][50]:.0f}/{r['inv'][90]:.0f}/{r['inv'][99]:.0f} ms, cpu {r['cpu']:.0f}% busy {r['busy']:.0f}% "
+            f"retrans {r['retrans']} drops {r['drops']} {r['reason']}")
         for d in r["details"]:
             log(f"    {d}")
-        if r["passed"]:
+        return r
+
+    last_pass, first_fail = None, None
+    try:
+        rate = args.start
+        while rate <= args.max:
+            rate -= rate % args.uacs
+            r = step(rate)
+            if not r["passed"]:
+                first_fail = r
+                break
             last_pass = r
             rate += args.step
-        else:
-            first_fail = r
-            break
-        time.sleep(args.pause)
-    lo = last_pass["target"] if last_pass else 0
-    hi = first_fail["target"] if first_fail else None
-    for _ in range(args.bisect if hi else 0):
-        mid = (lo + hi) // 2
-        mid -= mid % args.uacs
-        if hi - lo < max(2 * args.uacs, args.step // 8) or mid <= lo:
-            break
-        time.sleep(args.pause)
-        log(f"{label}: bisect {mid} calls/s ...")
-        r = run_step(workdir, target_port, mid, args.window, args.uacs, meter, label)
-        if on_step:
-            on_step(r)
-        results.append(r)
-        log(f"{label}: {mid}/s -> {'pass' if r['passed'] else 'FAIL'}: achieved {r['achieved']:.0f}/s {r['reason']}")
-        if r["passed"]:
-            lo, last_pass = mid, r
-        else:
-            hi = mid
-    return results, last_pass
+            time.sleep(args.pause)
+        lo = last_pass["target"] if last_pass else 0
+        hi = first_fail["target"] if first_fail else None
+        for _ in range(args.bisect if hi else 0):
+            mid = (lo + hi) // 2
+            mid -= mid % args.uacs
+            if hi - lo < max(2 * args.uacs, args.step // 8) or mid <= lo:
+                break
+            notes += devices.stop()
+            quiesce()
+            devices.start()
+            r = step(mid)
+            if r["passed"]:
+                lo, last_pass = mid, r
+            else:
+                hi = mid
+    finally:
+        notes += devices.stop()
+    return results, last_pass, notes
 
 
 # ---------------------------------------------------------------- registrations
@@ -729,35 +794,60 @@ def phase_cps(args, workdir, report):
     gw.migrate()
     gw.provision_devices(args.uacs)
     gw.start()
-    log(f"gateway pid {gw.proc.pid}, SIP udp {HOST}:{GW_SIP_PORT}, data {gw.dir}")
+    log(f"gateway pid {gw.proc.pid}, SIP udp {HOST}:{GW_SIP_PORT}, data {gw.dir}; load average {loadavg()}")
+    report["gw_load"] = loadavg()
+
+    def quiesce():
+        # Finished calls stay 32 s to absorb retransmissions; wait until none is left.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            active = gw.metric("switchboard_calls_active")
+            if active is not None and active == 0:
+                return
+            time.sleep(1)
+        log("gateway: calls still active after 90 s of quiet")
+
     try:
         meter = CpuMeter(pid=gw.proc.pid)
-        results, best = ramp(workdir, GW_SIP_PORT, args, meter, "gateway")
-        if args.perf and best:
-            report["perf"] = perf_profile(gw, workdir, best["target"], args)
-        report["gw_steps"], report["gw_best"] = results, best
+        results, best, notes = ramp(workdir, GW_SIP_PORT, args, meter, "gateway", quiesce)
+        report["gw_steps"], report["gw_best"], report["gw_notes"] = results, best, notes
         report["gw_hwm"] = gw.hwm_kib()
+        if args.perf:
+            quiesce()
+            rate = best["target"] if best else args.start
+            report["perf"] = perf_profile(gw, workdir, rate, args)
+            report["perf_rate"] = rate
         report["gw_warnings"] = gw.warnings()
-        report["gw_active_after"] = gw.metric("switchboard_calls_active")
     finally:
         gw.stop()
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def perf_profile(gw, workdir, rate, args):
-    """`perf record` of the gateway at `rate` for a few seconds; returns the top symbols."""
+    """`perf record` of the gateway during a step at `rate`; returns the top symbols by self time."""
     if not shutil.which("perf"):
+        log("perf not installed: no profile")
         return None
     out = os.path.join(workdir, "perf.data")
     rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(gw.proc.pid), "-o", out],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log(f"perf: profiling the gateway at {rate} calls/s")
-    run_step(workdir, GW_SIP_PORT, rate, min(args.window, 10), args.uacs, CpuMeter(pid=gw.proc.pid), "perf")
+    devices = Devices(workdir, args.uacs, "perf")
+    devices.start()
+    try:
+        run_step(workdir, GW_SIP_PORT, rate, min(args.window, 15), args.uacs, CpuMeter(pid=gw.proc.pid), "perf", devices)
+    finally:
+        devices.stop()
     rec.send_signal(signal.SIGINT)
     rec.wait()
-    rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--stdio", "--sort", "symbol", "--percent-limit", "1.5"],
-                         capture_output=True, text=True)
+    rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--stdio", "-g", "none", "--sort", "dso,symbol",
+                          "--percent-limit", "1"], capture_output=True, text=True)
     lines = [l for l in rep.stdout.splitlines() if re.match(r"\s+\d+\.\d+%", l)]
-    return [re.sub(r"\s+", " ", l.strip()) for l in lines[:15]]
+    return [re.sub(r"\s+", " ", l.strip()).removesuffix(" - -") for l in lines[:20]]
 
 
 def phase_kamailio(args, workdir, report):
@@ -766,11 +856,14 @@ def phase_kamailio(args, workdir, report):
         return
     k = Kamailio(workdir, args.uacs, args.kamailio_children)
     k.start()
-    log(f"kamailio pid {k.proc.pid}, SIP udp {HOST}:{KAM_SIP_PORT}, children {args.kamailio_children}")
+    log(f"kamailio pid {k.proc.pid}, SIP udp {HOST}:{KAM_SIP_PORT}, children {args.kamailio_children}; load average {loadavg()}")
+    report["k_load"] = loadavg()
     try:
         meter = CpuMeter(pgid=k.pgid)
-        results, best = ramp(workdir, KAM_SIP_PORT, args, meter, "kamailio")
-        report["k_steps"], report["k_best"] = results, best
+        # tm keeps a transaction at most fr_inv_timer (120 s) but each of
+        # these ends within seconds; 35 s covers its wait and retransmission timers.
+        results, best, notes = ramp(workdir, KAM_SIP_PORT, args, meter, "kamailio", lambda: time.sleep(35))
+        report["k_steps"], report["k_best"], report["k_notes"] = results, best, notes
     finally:
         k.stop()
 
@@ -866,12 +959,12 @@ def machine():
 
 
 def step_table(steps):
-    rows = ["| target/s | achieved/s | calls ok | failed | unexpected | retrans | INVITE→200 p50 / p90 / p99 / max (ms) | server CPU | machine busy | result |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| target/s | achieved/s | calls ok | failed | unexpected | retrans | UDP drops | INVITE→200 p50 / p90 / p99 / max (ms) | server CPU | machine busy | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in steps:
         inv = r["inv"]
         rows.append(f"| {r['target']} | {r['achieved']:.0f} | {r['ok']}/{r['calls']} | {r['failed'] + r['uas_failed']} | {r['unexpected']} | "
-                    f"{r['retrans']} | {inv[50]:.0f} / {inv[90]:.0f} / {inv[99]:.0f} / {inv[100]:.0f} | {r['cpu']:.0f}% | {r['busy']:.0f}% | "
+                    f"{r['retrans']} | {r['drops']} | {inv[50]:.0f} / {inv[90]:.0f} / {inv[99]:.0f} / {inv[100]:.0f} | {r['cpu']:.0f}% | {r['busy']:.0f}% | "
                     f"{'pass' if r['passed'] else 'fail: ' + r['reason']} |")
     return "\n".join(rows)
 
@@ -894,10 +987,13 @@ def markdown(args, report, cmdline):
         out.append("")
         out.append(step_table(report["gw_steps"]))
         out.append("")
-        if report.get("gw_hwm"):
-            out.append(f"Gateway peak RSS over the ramp: {kib(report['gw_hwm']):.0f} MiB.")
+        out.append(f"Gateway peak RSS over the ramp: {kib(report.get('gw_hwm', 0)):.0f} MiB; load average when it started: "
+                   f"{report.get('gw_load')}.")
+        out.append("")
         for d in [d for r in report["gw_steps"] if not r["passed"] for d in r["details"]][:6]:
             out.append(f"- {d}")
+        for d in report.get("gw_notes", [])[:4]:
+            out.append(f"- devices: {d}")
         for w in report.get("gw_warnings", []):
             out.append(f"- gateway log: {w}")
         out.append("")
@@ -906,8 +1002,12 @@ def markdown(args, report, cmdline):
         out.append("")
         out.append(step_table(report["k_steps"]))
         out.append("")
+        out.append(f"Load average when Kamailio started: {report.get('k_load')}.")
+        out.append("")
         for d in [d for r in report["k_steps"] if not r["passed"] for d in r["details"]][:6]:
             out.append(f"- {d}")
+        for d in report.get("k_notes", [])[:4]:
+            out.append(f"- devices: {d}")
         out.append("")
     if "gw_steps" in report or "k_steps" in report:
         out.append("| | max CPS (0 failures) | INVITE→200 p50 / p90 / p99 at that rate |")
@@ -922,7 +1022,7 @@ def markdown(args, report, cmdline):
             out.append(f"| ratio gateway / Kamailio | {gb['achieved'] / kb['achieved']:.2f} | |")
         out.append("")
     if report.get("perf"):
-        out.append("Where the gateway spends its CPU at that rate (`perf record -e cpu-clock`, self time):")
+        out.append(f"Where the gateway spends its CPU at {report.get('perf_rate')} calls/s (`perf record -e cpu-clock`, self time):")
         out.append("")
         out.append("```")
         out.extend(report["perf"])
@@ -957,23 +1057,25 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short steps and fewer registrations: a smoke run")
     ap.add_argument("--only", default="cps,kamailio,memory", help="comma-separated phases: cps, kamailio, memory")
     ap.add_argument("--uacs", type=int, default=2, help="SIPp callers (and devices), at most 10")
-    ap.add_argument("--start", type=int, default=200, help="first step, calls/s")
-    ap.add_argument("--step", type=int, default=200, help="increment between steps, calls/s")
+    ap.add_argument("--start", type=int, help="first step, calls/s (default 250; --quick 300)")
+    ap.add_argument("--step", type=int, help="increment between steps, calls/s (default 250; --quick 300)")
     ap.add_argument("--max", type=int, default=4000, help="highest step tried")
-    ap.add_argument("--window", type=int, default=30, help="seconds per step")
+    ap.add_argument("--window", type=int, help="seconds per step (default 30; --quick 6)")
     ap.add_argument("--pause", type=float, default=2, help="seconds between steps")
-    ap.add_argument("--bisect", type=int, default=2, help="bisection steps after the first failure")
+    ap.add_argument("--bisect", type=int, help="bisection steps after the first failure (default 2; --quick 1)")
     ap.add_argument("--kamailio-children", type=int, default=4)
-    ap.add_argument("--registrations", type=int, default=100_000)
-    ap.add_argument("--dialogs", type=int, default=5_000, help="idle dialogs held for the per-dialog figure (0: skip)")
+    ap.add_argument("--registrations", type=int, help="devices registered for the memory figure (default 100000; --quick 10000)")
+    ap.add_argument("--dialogs", type=int, help="idle dialogs held for the per-dialog figure, 0 skips (default 5000; --quick 500)")
     ap.add_argument("--algorithm", choices=["md5", "sha256"], default="md5", help="digest algorithm the registering devices answer with")
     ap.add_argument("--perf", action="store_true", help="perf record the gateway at its max rate")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /tmp, kept)")
     ap.add_argument("--out", help="also write the Markdown block to this file")
     args = ap.parse_args()
-    if args.quick:
-        args.window, args.start, args.step, args.bisect = 6, 300, 300, 1
-        args.registrations, args.dialogs = min(args.registrations, 10_000), min(args.dialogs, 500)
+    defaults = {"start": (250, 300), "step": (250, 300), "window": (30, 6), "bisect": (2, 1),
+                "registrations": (100_000, 10_000), "dialogs": (5_000, 500)}
+    for key, (full, quick) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     if not 1 <= args.uacs <= 10:
         raise SystemExit("--uacs must be between 1 and 10")
     if not os.access(args.bin, os.X_OK):
