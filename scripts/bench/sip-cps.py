@@ -123,8 +123,20 @@ def number(i):
 
 
 def raise_nofile():
+    """Open files up to the hard limit, and as root beyond it: each held call
+    takes four RTP sockets in the gateway."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    want = hard
+    if os.geteuid() == 0:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = max(hard, min(int(f.read()), 1 << 20))
+        except (OSError, ValueError):
+            pass
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def percentile(sorted_values, p):
@@ -186,8 +198,9 @@ def status_kib(pid, key):
 
 class CpuMeter:
     """CPU used by a process (or a whole process group) and by the machine
-    between start() and stop(). Ticks of processes that exit meanwhile are
-    lost, which does not happen to the servers measured here."""
+    between start() and stop(), in per cent of one core. Ticks of processes
+    that exit meanwhile are lost, which does not happen to the servers
+    measured here."""
 
     def __init__(self, pid=None, pgid=None):
         self.pid, self.pgid = pid, pgid
@@ -201,11 +214,12 @@ class CpuMeter:
         self.t0, self.p0, self.m0 = time.monotonic(), self._ticks(), machine_ticks()
 
     def stop(self):
+        """(server % of one core, machine busy % of one core)."""
         wall = time.monotonic() - self.t0
         p1, m1 = self._ticks(), machine_ticks()
         proc = (p1 - self.p0) / CLK_TCK / wall * 100
         total, idle = m1[0] - self.m0[0], m1[1] - self.m0[1]
-        busy = 100 * (total - idle) / total if total else 0.0
+        busy = (os.cpu_count() or 1) * 100 * (total - idle) / total if total else 0.0
         return proc, busy
 
 
@@ -442,7 +456,7 @@ class Kamailio:
         self.dir = os.path.join(workdir, "kamailio")
         os.makedirs(self.dir, exist_ok=True)
         self.cmd = ["kamailio", "-f", KAMAILIO_CFG, "-DD", "-E", "-Y", self.dir, "-P", os.path.join(self.dir, "kamailio.pid"),
-                    "-m", "256", "-M", "16",
+                    "-m", "1024", "-M", "16",
                     "-A", f"LISTEN=udp:{HOST}:{KAM_SIP_PORT}", "-A", f"UAS_BASE={UAS_PORT}", "-A", "UAS_STEP=10",
                     "-A", f"CHILDREN={children}"]
 
@@ -530,18 +544,27 @@ def run_step(workdir, target_port, rate, window, uacs, meter, label, devices):
         check_udp_free(UAC_PORT + 10 * i)
     dev0 = devices.counters()
     drops0 = udp_rcvbuf_errors()
+    dev_ticks0 = sum(proc_ticks(p.proc.pid) for p in devices.procs)
     meter.start()
     uac = [Sipp(step_dir, ["-sf", UAC_XML, f"{HOST}:{target_port}", "-s", number(i), "-i", HOST,
                            "-p", str(UAC_PORT + 10 * i), "-mp", str(UAC_MEDIA + 10 * i),
                            "-r", str(per), "-rp", "1000", "-m", str(calls), "-recv_timeout", "10000",
                            "-timeout", str(window + 60), "-timeout_error"], f"uac{i}") for i in range(uacs)]
-    for u in uac:
-        u.wait(window + 90)
+    uac_ticks = [0] * len(uac)
+    deadline = time.monotonic() + window + 90
+    while time.monotonic() < deadline and any(u.proc.poll() is None for u in uac):
+        for k, u in enumerate(uac):
+            if u.proc.poll() is None:
+                uac_ticks[k] = max(uac_ticks[k], proc_ticks(u.proc.pid))
+        time.sleep(0.2)
     cpu, busy = meter.stop()
+    wall = time.monotonic() - meter.t0
+    sipp = (sum(uac_ticks) + sum(proc_ticks(p.proc.pid) for p in devices.procs) - dev_ticks0) / CLK_TCK / wall * 100
     for u in uac:
         u.stop()
 
-    r = {"target": per * uacs, "calls": calls * uacs, "cpu": cpu, "busy": busy, "dir": step_dir,
+    r = {"target": per * uacs, "calls": calls * uacs, "cpu": cpu, "busy": busy, "sipp": sipp,
+         "other": max(0.0, busy - cpu - sipp), "dir": step_dir,
          "drops": udp_rcvbuf_errors() - drops0}
     uac_stats = [u.stats() for u in uac]
     r["ok"] = sum(stat_int(s, "SuccessfulCall(C)") for s in uac_stats)
@@ -601,7 +624,7 @@ def ramp(workdir, target_port, args, meter, label, quiesce):
         results.append(r)
         log(f"{label}: {rate}/s -> {'pass' if r['passed'] else 'FAIL'}: achieved {r['achieved']:.0f}/s, "
             f"ok {r['ok']}/{r['calls']} (devices {r['uas_ok']}), INVITE->200 p50/p90/p99 "
-            f"{r['inv'][50]:.0f}/{r['inv'][90]:.0f}/{r['inv'][99]:.0f} ms, cpu {r['cpu']:.0f}% busy {r['busy']:.0f}% "
+            f"{r['inv'][50]:.0f}/{r['inv'][90]:.0f}/{r['inv'][99]:.0f} ms, cpu {r['cpu']:.0f}% sipp {r['sipp']:.0f}% other {r['other']:.0f}% "
             f"retrans {r['retrans']} drops {r['drops']} {r['reason']}")
         for d in r["details"]:
             log(f"    {d}")
@@ -959,12 +982,12 @@ def machine():
 
 
 def step_table(steps):
-    rows = ["| target/s | achieved/s | calls ok | failed | unexpected | retrans | UDP drops | INVITE→200 p50 / p90 / p99 / max (ms) | server CPU | machine busy | result |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| target/s | achieved/s | calls ok | failed | unexpected | retrans | UDP drops | INVITE→200 p50 / p90 / p99 / max (ms) | CPU server / SIPp / other | result |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in steps:
         inv = r["inv"]
         rows.append(f"| {r['target']} | {r['achieved']:.0f} | {r['ok']}/{r['calls']} | {r['failed'] + r['uas_failed']} | {r['unexpected']} | "
-                    f"{r['retrans']} | {r['drops']} | {inv[50]:.0f} / {inv[90]:.0f} / {inv[99]:.0f} / {inv[100]:.0f} | {r['cpu']:.0f}% | {r['busy']:.0f}% | "
+                    f"{r['retrans']} | {r['drops']} | {inv[50]:.0f} / {inv[90]:.0f} / {inv[99]:.0f} / {inv[100]:.0f} | {r['cpu']:.0f} / {r['sipp']:.0f} / {r['other']:.0f} % | "
                     f"{'pass' if r['passed'] else 'fail: ' + r['reason']} |")
     return "\n".join(rows)
 
@@ -979,7 +1002,10 @@ def markdown(args, report, cmdline):
     out.append(f"Run {date} on {machine()}; SIPp {sipp_v}, {kam_v}, `{sb_v}` (release) at commit {commit}.")
     out.append("")
     out.append(f"Command: `{cmdline}` — {args.uacs} SIPp callers and {args.uacs} SIPp devices, {args.window} s per step, "
-               f"ramp from {args.start}/s by {args.step}/s, pass = 0 failed calls, 0 unexpected messages, ≥ 95 % of the target rate.")
+               f"ramp from {args.start}/s by {args.step}/s, pass = 0 failed calls, 0 unexpected messages at the callers, "
+               f"≥ 95 % of the target rate. Response times are SIPp's, 1 ms resolution. CPU is in per cent of one core "
+               f"(the machine has {os.cpu_count()} cores): the server under test, all SIPp processes, and everything else "
+               f"on the machine (other processes, kernel work not charged to these).")
     out.append("")
     gb, kb = report.get("gw_best"), report.get("k_best")
     if "gw_steps" in report:
@@ -1096,7 +1122,15 @@ def main():
     if "memory" in phases:
         phase_memory(args, workdir, report)
     log(f"done in {(time.monotonic() - t0) / 60:.1f} min")
-    cmdline = "python3 scripts/bench/sip-cps.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--bin") and "/" not in a)
+    shown, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a.split("=")[0] in ("--bin", "--workdir", "--out"):
+            skip = "=" not in a
+        else:
+            shown.append(a)
+    cmdline = "python3 scripts/bench/sip-cps.py " + " ".join(shown)
     md = markdown(args, report, cmdline.strip())
     print(md)
     if args.out:
