@@ -50,7 +50,7 @@ and in a scratch directory (kept, and printed, for inspection).
    MD5, so its [authentication] fails. The client answers the MD5 challenge
    (`--algorithm sha256` for the other). The gateway keeps registrations in
    the database (table `registrations`), not in memory; the database file's
-   growth per registration is reported too. Then K calls (default 5,000)
+   growth per registration is reported too. Then K calls (default 4,000)
    are set up and held (uac_cps.xml with -d): (RSS with K calls - RSS
    before) / K is the memory per idle dialog, which includes the four RTP
    sockets each call anchors.
@@ -1126,14 +1126,15 @@ def main():
                          "after the machine quiets down (default 40)")
     ap.add_argument("--kamailio-children", type=int, default=4)
     ap.add_argument("--registrations", type=int, help="devices registered for the memory figure (default 100000; --quick 10000)")
-    ap.add_argument("--dialogs", type=int, help="idle dialogs held for the per-dialog figure, 0 skips (default 5000; --quick 500)")
+    ap.add_argument("--dialogs", type=int, help="idle dialogs held for the per-dialog figure, 0 skips (default 4000: each takes 4 RTP sockets, "
+                         "and the open-file limit of this machine is 20000; --quick 500)")
     ap.add_argument("--algorithm", choices=["md5", "sha256"], default="md5", help="digest algorithm the registering devices answer with")
     ap.add_argument("--perf", action="store_true", help="perf record the gateway at its max rate")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /tmp, kept)")
     ap.add_argument("--out", help="also write the Markdown block to this file")
     args = ap.parse_args()
     defaults = {"start": (250, 300), "step": (250, 300), "window": (30, 6), "bisect": (2, 1),
-                "registrations": (100_000, 10_000), "dialogs": (5_000, 500)}
+                "registrations": (100_000, 10_000), "dialogs": (4_000, 500)}
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
