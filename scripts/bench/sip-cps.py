@@ -1031,7 +1031,8 @@ def markdown(args, report, cmdline):
     kam_v = sh("kamailio -v 2>/dev/null | head -1 | sed 's/^version: *//'") or "kamailio not installed"
     sb_v = sh(f"{args.bin} --version")
     commit = sh(f"git -C {HERE} rev-parse --short HEAD")
-    out.append(f"Run {date} on {machine()}; SIPp {sipp_v}, {kam_v}, `{sb_v}` (release) at commit {commit}.")
+    out.append(f"Run {date} on {machine()}; SIPp {sipp_v}, {kam_v}, `{sb_v}` (release build given with --bin); "
+               f"benchmark scripts at commit {commit}.")
     out.append("")
     out.append(f"Command: `{cmdline}` — {args.uacs} SIPp callers and {args.uacs} SIPp devices, {args.window} s per step, "
                f"ramp from {args.start}/s by {args.step}/s, pass = 0 failed calls, 0 unexpected messages at the callers, "
