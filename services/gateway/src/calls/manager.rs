@@ -24,7 +24,7 @@ use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target,
 use super::control::{Command, ControlError};
 use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
 use super::trunks::Trunks;
-use super::writer::{AgentInfo, CallUpdate, CallWriter};
+use super::writer::{AgentInfo, CallUpdate, CallWriter, EventWriter};
 use crate::directory::Directory;
 use crate::media::ports::PortAllocator;
 use crate::media::relay::{MediaRelay, Side};
@@ -118,6 +118,7 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
+        events: EventWriter::spawn(deps.db.clone(), deps.committed.clone()),
         router: Router {
             directory: deps.directory.clone(),
             registrations: deps.registrations.clone(),
@@ -170,6 +171,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Manager {
     deps: ManagerDeps,
     tx: TransactionLayer,
+    /// Every call's state changes and events, group-committed.
+    events: EventWriter,
     router: Router,
     limiter: RateLimiter,
     /// OPTIONS keep-alives in flight: SIP Call-ID → trunk name.
@@ -551,7 +554,7 @@ impl Manager {
     /// Creates the call's writer and records `call.started`.
     fn begin_events(&mut self, id: &str, started: Started) {
         let Some(entry) = self.calls.get_mut(id) else { return };
-        let writer = CallWriter::spawn(self.deps.db.clone(), id.to_owned(), self.deps.committed.clone());
+        let writer = self.events.call(id);
         entry.from_number = started.from_number.clone();
         entry.to_number = started.to_number.clone();
         writer.record(CallUpdate::Started {
