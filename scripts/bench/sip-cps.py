@@ -381,6 +381,12 @@ udp = "{HOST}:{GW_SIP_PORT}"
 tcp = "{HOST}:0"
 ring_timeout_secs = 60
 
+# SIPp callers on {HOST} play the carrier: a trunk trusted by address (and
+# so exempt from the per-source rate limit, like a real carrier).
+[[sip.trunks]]
+name = "bench-carrier"
+inbound_from = ["{HOST}/32"]
+
 [media]
 bind_ip = "{HOST}"
 port_min = {GW_MEDIA_MIN}

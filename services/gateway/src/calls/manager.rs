@@ -202,8 +202,10 @@ impl Manager {
     async fn send(&mut self, dest: Destination, msg: SipMessage) {
         let now = std::time::Instant::now();
         for o in self.tx.send(dest, msg, now) {
-            if let TxOutput::Send(d, m) = o {
-                self.deps.transport.send(d, &m).await;
+            match o {
+                TxOutput::Send(d, m) => self.deps.transport.send(d, &m).await,
+                TxOutput::Resend(d, b) => self.deps.transport.send_bytes(d, &b).await,
+                TxOutput::Deliver(..) => {}
             }
         }
     }
@@ -252,6 +254,7 @@ impl Manager {
         for o in outputs {
             match o {
                 TxOutput::Send(d, m) => self.deps.transport.send(d, &m).await,
+                TxOutput::Resend(d, b) => self.deps.transport.send_bytes(d, &b).await,
                 TxOutput::Deliver(m, src) => self.dispatch(m, src).await,
             }
         }

@@ -22,7 +22,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::headers::{CSeq, NameAddr, Via};
 use super::response::make_response;
@@ -65,6 +68,9 @@ const ABANDONED_INVITE: Duration = Duration::from_secs(600);
 pub enum Output {
     /// Put this message on the wire.
     Send(Destination, SipMessage),
+    /// Put these bytes on the wire again: a response kept, encoded, for the
+    /// peer's retransmissions (smaller than the parsed message).
+    Resend(Destination, Bytes),
     /// Hand this message to the transaction user: a new request, a response
     /// to one of its requests (a timeout arrives as a synthetic 408), or an
     /// ACK for a 2xx.
@@ -182,7 +188,8 @@ struct ServerTx {
     invite: bool,
     state: ServerState,
     source: Destination,
-    last_response: Option<SipMessage>,
+    /// The last provisional or final response, encoded.
+    last_response: Option<Bytes>,
     /// Timer G.
     retransmit_at: Option<Instant>,
     interval: Duration,
@@ -215,11 +222,12 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub struct TransactionLayer {
     timers: Timers,
-    clients: HashMap<Key, ClientTx>,
-    servers: HashMap<Key, ServerTx>,
+    clients: HashMap<Arc<Key>, ClientTx>,
+    servers: HashMap<Arc<Key>, ServerTx>,
     /// Deadlines, possibly stale: an entry is checked against its
-    /// transaction when it comes due (lazy deletion).
-    wheel: BinaryHeap<Reverse<(Instant, u64, Key)>>,
+    /// transaction when it comes due (lazy deletion). Keys are shared with
+    /// the maps.
+    wheel: BinaryHeap<Reverse<(Instant, u64, Arc<Key>)>>,
     seq: u64,
     stats: Stats,
 }
@@ -312,9 +320,13 @@ impl TransactionLayer {
     }
 
     fn schedule(&mut self, key: &Key) {
-        if let Some(at) = self.current_deadline(key) {
+        let shared = match key.side {
+            Side::Client => self.clients.get_key_value(key).map(|(k, _)| k.clone()),
+            Side::Server => self.servers.get_key_value(key).map(|(k, _)| k.clone()),
+        };
+        if let (Some(shared), Some(at)) = (shared, self.current_deadline(key)) {
             self.seq += 1;
-            self.wheel.push(Reverse((at, self.seq, key.clone())));
+            self.wheel.push(Reverse((at, self.seq, shared)));
         }
     }
 
@@ -336,22 +348,21 @@ impl TransactionLayer {
             timeout_at: Some(now + self.timers.timeout()),
             end_at: None,
         };
-        self.clients.insert(key.clone(), tx);
+        self.clients.insert(Arc::new(key.clone()), tx);
         self.schedule(&key);
         vec![Output::Send(dest, msg)]
     }
 
     fn send_response(&mut self, dest: Destination, msg: SipMessage, now: Instant) -> Vec<Output> {
-        let out = vec![Output::Send(dest, msg.clone())];
-        let Some(key) = Key::server(&msg) else { return out };
+        let Some(key) = Key::server(&msg) else { return vec![Output::Send(dest, msg)] };
         let timers = self.timers;
-        let Some(tx) = self.servers.get_mut(&key) else { return out };
+        let Some(tx) = self.servers.get_mut(&key) else { return vec![Output::Send(dest, msg)] };
         let status = msg.status().unwrap_or(0);
         let reliable = tx.source.is_reliable();
         match (tx.state, status) {
             (ServerState::Trying | ServerState::Proceeding, 100..=199) => {
                 tx.state = ServerState::Proceeding;
-                tx.last_response = Some(msg);
+                tx.last_response = Some(Bytes::from(msg.encode()));
             }
             (ServerState::Trying | ServerState::Proceeding, 200..=299) if tx.invite => {
                 tx.state = ServerState::Accepted;
@@ -360,7 +371,7 @@ impl TransactionLayer {
             }
             (ServerState::Trying | ServerState::Proceeding, 200..=699) => {
                 tx.state = ServerState::Completed;
-                tx.last_response = Some(msg);
+                tx.last_response = Some(Bytes::from(msg.encode()));
                 if tx.invite {
                     if !reliable {
                         tx.retransmit_at = Some(now + timers.t1); // Timer G
@@ -377,7 +388,7 @@ impl TransactionLayer {
             _ => return Vec::new(), // nothing may be sent in this state
         }
         self.schedule(&key);
-        out
+        vec![Output::Send(dest, msg)]
     }
 
     fn receive_request(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Output> {
@@ -411,7 +422,7 @@ impl TransactionLayer {
             return match (&tx.state, &tx.last_response) {
                 (ServerState::Proceeding | ServerState::Completed, Some(r)) => {
                     self.stats.retransmitted += 1;
-                    vec![Output::Send(tx.source, r.clone())]
+                    vec![Output::Resend(tx.source, r.clone())]
                 }
                 _ => Vec::new(),
             };
@@ -421,7 +432,7 @@ impl TransactionLayer {
         }
         let invite = key.method == "INVITE";
         self.servers.insert(
-            key.clone(),
+            Arc::new(key.clone()),
             ServerTx {
                 invite,
                 state: ServerState::Trying,
@@ -553,7 +564,7 @@ impl TransactionLayer {
             tx.retransmit_at = Some(now + tx.interval);
             if let Some(r) = &tx.last_response {
                 self.stats.retransmitted += 1;
-                out.push(Output::Send(tx.source, r.clone()));
+                out.push(Output::Resend(tx.source, r.clone()));
             }
         }
         self.schedule(key);

@@ -230,9 +230,18 @@ impl Transport {
     /// Sends one message. Failures are logged and counted: SIP recovers from
     /// lost messages by retransmission.
     pub async fn send(&self, dest: Destination, msg: &SipMessage) {
-        let bytes = msg.encode();
         let kind = if msg.is_request() { msg.method().unwrap_or("?").to_owned() } else { msg.status().unwrap_or(0).to_string() };
         metrics::counter!("switchboard_sip_messages_sent_total", "transport" => dest.transport_name(), "kind" => kind).increment(1);
+        self.send_encoded(dest, msg.encode()).await;
+    }
+
+    /// Sends a message already encoded (a retransmission kept as bytes).
+    pub async fn send_bytes(&self, dest: Destination, bytes: &[u8]) {
+        metrics::counter!("switchboard_sip_messages_sent_total", "transport" => dest.transport_name(), "kind" => "retransmission").increment(1);
+        self.send_encoded(dest, bytes.to_vec()).await;
+    }
+
+    async fn send_encoded(&self, dest: Destination, bytes: Vec<u8>) {
         match dest {
             Destination::Udp(addr) => {
                 let Some(socket) = &self.udp else {

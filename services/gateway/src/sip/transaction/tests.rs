@@ -29,8 +29,15 @@ fn response(req: &SipMessage, code: u16) -> SipMessage {
     make_response(req, code, Some("t9"), "test")
 }
 
-fn sends(out: &[Output]) -> Vec<&SipMessage> {
-    out.iter().filter_map(|o| if let Output::Send(_, m) = o { Some(m) } else { None }).collect()
+/// What went on the wire, encoded (first sends and kept copies alike).
+fn sends(out: &[Output]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(_, m) => Some(m.encode()),
+            Output::Resend(_, b) => Some(b.to_vec()),
+            Output::Deliver(..) => None,
+        })
+        .collect()
 }
 
 fn delivered(out: &[Output]) -> Vec<&SipMessage> {
@@ -54,7 +61,7 @@ fn run(layer: &mut TransactionLayer, start: Instant, end: Instant) -> Vec<(Durat
 }
 
 fn send_times(events: &[(Duration, Output)]) -> Vec<u64> {
-    events.iter().filter(|(_, o)| matches!(o, Output::Send(..))).map(|(t, _)| t.as_millis() as u64).collect()
+    events.iter().filter(|(_, o)| matches!(o, Output::Send(..) | Output::Resend(..))).map(|(t, _)| t.as_millis() as u64).collect()
 }
 
 #[test]
@@ -63,7 +70,7 @@ fn client_invite_over_udp_retransmits_with_timer_a_and_times_out_with_timer_b() 
     let t0 = Instant::now();
     let invite = request("INVITE", "z9hG4bKa1", 1);
     let out = layer.send(udp(), invite.clone(), t0);
-    assert_eq!(sends(&out), vec![&invite]);
+    assert_eq!(sends(&out), vec![invite.encode()]);
     let events = run(&mut layer, t0, t0 + Duration::from_secs(33));
     // Timer A doubles from T1 without limit until Timer B (64·T1 = 32 s).
     assert_eq!(send_times(&events), vec![500, 1500, 3500, 7500, 15500, 31500]);
@@ -112,7 +119,7 @@ fn failure_response_is_acked_by_the_transaction_and_retransmissions_absorbed() {
     layer.send(udp(), invite.clone(), t0);
     let busy = response(&invite, 486);
     let out = layer.receive(busy.clone(), udp(), t0 + Duration::from_millis(50));
-    let acks = sends(&out);
+    let acks: Vec<&SipMessage> = out.iter().filter_map(|o| if let Output::Send(_, m) = o { Some(m) } else { None }).collect();
     assert_eq!(acks.len(), 1);
     let ack = acks[0];
     assert_eq!(ack.method(), Some("ACK"));
@@ -124,7 +131,7 @@ fn failure_response_is_acked_by_the_transaction_and_retransmissions_absorbed() {
     assert_eq!(delivered(&out), vec![&busy]);
     // A retransmitted 486 is answered with the same ACK and not delivered.
     let again = layer.receive(busy.clone(), udp(), t0 + Duration::from_secs(1));
-    assert_eq!(sends(&again), vec![ack]);
+    assert_eq!(sends(&again), vec![ack.encode()]);
     assert!(delivered(&again).is_empty());
     // Timer D ends the transaction; a copy after that is a stray.
     run(&mut layer, t0, t0 + Duration::from_secs(33));
@@ -188,9 +195,9 @@ fn server_invite_absorbs_retransmissions_and_repeats_the_last_provisional() {
     assert_eq!(delivered(&out), vec![&invite]);
     assert!(layer.receive(invite.clone(), udp(), t0).is_empty(), "nothing sent yet, nothing to repeat");
     let ringing = response(&invite, 180);
-    assert_eq!(sends(&layer.send(udp(), ringing.clone(), t0)), vec![&ringing]);
+    assert_eq!(sends(&layer.send(udp(), ringing.clone(), t0)), vec![ringing.encode()]);
     let out = layer.receive(invite.clone(), udp(), t0 + Duration::from_millis(500));
-    assert_eq!(sends(&out), vec![&ringing]);
+    assert_eq!(sends(&out), vec![ringing.encode()]);
     assert!(delivered(&out).is_empty());
 }
 
@@ -206,7 +213,7 @@ fn server_invite_failure_is_retransmitted_with_timer_g_until_acked() {
     // Timer G: T1 doubling up to T2.
     assert_eq!(send_times(&events), vec![500, 1500, 3500, 7500]);
     // The INVITE retransmitted meanwhile gets the final response again.
-    assert_eq!(sends(&layer.receive(invite.clone(), udp(), t0 + Duration::from_secs(10))), vec![&busy]);
+    assert_eq!(sends(&layer.receive(invite.clone(), udp(), t0 + Duration::from_secs(10))), vec![busy.encode()]);
     // The ACK (same branch) is absorbed and stops Timer G.
     let mut ack = request("ACK", "z9hG4bKc2", 1);
     ack.set_header("To", busy.header("To").unwrap());
@@ -255,7 +262,7 @@ fn server_non_invite_repeats_its_final_response_until_timer_j() {
     assert!(layer.receive(bye.clone(), udp(), t0).is_empty(), "Trying: copies dropped");
     let ok = response(&bye, 200);
     layer.send(udp(), ok.clone(), t0);
-    assert_eq!(sends(&layer.receive(bye.clone(), udp(), t0 + Duration::from_secs(5))), vec![&ok]);
+    assert_eq!(sends(&layer.receive(bye.clone(), udp(), t0 + Duration::from_secs(5))), vec![ok.encode()]);
     run(&mut layer, t0, t0 + Duration::from_secs(33));
     assert_eq!(layer.len(), (0, 0));
     assert_eq!(delivered(&layer.receive(bye, udp(), t0 + Duration::from_secs(34))).len(), 1, "a new transaction after J");
