@@ -92,7 +92,9 @@ pub struct TrunkConfig {
     pub name: String,
     /// Where outbound calls go, `host[:port]`; absent for an inbound-only trunk.
     pub address: Option<String>,
-    /// Transport towards `address`: `udp` or `tcp`.
+    /// Transport towards `address`: `udp`, `tcp` or `tls` (verified against
+    /// `[sip.tls_config]`'s trust, presenting its client certificate when
+    /// set: mutual TLS).
     pub transport: String,
     /// Networks (CIDR) or addresses whose INVITEs are calls from this trunk,
     /// accepted without authentication. Nothing else is.
@@ -358,8 +360,8 @@ impl GatewayConfig {
                     return Err(ConfigError::new(key("address"), "host[:port] of the trunk, e.g. sip.carrier.example:5060"));
                 }
             }
-            if !matches!(t.transport.as_str(), "udp" | "tcp") {
-                return Err(ConfigError::new(key("transport"), "udp or tcp"));
+            if !matches!(t.transport.as_str(), "udp" | "tcp" | "tls") {
+                return Err(ConfigError::new(key("transport"), "udp, tcp or tls (tls uses [sip.tls_config] for trust and the client certificate)"));
             }
             if let Some(p) = &t.outbound_proxy {
                 if crate::sip::headers::SipUri::parse(p).is_none() {

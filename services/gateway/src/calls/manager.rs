@@ -522,6 +522,11 @@ impl Manager {
 
     async fn send_probe(&mut self, trunk: String, dest: Destination) {
         let Some(t) = self.deps.trunks.all().find(|t| t.name() == trunk).cloned() else { return };
+        if let (Some(name), Destination::Tls(addr)) = (t.tls_server_name(), dest) {
+            if let Err(e) = self.deps.transport.set_tls_server_name(addr, &name) {
+                warn!(trunk, name, error = %e, "not a valid TLS server name; the trunk's certificate is checked by address");
+            }
+        }
         let Some(uri) = t.uri() else { return };
         let local = &self.deps.local;
         let call_id = crate::sip::headers::new_call_id(&local.host);

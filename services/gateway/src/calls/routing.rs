@@ -294,7 +294,7 @@ pub async fn resolve_trunk(trunk: &Trunk) -> Option<Destination> {
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?,
     };
-    Some(if trunk.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) })
+    Some(trunk.destination(addr))
 }
 
 /// The DNS name a TLS destination must present a certificate for; `None`

@@ -116,21 +116,45 @@ impl Trunk {
 
     fn hostport(&self) -> Option<String> {
         let (host, port) = self.address()?;
-        let transport = if self.config.transport == "tcp" { ";transport=tcp" } else { "" };
+        let transport = match self.config.transport.as_str() {
+            "tcp" => ";transport=tcp",
+            "tls" => ";transport=tls",
+            _ => "",
+        };
         Some(match port {
             Some(p) => format!("{host}:{p}{transport}"),
             None => format!("{host}{transport}"),
         })
     }
 
+    /// The transport destination of the trunk's next hop at `addr`.
+    pub fn destination(&self, addr: std::net::SocketAddr) -> Destination {
+        match self.config.transport.as_str() {
+            "tcp" => Destination::Tcp(addr),
+            "tls" => Destination::Tls(addr),
+            _ => Destination::Udp(addr),
+        }
+    }
+
+    /// The name the trunk's TLS certificate must carry: the next hop's host
+    /// when it is a DNS name (an IP literal is verified as an address).
+    pub fn tls_server_name(&self) -> Option<String> {
+        if self.config.transport != "tls" {
+            return None;
+        }
+        let (host, _) = self.next_hop()?;
+        host.parse::<std::net::IpAddr>().is_err().then_some(host)
+    }
+
     /// Host and port the first hop resolves from: the outbound proxy when
     /// configured, the trunk's address otherwise.
     pub fn next_hop(&self) -> Option<(String, u16)> {
+        let default_port = if self.config.transport == "tls" { 5061 } else { 5060 };
         if let Some(uri) = self.config.outbound_proxy.as_deref().and_then(crate::sip::headers::SipUri::parse) {
-            return Some((uri.host.trim_start_matches('[').trim_end_matches(']').to_owned(), uri.port.unwrap_or(5060)));
+            return Some((uri.host.trim_start_matches('[').trim_end_matches(']').to_owned(), uri.port.unwrap_or(default_port)));
         }
         let (host, port) = self.address()?;
-        Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port.unwrap_or(5060)))
+        Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port.unwrap_or(default_port)))
     }
 
     /// Host of From and P-Asserted-Identity.
@@ -140,8 +164,8 @@ impl Trunk {
 
     /// The fork target for `number`, once the next hop resolved to `addr`.
     pub fn target(&self, number: &str, addr: std::net::SocketAddr) -> Option<Target> {
-        let dest = if self.config.transport == "tcp" { Destination::Tcp(addr) } else { Destination::Udp(addr) };
-        let mut t = Target::new(self.request_uri(number)?, dest);
+        let mut t = Target::new(self.request_uri(number)?, self.destination(addr));
+        t.server_name = self.tls_server_name();
         t.credentials = match (&self.config.username, &self.config.password) {
             (Some(u), Some(p)) => Some(AuthCredentials { username: u.clone(), password: p.clone() }),
             _ => None,
@@ -215,5 +239,16 @@ mod tests {
         assert_eq!(target.route, vec!["<sip:edge.carrier.example:5070;lr>".to_owned()]);
         assert_eq!(target.credentials.unwrap().username, "acct");
         assert_eq!(t.from_domain(), "sip.carrier.example");
+        assert_eq!(target.server_name, None);
+    }
+
+    #[test]
+    fn a_tls_trunk_is_reached_over_tls_and_verified_by_name() {
+        let mut t = trunk("1", "1", "011");
+        t.config.transport = "tls".into();
+        let target = t.target("+14155550100", "192.0.2.1:5061".parse().unwrap()).unwrap();
+        assert_eq!(target.dest, Destination::Tls("192.0.2.1:5061".parse().unwrap()));
+        assert_eq!(target.request_uri, "sip:+14155550100@sip.carrier.example:5080;transport=tls");
+        assert_eq!(target.server_name.as_deref(), Some("sip.carrier.example"));
     }
 }
