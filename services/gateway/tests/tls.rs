@@ -520,3 +520,39 @@ async fn outgoing_tls_verifies_the_server_by_name_or_ip_address() {
     let refused = far.await.unwrap().expect_err("the gateway refuses an unknown issuer");
     assert!(refused.contains("alert"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_trunk_is_kept_alive_over_mutual_tls_verified_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // The trunk demands a client certificate from the test CA; its own
+    // certificate is for `localhost`, the name in the trunk's address.
+    let trunk = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trunk.local_addr().unwrap().port();
+    let (_db, gw, shutdown) = start(dir.path(), |c| {
+        c.sip.tls_config.ca = Some(pki.ca.clone());
+        c.sip.tls_config.client_cert = Some(pki.client.cert.clone());
+        c.sip.tls_config.client_key = Some(pki.client.key.clone());
+        c.sip.trunk_options_interval_secs = 1;
+        c.sip.trunks.push(switchboard_gateway::config::TrunkConfig {
+            name: "tls-carrier".into(),
+            address: Some(format!("localhost:{port}")),
+            transport: "tls".into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let (tcp, _) = tokio::time::timeout(WAIT, trunk.accept()).await.expect("the gateway connects to the trunk").unwrap();
+    let tls = server(&pki, &pki.server, true).accept(tcp).await.expect("mutual TLS handshake with the trunk");
+    assert_eq!(tls.get_ref().1.peer_certificates().expect("a client certificate").to_vec(), pki.client.chain());
+    assert_eq!(tls.get_ref().1.server_name(), Some("localhost"), "SNI and verification by the trunk's name");
+    let mut conn = Conn::new(tls);
+    let options = conn.message().await;
+    assert_eq!(options.method(), Some("OPTIONS"));
+    assert_eq!(options.request_uri(), Some(format!("sip:localhost:{port};transport=tls").as_str()));
+    assert!(options.header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+    conn.send(make_response(&options, 200, Some("trunk"), "trunk").encode()).await.unwrap();
+    wait_for_metric(gw.http, "switchboard_sip_trunk_up{trunk=\"tls-carrier\"} 1").await;
+    shutdown.cancel();
+    gw.wait().await.unwrap();
+}
