@@ -556,3 +556,24 @@ async fn a_tls_trunk_is_kept_alive_over_mutual_tls_verified_by_its_name() {
     shutdown.cancel();
     gw.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_handshake_cannot_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (_db, gw, shutdown) = start(dir.path(), |c| listener(c, &pki)).await;
+    let addr = gw.sip_tls.unwrap();
+    // 256 connections that never send a ClientHello hold every handshake slot …
+    let mut idle = Vec::new();
+    for _ in 0..256 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // … so the next one is closed at once, and counted.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await.expect("closed well before the 10 s handshake timeout").unwrap_or(0);
+    assert_eq!(n, 0);
+    wait_for_metric(gw.http, "switchboard_sip_connections_refused_total{reason=\"handshakes pending\"} 1").await;
+    drop(idle);
+    shutdown.cancel();
+}

@@ -32,6 +32,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(super::registrar::MAX_EXPIRES
 
 /// How long an outgoing TCP connection may take to establish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inbound TLS handshakes allowed in progress at once.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// How long a TLS handshake may take, in either direction.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for one connection before senders wait.
@@ -306,6 +309,9 @@ impl Transport {
     /// complete a TLS handshake (in its own task) before it is read.
     async fn accept_loop(self, listener: TcpListener, acceptor: Option<TlsAcceptor>) {
         let transport = if acceptor.is_some() { "TLS" } else { "TCP" };
+        // Handshakes cost CPU before the peer has proved anything: only so
+        // many may be in progress at once; more connections are closed.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -321,8 +327,14 @@ impl Transport {
             match &acceptor {
                 None => self.clone().adopt(stream, Destination::Tcp(peer)),
                 Some(acceptor) => {
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                        metrics::counter!("switchboard_sip_connections_refused_total", "reason" => "handshakes pending").increment(1);
+                        continue;
+                    };
                     let (me, acceptor) = (self.clone(), acceptor.clone());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let handshake = tokio::select! {
                             _ = me.shutdown.cancelled() => return,
                             r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
