@@ -25,12 +25,20 @@ pub struct PortAllocator {
     next: Arc<AtomicU32>,
 }
 
-/// No free port pair in the range.
+/// Why no port pair could be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("no free RTP port pair between {min} and {max}; widen media.port_min/media.port_max")]
-pub struct PortsExhausted {
-    pub min: u16,
-    pub max: u16,
+pub enum PortsExhausted {
+    #[error("no free RTP port pair between {min} and {max}; widen media.port_min/media.port_max")]
+    Range { min: u16, max: u16 },
+    /// Binding failed because the process may open no more files: each call
+    /// leg holds two sockets, so this looks like a full range but is not.
+    #[error("out of file descriptors while binding RTP ports (each call leg holds two sockets); raise the open-file limit (ulimit -n, systemd LimitNOFILE)")]
+    Descriptors,
+}
+
+/// EMFILE or ENFILE: the process or the system may open no more files.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23) | Some(24))
 }
 
 impl PortAllocator {
@@ -45,12 +53,22 @@ impl PortAllocator {
         for _ in 0..self.pairs {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pairs;
             let port = self.min + (i * 2) as u16;
-            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await else { continue };
-            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await else { continue };
-            return Ok(PortPair { rtp, rtcp, port });
+            let bound = async {
+                let rtp = UdpSocket::bind(SocketAddr::new(self.ip, port)).await?;
+                let rtcp = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await?;
+                Ok::<_, std::io::Error>((rtp, rtcp))
+            };
+            match bound.await {
+                Ok((rtp, rtcp)) => return Ok(PortPair { rtp, rtcp, port }),
+                Err(e) if out_of_descriptors(&e) => {
+                    metrics::counter!("switchboard_media_port_exhausted_total", "reason" => "descriptors").increment(1);
+                    return Err(PortsExhausted::Descriptors);
+                }
+                Err(_) => continue, // in use: try the next pair
+            }
         }
-        metrics::counter!("switchboard_media_port_exhausted_total").increment(1);
-        Err(PortsExhausted { min: self.min, max: self.min + (self.pairs * 2) as u16 - 1 })
+        metrics::counter!("switchboard_media_port_exhausted_total", "reason" => "range").increment(1);
+        Err(PortsExhausted::Range { min: self.min, max: self.min + (self.pairs * 2) as u16 - 1 })
     }
 }
 
@@ -68,5 +86,12 @@ mod tests {
         assert!(a.allocate().await.is_err(), "both pairs are held");
         drop(p1);
         assert!(a.allocate().await.is_ok(), "a released pair is reused");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_told_apart_from_a_full_range() {
+        assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(24)));
+        assert!(!out_of_descriptors(&std::io::Error::from_raw_os_error(98)), "EADDRINUSE is a taken port");
+        assert!(PortsExhausted::Descriptors.to_string().contains("open-file limit"));
     }
 }
