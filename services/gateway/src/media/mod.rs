@@ -1,9 +1,12 @@
-//! Media: SDP, RTP, G.711, the RTP relay that anchors a call's audio in the
-//! gateway, and the recorder tap. Everything but `relay` is sans-IO.
+//! Media: SDP, RTP, RTCP reports, G.711, reception quality and its MOS, the
+//! RTP relay that anchors a call's audio in the gateway, and the recorder
+//! tap. Everything but `relay` (and `ports`) is sans-IO.
 
 pub mod g711;
 pub mod ports;
+pub mod quality;
 pub mod recorder;
 pub mod relay;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
