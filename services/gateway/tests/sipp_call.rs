@@ -60,6 +60,15 @@ async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, Ca
     (db, gw, shutdown)
 }
 
+async fn metrics_page(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +152,22 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     assert!(seconds > 5.0, "the call lasted {seconds} s");
     assert!(rms(0) > 100.0, "customer channel is silent (rms {})", rms(0));
     assert!(rms(1) > 100.0, "agent channel is silent (rms {})", rms(1));
+
+    // The relay measured both directions of a clean local call: no loss,
+    // next to no jitter, so the E-model's MOS is near G.711's best (4.41).
+    let page = metrics_page(gw.http).await;
+    for from in ["caller", "callee"] {
+        let value = |name: &str| -> f64 {
+            let prefix = format!("{name}{{from=\"{from}\"}} ");
+            page.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {prefix} in\n{page}"))
+        };
+        // (Other tests of this file may share the process under `cargo test`:
+        // judge the average.)
+        let calls = value("switchboard_media_mos_count");
+        assert!(calls >= 1.0);
+        assert!(value("switchboard_media_mos_sum") / calls > 4.2, "MOS of the {from}'s audio");
+        assert!(value("switchboard_media_loss_ratio_sum") / calls < 0.01, "loss of the {from}'s audio");
+    }
 
     shutdown.cancel();
     gw.wait().await.unwrap();

@@ -696,6 +696,25 @@ impl Manager {
             tokio::spawn(async move {
                 let report = relay.stop().await;
                 debug!(call_id, a_to_b = report.packets_a_to_b, b_to_a = report.packets_b_to_a, "media relay stopped");
+                for (side, r) in [("caller", report.reception[0]), ("callee", report.reception[1])] {
+                    if r.expected == 0 {
+                        continue;
+                    }
+                    let mos = r.mos();
+                    info!(
+                        call_id,
+                        from = side,
+                        packets = r.received,
+                        lost = r.lost,
+                        loss_pct = format!("{:.2}", r.loss * 100.0),
+                        jitter_ms = format!("{:.1}", r.jitter.as_secs_f64() * 1000.0),
+                        mos = format!("{mos:.2}"),
+                        "media quality"
+                    );
+                    metrics::histogram!("switchboard_media_mos", "from" => side).record(mos);
+                    metrics::histogram!("switchboard_media_loss_ratio", "from" => side).record(r.loss);
+                    metrics::histogram!("switchboard_media_jitter_seconds", "from" => side).record(r.jitter.as_secs_f64());
+                }
                 let Some(rec) = report.recording else { return };
                 match sink.store_recording(&call_id, started_at_ms, rec).await {
                     Ok(Some(stored)) => {

@@ -23,7 +23,7 @@ pub struct Reception {
 }
 
 /// A snapshot of a stream's reception.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReceptionReport {
     pub expected: u64,
     pub received: u64,
@@ -109,6 +109,14 @@ pub fn mos(r: f64) -> f64 {
         4.5
     } else {
         1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6
+    }
+}
+
+impl ReceptionReport {
+    /// The MOS this reception alone allows (no round trip known): loss and
+    /// the jitter buffer's delay.
+    pub fn mos(&self) -> f64 {
+        leg_mos(Duration::ZERO, self.jitter, self.loss)
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::ports::PortPair;
+use super::quality::{Reception, ReceptionReport};
 use super::recorder::{Channel, Finished, Pushed, Recorder};
 
 /// Longest recording kept in memory before it is cut (4 hours).
@@ -39,6 +40,9 @@ enum Control {
 pub struct RelayReport {
     pub packets_a_to_b: u64,
     pub packets_b_to_a: u64,
+    /// RTP reception from each side (index: `Side as usize`): loss and
+    /// jitter of what the caller and the device sent.
+    pub reception: [ReceptionReport; 2],
     pub recording: Option<Finished>,
 }
 
@@ -93,6 +97,9 @@ async fn run(call_id: String, a: PortPair, b: PortPair, a_remote: SocketAddr, mu
     ];
     let mut recorder: Option<(Recorder, Instant)> = None;
     let mut report = RelayReport::default();
+    let epoch = Instant::now();
+    // G.711 runs at 8 kHz; the clock rate of the timestamps jitter is in.
+    let mut reception = [Reception::new(8000), Reception::new(8000)];
     let mut bufs = [vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048]];
     let [ba, bb, ca, cb] = &mut bufs;
     loop {
@@ -113,6 +120,7 @@ async fn run(call_id: String, a: PortPair, b: PortPair, a_remote: SocketAddr, mu
                     continue;
                 }
                 Some(Control::Stop(reply)) => {
+                    report.reception = [reception[0].report(), reception[1].report()];
                     if let Some((rec, started)) = recorder.take() {
                         match rec.finish(started.elapsed()) {
                             Ok(f) => report.recording = Some(f),
@@ -139,6 +147,11 @@ async fn run(call_id: String, a: PortPair, b: PortPair, a_remote: SocketAddr, mu
             Side::A => (0, 1),
             Side::B => (1, 0),
         };
+        if is_rtp {
+            if let Some(p) = super::rtp::parse(data) {
+                reception[from].packet(p.ssrc, p.sequence, p.timestamp, epoch.elapsed());
+            }
+        }
         // Latch: the peer's real address is where its packets come from.
         if is_rtp {
             if legs[from].rtp_remote != Some(src) {
@@ -212,6 +225,8 @@ mod tests {
         }
         let report = relay.stop().await;
         assert_eq!((report.packets_a_to_b, report.packets_b_to_a), (10, 10));
+        assert_eq!((report.reception[0].received, report.reception[0].lost), (10, 0), "the caller's stream, measured");
+        assert_eq!(report.reception[1].received, 10);
         let rec = report.recording.expect("recording");
         let mut r = hound::WavReader::new(std::io::Cursor::new(rec.wav)).unwrap();
         let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
