@@ -6,8 +6,9 @@
 //! Needs `sipp` (Debian package sip-tester); `SWITCHBOARD_TEST_SIPP_BIN`
 //! overrides the path.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,41 +19,8 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
+use support::{free_port_pair, free_udp_port, required_program, scenario, sipp_traces, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
-
-fn sipp() -> String {
-    std::env::var("SWITCHBOARD_TEST_SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
-}
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp").join(name)
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_port_pair() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p.is_multiple_of(2) && p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// SIPp's message traces (`-trace_msg`), for failure messages.
-fn sipp_logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with("_messages.log") {
-            out.push_str(&format!("==== {name}\n{}\n", std::fs::read_to_string(entry.path()).unwrap_or_default()));
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
@@ -72,7 +40,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(config, dir.path().to_owned(), db.clone(), shutdown.clone()).await.unwrap();
 
-    let phone_port = free_udp_port();
+    let phone_port = free_udp_port("127.0.0.1");
     let directory = Directory::new(db.clone());
     let ada = directory.create_user(NewUser { name: "Ada".into(), extension: None, salesforce_user_id: None }).await.unwrap();
     directory
@@ -81,18 +49,18 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
         .unwrap();
     directory.assign_number("+14155550100", &ada.id).await.unwrap();
 
-    let mut phone = Command::new(sipp())
+    let mut phone = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("device_uas_glare.xml").to_str().unwrap(), "-i", "127.0.0.1", "-p", &phone_port.to_string()])
-        .args(["-mp", &free_port_pair().to_string(), "-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
+        .args(["-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("sipp must be installed (apt-get install sip-tester)");
-    let mut carrier = Command::new(sipp())
+    let mut carrier = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("carrier_uac_long_call.xml").to_str().unwrap(), &gw.sip_udp.unwrap().to_string(), "-s", "14155550100"])
-        .args(["-d", "12000", "-i", "127.0.0.1", "-p", &free_udp_port().to_string(), "-mp", &free_port_pair().to_string()])
+        .args(["-d", "12000", "-i", "127.0.0.1", "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &free_port_pair("127.0.0.1").to_string()])
         .args(["-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -109,7 +77,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
         if let Some(row) = rows.iter().find(|r| r.kind == "call.answered") {
             break CallEvent::decode(row.payload.as_slice()).unwrap().call_id;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the call was not answered\n{}", sipp_logs(dir.path()));
+        assert!(tokio::time::Instant::now() < deadline, "the call was not answered\n{}", sipp_traces(dir.path()));
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(gw.control.hold("no-such-call", Leg::Callee, true).await.unwrap_err().to_string(), "no live call no-such-call");
@@ -117,8 +85,8 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
 
     let phone_status = tokio::time::timeout(Duration::from_secs(60), phone.wait()).await.unwrap().unwrap();
     let carrier_status = tokio::time::timeout(Duration::from_secs(60), carrier.wait()).await.unwrap().unwrap();
-    assert!(phone_status.success(), "the phone's side of the glare failed\n{}", sipp_logs(dir.path()));
-    assert!(carrier_status.success(), "the carrier saw something of the phone's leg\n{}", sipp_logs(dir.path()));
+    assert!(phone_status.success(), "the phone's side of the glare failed\n{}", sipp_traces(dir.path()));
+    assert!(carrier_status.success(), "the carrier saw something of the phone's leg\n{}", sipp_traces(dir.path()));
 
     let rows = outbox.read_after(0, 100).await.unwrap();
     let ended = rows

@@ -7,8 +7,10 @@
 //! Needs `sipp` (Debian package sip-tester); `SWITCHBOARD_TEST_SIPP_BIN`
 //! overrides the path.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,43 +20,10 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
+use support::{free_port_pair, free_udp_port, required_program, scenario, sipp_traces, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
 
 const REALM: &str = "switchboard";
-
-fn sipp() -> String {
-    std::env::var("SWITCHBOARD_TEST_SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
-}
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp").join(name)
-}
-
-fn free_udp_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
-fn free_port_pair(ip: &str) -> u16 {
-    loop {
-        let s = UdpSocket::bind((ip, 0)).unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p.is_multiple_of(2) && p < 65_000 && UdpSocket::bind((ip, p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// SIPp's message traces (`-trace_msg`), for failure messages.
-fn sipp_logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with("_messages.log") {
-            out.push_str(&format!("==== {name}\n{}\n", std::fs::read_to_string(entry.path()).unwrap_or_default()));
-        }
-    }
-    out
-}
 
 async fn start(dir: &Path, trunk_port: u16) -> (Database, switchboard_gateway::RunningGateway, CancellationToken) {
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
@@ -121,7 +90,7 @@ async fn call_out_through(trunk_scenario: &str) {
     let grace = directory.create_user(NewUser { name: "Grace".into(), extension: Some("102".into()), salesforce_user_id: None }).await.unwrap();
     directory.assign_number("+14155550199", &grace.id).await.unwrap();
 
-    let mut trunk = Command::new(sipp())
+    let mut trunk = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario(trunk_scenario).to_str().unwrap(), "-i", "127.0.0.1", "-p", &trunk_port.to_string()])
         .args(["-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
@@ -130,7 +99,7 @@ async fn call_out_through(trunk_scenario: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("sipp must be installed (apt-get install sip-tester)");
-    let device = Command::new(sipp())
+    let device = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("device_uac_auth.xml").to_str().unwrap(), &gw_sip.to_string(), "-s", "011 44 20 7123 4567".replace(' ', "").as_str()])
         .args(["-au", "ada", "-ap", "phone-secret", "-i", "127.0.0.2", "-p", &free_udp_port("127.0.0.2").to_string()])
         .args(["-mp", &free_port_pair("127.0.0.2").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
@@ -142,8 +111,8 @@ async fn call_out_through(trunk_scenario: &str) {
         .await
         .unwrap();
     let trunk_status = tokio::time::timeout(Duration::from_secs(40), trunk.wait()).await.unwrap().unwrap();
-    assert!(device.status.success(), "the phone's call failed: {}\n{}", String::from_utf8_lossy(&device.stderr), sipp_logs(dir.path()));
-    assert!(trunk_status.success(), "the trunk saw a wrong INVITE (credentials, E.164 number or caller ID)\n{}", sipp_logs(dir.path()));
+    assert!(device.status.success(), "the phone's call failed: {}\n{}", String::from_utf8_lossy(&device.stderr), sipp_traces(dir.path()));
+    assert!(trunk_status.success(), "the trunk saw a wrong INVITE (credentials, E.164 number or caller ID)\n{}", sipp_traces(dir.path()));
 
     // The call is logged as outbound, for Ada, to the E.164 number.
     let outbox = db.outbox();

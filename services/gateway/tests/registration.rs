@@ -1,6 +1,8 @@
 //! Devices register with digest authentication and are then reached at the
 //! address they registered from, over real UDP sockets.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use switchboard_gateway::sip::SipMessage;
 use switchboard_gateway::Gateway;
 use switchboard_store::Database;
 use tokio::net::UdpSocket;
+use support::wait_for_metric;
 use tokio_util::sync::CancellationToken;
 
 async fn recv(sock: &UdpSocket) -> SipMessage {
@@ -58,28 +61,6 @@ async fn start(dir: &std::path::Path, tune: impl FnOnce(&mut GatewayConfig)) -> 
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(config, dir.to_owned(), db.clone(), shutdown.clone()).await.unwrap();
     (db, gw, shutdown)
-}
-
-async fn metrics(http: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-/// Polls /metrics until `line` appears (or fails after 20 s with the page).
-async fn wait_for_metric(http: SocketAddr, line: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = metrics(http).await;
-        if m.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no `{line}` in the metrics:\n{m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,9 @@
 //! Needs `sipp` (Debian package sip-tester); `SWITCHBOARD_TEST_SIPP_BIN`
 //! overrides the path.
 
-use std::net::{SocketAddr, UdpSocket};
+mod support;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,26 +19,8 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
+use support::{free_port_pair, free_udp_port, metrics_page, required_program, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
-
-fn sipp() -> String {
-    std::env::var("SWITCHBOARD_TEST_SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
-}
-
-/// A free even UDP port (and its odd neighbour) for SIPp's media.
-fn free_port_pair() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p.is_multiple_of(2) && p < 65_000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, CancellationToken) {
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
@@ -60,23 +44,14 @@ async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, Ca
     (db, gw, shutdown)
 }
 
-async fn metrics_page(http: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let dir = tempfile::tempdir().unwrap();
     let (db, gw, shutdown) = start(dir.path()).await;
     let gw_sip = gw.sip_udp.unwrap();
 
-    let uas_port = free_udp_port();
-    let uas_media = free_port_pair();
+    let uas_port = free_udp_port("127.0.0.1");
+    let uas_media = free_port_pair("127.0.0.1");
     let directory = Directory::new(db.clone());
     let user = directory
         .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()) })
@@ -92,7 +67,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     std::fs::create_dir_all(&work).unwrap();
     std::os::unix::fs::symlink("/usr/share/sip-tester", work.join("pcap")).unwrap();
 
-    let mut uas = Command::new(sipp())
+    let mut uas = Command::new(required_program(SIPP_BIN))
         .args(["-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", &uas_port.to_string(), "-mp", &uas_media.to_string(), "-m", "1", "-nostdin", "-timeout", "60"])
         .current_dir(&work)
         .stdout(Stdio::null())
@@ -100,10 +75,10 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
         .kill_on_drop(true)
         .spawn()
         .expect("sipp must be installed (apt-get install sip-tester)");
-    let uac = Command::new(sipp())
+    let uac = Command::new(required_program(SIPP_BIN))
         .args([
             "-sn", "uac_pcap", &gw_sip.to_string(), "-s", "14155550100", "-i", "127.0.0.1",
-            "-p", &free_udp_port().to_string(), "-mp", &free_port_pair().to_string(), "-m", "1", "-nostdin", "-timeout", "60",
+            "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60",
         ])
         .current_dir(&work)
         .stdout(Stdio::null())

@@ -1,4 +1,4 @@
-//! What the interop tests share: a gateway on SQLite in a temporary
+//! What the gateway's integration tests share: a gateway on SQLite in a temporary
 //! directory, SIPp runs with their traces, a baresip softphone driven over
 //! its `ctrl_tcp` interface, free ports, and the call events of the outbox.
 //!
@@ -87,6 +87,41 @@ pub fn free_sip_port(ip: &str) -> u16 {
     }
 }
 
+/// The gateway's Prometheus page at `http`.
+pub async fn metrics_page(http: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Polls /metrics until `line` appears exactly (metrics have no event to
+/// await); fails after 20 s showing the page.
+pub async fn wait_for_metric(http: SocketAddr, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics_page(http).await;
+        if m.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no `{line}` in the metrics:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `-trace_msg` logs SIPp wrote into `dir`, for failure messages.
+pub fn sipp_traces(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("_messages.log") {
+            out.push_str(&format!("==== {name}\n{}\n", read_log(&entry.path())));
+        }
+    }
+    out
+}
+
 /// Reads a file for a failure message; says so when it is missing.
 pub fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
@@ -161,11 +196,7 @@ impl TestGateway {
 
     /// The Prometheus page.
     pub async fn metrics(&self) -> String {
-        let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        metrics_page(self.http).await
     }
 
     /// The value of a metric line (`name{labels}` exactly as exported), 0 when absent.
