@@ -2,6 +2,8 @@
 //! RTP relay that anchors a call's audio in the gateway, and the recorder
 //! tap. Everything but `relay` (and `ports`) is sans-IO.
 
+pub mod codec;
+pub mod encode;
 pub mod g711;
 pub mod ports;
 pub mod quality;
