@@ -71,6 +71,26 @@ impl Reception {
         self.last = Some((arrival_ts, timestamp));
     }
 
+    /// The source being received, once a packet has come.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
+    /// Extended highest sequence number received (A.1), as a report block
+    /// carries it.
+    pub fn extended_highest_seq(&self) -> u32 {
+        self.max_ext_seq
+    }
+
+    /// Interarrival jitter in timestamp units, as a report block carries it.
+    pub fn jitter_units(&self) -> u32 {
+        self.jitter_q4 >> 4
+    }
+
     pub fn report(&self) -> ReceptionReport {
         if self.ssrc.is_none() {
             return ReceptionReport { expected: 0, received: 0, lost: 0, loss: 0.0, jitter: Duration::ZERO };
@@ -141,6 +161,7 @@ mod tests {
         let rep = r.report();
         assert_eq!((rep.expected, rep.received, rep.lost), (100, 100, 0));
         assert_eq!(rep.jitter, Duration::ZERO);
+        assert_eq!((r.ssrc(), r.extended_highest_seq(), r.jitter_units()), (Some(7), 1099, 0));
     }
 
     #[test]
@@ -155,6 +176,7 @@ mod tests {
             sent += 1;
         }
         let rep = r.report();
+        assert_eq!(r.extended_highest_seq(), 0x1_0000 + 163, "one wrap, then up to 163");
         assert_eq!(rep.expected, sent as u64);
         assert_eq!(rep.lost, 20);
         assert!((rep.loss - 0.1).abs() < 1e-9);

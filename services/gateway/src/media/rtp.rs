@@ -52,6 +52,14 @@ pub fn parse(buf: &[u8]) -> Option<RtpPacket<'_>> {
     Some(RtpPacket { payload_type, marker, sequence, timestamp, ssrc, payload: &buf[offset..end] })
 }
 
+/// Whether a datagram on a multiplexed RTP/RTCP port is RTCP (RFC 5761
+/// §4): its second byte, read as RTCP packet type, is 192–223 (SR, RR,
+/// SDES, BYE, APP, feedback), which RTP never uses as marker + payload type
+/// once types 64–95 are avoided.
+pub fn is_rtcp(buf: &[u8]) -> bool {
+    buf.len() >= 2 && (192..=223).contains(&buf[1])
+}
+
 /// Builds an RTP packet (tests and generators).
 pub fn build(payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(12 + payload.len());
@@ -80,5 +88,23 @@ mod tests {
         assert_eq!(parse(&padded).unwrap().payload, &[9]);
         padded[14] = 200;
         assert!(parse(&padded).is_none());
+    }
+
+    #[test]
+    fn rtcp_is_told_apart_on_a_muxed_port() {
+        assert!(is_rtcp(&[0x80, 200, 0, 6])); // SR
+        assert!(is_rtcp(&[0x81, 201, 0, 7])); // RR
+        assert!(is_rtcp(&[0x81, 202, 0, 2])); // SDES
+        assert!(is_rtcp(&[0x81, 203, 0, 1])); // BYE
+        assert!(is_rtcp(&[0x81, 206, 0, 2])); // payload-specific feedback
+        assert!(!is_rtcp(&build(0, 1, 1, 1, &[0; 160])));
+        let mut marked = build(101, 1, 1, 1, &[1, 0, 0, 0]);
+        marked[1] |= 0x80; // telephone-event start: 229, not RTCP
+        assert!(!is_rtcp(&marked));
+        let mut pcmu_marked = build(0, 1, 1, 1, &[0; 160]);
+        pcmu_marked[1] |= 0x80; // 128
+        assert!(!is_rtcp(&pcmu_marked));
+        assert!(!is_rtcp(&[0x80]));
+        assert!(!is_rtcp(&[]));
     }
 }
