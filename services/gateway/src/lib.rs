@@ -146,17 +146,20 @@ impl Gateway {
         let (control, commands) = CallControl::new();
         tasks.spawn(manager::run(deps, inbound_rx, commands));
 
-        // Recordings an earlier run spooled but did not upload.
+        // Recordings an earlier run spooled but did not upload, finished or
+        // cut short by a crash (those are kept as recorded).
         let pending = recordings.pending();
         if !pending.is_empty() {
-            info!(count = pending.len(), "uploading recordings left in the spool by an earlier run");
+            let unfinished = pending.iter().filter(|p| !p.complete()).count();
+            info!(count = pending.len(), unfinished, "uploading recordings left in the spool by an earlier run");
             let (sink, db, committed) = (recordings.clone(), db.clone(), committed.clone());
             tasks.spawn(async move {
                 for spooled in pending {
-                    let call_id = spooled.meta.call_id.clone();
+                    let call_id = spooled.call_id().to_owned();
                     if let Some(stored) = sink.upload(spooled).await {
+                        let admin_only = stored.admin_only;
                         CallWriter::spawn(db.clone(), call_id, committed.clone())
-                            .record(CallUpdate::recording_available(stored, false));
+                            .record(CallUpdate::recording_available(stored, admin_only));
                     }
                 }
             });
