@@ -10,6 +10,12 @@
 //! [`Directory::route_extension`] when a user dials an extension, and
 //! [`Directory::entitled_numbers`] to check the caller ID an agent presents.
 //!
+//! Numbers and groups also carry the administrators' auto-recording policy
+//! (F7, "record all calls"): [`Directory::set_number_recording_policy`] and
+//! [`Directory::set_group_recording_policy`] switch it, and every route says
+//! in [`NumberRoute::admin_recording`] whether the call must be recorded for
+//! admins only, so the call core needs no second lookup.
+//!
 //! Every value is validated here, once, so both writers reject the same bad
 //! input with the same message, and the call core can trust what it reads.
 //! Rules no single constraint can hold are checked here too: extensions are
@@ -140,6 +146,9 @@ pub struct Group {
     /// Internal extension users dial, digits only; unique across users and
     /// groups together.
     pub extension: Option<String>,
+    /// The admin auto-recording policy: every call for the group (to one of
+    /// its numbers or its extension) is recorded, for admins only.
+    pub record_calls: bool,
     /// Unix epoch milliseconds.
     pub created_at: i64,
 }
@@ -169,6 +178,10 @@ pub struct Number {
     /// Whether this is the company main line, which every user may present
     /// as caller ID. At most one number is.
     pub main_line: bool,
+    /// The admin auto-recording policy: every call to this number (and every
+    /// outbound call presenting it) is recorded, for admins only. It stays
+    /// with the number when the number changes owner.
+    pub record_calls: bool,
     /// Unix epoch milliseconds.
     pub created_at: i64,
 }
@@ -196,6 +209,20 @@ pub struct NumberRoute {
     pub members: Vec<Member>,
     /// Whether the number is the company main line.
     pub main_line: bool,
+    /// Whether an admin policy wants this call recorded (admin-only): the
+    /// dialled number has one (the main line included), or the group the
+    /// call is for has one. Always `false` for a user's extension: policies
+    /// cover lines and groups, not people.
+    pub admin_recording: bool,
+}
+
+/// Every admin auto-recording policy in force (`GET /recording-policies`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingPolicies {
+    /// The numbers whose calls are recorded, in lexical order.
+    pub numbers: Vec<Number>,
+    /// The groups whose calls are recorded, oldest first.
+    pub groups: Vec<Group>,
 }
 
 /// Provisioning of users, devices, groups and numbers over the shared store.
@@ -207,8 +234,8 @@ pub struct Directory {
 
 const USER_COLUMNS: &str = "id, name, extension, salesforce_user_id, created_at";
 const DEVICE_COLUMNS: &str = "id, user_id, name, contact_uri, created_at";
-const GROUP_COLUMNS: &str = "id, name, extension, created_at";
-const NUMBER_COLUMNS: &str = "number, user_id, group_id, main_line, created_at";
+const GROUP_COLUMNS: &str = "id, name, extension, record_calls, created_at";
+const NUMBER_COLUMNS: &str = "number, user_id, group_id, main_line, record_calls, created_at";
 /// [`USER_COLUMNS`] of `users u`, named as [`user_from_row`] reads them.
 const USER_COLUMNS_OF_U: &str =
     "u.id AS id, u.name AS name, u.extension AS extension, u.salesforce_user_id AS salesforce_user_id, u.created_at AS created_at";
@@ -495,7 +522,7 @@ impl Directory {
         if let Some(ext) = &extension {
             self.check_extension_free(ext).await?;
         }
-        let group = Group { id: new_id(), name, extension, created_at: now_ms() };
+        let group = Group { id: new_id(), name, extension, record_calls: false, created_at: now_ms() };
         sqlx::query("INSERT INTO groups (id, name, extension, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&group.id)
             .bind(&group.name)
@@ -600,12 +627,77 @@ impl Directory {
         self.members_of(group_id).await
     }
 
+    /// Switches the admin auto-recording policy of a provisioned `number`
+    /// (in any accepted spelling; the main line is a number like the others):
+    /// with `record_calls`, every call to it, and every outbound call that
+    /// presents it, is recorded for admins only. Idempotent; an unprovisioned
+    /// number is [`DirectoryError::NotFound`] (provision it first).
+    pub async fn set_number_recording_policy(&self, number: &str, record_calls: bool) -> Result<Number, DirectoryError> {
+        let number = normalise_number(number)?;
+        let row = sqlx::query(&format!("UPDATE numbers SET record_calls = $2 WHERE number = $1 RETURNING {NUMBER_COLUMNS}"))
+            .bind(&number)
+            .bind(i64::from(record_calls))
+            .fetch_optional(self.db.pool())
+            .await?;
+        let updated = row.as_ref().map(number_from_row).transpose()?.ok_or_else(|| DirectoryError::not_found("number", number))?;
+        tracing::info!(number = %updated.number, record_calls, main_line = updated.main_line, "number recording policy set");
+        Ok(updated)
+    }
+
+    /// Switches the admin auto-recording policy of a group (the group is
+    /// also the call queue): with `record_calls`, every call for the group,
+    /// to one of its numbers or to its extension, is recorded for admins
+    /// only. Idempotent; an unknown group is [`DirectoryError::NotFound`].
+    pub async fn set_group_recording_policy(&self, group_id: &str, record_calls: bool) -> Result<Group, DirectoryError> {
+        let row = sqlx::query(&format!("UPDATE groups SET record_calls = $2 WHERE id = $1 RETURNING {GROUP_COLUMNS}"))
+            .bind(group_id)
+            .bind(i64::from(record_calls))
+            .fetch_optional(self.db.pool())
+            .await?;
+        let updated = row.as_ref().map(group_from_row).transpose()?.ok_or_else(|| DirectoryError::not_found("group", group_id))?;
+        tracing::info!(group_id = %updated.id, record_calls, "group recording policy set");
+        Ok(updated)
+    }
+
+    /// The numbers and groups whose calls are recorded for admins.
+    pub async fn recording_policies(&self) -> Result<RecordingPolicies, DirectoryError> {
+        let numbers = sqlx::query(&format!("SELECT {NUMBER_COLUMNS} FROM numbers WHERE record_calls = 1 ORDER BY number"))
+            .fetch_all(self.db.pool())
+            .await?;
+        let groups = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE record_calls = 1 ORDER BY created_at, id"))
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(RecordingPolicies {
+            numbers: numbers.iter().map(number_from_row).collect::<Result<_, _>>()?,
+            groups: groups.iter().map(group_from_row).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether calls on the company number `number` are recorded for admins:
+    /// the number has a policy, or the group that owns it has. This is how an
+    /// outbound call is judged by the caller ID it presents; calls *to* a
+    /// number get the same answer in [`NumberRoute::admin_recording`].
+    /// `false` for anything that is not a provisioned number.
+    pub async fn admin_recording_for_number(&self, number: &str) -> Result<bool, DirectoryError> {
+        let Ok(number) = normalise_number(number) else {
+            return Ok(false);
+        };
+        let flags: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT n.record_calls, g.record_calls FROM numbers n LEFT JOIN groups g ON g.id = n.group_id WHERE n.number = $1",
+        )
+        .bind(&number)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(matches!(flags, Some((own, group)) if own != 0 || group.unwrap_or(0) != 0))
+    }
+
     /// Resolves the user part of a dialled request URI to the users to ring
     /// and their devices: the owning user, or every member of the owning
     /// group in ring order. `Ok(None)` when nothing routes: the number is not
     /// provisioned, has no owner, belongs to a group without members, or
     /// `dialled` is not a phone number at all (a name such as `alice`),
-    /// which is the caller's cue to answer 404 rather than an error.
+    /// which is the caller's cue to answer 404 rather than an error. The
+    /// route is admin-recorded when the number or its group has a policy.
     pub async fn route_number(&self, dialled: &str) -> Result<Option<NumberRoute>, DirectoryError> {
         let Ok(number) = normalise_number(dialled) else {
             return Ok(None);
@@ -627,13 +719,16 @@ impl Directory {
             },
             (None, None) => return Ok(None),
         };
-        self.route_to(number, group, members, provisioned.main_line).await
+        let admin_recording = provisioned.record_calls || group.as_ref().is_some_and(|g| g.record_calls);
+        self.route_to(number, group, members, provisioned.main_line, admin_recording).await
     }
 
     /// Resolves an extension dialled by a user to the user or group that has
     /// it, like [`Directory::route_number`]; the route's `number` is the
     /// extension. `Ok(None)` when no user or group has it, the group has no
-    /// members, or `dialled` is not an extension (digits only).
+    /// members, or `dialled` is not an extension (digits only). A group's
+    /// extension follows the group's recording policy; a user's extension
+    /// is never admin-recorded.
     pub async fn route_extension(&self, dialled: &str) -> Result<Option<NumberRoute>, DirectoryError> {
         let Ok(extension) = validate_extension(dialled) else {
             return Ok(None);
@@ -643,7 +738,7 @@ impl Directory {
             .fetch_optional(self.db.pool())
             .await?;
         if let Some(row) = row {
-            return self.route_to(extension, None, vec![user_from_row(&row)?], false).await;
+            return self.route_to(extension, None, vec![user_from_row(&row)?], false, false).await;
         }
         let row = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE extension = $1"))
             .bind(&extension)
@@ -653,7 +748,8 @@ impl Directory {
             return Ok(None);
         };
         let members = self.members_of(&group.id).await?;
-        self.route_to(extension, Some(group), members, false).await
+        let admin_recording = group.record_calls;
+        self.route_to(extension, Some(group), members, false, admin_recording).await
     }
 
     /// The user who owns a device: who a call placed from that device is
@@ -716,6 +812,7 @@ impl Directory {
         group: Option<Group>,
         members: Vec<User>,
         main_line: bool,
+        admin_recording: bool,
     ) -> Result<Option<NumberRoute>, DirectoryError> {
         if members.is_empty() {
             return Ok(None);
@@ -725,7 +822,7 @@ impl Directory {
             let devices = self.devices_of(&user.id).await?.iter().map(device_from_row).collect::<Result<_, _>>()?;
             ringing.push(Member { user, devices });
         }
-        Ok(Some(NumberRoute { number, group, members: ringing, main_line }))
+        Ok(Some(NumberRoute { number, group, members: ringing, main_line, admin_recording }))
     }
 
     /// Fails with a [`DirectoryError::Conflict`] naming the holder when a
@@ -861,6 +958,7 @@ fn group_from_row(row: &AnyRow) -> Result<Group, DirectoryError> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         extension: row.try_get("extension")?,
+        record_calls: row.try_get::<i64, _>("record_calls")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -871,6 +969,7 @@ fn number_from_row(row: &AnyRow) -> Result<Number, DirectoryError> {
         user_id: row.try_get("user_id")?,
         group_id: row.try_get("group_id")?,
         main_line: row.try_get::<i64, _>("main_line")? != 0,
+        record_calls: row.try_get::<i64, _>("record_calls")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }

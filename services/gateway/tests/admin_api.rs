@@ -420,3 +420,143 @@ async fn group_and_number_failures_have_the_right_status_and_a_json_error() {
     assert_eq!(api.call(Method::GET, "/groups", None).await.1, json!({"groups": [sales.clone()]}));
     assert_eq!(api.call(Method::GET, "/users", None).await.1, json!({"users": [ada.clone()]}));
 }
+
+#[tokio::test]
+async fn recording_policy_routes_are_behind_the_token() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, sales) = api.call(Method::POST, "/groups", Some(json!({"name": "Sales"}))).await;
+    let sales_id = sales["id"].as_str().unwrap();
+    let (status, _) = api.call(Method::PUT, "/numbers/+14155550200", Some(json!({"group_id": sales_id}))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let on = json!({"record_calls": true}).to_string();
+    let requests = [
+        (Method::PUT, "/numbers/+14155550200/recording-policy".to_owned(), Some(on.clone())),
+        (Method::PUT, format!("/groups/{sales_id}/recording-policy"), Some(on.clone())),
+        (Method::GET, "/recording-policies".to_owned(), None),
+    ];
+    for (method, uri, body) in &requests {
+        for auth in [None, Some(format!("Bearer {TOKEN}-not")), Some(format!("Basic {TOKEN}"))] {
+            let mut req = Request::builder().method(method.clone()).uri(uri);
+            if let Some(a) = &auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let body = match body {
+                Some(b) => {
+                    req = req.header(header::CONTENT_TYPE, "application/json");
+                    Body::from(b.clone())
+                }
+                None => Body::empty(),
+            };
+            let (status, got) = api.send(req.body(body).unwrap()).await;
+            assert_eq!((status, error_code(&got)), (StatusCode::UNAUTHORIZED, "unauthorized"), "{method} {uri} {auth:?}");
+        }
+    }
+    let disabled = Api::new(None).await;
+    for (method, uri, _) in &requests {
+        let (status, body) = disabled.call(method.clone(), uri, Some(json!({"record_calls": true}))).await;
+        assert_eq!((status, error_code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "admin_api_disabled"), "{method} {uri}");
+    }
+    // The refused requests set no policy.
+    assert_eq!(api.call(Method::GET, "/recording-policies", None).await, (StatusCode::OK, json!({"numbers": [], "groups": []})));
+}
+
+#[tokio::test]
+async fn recording_policies_round_trip() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada"}))).await;
+    let ada_id = ada["id"].as_str().unwrap();
+    let (_, sales) = api.call(Method::POST, "/groups", Some(json!({"name": "Sales", "extension": "200"}))).await;
+    let sales_id = sales["id"].as_str().unwrap();
+    assert_eq!(sales["record_calls"], false, "{sales}");
+    assert_eq!(api.call(Method::PUT, &format!("/groups/{sales_id}/members/{ada_id}"), None).await.0, StatusCode::OK);
+    let (_, main) = api.call(Method::PUT, "/numbers/+14155550000", Some(json!({"user_id": ada_id, "main_line": true}))).await;
+    assert_eq!(main["record_calls"], false, "{main}");
+    let (_, adas) = api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"user_id": ada_id}))).await;
+    assert_eq!(api.call(Method::GET, "/recording-policies", None).await, (StatusCode::OK, json!({"numbers": [], "groups": []})));
+
+    // The main line, named in another spelling, percent-encoded.
+    let (status, main_recorded) =
+        api.call(Method::PUT, "/numbers/%2B1%20415%20555%200000/recording-policy", Some(json!({"record_calls": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{main_recorded}");
+    let mut expected = main.clone();
+    expected["record_calls"] = json!(true);
+    assert_eq!(main_recorded, expected, "only the flag changed");
+
+    // A group: answered with its members, as GET /groups/{id} does.
+    let (status, sales_recorded) =
+        api.call(Method::PUT, &format!("/groups/{sales_id}/recording-policy"), Some(json!({"record_calls": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{sales_recorded}");
+    assert_eq!((&sales_recorded["record_calls"], &sales_recorded["members"]), (&json!(true), &json!([ada.clone()])));
+    assert_eq!(api.call(Method::GET, &format!("/groups/{sales_id}"), None).await, (StatusCode::OK, sales_recorded.clone()));
+    // Idempotent.
+    let again = api.call(Method::PUT, &format!("/groups/{sales_id}/recording-policy"), Some(json!({"record_calls": true}))).await;
+    assert_eq!(again, (StatusCode::OK, sales_recorded.clone()));
+
+    let mut sales_now = sales.clone();
+    sales_now["record_calls"] = json!(true);
+    assert_eq!(
+        api.call(Method::GET, "/recording-policies", None).await,
+        (StatusCode::OK, json!({"numbers": [main_recorded.clone()], "groups": [sales_now.clone()]}))
+    );
+    // The ordinary listings show the flags.
+    assert_eq!(api.call(Method::GET, "/numbers", None).await.1, json!({"numbers": [main_recorded.clone(), adas.clone()]}));
+    assert_eq!(api.call(Method::GET, "/groups", None).await.1, json!({"groups": [sales_now]}));
+
+    // Cleared: gone from the list.
+    let (status, main_cleared) = api.call(Method::PUT, "/numbers/+14155550000/recording-policy", Some(json!({"record_calls": false}))).await;
+    assert_eq!((status, main_cleared), (StatusCode::OK, main.clone()));
+    let (status, sales_cleared) =
+        api.call(Method::PUT, &format!("/groups/{sales_id}/recording-policy"), Some(json!({"record_calls": false}))).await;
+    assert_eq!((status, &sales_cleared["record_calls"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(api.call(Method::GET, "/recording-policies", None).await, (StatusCode::OK, json!({"numbers": [], "groups": []})));
+}
+
+#[tokio::test]
+async fn recording_policy_failures_have_the_right_status_and_a_json_error() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (_, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada"}))).await;
+    let ada_id = ada["id"].as_str().unwrap();
+    assert_eq!(api.call(Method::PUT, "/numbers/+14155550100", Some(json!({"user_id": ada_id}))).await.0, StatusCode::OK);
+    let (_, sales) = api.call(Method::POST, "/groups", Some(json!({"name": "Sales"}))).await;
+    let sales_id = sales["id"].as_str().unwrap();
+    let number_uri = "/numbers/+14155550100/recording-policy".to_owned();
+    let group_uri = format!("/groups/{sales_id}/recording-policy");
+
+    /// Request, expected status and code, and words the message must contain.
+    type Case<'a> = (Method, String, Option<Value>, StatusCode, &'a str, Vec<&'a str>);
+    let on = || Some(json!({"record_calls": true}));
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/numbers/+14155550999/recording-policy".into(), on(), StatusCode::NOT_FOUND, "not_found", vec!["number", "+14155550999"]),
+        (Method::PUT, "/numbers/main/recording-policy".into(), on(), StatusCode::BAD_REQUEST, "invalid_argument", vec!["number", "main"]),
+        (Method::PUT, "/groups/nogroup/recording-policy".into(), on(), StatusCode::NOT_FOUND, "not_found", vec!["group", "nogroup"]),
+        (Method::PUT, number_uri.clone(), Some(json!({})), StatusCode::BAD_REQUEST, "invalid_json", vec!["record_calls"]),
+        (Method::PUT, group_uri.clone(), Some(json!({"record_calls": "yes"})), StatusCode::BAD_REQUEST, "invalid_json", vec!["record_calls"]),
+        (Method::PUT, group_uri.clone(), Some(json!({"record_calls": true, "scope": "queue"})), StatusCode::BAD_REQUEST, "invalid_json", vec!["scope"]),
+        (Method::GET, number_uri.clone(), None, StatusCode::METHOD_NOT_ALLOWED, "", vec![]),
+        (Method::POST, "/recording-policies".into(), on(), StatusCode::METHOD_NOT_ALLOWED, "", vec![]),
+    ];
+    for (method, uri, body, status, code, needles) in cases {
+        let (got_status, got) = api.call(method.clone(), &uri, body).await;
+        assert_eq!(got_status, status, "{method} {uri}: {got}");
+        if code.is_empty() {
+            continue;
+        }
+        assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
+        let message = got["error"]["message"].as_str().unwrap();
+        for needle in &needles {
+            assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
+        }
+    }
+    // A body that is not declared JSON.
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(&number_uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from("{\"record_calls\": true}"))
+        .unwrap();
+    let (status, body) = api.send(req).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    // None of the refused requests set a policy.
+    assert_eq!(api.call(Method::GET, "/recording-policies", None).await, (StatusCode::OK, json!({"numbers": [], "groups": []})));
+}

@@ -1,11 +1,15 @@
 //! The directory against real databases: SQLite in a temporary directory
 //! always, PostgreSQL when `SWITCHBOARD_TEST_POSTGRES_URL` names a server
-//! (each test gets a fresh database that is dropped afterwards).
+//! (each test gets a fresh database that is dropped afterwards). Routing
+//! decisions that rest on directory data (the admin recording policy) are
+//! checked here too, through the real router.
 
 mod support_db;
 
 use support_db::TestDb;
-use switchboard_gateway::directory::{Device, Directory, DirectoryError, Member, NewDevice, NewGroup, NewUser, User};
+use switchboard_gateway::directory::{
+    Device, Directory, DirectoryError, Member, NewDevice, NewGroup, NewUser, RecordingPolicies, User,
+};
 use switchboard_store::{sqlx, Database};
 
 /// Runs one scenario on SQLite and, when configured, PostgreSQL. Each
@@ -50,6 +54,10 @@ on_both_databases!(
     a_number_has_one_owner,
     caller_ids_are_own_group_and_main_line_numbers,
     devices_know_their_owner,
+    recording_policies_are_set_listed_and_cleared,
+    recording_policies_mark_the_routes_they_cover,
+    recording_policies_go_with_their_number_or_group,
+    the_router_plans_admin_recording,
 );
 
 fn ada() -> NewUser {
@@ -554,4 +562,229 @@ async fn devices_know_their_owner(dir: Directory, _db: &Database) {
     assert_eq!(dir.device_owner("nodevice").await.unwrap(), None);
     dir.delete_device(&ada_desk.id).await.unwrap();
     assert_eq!(dir.device_owner(&ada_desk.id).await.unwrap(), None);
+}
+
+async fn recording_policies_are_set_listed_and_cleared(dir: Directory, db: &Database) {
+    let ada = user(&dir, "Ada").await;
+    let sales = dir.create_group(group("Sales", Some("200"))).await.unwrap();
+    let support = dir.create_group(group("Support", None)).await.unwrap();
+    assert!(!sales.record_calls, "a new group has no policy");
+    let adas = dir.assign_number("+14155550100", &ada.id).await.unwrap();
+    assert!(!adas.record_calls, "a new number has no policy");
+    dir.assign_number_to_group("+14155550200", &sales.id).await.unwrap();
+    dir.set_main_line("+14155550200", true).await.unwrap();
+    assert_eq!(dir.recording_policies().await.unwrap(), RecordingPolicies::default());
+
+    // Numbers in any accepted spelling, the main line like any other.
+    let main = dir.set_number_recording_policy("+1 (415) 555-0200", true).await.unwrap();
+    assert_eq!((main.number.as_str(), main.record_calls, main.main_line), ("+14155550200", true, true));
+    assert_eq!(main.group_id.as_deref(), Some(sales.id.as_str()), "the owner stays");
+    let adas = dir.set_number_recording_policy("0014155550100", true).await.unwrap();
+    assert!(adas.record_calls);
+    // Idempotent.
+    assert_eq!(dir.set_number_recording_policy("+14155550100", true).await.unwrap(), adas);
+    let support = dir.set_group_recording_policy(&support.id, true).await.unwrap();
+    assert!(support.record_calls);
+    assert_eq!(dir.get_group(&support.id).await.unwrap(), support);
+
+    let policies = dir.recording_policies().await.unwrap();
+    assert_eq!(policies, RecordingPolicies { numbers: vec![adas.clone(), main.clone()], groups: vec![support.clone()] });
+    // The flags show in the ordinary listings too.
+    let flagged: Vec<(String, bool)> = dir.list_numbers().await.unwrap().into_iter().map(|n| (n.number, n.record_calls)).collect();
+    assert_eq!(flagged, vec![("+14155550100".to_owned(), true), ("+14155550200".to_owned(), true)]);
+    assert_eq!(dir.list_groups().await.unwrap(), vec![sales.clone(), support.clone()]);
+
+    // Clearing.
+    let cleared = dir.set_number_recording_policy("+14155550100", false).await.unwrap();
+    assert!(!cleared.record_calls);
+    let support_cleared = dir.set_group_recording_policy(&support.id, false).await.unwrap();
+    assert!(!support_cleared.record_calls);
+    assert_eq!(dir.recording_policies().await.unwrap(), RecordingPolicies { numbers: vec![main.clone()], groups: vec![] });
+    // Clearing what has no policy is harmless.
+    assert!(!dir.set_group_recording_policy(&sales.id, false).await.unwrap().record_calls);
+
+    // Unknown or malformed targets are refused and change nothing.
+    let err = dir.set_number_recording_policy("+14155550999", true).await.unwrap_err();
+    assert!(matches!(&err, DirectoryError::NotFound { kind: "number", id } if id == "+14155550999"), "{err}");
+    let err = dir.set_number_recording_policy("main line", true).await.unwrap_err();
+    assert!(matches!(err, DirectoryError::Invalid { field: "number", .. }), "{err}");
+    let err = dir.set_group_recording_policy("nogroup", true).await.unwrap_err();
+    assert!(matches!(&err, DirectoryError::NotFound { kind: "group", id } if id == "nogroup"), "{err}");
+    assert_eq!(dir.recording_policies().await.unwrap(), RecordingPolicies { numbers: vec![main], groups: vec![] });
+
+    // The schema refuses any flag but 0 or 1 written around the directory.
+    for sql in [
+        "UPDATE numbers SET record_calls = 2 WHERE number = '+14155550100'",
+        "UPDATE groups SET record_calls = -1",
+    ] {
+        let odd = sqlx::query(sql).execute(db.pool()).await;
+        assert!(matches!(&odd, Err(sqlx::Error::Database(d)) if d.is_check_violation()), "{sql}: {odd:?}");
+    }
+}
+
+async fn recording_policies_mark_the_routes_they_cover(dir: Directory, _db: &Database) {
+    let ada = dir.create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), ..Default::default() }).await.unwrap();
+    let bob = user(&dir, "Bob").await;
+    let sales = dir.create_group(group("Sales", Some("200"))).await.unwrap();
+    let support = dir.create_group(group("Support", Some("300"))).await.unwrap();
+    for g in [&sales, &support] {
+        dir.add_group_member(&g.id, &bob.id).await.unwrap();
+    }
+    dir.assign_number("+14155550100", &ada.id).await.unwrap();
+    dir.assign_number("+14155550101", &bob.id).await.unwrap();
+    dir.assign_number_to_group("+14155550200", &sales.id).await.unwrap();
+    dir.assign_number_to_group("+14155550300", &support.id).await.unwrap();
+    dir.assign_number("+14155550000", &ada.id).await.unwrap();
+    dir.set_main_line("+14155550000", true).await.unwrap();
+
+    let by_number = |n: &'static str| {
+        let dir = dir.clone();
+        async move { dir.route_number(n).await.unwrap().unwrap_or_else(|| panic!("{n} routes")).admin_recording }
+    };
+    let by_extension = |e: &'static str| {
+        let dir = dir.clone();
+        async move { dir.route_extension(e).await.unwrap().unwrap_or_else(|| panic!("{e} routes")).admin_recording }
+    };
+    let every_route = || async {
+        (
+            [
+                by_number("+14155550100").await,
+                by_number("+14155550101").await,
+                by_number("+14155550200").await,
+                by_number("+14155550300").await,
+                by_number("+14155550000").await,
+            ],
+            [by_extension("101").await, by_extension("200").await, by_extension("300").await],
+        )
+    };
+    let on_number = |n: &'static str| {
+        let dir = dir.clone();
+        async move { dir.admin_recording_for_number(n).await.unwrap() }
+    };
+    // No policy: nothing is admin-recorded.
+    assert_eq!(every_route().await, ([false; 5], [false; 3]));
+
+    // A number's policy covers calls to that number only.
+    dir.set_number_recording_policy("+14155550100", true).await.unwrap();
+    assert_eq!(every_route().await, ([true, false, false, false, false], [false; 3]), "not Ada's extension");
+    // The main line's covers calls to the main line.
+    dir.set_number_recording_policy("+14155550000", true).await.unwrap();
+    assert_eq!(every_route().await, ([true, false, false, false, true], [false; 3]));
+    dir.set_number_recording_policy("+14155550100", false).await.unwrap();
+    dir.set_number_recording_policy("+14155550000", false).await.unwrap();
+
+    // A group's policy covers its numbers and its extension, not its
+    // members' own numbers nor other groups.
+    dir.set_group_recording_policy(&sales.id, true).await.unwrap();
+    assert_eq!(every_route().await, ([false, false, true, false, false], [false, true, false]));
+    // A group number with a policy of its own is covered without the group's.
+    dir.set_group_recording_policy(&sales.id, false).await.unwrap();
+    dir.set_number_recording_policy("+14155550300", true).await.unwrap();
+    assert_eq!(every_route().await, ([false, false, false, true, false], [false; 3]), "the number's, not the group's extension");
+
+    // The same rule judged by caller ID, for outbound calls.
+    assert!(on_number("+1 415 555 0300").await);
+    assert!(!on_number("+14155550200").await);
+    dir.set_group_recording_policy(&sales.id, true).await.unwrap();
+    assert!(on_number("+14155550200").await, "a group's number, through the group");
+    assert!(!on_number("+14155550100").await);
+    assert!(!on_number("+14155550999").await, "not provisioned");
+    assert!(!on_number("anonymous").await, "not a number");
+}
+
+async fn recording_policies_go_with_their_number_or_group(dir: Directory, _db: &Database) {
+    let (ada, bob) = (user(&dir, "Ada").await, user(&dir, "Bob").await);
+    let sales = dir.create_group(group("Sales", None)).await.unwrap();
+    dir.add_group_member(&sales.id, &ada.id).await.unwrap();
+    dir.assign_number_to_group("+14155550200", &sales.id).await.unwrap();
+    dir.assign_number("+14155550100", &ada.id).await.unwrap();
+    dir.set_group_recording_policy(&sales.id, true).await.unwrap();
+    dir.set_number_recording_policy("+14155550100", true).await.unwrap();
+
+    // A number's policy stays with the line when it changes hands.
+    dir.delete_user(&ada.id).await.unwrap();
+    let taken = dir.assign_number("+14155550100", &bob.id).await.unwrap();
+    assert!(taken.record_calls);
+    assert!(dir.route_number("+14155550100").await.unwrap().unwrap().admin_recording);
+
+    // A group's policy goes with the group: its number, now unassigned and
+    // given to Bob, is no longer covered.
+    dir.delete_group(&sales.id).await.unwrap();
+    let policies = dir.recording_policies().await.unwrap();
+    assert_eq!((policies.numbers.len(), policies.groups.len()), (1, 0), "{policies:?}");
+    let given = dir.assign_number("+14155550200", &bob.id).await.unwrap();
+    assert!(!given.record_calls);
+    assert!(!dir.route_number("+14155550200").await.unwrap().unwrap().admin_recording);
+
+    // A deleted and provisioned-again number starts without a policy.
+    dir.delete_number("+14155550100").await.unwrap();
+    assert_eq!(dir.recording_policies().await.unwrap(), RecordingPolicies::default());
+    assert!(!dir.assign_number("+14155550100", &bob.id).await.unwrap().record_calls);
+}
+
+/// Routing end to end over the directory: the plan of a call says whether a
+/// policy records it, for inbound, internal and outbound calls.
+async fn the_router_plans_admin_recording(dir: Directory, db: &Database) {
+    use switchboard_gateway::calls::routing::{CallerInfo, Origin, RouteOutcome, Router};
+    use switchboard_gateway::calls::trunks::Trunks;
+    use switchboard_gateway::config::TrunkConfig;
+    use switchboard_gateway::media::ports::PortAllocator;
+    use switchboard_gateway::registrations::Registrations;
+
+    let ada = dir.create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), ..Default::default() }).await.unwrap();
+    let bob = dir.create_user(NewUser { name: "Bob".into(), extension: Some("102".into()), ..Default::default() }).await.unwrap();
+    let _ada_desk = device(&dir, &ada, "desk").await;
+    let bob_desk = device(&dir, &bob, "desk").await;
+    let sales = dir.create_group(group("Sales", Some("200"))).await.unwrap();
+    dir.add_group_member(&sales.id, &ada.id).await.unwrap();
+    dir.assign_number("+14155550100", &ada.id).await.unwrap();
+    dir.assign_number("+14155550101", &bob.id).await.unwrap();
+    dir.assign_number_to_group("+14155550200", &sales.id).await.unwrap();
+    dir.assign_number("+14155550000", &bob.id).await.unwrap();
+    dir.set_main_line("+14155550000", true).await.unwrap();
+    dir.set_number_recording_policy("+14155550000", true).await.unwrap();
+    dir.set_group_recording_policy(&sales.id, true).await.unwrap();
+
+    let trunk = TrunkConfig {
+        name: "carrier".into(),
+        address: Some("127.0.0.1:5999".into()),
+        inbound_from: vec!["127.0.0.1/32".into()],
+        country_code: "1".into(),
+        ..TrunkConfig::default()
+    };
+    let router = Router {
+        directory: dir.clone(),
+        registrations: Registrations::new(db.clone()),
+        trunks: Trunks::from_config(&[trunk]),
+        // Taken ports are skipped, so a wide range suits parallel tests.
+        ports: PortAllocator::new("127.0.0.1".parse().unwrap(), 42_000, 59_999),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let plan = |origin: Origin, dialled: &'static str, caller: &'static str| {
+        let router = router.clone();
+        async move {
+            let info = CallerInfo { user: caller.into(), ..CallerInfo::default() };
+            match router.route(&origin, dialled, &info, now).await {
+                RouteOutcome::Ready(plan) => (plan.started.direction, plan.admin_recording),
+                RouteOutcome::Refused { code, why } => panic!("{dialled} refused with {code}: {why}"),
+                RouteOutcome::Unreachable { .. } => panic!("{dialled} is unreachable"),
+            }
+        }
+    };
+    use switchboard_proto::v1::Direction::{Inbound, Internal, Outbound};
+    let carrier = || Origin::Trunk("carrier".into());
+    let bobs_phone = || Origin::Device(bob_desk.id.clone());
+
+    // From the carrier: the main line and the group's number are covered,
+    // Ada's own number is not.
+    assert_eq!(plan(carrier(), "+14155550000", "+12025550123").await, (Inbound, true));
+    assert_eq!(plan(carrier(), "%2B14155550200", "+12025550123").await, (Inbound, true));
+    assert_eq!(plan(carrier(), "+14155550100", "+12025550123").await, (Inbound, false));
+    // Internal: the group by extension or number is covered, Ada's extension not.
+    assert_eq!(plan(bobs_phone(), "200", "102").await, (Internal, true));
+    assert_eq!(plan(bobs_phone(), "+14155550200", "102").await, (Internal, true));
+    assert_eq!(plan(bobs_phone(), "101", "102").await, (Internal, false));
+    // Outbound: judged by the caller ID presented.
+    assert_eq!(plan(bobs_phone(), "+12025550123", "+14155550000").await, (Outbound, true), "the main line");
+    assert_eq!(plan(bobs_phone(), "+12025550123", "+14155550101").await, (Outbound, false), "Bob's own number");
 }

@@ -10,10 +10,14 @@ use std::collections::HashMap;
 use serde::Serialize;
 use switchboard_gateway::api::admin::{DeviceList, GroupDetail, GroupList, NumberList, UserList};
 use switchboard_gateway::directory::{
-    normalise_number, Device, Directory, Group, NewDevice, NewGroup, NewUser, Number, User,
+    normalise_number, Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, RecordingPolicies,
+    User,
 };
 
-use crate::cli::{AdminArgs, AdminCommand, DeviceCommand, GroupCommand, GroupMemberCommand, NumberCommand, UserCommand};
+use crate::cli::{
+    AdminArgs, AdminCommand, DeviceCommand, GroupCommand, GroupMemberCommand, NumberCommand, PolicyTarget,
+    RecordingPolicyCommand, UserCommand,
+};
 use crate::config::Config;
 use crate::roles::open_migrated_database;
 
@@ -135,6 +139,58 @@ async fn execute(dir: &Directory, realm: &str, command: AdminCommand, json: bool
                 removed(json, "number", normalised)
             }
         },
+        AdminCommand::RecordingPolicy { command } => match command {
+            RecordingPolicyCommand::Set(target) => set_recording_policy(dir, json, target, true).await,
+            RecordingPolicyCommand::Clear(target) => set_recording_policy(dir, json, target, false).await,
+            RecordingPolicyCommand::List => {
+                let policies = dir.recording_policies().await?;
+                let names = owner_names(dir).await?;
+                output(json, &policies, || policies_table(&policies, &names))
+            }
+        },
+    }
+}
+
+/// Switches the policy of one number or group and says what now holds; as
+/// JSON, the number or the group as the admin API answers the same `PUT`.
+async fn set_recording_policy(dir: &Directory, json: bool, target: PolicyTarget, record_calls: bool) -> anyhow::Result<()> {
+    let verdict = if record_calls { "recorded for admins only" } else { "no longer recorded for admins" };
+    match (target.number, target.group) {
+        (Some(number), None) => {
+            let number = dir.set_number_recording_policy(&number, record_calls).await?;
+            let what = if number.main_line { format!("number {} (the main line)", number.number) } else { format!("number {}", number.number) };
+            let sentence = format!("calls on {what} are {verdict}\n");
+            output(json, &number, || sentence)
+        }
+        (None, Some(group)) => {
+            let group = find_group(dir, &group).await?;
+            let group = dir.set_group_recording_policy(&group.id, record_calls).await?;
+            let sentence = format!("calls for group {} ({}) are {verdict}\n", group.name, group.id);
+            let members = dir.group_members(&group.id).await?;
+            output(json, &GroupDetail { group, members }, || sentence)
+        }
+        // The command line requires exactly one of them.
+        _ => anyhow::bail!("give --number or --group: the number or group whose calls are recorded"),
+    }
+}
+
+/// A group by id, or else by name (ignoring case) when exactly one group
+/// has that name.
+async fn find_group(dir: &Directory, id_or_name: &str) -> anyhow::Result<Group> {
+    match dir.get_group(id_or_name).await {
+        Ok(group) => return Ok(group),
+        Err(DirectoryError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let wanted = id_or_name.trim();
+    let mut named: Vec<Group> = dir.list_groups().await?.into_iter().filter(|g| g.name.eq_ignore_ascii_case(wanted)).collect();
+    match named.len() {
+        0 => anyhow::bail!("no group has the id or name {id_or_name:?}; `switchboard admin group list` shows them"),
+        1 => Ok(named.remove(0)),
+        n => {
+            let ids: Vec<&str> = named.iter().map(|g| g.id.as_str()).collect();
+            anyhow::bail!("{n} groups are named {wanted:?} ({}); give the id of the one you mean", ids.join(", "))
+        }
     }
 }
 
@@ -207,10 +263,17 @@ fn groups_table(groups: &[(Group, Vec<User>)]) -> String {
         .iter()
         .map(|(g, members)| {
             let names: Vec<&str> = members.iter().map(|u| u.name.as_str()).collect();
-            vec![g.id.clone(), g.name.clone(), g.extension.clone().unwrap_or_default(), names.join(", "), time(g.created_at)]
+            vec![
+                g.id.clone(),
+                g.name.clone(),
+                g.extension.clone().unwrap_or_default(),
+                names.join(", "),
+                yes(g.record_calls),
+                time(g.created_at),
+            ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "NAME", "EXTENSION", "MEMBERS", "CREATED"], &rows, "no groups")
+    table(&["ID", "NAME", "EXTENSION", "MEMBERS", "ADMIN RECORDING", "CREATED"], &rows, "no groups")
 }
 
 fn members_table(group: &Group, members: &[User]) -> String {
@@ -222,6 +285,23 @@ fn members_table(group: &Group, members: &[User]) -> String {
     table(&["ORDER", "USER", "NAME", "EXTENSION"], &rows, &format!("group {} has no members", group.name))
 }
 
+fn policies_table(policies: &RecordingPolicies, names: &OwnerNames) -> String {
+    let numbers = policies.numbers.iter().map(|n| {
+        let owner = match (&n.user_id, &n.group_id) {
+            (Some(id), _) => format!("user {}", names.users.get(id).map_or(id.as_str(), String::as_str)),
+            (None, Some(id)) => format!("group {}", names.groups.get(id).map_or(id.as_str(), String::as_str)),
+            (None, None) => "(unassigned)".to_owned(),
+        };
+        vec!["number".to_owned(), n.number.clone(), owner, yes(n.main_line)]
+    });
+    let groups = policies
+        .groups
+        .iter()
+        .map(|g| vec!["group".to_owned(), g.id.clone(), format!("group {}", g.name), String::new()]);
+    let rows = numbers.chain(groups).collect::<Vec<_>>();
+    table(&["SCOPE", "NUMBER OR GROUP ID", "ROUTES TO", "MAIN LINE"], &rows, "no recording policies")
+}
+
 fn numbers_table(numbers: &[Number], names: &OwnerNames) -> String {
     let rows = numbers
         .iter()
@@ -231,11 +311,15 @@ fn numbers_table(numbers: &[Number], names: &OwnerNames) -> String {
                 (None, Some(id)) => (format!("group {id}"), names.groups.get(id).cloned().unwrap_or_default()),
                 (None, None) => ("(unassigned)".to_owned(), String::new()),
             };
-            let main_line = if n.main_line { "yes" } else { "" };
-            vec![n.number.clone(), owner, name, main_line.to_owned(), time(n.created_at)]
+            vec![n.number.clone(), owner, name, yes(n.main_line), yes(n.record_calls), time(n.created_at)]
         })
         .collect::<Vec<_>>();
-    table(&["NUMBER", "OWNER", "OWNER NAME", "MAIN LINE", "CREATED"], &rows, "no numbers")
+    table(&["NUMBER", "OWNER", "OWNER NAME", "MAIN LINE", "ADMIN RECORDING", "CREATED"], &rows, "no numbers")
+}
+
+/// A flag as a table cell: `yes`, or empty.
+fn yes(flag: bool) -> String {
+    if flag { "yes" } else { "" }.to_owned()
 }
 
 /// Epoch milliseconds as a UTC timestamp.

@@ -107,6 +107,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: NumberCommand,
     },
+    /// Admin auto-recording ("record all calls"): every call on a number
+    /// (the main line too) or for a group is recorded, visible to admins
+    /// only.
+    RecordingPolicy {
+        #[command(subcommand)]
+        command: RecordingPolicyCommand,
+    },
 }
 
 /// `switchboard admin user …`.
@@ -259,6 +266,32 @@ pub enum NumberCommand {
         /// The phone number, in any spelling `add` accepts.
         number: String,
     },
+}
+
+/// `switchboard admin recording-policy …`.
+#[derive(Debug, Subcommand)]
+pub enum RecordingPolicyCommand {
+    /// Record every call on a number, or for a group, for admins only: calls
+    /// to the number or group, and outbound calls presenting the number.
+    Set(PolicyTarget),
+    /// Stop recording a number's or a group's calls for admins (recordings
+    /// already made stay).
+    Clear(PolicyTarget),
+    /// List the numbers and groups whose calls are recorded for admins.
+    List,
+}
+
+/// What a recording policy covers: one number or one group.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["number", "group"])))]
+pub struct PolicyTarget {
+    /// A provisioned number, in any spelling `number add` accepts; the main
+    /// line is a number like the others.
+    #[arg(long)]
+    pub number: Option<String>,
+    /// A group (which is also the call queue), by id or by name.
+    #[arg(long, value_name = "ID_OR_NAME")]
+    pub group: Option<String>,
 }
 
 /// `switchboard config …`.

@@ -67,7 +67,7 @@ fn help_lists_every_subcommand_and_option() {
         (&["migrate", "--help"], &["--config"]),
         (&["config", "--help"], &["check"]),
         (&["config", "check", "--help"], &["--config", "redacted"]),
-        (&["admin", "--help"], &["user", "device", "group", "number", "--json"]),
+        (&["admin", "--help"], &["user", "device", "group", "number", "recording-policy", "--json"]),
         (&["admin", "user", "--help"], &["add", "list", "remove"]),
         (&["admin", "user", "add", "--help"], &["--name", "--extension", "--salesforce-user-id", "--json"]),
         (&["admin", "user", "list", "--help"], &["--json"]),
@@ -88,6 +88,10 @@ fn help_lists_every_subcommand_and_option() {
         (&["admin", "number", "add", "--help"], &["<NUMBER>", "--user", "--group", "--main-line", "--json"]),
         (&["admin", "number", "list", "--help"], &["--json"]),
         (&["admin", "number", "remove", "--help"], &["<NUMBER>"]),
+        (&["admin", "recording-policy", "--help"], &["set", "clear", "list", "admins only"]),
+        (&["admin", "recording-policy", "set", "--help"], &["--number", "--group", "<ID_OR_NAME>", "--json"]),
+        (&["admin", "recording-policy", "clear", "--help"], &["--number", "--group", "--json"]),
+        (&["admin", "recording-policy", "list", "--help"], &["--json"]),
     ];
     for (args, expected) in cases {
         let text = ok(dir.path(), args, &[]);
@@ -355,6 +359,70 @@ fn groups_and_the_main_line_on_sqlite() {
     assert_eq!((&numbers["numbers"][1]["number"], &numbers["numbers"][1]["group_id"]), (&serde_json::json!("+14155550200"), &Value::Null));
 }
 
+#[test]
+fn recording_policies_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env: &[(&str, &str)] = &[("SWITCHBOARD_DATA_DIR", "data")];
+    ok(d, &["migrate"], env);
+    let ada = json(d, &["admin", "user", "add", "--name", "Ada Lovelace", "--json"], env);
+    let ada_id = ada["id"].as_str().unwrap();
+    let sales = json(d, &["admin", "group", "add", "--name", "Sales", "--extension", "200", "--json"], env);
+    let sales_id = sales["id"].as_str().unwrap();
+    assert_eq!(sales["record_calls"], false);
+    json(d, &["admin", "group", "member", "add", sales_id, ada_id, "--json"], env);
+    json(d, &["admin", "number", "add", "+14155550000", "--user", ada_id, "--main-line", "--json"], env);
+    json(d, &["admin", "number", "add", "+14155550200", "--group", sales_id, "--json"], env);
+    assert_eq!(ok(d, &["admin", "recording-policy", "list"], env), "no recording policies\n");
+
+    // The main line by number, in another spelling; the group by name.
+    let main = json(d, &["admin", "recording-policy", "set", "--number", "+1 415 555 0000", "--json"], env);
+    assert_eq!((&main["number"], &main["main_line"], &main["record_calls"]), (&json_of("+14155550000"), &json_of(true), &json_of(true)));
+    let text = ok(d, &["admin", "recording-policy", "set", "--group", "sales"], env);
+    assert_eq!(text, format!("calls for group Sales ({sales_id}) are recorded for admins only\n"));
+    let policies = json(d, &["admin", "recording-policy", "list", "--json"], env);
+    assert_eq!(policies["numbers"], serde_json::json!([main.clone()]));
+    assert_eq!((policies["groups"][0]["id"].as_str(), &policies["groups"][0]["record_calls"]), (Some(sales_id), &json_of(true)));
+    let table = ok(d, &["admin", "recording-policy", "list"], env);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("SCOPE"), "{table}");
+    assert!(lines[1].starts_with("number") && lines[1].contains("+14155550000") && lines[1].contains("Ada Lovelace") && lines[1].contains("yes"), "{table}");
+    assert!(lines[2].starts_with("group") && lines[2].contains(sales_id) && lines[2].contains("Sales"), "{table}");
+    // The number and group listings show the flag.
+    let numbers = ok(d, &["admin", "number", "list"], env);
+    assert!(numbers.lines().next().unwrap().contains("ADMIN RECORDING"), "{numbers}");
+    let group_number = numbers.lines().find(|l| l.starts_with("+14155550200")).unwrap_or_else(|| panic!("{numbers}"));
+    assert!(!group_number.contains("yes"), "the group's number has no policy of its own: {numbers}");
+
+    // Refusals: status 1 with the directory's message, 2 for usage errors.
+    let out = run(d, &["admin", "recording-policy", "set", "--number", "+14155550999"], env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("number \"+14155550999\" not found"), "{}", stderr(&out));
+    let out = run(d, &["admin", "recording-policy", "set", "--group", "Support"], env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no group has the id or name \"Support\""), "{}", stderr(&out));
+    let other_sales = json(d, &["admin", "group", "add", "--name", "SALES", "--json"], env);
+    let out = run(d, &["admin", "recording-policy", "clear", "--group", "Sales"], env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("2 groups are named") && err.contains(other_sales["id"].as_str().unwrap()), "{err}");
+    for args in [&["admin", "recording-policy", "set"][..], &["admin", "recording-policy", "set", "--number", "+14155550000", "--group", sales_id]] {
+        let out = run(d, args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+
+    // Cleared by id and by number: nothing left.
+    let cleared = json(d, &["admin", "recording-policy", "clear", "--group", sales_id, "--json"], env);
+    assert_eq!((&cleared["record_calls"], &cleared["members"]), (&json_of(false), &serde_json::json!([ada.clone()])));
+    let text = ok(d, &["admin", "recording-policy", "clear", "--number", "+14155550000"], env);
+    assert_eq!(text, "calls on number +14155550000 (the main line) are no longer recorded for admins\n");
+    assert_eq!(json(d, &["admin", "recording-policy", "list", "--json"], env), serde_json::json!({"numbers": [], "groups": []}));
+}
+
+fn json_of<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap()
+}
+
 /// A running `switchboard up`, killed if the test fails before stopping it.
 struct Up {
     child: Option<Child>,
@@ -548,6 +616,11 @@ fn migrate_and_provision_on_postgres() {
     assert_eq!(detail["members"], serde_json::json!([user]));
     let number = json(d, &["admin", "number", "add", "+14155550200", "--group", group_id, "--main-line", "--json"], env);
     assert_eq!((&number["group_id"], &number["main_line"]), (&serde_json::json!(group_id), &serde_json::json!(true)));
+    let recorded = json(d, &["admin", "recording-policy", "set", "--group", group_id, "--json"], env);
+    assert_eq!(recorded["record_calls"], true);
+    json(d, &["admin", "recording-policy", "set", "--number", "+14155550200", "--json"], env);
+    let policies = json(d, &["admin", "recording-policy", "list", "--json"], env);
+    assert_eq!((policies["numbers"][0]["number"].as_str(), policies["groups"][0]["id"].as_str()), (Some("+14155550200"), Some(group_id)));
     // Nothing was written to a SQLite file on the side.
     assert!(!d.join("switchboard-data").exists());
 }

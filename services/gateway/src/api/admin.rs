@@ -1,4 +1,5 @@
-//! The admin HTTP API: provisioning of users, devices, groups and numbers.
+//! The admin HTTP API: provisioning of users, devices, groups and numbers,
+//! and the auto-recording policies (F7) on numbers and groups.
 //!
 //! Mounted by the gateway under `/admin/v1`. Every route sits behind
 //! [`AdminAuthLayer`], a tower layer that checks `Authorization: Bearer
@@ -24,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use crate::directory::{Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, User};
+use crate::directory::{
+    Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, RecordingPolicies, User,
+};
 
 /// Builds the admin API over `directory`. `admin_token` is `http.admin_token`;
 /// `None` keeps every route answering 503 so an unconfigured gateway is never
@@ -40,8 +43,11 @@ pub fn router(directory: Directory, realm: String, admin_token: Option<String>) 
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{id}", get(get_group).delete(delete_group))
         .route("/groups/{id}/members/{user_id}", put(add_group_member).delete(remove_group_member))
+        .route("/groups/{id}/recording-policy", put(set_group_recording_policy))
         .route("/numbers", get(list_numbers))
         .route("/numbers/{number}", put(assign_number).delete(delete_number))
+        .route("/numbers/{number}/recording-policy", put(set_number_recording_policy))
+        .route("/recording-policies", get(list_recording_policies))
         .fallback(not_found)
         .with_state(directory)
         .layer(axum::Extension(Realm(realm)))
@@ -200,6 +206,16 @@ pub struct AssignNumber {
     pub main_line: Option<bool>,
 }
 
+/// Body of `PUT /numbers/{number}/recording-policy` and
+/// `PUT /groups/{id}/recording-policy`: the admin auto-recording policy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRecordingPolicy {
+    /// `true`: every call on the number, or for the group, is recorded for
+    /// admins only; `false` ends the policy. Required.
+    pub record_calls: bool,
+}
+
 /// Query of `GET /devices`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +355,29 @@ async fn assign_number(
             "user_id or group_id is required: the user or group the number routes to",
         )
     })
+}
+
+/// Answers the number as `GET /numbers` lists it.
+async fn set_number_recording_policy(
+    State(dir): State<Directory>,
+    Path(number): Path<String>,
+    JsonBody(body): JsonBody<SetRecordingPolicy>,
+) -> ApiResult<axum::Json<Number>> {
+    Ok(axum::Json(dir.set_number_recording_policy(&number, body.record_calls).await?))
+}
+
+/// Answers the group as `GET /groups/{id}` does.
+async fn set_group_recording_policy(
+    State(dir): State<Directory>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SetRecordingPolicy>,
+) -> ApiResult<axum::Json<GroupDetail>> {
+    dir.set_group_recording_policy(&id, body.record_calls).await?;
+    Ok(axum::Json(group_detail(&dir, &id).await?))
+}
+
+async fn list_recording_policies(State(dir): State<Directory>) -> ApiResult<axum::Json<RecordingPolicies>> {
+    Ok(axum::Json(dir.recording_policies().await?))
 }
 
 async fn list_numbers(State(dir): State<Directory>) -> ApiResult<axum::Json<NumberList>> {

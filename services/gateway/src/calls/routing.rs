@@ -9,6 +9,13 @@
 //!   entitled to (F5) in From and P-Asserted-Identity, anonymised when the
 //!   phone asks for `Privacy: id`.
 //!
+//! Every plan also says whether an administrator's auto-recording policy
+//! (F7) covers the call, so the call is recorded for admins only: a call to a
+//! number or group with a policy (inbound or internal), and an outbound call
+//! presenting a number with a policy (or a number of a group with one) as
+//! its caller ID. A policy covers a line in both directions, the way the far
+//! end sees the line; an agent's own extension is never covered.
+//!
 //! The lookups talk to the directory and the registrations; the choices are
 //! pure functions below, unit tested.
 
@@ -97,6 +104,11 @@ pub struct Plan {
     pub forks: Vec<PlannedFork>,
     pub a: PortPair,
     pub b: PortPair,
+    /// An admin policy wants the whole call recorded, admin-only: the
+    /// dialled number or group has one (inbound, internal), or the caller
+    /// ID presented has one (outbound). See [`NumberRoute::admin_recording`]
+    /// and [`Directory::admin_recording_for_number`].
+    pub admin_recording: bool,
 }
 
 /// What routing needs.
@@ -193,6 +205,11 @@ impl Router {
         let Some(target) = trunk.target(&number, dest.addr()) else {
             return RouteOutcome::Refused { code: 503, why: format!("trunk {} has no address", trunk.name()) };
         };
+        // The line the far end sees is the caller ID: its policy applies.
+        let admin_recording = match self.directory.admin_recording_for_number(&caller_id).await {
+            Ok(r) => r,
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
         let domain = trunk.from_domain();
         let presentation = Presentation {
             user: caller_id.clone(),
@@ -212,13 +229,15 @@ impl Router {
             Ok(p) => p,
             Err(why) => return RouteOutcome::Refused { code: 503, why },
         };
-        RouteOutcome::Ready(Box::new(Plan { started, presentation, forks: vec![PlannedFork { agent: None, target }], a, b }))
+        let forks = vec![PlannedFork { agent: None, target }];
+        RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b, admin_recording }))
     }
 
     /// Every device of every member rings: each live registration (a device
     /// may register several contacts) at the address the REGISTER came from
     /// (NAT), addressed to its Contact; a device without one at its
-    /// provisioned contact. The calling device itself is left out.
+    /// provisioned contact. The calling device itself is left out. The
+    /// plan is admin-recorded when the route is.
     async fn ring(&self, route: NumberRoute, started: Started, presentation: Presentation, skip: Option<&str>, now_unix: u64) -> RouteOutcome {
         let mut forks = Vec::new();
         for member in &route.members {
@@ -251,7 +270,10 @@ impl Router {
             return RouteOutcome::Unreachable { started };
         }
         match self.media().await {
-            Ok((a, b)) => RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b })),
+            Ok((a, b)) => {
+                let admin_recording = route.admin_recording;
+                RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b, admin_recording }))
+            }
             Err(why) => RouteOutcome::Refused { code: 503, why },
         }
     }
