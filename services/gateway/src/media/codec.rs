@@ -284,7 +284,7 @@ impl Encoder {
                 let n = pcm_8k.len();
                 if OPUS_FRAME_SIZES.contains(&n) {
                     encode_opus_into(encoder, pcm_8k, out)?;
-                } else if n % 80 == 0 && n <= OPUS_MAX_PACKET_SAMPLES {
+                } else if n.is_multiple_of(80) && n <= OPUS_MAX_PACKET_SAMPLES {
                     // Several 10 ms frames joined into one packet (RFC 6716
                     // code 3), so the packet still covers exactly the input.
                     scratch.clear();

@@ -52,7 +52,7 @@ impl Event {
         if payload.len() < 4 {
             return Err(DtmfError::Short(payload.len()));
         }
-        if payload.len() % 4 != 0 {
+        if !payload.len().is_multiple_of(4) {
             return Err(DtmfError::Length(payload.len()));
         }
         Ok(payload
@@ -277,6 +277,15 @@ impl DtmfReceiver {
         self.ready.push_back((detected, now));
     }
 
+    /// The incoming stream changed source (new SSRC after a transfer or a
+    /// re-INVITE): its timestamps start afresh, so an event in progress is
+    /// finished (reported by [`poll`](Self::poll)) and remembered timestamps
+    /// are forgotten.
+    pub fn new_source(&mut self, now: Instant) {
+        self.finish(now, "source change");
+        self.reported.clear();
+    }
+
     /// A key press that became ready without a packet to return it with:
     /// the second of two completed by one packet, or an event whose end has
     /// not come [`DEFAULT_END_TIMEOUT`] after its last packet.
@@ -467,6 +476,37 @@ impl DtmfSender {
             }
         }
         out
+    }
+}
+
+/// Relays telephone-event packets from a leg at one clock rate and payload
+/// type to a leg at another (Opus at 48 kHz on one side, G.711 at 8 kHz on
+/// the other): durations are rescaled, and each incoming event becomes one
+/// outgoing event, for [`OutStream::stamp_dtmf`] to give it the outgoing
+/// stream's timestamp.
+///
+/// [`OutStream::stamp_dtmf`]: super::stream::OutStream::stamp_dtmf
+#[derive(Debug, Clone)]
+pub struct EventTranslator {
+    from_rate: u32,
+    to_rate: u32,
+    to_payload_type: u8,
+    last_event_ts: Option<u32>,
+}
+
+impl EventTranslator {
+    pub fn new(from_rate: u32, to_rate: u32, to_payload_type: u8) -> EventTranslator {
+        EventTranslator { from_rate, to_rate, to_payload_type: to_payload_type & 0x7f, last_event_ts: None }
+    }
+
+    /// The outgoing packet for an incoming one (its RTP timestamp, marker
+    /// and payload). A payload with several events (RFC 4733 §2.5.1.5) is
+    /// relayed as its first, the one its timestamp belongs to.
+    pub fn translate(&mut self, rtp_timestamp: u32, marker: bool, payload: &[u8]) -> Result<OutPacket, DtmfError> {
+        let event = Event::parse(payload)?.rescaled(self.from_rate, self.to_rate);
+        let starts_event = self.last_event_ts != Some(rtp_timestamp);
+        self.last_event_ts = Some(rtp_timestamp);
+        Ok(OutPacket { payload_type: self.to_payload_type, marker: marker || starts_event, starts_event, payload: event.build() })
     }
 }
 
@@ -742,5 +782,30 @@ mod tests {
         assert_eq!(body, "Signal=A\r\nDuration=120\r\n");
         assert_eq!(parse_info(relay, body.as_bytes()), Some(('A', Some(Duration::from_millis(120)))));
         assert_eq!(dtmf_relay_body('?', Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_new_source_finishes_the_event_in_progress() {
+        let t0 = Instant::now();
+        let mut rx = DtmfReceiver::new(8000);
+        rx.on_packet(4_000_000_000, true, ev(3, false, 400), t0);
+        rx.new_source(t0);
+        assert_eq!(rx.poll(t0).map(|d| d.digit), Some('3'));
+        // The new source's timestamps are lower; its event still counts.
+        assert_eq!(rx.on_packet(10, true, ev(4, true, 800), t0).map(|d| d.digit), Some('4'));
+    }
+
+    #[test]
+    fn events_are_translated_between_clock_rates() {
+        let mut tr = EventTranslator::new(48000, 8000, 101);
+        let start = tr.translate(960_000, true, &ev(6, false, 0).build()).unwrap();
+        assert_eq!((start.payload_type, start.marker, start.starts_event), (101, true, true));
+        let update = tr.translate(960_000, false, &ev(6, false, 2400).build()).unwrap();
+        assert!(!update.starts_event && !update.marker);
+        assert_eq!(Event::parse(&update.payload).unwrap(), ev(6, false, 400));
+        // The start packet was lost: the next event still starts (with a marker).
+        let next = tr.translate(1_000_000, false, &ev(7, false, 2400).build()).unwrap();
+        assert!(next.starts_event && next.marker);
+        assert_eq!(tr.translate(1_000_000, false, &[1, 2]), Err(DtmfError::Short(2)));
     }
 }

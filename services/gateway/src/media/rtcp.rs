@@ -219,7 +219,7 @@ fn bye(count: usize, p: &[u8]) -> Bye {
 
 /// Pads an RTCP packet to 32 bits and writes its header's length field.
 fn finish_packet(mut p: Vec<u8>) -> Vec<u8> {
-    while p.len() % 4 != 0 {
+    while !p.len().is_multiple_of(4) {
         p.push(0);
     }
     let words = (p.len() / 4 - 1) as u16;
@@ -469,7 +469,7 @@ impl RtcpSession {
     }
 
     fn report(&mut self, now: Instant, ntp: u64, sent: &SendStats) -> Report {
-        let sender = (sent.packets > self.packets_at_last_report).then(|| SenderInfo {
+        let sender = (sent.packets > self.packets_at_last_report).then_some(SenderInfo {
             ntp,
             rtp_timestamp: sent.rtp_timestamp,
             packets: sent.packets as u32,

@@ -129,7 +129,7 @@ pub fn stream_encoder(
 
 /// Checks that `samples` interleaved samples are whole frames.
 fn whole_frames(samples: usize, channels: u16) -> Result<usize, EncodeError> {
-    if samples % channels as usize == 0 {
+    if samples.is_multiple_of(channels as usize) {
         Ok(samples / channels as usize)
     } else {
         Err(EncodeError::PartialFrame { samples, channels })

@@ -131,6 +131,9 @@ mod tests {
         let patch = patch.expect("the Info frame");
         assert_eq!(patch.offset, 0);
         assert!(patch.bytes.windows(4).any(|w| w == b"Info"), "CBR streams carry an Info frame");
+        // The patch replaces exactly the first frame: the next one follows it.
+        let next = patch.bytes.len();
+        assert_eq!((file[next], file[next + 1] & 0xe0), (0xff, 0xe0), "frame sync after the Info frame");
         // 32 kbit/s for 3 s, give or take the frame rounding.
         assert!((11_000..14_000).contains(&file.len()), "{} bytes", file.len());
         let (channels, rate, pcm) = decode(file.clone());

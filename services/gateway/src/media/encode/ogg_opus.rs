@@ -113,7 +113,7 @@ impl OggOpusEncoder {
         let granule = end.unwrap_or(self.packets * self.frame as u64 * self.granule_step);
         let info = match end {
             Some(_) => PacketWriteEndInfo::EndStream,
-            None if self.packets % PACKETS_PER_PAGE == 0 => PacketWriteEndInfo::EndPage,
+            None if self.packets.is_multiple_of(PACKETS_PER_PAGE) => PacketWriteEndInfo::EndPage,
             None => PacketWriteEndInfo::NormalPacket,
         };
         self.writer.write_packet(self.packet[..len].to_vec(), self.serial, info, granule)?;
@@ -246,7 +246,7 @@ mod tests {
         let d = decode(&file);
         assert_eq!(d.channels, 2);
         assert_eq!(d.input_rate, 8000);
-        assert!(d.pre_skip > 0 && d.pre_skip % 6 == 0, "pre-skip {}", d.pre_skip);
+        assert!(d.pre_skip > 0 && d.pre_skip.is_multiple_of(6), "pre-skip {}", d.pre_skip);
         assert!(d.vendor.contains("libopus"), "{}", d.vendor);
         assert_eq!(d.pcm.len(), samples.len(), "exactly 3 s after trimming");
         assert_tones(&d.pcm, "ogg/opus");
