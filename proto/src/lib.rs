@@ -20,6 +20,10 @@ impl v1::CallEvent {
             Some(Kind::Answered(_)) => "call.answered",
             Some(Kind::Ended(_)) => "call.ended",
             Some(Kind::RecordingAvailable(_)) => "recording.available",
+            Some(Kind::MediaState(_)) => "call.media_state",
+            Some(Kind::RecordingState(_)) => "recording.state",
+            Some(Kind::Quality(_)) => "call.quality",
+            Some(Kind::VoicemailAvailable(_)) => "voicemail.available",
             None => "unknown",
         }
     }

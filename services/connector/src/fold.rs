@@ -192,7 +192,8 @@ impl EndKind {
         match v1::EndReason::try_from(value) {
             Ok(v1::EndReason::Completed) => Self::Completed,
             Ok(v1::EndReason::Cancelled) => Self::Cancelled,
-            Ok(v1::EndReason::NoAnswer) => Self::NoAnswer,
+            // A voicemail is a call the agent missed.
+            Ok(v1::EndReason::NoAnswer) | Ok(v1::EndReason::Voicemail) => Self::NoAnswer,
             Ok(v1::EndReason::Busy) => Self::Busy,
             Ok(v1::EndReason::Failed) => Self::Failed,
             Ok(v1::EndReason::Unspecified) | Err(_) => Self::Unspecified,
@@ -449,6 +450,8 @@ impl CallState {
                     });
                 }
             }
+            // Mid-call state and quality do not change the call's log yet.
+            Kind::MediaState(_) | Kind::RecordingState(_) | Kind::Quality(_) | Kind::VoicemailAvailable(_) => return Ok(Applied::Ignored),
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")

@@ -18,6 +18,11 @@ use switchboard_store::{now_ms, Database, Outbox};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
+use crate::media::bridge::Side;
+use crate::media::quality::ReceptionReport;
+use crate::media::relay::RecordingState;
+use crate::media::rtcp::LegQuality;
+
 /// A user taking part in a call.
 #[derive(Debug, Clone, Default)]
 pub struct AgentInfo {
@@ -62,6 +67,49 @@ pub enum CallUpdate {
         sample_rate_hz: u32,
         admin_only: bool,
     },
+    /// A voicemail left for `user_id`, stored.
+    VoicemailAvailable { stored: crate::recordings::StoredRecording, user_id: String, ended_by: String },
+    /// Hold or mute changed.
+    MediaState { held: Option<Side>, muted: Vec<Side> },
+    RecordingState { state: RecordingState, admin_only: bool },
+    /// Media quality per leg, at hangup.
+    Quality { legs: Vec<LegSummary> },
+}
+
+/// One leg's media quality for the quality event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegSummary {
+    pub side: Side,
+    pub reception: ReceptionReport,
+    pub quality: LegQuality,
+}
+
+impl LegSummary {
+    pub fn new(side: Side, reception: ReceptionReport, quality: LegQuality) -> LegSummary {
+        LegSummary { side, reception, quality }
+    }
+
+    fn to_proto(&self) -> pb::LegQuality {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        pb::LegQuality {
+            leg: leg_of(self.side) as i32,
+            packets_received: self.reception.received,
+            packets_lost: self.reception.lost,
+            loss_ratio: self.reception.loss,
+            jitter_ms: ms(self.reception.jitter),
+            rtt_ms: self.quality.rtt.map(ms).unwrap_or(0.0),
+            remote_loss_ratio: self.quality.remote.map_or(0.0, |r| r.fraction_lost),
+            remote_jitter_ms: self.quality.remote.map_or(0.0, |r| ms(r.jitter)),
+            mos: self.quality.mos,
+        }
+    }
+}
+
+fn leg_of(side: Side) -> pb::Leg {
+    match side {
+        Side::A => pb::Leg::Caller,
+        Side::B => pb::Leg::Callee,
+    }
 }
 
 impl CallUpdate {
@@ -279,6 +327,42 @@ async fn write(
                 admin_only: *admin_only,
             })
         }
+        CallUpdate::VoicemailAvailable { stored, user_id, ended_by } => {
+            q("INSERT INTO recordings (id, call_id, object_key, format, duration_ms, size_bytes, admin_only, created_at, kind, user_id) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'voicemail', $8)")
+                .bind(stored.recording_id.as_str())
+                .bind(call_id)
+                .bind(stored.object_key.as_str())
+                .bind(stored.format.as_str())
+                .bind(stored.duration_ms as i64)
+                .bind(stored.size_bytes as i64)
+                .bind(at)
+                .bind(user_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+            pb::call_event::Kind::VoicemailAvailable(pb::VoicemailAvailable {
+                recording_id: stored.recording_id.clone(),
+                object_key: stored.object_key.clone(),
+                url: stored.url.clone(),
+                format: stored.format.clone(),
+                duration_ms: stored.duration_ms,
+                size_bytes: stored.size_bytes,
+                user_id: user_id.clone(),
+                ended_by: ended_by.clone(),
+            })
+        }
+        CallUpdate::MediaState { held, muted } => pb::call_event::Kind::MediaState(pb::MediaStateChanged {
+            held: held.map_or(pb::Leg::Unspecified, leg_of) as i32,
+            muted: muted.iter().map(|s| leg_of(*s) as i32).collect(),
+        }),
+        CallUpdate::RecordingState { state, admin_only } => pb::call_event::Kind::RecordingState(pb::RecordingStateChanged {
+            state: match state {
+                RecordingState::Off => pb::RecordingState::Off,
+                RecordingState::Recording => pb::RecordingState::Recording,
+                RecordingState::Paused => pb::RecordingState::Paused,
+            } as i32,
+            admin_only: *admin_only,
+        }),
+        CallUpdate::Quality { legs } => pb::call_event::Kind::Quality(pb::QualityReport { legs: legs.iter().map(LegSummary::to_proto).collect() }),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;
     let event = pb::CallEvent {
