@@ -52,6 +52,12 @@ pub enum Codec {
 impl Codec {
     /// The RTP clock rate (RFC 3551; RFC 7587 for Opus, whatever the audio
     /// bandwidth).
+    /// PCMU or PCMA: relayed as is, decoded by table.
+    pub fn is_g711(self) -> bool {
+        matches!(self, Codec::Pcmu | Codec::Pcma)
+    }
+
+    /// RTP clock rate (Opus: always 48 kHz, RFC 7587).
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Pcmu | Codec::Pcma => 8_000,

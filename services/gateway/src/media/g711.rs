@@ -43,6 +43,27 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     !(sign | (exponent << 4) | mantissa) as u8
 }
 
+/// Encodes one linear sample as A-law.
+pub fn linear_to_alaw(sample: i16) -> u8 {
+    let (mut s, sign) = if sample >= 0 { (sample as i32, 0x80) } else { (-(sample as i32) - 1, 0x00) };
+    s = s.min(32767) >> 3;
+    let out = if s < 32 {
+        (s >> 1) as u8
+    } else {
+        let mut exponent = 1u8;
+        while exponent < 7 && s >= (64 << (exponent - 1)) {
+            exponent += 1;
+        }
+        (exponent << 4) | ((s >> exponent) & 0x0f) as u8
+    };
+    (out | sign) ^ 0x55
+}
+
+/// μ-law silence (linear 0).
+pub const ULAW_SILENCE: u8 = 0xff;
+/// A-law silence (linear +8, the smallest step).
+pub const ALAW_SILENCE: u8 = 0xd5;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +83,19 @@ mod tests {
         for s in [-30000i16, -1000, -10, 0, 10, 1000, 30000] {
             let back = ulaw_to_linear(linear_to_ulaw(s));
             assert!((back as i32 - s as i32).abs() <= (s as i32).abs() / 16 + 8, "{s} -> {back}");
+        }
+    }
+
+    #[test]
+    fn alaw_round_trip_is_close() {
+        for s in [-32768i16, -30000, -1000, -100, -10, 0, 10, 100, 1000, 30000, 32767] {
+            let back = alaw_to_linear(linear_to_alaw(s));
+            assert!((back as i32 - s as i32).abs() <= (s as i32).abs() / 16 + 16, "{s} -> {back}");
+        }
+        assert_eq!(linear_to_alaw(0), ALAW_SILENCE);
+        assert_eq!(linear_to_ulaw(0), ULAW_SILENCE);
+        for a in 0..=255u8 {
+            assert_eq!(linear_to_alaw(alaw_to_linear(a)), a, "A-law byte {a:#x} survives a round trip");
         }
     }
 }

@@ -1,12 +1,20 @@
-//! Media: SDP, RTP, RTCP reports and sessions, G.711, DTMF (RFC 4733 and
-//! SIP INFO), outgoing stream continuity, reception quality and its MOS,
-//! the RTP relay that anchors a call's audio in the gateway, and the
-//! recorder tap. Everything but `relay` (and `ports`) is sans-IO.
+//! Media: one call's bridge and its taps, and what they are built of.
+//!
+//! `bridge` joins a call's two legs: forwarding with per-leg stream
+//! continuity (`stream`), hold music and prompts (`player`), mute, DTMF
+//! (`dtmf`, RFC 4733 and SIP INFO), the recorder (`timeline` into an
+//! `encode` file encoder), voicemail (`voicemail`), RTCP sessions and
+//! quality (`rtcp`, `quality`) and transcoding (`codec`). `relay` is its
+//! I/O edge: the sockets of a call, one task per call. Also SDP offer and
+//! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
+//! allocation (`ports`). Everything but `relay` and `ports` is sans-IO.
 
+pub mod bridge;
 pub mod codec;
 pub mod dtmf;
 pub mod encode;
 pub mod g711;
+pub mod player;
 pub mod ports;
 pub mod quality;
 pub mod recorder;
@@ -15,3 +23,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod stream;
+pub mod timeline;
+pub mod voicemail;

@@ -1,37 +1,107 @@
-//! The RTP relay of one call: two legs, each with its own RTP/RTCP sockets;
-//! packets from the caller go out of the device leg and back, with the
-//! recorder tapping both directions.
+//! The I/O edge of a call's media: one task per call owning both legs'
+//! RTP/RTCP sockets, feeding datagrams and time into the sans-IO
+//! [`Bridge`] and doing what it says — forwarding, sending what the gateway
+//! plays, appending the recording to its upload, and reporting events.
 //!
 //! Symmetric RTP: each leg sends to where its peer's packets come from
 //! (latching), which gets media through NATs; until the first packet the
 //! address from the peer's SDP is used.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::bridge::{Bridge, BridgeEvent, LegCodec, Outgoing, Verdict};
+use super::encode::RecordingFormat;
+use super::player::Prompt;
 use super::ports::PortPair;
-use super::quality::{Reception, ReceptionReport};
-use super::recorder::{Channel, Finished, Pushed, Recorder};
+use super::quality::ReceptionReport;
+use super::rtcp::LegQuality;
+use super::voicemail::{self, VoicemailSettings};
+use crate::calls::writer::{CallUpdate, CallWriter};
+use crate::recordings::{RecordingKind, RecordingMeta, RecordingSink, RecordingUpload};
 
-/// Longest recording kept in memory before it is cut (4 hours).
-pub const MAX_RECORDING: Duration = Duration::from_secs(4 * 3600);
+pub use super::bridge::Side;
 
-/// Which leg of the call.
+/// What a call's media needs from the rest of the gateway.
+#[derive(Clone)]
+pub struct MediaContext {
+    pub call_id: String,
+    pub started_at_ms: i64,
+    /// The side recorded on the left channel.
+    pub customer: Side,
+    pub hold_music: Arc<Prompt>,
+    pub recordings: RecordingSink,
+    pub recording_format: RecordingFormat,
+    pub writer: Option<CallWriter>,
+    /// Tells the call manager what the media decided (a voicemail over).
+    pub notices: mpsc::UnboundedSender<MediaNotice>,
+}
+
+/// Something the media of a call tells its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNotice {
+    pub call_id: String,
+    pub kind: NoticeKind,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// Towards the caller / customer.
-    A,
-    /// Towards the agent's device.
-    B,
+pub enum NoticeKind {
+    /// The voicemail ended by itself: hang the caller up.
+    VoicemailOver,
+}
+
+/// Whose mailbox a voicemail goes to and how it sounds.
+#[derive(Clone)]
+pub struct Mailbox {
+    pub user_id: String,
+    pub greeting: Arc<Prompt>,
+    pub settings: VoicemailSettings,
+}
+
+/// A recording request from the call-control API or a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCommand {
+    /// Start; `admin_only` for administrator policies (F7).
+    Start { admin_only: bool },
+    Stop,
+    Pause,
+    Resume,
+}
+
+/// The state of a call's recording after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingState {
+    Off,
+    Recording,
+    Paused,
+}
+
+impl RecordingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Off => "off",
+            RecordingState::Recording => "recording",
+            RecordingState::Paused => "paused",
+        }
+    }
 }
 
 enum Control {
     Remote(Side, SocketAddr),
-    StartRecording,
+    Codec(Side, LegCodec),
+    Hold(Side, bool),
+    Mute(Side, bool),
+    SendDtmf(Side, String),
+    InfoDigit(Side, char, Option<Duration>),
+    Record(RecordCommand, oneshot::Sender<RecordingState>),
+    Voicemail(Box<Mailbox>),
+    Screen(bool),
+    PickUp,
     Stop(oneshot::Sender<RelayReport>),
 }
 
@@ -41,9 +111,12 @@ pub struct RelayReport {
     pub packets_a_to_b: u64,
     pub packets_b_to_a: u64,
     /// RTP reception from each side (index: `Side as usize`): loss and
-    /// jitter of what the caller and the device sent.
+    /// jitter of what the caller and the callee sent.
     pub reception: [ReceptionReport; 2],
-    pub recording: Option<Finished>,
+    /// Quality of each leg including the far end's RTCP reports.
+    pub quality: [LegQuality; 2],
+    /// Digits heard from each side.
+    pub digits: [u32; 2],
 }
 
 /// Handle to a running relay.
@@ -57,10 +130,10 @@ pub struct MediaRelay {
 impl MediaRelay {
     /// Starts relaying between the two legs; `a_remote` is the caller's RTP
     /// address from its offer.
-    pub fn start(call_id: String, a: PortPair, b: PortPair, a_remote: SocketAddr) -> MediaRelay {
+    pub fn start(ctx: MediaContext, a: PortPair, b: PortPair, a_remote: SocketAddr) -> MediaRelay {
         let (tx, rx) = mpsc::unbounded_channel();
         let relay = MediaRelay { a_port: a.port, b_port: b.port, control: tx };
-        tokio::spawn(run(call_id, a, b, a_remote, rx));
+        tokio::spawn(run(ctx, [a, b], a_remote, rx));
         relay
     }
 
@@ -69,11 +142,60 @@ impl MediaRelay {
         let _ = self.control.send(Control::Remote(side, rtp));
     }
 
-    pub fn start_recording(&self) {
-        let _ = self.control.send(Control::StartRecording);
+    /// Sets the codec a leg negotiated.
+    pub fn set_codec(&self, side: Side, codec: LegCodec) {
+        let _ = self.control.send(Control::Codec(side, codec));
     }
 
-    /// Stops the relay, frees its ports and returns the recording, if any.
+    /// Puts a side on hold (it hears music) or resumes it.
+    pub fn hold(&self, side: Side, on: bool) {
+        let _ = self.control.send(Control::Hold(side, on));
+    }
+
+    /// Mutes a side towards the other.
+    pub fn mute(&self, side: Side, on: bool) {
+        let _ = self.control.send(Control::Mute(side, on));
+    }
+
+    /// Plays DTMF digits to a side.
+    pub fn send_dtmf(&self, to: Side, digits: &str) {
+        let _ = self.control.send(Control::SendDtmf(to, digits.to_owned()));
+    }
+
+    /// A digit a side sent in a SIP INFO.
+    pub fn info_digit(&self, from: Side, digit: char, duration: Option<Duration>) {
+        let _ = self.control.send(Control::InfoDigit(from, digit, duration));
+    }
+
+    /// Starts, stops, pauses or resumes the recording.
+    pub async fn record(&self, command: RecordCommand) -> Option<RecordingState> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Record(command, tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Plays the greeting to the caller and records a voicemail for `mailbox`.
+    pub fn voicemail(&self, mailbox: Mailbox) {
+        let _ = self.control.send(Control::Voicemail(Box::new(mailbox)));
+    }
+
+    /// Lets the callee leg listen to the voicemail being left (or stops it).
+    pub fn screen(&self, on: bool) {
+        let _ = self.control.send(Control::Screen(on));
+    }
+
+    /// Ends the voicemail (the message so far is kept) and bridges the legs.
+    pub fn pick_up(&self) {
+        let _ = self.control.send(Control::PickUp);
+    }
+
+    /// Starts recording without waiting for the answer.
+    pub fn start_recording(&self, admin_only: bool) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.control.send(Control::Record(RecordCommand::Start { admin_only }, tx));
+    }
+
+    /// Stops the relay (finishing any recording) and frees its ports.
     pub async fn stop(self) -> RelayReport {
         let (tx, rx) = oneshot::channel();
         if self.control.send(Control::Stop(tx)).is_err() {
@@ -83,154 +205,305 @@ impl MediaRelay {
     }
 }
 
-struct Leg {
-    pair: PortPair,
-    rtp_remote: Option<SocketAddr>,
-    rtcp_remote: Option<SocketAddr>,
-    latched: bool,
+struct Edge {
+    ctx: MediaContext,
+    bridge: Bridge,
+    /// The agent's recording and the admin-only one (index: `admin_only`).
+    recordings: [Option<RecordingUpload>; 2],
+    voicemail: Option<(RecordingUpload, String)>,
+    report: RelayReport,
+    outgoing: Vec<Outgoing>,
 }
 
-async fn run(call_id: String, a: PortPair, b: PortPair, a_remote: SocketAddr, mut control: mpsc::UnboundedReceiver<Control>) {
-    let mut legs = [
-        Leg { pair: a, rtp_remote: Some(a_remote), rtcp_remote: Some(rtcp_of(a_remote)), latched: false },
-        Leg { pair: b, rtp_remote: None, rtcp_remote: None, latched: false },
-    ];
-    let mut recorder: Option<(Recorder, Instant)> = None;
-    let mut report = RelayReport::default();
-    let epoch = Instant::now();
-    // G.711 runs at 8 kHz; the clock rate of the timestamps jitter is in.
-    let mut reception = [Reception::new(8000), Reception::new(8000)];
-    let mut bufs = [vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048]];
+async fn run(ctx: MediaContext, pairs: [PortPair; 2], a_remote: SocketAddr, mut control: mpsc::UnboundedReceiver<Control>) {
+    let now = Instant::now().into_std();
+    let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now());
+    bridge.set_remote(Side::A, a_remote);
+    let mut edge = Edge { ctx, bridge, recordings: [None, None], voicemail: None, report: RelayReport::default(), outgoing: Vec::new() };
+    let [a, b] = &pairs;
+    let mut bufs = [vec![0u8; 1500], vec![0u8; 1500], vec![0u8; 1500], vec![0u8; 1500]];
     let [ba, bb, ca, cb] = &mut bufs;
+    // One timer, moved only when the bridge's next deadline changes: not a
+    // new timer per packet.
+    let far = || Instant::now() + Duration::from_secs(3600);
+    let mut armed = edge.bridge.next_deadline().map(Instant::from_std).unwrap_or_else(far);
+    let sleep = tokio::time::sleep_until(armed);
+    tokio::pin!(sleep);
     loop {
-        let (from_side, is_rtp, n, src) = tokio::select! {
-            c = control.recv() => match c {
-                Some(Control::Remote(side, addr)) => {
-                    let leg = &mut legs[side as usize];
-                    if !leg.latched {
-                        leg.rtp_remote = Some(addr);
-                        leg.rtcp_remote = Some(rtcp_of(addr));
+        let deadline = edge.bridge.next_deadline().map(Instant::from_std).unwrap_or_else(far);
+        if deadline != armed {
+            armed = deadline;
+            sleep.as_mut().reset(deadline);
+        }
+        let (side, rtcp, n, src) = tokio::select! {
+            c = control.recv() => {
+                match c {
+                    Some(Control::Stop(reply)) => {
+                        edge.finish().await;
+                        let _ = reply.send(std::mem::take(&mut edge.report));
+                        return;
                     }
-                    continue;
-                }
-                Some(Control::StartRecording) => {
-                    if recorder.is_none() {
-                        recorder = Some((Recorder::new(MAX_RECORDING), Instant::now()));
+                    Some(c) => edge.control(c),
+                    None => {
+                        edge.finish().await;
+                        return;
                     }
-                    continue;
                 }
-                Some(Control::Stop(reply)) => {
-                    report.reception = [reception[0].report(), reception[1].report()];
-                    if let Some((rec, started)) = recorder.take() {
-                        match rec.finish(started.elapsed()) {
-                            Ok(f) => report.recording = Some(f),
-                            Err(e) => warn!(call_id, error = %e, "writing the recording failed"),
-                        }
-                    }
-                    let _ = reply.send(report);
-                    return;
-                }
-                None => return,
-            },
-            r = legs[0].pair.rtp.recv_from(ba) => match r { Ok((n, s)) => (Side::A, true, n, s), Err(_) => continue },
-            r = legs[1].pair.rtp.recv_from(bb) => match r { Ok((n, s)) => (Side::B, true, n, s), Err(_) => continue },
-            r = legs[0].pair.rtcp.recv_from(ca) => match r { Ok((n, s)) => (Side::A, false, n, s), Err(_) => continue },
-            r = legs[1].pair.rtcp.recv_from(cb) => match r { Ok((n, s)) => (Side::B, false, n, s), Err(_) => continue },
+                edge.flush(&pairs).await;
+                continue;
+            }
+            r = a.rtp.recv_from(ba) => match r { Ok((n, s)) => (Side::A, false, n, s), Err(_) => continue },
+            r = b.rtp.recv_from(bb) => match r { Ok((n, s)) => (Side::B, false, n, s), Err(_) => continue },
+            r = a.rtcp.recv_from(ca) => match r { Ok((n, s)) => (Side::A, true, n, s), Err(_) => continue },
+            r = b.rtcp.recv_from(cb) => match r { Ok((n, s)) => (Side::B, true, n, s), Err(_) => continue },
+            () = &mut sleep => {
+                edge.flush(&pairs).await;
+                // Re-armed at the top of the loop from the new deadline.
+                armed = far();
+                sleep.as_mut().reset(armed);
+                continue;
+            }
         };
-        let data: &[u8] = match (from_side, is_rtp) {
-            (Side::A, true) => &ba[..n],
-            (Side::B, true) => &bb[..n],
-            (Side::A, false) => &ca[..n],
-            (Side::B, false) => &cb[..n],
+        let buf: &mut [u8] = match (side, rtcp) {
+            (Side::A, false) => ba,
+            (Side::B, false) => bb,
+            (Side::A, true) => ca,
+            (Side::B, true) => cb,
         };
-        let (from, to) = match from_side {
-            Side::A => (0, 1),
-            Side::B => (1, 0),
-        };
-        if is_rtp {
-            if let Some(p) = super::rtp::parse(data) {
-                reception[from].packet(p.ssrc, p.sequence, p.timestamp, epoch.elapsed());
+        let now = Instant::now().into_std();
+        if let Verdict::Forward { to, dest, len, rtcp } = edge.bridge.on_datagram(side, rtcp, src, buf, n, now) {
+            let pair = &pairs[to as usize];
+            let sock = if rtcp { &pair.rtcp } else { &pair.rtp };
+            let _ = sock.send_to(&buf[..len], dest).await;
+            match side {
+                Side::A => edge.report.packets_a_to_b += 1,
+                Side::B => edge.report.packets_b_to_a += 1,
             }
         }
-        // Latch: the peer's real address is where its packets come from.
-        if is_rtp {
-            if legs[from].rtp_remote != Some(src) {
-                debug!(call_id, side = ?from_side, %src, "RTP source latched");
-            }
-            legs[from].rtp_remote = Some(src);
-            legs[from].latched = true;
-        } else {
-            legs[from].rtcp_remote = Some(src);
-        }
-        let target = if is_rtp { legs[to].rtp_remote } else { legs[to].rtcp_remote };
-        if let Some(target) = target {
-            let sock = if is_rtp { &legs[to].pair.rtp } else { &legs[to].pair.rtcp };
-            let _ = sock.send_to(data, target).await;
-            if is_rtp {
-                match from_side {
-                    Side::A => report.packets_a_to_b += 1,
-                    Side::B => report.packets_b_to_a += 1,
-                }
-            }
-        }
-        if is_rtp {
-            if let Some((rec, started)) = recorder.as_mut() {
-                let channel = match from_side {
-                    Side::A => Channel::Customer,
-                    Side::B => Channel::Agent,
-                };
-                if rec.push(channel, started.elapsed(), data) == Pushed::Overflow {
-                    metrics::counter!("switchboard_recording_overflow_packets_total").increment(1);
-                }
-            }
+        if edge.bridge.next_deadline().is_some_and(|d| d <= now) {
+            edge.flush(&pairs).await;
         }
     }
 }
 
-fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
-    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::{ports::PortAllocator, rtp};
-    use tokio::net::UdpSocket;
-
-    #[tokio::test]
-    async fn relays_both_ways_and_records() {
-        let ports = PortAllocator::new("127.0.0.1".parse().unwrap(), 42_000, 42_099);
-        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let relay = MediaRelay::start(
-            "t".into(),
-            ports.allocate().await.unwrap(),
-            ports.allocate().await.unwrap(),
-            caller.local_addr().unwrap(),
-        );
-        relay.set_remote(Side::B, device.local_addr().unwrap());
-        relay.start_recording();
-        let a_addr: SocketAddr = format!("127.0.0.1:{}", relay.a_port).parse().unwrap();
-        let b_addr: SocketAddr = format!("127.0.0.1:{}", relay.b_port).parse().unwrap();
-        let mut buf = [0u8; 2048];
-        for i in 0..10u16 {
-            caller.send_to(&rtp::build(0, i, 160 * i as u32, 1, &[0x10; 160]), a_addr).await.unwrap();
-            let (n, from) = device.recv_from(&mut buf).await.unwrap();
-            assert_eq!(from, b_addr, "the device sees the gateway, not the caller");
-            assert_eq!(rtp::parse(&buf[..n]).unwrap().sequence, i);
-            device.send_to(&buf[..n], b_addr).await.unwrap();
-            let (n, from) = caller.recv_from(&mut buf).await.unwrap();
-            assert_eq!(from, a_addr);
-            assert_eq!(n, 172);
+impl Edge {
+    fn control(&mut self, c: Control) {
+        let now = Instant::now().into_std();
+        let call_id = self.ctx.call_id.as_str();
+        match c {
+            Control::Remote(side, addr) => self.bridge.set_remote(side, addr),
+            Control::Codec(side, codec) => {
+                debug!(call_id, side = side.as_str(), ?codec, "leg codec");
+                self.bridge.set_codec(side, codec);
+            }
+            Control::Hold(side, on) => {
+                info!(call_id, side = side.as_str(), on, "hold");
+                self.bridge.hold(side, on, now);
+            }
+            Control::Mute(side, on) => {
+                info!(call_id, side = side.as_str(), on, "mute");
+                self.bridge.mute(side, on);
+            }
+            Control::SendDtmf(to, digits) => {
+                let n = self.bridge.send_dtmf(to, &digits, now);
+                debug!(call_id, side = to.as_str(), digits = n, "sending DTMF");
+            }
+            Control::InfoDigit(from, digit, duration) => self.bridge.info_digit(from, digit, duration, now),
+            Control::Record(cmd, reply) => {
+                let state = self.record(cmd, now);
+                let _ = reply.send(state);
+            }
+            Control::Voicemail(mailbox) => self.start_voicemail(*mailbox, now),
+            Control::Screen(on) => self.bridge.set_screening(on),
+            Control::PickUp => {
+                info!(call_id, "voicemail picked up");
+                self.finish_voicemail(voicemail::End::PickedUp, now);
+            }
+            Control::Stop(_) => unreachable!("handled by the loop"),
         }
-        let report = relay.stop().await;
-        assert_eq!((report.packets_a_to_b, report.packets_b_to_a), (10, 10));
-        assert_eq!((report.reception[0].received, report.reception[0].lost), (10, 0), "the caller's stream, measured");
-        assert_eq!(report.reception[1].received, 10);
-        let rec = report.recording.expect("recording");
-        let mut r = hound::WavReader::new(std::io::Cursor::new(rec.wav)).unwrap();
-        let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
-        assert!(samples.iter().step_by(2).any(|s| *s != 0), "customer channel has audio");
-        assert!(samples.iter().skip(1).step_by(2).any(|s| *s != 0), "agent channel has audio");
+    }
+
+    /// The state of the agent's recording (the admin-only one is not the agent's to see).
+    fn state(&self) -> RecordingState {
+        match self.bridge.recording(false) {
+            None => RecordingState::Off,
+            Some((true, _)) => RecordingState::Paused,
+            Some((false, _)) => RecordingState::Recording,
+        }
+    }
+
+    fn record(&mut self, cmd: RecordCommand, now: std::time::Instant) -> RecordingState {
+        let call_id = self.ctx.call_id.clone();
+        match cmd {
+            RecordCommand::Start { admin_only } => {
+                if self.recordings[admin_only as usize].is_some() {
+                    return self.state();
+                }
+                let format = self.ctx.recording_format;
+                let meta = RecordingMeta {
+                    format: format.as_str().to_owned(),
+                    extension: format.extension().to_owned(),
+                    content_type: format.content_type().to_owned(),
+                    sample_rate_hz: super::timeline::SAMPLE_RATE,
+                    channels: 2,
+                    admin_only,
+                    kind: RecordingKind::Recording,
+                };
+                let upload = match self.ctx.recordings.begin(&call_id, self.ctx.started_at_ms, meta) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        warn!(call_id, error = %e, "cannot start the recording");
+                        metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
+                        return self.state();
+                    }
+                };
+                if let Err(e) = self.bridge.start_recording(format, admin_only, now) {
+                    warn!(call_id, error = %e, "cannot start the recording's encoder");
+                    upload.abort();
+                    return self.state();
+                }
+                info!(call_id, admin_only, format = format.as_str(), "recording started");
+                self.recordings[admin_only as usize] = Some(upload);
+            }
+            RecordCommand::Pause | RecordCommand::Resume => {
+                if self.bridge.pause_recording(cmd == RecordCommand::Pause) {
+                    info!(call_id, paused = cmd == RecordCommand::Pause, "recording paused/resumed");
+                }
+            }
+            RecordCommand::Stop => self.stop_recording(false, now),
+        }
+        self.state()
+    }
+
+    /// Stops a recording; its upload completes in the background.
+    fn stop_recording(&mut self, admin_only: bool, now: std::time::Instant) {
+        let Some(stopped) = self.bridge.stop_recording(admin_only, now) else { return };
+        let Some(mut upload) = self.recordings[admin_only as usize].take() else { return };
+        let call_id = self.ctx.call_id.clone();
+        if let Err(e) = upload.append(&stopped.tail) {
+            warn!(call_id, error = %e, "writing the recording's end to the spool failed");
+        }
+        let writer = self.ctx.writer.clone();
+        let duration_ms = stopped.duration.as_millis() as u64;
+        info!(call_id, duration_ms, admin_only, "recording stopped");
+        tokio::spawn(async move {
+            match upload.finish(duration_ms, stopped.header_patch).await {
+                Ok(Some(stored)) => {
+                    if let Some(w) = writer {
+                        w.record(CallUpdate::recording_available(stored, admin_only));
+                    }
+                }
+                Ok(None) => warn!(call_id, "shutting down before the recording was uploaded; it stays in the spool"),
+                Err(e) => warn!(call_id, error = %e, "recording could not be stored"),
+            }
+        });
+    }
+
+    fn start_voicemail(&mut self, mailbox: Mailbox, now: std::time::Instant) {
+        let call_id = self.ctx.call_id.clone();
+        let format = mailbox.settings.format;
+        let meta = RecordingMeta {
+            format: format.as_str().to_owned(),
+            extension: format.extension().to_owned(),
+            content_type: format.content_type().to_owned(),
+            sample_rate_hz: super::timeline::SAMPLE_RATE,
+            channels: 1,
+            admin_only: false,
+            kind: RecordingKind::Voicemail,
+        };
+        let upload = match self.ctx.recordings.begin(&call_id, self.ctx.started_at_ms, meta) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(call_id, error = %e, "cannot spool the voicemail; the caller hears the greeting but nothing is kept");
+                metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
+                return;
+            }
+        };
+        if let Err(e) = self.bridge.start_voicemail(mailbox.greeting, mailbox.settings, now) {
+            warn!(call_id, error = %e, "cannot start the voicemail's encoder");
+            upload.abort();
+            return;
+        }
+        info!(call_id, user_id = %mailbox.user_id, "voicemail started");
+        metrics::counter!("switchboard_voicemails_total").increment(1);
+        self.voicemail = Some((upload, mailbox.user_id));
+    }
+
+    /// Ends the voicemail; its upload completes in the background.
+    fn finish_voicemail(&mut self, why: voicemail::End, now: std::time::Instant) {
+        let Some(message) = self.bridge.finish_voicemail(why, now) else { return };
+        let Some((mut upload, user_id)) = self.voicemail.take() else { return };
+        let call_id = self.ctx.call_id.clone();
+        if let Err(e) = upload.append(&message.tail) {
+            warn!(call_id, error = %e, "writing the voicemail's end to the spool failed");
+        }
+        let writer = self.ctx.writer.clone();
+        let duration_ms = message.duration.as_millis() as u64;
+        let ended_by = message.end.as_str().to_owned();
+        info!(call_id, duration_ms, ended_by, "voicemail left");
+        tokio::spawn(async move {
+            match upload.finish(duration_ms, message.header_patch).await {
+                Ok(Some(stored)) => {
+                    if let Some(w) = writer {
+                        w.record(CallUpdate::VoicemailAvailable { stored, user_id, ended_by });
+                    }
+                }
+                Ok(None) => warn!(call_id, "shutting down before the voicemail was uploaded; it stays in the spool"),
+                Err(e) => warn!(call_id, error = %e, "voicemail could not be stored"),
+            }
+        });
+    }
+
+    /// Does what the bridge has due: played packets, reports, recording bytes, events.
+    async fn flush(&mut self, pairs: &[PortPair; 2]) {
+        let now = Instant::now().into_std();
+        self.bridge.poll(now, &mut self.outgoing);
+        for o in self.outgoing.drain(..) {
+            let pair = &pairs[o.side as usize];
+            let sock = if o.rtcp { &pair.rtcp } else { &pair.rtp };
+            let _ = sock.send_to(&o.bytes, o.dest).await;
+        }
+        for admin_only in [false, true] {
+            let Some(bytes) = self.bridge.take_recording(admin_only) else { continue };
+            let Some(upload) = self.recordings[admin_only as usize].as_mut() else { continue };
+            if let Err(e) = upload.append(&bytes) {
+                warn!(call_id = %self.ctx.call_id, error = %e, "writing the recording to the spool failed; stopping it");
+                metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
+                self.stop_recording(admin_only, now);
+            }
+        }
+        if let Some(bytes) = self.bridge.take_voicemail() {
+            if let Some((upload, _)) = self.voicemail.as_mut() {
+                if let Err(e) = upload.append(&bytes) {
+                    warn!(call_id = %self.ctx.call_id, error = %e, "writing the voicemail to the spool failed");
+                }
+            }
+        }
+        for e in self.bridge.take_events() {
+            match e {
+                BridgeEvent::VoicemailOver { end } => {
+                    debug!(call_id = %self.ctx.call_id, end = end.as_str(), "voicemail over");
+                    self.finish_voicemail(end, now);
+                    let _ = self.ctx.notices.send(MediaNotice { call_id: self.ctx.call_id.clone(), kind: NoticeKind::VoicemailOver });
+                }
+                BridgeEvent::Dtmf { from, .. } => {
+                    self.report.digits[from as usize] += 1;
+                    // Digits are not logged: they may be card numbers.
+                    debug!(call_id = %self.ctx.call_id, side = from.as_str(), "DTMF digit");
+                }
+                BridgeEvent::Quality { side, quality } => {
+                    metrics::histogram!("switchboard_media_mos_sample", "leg" => side.as_str()).record(quality.mos);
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        let now = Instant::now().into_std();
+        self.finish_voicemail(voicemail::End::CallerHungUp, now);
+        self.stop_recording(false, now);
+        self.stop_recording(true, now);
+        self.report.reception = self.bridge.reception();
+        self.report.quality = self.bridge.quality();
     }
 }

@@ -343,7 +343,7 @@ pub struct RemoteReception {
 }
 
 /// Quality of one leg, both ways.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LegQuality {
     /// Round trip from the peer's reports about our SRs.
     pub rtt: Option<Duration>,
