@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::media::encode::RecordingFormat;
+
 /// A configuration value that is present but unusable: names the key and
 /// says what is expected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,7 +32,39 @@ pub struct GatewayConfig {
     pub media: MediaConfig,
     pub http: HttpConfig,
     pub recordings: RecordingsConfig,
+    pub voicemail: VoicemailConfig,
     pub events: EventsConfig,
+}
+
+/// Voicemail for calls to a user that nobody answers or that are declined.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoicemailConfig {
+    pub enabled: bool,
+    /// Longest message, in seconds.
+    pub max_length_secs: u64,
+    /// A message ends after this many seconds of silence.
+    pub end_on_silence_secs: u64,
+    /// Users' own greetings, `<user id>.wav` (8 kHz mono 16-bit);
+    /// defaults to `<data_dir>/greetings`.
+    pub greetings_dir: Option<PathBuf>,
+    /// The greeting of users without their own; the bundled one when unset.
+    pub default_greeting: Option<PathBuf>,
+    /// `mp3` (the default), `ogg-opus` or `wav`.
+    pub format: RecordingFormat,
+}
+
+impl Default for VoicemailConfig {
+    fn default() -> Self {
+        VoicemailConfig {
+            enabled: true,
+            max_length_secs: 180,
+            end_on_silence_secs: 5,
+            greetings_dir: None,
+            default_greeting: None,
+            format: RecordingFormat::Mp3,
+        }
+    }
 }
 
 /// SIP transports and behaviour.
@@ -199,11 +233,13 @@ pub struct MediaConfig {
     pub port_min: u16,
     /// Last RTP port.
     pub port_max: u16,
+    /// Music on hold: a WAV file, 8 kHz mono 16-bit; the bundled music when unset.
+    pub hold_music: Option<PathBuf>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999 }
+        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999, hold_music: None }
     }
 }
 
@@ -238,11 +274,14 @@ pub struct RecordingsConfig {
     /// Directory of the local store; defaults to `<data_dir>/recordings`.
     pub dir: Option<PathBuf>,
     pub s3: S3Config,
+    /// File format of call recordings: `wav` (16-bit PCM, the default),
+    /// `ogg-opus` or `mp3` (a tenth of the size).
+    pub format: RecordingFormat,
 }
 
 impl Default for RecordingsConfig {
     fn default() -> Self {
-        Self { record_all: true, store: RecordingStoreKind::Local, dir: None, s3: S3Config::default() }
+        Self { record_all: true, store: RecordingStoreKind::Local, dir: None, s3: S3Config::default(), format: RecordingFormat::Wav }
     }
 }
 

@@ -113,6 +113,27 @@ impl Gateway {
             db: db.clone(),
             recordings: recordings.clone(),
             record_all: config.recordings.record_all,
+            recording_format: config.recordings.format,
+            hold_music: Arc::new(match &config.media.hold_music {
+                Some(path) => crate::media::player::Prompt::load(path)?,
+                None => crate::media::player::Prompt::bundled_hold_music(),
+            }),
+            voicemail: match &config.voicemail {
+                v if v.enabled => Some(crate::calls::manager::VoicemailDeps {
+                    settings: crate::media::voicemail::VoicemailSettings {
+                        max_length: Duration::from_secs(v.max_length_secs.max(1)),
+                        end_on_silence: Duration::from_secs(v.end_on_silence_secs.max(1)),
+                        format: v.format,
+                        ..Default::default()
+                    },
+                    default_greeting: Arc::new(match &v.default_greeting {
+                        Some(path) => crate::media::player::Prompt::load(path)?,
+                        None => crate::media::player::Prompt::bundled_voicemail_greeting(),
+                    }),
+                    greetings_dir: v.greetings_dir.clone().unwrap_or_else(|| data_dir.join("greetings")),
+                }),
+                _ => None,
+            },
             registrar: Arc::new(Registrar {
                 realm: config.sip.realm.clone(),
                 // Nonces are valid for five minutes and only for this process;

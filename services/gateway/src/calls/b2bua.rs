@@ -46,6 +46,8 @@ pub enum EndReason {
     NoAnswer,
     Busy,
     Failed,
+    /// The caller left a voicemail (or hung up in it).
+    Voicemail,
 }
 
 /// Which side ended the call.
@@ -81,6 +83,17 @@ pub enum Action {
     CallerMedia { rtp: SocketAddr },
     /// The answered callee's RTP address changed.
     CalleeMedia { rtp: SocketAddr },
+    /// The formats a leg's media now uses (its answer, or the answer the
+    /// gateway gave it), first one being what it sends.
+    LegFormats { leg: Leg, formats: Vec<Format> },
+    /// A leg put the call on hold itself (a `sendonly`/`inactive` offer) or
+    /// took it off: the other party hears music meanwhile.
+    PeerHold { leg: Leg, on: bool },
+    /// A key pressed on a leg's phone, sent as SIP INFO.
+    Dtmf { leg: Leg, digit: char, duration: Option<Duration> },
+    /// Nobody answered: the gateway answered the caller, who now leaves a
+    /// voicemail (greeting, beep, message).
+    Voicemail,
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
 }
@@ -242,6 +255,10 @@ pub struct Call {
     linger_until: Option<Instant>,
     ended: bool,
     ring_timeout: Duration,
+    /// Unanswered and declined calls go to the callee's voicemail.
+    voicemail: bool,
+    /// The gateway answered the caller for voicemail.
+    in_voicemail: bool,
 }
 
 /// Why an initial INVITE cannot become a call.
@@ -299,6 +316,8 @@ impl Call {
             media: None,
             offer_sdp: String::new(),
             ring_deadline: None,
+            voicemail: false,
+            in_voicemail: false,
             linger_until: None,
             ended: false,
             ring_timeout,
@@ -410,6 +429,47 @@ impl Call {
         self.winner.is_some() && !self.ended
     }
 
+    /// Sends the caller to voicemail when nobody answers or the callee
+    /// declines (set before or while ringing).
+    pub fn set_voicemail(&mut self, on: bool) {
+        self.voicemail = on;
+    }
+
+    /// Whether the gateway answered the caller for voicemail.
+    pub fn in_voicemail(&self) -> bool {
+        self.in_voicemail && !self.ended
+    }
+
+    /// Ends an answered call on behalf of the system (a voicemail that is
+    /// over): BYE to every leg, normal clearing.
+    pub fn hang_up(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.ended || self.a.final_status != Some(200) {
+            return out;
+        }
+        let reason = q850(16, "Normal call clearing");
+        self.bye_caller(&reason, &mut out);
+        self.hang_up_callee(&reason, &mut out);
+        let end = if self.in_voicemail { EndReason::Voicemail } else { EndReason::Completed };
+        self.end(end, HangupBy::System, 200, now, &mut out);
+        out
+    }
+
+    /// Nobody took the call: cancel what still rings and answer the caller
+    /// with the gateway's own media for the voicemail greeting.
+    fn to_voicemail(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.cancel_forks("SIP;cause=480;text=\"No answer\"", out);
+        let offered = sdp::filter_supported(&self.a.offer.formats);
+        let answer = self.caller_answer(&offered);
+        let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
+        self.ok_to_caller(answer, now, out);
+        self.ring_deadline = None;
+        self.state = State::Connected;
+        self.in_voicemail = true;
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
+        out.push(Action::Voicemail);
+    }
+
     /// Puts a leg of the answered call on hold (`sendonly` from the gateway)
     /// or takes it off hold, with a re-INVITE on that leg only. A re-INVITE
     /// crossing one from the peer (glare) is retried after the §14.1 timer.
@@ -470,13 +530,17 @@ impl Call {
                 } else if !self.ended {
                     self.a.ok_retransmit = None;
                     self.hang_up_callee(&q850(16, "Normal call clearing"), &mut out);
-                    self.end(EndReason::Completed, HangupBy::Caller, 200, now, &mut out);
+                    let end = if self.in_voicemail { EndReason::Voicemail } else { EndReason::Completed };
+                    self.end(end, HangupBy::Caller, 200, now, &mut out);
                 }
             }
             "OPTIONS" | "INFO" => {
                 let mut ok = self.respond(&msg, 200, None);
                 ok.push_header("Allow", ALLOW);
                 out.push(Action::Send(source, ok));
+                if let Some(d) = info_dtmf(&msg, Leg::Caller) {
+                    out.push(d);
+                }
             }
             _ => {
                 let mut r = self.respond(&msg, 405, None);
@@ -561,10 +625,14 @@ impl Call {
         }
         if self.ring_deadline.is_some_and(|d| now >= d) {
             self.ring_deadline = None;
-            if !self.ended && self.winner.is_none() {
-                self.cancel_forks("SIP;cause=480;text=\"No answer\"", &mut out);
-                self.final_to_caller(480, now, &mut out);
-                self.end(EndReason::NoAnswer, HangupBy::System, 480, now, &mut out);
+            if !self.ended && self.winner.is_none() && self.a.final_status.is_none() {
+                if self.voicemail {
+                    self.to_voicemail(now, &mut out);
+                } else {
+                    self.cancel_forks("SIP;cause=480;text=\"No answer\"", &mut out);
+                    self.final_to_caller(480, now, &mut out);
+                    self.end(EndReason::NoAnswer, HangupBy::System, 480, now, &mut out);
+                }
             }
         }
         out
@@ -708,6 +776,8 @@ impl Call {
         }
         let formats = sdp::filter_supported(&offer.formats);
         let direction = answer_direction(offer.direction);
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: formats.clone() });
+        out.push(Action::PeerHold { leg: Leg::Caller, on: is_hold(offer.direction) });
         self.a.offer = offer;
         self.a.sdp_version += 1;
         let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, direction);
@@ -819,11 +889,14 @@ impl Call {
             Some(desc) if self.early_media_fork.is_none() => {
                 self.early_media_fork = Some(i);
                 let answer = self.caller_answer(&desc.formats);
+                let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
                 let first = self.a.provisional.is_none();
                 self.provisional_to_caller(183, Some(answer), out);
                 if first {
                     out.push(Action::Ringing);
                 }
+                out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&desc.formats) });
                 out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
             _ if self.a.provisional.is_none() => {
@@ -879,9 +952,12 @@ impl Call {
             }
         }
         let answer = self.caller_answer(&callee.formats);
+        let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
         self.ok_to_caller(answer, now, out);
         self.ring_deadline = None;
         self.state = State::Connected;
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
+        out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&callee.formats) });
         out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
 
@@ -961,6 +1037,9 @@ impl Call {
         }
         let best = best_failure(&statuses);
         let (code, reason) = map_failure(best);
+        if self.voicemail && reason != EndReason::Cancelled && self.a.final_status.is_none() {
+            return self.to_voicemail(now, out);
+        }
         self.final_to_caller(code, now, out);
         self.end(reason, HangupBy::Callee, code, now, out);
     }
@@ -996,6 +1075,11 @@ impl Call {
                 let mut ok = self.respond(&msg, 200, None);
                 ok.push_header("Allow", ALLOW);
                 out.push(Action::Send(source, ok));
+                if self.winner == Some(i) {
+                    if let Some(d) = info_dtmf(&msg, Leg::Callee) {
+                        out.push(d);
+                    }
+                }
             }
             _ => {
                 let mut r = self.respond(&msg, 405, None);
@@ -1035,6 +1119,8 @@ impl Call {
         if let (Some(o), Some(w)) = (&offer, self.winner) {
             if w == i {
                 out.push(Action::CalleeMedia { rtp: o.rtp });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&o.formats) });
+                out.push(Action::PeerHold { leg: Leg::Callee, on: is_hold(o.direction) });
             }
         }
         out.push(Action::Send(source, ok));
@@ -1111,6 +1197,19 @@ fn answer_direction(offered: Direction) -> Direction {
         Direction::Inactive => Direction::Inactive,
         Direction::SendRecv => Direction::SendRecv,
     }
+}
+
+/// Whether an offer's direction puts its sender's peer on hold (RFC 3264 §8.4).
+fn is_hold(d: Direction) -> bool {
+    matches!(d, Direction::SendOnly | Direction::Inactive)
+}
+
+/// A DTMF digit carried in a SIP INFO body (`application/dtmf-relay` or
+/// `application/dtmf`).
+fn info_dtmf(msg: &SipMessage, leg: Leg) -> Option<Action> {
+    let content_type = msg.header("Content-Type")?;
+    let (digit, duration) = crate::media::dtmf::parse_info(content_type, &msg.body)?;
+    Some(Action::Dtmf { leg, digit, duration })
 }
 
 /// The formats to answer the caller with: the caller's offered formats that

@@ -4,14 +4,38 @@
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::b2bua::Leg;
+pub use crate::media::relay::{RecordCommand, RecordingState, Side};
+
+/// A change to a live call's media, carried out by its bridge without any
+/// SIP towards the far end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// `side` hears music on hold; neither party hears the other.
+    Hold { side: Side, on: bool },
+    /// `side`'s audio is replaced by silence towards the other party.
+    Mute { side: Side, on: bool },
+    /// Plays RFC 4733 digits to `to`.
+    Dtmf { to: Side, digits: String },
+    Record(RecordCommand),
+}
+
+/// A call's media state after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaState {
+    pub held: Option<Side>,
+    pub muted: [bool; 2],
+    pub recording: RecordingState,
+}
 
 /// Why a command was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("no live call {0}")]
     NoSuchCall(String),
-    #[error("call {0} is not answered yet; hold applies to answered calls")]
+    #[error("call {0} is not answered yet; hold, mute, DTMF and recording apply to answered calls")]
     NotAnswered(String),
+    #[error("call {0} has no media anchored in the gateway")]
+    NoMedia(String),
     #[error("the gateway is shutting down")]
     Stopped,
 }
@@ -20,6 +44,7 @@ pub enum ControlError {
 #[derive(Debug)]
 pub(crate) enum Command {
     Hold { call_id: String, leg: Leg, on: bool, reply: oneshot::Sender<Result<(), ControlError>> },
+    Media { call_id: String, command: MediaCommand, reply: oneshot::Sender<Result<MediaState, ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -34,8 +59,16 @@ impl CallControl {
         (CallControl { tx }, rx)
     }
 
-    /// Puts one leg of an answered call on hold (`on`) or resumes it, with a
-    /// re-INVITE on that leg only.
+    /// Holds, mutes, sends DTMF or controls the recording of an answered
+    /// call, in its media bridge; answers with the media state after it.
+    pub async fn media(&self, call_id: &str, command: MediaCommand) -> Result<MediaState, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Media { call_id: call_id.to_owned(), command, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Puts one leg of an answered call on hold (`on`) or resumes it with a
+    /// re-INVITE on that leg only (SIP-level hold of the phone's stream).
     pub async fn hold(&self, call_id: &str, leg: Leg, on: bool) -> Result<(), ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::Hold { call_id: call_id.to_owned(), leg, on, reply }).map_err(|_| ControlError::Stopped)?;

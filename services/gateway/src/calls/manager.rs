@@ -20,14 +20,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::b2bua::{Action, Call, EndReason, HangupBy, Local, MediaPorts, Target, ALLOW};
-use super::control::{Command, ControlError};
+use super::b2bua::{Action, Call, EndReason, HangupBy, Leg, Local, MediaPorts, Target, ALLOW};
+use super::control::{Command, ControlError, MediaCommand, MediaState};
 use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
 use super::trunks::Trunks;
 use super::writer::{AgentInfo, CallUpdate, CallWriter, EventWriter};
 use crate::directory::Directory;
 use crate::media::ports::PortAllocator;
-use crate::media::relay::{MediaRelay, Side};
+use crate::media::bridge::LegCodec;
+use crate::media::encode::RecordingFormat;
+use crate::media::player::Prompt;
+use crate::media::relay::{Mailbox, MediaContext, MediaNotice, MediaRelay, NoticeKind, RecordCommand, RecordingState, Side};
+use crate::media::voicemail::VoicemailSettings;
 use crate::recordings::RecordingSink;
 use crate::registrations::Registrations;
 use crate::sip::digest::Credentials;
@@ -51,6 +55,11 @@ pub struct ManagerDeps {
     pub db: Database,
     pub recordings: RecordingSink,
     pub record_all: bool,
+    pub recording_format: RecordingFormat,
+    /// What a held party hears.
+    pub hold_music: Arc<Prompt>,
+    /// Voicemail for unanswered calls to a user; `None` turns it off.
+    pub voicemail: Option<VoicemailDeps>,
     /// REGISTER handling and the registrations it keeps.
     pub registrar: Arc<Registrar>,
     pub registrations: Registrations,
@@ -68,6 +77,32 @@ pub struct ManagerDeps {
     /// Notified after each committed call event.
     pub committed: Arc<Notify>,
     pub shutdown: CancellationToken,
+}
+
+/// How voicemail works.
+pub struct VoicemailDeps {
+    pub settings: VoicemailSettings,
+    /// The greeting of users without their own.
+    pub default_greeting: Arc<Prompt>,
+    /// Users' own greetings: `<dir>/<user id>.wav`.
+    pub greetings_dir: std::path::PathBuf,
+}
+
+impl VoicemailDeps {
+    /// The user's own greeting if there is a readable one, else the default.
+    fn greeting(&self, user_id: &str) -> Arc<Prompt> {
+        let path = self.greetings_dir.join(format!("{user_id}.wav"));
+        if !path.exists() {
+            return self.default_greeting.clone();
+        }
+        match Prompt::load(&path) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                warn!(user_id, error = %e, "the user's voicemail greeting cannot be played; using the default");
+                self.default_greeting.clone()
+            }
+        }
+    }
 }
 
 /// Results of spawned work, fed back into the manager loop.
@@ -111,11 +146,43 @@ struct Entry {
     scheduled: Option<std::time::Instant>,
     from_number: String,
     to_number: String,
+    media: MediaStatus,
+    /// The user whose voicemail takes the call if nobody answers.
+    mailbox: Option<String>,
+    /// An administrator's policy records this call (admin-only).
+    admin_recording: bool,
+}
+
+/// What the call's bridge is doing, as far as events and the API tell.
+#[derive(Debug, Clone, Copy)]
+struct MediaStatus {
+    held: Option<Side>,
+    muted: [bool; 2],
+    recording: RecordingState,
+    admin_only: bool,
+}
+
+impl Default for MediaStatus {
+    fn default() -> Self {
+        MediaStatus { held: None, muted: [false; 2], recording: RecordingState::Off, admin_only: false }
+    }
+}
+
+impl MediaStatus {
+    fn state(&self) -> MediaState {
+        MediaState { held: self.held, muted: self.muted, recording: self.recording }
+    }
+
+    fn event(&self) -> CallUpdate {
+        let muted = [Side::A, Side::B].into_iter().filter(|s| self.muted[*s as usize]).collect();
+        CallUpdate::MediaState { held: self.held, muted }
+    }
 }
 
 /// Runs until shutdown; every live call is hung up on the way out.
 pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
+    let (notices, mut notices_rx) = mpsc::unbounded_channel::<MediaNotice>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
         events: EventWriter::spawn(deps.db.clone(), deps.committed.clone()),
@@ -133,6 +200,7 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
         by_sip: HashMap::new(),
         call_timers: BinaryHeap::new(),
         work: work_tx,
+        notices,
     };
     let probing = !m.deps.trunk_options_interval.is_zero();
     let mut probe_tick = tokio::time::interval(m.deps.trunk_options_interval.max(Duration::from_secs(1)));
@@ -148,6 +216,7 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
             },
             Some(w) = work_rx.recv() => m.on_work(w).await,
             Some(c) = commands.recv() => m.on_command(c).await,
+            Some(n) = notices_rx.recv() => m.on_notice(n).await,
             _ = sleep_until(deadline) => m.on_timers().await,
         }
     }
@@ -184,9 +253,21 @@ struct Manager {
     /// Calls' deadlines, possibly stale (checked when due).
     call_timers: BinaryHeap<Reverse<(std::time::Instant, String)>>,
     work: mpsc::UnboundedSender<Work>,
+    notices: mpsc::UnboundedSender<MediaNotice>,
 }
 
 impl Manager {
+    async fn on_notice(&mut self, notice: MediaNotice) {
+        match notice.kind {
+            NoticeKind::VoicemailOver => {
+                let now = std::time::Instant::now();
+                let Some(e) = self.calls.get_mut(&notice.call_id) else { return };
+                let actions = e.call.hang_up(now);
+                self.execute(&notice.call_id, actions).await;
+            }
+        }
+    }
+
     fn next_deadline(&mut self) -> Option<Instant> {
         let now_std = std::time::Instant::now();
         let now = Instant::now();
@@ -395,6 +476,9 @@ impl Manager {
                 scheduled: None,
                 from_number,
                 to_number: dialled.clone(),
+                media: MediaStatus::default(),
+                mailbox: None,
+                admin_recording: false,
             },
         );
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
@@ -452,10 +536,11 @@ impl Manager {
                 entry.call.reject(480, EndReason::NoAnswer, now)
             }
             RouteOutcome::Ready(plan) => {
-                let super::routing::Plan { started, presentation, forks, a, b } = *plan;
-                let relay = MediaRelay::start(id.clone(), a, b, entry.call.caller_offer().rtp);
-                let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
-                entry.relay = Some(relay);
+                let super::routing::Plan { started, presentation, forks, a, b, admin_recording } = *plan;
+                // The recording's left channel is the outside party.
+                let customer = if started.direction == pb::Direction::Outbound { Side::B } else { Side::A };
+                let started_direction = started.direction;
+                let caller_rtp = entry.call.caller_offer().rtp;
                 let (agents, targets): (Vec<Option<AgentInfo>>, Vec<Target>) = forks.into_iter().map(|f| (f.agent, f.target)).unzip();
                 for t in &targets {
                     if let (Some(name), Destination::Tls(addr)) = (&t.server_name, t.dest) {
@@ -465,9 +550,30 @@ impl Manager {
                     }
                 }
                 info!(call_id = %id, direction = ?started.direction, forks = targets.len(), "ringing");
-                entry.fork_agents = agents;
+                entry.fork_agents = agents.clone();
                 self.begin_events(&id, started);
                 let entry = self.calls.get_mut(&id).expect("entry exists");
+                let ctx = MediaContext {
+                    call_id: id.clone(),
+                    started_at_ms: entry.started_at_ms,
+                    customer,
+                    hold_music: self.deps.hold_music.clone(),
+                    recordings: self.deps.recordings.clone(),
+                    recording_format: self.deps.recording_format,
+                    writer: entry.writer.clone(),
+                    notices: self.notices.clone(),
+                };
+                // A call for one user (not a group, not out through a trunk)
+                // goes to that user's voicemail when nobody answers.
+                let mailbox = (self.deps.voicemail.is_some() && started_direction != pb::Direction::Outbound)
+                    .then(|| single_user(&agents))
+                    .flatten();
+                entry.call.set_voicemail(mailbox.is_some());
+                entry.mailbox = mailbox;
+                entry.admin_recording = admin_recording;
+                let relay = MediaRelay::start(ctx, a, b, caller_rtp);
+                let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
+                entry.relay = Some(relay);
                 let actions = entry.call.place(targets, &presentation, media, now);
                 let fork_ids: Vec<String> = entry.call.fork_call_ids().map(str::to_owned).collect();
                 for f in fork_ids {
@@ -481,6 +587,10 @@ impl Manager {
 
     async fn on_command(&mut self, command: Command) {
         match command {
+            Command::Media { call_id, command, reply } => {
+                let result = self.media_command(&call_id, command).await;
+                let _ = reply.send(result);
+            }
             Command::Hold { call_id, leg, on, reply } => {
                 let now = std::time::Instant::now();
                 let actions = match self.calls.get_mut(&call_id) {
@@ -500,6 +610,50 @@ impl Manager {
                 }
             }
         }
+    }
+
+    async fn media_command(&mut self, call_id: &str, command: MediaCommand) -> Result<MediaState, ControlError> {
+        let e = self.calls.get_mut(call_id).ok_or_else(|| ControlError::NoSuchCall(call_id.to_owned()))?;
+        if !e.call.is_answered() || e.call.has_ended() {
+            return Err(ControlError::NotAnswered(call_id.to_owned()));
+        }
+        let relay = e.relay.as_ref().ok_or_else(|| ControlError::NoMedia(call_id.to_owned()))?;
+        info!(call_id, ?command, "media command");
+        let mut media_changed = false;
+        match &command {
+            MediaCommand::Hold { side, on } => {
+                relay.hold(*side, *on);
+                let held = if *on { Some(*side) } else { e.media.held.filter(|h| h != side) };
+                media_changed = held != e.media.held;
+                e.media.held = held;
+            }
+            MediaCommand::Mute { side, on } => {
+                relay.mute(*side, *on);
+                media_changed = e.media.muted[*side as usize] != *on;
+                e.media.muted[*side as usize] = *on;
+            }
+            MediaCommand::Dtmf { to, digits } => relay.send_dtmf(*to, digits),
+            MediaCommand::Record(cmd) => {
+                let state = relay.record(*cmd).await.ok_or_else(|| ControlError::NoMedia(call_id.to_owned()))?;
+                let e = self.calls.get_mut(call_id).ok_or_else(|| ControlError::NoSuchCall(call_id.to_owned()))?;
+                if let RecordCommand::Start { admin_only } = cmd {
+                    e.media.admin_only = *admin_only;
+                }
+                if state != e.media.recording {
+                    e.media.recording = state;
+                    if let Some(w) = &e.writer {
+                        w.record(CallUpdate::RecordingState { state, admin_only: e.media.admin_only });
+                    }
+                }
+            }
+        }
+        let e = self.calls.get(call_id).ok_or_else(|| ControlError::NoSuchCall(call_id.to_owned()))?;
+        if media_changed {
+            if let Some(w) = &e.writer {
+                w.record(e.media.event());
+            }
+        }
+        Ok(e.media.state())
     }
 
     /// Resolves every outbound trunk's next hop and queues an OPTIONS to it.
@@ -635,7 +789,11 @@ impl Manager {
                         if let Some(r) = &e.relay {
                             r.set_remote(Side::B, callee_rtp);
                             if record_all {
-                                r.start_recording();
+                                r.start_recording(false);
+                                e.media.recording = RecordingState::Recording;
+                            }
+                            if e.admin_recording {
+                                r.start_recording(true);
                             }
                         }
                         // The member whose device answered takes the call (a
@@ -654,6 +812,40 @@ impl Manager {
                 Action::CallerMedia { rtp } => {
                     if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
                         r.set_remote(Side::A, rtp);
+                    }
+                }
+                Action::LegFormats { leg, formats } => {
+                    if let (Some(r), Some(codec)) = (self.calls.get(id).and_then(|e| e.relay.as_ref()), LegCodec::from_formats(&formats)) {
+                        r.set_codec(side_of(leg), codec);
+                    }
+                }
+                Action::PeerHold { leg, on } => {
+                    if let Some(e) = self.calls.get_mut(id) {
+                        let peer = side_of(leg).other();
+                        let held = if on { Some(peer) } else { e.media.held.filter(|h| *h != peer) };
+                        if held != e.media.held {
+                            if let Some(r) = &e.relay {
+                                // The phone that held the call hears nothing; its peer hears music.
+                                r.hold(peer, on);
+                            }
+                            e.media.held = held;
+                            if let Some(w) = &e.writer {
+                                w.record(e.media.event());
+                            }
+                        }
+                    }
+                }
+                Action::Dtmf { leg, digit, duration } => {
+                    if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
+                        r.info_digit(side_of(leg), digit, duration);
+                    }
+                }
+                Action::Voicemail => {
+                    if let (Some(e), Some(vm)) = (self.calls.get(id), &self.deps.voicemail) {
+                        if let (Some(r), Some(user_id)) = (&e.relay, &e.mailbox) {
+                            info!(call_id = %id, user_id, "no answer: voicemail");
+                            r.voicemail(Mailbox { user_id: user_id.clone(), greeting: vm.greeting(user_id), settings: vm.settings.clone() });
+                        }
                     }
                 }
                 Action::Ended { reason, hangup_by, sip_status } => self.ended(id, reason, hangup_by, sip_status),
@@ -682,6 +874,7 @@ impl Manager {
                     EndReason::NoAnswer => pb::EndReason::NoAnswer,
                     EndReason::Busy => pb::EndReason::Busy,
                     EndReason::Failed => pb::EndReason::Failed,
+                    EndReason::Voicemail => pb::EndReason::Voicemail,
                 },
                 hangup_by: hangup_by.as_str().to_owned(),
                 sip_status: sip_status as u32,
@@ -690,43 +883,51 @@ impl Manager {
             });
         }
         if let Some(relay) = e.relay.take() {
-            let sink = self.deps.recordings.clone();
             let call_id = id.to_owned();
-            let started_at_ms = e.started_at_ms;
             tokio::spawn(async move {
                 let report = relay.stop().await;
                 debug!(call_id, a_to_b = report.packets_a_to_b, b_to_a = report.packets_b_to_a, "media relay stopped");
-                for (side, r) in [("caller", report.reception[0]), ("callee", report.reception[1])] {
+                let mut summaries = Vec::new();
+                for side in [Side::A, Side::B] {
+                    let (r, q) = (report.reception[side as usize], report.quality[side as usize]);
                     if r.expected == 0 {
                         continue;
                     }
-                    let mos = r.mos();
+                    let mos = q.mos;
                     info!(
                         call_id,
-                        from = side,
+                        leg = side.as_str(),
                         packets = r.received,
                         lost = r.lost,
                         loss_pct = format!("{:.2}", r.loss * 100.0),
                         jitter_ms = format!("{:.1}", r.jitter.as_secs_f64() * 1000.0),
+                        rtt_ms = q.rtt.map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
                         mos = format!("{mos:.2}"),
                         "media quality"
                     );
-                    metrics::histogram!("switchboard_media_mos", "from" => side).record(mos);
-                    metrics::histogram!("switchboard_media_loss_ratio", "from" => side).record(r.loss);
-                    metrics::histogram!("switchboard_media_jitter_seconds", "from" => side).record(r.jitter.as_secs_f64());
+                    metrics::histogram!("switchboard_media_mos", "leg" => side.as_str()).record(mos);
+                    metrics::histogram!("switchboard_media_loss_ratio", "leg" => side.as_str()).record(r.loss);
+                    metrics::histogram!("switchboard_media_jitter_seconds", "leg" => side.as_str()).record(r.jitter.as_secs_f64());
+                    summaries.push(crate::calls::writer::LegSummary::new(side, r, q));
                 }
-                let Some(rec) = report.recording else { return };
-                match sink.store_recording(&call_id, started_at_ms, rec).await {
-                    Ok(Some(stored)) => {
-                        if let Some(w) = writer {
-                            w.record(CallUpdate::recording_available(stored, false));
-                        }
-                    }
-                    Ok(None) => warn!(call_id, "shutting down before the recording was uploaded; it stays in the spool"),
-                    Err(e) => warn!(call_id, error = %e, "recording could not be stored"),
+                if let (Some(w), false) = (writer, summaries.is_empty()) {
+                    w.record(CallUpdate::Quality { legs: summaries });
                 }
             });
         }
+    }
+}
+
+/// The one user every fork rings, if the call is for a single user.
+fn single_user(agents: &[Option<AgentInfo>]) -> Option<String> {
+    let first = agents.first()?.as_ref()?.user_id.clone();
+    agents.iter().all(|a| a.as_ref().is_some_and(|a| a.user_id == first)).then_some(first)
+}
+
+fn side_of(leg: Leg) -> Side {
+    match leg {
+        Leg::Caller => Side::A,
+        Leg::Callee => Side::B,
     }
 }
 

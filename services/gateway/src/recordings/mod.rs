@@ -110,12 +110,8 @@ pub struct RecordingMeta {
 }
 
 /// Bytes to rewrite in the spool file when the recording ends, e.g. a WAV
-/// header's sizes at offset 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderPatch {
-    pub offset: u64,
-    pub bytes: Vec<u8>,
-}
+/// header's sizes at offset 0 (what the file encoder gives at its end).
+pub use crate::media::encode::HeaderPatch;
 
 /// A recording stored in object storage.
 #[derive(Debug, Clone)]

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod audio;
+
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -179,6 +181,11 @@ impl TestGateway {
         Directory::new(self.db.clone())
     }
 
+    /// The handle that controls live calls (what the call-control API uses).
+    pub fn control(&self) -> switchboard_gateway::calls::control::CallControl {
+        self.running.as_ref().expect("gateway running").control.clone()
+    }
+
     /// A fresh directory inside the gateway's temporary directory.
     pub fn subdir(&self, name: &str) -> PathBuf {
         let d = self.dir.path().join(name);
@@ -274,7 +281,11 @@ impl Sipp {
             std::os::unix::fs::symlink("/usr/share/sip-tester", dir.join("pcap")).unwrap();
         }
         let mut cmd = Command::new(bin);
-        cmd.arg("-sf").arg(scenario(run.scenario));
+        // `builtin:uac_pcap` runs one of SIPp's own scenarios.
+        match run.scenario.strip_prefix("builtin:") {
+            Some(name) => cmd.args(["-sn", name]),
+            None => cmd.arg("-sf").arg(scenario(run.scenario)),
+        };
         if let Some(remote) = run.remote {
             cmd.arg(remote.to_string());
         }
@@ -380,6 +391,38 @@ pub struct Baresip {
 impl Baresip {
     /// Starts baresip with a configuration in `workdir`/baresip-`label`.
     pub async fn start(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>) -> Baresip {
+        Baresip::launch(workdir, label, gateway, account, None).await
+    }
+
+    /// Starts baresip speaking `microphone` (an 8 kHz mono 16-bit WAV,
+    /// played once) and writing what it hears and what it sends to
+    /// [`Baresip::heard`] and [`Baresip::sent`] (the `sndfile` module).
+    pub async fn start_with_audio(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>, microphone: &Path) -> Baresip {
+        Baresip::launch(workdir, label, gateway, account, Some(microphone)).await
+    }
+
+    /// The audio the phone played to its user in its last call (decoded).
+    pub fn heard(&self) -> PathBuf {
+        self.dump("dec")
+    }
+
+    /// The audio the phone sent in its last call (before encoding).
+    pub fn sent(&self) -> PathBuf {
+        self.dump("enc")
+    }
+
+    fn dump(&self, which: &str) -> PathBuf {
+        let mut dumps: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("dump-") && n.ends_with(&format!("-{which}.wav"))))
+            .collect();
+        dumps.sort();
+        dumps.pop().unwrap_or_else(|| self.fail(&format!("baresip wrote no {which} dump in {}", self.dir.display())))
+    }
+
+    async fn launch(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>, microphone: Option<&Path>) -> Baresip {
         let bin = required_program(BARESIP_BIN);
         // Debian: /usr/bin/baresip and /usr/lib/baresip/modules.
         let modules = bin.parent().and_then(Path::parent).map(|p| p.join("lib/baresip/modules")).unwrap();
@@ -391,14 +434,22 @@ impl Baresip {
             let l = TcpListener::bind((PHONE_IP, 0)).unwrap();
             l.local_addr().unwrap().port()
         };
+        // Without a microphone file, what the phone hears it says back.
+        let audio = match microphone {
+            None => "audio_player\t\taubridge,echo\naudio_source\t\taubridge,echo\n".to_owned(),
+            Some(mic) => format!(
+                "audio_player\t\taubridge,speaker-{label}\naudio_source\t\taufile,{}\nmodule\t\t\taufile.so\nmodule\t\t\tsndfile.so\nsnd_path\t\t{}\n",
+                mic.display(),
+                dir.display()
+            ),
+        };
         let config = format!(
             "poll_method\t\tepoll\n\
              sip_listen\t\t{PHONE_IP}:{sip_port}\n\
              net_interface\t\t{PHONE_IP}\n\
              call_local_timeout\t120\n\
              call_max_calls\t\t4\n\
-             audio_player\t\taubridge,echo\n\
-             audio_source\t\taubridge,echo\n\
+             {audio}\
              audio_alert\t\taubridge,alert\n\
              module_path\t\t{modules}\n\
              module\t\t\tg711.so\n\

@@ -1,0 +1,283 @@
+//! The media bridge with real user agents, asserting on the audio itself:
+//! two baresip softphones speaking espeak-ng WAVs to each other through the
+//! gateway, held (music on hold), muted, sending DTMF both ways, recorded
+//! with pause and resume; and SIPp's `uac_pcap` carrier playing its bundled
+//! G.711 and RFC 2833 captures to a softphone.
+//!
+//! Each phone writes what it hears (baresip's `sndfile` module); the tests
+//! compare stretches of it with what the other side spoke, with the hold
+//! music, or with silence, by the correlation of loudness envelopes
+//! (`support::audio::similarity`), always against a control that must not
+//! match.
+//!
+//! Needs baresip, SIPp, espeak-ng and sox (`scripts/test` installs them).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchboard_gateway::calls::control::{MediaCommand, RecordCommand, RecordingState, Side};
+use switchboard_gateway::config::GatewayConfig;
+use switchboard_gateway::directory::NewUser;
+use switchboard_gateway::media::player::Prompt;
+use switchboard_proto::v1::RecordingState as PbRecordingState;
+use switchboard_proto::Kind;
+use support::audio::{pcap_alaw, read_mono, read_stereo, rms, similarity, speech, window};
+use support::{Baresip, PhoneAccount, Sipp, SippRun, TestGateway, CARRIER_IP};
+
+const ADA_PASSWORD: &str = "ada-media-secret";
+const BOB_PASSWORD: &str = "bob-media-secret";
+const BOB_NUMBER: &str = "+14155550333";
+/// Below this RMS a stretch of decoded G.711 counts as silence.
+const SILENT: f64 = 60.0;
+/// Above this envelope correlation two stretches of audio match.
+const MATCHES: f64 = 0.6;
+
+fn media_config(config: &mut GatewayConfig) {
+    // Debian 12's baresip reads MD5 challenges only (see interop_baresip.rs).
+    config.sip.digest_algorithms = vec!["MD5".into()];
+    config.recordings.record_all = false;
+}
+
+/// Creates a user with an extension and a softphone account; returns its id.
+async fn user(gw: &TestGateway, name: &str, extension: &str, login: &str, password: &str) -> String {
+    let directory = gw.directory();
+    let user = directory.create_user(NewUser { name: name.into(), extension: Some(extension.into()), ..Default::default() }).await.unwrap();
+    let device = directory
+        .create_device(switchboard_gateway::directory::NewDevice {
+            user_id: user.id.clone(),
+            name: "softphone".into(),
+            contact_uri: format!("sip:{login}@127.0.0.1:9"),
+        })
+        .await
+        .unwrap();
+    directory.set_device_credentials(&device.id, login, password, "switchboard").await.unwrap();
+    user.id
+}
+
+async fn phone(gw: &TestGateway, login: &str, password: &str, mic: &Path) -> Baresip {
+    let mut p = Baresip::start_with_audio(
+        gw.dir.path(),
+        login,
+        gw.sip,
+        PhoneAccount { username: login, password, answermode: "auto", register: true },
+        mic,
+    )
+    .await;
+    let outcome = p.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await;
+    if outcome["type"] != "REGISTER_OK" {
+        p.fail(&format!("baresip could not register: {}", outcome["param"]));
+    }
+    p
+}
+
+/// The Switchboard call id of the only call so far.
+async fn call_id(gw: &TestGateway) -> String {
+    let events = gw.events_once("call.answered", 1).await;
+    events.iter().find(|(k, _)| k == "call.answered").map(|(_, e)| e.call_id.clone()).unwrap()
+}
+
+/// Digits a phone reported receiving, in order.
+fn digits_received(phone: &Baresip) -> String {
+    phone.events.iter().filter(|e| e["type"] == "CALL_DTMF_START").filter_map(|e| e["param"].as_str()).collect()
+}
+
+/// Seconds since `t0`.
+fn since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn softphones_hear_each_other_hold_music_mute_dtmf_and_a_paused_recording() {
+    let gw = TestGateway::start(media_config).await;
+    let audio = gw.subdir("audio");
+    let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 6);
+    let bob_mic = speech(&audio, "bob", "Bob speaking. Let me pull up the customer record and read it back to you.", 6);
+    user(&gw, "Ada", "201", "ada", ADA_PASSWORD).await;
+    user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    let mut ada = phone(&gw, "ada", ADA_PASSWORD, &ada_mic).await;
+    let mut bob = phone(&gw, "bob", BOB_PASSWORD, &bob_mic).await;
+
+    ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    bob.event("CALL_ESTABLISHED", 10).await;
+    let t0 = Instant::now();
+    let id = call_id(&gw).await;
+    let control = gw.control();
+
+    // 0–3 s: talking; recording from the start.
+    let state = control.media(&id, MediaCommand::Record(RecordCommand::Start { admin_only: false })).await.unwrap();
+    assert_eq!(state.recording, RecordingState::Recording);
+    let rec_start = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 3–6 s: Bob is held: he hears the music, Ada hears nothing.
+    let hold_at = since(t0);
+    let state = control.media(&id, MediaCommand::Hold { side: Side::B, on: true }).await.unwrap();
+    assert_eq!(state.held, Some(Side::B));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    control.media(&id, MediaCommand::Hold { side: Side::B, on: false }).await.unwrap();
+    let resume_at = since(t0);
+
+    // 6–8.5 s: Ada is muted: Bob hears silence, Ada still hears Bob.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mute_at = since(t0);
+    let state = control.media(&id, MediaCommand::Mute { side: Side::A, on: true }).await.unwrap();
+    assert!(state.muted[Side::A as usize]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    control.media(&id, MediaCommand::Mute { side: Side::A, on: false }).await.unwrap();
+    let unmute_at = since(t0);
+
+    // 8.5–10 s: recording paused while both talk.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pause_at = since(t0);
+    let state = control.media(&id, MediaCommand::Record(RecordCommand::Pause)).await.unwrap();
+    assert_eq!(state.recording, RecordingState::Paused);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    control.media(&id, MediaCommand::Record(RecordCommand::Resume)).await.unwrap();
+    let resume_rec_at = since(t0);
+
+    // DTMF both ways: Ada presses keys, the gateway plays a digit to her.
+    for key in ["1", "5", "#"] {
+        ada.command("sndcode", key).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    control.media(&id, MediaCommand::Dtmf { to: Side::A, digits: "7".into() }).await.unwrap();
+    for _ in 0..3 {
+        bob.event("CALL_DTMF_START", 10).await;
+    }
+    ada.event("CALL_DTMF_START", 10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = control.media(&id, MediaCommand::Record(RecordCommand::Stop)).await.unwrap();
+    assert_eq!(state.recording, RecordingState::Off);
+    let rec_stop = since(t0);
+
+    ada.command("hangup", "").await;
+    bob.event("CALL_CLOSED", 10).await;
+    ada.event("CALL_CLOSED", 10).await;
+
+    // DTMF arrived once each, in order, and nothing else.
+    assert_eq!(digits_received(&bob), "15#", "{}", bob.log());
+    assert_eq!(digits_received(&ada), "7", "{}", ada.log());
+
+    // What each phone heard.
+    let bob_heard = read_mono(&bob.heard());
+    let ada_heard = read_mono(&ada.heard());
+    let ada_said = read_mono(&ada_mic);
+    let bob_said = read_mono(&bob_mic);
+    let music: Vec<i16> = Prompt::bundled_hold_music().samples().to_vec();
+    let talk = |s: &[i16]| window(s, 0.8, hold_at - 0.3).to_vec();
+    assert!(similarity(&talk(&bob_heard), &ada_said) > MATCHES, "Bob hears Ada: {:.2}", similarity(&talk(&bob_heard), &ada_said));
+    assert!(similarity(&talk(&ada_heard), &bob_said) > MATCHES, "Ada hears Bob: {:.2}", similarity(&talk(&ada_heard), &bob_said));
+    let held = window(&bob_heard, hold_at + 0.5, resume_at - 0.3);
+    let (held_music, held_ada) = (similarity(held, &music), similarity(held, &ada_said));
+    assert!(held_music > MATCHES && held_music > held_ada + 0.2, "held Bob hears the music ({held_music:.2}), not Ada ({held_ada:.2})");
+    assert!(rms(window(&ada_heard, hold_at + 0.5, resume_at - 0.3)) < SILENT, "Ada hears nothing while Bob is held");
+    assert!(rms(window(&bob_heard, mute_at + 0.5, unmute_at - 0.3)) < SILENT, "Bob hears silence while Ada is muted");
+    let muted_ada_hears = window(&ada_heard, mute_at + 0.5, unmute_at - 0.3);
+    assert!(rms(muted_ada_hears) > 4.0 * SILENT, "muted Ada still hears Bob (rms {:.0})", rms(muted_ada_hears));
+
+    // The recording: customer (the caller, Ada) left, agent (Bob) right,
+    // as long as it ran, with the pause and the hold kept as silence.
+    let events = gw.events_once("recording.available", 1).await;
+    let states: Vec<i32> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(Kind::RecordingState(s)) => Some(s.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [PbRecordingState::Recording as i32, PbRecordingState::Paused as i32, PbRecordingState::Recording as i32, PbRecordingState::Off as i32]
+    );
+    let media_states = events.iter().filter(|(k, _)| k == "call.media_state").count();
+    assert_eq!(media_states, 4, "hold, resume, mute, unmute");
+    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
+    let (left, right, spec) = read_stereo(&bytes);
+    assert_eq!(spec.sample_rate, 8000);
+    let length = left.len() as f64 / 8000.0;
+    assert!((length - (rec_stop - rec_start)).abs() < 0.5, "recording is {length:.2} s, recorded for {:.2} s", rec_stop - rec_start);
+    assert!((rec.duration_ms as f64 / 1000.0 - length).abs() < 0.05);
+    let at = |t: f64| t - rec_start;
+    let left_talk = window(&left, 0.8, at(hold_at) - 0.3);
+    let right_talk = window(&right, 0.8, at(hold_at) - 0.3);
+    assert!(similarity(left_talk, &ada_said) > MATCHES, "left is Ada: {:.2}", similarity(left_talk, &ada_said));
+    assert!(similarity(right_talk, &bob_said) > MATCHES, "right is Bob: {:.2}", similarity(right_talk, &bob_said));
+    assert!(similarity(left_talk, &ada_said) > similarity(left_talk, &bob_said), "channels are not swapped");
+    assert!(rms(window(&left, at(hold_at) + 0.3, at(resume_at) - 0.3)) < SILENT, "hold is silence in the recording");
+    assert!(rms(window(&left, at(mute_at) + 0.3, at(unmute_at) - 0.3)) < SILENT, "muted Ada is silent in the recording");
+    assert!(rms(window(&right, at(mute_at) + 0.3, at(unmute_at) - 0.3)) > 4.0 * SILENT, "Bob is recorded while Ada is muted");
+    for (name, ch) in [("left", &left), ("right", &right)] {
+        assert!(rms(window(ch, at(pause_at) + 0.3, at(resume_rec_at) - 0.3)) < SILENT, "{name} is silent while paused");
+    }
+    assert!(rms(window(&right, at(resume_rec_at) + 0.3, at(resume_rec_at) + 1.0)) > 4.0 * SILENT, "recording resumed");
+
+    ada.quit().await;
+    bob.quit().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_pcap_audio_and_rfc2833_digit_reach_a_softphone_and_the_recording() {
+    let gw = TestGateway::start(|c| {
+        media_config(c);
+        c.recordings.record_all = true;
+    })
+    .await;
+    let audio = gw.subdir("audio");
+    let bob_mic = speech(&audio, "bob", "Support desk, Bob speaking. How can I help you today?", 6);
+    let bob_id = user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    gw.directory().assign_number(BOB_NUMBER, &bob_id).await.unwrap();
+    let mut bob = phone(&gw, "bob", BOB_PASSWORD, &bob_mic).await;
+
+    // SIPp's own uac_pcap: 8 s of A-law speech, then DTMF 1 as RFC 2833.
+    let carrier = Sipp::spawn(
+        gw.dir.path(),
+        SippRun {
+            label: "carrier",
+            scenario: "builtin:uac_pcap",
+            ip: CARRIER_IP,
+            remote: Some(gw.sip),
+            service: Some("14155550333"),
+            port: support::free_udp_port(CARRIER_IP),
+        },
+    );
+    bob.event("CALL_ESTABLISHED", 20).await;
+    carrier.succeeds().await;
+    bob.event("CALL_CLOSED", 20).await;
+
+    assert_eq!(digits_received(&bob), "1", "the carrier's digit arrives once\n{}", bob.log());
+    let spoken = pcap_alaw(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let heard = read_mono(&bob.heard());
+    let stretch = window(&heard, 1.0, 6.0);
+    let (s_pcap, s_bob) = (similarity(stretch, &spoken), similarity(stretch, &read_mono(&bob_mic)));
+    assert!(s_pcap > MATCHES && s_pcap > s_bob + 0.2, "Bob hears the carrier's capture ({s_pcap:.2}), not himself ({s_bob:.2})");
+
+    let events = gw.events_once("recording.available", 1).await;
+    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
+    let (left, right, _) = read_stereo(&bytes);
+    let l = window(&left, 1.0, 6.0);
+    assert!(similarity(l, &spoken) > MATCHES, "customer channel is the carrier: {:.2}", similarity(l, &spoken));
+    let r = window(&right, 1.0, 6.0);
+    assert!(similarity(r, &read_mono(&bob_mic)) > MATCHES, "agent channel is Bob: {:.2}", similarity(r, &read_mono(&bob_mic)));
+    assert_eq!(gw.metric("switchboard_dtmf_digits_total{via=\"rfc4733\"}").await, 1.0, "one digit detected, not one per packet");
+
+    // The quality summary of both legs at hangup.
+    let quality = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::Quality(q)) => Some(q.clone()),
+        _ => None,
+    });
+    let quality = quality.expect("a call.quality event");
+    assert_eq!(quality.legs.len(), 2);
+    for leg in &quality.legs {
+        assert!(leg.packets_received > 100 && leg.loss_ratio < 0.01 && leg.mos > 4.0, "{leg:?}");
+    }
+
+    bob.quit().await;
+    gw.stop().await;
+}
