@@ -20,6 +20,8 @@ pub struct Reception {
     jitter_q4: u32,
     /// (arrival in timestamp units, RTP timestamp) of the previous packet.
     last: Option<(u32, u32)>,
+    /// Earlier sources of the call folded together (for the call's summary).
+    earlier: ReceptionReport,
 }
 
 /// A snapshot of a stream's reception.
@@ -36,7 +38,16 @@ pub struct ReceptionReport {
 
 impl Reception {
     pub fn new(clock_rate: u32) -> Reception {
-        Reception { clock_rate: clock_rate.max(1), ssrc: None, max_ext_seq: 0, base_ext_seq: 0, received: 0, jitter_q4: 0, last: None }
+        Reception {
+            clock_rate: clock_rate.max(1),
+            ssrc: None,
+            max_ext_seq: 0,
+            base_ext_seq: 0,
+            received: 0,
+            jitter_q4: 0,
+            last: None,
+            earlier: ReceptionReport::default(),
+        }
     }
 
     /// Accounts one packet that arrived `arrival` after the stream's epoch.
@@ -44,7 +55,9 @@ impl Reception {
     pub fn packet(&mut self, ssrc: u32, seq: u16, timestamp: u32, arrival: Duration) {
         let arrival_ts = (arrival.as_micros() as u64 * self.clock_rate as u64 / 1_000_000) as u32;
         if self.ssrc != Some(ssrc) {
+            let earlier = self.call_report();
             *self = Reception::new(self.clock_rate);
+            self.earlier = earlier;
             self.ssrc = Some(ssrc);
             self.max_ext_seq = seq as u32;
             self.base_ext_seq = seq as u32;
@@ -91,6 +104,23 @@ impl Reception {
         self.jitter_q4 >> 4
     }
 
+    /// Every source of the call so far together (a transfer or a played
+    /// capture changes the source; RTCP reports only the current one):
+    /// counts summed, the worst jitter.
+    pub fn call_report(&self) -> ReceptionReport {
+        let (a, b) = (self.earlier, self.report());
+        let expected = a.expected + b.expected;
+        let lost = a.lost + b.lost;
+        ReceptionReport {
+            expected,
+            received: a.received + b.received,
+            lost,
+            loss: if expected == 0 { 0.0 } else { lost as f64 / expected as f64 },
+            jitter: a.jitter.max(b.jitter),
+        }
+    }
+
+    /// The current source's reception.
     pub fn report(&self) -> ReceptionReport {
         if self.ssrc.is_none() {
             return ReceptionReport { expected: 0, received: 0, lost: 0, loss: 0.0, jitter: Duration::ZERO };

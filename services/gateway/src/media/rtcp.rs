@@ -571,7 +571,8 @@ impl RtcpSession {
 
     /// Both directions of the leg and their MOS.
     pub fn quality(&self) -> LegQuality {
-        let local = self.reception.report();
+        // Every source the peer sent during the call, not just the current one.
+        let local = self.reception.call_report();
         let delay = self.rtt.unwrap_or_default();
         let local_mos = leg_mos(delay, local.jitter, local.loss);
         let remote_mos = self.remote.map(|r| leg_mos(delay, r.jitter, r.fraction_lost)).unwrap_or(local_mos);
