@@ -83,6 +83,25 @@ async fn a_patch_beyond_the_recording_is_refused_and_the_audio_kept() {
 }
 
 #[tokio::test]
+async fn appends_reach_the_spool_file_every_16_kib_or_on_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = local_sink(dir.path());
+    let mut upload = sink.begin("call-6", 0, RecordingMeta::stereo_wav(8000)).unwrap();
+    let path = dir.path().join("spool").join(format!("{}.wav", upload.recording_id()));
+    let on_disk = || std::fs::metadata(&path).unwrap().len();
+    upload.append(&[1u8; 1000]).unwrap();
+    assert_eq!(on_disk(), 0, "buffered");
+    for _ in 0..16 {
+        upload.append(&[2u8; 1000]).unwrap();
+    }
+    assert_eq!(on_disk(), 17_000, "written through once 16 KiB are buffered");
+    upload.append(&[3u8; 10]).unwrap();
+    upload.flush().unwrap();
+    assert_eq!(on_disk(), 17_010);
+    assert_eq!(upload.bytes_appended(), 17_010);
+}
+
+#[tokio::test]
 async fn bad_extensions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sink = local_sink(dir.path());

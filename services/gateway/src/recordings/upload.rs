@@ -153,6 +153,12 @@ impl RecordingUpload {
         Ok(())
     }
 
+    /// Writes what is buffered through to the spool file now (not synced),
+    /// e.g. when the media task stops appending for a while (hold).
+    pub fn flush(&mut self) -> Result<(), RecordingStoreError> {
+        self.write_through()
+    }
+
     /// Writes the buffer through to the spool file and tells the uploader.
     fn write_through(&mut self) -> Result<(), RecordingStoreError> {
         if let Some(writer) = self.writer.as_mut() {
