@@ -23,7 +23,7 @@ use switchboard_gateway::directory::NewUser;
 use switchboard_gateway::media::player::Prompt;
 use switchboard_proto::v1::RecordingState as PbRecordingState;
 use switchboard_proto::Kind;
-use support::audio::{pcap_alaw, read_mono, read_stereo, rms, similarity, speech, window};
+use support::audio::{pcap_alaw, read_mono, read_stereo, rms, similarity, speech, speech_between_silences, window};
 use support::{Baresip, PhoneAccount, Sipp, SippRun, TestGateway, CARRIER_IP};
 
 const ADA_PASSWORD: &str = "ada-media-secret";
@@ -288,5 +288,82 @@ async fn carrier_pcap_audio_and_rfc2833_digit_reach_a_softphone_and_the_recordin
     }
 
     bob.quit().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_call_goes_to_voicemail_greeting_beep_message_ended_by_silence() {
+    let gw = TestGateway::start(|c| {
+        media_config(c);
+        c.voicemail.end_on_silence_secs = 2;
+    })
+    .await;
+    let audio = gw.subdir("audio");
+    // Ada listens to the greeting, says one thing after the beep, then nothing.
+    let ada_mic = speech_between_silences(&audio, "ada", "Hi Bob, it is Ada. Please call me back about the renewal.", 7, 30);
+    let spoken_secs = read_mono(&audio.join("ada-spoken.wav")).len() as f64 / 8000.0;
+    user(&gw, "Ada", "201", "ada", ADA_PASSWORD).await;
+    let bob_id = user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    // Bob's desk phone declines.
+    let desk_port = support::free_udp_port(CARRIER_IP);
+    gw.directory()
+        .create_device(switchboard_gateway::directory::NewDevice {
+            user_id: bob_id.clone(),
+            name: "desk".into(),
+            contact_uri: format!("sip:bob@{CARRIER_IP}:{desk_port}"),
+        })
+        .await
+        .unwrap();
+    let desk = Sipp::spawn(
+        gw.dir.path(),
+        SippRun { label: "desk", scenario: "device_uas_decline.xml", ip: CARRIER_IP, remote: None, service: None, port: desk_port },
+    );
+    let mut ada = phone(&gw, "ada", ADA_PASSWORD, &ada_mic).await;
+
+    ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the gateway answers for the voicemail: {first}");
+    desk.succeeds().await;
+    // The gateway hangs up once Ada has been silent for two seconds.
+    let closed = ada.event("CALL_CLOSED", 60).await;
+    assert!(closed["param"].as_str().is_some_and(|p| !p.is_empty()), "{closed}");
+
+    // Ada heard the greeting first.
+    let heard = read_mono(&ada.heard());
+    let greeting = Prompt::bundled_voicemail_greeting();
+    let g = similarity(window(&heard, 0.3, 4.5), greeting.samples());
+    assert!(g > MATCHES, "the caller hears the greeting ({g:.2})");
+
+    let events = gw.events_once("voicemail.available", 1).await;
+    let ended = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::Ended(x)) => Some(x.clone()),
+        _ => None,
+    });
+    let ended = ended.expect("call.ended");
+    assert_eq!(ended.reason(), switchboard_proto::v1::EndReason::Voicemail);
+    assert_eq!(ended.hangup_by, "system");
+    assert!(!events.iter().any(|(k, _)| k == "call.answered"), "nobody answered");
+    let Some(Kind::VoicemailAvailable(vm)) = &events.iter().find(|(k, _)| k == "voicemail.available").unwrap().1.kind else { unreachable!() };
+    assert_eq!(vm.user_id, bob_id);
+    assert_eq!(vm.ended_by, "silence");
+    assert_eq!(vm.format, "mp3");
+    // From the beep to half a second after her last word: the silence she
+    // left before speaking (7 s from the answer, less greeting and beep),
+    // her words, and half a second.
+    let secs = vm.duration_ms as f64 / 1000.0;
+    let lead = 7.0 - (greeting.len() as f64 / 8000.0 + 0.4);
+    let expected = lead + spoken_secs + 0.5;
+    assert!((secs - expected).abs() < 0.8, "the message is {secs:.2} s; expected about {expected:.2} s");
+
+    // The MP3 holds what Ada said.
+    let mp3 = std::fs::read(gw.dir.path().join("recordings").join(&vm.object_key)).unwrap();
+    let decoded = support::audio::decode_mp3(&mp3);
+    let s = similarity(&decoded, &read_mono(&ada_mic));
+    assert!(s > MATCHES, "the message is Ada's speech ({s:.2})");
+    let rows: Vec<(String, String)> =
+        switchboard_store::sqlx::query_as("SELECT kind, user_id FROM recordings").fetch_all(gw.db.pool()).await.unwrap();
+    assert_eq!(rows, [("voicemail".to_owned(), bob_id.clone())]);
+
+    ada.quit().await;
     gw.stop().await;
 }

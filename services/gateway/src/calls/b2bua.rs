@@ -1007,13 +1007,18 @@ impl Call {
         }
         fork.state = ForkState::Done(status);
         fork.cancel_pending = None;
-        if self.ended || self.winner.is_some() {
+        if self.ended || self.winner.is_some() || self.in_voicemail {
             return;
         }
         if (600..700).contains(&status) {
             // A global failure ends every fork (§16.7 step 5).
             for j in 0..self.forks.len() {
                 self.cancel_fork(j, &format!("SIP;cause={status}"), out);
+            }
+            // Declined (603) or busy everywhere (600): voicemail, if the
+            // callee has one; "does not exist anywhere" (604) is not.
+            if self.voicemail && matches!(status, 600 | 603) && self.a.final_status.is_none() {
+                return self.to_voicemail(now, out);
             }
             let (code, reason) = map_failure(status);
             self.final_to_caller(code, now, out);
@@ -1025,7 +1030,7 @@ impl Call {
 
     /// Once every fork failed, answers the caller with the best failure.
     fn maybe_all_failed(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.ended || self.winner.is_some() {
+        if self.ended || self.winner.is_some() || self.in_voicemail {
             return;
         }
         let mut statuses = Vec::new();

@@ -155,9 +155,11 @@ impl Voicemail {
         self.write_frames()?;
         let max = self.settings.max_length.as_millis() as u64 * SAMPLE_RATE as u64 / 1000;
         let silence = self.settings.end_on_silence.as_millis() as u64 * SAMPLE_RATE as u64 / 1000;
+        tracing::trace!(written = self.written, silent = self.silent, frames = self.frames.len(), "voicemail progress");
         if self.written >= max {
             self.phase = Phase::Done(End::MaxLength);
-        } else if self.silent >= silence && self.written > self.silent {
+        } else if self.silent >= silence && (self.written > self.silent || self.silent >= silence + 3 * SAMPLE_RATE as u64) {
+            // A caller who says nothing at all gets three more seconds.
             self.phase = Phase::Done(End::Silence);
         }
         Ok(())
@@ -213,7 +215,11 @@ impl Voicemail {
                 None
             }
         };
-        let samples = if end == End::Silence { (self.heard_until + SAMPLE_RATE as u64 / 2).min(self.written) } else { self.written };
+        let samples = if end == End::Silence && self.heard_until > 0 {
+            (self.heard_until + SAMPLE_RATE as u64 / 2).min(self.written)
+        } else {
+            self.written
+        };
         Message {
             tail,
             header_patch,
@@ -301,6 +307,21 @@ mod tests {
         let m = vm.finish(ms(t), End::CallerHungUp);
         assert_eq!(m.end, End::CallerHungUp);
         assert!(m.duration >= ms(900) && m.duration <= ms(1000), "{:?}", m.duration);
+    }
+
+    #[test]
+    fn a_caller_who_says_nothing_is_hung_up_after_a_longer_silence() {
+        let greeting = Arc::new(Prompt::from_samples("g", vec![1000; 160]).unwrap());
+        let mut vm = Voicemail::new(greeting, settings()).unwrap();
+        let start = through_greeting(&mut vm);
+        let mut t = start;
+        while !matches!(vm.phase(), Phase::Done(_)) && t < start + 20_000 {
+            t += 20;
+            vm.poll(ms(t)).unwrap();
+        }
+        assert_eq!(vm.phase(), Phase::Done(End::Silence));
+        let waited = t - start;
+        assert!((5_000..5_500).contains(&waited), "two seconds of silence plus three of grace: {waited} ms");
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn speech(dir: &Path, name: &str, text: &str, times: u32) -> PathBuf {
     out
 }
 
+/// Like [`speech`] once, after `before` and followed by `after` seconds of
+/// silence (baresip ends a call when its microphone file runs out).
+pub fn speech_between_silences(dir: &Path, name: &str, text: &str, before: u32, after: u32) -> PathBuf {
+    let spoken = speech(dir, &format!("{name}-spoken"), text, 1);
+    let out = dir.join(format!("{name}.wav"));
+    let status =
+        Command::new(program("sox", "sox")).arg(&spoken).arg(&out).args(["pad", &before.to_string(), &after.to_string()]).status().unwrap();
+    assert!(status.success(), "sox failed");
+    out
+}
+
 /// The samples of a mono WAV (the first channel of a stereo one).
 pub fn read_mono(path: &Path) -> Vec<i16> {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{} is not a WAV: {e}", path.display()));
@@ -120,4 +131,39 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     } else {
         cov / (va.sqrt() * vb.sqrt())
     }
+}
+
+/// Decodes an MP3 file (mono or the first channel) to 16-bit samples.
+pub fn decode_mp3(file: &[u8]) -> Vec<i16> {
+    use symphonia::core::audio::SampleBuffer;
+    use symphonia::core::codecs::DecoderOptions;
+    use symphonia::core::formats::FormatOptions;
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+    use symphonia::core::probe::Hint;
+
+    let stream = MediaSourceStream::new(Box::new(std::io::Cursor::new(file.to_vec())), Default::default());
+    let mut hint = Hint::new();
+    hint.with_extension("mp3");
+    let probed = symphonia::default::get_probe()
+        .format(&hint, stream, &FormatOptions { enable_gapless: true, ..Default::default() }, &MetadataOptions::default())
+        .expect("an MP3 stream");
+    let mut format = probed.format;
+    let track = format.default_track().expect("an audio track").clone();
+    let mut decoder = symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).unwrap();
+    let mut pcm = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("the MP3 does not decode: {e}"),
+        };
+        let audio = decoder.decode(&packet).unwrap();
+        let spec = *audio.spec();
+        let channels = spec.channels.count();
+        let mut buf = SampleBuffer::<i16>::new(audio.capacity() as u64, spec);
+        buf.copy_interleaved_ref(audio);
+        pcm.extend(buf.samples().iter().step_by(channels));
+    }
+    pcm
 }

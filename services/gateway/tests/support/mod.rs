@@ -151,6 +151,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway; `tune` adjusts the configuration first.
     pub async fn start(tune: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+        // The gateway's own logs, with call ids, when a test is run with
+        // SWITCHBOARD_TEST_LOG=debug (or any filter).
+        if let Ok(filter) = std::env::var("SWITCHBOARD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let db = Database::connect(&format!("sqlite://{}", dir.path().join("sb.db").display())).await.unwrap();
         db.migrate().await.unwrap();
