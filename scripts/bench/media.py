@@ -453,12 +453,12 @@ def ms(us):
 
 
 def level_table(results):
-    rows = ["| calls | up | packets sent | loss % | added jitter p50 / p99 / max (ms) | delay p99 (ms) | RFC 3550 jitter p99 (ms) "
+    rows = ["| calls | up | packets sent / received | relayed packets/s | loss % | added jitter p50 / p99 / max (ms) | delay p99 (ms) | RFC 3550 jitter p99 (ms) "
             "| CPU relay / generator / other (% of a core) | RSS per call | UDP drops | result |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         if "report" not in res:
-            rows.append(f"| {res['calls']} | — | — | — | — | — | — | — | — | — | fail: {res['reason']} |")
+            rows.append(f"| {res['calls']} | — | — | — | — | — | — | — | — | — | — | fail: {res['reason']} |")
             continue
         r = res["report"]
         m = r["media"]
@@ -466,7 +466,7 @@ def level_table(results):
         verdict = "pass" if res["passed"] else "fail: " + res["reason"]
         if res.get("notes"):
             verdict += " (" + "; ".join(res["notes"]) + ")"
-        rows.append(f"| {res['calls']} | {r['calls_up']} | {m['sent']} | {m['loss_pct']:.4f} | {ms(a['p50'])} / {ms(a['p99'])} / {ms(a['max'])} "
+        rows.append(f"| {res['calls']} | {r['calls_up']} | {m['sent']} / {m['received']} | {r['received_pps']:.0f} | {m['loss_pct']:.4f} | {ms(a['p50'])} / {ms(a['p99'])} / {ms(a['max'])} "
                     f"| {ms(m['delay_us']['p99'])} | {ms(m['rfc3550_jitter_us']['p99'])} "
                     f"| {res['cpu_relay']:.0f} / {res['cpu_gen']:.0f} / {res['cpu_other']:.0f} "
                     f"| {res['rss_per_call'] / 1024:.1f} KiB | {res['udp_drops']} | {verdict} |")
