@@ -106,11 +106,15 @@ def build(args):
         packages.append("switchboard")
     if not args.rtpload:
         packages.append("rtpload")
-    if packages:
-        cmd = ["cargo", "build", "--release"] + [x for p in packages for x in ("-p", p)]
+    # One cargo invocation per package: built together, their shared
+    # dependencies would get the union of features and differ from (and
+    # later be rebuilt for) a plain `cargo build --release -p switchboard`.
+    for package in packages:
+        cmd = ["cargo", "build", "--release", "-p", package]
         log(f"building: {' '.join(cmd)}")
         if subprocess.run(cmd, cwd=REPO).returncode != 0:
-            raise SystemExit("the release build failed")
+            raise SystemExit(f"the release build of {package} failed")
+    if packages:
         target = cargo_target_dir()
         args.bin = args.bin or os.path.join(target, "release", "switchboard")
         args.rtpload = args.rtpload or os.path.join(target, "release", "rtpload")

@@ -358,23 +358,34 @@ impl GatewaySip {
                     }
                 }
             }
+            ("INVITE", status) if status >= 300 && c.state == State::Inviting => {
+                // The ACK of a final non-2xx response belongs to the INVITE
+                // transaction (RFC 3261 §17.1.1.3): the INVITE's Via (branch
+                // included, echoed in the response), the response's To.
+                let ruri = format!("sip:{}@{}", self.number, self.gateway);
+                let ack = format!(
+                    "ACK {ruri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
+                     Call-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                    m.header("via").unwrap_or_default(),
+                    m.header("from").unwrap_or_default(),
+                    m.header("to").unwrap_or_default(),
+                    m.header("call-id").unwrap_or_default(),
+                );
+                out.send.push(self.send_trunk(ack.clone().into_bytes()));
+                let reason = format!(
+                    "the gateway answered the INVITE with {}",
+                    start_line_reason(&m)
+                );
+                let c = self.calls.get_mut(&call).expect("looked up above");
+                c.state = State::Done;
+                c.retransmit = None;
+                c.ack = Some(ack.into_bytes());
+                out.events.push(Event::Failed { call, reason });
+            }
             ("INVITE", status) if status >= 300 => {
-                if c.state == State::Inviting {
-                    // ACK for a final non-2xx: same branch as the INVITE; here
-                    // a fresh one is accepted by the gateway's transaction
-                    // layer as well, and only stops its retransmissions.
-                    let to = m.header("to").unwrap_or_default().to_owned();
-                    let ruri = format!("sip:{}@{}", self.number, self.gateway);
-                    let ack = self.trunk_request("ACK", &ruri, call, 1, &to, None);
-                    out.send.push(self.send_trunk(ack));
-                    let reason = format!(
-                        "the gateway answered the INVITE with {}",
-                        start_line_reason(&m)
-                    );
-                    let c = self.calls.get_mut(&call).expect("looked up above");
-                    c.state = State::Done;
-                    c.retransmit = None;
-                    out.events.push(Event::Failed { call, reason });
+                // A retransmitted final response: acknowledged again.
+                if let Some(ack) = &c.ack {
+                    out.send.push(self.send_trunk(ack.clone()));
                 }
             }
             ("BYE", 200..=699) => {
@@ -799,10 +810,29 @@ mod tests {
             now,
             &mut out,
         );
-        assert!(text(&out.send[0]).starts_with("ACK "));
+        let ack = Message::parse(&out.send[0].data).unwrap();
+        assert_eq!(ack.method.as_deref(), Some("ACK"));
+        assert_eq!(
+            ack.header("via"),
+            invite.header("via"),
+            "same transaction as the INVITE"
+        );
+        assert_eq!(ack.header("cseq"), Some("1 ACK"));
         assert!(
             matches!(&out.events[..], [Event::Failed { call: 0, reason }] if reason.contains("503"))
         );
+        // A retransmitted 503 is acknowledged again, and changes nothing more.
+        let mut again = Output::default();
+        s.on_datagram(
+            TRUNK,
+            "127.0.0.1:5560".parse().unwrap(),
+            busy.as_bytes(),
+            now,
+            &mut again,
+        );
+        assert!(again.events.is_empty());
+        assert_eq!(again.send.len(), 1);
+        assert_eq!(again.send[0].data, out.send[0].data);
 
         // Call 1 is never answered: retransmitted, then given up.
         let mut out = Output::default();
