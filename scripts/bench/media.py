@@ -74,6 +74,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 # The helpers of the SIP benchmark: process and /proc readers, the gateway
 # wrapper (config, `switchboard admin`, start/stop), the machine line.
+# No bytecode cache is written for it: the scripts directory stays as checked out.
+sys.dont_write_bytecode = True
 _spec = importlib.util.spec_from_file_location("sip_cps", os.path.join(HERE, "sip-cps.py"))
 cps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cps)
