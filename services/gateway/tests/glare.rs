@@ -88,15 +88,23 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
     assert!(phone_status.success(), "the phone's side of the glare failed\n{}", sipp_traces(dir.path()));
     assert!(carrier_status.success(), "the carrier saw something of the phone's leg\n{}", sipp_traces(dir.path()));
 
-    let rows = outbox.read_after(0, 100).await.unwrap();
-    let ended = rows
-        .iter()
-        .filter_map(|r| match CallEvent::decode(r.payload.as_slice()).unwrap().kind {
-            Some(Kind::Ended(e)) => Some(e),
-            _ => None,
-        })
-        .next()
-        .expect("call.ended");
+    // The writer commits on its own task: wait for the call's end to land.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        let rows = outbox.read_after(0, 100).await.unwrap();
+        let ended = rows
+            .iter()
+            .filter_map(|r| match CallEvent::decode(r.payload.as_slice()).unwrap().kind {
+                Some(Kind::Ended(e)) => Some(e),
+                _ => None,
+            })
+            .next();
+        if let Some(e) = ended {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no call.ended event within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(ended.hangup_by, "caller");
     shutdown.cancel();
 }

@@ -228,7 +228,7 @@ async fn a_carrier_call_reaches_baresip_at_its_provisioned_contact_and_audio_flo
 
     let events = gw.events_once("recording.available", 1).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"]);
+    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "call.quality", "recording.available"]);
     let Some(Kind::Answered(answered)) = &events[2].1.kind else { panic!("call.answered") };
     assert_eq!(answered.agent.as_ref().unwrap().device_id, device);
     let Some(Kind::Ended(ended)) = &events[3].1.kind else { panic!("call.ended") };
@@ -237,7 +237,7 @@ async fn a_carrier_call_reaches_baresip_at_its_provisioned_contact_and_audio_flo
 
     // The recording has the carrier's speech on the customer channel and
     // the softphone's echo of it on the agent channel.
-    let Some(Kind::RecordingAvailable(rec)) = &events[4].1.kind else { panic!("recording.available") };
+    let Some(Kind::RecordingAvailable(rec)) = &events[5].1.kind else { panic!("recording.available") };
     let wav = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
     let mut reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
     assert_eq!(reader.spec().channels, 2);

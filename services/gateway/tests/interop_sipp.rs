@@ -105,7 +105,16 @@ async fn hold_and_resume_from_the_device_are_answered_locally() {
 
     let events = gw.events_after_calls_ended(1).await;
     let call = events_of(&events, &events[0].1.call_id);
-    assert_eq!(kinds(&call), ["call.started", "call.ringing", "call.answered", "call.ended"]);
+    // The phone's hold put the carrier on hold music, and its resume took it off.
+    assert_eq!(kinds(&call), ["call.started", "call.ringing", "call.answered", "call.media_state", "call.media_state", "call.ended"]);
+    let held: Vec<i32> = call
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(switchboard_proto::Kind::MediaState(m)) => Some(m.held),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, [switchboard_proto::v1::Leg::Caller as i32, switchboard_proto::v1::Leg::Unspecified as i32]);
     let ended = only_call_ended(&events);
     assert_eq!(ended.reason(), EndReason::Completed);
     assert_eq!(ended.hangup_by, "callee");

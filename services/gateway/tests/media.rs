@@ -38,6 +38,7 @@ fn media_config(config: &mut GatewayConfig) {
     // Debian 12's baresip reads MD5 challenges only (see interop_baresip.rs).
     config.sip.digest_algorithms = vec!["MD5".into()];
     config.recordings.record_all = false;
+    config.voicemail.enabled = true;
 }
 
 /// Creates a user with an extension and a softphone account; returns its id.
@@ -365,5 +366,69 @@ async fn a_declined_call_goes_to_voicemail_greeting_beep_message_ended_by_silenc
     assert_eq!(rows, [("voicemail".to_owned(), bob_id.clone())]);
 
     ada.quit().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_softphone_takes_an_a_law_carrier_call_through_the_transcoder() {
+    let gw = TestGateway::start(|c| {
+        media_config(c);
+        c.recordings.record_all = true;
+    })
+    .await;
+    let audio = gw.subdir("audio");
+    let bob_mic = speech(&audio, "bob", "Bob here, on the browser codec. Go ahead please.", 6);
+    let bob_id = user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    gw.directory().assign_number(BOB_NUMBER, &bob_id).await.unwrap();
+    let mut bob = Baresip::start_with_codecs(
+        gw.dir.path(),
+        "bob",
+        gw.sip,
+        PhoneAccount { username: "bob", password: BOB_PASSWORD, answermode: "auto", register: true },
+        &bob_mic,
+        "opus",
+    )
+    .await;
+    let outcome = bob.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await;
+    assert_eq!(outcome["type"], "REGISTER_OK");
+
+    // The carrier offers A-law only; Bob's phone speaks Opus only.
+    let carrier = Sipp::spawn(
+        gw.dir.path(),
+        SippRun {
+            label: "carrier",
+            scenario: "builtin:uac_pcap",
+            ip: CARRIER_IP,
+            remote: Some(gw.sip),
+            service: Some("14155550333"),
+            port: support::free_udp_port(CARRIER_IP),
+        },
+    );
+    bob.event("CALL_ESTABLISHED", 20).await;
+    let carrier = carrier.succeeds().await;
+    bob.event("CALL_CLOSED", 20).await;
+
+    // The carrier was answered with A-law, Bob's phone took Opus.
+    let carrier_log = carrier.messages();
+    assert!(carrier_log.contains("a=rtpmap:8 PCMA/8000"), "{carrier_log}");
+    let bob_log = bob.log();
+    assert!(bob_log.contains("Set audio decoder: opus"), "baresip decodes Opus\n{}", support::tail(&bob_log, 80));
+    // What Bob heard went A-law → PCM → Opus and is still the carrier's speech.
+    let spoken = pcap_alaw(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let heard = read_mono(&bob.heard());
+    let s = similarity(window(&heard, 1.0, 6.0), &spoken);
+    assert!(s > MATCHES, "Bob hears the carrier through the transcoder ({s:.2})");
+    assert_eq!(digits_received(&bob), "1", "the carrier's digit crosses from 8 kHz to 48 kHz events once\n{}", bob.log());
+
+    // The recording decodes Opus for the agent's channel.
+    let events = gw.events_once("recording.available", 1).await;
+    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
+    let (left, right, _) = read_stereo(&bytes);
+    let l = similarity(window(&left, 1.0, 6.0), &spoken);
+    let r = similarity(window(&right, 1.0, 6.0), &read_mono(&bob_mic));
+    assert!(l > MATCHES && r > MATCHES, "customer {l:.2}, agent (from Opus) {r:.2}");
+
+    bob.quit().await;
     gw.stop().await;
 }

@@ -103,7 +103,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"]);
+    assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended", "call.quality", "recording.available"]);
     let events: Vec<CallEvent> = rows.iter().map(|r| CallEvent::decode(r.payload.as_slice()).unwrap()).collect();
     assert!(events.iter().enumerate().all(|(i, e)| e.sequence == i as u64 + 1 && e.call_id == events[0].call_id));
     let Some(Kind::Started(started)) = &events[0].kind else { panic!("first event is call.started") };
@@ -111,7 +111,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     assert_eq!(started.owner.as_ref().unwrap().salesforce_user_id, "005000000000001AAA");
     let Some(Kind::Ended(ended)) = &events[3].kind else { panic!("call.ended") };
     assert_eq!(ended.hangup_by, "caller");
-    let Some(Kind::RecordingAvailable(rec)) = &events[4].kind else { panic!("recording.available") };
+    let Some(Kind::RecordingAvailable(rec)) = &events[5].kind else { panic!("recording.available") };
 
     // The WAV is stereo, as long as the call was connected, with audio on both sides.
     let wav = std::fs::read(dir.path().join("recordings").join(&rec.object_key)).unwrap();
@@ -133,7 +133,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let page = metrics_page(gw.http).await;
     for from in ["caller", "callee"] {
         let value = |name: &str| -> f64 {
-            let prefix = format!("{name}{{from=\"{from}\"}} ");
+            let prefix = format!("{name}{{leg=\"{from}\"}} ");
             page.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {prefix} in\n{page}"))
         };
         // (Other tests of this file may share the process under `cargo test`:

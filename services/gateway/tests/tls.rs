@@ -138,6 +138,8 @@ async fn start(dir: &Path, tune: impl FnOnce(&mut GatewayConfig)) -> (Database, 
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
     db.migrate().await.unwrap();
     let mut config = GatewayConfig::default();
+    // The devices' own answers (486 Busy) must reach the caller: no voicemail.
+    config.voicemail.enabled = false;
     // The test's sockets on 127.0.0.1 play the carrier.
     config.sip.trunks = vec![switchboard_gateway::config::TrunkConfig {
         name: "test-carrier".into(),

@@ -284,7 +284,7 @@ impl Call {
         }
         let offer = sdp::parse_audio(&invite.body)
             .map_err(|e| SetupError { code: 488, reason: format!("Not Acceptable Here ({e})") })?;
-        if sdp::filter_supported(&offer.formats).iter().all(|f| f.encoding.eq_ignore_ascii_case("telephone-event")) {
+        if usable(&offer.formats).iter().all(|f| f.encoding.eq_ignore_ascii_case("telephone-event")) {
             return Err(SetupError { code: 488, reason: "Not Acceptable Here (offer PCMU or PCMA)".into() });
         }
         let to_tag = new_tag();
@@ -360,7 +360,7 @@ impl Call {
             return out;
         }
         self.media = Some(media);
-        let formats: Vec<Format> = sdp::filter_supported(&self.a.offer.formats);
+        let formats: Vec<Format> = callee_offer(&self.a.offer.formats);
         self.offer_sdp = sdp::build(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv);
         let max_forwards = self
             .a
@@ -459,7 +459,7 @@ impl Call {
     /// with the gateway's own media for the voicemail greeting.
     fn to_voicemail(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.cancel_forks("SIP;cause=480;text=\"No answer\"", out);
-        let offered = sdp::filter_supported(&self.a.offer.formats);
+        let offered = usable(&self.a.offer.formats);
         let answer = self.caller_answer(&offered);
         let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
         self.ok_to_caller(answer, now, out);
@@ -756,7 +756,7 @@ impl Call {
             let mut ok = self.respond(&msg, 200, None);
             ok.push_header("Contact", self.local.contact(&source));
             if invite {
-                let formats = sdp::filter_supported(&self.a.offer.formats);
+                let formats = one_codec(&usable(&self.a.offer.formats));
                 self.a.sdp_version += 1;
                 let offer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
                 ok.set_body("application/sdp", Bytes::from(offer));
@@ -774,7 +774,7 @@ impl Call {
         if offer.rtp != self.a.offer.rtp {
             out.push(Action::CallerMedia { rtp: offer.rtp });
         }
-        let formats = sdp::filter_supported(&offer.formats);
+        let formats = one_codec(&usable(&offer.formats));
         let direction = answer_direction(offer.direction);
         out.push(Action::LegFormats { leg: Leg::Caller, formats: formats.clone() });
         out.push(Action::PeerHold { leg: Leg::Caller, on: is_hold(offer.direction) });
@@ -896,7 +896,7 @@ impl Call {
                     out.push(Action::Ringing);
                 }
                 out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&desc.formats) });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&desc.formats) });
                 out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
             _ if self.a.provisional.is_none() => {
@@ -957,7 +957,7 @@ impl Call {
         self.ring_deadline = None;
         self.state = State::Connected;
         out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
-        out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&callee.formats) });
+        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats) });
         out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
 
@@ -1113,7 +1113,7 @@ impl Call {
         ok.push_header("Contact", self.local.contact(&source));
         if offer.is_some() || is_invite {
             let (formats, direction) = match &offer {
-                Some(o) => (sdp::filter_supported(&o.formats), answer_direction(o.direction)),
+                Some(o) => (one_codec(&usable(&o.formats)), answer_direction(o.direction)),
                 None => (sdp::parse_audio(self.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default(), Direction::SendRecv),
             };
             let fork = &mut self.forks[i];
@@ -1124,7 +1124,7 @@ impl Call {
         if let (Some(o), Some(w)) = (&offer, self.winner) {
             if w == i {
                 out.push(Action::CalleeMedia { rtp: o.rtp });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: sdp::filter_supported(&o.formats) });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: one_codec(&usable(&o.formats)) });
                 out.push(Action::PeerHold { leg: Leg::Callee, on: is_hold(o.direction) });
             }
         }
@@ -1217,21 +1217,75 @@ fn info_dtmf(msg: &SipMessage, leg: Leg) -> Option<Action> {
     Some(Action::Dtmf { leg, digit, duration })
 }
 
-/// The formats to answer the caller with: the caller's offered formats that
-/// the callee accepted, in the callee's order, keeping the caller's payload
-/// type numbers (G.711 passes through unchanged).
-fn answer_formats(offered: &[Format], callee: &[Format]) -> Vec<Format> {
-    let mut out: Vec<Format> = callee
+/// The formats of `formats` the gateway can carry or transcode: PCMU, PCMA,
+/// Opus, and telephone-event at 8 or 48 kHz, in their order.
+fn usable(formats: &[Format]) -> Vec<Format> {
+    formats
         .iter()
-        .filter_map(|d| {
-            offered.iter().find(|o| o.encoding.eq_ignore_ascii_case(&d.encoding) && o.clock_rate == d.clock_rate).cloned()
-        })
-        .filter(sdp::supported)
-        .collect();
-    if out.is_empty() {
-        out = sdp::filter_supported(offered);
+        .filter(|f| sdp::Codec::of(f).is_some() || (is_telephone_event(f) && matches!(f.clock_rate, 8000 | 48000)))
+        .cloned()
+        .collect()
+}
+
+fn is_telephone_event(f: &Format) -> bool {
+    f.encoding.eq_ignore_ascii_case("telephone-event")
+}
+
+/// The first codec of `formats` and the telephone-event at its clock rate:
+/// an answer names one codec, so each leg sends and receives exactly one.
+fn one_codec(formats: &[Format]) -> Vec<Format> {
+    let Some(codec) = formats.iter().find(|f| !is_telephone_event(f)) else { return Vec::new() };
+    let mut out = vec![codec.clone()];
+    out.extend(formats.iter().find(|f| is_telephone_event(f) && f.clock_rate == codec.clock_rate).cloned());
+    out
+}
+
+/// What the gateway offers the callee: the caller's own formats it can
+/// carry first (so the callee can take the caller's codec and G.711 passes
+/// through untouched), then the gateway's other codecs, which it transcodes
+/// to when the callee takes one of them (RFC 3264; the caller's payload
+/// type numbers are kept, new ones avoid them).
+fn callee_offer(caller: &[Format]) -> Vec<Format> {
+    let mut out = usable(caller);
+    let free_pt = |out: &[Format], wanted: u8| -> u8 {
+        let taken = |pt: u8| out.iter().any(|f| f.payload_type == pt);
+        if !taken(wanted) {
+            return wanted;
+        }
+        (96..=127).find(|pt| !taken(*pt)).unwrap_or(wanted)
+    };
+    let has = |out: &[Format], c: sdp::Codec| out.iter().any(|f| sdp::Codec::of(f) == Some(c));
+    for codec in [sdp::Codec::Pcmu, sdp::Codec::Pcma, sdp::Codec::Opus] {
+        if !has(&out, codec) {
+            let pt = free_pt(&out, codec.payload_type());
+            out.push(codec.format(pt));
+        }
+    }
+    for rate in [8000, 48000] {
+        let needed = out.iter().any(|f| !is_telephone_event(f) && f.clock_rate == rate);
+        if needed && !out.iter().any(|f| is_telephone_event(f) && f.clock_rate == rate) {
+            let pt = free_pt(&out, if rate == 8000 { 101 } else { 102 });
+            out.push(Format { payload_type: pt, encoding: "telephone-event".into(), clock_rate: rate, fmtp: Some("0-15".into()) });
+        }
     }
     out
+}
+
+/// The formats to answer the caller with: the first of the callee's codecs
+/// that the caller offered, under the caller's payload type number (both
+/// legs on it: relayed untouched); if the callee took a codec the caller
+/// did not offer, the caller's own first codec (the gateway transcodes).
+fn answer_formats(offered: &[Format], callee: &[Format]) -> Vec<Format> {
+    let offered = usable(offered);
+    let common: Vec<Format> = callee
+        .iter()
+        .filter(|d| !is_telephone_event(d))
+        .filter_map(|d| offered.iter().find(|o| o.encoding.eq_ignore_ascii_case(&d.encoding) && o.clock_rate == d.clock_rate).cloned())
+        .collect();
+    let codec = common.into_iter().next().or_else(|| offered.iter().find(|f| !is_telephone_event(f)).cloned());
+    let Some(codec) = codec else { return Vec::new() };
+    let te = offered.iter().find(|f| is_telephone_event(f) && f.clock_rate == codec.clock_rate).cloned();
+    std::iter::once(codec).chain(te).collect()
 }
 
 /// The best of several forks' failures (after RFC 3261 §16.7): a 6xx wins,

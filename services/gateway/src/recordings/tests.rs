@@ -37,8 +37,9 @@ fn spool_files(dir: &FsPath) -> usize {
 async fn local_store_keeps_the_wav_under_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let sink = local_sink(dir.path());
-    let rec = Finished { wav: b"RIFF....WAVE".to_vec(), duration: Duration::from_millis(1500), sample_rate: 8000 };
-    let stored = sink.store_recording("call-9", 1_700_000_000_000, rec).await.unwrap().unwrap();
+    let mut upload = sink.begin("call-9", 1_700_000_000_000, RecordingMeta::stereo_wav(8000)).unwrap();
+    upload.append(b"RIFF....WAVE").unwrap();
+    let stored = upload.finish(1500, None).await.unwrap().unwrap();
     assert!(stored.object_key.starts_with("2023/11/14/call-9/"));
     assert!(stored.object_key.ends_with(".wav"));
     assert_eq!(stored.url, format!("http://gw:8080/v1/recordings/{}", stored.recording_id));

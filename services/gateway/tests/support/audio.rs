@@ -42,11 +42,20 @@ pub fn speech_between_silences(dir: &Path, name: &str, text: &str, before: u32, 
     out
 }
 
-/// The samples of a mono WAV (the first channel of a stereo one).
+/// The samples of a mono WAV (the first channel of a stereo one) at 8 kHz:
+/// a file at a multiple of 8 kHz (a phone's Opus dump at 48 kHz) is
+/// brought down by averaging, which is all a loudness envelope needs.
 pub fn read_mono(path: &Path) -> Vec<i16> {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{} is not a WAV: {e}", path.display()));
-    let channels = r.spec().channels as usize;
-    r.samples::<i16>().step_by(channels).map(|s| s.unwrap()).collect()
+    let spec = r.spec();
+    let channels = spec.channels as usize;
+    let first: Vec<i16> = r.samples::<i16>().step_by(channels).map(|s| s.unwrap()).collect();
+    assert!(spec.sample_rate % 8000 == 0, "{}: {} Hz is no multiple of 8 kHz", path.display(), spec.sample_rate);
+    let factor = (spec.sample_rate / 8000) as usize;
+    if factor == 1 {
+        return first;
+    }
+    first.chunks(factor).map(|c| (c.iter().map(|s| *s as i32).sum::<i32>() / c.len() as i32) as i16).collect()
 }
 
 /// Left and right channels of a stereo WAV given as bytes.

@@ -174,6 +174,8 @@ impl TestGateway {
         config.media.port_min = base;
         config.media.port_max = base + 39;
         config.recordings.record_all = false;
+        // Failures reach the caller as they are; the media tests turn voicemail on.
+        config.voicemail.enabled = false;
         tune(&mut config);
         let shutdown = CancellationToken::new();
         let running = Gateway::start(config, dir.path().to_owned(), db.clone(), shutdown.clone()).await.unwrap();
@@ -396,14 +398,26 @@ pub struct Baresip {
 impl Baresip {
     /// Starts baresip with a configuration in `workdir`/baresip-`label`.
     pub async fn start(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>) -> Baresip {
-        Baresip::launch(workdir, label, gateway, account, None).await
+        Baresip::launch(workdir, label, gateway, account, None, "PCMU,PCMA").await
     }
 
     /// Starts baresip speaking `microphone` (an 8 kHz mono 16-bit WAV,
     /// played once) and writing what it hears and what it sends to
     /// [`Baresip::heard`] and [`Baresip::sent`] (the `sndfile` module).
     pub async fn start_with_audio(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>, microphone: &Path) -> Baresip {
-        Baresip::launch(workdir, label, gateway, account, Some(microphone)).await
+        Baresip::launch(workdir, label, gateway, account, Some(microphone), "PCMU,PCMA").await
+    }
+
+    /// Like [`Baresip::start_with_audio`], speaking only `codecs` (e.g. `opus`).
+    pub async fn start_with_codecs(
+        workdir: &Path,
+        label: &str,
+        gateway: SocketAddr,
+        account: PhoneAccount<'_>,
+        microphone: &Path,
+        codecs: &str,
+    ) -> Baresip {
+        Baresip::launch(workdir, label, gateway, account, Some(microphone), codecs).await
     }
 
     /// The audio the phone played to its user in its last call (decoded).
@@ -427,7 +441,14 @@ impl Baresip {
         dumps.pop().unwrap_or_else(|| self.fail(&format!("baresip wrote no {which} dump in {}", self.dir.display())))
     }
 
-    async fn launch(workdir: &Path, label: &str, gateway: SocketAddr, account: PhoneAccount<'_>, microphone: Option<&Path>) -> Baresip {
+    async fn launch(
+        workdir: &Path,
+        label: &str,
+        gateway: SocketAddr,
+        account: PhoneAccount<'_>,
+        microphone: Option<&Path>,
+        codecs: &str,
+    ) -> Baresip {
         let bin = required_program(BARESIP_BIN);
         // Debian: /usr/bin/baresip and /usr/lib/baresip/modules.
         let modules = bin.parent().and_then(Path::parent).map(|p| p.join("lib/baresip/modules")).unwrap();
@@ -443,7 +464,7 @@ impl Baresip {
         let audio = match microphone {
             None => "audio_player\t\taubridge,echo\naudio_source\t\taubridge,echo\n".to_owned(),
             Some(mic) => format!(
-                "audio_player\t\taubridge,speaker-{label}\naudio_source\t\taufile,{}\nmodule\t\t\taufile.so\nmodule\t\t\tsndfile.so\nsnd_path\t\t{}\n",
+                "audio_player\t\taubridge,speaker-{label}\naudio_source\t\taufile,{}\nmodule\t\t\taufile.so\nmodule\t\t\tsndfile.so\nmodule\t\t\topus.so\nsnd_path\t\t{}\nausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n",
                 mic.display(),
                 dir.display()
             ),
@@ -457,13 +478,15 @@ impl Baresip {
              {audio}\
              audio_alert\t\taubridge,alert\n\
              module_path\t\t{modules}\n\
-             module\t\t\tg711.so\n\
+             {g711}\
              module\t\t\taubridge.so\n\
              module\t\t\tctrl_tcp.so\n\
              module_tmp\t\taccount.so\n\
              module_app\t\tmenu.so\n\
              ctrl_tcp_listen\t\t{PHONE_IP}:{ctrl_port}\n",
-            modules = modules.display()
+            modules = modules.display(),
+            // A phone limited to other codecs does not even load G.711.
+            g711 = if codecs.to_ascii_uppercase().contains("PCM") { "module\t\t\tg711.so\n" } else { "" },
         );
         std::fs::write(dir.join("config"), config).unwrap();
         // The account is added once the control connection is up (`uanew`),
@@ -509,7 +532,7 @@ impl Baresip {
             next_token: 1,
         };
         let account = format!(
-            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint={regint};audio_codecs=PCMU,PCMA",
+            "<sip:{user}@{gateway}>;auth_user={user};auth_pass={password};answermode={answermode};regint={regint};audio_codecs={codecs}",
             user = account.username,
             password = account.password,
             answermode = account.answermode,

@@ -490,3 +490,48 @@ fn glare_on_the_caller_leg_retries_within_two_seconds() {
     let retry = call.next_deadline().unwrap();
     assert!(retry <= t0 + Duration::from_millis(2000), "not the Call-ID owner: 0–2 s");
 }
+
+fn fmt(pt: u8, encoding: &str, rate: u32) -> Format {
+    Format { payload_type: pt, encoding: encoding.into(), clock_rate: rate, fmtp: None }
+}
+
+fn pts(formats: &[Format]) -> Vec<(u8, String, u32)> {
+    formats.iter().map(|f| (f.payload_type, f.encoding.to_ascii_lowercase(), f.clock_rate)).collect()
+}
+
+#[test]
+fn the_callee_is_offered_the_callers_codecs_first_then_the_gateways() {
+    // A carrier offering A-law and G.729: G.729 is dropped, A-law kept first
+    // under its number, then PCMU and Opus (transcoded) with their events.
+    let caller = [fmt(8, "PCMA", 8000), fmt(18, "G729", 8000), fmt(101, "telephone-event", 8000)];
+    let offer = super::callee_offer(&caller);
+    assert_eq!(
+        pts(&offer),
+        [
+            (8, "pcma".into(), 8000),
+            (101, "telephone-event".into(), 8000),
+            (0, "pcmu".into(), 8000),
+            (96, "opus".into(), 48000),
+            (102, "telephone-event".into(), 48000)
+        ]
+    );
+    // Numbers the caller already uses are not reused.
+    let caller = [fmt(0, "PCMU", 8000), fmt(96, "telephone-event", 8000), fmt(102, "AMR", 8000)];
+    let offer = super::callee_offer(&caller);
+    let opus = offer.iter().find(|f| f.encoding == "opus").unwrap();
+    assert!(![0, 96, 8].contains(&opus.payload_type), "{offer:?}");
+    let te48 = offer.iter().find(|f| f.encoding == "telephone-event" && f.clock_rate == 48000).unwrap();
+    assert!(offer.iter().filter(|f| f.payload_type == te48.payload_type).count() == 1, "{offer:?}");
+}
+
+#[test]
+fn the_caller_is_answered_with_one_codec_relayed_or_transcoded() {
+    let caller = [fmt(8, "PCMA", 8000), fmt(0, "PCMU", 8000), fmt(101, "telephone-event", 8000)];
+    // The callee took PCMU: both legs on PCMU, relayed untouched.
+    let answer = super::answer_formats(&caller, &[fmt(0, "PCMU", 8000), fmt(101, "telephone-event", 8000)]);
+    assert_eq!(pts(&answer), [(0, "pcmu".into(), 8000), (101, "telephone-event".into(), 8000)]);
+    // The callee took Opus, which the caller did not offer: the caller gets
+    // its own first codec and the gateway transcodes.
+    let answer = super::answer_formats(&caller, &[fmt(111, "opus", 48000), fmt(110, "telephone-event", 48000)]);
+    assert_eq!(pts(&answer), [(8, "pcma".into(), 8000), (101, "telephone-event".into(), 8000)]);
+}
