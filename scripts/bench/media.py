@@ -337,7 +337,8 @@ def run_level(args, workdir, system, calls, window, label):
         result["version"] = relay.version()
         out = os.path.join(d, "rtpload.json")
         cmd = [args.rtpload] + target + ["--calls", str(calls), "--duration", str(window), "--rate", str(args.rate),
-                                         "--sockets", str(args.sockets), "--json", out, "--progress", "10"]
+                                         "--sockets", str(args.sockets), "--rx-poll-us", str(args.rx_poll_us),
+                                         "--json", out, "--progress", "10"]
         drops0 = udp_rcvbuf_errors()
         log(f"{system}: {calls} calls for {window} s (ramp {calls / args.rate:.1f} s): {' '.join(cmd[1:])}")
         with open(os.path.join(d, "rtpload.log"), "wb") as gen_log:
@@ -562,6 +563,9 @@ def main():
     ap.add_argument("--loss", type=float, default=0.1, help="pass: loss below this %% (default 0.1)")
     ap.add_argument("--jitter-ms", type=float, default=5, help="pass: added jitter p99 below this (default 5 ms)")
     ap.add_argument("--sockets", type=int, default=1, help="rtpload media sockets per side (default 1)")
+    ap.add_argument("--rx-poll-us", type=int, default=1000,
+                    help="rtpload polls its receive sockets this often instead of sleeping in them, so the relay's sends "
+                         "do not pay for waking the generator on loopback; 0 blocks (default 1000)")
     ap.add_argument("--rtpengine-threads", type=int, default=2, help="rtpengine --num-threads (default 2)")
     ap.add_argument("--max-rss-gib", type=float, help="abandon a level when the relay's RSS passes this (default: half the available memory)")
     ap.add_argument("--contended", type=float, default=40, help="flag levels during which other processes used more than this %% of a core")

@@ -235,11 +235,14 @@ pub struct MediaConfig {
     pub port_max: u16,
     /// Music on hold: a WAV file, 8 kHz mono 16-bit; the bundled music when unset.
     pub hold_music: Option<PathBuf>,
+    /// Threads relaying RTP, each owning its share of the calls; 0 (the
+    /// default) means one per CPU.
+    pub threads: usize,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999, hold_music: None }
+        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999, hold_music: None, threads: 0 }
     }
 }
 

@@ -114,6 +114,8 @@ impl Gateway {
             recordings: recordings.clone(),
             record_all: config.recordings.record_all,
             recording_format: config.recordings.format,
+            media_threads: crate::media::threads::MediaThreads::start(config.media.threads)
+                .context("starting the media threads")?,
             hold_music: Arc::new(match &config.media.hold_music {
                 Some(path) => crate::media::player::Prompt::load(path)?,
                 None => crate::media::player::Prompt::bundled_hold_music(),

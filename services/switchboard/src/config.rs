@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 use switchboard_gateway::config::{
     EventLogKind, EventsConfig, GatewayConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
-    RecordingsConfig, SipConfig,
+    RecordingsConfig, SipConfig, VoicemailConfig,
 };
 
 /// Prefix of the environment variables that configure Switchboard.
@@ -79,8 +79,10 @@ pub struct Config {
     /// `[http]`: listen address of the APIs, /healthz and /metrics (every
     /// role), and the admin token.
     pub http: HttpConfig,
-    /// `[recordings]`: local directory or S3.
+    /// `[recordings]`: local directory or S3, file format.
     pub recordings: RecordingsConfig,
+    /// `[voicemail]`: unanswered and declined calls to a user.
+    pub voicemail: VoicemailConfig,
     /// `[events]`: outbox or Kafka between gateway and connector.
     pub events: EventsSection,
     /// `[kafka]`: used when `events.log = "kafka"`.
@@ -103,6 +105,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             http: HttpConfig::default(),
             recordings: RecordingsConfig::default(),
+            voicemail: VoicemailConfig::default(),
             events: EventsSection::default(),
             kafka: KafkaSection::default(),
             connector: ConnectorSection::default(),
@@ -383,6 +386,7 @@ impl Config {
             media: self.media.clone(),
             http: self.http.clone(),
             recordings: self.recordings.clone(),
+            voicemail: self.voicemail.clone(),
             events: EventsConfig {
                 log: self.events.log,
                 kafka: KafkaProducerConfig {

@@ -95,6 +95,12 @@ struct Load {
     /// Datagrams per sendmmsg/recvmmsg call.
     #[arg(long, global = true, default_value_t = 64)]
     batch: usize,
+    /// Receive by polling every this many microseconds instead of sleeping
+    /// in the socket (0). A receiver asleep in its socket makes the relay's
+    /// every send pay for waking it, on loopback; a polling one does not,
+    /// and kernel receive timestamps keep the delays exact either way.
+    #[arg(long, global = true, default_value_t = 0)]
+    rx_poll_us: u64,
     /// Socket buffer size in bytes, per media socket and direction.
     #[arg(long, global = true, default_value_t = 16 << 20)]
     buffer: usize,
@@ -136,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             sockets: load.sockets,
             tick: Duration::from_micros(load.tick_us),
             batch: load.batch,
+            rx_poll: Duration::from_micros(load.rx_poll_us),
             buffer_bytes: load.buffer,
         },
     )

@@ -45,6 +45,8 @@ pub struct MediaConfig {
     pub tick: Duration,
     /// Datagrams per sendmmsg/recvmmsg call.
     pub batch: usize,
+    /// Poll the receive sockets this often instead of blocking (zero: block).
+    pub rx_poll: Duration,
     /// Socket buffer size asked for (both directions).
     pub buffer_bytes: usize,
 }
@@ -225,15 +227,16 @@ impl Media {
         let mut receivers = Vec::new();
         for sock in self.caller.iter().chain(&self.agent) {
             let sock = sock.try_clone()?;
-            let (stop, total, batch) = (
+            let (stop, total, batch, rx_poll) = (
                 stop_receiving.clone(),
                 received_total.clone(),
                 self.config.batch,
+                self.config.rx_poll,
             );
             receivers.push(
                 std::thread::Builder::new()
                     .name("rtp-recv".into())
-                    .spawn(move || receive(sock, batch, &stop, &total))?,
+                    .spawn(move || receive(sock, batch, rx_poll, &stop, &total))?,
             );
         }
         let (stop, total, config) = (stop_sending.clone(), sent_total.clone(), self.config);
@@ -420,7 +423,7 @@ impl Batch {
 /// Size of the control buffer for one SCM_TIMESTAMPNS.
 const CMSG_SPACE: usize = 64;
 
-fn receive(sock: UdpSocket, batch: usize, stop: &AtomicBool, total: &AtomicU64) -> Reception {
+fn receive(sock: UdpSocket, batch: usize, rx_poll: Duration, stop: &AtomicBool, total: &AtomicU64) -> Reception {
     let batch = batch.max(1);
     let mut reception = Reception::default();
     let mut bufs = vec![[0u8; 2048]; batch];
@@ -449,12 +452,19 @@ fn receive(sock: UdpSocket, batch: usize, stop: &AtomicBool, total: &AtomicU64) 
                 sock.as_raw_fd(),
                 headers.as_mut_ptr(),
                 batch as u32,
-                libc::MSG_WAITFORONE,
+                if rx_poll.is_zero() { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT },
                 std::ptr::null_mut(),
             )
         };
         if r <= 0 {
+            if !rx_poll.is_zero() {
+                std::thread::sleep(rx_poll);
+            }
             continue; // the receive timeout (EAGAIN) or EINTR: check `stop`
+        }
+        if !rx_poll.is_zero() && (r as usize) < batch {
+            // Drained: come back after the interval, not on the next datagram.
+            std::thread::sleep(rx_poll);
         }
         let fallback = realtime_ns();
         for i in 0..r as usize {
@@ -502,6 +512,7 @@ mod tests {
             tick: Duration::from_millis(1),
             batch: 8,
             buffer_bytes: 1 << 20,
+            rx_poll: Duration::ZERO,
         };
         let media = Media::bind(Ipv4Addr::LOCALHOST, config).unwrap();
         let (caller, agent) = (media.caller_addrs(), media.agent_addrs());

@@ -58,6 +58,8 @@ pub struct ManagerDeps {
     pub recording_format: RecordingFormat,
     /// What a held party hears.
     pub hold_music: Arc<Prompt>,
+    /// Where calls' media runs.
+    pub media_threads: crate::media::threads::MediaThreads,
     /// Voicemail for unanswered calls to a user; `None` turns it off.
     pub voicemail: Option<VoicemailDeps>,
     /// REGISTER handling and the registrations it keeps.
@@ -562,6 +564,7 @@ impl Manager {
                     recording_format: self.deps.recording_format,
                     writer: entry.writer.clone(),
                     notices: self.notices.clone(),
+                    threads: self.deps.media_threads.clone(),
                 };
                 // A call for one user (not a group, not out through a trunk)
                 // goes to that user's voicemail when nobody answers.

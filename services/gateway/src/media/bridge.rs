@@ -202,7 +202,7 @@ struct RecordingTap {
 }
 
 /// How often the recorder hands its frames to the encoder.
-const DRAIN_EVERY: Duration = Duration::from_millis(200);
+const DRAIN_EVERY: Duration = Duration::from_millis(500);
 
 /// One call's media bridge.
 pub struct Bridge {

@@ -21,6 +21,8 @@ pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod spooler;
 pub mod stream;
+pub mod threads;
 pub mod timeline;
 pub mod voicemail;

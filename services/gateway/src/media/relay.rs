@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -19,11 +20,13 @@ use super::bridge::{Bridge, BridgeEvent, LegCodec, Outgoing, Verdict};
 use super::encode::RecordingFormat;
 use super::player::Prompt;
 use super::ports::PortPair;
+use super::threads::MediaThreads;
 use super::quality::ReceptionReport;
 use super::rtcp::LegQuality;
 use super::voicemail::{self, VoicemailSettings};
 use crate::calls::writer::{CallUpdate, CallWriter, LegSummary};
-use crate::recordings::{RecordingKind, RecordingMeta, RecordingSink, RecordingUpload};
+use super::spooler::SpoolKey;
+use crate::recordings::{HeaderPatch, RecordingKind, RecordingMeta, RecordingSink};
 
 pub use super::bridge::Side;
 
@@ -40,6 +43,8 @@ pub struct MediaContext {
     pub writer: Option<CallWriter>,
     /// Tells the call manager what the media decided (a voicemail over).
     pub notices: mpsc::UnboundedSender<MediaNotice>,
+    /// Where the call's task runs, and the main runtime for uploads.
+    pub threads: MediaThreads,
 }
 
 /// Something the media of a call tells its call.
@@ -133,7 +138,8 @@ impl MediaRelay {
     pub fn start(ctx: MediaContext, a: PortPair, b: PortPair, a_remote: SocketAddr) -> MediaRelay {
         let (tx, rx) = mpsc::unbounded_channel();
         let relay = MediaRelay { a_port: a.port, b_port: b.port, control: tx };
-        tokio::spawn(run(ctx, [a, b], a_remote, rx));
+        let threads = ctx.threads.clone();
+        threads.spawn(run(ctx, [a, b], a_remote, rx));
         relay
     }
 
@@ -208,14 +214,39 @@ impl MediaRelay {
 struct Edge {
     ctx: MediaContext,
     bridge: Bridge,
-    /// The agent's recording and the admin-only one (index: `admin_only`).
-    recordings: [Option<RecordingUpload>; 2],
-    voicemail: Option<(RecordingUpload, String)>,
+    /// The agent's recording and the admin-only one (index: `admin_only`),
+    /// written by the spool thread.
+    recordings: [Option<SpoolKey>; 2],
+    voicemail: Option<(SpoolKey, String)>,
     report: RelayReport,
     outgoing: Vec<Outgoing>,
 }
 
-async fn run(ctx: MediaContext, pairs: [PortPair; 2], a_remote: SocketAddr, mut control: mpsc::UnboundedReceiver<Control>) {
+/// A leg's sockets registered with the media thread's own reactor.
+struct LegSockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+impl LegSockets {
+    fn adopt(pair: PortPair) -> std::io::Result<LegSockets> {
+        Ok(LegSockets { rtp: UdpSocket::from_std(pair.rtp.into_std()?)?, rtcp: UdpSocket::from_std(pair.rtcp.into_std()?)? })
+    }
+}
+
+async fn run(ctx: MediaContext, pairs: [PortPair; 2], a_remote: SocketAddr, control: mpsc::UnboundedReceiver<Control>) {
+    let [a, b] = pairs;
+    let sockets = match (LegSockets::adopt(a), LegSockets::adopt(b)) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(call_id = %ctx.call_id, error = %e, "the call's RTP sockets cannot be moved to a media thread; the call has no audio");
+            return;
+        }
+    };
+    relay(ctx, sockets, a_remote, control).await
+}
+
+async fn relay(ctx: MediaContext, pairs: [LegSockets; 2], a_remote: SocketAddr, mut control: mpsc::UnboundedReceiver<Control>) {
     let now = Instant::now().into_std();
     let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now());
     bridge.set_remote(Side::A, a_remote);
@@ -349,21 +380,13 @@ impl Edge {
                     admin_only,
                     kind: RecordingKind::Recording,
                 };
-                let upload = match self.ctx.recordings.begin(&call_id, self.ctx.started_at_ms, meta) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        warn!(call_id, error = %e, "cannot start the recording");
-                        metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
-                        return self.state();
-                    }
-                };
                 if let Err(e) = self.bridge.start_recording(format, admin_only, now) {
                     warn!(call_id, error = %e, "cannot start the recording's encoder");
-                    upload.abort();
                     return self.state();
                 }
+                let key = self.ctx.threads.spooler.begin(self.ctx.recordings.clone(), &call_id, self.ctx.started_at_ms, meta);
                 info!(call_id, admin_only, format = format.as_str(), "recording started");
-                self.recordings[admin_only as usize] = Some(upload);
+                self.recordings[admin_only as usize] = Some(key);
             }
             RecordCommand::Pause | RecordCommand::Resume => {
                 if self.bridge.pause_recording(cmd == RecordCommand::Pause) {
@@ -378,16 +401,16 @@ impl Edge {
     /// Stops a recording; its upload completes in the background.
     fn stop_recording(&mut self, admin_only: bool, now: std::time::Instant) {
         let Some(stopped) = self.bridge.stop_recording(admin_only, now) else { return };
-        let Some(mut upload) = self.recordings[admin_only as usize].take() else { return };
+        let Some(key) = self.recordings[admin_only as usize].take() else { return };
         let call_id = self.ctx.call_id.clone();
-        if let Err(e) = upload.append(&stopped.tail) {
-            warn!(call_id, error = %e, "writing the recording's end to the spool failed");
-        }
         let writer = self.ctx.writer.clone();
         let duration_ms = stopped.duration.as_millis() as u64;
         info!(call_id, duration_ms, admin_only, "recording stopped");
-        tokio::spawn(async move {
-            match upload.finish(duration_ms, stopped.header_patch).await {
+        let spooled = self.finish_spooled(key, stopped.tail);
+        let patch = stopped.header_patch;
+        self.ctx.threads.main.spawn(async move {
+            let Some(upload) = spooled.await.ok().flatten() else { return };
+            match upload.finish(duration_ms, patch).await {
                 Ok(Some(stored)) => {
                     if let Some(w) = writer {
                         w.record(CallUpdate::recording_available(stored, admin_only));
@@ -411,38 +434,30 @@ impl Edge {
             admin_only: false,
             kind: RecordingKind::Voicemail,
         };
-        let upload = match self.ctx.recordings.begin(&call_id, self.ctx.started_at_ms, meta) {
-            Ok(u) => u,
-            Err(e) => {
-                warn!(call_id, error = %e, "cannot spool the voicemail; the caller hears the greeting but nothing is kept");
-                metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
-                return;
-            }
-        };
         if let Err(e) = self.bridge.start_voicemail(mailbox.greeting, mailbox.settings, now) {
             warn!(call_id, error = %e, "cannot start the voicemail's encoder");
-            upload.abort();
             return;
         }
+        let key = self.ctx.threads.spooler.begin(self.ctx.recordings.clone(), &call_id, self.ctx.started_at_ms, meta);
         info!(call_id, user_id = %mailbox.user_id, "voicemail started");
         metrics::counter!("switchboard_voicemails_total").increment(1);
-        self.voicemail = Some((upload, mailbox.user_id));
+        self.voicemail = Some((key, mailbox.user_id));
     }
 
     /// Ends the voicemail; its upload completes in the background.
     fn finish_voicemail(&mut self, why: voicemail::End, now: std::time::Instant) {
         let Some(message) = self.bridge.finish_voicemail(why, now) else { return };
-        let Some((mut upload, user_id)) = self.voicemail.take() else { return };
+        let Some((key, user_id)) = self.voicemail.take() else { return };
         let call_id = self.ctx.call_id.clone();
-        if let Err(e) = upload.append(&message.tail) {
-            warn!(call_id, error = %e, "writing the voicemail's end to the spool failed");
-        }
         let writer = self.ctx.writer.clone();
         let duration_ms = message.duration.as_millis() as u64;
         let ended_by = message.end.as_str().to_owned();
         info!(call_id, duration_ms, ended_by, "voicemail left");
-        tokio::spawn(async move {
-            match upload.finish(duration_ms, message.header_patch).await {
+        let spooled = self.finish_spooled(key, message.tail);
+        let patch: Option<HeaderPatch> = message.header_patch;
+        self.ctx.threads.main.spawn(async move {
+            let Some(upload) = spooled.await.ok().flatten() else { return };
+            match upload.finish(duration_ms, patch).await {
                 Ok(Some(stored)) => {
                     if let Some(w) = writer {
                         w.record(CallUpdate::VoicemailAvailable { stored, user_id, ended_by });
@@ -454,8 +469,17 @@ impl Edge {
         });
     }
 
+    /// Appends a recording's last bytes and asks the spool thread for it back.
+    fn finish_spooled(&self, key: SpoolKey, tail: Vec<u8>) -> oneshot::Receiver<Option<crate::recordings::RecordingUpload>> {
+        let spooler = &self.ctx.threads.spooler;
+        if !tail.is_empty() {
+            spooler.append(key, tail);
+        }
+        spooler.finish(key)
+    }
+
     /// Does what the bridge has due: played packets, reports, recording bytes, events.
-    async fn flush(&mut self, pairs: &[PortPair; 2]) {
+    async fn flush(&mut self, pairs: &[LegSockets; 2]) {
         let now = Instant::now().into_std();
         self.bridge.poll(now, &mut self.outgoing);
         for o in self.outgoing.drain(..) {
@@ -465,18 +489,13 @@ impl Edge {
         }
         for admin_only in [false, true] {
             let Some(bytes) = self.bridge.take_recording(admin_only) else { continue };
-            let Some(upload) = self.recordings[admin_only as usize].as_mut() else { continue };
-            if let Err(e) = upload.append(&bytes) {
-                warn!(call_id = %self.ctx.call_id, error = %e, "writing the recording to the spool failed; stopping it");
-                metrics::counter!("switchboard_recording_failures_total", "stage" => "spool").increment(1);
-                self.stop_recording(admin_only, now);
+            if let Some(key) = self.recordings[admin_only as usize] {
+                self.ctx.threads.spooler.append(key, bytes);
             }
         }
         if let Some(bytes) = self.bridge.take_voicemail() {
-            if let Some((upload, _)) = self.voicemail.as_mut() {
-                if let Err(e) = upload.append(&bytes) {
-                    warn!(call_id = %self.ctx.call_id, error = %e, "writing the voicemail to the spool failed");
-                }
+            if let Some((key, _)) = &self.voicemail {
+                self.ctx.threads.spooler.append(*key, bytes);
             }
         }
         for e in self.bridge.take_events() {
