@@ -24,6 +24,7 @@ impl v1::CallEvent {
             Some(Kind::RecordingState(_)) => "recording.state",
             Some(Kind::Quality(_)) => "call.quality",
             Some(Kind::VoicemailAvailable(_)) => "voicemail.available",
+            Some(Kind::Rating(_)) => "call.rating",
             None => "unknown",
         }
     }

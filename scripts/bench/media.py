@@ -336,11 +336,15 @@ def run_level(args, workdir, system, calls, window, label):
         result["rss_before"] = relay.rss_kib()
         result["version"] = relay.version()
         out = os.path.join(d, "rtpload.json")
-        cmd = [args.rtpload] + target + ["--calls", str(calls), "--duration", str(window), "--rate", str(args.rate),
+        # The generator is the clock of the measurement: run it above the
+        # relay's priority, so that a relay busy on both cores delays the
+        # packets it relays, not the generator's sending and stamping.
+        prefix = ["nice", "-n", str(args.generator_nice)] if args.generator_nice else []
+        cmd = prefix + [args.rtpload] + target + ["--calls", str(calls), "--duration", str(window), "--rate", str(args.rate),
                                          "--sockets", str(args.sockets), "--rx-poll-us", str(args.rx_poll_us),
                                          "--json", out, "--progress", "10"]
         drops0 = udp_rcvbuf_errors()
-        log(f"{system}: {calls} calls for {window} s (ramp {calls / args.rate:.1f} s): {' '.join(cmd[1:])}")
+        log(f"{system}: {calls} calls for {window} s (ramp {calls / args.rate:.1f} s): {' '.join(cmd)}")
         with open(os.path.join(d, "rtpload.log"), "wb") as gen_log:
             gen = subprocess.Popen(cmd, stdout=gen_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    preexec_fn=raise_nofile)
@@ -563,6 +567,8 @@ def main():
     ap.add_argument("--loss", type=float, default=0.1, help="pass: loss below this %% (default 0.1)")
     ap.add_argument("--jitter-ms", type=float, default=5, help="pass: added jitter p99 below this (default 5 ms)")
     ap.add_argument("--sockets", type=int, default=1, help="rtpload media sockets per side (default 1)")
+    ap.add_argument("--generator-nice", type=int, default=-10,
+                    help="nice value of the generator (default -10, above the relay; 0 runs it as any process)")
     ap.add_argument("--rx-poll-us", type=int, default=1000,
                     help="rtpload polls its receive sockets this often instead of sleeping in them, so the relay's sends "
                          "do not pay for waking the generator on loopback; 0 blocks (default 1000)")

@@ -236,7 +236,7 @@ pub struct MediaConfig {
     /// Music on hold: a WAV file, 8 kHz mono 16-bit; the bundled music when unset.
     pub hold_music: Option<PathBuf>,
     /// Threads relaying RTP, each owning its share of the calls; 0 (the
-    /// default) means one per CPU.
+    /// default) means two per CPU.
     pub threads: usize,
 }
 

@@ -432,3 +432,69 @@ async fn an_opus_softphone_takes_an_a_law_carrier_call_through_the_transcoder() 
     bob.quit().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_with_an_admin_policy_is_recorded_admin_only_and_the_agent_rates_the_call() {
+    // Agents record nothing by default here; the line's policy records anyway.
+    let gw = TestGateway::start(media_config).await;
+    let audio = gw.subdir("audio");
+    let bob_mic = speech(&audio, "bob", "Sales line, Bob speaking.", 6);
+    let bob_id = user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    let directory = gw.directory();
+    directory.assign_number(BOB_NUMBER, &bob_id).await.unwrap();
+    directory.set_number_recording_policy(BOB_NUMBER, true).await.unwrap();
+    let mut bob = phone(&gw, "bob", BOB_PASSWORD, &bob_mic).await;
+
+    let carrier = Sipp::spawn(
+        gw.dir.path(),
+        SippRun {
+            label: "carrier",
+            scenario: "builtin:uac_pcap",
+            ip: CARRIER_IP,
+            remote: Some(gw.sip),
+            service: Some("14155550333"),
+            port: support::free_udp_port(CARRIER_IP),
+        },
+    );
+    bob.event("CALL_ESTABLISHED", 20).await;
+    let id = call_id(&gw).await;
+    // The agent's own controls see no recording of theirs.
+    let state = gw.control().media(&id, MediaCommand::Record(RecordCommand::Pause)).await.unwrap();
+    assert_eq!(state.recording, RecordingState::Off, "the admin recording is not the agent's");
+    gw.control().media(&id, MediaCommand::Record(RecordCommand::Resume)).await.unwrap();
+    carrier.succeeds().await;
+    bob.event("CALL_CLOSED", 20).await;
+
+    let events = gw.events_once("recording.available", 1).await;
+    let recordings: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(Kind::RecordingAvailable(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recordings.len(), 1, "one recording: the administrator's");
+    assert!(recordings[0].admin_only, "flagged admin-only in the event");
+    let flags: Vec<i64> = switchboard_store::sqlx::query_scalar("SELECT admin_only FROM recordings").fetch_all(gw.db.pool()).await.unwrap();
+    assert_eq!(flags, [1], "and in the database");
+    let bytes = std::fs::read(gw.dir.path().join("recordings").join(&recordings[0].object_key)).unwrap();
+    let (left, _, _) = read_stereo(&bytes);
+    let spoken = pcap_alaw(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    assert!(similarity(window(&left, 1.0, 6.0), &spoken) > MATCHES, "the whole call is in it");
+
+    // After the call, Bob rates its audio; nonsense is refused.
+    let control = gw.control();
+    assert!(control.rate(&id, &bob_id, 7, "").await.is_err(), "scores are 1 to 5");
+    assert!(control.rate("no-such-call", &bob_id, 3, "").await.is_err());
+    control.rate(&id, &bob_id, 4, "a little echo").await.unwrap();
+    let events = gw.events_once("call.rating", 1).await;
+    let rating = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::Rating(r)) => Some(r.clone()),
+        _ => None,
+    });
+    let rating = rating.unwrap();
+    assert_eq!((rating.score, rating.user_id.as_str(), rating.comment.as_str()), (4, bob_id.as_str(), "a little echo"));
+
+    bob.quit().await;
+    gw.stop().await;
+}

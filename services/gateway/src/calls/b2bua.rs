@@ -85,7 +85,7 @@ pub enum Action {
     CalleeMedia { rtp: SocketAddr },
     /// The formats a leg's media now uses (its answer, or the answer the
     /// gateway gave it), first one being what it sends.
-    LegFormats { leg: Leg, formats: Vec<Format> },
+    LegFormats { leg: Leg, formats: Vec<Format>, rtcp_mux: bool },
     /// A leg put the call on hold itself (a `sendonly`/`inactive` offer) or
     /// took it off: the other party hears music meanwhile.
     PeerHold { leg: Leg, on: bool },
@@ -361,7 +361,9 @@ impl Call {
         }
         self.media = Some(media);
         let formats: Vec<Format> = callee_offer(&self.a.offer.formats);
-        self.offer_sdp = sdp::build(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv);
+        // rtcp-mux offered (RFC 5761): taken by WebRTC and modern phones,
+        // ignored by the rest, who keep RTCP on the port above.
+        self.offer_sdp = sdp::build_with(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv, true);
         let max_forwards = self
             .a
             .invite
@@ -466,7 +468,7 @@ impl Call {
         self.ring_deadline = None;
         self.state = State::Connected;
         self.in_voicemail = true;
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
         out.push(Action::Voicemail);
     }
 
@@ -689,7 +691,7 @@ impl Call {
         }
         let media = self.media.expect("media allocated before forks are placed");
         let formats = answer_formats(&self.a.offer.formats, callee_formats);
-        let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
+        let answer = sdp::build_with(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv, self.a.offer.rtcp_mux);
         self.a.answer_sdp = Some(answer.clone());
         answer
     }
@@ -776,11 +778,11 @@ impl Call {
         }
         let formats = one_codec(&usable(&offer.formats));
         let direction = answer_direction(offer.direction);
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: formats.clone() });
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: formats.clone(), rtcp_mux: offer.rtcp_mux });
         out.push(Action::PeerHold { leg: Leg::Caller, on: is_hold(offer.direction) });
         self.a.offer = offer;
         self.a.sdp_version += 1;
-        let answer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, direction);
+        let answer = sdp::build_with(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, direction, self.a.offer.rtcp_mux);
         let mut ok = self.respond(&msg, 200, None);
         ok.push_header("Contact", self.local.contact(&source)).set_body("application/sdp", Bytes::from(answer));
         out.push(Action::Send(source, ok));
@@ -895,8 +897,8 @@ impl Call {
                 if first {
                     out.push(Action::Ringing);
                 }
-                out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&desc.formats) });
+                out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&desc.formats), rtcp_mux: desc.rtcp_mux });
                 out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
             _ if self.a.provisional.is_none() => {
@@ -956,8 +958,8 @@ impl Call {
         self.ok_to_caller(answer, now, out);
         self.ring_deadline = None;
         self.state = State::Connected;
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats });
-        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats) });
+        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
+        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats), rtcp_mux: callee.rtcp_mux });
         out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
 
@@ -1124,7 +1126,7 @@ impl Call {
         if let (Some(o), Some(w)) = (&offer, self.winner) {
             if w == i {
                 out.push(Action::CalleeMedia { rtp: o.rtp });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: one_codec(&usable(&o.formats)) });
+                out.push(Action::LegFormats { leg: Leg::Callee, formats: one_codec(&usable(&o.formats)), rtcp_mux: o.rtcp_mux });
                 out.push(Action::PeerHold { leg: Leg::Callee, on: is_hold(o.direction) });
             }
         }

@@ -36,6 +36,10 @@ pub enum ControlError {
     NotAnswered(String),
     #[error("call {0} has no media anchored in the gateway")]
     NoMedia(String),
+    #[error("a rating is a score from 1 to 5, not {0}")]
+    InvalidRating(u32),
+    #[error("the call could not be looked up: {0}")]
+    Store(String),
     #[error("the gateway is shutting down")]
     Stopped,
 }
@@ -45,6 +49,7 @@ pub enum ControlError {
 pub(crate) enum Command {
     Hold { call_id: String, leg: Leg, on: bool, reply: oneshot::Sender<Result<(), ControlError>> },
     Media { call_id: String, command: MediaCommand, reply: oneshot::Sender<Result<MediaState, ControlError>> },
+    Rate { call_id: String, user_id: String, score: u32, comment: String, reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -64,6 +69,18 @@ impl CallControl {
     pub async fn media(&self, call_id: &str, command: MediaCommand) -> Result<MediaState, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::Media { call_id: call_id.to_owned(), command, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Records an agent's 1–5 rating of a call's audio (live or ended) as a
+    /// `call.rating` event.
+    pub async fn rate(&self, call_id: &str, user_id: &str, score: u32, comment: &str) -> Result<(), ControlError> {
+        if !(1..=5).contains(&score) {
+            return Err(ControlError::InvalidRating(score));
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Rate { call_id: call_id.to_owned(), user_id: user_id.to_owned(), score, comment: comment.to_owned(), reply };
+        self.tx.send(command).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

@@ -594,6 +594,28 @@ impl Manager {
                 let result = self.media_command(&call_id, command).await;
                 let _ = reply.send(result);
             }
+            Command::Rate { call_id, user_id, score, comment, reply } => {
+                // Ratings come after hangup too: the call is looked up in the
+                // store, off the loop, then recorded in its event sequence.
+                let (db, writer) = (self.deps.db.clone(), self.events.call(&call_id));
+                tokio::spawn(async move {
+                    let known = switchboard_store::sqlx::query("SELECT 1 FROM calls WHERE id = $1")
+                        .bind(call_id.as_str())
+                        .fetch_optional(db.pool())
+                        .await;
+                    let result = match known {
+                        Ok(Some(_)) => {
+                            info!(call_id, user_id, score, "call rated");
+                            metrics::histogram!("switchboard_call_rating").record(score as f64);
+                            writer.record(CallUpdate::Rated { user_id, score, comment });
+                            Ok(())
+                        }
+                        Ok(None) => Err(ControlError::NoSuchCall(call_id)),
+                        Err(e) => Err(ControlError::Store(e.to_string())),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
             Command::Hold { call_id, leg, on, reply } => {
                 let now = std::time::Instant::now();
                 let actions = match self.calls.get_mut(&call_id) {
@@ -817,9 +839,9 @@ impl Manager {
                         r.set_remote(Side::A, rtp);
                     }
                 }
-                Action::LegFormats { leg, formats } => {
+                Action::LegFormats { leg, formats, rtcp_mux } => {
                     if let (Some(r), Some(codec)) = (self.calls.get(id).and_then(|e| e.relay.as_ref()), LegCodec::from_formats(&formats)) {
-                        r.set_codec(side_of(leg), codec);
+                        r.set_codec(side_of(leg), LegCodec { rtcp_mux, ..codec });
                     }
                 }
                 Action::PeerHold { leg, on } => {

@@ -74,6 +74,8 @@ pub enum CallUpdate {
     RecordingState { state: RecordingState, admin_only: bool },
     /// Media quality per leg, at hangup.
     Quality { legs: Vec<LegSummary> },
+    /// The agent's own 1–5 rating of the call's audio.
+    Rated { user_id: String, score: u32, comment: String },
 }
 
 /// One leg's media quality for the quality event.
@@ -363,6 +365,9 @@ async fn write(
             admin_only: *admin_only,
         }),
         CallUpdate::Quality { legs } => pb::call_event::Kind::Quality(pb::QualityReport { legs: legs.iter().map(LegSummary::to_proto).collect() }),
+        CallUpdate::Rated { user_id, score, comment } => {
+            pb::call_event::Kind::Rating(pb::QualityRating { user_id: user_id.clone(), score: *score, comment: comment.clone() })
+        }
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;
     let event = pb::CallEvent {

@@ -277,6 +277,9 @@ impl Bridge {
         leg.codec = codec;
         if let Some(rtp) = leg.rtp_remote.filter(|_| !leg.latched) {
             self.set_remote(side, rtp);
+        } else if codec.rtcp_mux {
+            // RTCP shares the RTP port from now on.
+            leg.rtcp_remote = leg.rtp_remote;
         }
     }
 
