@@ -25,6 +25,7 @@ impl v1::CallEvent {
             Some(Kind::Quality(_)) => "call.quality",
             Some(Kind::VoicemailAvailable(_)) => "voicemail.available",
             Some(Kind::Rating(_)) => "call.rating",
+            Some(Kind::Screening(_)) => "voicemail.screening",
             None => "unknown",
         }
     }

@@ -45,10 +45,8 @@ CPU is sampled every second from /proc: the relay (all its threads), the
 generator, and the whole machine (the rest is "other": a busy machine
 makes the figures worthless, and the report says so). RSS of the relay is
 read before the first call and at the end of the sustained part; (after -
-before) / calls is the memory per active call. The gateway holds each
-call's recording in memory until hang-up, so its RSS grows during the
-call: the report gives RSS at the end of the ramp and at the end of the
-sustained part. A level is abandoned when the relay's RSS would exceed
+before) / calls is the memory per active call; the report also gives RSS
+at the end of the ramp. A level is abandoned when the relay's RSS would exceed
 --max-rss-gib.
 
 The Markdown block printed at the end (machine, date, versions, command,
@@ -336,9 +334,8 @@ def run_level(args, workdir, system, calls, window, label):
         result["rss_before"] = relay.rss_kib()
         result["version"] = relay.version()
         out = os.path.join(d, "rtpload.json")
-        # The generator is the clock of the measurement: run it above the
-        # relay's priority, so that a relay busy on both cores delays the
-        # packets it relays, not the generator's sending and stamping.
+        # The generator is the clock of the measurement; --generator-nice can
+        # run it above the relay's priority (it made no difference here).
         prefix = ["nice", "-n", str(args.generator_nice)] if args.generator_nice else []
         cmd = prefix + [args.rtpload] + target + ["--calls", str(calls), "--duration", str(window), "--rate", str(args.rate),
                                          "--sockets", str(args.sockets), "--rx-poll-us", str(args.rx_poll_us),
@@ -567,8 +564,8 @@ def main():
     ap.add_argument("--loss", type=float, default=0.1, help="pass: loss below this %% (default 0.1)")
     ap.add_argument("--jitter-ms", type=float, default=5, help="pass: added jitter p99 below this (default 5 ms)")
     ap.add_argument("--sockets", type=int, default=1, help="rtpload media sockets per side (default 1)")
-    ap.add_argument("--generator-nice", type=int, default=-10,
-                    help="nice value of the generator (default -10, above the relay; 0 runs it as any process)")
+    ap.add_argument("--generator-nice", type=int, default=0,
+                    help="nice value of the generator (default 0: as any process; negative runs it above the relay)")
     ap.add_argument("--rx-poll-us", type=int, default=1000,
                     help="rtpload polls its receive sockets this often instead of sleeping in them, so the relay's sends "
                          "do not pay for waking the generator on loopback; 0 blocks (default 1000)")

@@ -498,3 +498,88 @@ async fn a_line_with_an_admin_policy_is_recorded_admin_only_and_the_agent_rates_
     bob.quit().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_screens_a_voicemail_listening_unheard_then_picks_up() {
+    let gw = TestGateway::start(media_config).await;
+    let audio = gw.subdir("audio");
+    // Ada waits for the beep, then leaves her message.
+    let ada_mic = speech_between_silences(&audio, "ada", "Hi Bob, it is Ada. I need the signed contract by Friday.", 7, 40);
+    let bob_mic = speech(&audio, "bob", "Bob here, I heard you, I am picking up now.", 8);
+    user(&gw, "Ada", "201", "ada", ADA_PASSWORD).await;
+    user(&gw, "Bob", "202", "bob", BOB_PASSWORD).await;
+    let mut ada = phone(&gw, "ada", ADA_PASSWORD, &ada_mic).await;
+    let mut bob = Baresip::start_with_audio(
+        gw.dir.path(),
+        "bob",
+        gw.sip,
+        PhoneAccount { username: "bob", password: BOB_PASSWORD, answermode: "manual", register: true },
+        &bob_mic,
+    )
+    .await;
+    assert_eq!(bob.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await["type"], "REGISTER_OK");
+
+    // Bob declines; Ada gets his voicemail.
+    ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    bob.event("CALL_INCOMING", 20).await;
+    bob.command("hangup", "").await;
+    assert_eq!(ada.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await["type"], "CALL_ESTABLISHED");
+    let answered_at = Instant::now();
+    bob.event("CALL_CLOSED", 10).await;
+    let id = gw.events_once("call.started", 1).await[0].1.call_id.clone();
+
+    // Bob screens: his phone rings again, he answers and listens.
+    let control = gw.control();
+    assert!(control.pick_up(&id).await.is_err(), "nothing to pick up before screening");
+    control.screen(&id).await.unwrap();
+    bob.event("CALL_INCOMING", 20).await;
+    bob.command("accept", "").await;
+    bob.event("CALL_ESTABLISHED", 10).await;
+    let screening_from = Instant::now();
+    // Ada speaks from 7 s after the answer, for a few seconds.
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(answered_at.elapsed())).await;
+    let screened_secs = screening_from.elapsed().as_secs_f64();
+    control.pick_up(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ada.command("hangup", "").await;
+    bob.event("CALL_CLOSED", 10).await;
+
+    // While screening, Bob heard Ada's message; Ada heard nothing of Bob
+    // until he picked up, then his voice.
+    let bob_heard = read_mono(&bob.heard());
+    // (Her microphone file as the reference: the silence before her words too.)
+    let ada_said = read_mono(&ada_mic);
+    let s = similarity(window(&bob_heard, 0.5, screened_secs - 0.3), &ada_said);
+    assert!(s > MATCHES, "the screening agent hears the caller's message ({s:.2})");
+    let ada_heard = read_mono(&ada.heard());
+    let greeting_secs = Prompt::bundled_voicemail_greeting().len() as f64 / 8000.0 + 0.4;
+    // Ada's phone decoded the greeting and beep, nothing while Bob listened
+    // (he was not sent to her), then Bob after the pick-up.
+    let after = window(&ada_heard, greeting_secs + 0.3, ada_heard.len() as f64 / 8000.0);
+    let s = similarity(after, &read_mono(&bob_mic));
+    assert!(s > MATCHES, "after picking up, Ada hears Bob ({s:.2})");
+    let after_secs = after.len() as f64 / 8000.0;
+    assert!(after_secs < 4.0, "Ada was sent nothing of Bob before he picked up: {after_secs:.1} s of audio after the beep");
+
+    let events = gw.events_once("voicemail.available", 1).await;
+    let screening: Vec<bool> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(Kind::Screening(s)) => Some(s.picked_up),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(screening, [false, true]);
+    assert!(events.iter().any(|(k, _)| k == "call.answered"), "picking up answers the call");
+    let vm = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::VoicemailAvailable(v)) => Some(v.clone()),
+        _ => None,
+    });
+    let vm = vm.unwrap();
+    assert_eq!(vm.ended_by, "picked_up", "the partial message is kept");
+    assert!(vm.duration_ms > 3000, "{} ms", vm.duration_ms);
+
+    ada.quit().await;
+    bob.quit().await;
+    gw.stop().await;
+}

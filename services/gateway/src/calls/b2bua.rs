@@ -94,6 +94,12 @@ pub enum Action {
     /// Nobody answered: the gateway answered the caller, who now leaves a
     /// voicemail (greeting, beep, message).
     Voicemail,
+    /// Fork `fork` answered to screen the voicemail: it hears the caller.
+    Screening { fork: usize, callee_rtp: SocketAddr },
+    /// The screening device hung up before picking up.
+    ScreeningEnded,
+    /// The screening fork picked up: bridge it with the caller.
+    PickedUp { fork: usize },
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
 }
@@ -259,6 +265,11 @@ pub struct Call {
     voicemail: bool,
     /// The gateway answered the caller for voicemail.
     in_voicemail: bool,
+    /// Where the call rang and as whom: rung again to screen a voicemail.
+    placed: Option<(Vec<Target>, Presentation)>,
+    /// Forks placed to screen the voicemail, and the one listening.
+    screen_forks: Vec<usize>,
+    screening: Option<usize>,
 }
 
 /// Why an initial INVITE cannot become a call.
@@ -318,6 +329,9 @@ impl Call {
             ring_deadline: None,
             voicemail: false,
             in_voicemail: false,
+            placed: None,
+            screen_forks: Vec::new(),
+            screening: None,
             linger_until: None,
             ended: false,
             ring_timeout,
@@ -364,6 +378,17 @@ impl Call {
         // rtcp-mux offered (RFC 5761): taken by WebRTC and modern phones,
         // ignored by the rest, who keep RTCP on the port above.
         self.offer_sdp = sdp::build_with(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv, true);
+        self.placed = Some((targets.clone(), who.clone()));
+        for target in targets {
+            self.invite_fork(target, who, &mut out);
+        }
+        self.ring_deadline = Some(now + self.ring_timeout);
+        self.state = State::Calling;
+        out
+    }
+
+    /// Sends the INVITE of one new fork to `target`, as `who`.
+    fn invite_fork(&mut self, target: Target, who: &Presentation, out: &mut Vec<Action>) {
         let max_forwards = self
             .a
             .invite
@@ -371,59 +396,54 @@ impl Call {
             .and_then(|v| v.trim().parse::<u32>().ok())
             .map(|v| v.saturating_sub(1).max(1))
             .unwrap_or(70);
-        for target in targets {
-            let call_id = new_call_id(&self.local.host);
-            let host = who.host.clone().unwrap_or_else(|| self.local.host.clone());
-            let from_uri = format!("sip:{}@{}", who.user, host);
-            let from = match &who.display {
-                Some(d) if !who.private => format!("\"{}\" <{}>;tag={}", d.replace('"', ""), from_uri, new_tag()),
-                _ if who.private => format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}", new_tag()),
-                _ => format!("<{}>;tag={}", from_uri, new_tag()),
-            };
-            let mut invite = SipMessage::request("INVITE", target.request_uri.clone());
-            invite
-                .push_header("Via", self.local.via(&target.dest, &new_branch()))
-                .push_header("Max-Forwards", max_forwards.to_string());
-            for r in &target.route {
-                invite.push_header("Route", r.clone());
-            }
-            invite
-                .push_header("From", from)
-                .push_header("To", format!("<{}>", target.request_uri))
-                .push_header("Call-ID", call_id.clone())
-                .push_header("CSeq", "1 INVITE")
-                .push_header("Contact", self.local.contact(&target.dest));
-            if let Some(pai) = &who.asserted {
-                invite.push_header("P-Asserted-Identity", pai.clone());
-            }
-            if who.private {
-                invite.push_header("Privacy", "id");
-            }
-            invite
-                .push_header("Allow", ALLOW)
-                .push_header("User-Agent", self.local.user_agent.clone())
-                .push_header("X-Switchboard-Call-ID", self.id.clone())
-                .set_body("application/sdp", Bytes::from(self.offer_sdp.clone()));
-            out.push(Action::Send(target.dest, invite.clone()));
-            self.forks.push(Fork {
-                target,
-                call_id,
-                invite,
-                cseq: 1,
-                state: ForkState::Trying,
-                cancel_pending: None,
-                cancelled: false,
-                dialog: None,
-                ack: None,
-                auth_tried: false,
-                sdp_version: 1,
-                reinvite: None,
-                reinvite_ack: None,
-            });
+        let call_id = new_call_id(&self.local.host);
+        let host = who.host.clone().unwrap_or_else(|| self.local.host.clone());
+        let from_uri = format!("sip:{}@{}", who.user, host);
+        let from = match &who.display {
+            Some(d) if !who.private => format!("\"{}\" <{}>;tag={}", d.replace('"', ""), from_uri, new_tag()),
+            _ if who.private => format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}", new_tag()),
+            _ => format!("<{}>;tag={}", from_uri, new_tag()),
+        };
+        let mut invite = SipMessage::request("INVITE", target.request_uri.clone());
+        invite
+            .push_header("Via", self.local.via(&target.dest, &new_branch()))
+            .push_header("Max-Forwards", max_forwards.to_string());
+        for r in &target.route {
+            invite.push_header("Route", r.clone());
         }
-        self.ring_deadline = Some(now + self.ring_timeout);
-        self.state = State::Calling;
-        out
+        invite
+            .push_header("From", from)
+            .push_header("To", format!("<{}>", target.request_uri))
+            .push_header("Call-ID", call_id.clone())
+            .push_header("CSeq", "1 INVITE")
+            .push_header("Contact", self.local.contact(&target.dest));
+        if let Some(pai) = &who.asserted {
+            invite.push_header("P-Asserted-Identity", pai.clone());
+        }
+        if who.private {
+            invite.push_header("Privacy", "id");
+        }
+        invite
+            .push_header("Allow", ALLOW)
+            .push_header("User-Agent", self.local.user_agent.clone())
+            .push_header("X-Switchboard-Call-ID", self.id.clone())
+            .set_body("application/sdp", Bytes::from(self.offer_sdp.clone()));
+        out.push(Action::Send(target.dest, invite.clone()));
+        self.forks.push(Fork {
+            target,
+            call_id,
+            invite,
+            cseq: 1,
+            state: ForkState::Trying,
+            cancel_pending: None,
+            cancelled: false,
+            dialog: None,
+            ack: None,
+            auth_tried: false,
+            sdp_version: 1,
+            reinvite: None,
+            reinvite_ack: None,
+        });
     }
 
     /// Whether a fork answered and the call is still up.
@@ -440,6 +460,60 @@ impl Call {
     /// Whether the gateway answered the caller for voicemail.
     pub fn in_voicemail(&self) -> bool {
         self.in_voicemail && !self.ended
+    }
+
+    /// Screening (F13): rings the callee's devices again while the caller
+    /// leaves a voicemail; the first to answer hears the caller without
+    /// being heard, until it picks up.
+    pub fn screen(&mut self, _now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.in_voicemail() || !self.screen_forks.is_empty() {
+            return out;
+        }
+        let Some((targets, who)) = self.placed.clone() else { return out };
+        for target in targets {
+            self.screen_forks.push(self.forks.len());
+            self.invite_fork(target, &who, &mut out);
+        }
+        out
+    }
+
+    /// The screening device takes the call: the voicemail ends (what the
+    /// caller said so far is kept) and the two are bridged.
+    pub fn pick_up(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(i) = self.screening.filter(|_| self.in_voicemail()) else { return out };
+        self.in_voicemail = false;
+        self.winner = Some(i);
+        self.screening = None;
+        for j in self.screen_forks.clone() {
+            if j != i {
+                self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", &mut out);
+            }
+        }
+        let _ = now;
+        out.push(Action::PickedUp { fork: i });
+        out
+    }
+
+    /// A screening fork answered: it listens (its SDP goes to the bridge).
+    fn screening_answered(&mut self, i: usize, msg: &SipMessage, out: &mut Vec<Action>) {
+        if !self.screen_forks.contains(&i) || self.screening.is_some() {
+            self.bye_fork(i, &q850(16, "Normal call clearing"), out);
+            return;
+        }
+        let Ok(callee) = sdp::parse_audio(&msg.body) else {
+            self.bye_fork(i, &q850(88, "Incompatible destination"), out);
+            return;
+        };
+        self.screening = Some(i);
+        for j in self.screen_forks.clone() {
+            if j != i {
+                self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
+            }
+        }
+        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats), rtcp_mux: callee.rtcp_mux });
+        out.push(Action::Screening { fork: i, callee_rtp: callee.rtp });
     }
 
     /// Ends an answered call on behalf of the system (a voicemail that is
@@ -459,7 +533,7 @@ impl Call {
 
     /// Nobody took the call: cancel what still rings and answer the caller
     /// with the gateway's own media for the voicemail greeting.
-    fn to_voicemail(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn answer_for_voicemail(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.cancel_forks("SIP;cause=480;text=\"No answer\"", out);
         let offered = usable(&self.a.offer.formats);
         let answer = self.caller_answer(&offered);
@@ -629,7 +703,7 @@ impl Call {
             self.ring_deadline = None;
             if !self.ended && self.winner.is_none() && self.a.final_status.is_none() {
                 if self.voicemail {
-                    self.to_voicemail(now, &mut out);
+                    self.answer_for_voicemail(now, &mut out);
                 } else {
                     self.cancel_forks("SIP;cause=480;text=\"No answer\"", &mut out);
                     self.final_to_caller(480, now, &mut out);
@@ -927,6 +1001,9 @@ impl Call {
         fork.dialog = Some(dialog);
         fork.state = ForkState::Answered;
         fork.cancel_pending = None;
+        if self.in_voicemail && !self.ended && !fork.cancelled {
+            return self.screening_answered(i, msg, out);
+        }
         if self.ended || self.winner.is_some() || fork.cancelled {
             // Answered after the call was decided (a race with CANCEL or
             // another fork): hang this one up.
@@ -1020,7 +1097,7 @@ impl Call {
             // Declined (603) or busy everywhere (600): voicemail, if the
             // callee has one; "does not exist anywhere" (604) is not.
             if self.voicemail && matches!(status, 600 | 603) && self.a.final_status.is_none() {
-                return self.to_voicemail(now, out);
+                return self.answer_for_voicemail(now, out);
             }
             let (code, reason) = map_failure(status);
             self.final_to_caller(code, now, out);
@@ -1045,7 +1122,7 @@ impl Call {
         let best = best_failure(&statuses);
         let (code, reason) = map_failure(best);
         if self.voicemail && reason != EndReason::Cancelled && self.a.final_status.is_none() {
-            return self.to_voicemail(now, out);
+            return self.answer_for_voicemail(now, out);
         }
         self.final_to_caller(code, now, out);
         self.end(reason, HangupBy::Callee, code, now, out);
@@ -1072,6 +1149,10 @@ impl Call {
                 if !self.ended && self.winner == Some(i) {
                     self.bye_caller(&q850(16, "Normal call clearing"), out);
                     self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
+                } else if self.screening == Some(i) {
+                    // The screening device hung up: the voicemail goes on.
+                    self.screening = None;
+                    out.push(Action::ScreeningEnded);
                 }
             }
             "INVITE" if self.forks[i].reinvite.as_ref().is_some_and(|r| r.cseq.is_some()) => {
@@ -1136,7 +1217,7 @@ impl Call {
     /// Ends the callee side however far it got: BYE to the answered fork,
     /// CANCEL to the ones still ringing.
     fn hang_up_callee(&mut self, reason: &str, out: &mut Vec<Action>) {
-        if let Some(w) = self.winner {
+        for w in self.winner.into_iter().chain(self.screening) {
             if self.forks[w].state == ForkState::Answered {
                 self.bye_fork(w, reason, out);
             }

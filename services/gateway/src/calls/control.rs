@@ -36,6 +36,8 @@ pub enum ControlError {
     NotAnswered(String),
     #[error("call {0} has no media anchored in the gateway")]
     NoMedia(String),
+    #[error("call {0} is not in voicemail being screened; screening starts while the caller leaves a message")]
+    NotScreening(String),
     #[error("a rating is a score from 1 to 5, not {0}")]
     InvalidRating(u32),
     #[error("the call could not be looked up: {0}")]
@@ -50,6 +52,7 @@ pub(crate) enum Command {
     Hold { call_id: String, leg: Leg, on: bool, reply: oneshot::Sender<Result<(), ControlError>> },
     Media { call_id: String, command: MediaCommand, reply: oneshot::Sender<Result<MediaState, ControlError>> },
     Rate { call_id: String, user_id: String, score: u32, comment: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    Screen { call_id: String, pick_up: bool, reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -69,6 +72,23 @@ impl CallControl {
     pub async fn media(&self, call_id: &str, command: MediaCommand) -> Result<MediaState, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::Media { call_id: call_id.to_owned(), command, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Screening (F13): while the caller leaves a voicemail, rings the
+    /// callee's devices again; the one that answers listens without being
+    /// heard.
+    pub async fn screen(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Screen { call_id: call_id.to_owned(), pick_up: false, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// The screening device takes the call: the voicemail ends, what the
+    /// caller said so far is kept, and the two talk.
+    pub async fn pick_up(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Screen { call_id: call_id.to_owned(), pick_up: true, reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

@@ -594,6 +594,45 @@ impl Manager {
                 let result = self.media_command(&call_id, command).await;
                 let _ = reply.send(result);
             }
+            Command::Screen { call_id, pick_up, reply } => {
+                let now = std::time::Instant::now();
+                let actions = match self.calls.get_mut(&call_id) {
+                    None => Err(ControlError::NoSuchCall(call_id.clone())),
+                    Some(e) if !e.call.in_voicemail() => Err(ControlError::NotScreening(call_id.clone())),
+                    Some(e) if pick_up => Ok(e.call.pick_up(now)),
+                    Some(e) => {
+                        let actions = e.call.screen(now);
+                        if !actions.is_empty() {
+                            // The screening forks ring the same targets, in the
+                            // same order: the same agents take them.
+                            let placed: Vec<Option<AgentInfo>> = e.fork_agents.clone();
+                            let first_new = e.call.fork_call_ids().count() - placed.len();
+                            e.fork_agents.resize(first_new, None);
+                            e.fork_agents.extend(placed);
+                        }
+                        Ok(actions)
+                    }
+                };
+                match actions {
+                    Ok(actions) if pick_up && actions.is_empty() => {
+                        let _ = reply.send(Err(ControlError::NotScreening(call_id)));
+                    }
+                    Ok(actions) => {
+                        info!(call_id = %call_id, pick_up, "voicemail screening");
+                        self.execute(&call_id, actions).await;
+                        if let Some(e) = self.calls.get(&call_id) {
+                            let ids: Vec<String> = e.call.fork_call_ids().map(str::to_owned).collect();
+                            for f in ids {
+                                self.by_sip.entry(f).or_insert_with(|| (call_id.clone(), LegKind::Callee));
+                            }
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             Command::Rate { call_id, user_id, score, comment, reply } => {
                 // Ratings come after hangup too: the call is looked up in the
                 // store, off the loop, then recorded in its event sequence.
@@ -871,6 +910,41 @@ impl Manager {
                             info!(call_id = %id, user_id, "no answer: voicemail");
                             r.voicemail(Mailbox { user_id: user_id.clone(), greeting: vm.greeting(user_id), settings: vm.settings.clone() });
                         }
+                    }
+                }
+                Action::Screening { fork, callee_rtp } => {
+                    if let Some(e) = self.calls.get(id) {
+                        if let Some(r) = &e.relay {
+                            r.set_remote(Side::B, callee_rtp);
+                            r.screen(true);
+                        }
+                        let agent = e.fork_agents.get(fork).cloned().flatten();
+                        if let (Some(w), Some(a)) = (&e.writer, agent) {
+                            w.record(CallUpdate::Screening { agent: a, picked_up: false });
+                        }
+                        info!(call_id = %id, "voicemail being screened");
+                    }
+                }
+                Action::ScreeningEnded => {
+                    if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
+                        r.screen(false);
+                    }
+                }
+                Action::PickedUp { fork } => {
+                    if let Some(e) = self.calls.get_mut(id) {
+                        if let Some(r) = &e.relay {
+                            r.pick_up();
+                        }
+                        e.answered_at = Some(Instant::now());
+                        if let Some(Some(who)) = e.fork_agents.get(fork) {
+                            e.agent = Some(who.clone());
+                        }
+                        if let (Some(w), Some(a)) = (&e.writer, &e.agent) {
+                            w.record(CallUpdate::Screening { agent: a.clone(), picked_up: true });
+                            w.record(CallUpdate::Answered { agent: a.clone() });
+                        }
+                        info!(call_id = %id, "screened voicemail picked up");
+                        metrics::counter!("switchboard_calls_total", "outcome" => "picked_up_from_voicemail").increment(1);
                     }
                 }
                 Action::Ended { reason, hangup_by, sip_status } => self.ended(id, reason, hangup_by, sip_status),

@@ -74,6 +74,8 @@ pub enum CallUpdate {
     RecordingState { state: RecordingState, admin_only: bool },
     /// Media quality per leg, at hangup.
     Quality { legs: Vec<LegSummary> },
+    /// An agent's device listens to the voicemail being left, or picked up.
+    Screening { agent: AgentInfo, picked_up: bool },
     /// The agent's own 1–5 rating of the call's audio.
     Rated { user_id: String, score: u32, comment: String },
 }
@@ -365,6 +367,9 @@ async fn write(
             admin_only: *admin_only,
         }),
         CallUpdate::Quality { legs } => pb::call_event::Kind::Quality(pb::QualityReport { legs: legs.iter().map(LegSummary::to_proto).collect() }),
+        CallUpdate::Screening { agent, picked_up } => {
+            pb::call_event::Kind::Screening(pb::VoicemailScreening { agent: Some(agent.to_proto()), picked_up: *picked_up })
+        }
         CallUpdate::Rated { user_id, score, comment } => {
             pb::call_event::Kind::Rating(pb::QualityRating { user_id: user_id.clone(), score: *score, comment: comment.clone() })
         }

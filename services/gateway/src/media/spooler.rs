@@ -25,7 +25,7 @@ use crate::recordings::{RecordingMeta, RecordingSink, RecordingUpload};
 pub struct SpoolKey(u64);
 
 enum Op {
-    Begin { key: SpoolKey, sink: RecordingSink, call_id: String, started_at_ms: i64, meta: RecordingMeta },
+    Begin { key: SpoolKey, sink: Box<RecordingSink>, call_id: String, started_at_ms: i64, meta: RecordingMeta },
     Append { key: SpoolKey, bytes: Vec<u8> },
     Finish { key: SpoolKey, reply: oneshot::Sender<Option<RecordingUpload>> },
     Abort { key: SpoolKey },
@@ -58,7 +58,7 @@ impl Spooler {
     /// Creates the spool entry of a new recording.
     pub fn begin(&self, sink: RecordingSink, call_id: &str, started_at_ms: i64, meta: RecordingMeta) -> SpoolKey {
         let key = SpoolKey(self.next.fetch_add(1, Ordering::Relaxed));
-        let _ = self.tx.send(Op::Begin { key, sink, call_id: call_id.to_owned(), started_at_ms, meta });
+        let _ = self.tx.send(Op::Begin { key, sink: Box::new(sink), call_id: call_id.to_owned(), started_at_ms, meta });
         key
     }
 

@@ -153,6 +153,9 @@ pub struct RecordingSink {
     part_slots: Arc<Semaphore>,
     /// Recordings of this process still being written: not `pending`.
     active: Arc<Mutex<HashSet<String>>>,
+    /// The local store's directory: a finished recording is moved there
+    /// (a rename on the same file system), not copied.
+    local_dir: Option<PathBuf>,
 }
 
 impl RecordingSink {
@@ -173,7 +176,9 @@ impl RecordingSink {
                     source: std::io::Error::other(e.to_string()),
                 })?;
                 let fs: Arc<dyn ObjectStore> = Arc::new(fs);
-                RecordingSink::with_stores(fs.clone(), fs, None, String::new(), public_url, spool, shutdown)
+                let mut sink = RecordingSink::with_stores(fs.clone(), fs, None, String::new(), public_url, spool, shutdown);
+                sink.local_dir = Some(dir);
+                sink
             }
             RecordingStoreKind::S3 => {
                 let s3 = &cfg.s3;
@@ -235,6 +240,7 @@ impl RecordingSink {
             backoff: Backoff { first: Duration::from_millis(200), max: Duration::from_secs(30) },
             part_slots: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
             active: Arc::new(Mutex::new(HashSet::new())),
+            local_dir: None,
         }
     }
 
@@ -351,6 +357,7 @@ impl RecordingSink {
         };
         let key = Path::from(sp.entry.object_key.as_str());
         let stored = match self.multipart.clone() {
+            None if self.move_into_local_dir(&sp).await => true,
             None => self.put_whole(&sp, &key, size, stop).await,
             Some(mp) => self.put_parts(&mp, &mut sp, &key, size, trust_progress, patched, stop).await,
         };
@@ -376,6 +383,25 @@ impl RecordingSink {
             admin_only: meta.admin_only,
             kind: meta.kind,
         })
+    }
+
+    /// Moves a finished spool file into the local store's directory under
+    /// its key; `false` (and the caller copies it) when there is no local
+    /// directory or the rename fails, e.g. across file systems.
+    async fn move_into_local_dir(&self, sp: &SpooledRecording) -> bool {
+        let Some(dir) = self.local_dir.clone() else { return false };
+        let (data, key) = (sp.paths.data.clone(), sp.entry.object_key.clone());
+        let moved = tokio::task::spawn_blocking(move || {
+            let target = dir.join(&key);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&data, &target)?;
+            spool::sync_dir(&target);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        matches!(moved, Ok(Ok(())))
     }
 
     /// The whole file in one upload (the local directory), read from disk

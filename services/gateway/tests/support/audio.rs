@@ -50,7 +50,7 @@ pub fn read_mono(path: &Path) -> Vec<i16> {
     let spec = r.spec();
     let channels = spec.channels as usize;
     let first: Vec<i16> = r.samples::<i16>().step_by(channels).map(|s| s.unwrap()).collect();
-    assert!(spec.sample_rate % 8000 == 0, "{}: {} Hz is no multiple of 8 kHz", path.display(), spec.sample_rate);
+    assert!(spec.sample_rate.is_multiple_of(8000), "{}: {} Hz is no multiple of 8 kHz", path.display(), spec.sample_rate);
     let factor = (spec.sample_rate / 8000) as usize;
     if factor == 1 {
         return first;
