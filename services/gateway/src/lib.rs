@@ -181,8 +181,13 @@ impl Gateway {
                     let call_id = spooled.call_id().to_owned();
                     if let Some(stored) = sink.upload(spooled).await {
                         let admin_only = stored.admin_only;
-                        CallWriter::spawn(db.clone(), call_id, committed.clone())
-                            .record(CallUpdate::recording_available(stored, admin_only));
+                        let update = match (stored.kind, stored.mailbox.clone()) {
+                            (crate::recordings::RecordingKind::Voicemail, Some(user_id)) => {
+                                CallUpdate::VoicemailAvailable { stored, user_id, ended_by: "recovered".into() }
+                            }
+                            _ => CallUpdate::recording_available(stored, admin_only),
+                        };
+                        CallWriter::spawn(db.clone(), call_id, committed.clone()).record(update);
                     }
                 }
             });

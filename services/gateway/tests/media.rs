@@ -583,3 +583,60 @@ async fn an_agent_screens_a_voicemail_listening_unheard_then_picks_up() {
     bob.quit().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_for_a_user_with_nothing_that_can_ring_goes_straight_to_voicemail() {
+    let gw = TestGateway::start(|c| {
+        media_config(c);
+        c.voicemail.format = switchboard_gateway::media::encode::RecordingFormat::Wav;
+    })
+    .await;
+    // Bob has a number but no device at all.
+    let bob = gw.directory().create_user(NewUser { name: "Bob".into(), ..Default::default() }).await.unwrap();
+    gw.directory().assign_number(BOB_NUMBER, &bob.id).await.unwrap();
+
+    // The carrier plays 8 s of speech, then a digit, then hangs up: the
+    // greeting takes the first 5.6 s, the message gets the rest.
+    let carrier = Sipp::spawn(
+        gw.dir.path(),
+        SippRun {
+            label: "carrier",
+            scenario: "builtin:uac_pcap",
+            ip: CARRIER_IP,
+            remote: Some(gw.sip),
+            service: Some("14155550333"),
+            port: support::free_udp_port(CARRIER_IP),
+        },
+    );
+    carrier.succeeds().await;
+
+    let events = gw.events_once("voicemail.available", 1).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(!kinds.contains(&"call.ringing") && !kinds.contains(&"call.answered"), "{kinds:?}");
+    let ended = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::Ended(x)) => Some(x.clone()),
+        _ => None,
+    });
+    assert_eq!(ended.unwrap().reason(), switchboard_proto::v1::EndReason::Voicemail);
+    let vm = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::VoicemailAvailable(v)) => Some(v.clone()),
+        _ => None,
+    });
+    let vm = vm.unwrap();
+    assert_eq!((vm.user_id.as_str(), vm.ended_by.as_str(), vm.format.as_str()), (bob.id.as_str(), "caller_hung_up", "wav/pcm_s16le"));
+    let secs = vm.duration_ms as f64 / 1000.0;
+    assert!((2.5..6.0).contains(&secs), "the message is what followed the beep: {secs:.2} s");
+    let wav = std::fs::read(gw.dir.path().join("recordings").join(&vm.object_key)).unwrap();
+    let message = read_mono_bytes(&wav);
+    let spoken = pcap_alaw(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let s = similarity(window(&message, 0.1, 2.0), &spoken);
+    assert!(s > MATCHES, "the message holds the end of the carrier's speech ({s:.2})");
+
+    gw.stop().await;
+}
+
+fn read_mono_bytes(wav: &[u8]) -> Vec<i16> {
+    let mut r = hound::WavReader::new(std::io::Cursor::new(wav)).expect("a WAV");
+    assert_eq!(r.spec().channels, 1, "a voicemail is mono");
+    r.samples::<i16>().map(|s| s.unwrap()).collect()
+}

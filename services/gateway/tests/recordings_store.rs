@@ -163,6 +163,7 @@ fn wav_meta() -> RecordingMeta {
         channels: 2,
         admin_only: false,
         kind: RecordingKind::Recording,
+        mailbox: None,
     }
 }
 

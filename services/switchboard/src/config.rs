@@ -31,8 +31,8 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// the scripts, `SWITCHBOARD_TEST_…` of test harnesses) are left alone.
 /// Variables with `__` always are configuration, so a misspelt section
 /// (`SWITCHBOARD_SIPP__UDP`) is rejected rather than ignored.
-const TOP_LEVEL_KEYS: [&str; 11] = [
-    "data_dir", "database", "sip", "media", "http", "recordings", "events", "kafka", "connector", "salesforce", "log",
+const TOP_LEVEL_KEYS: [&str; 12] = [
+    "data_dir", "database", "sip", "media", "http", "recordings", "voicemail", "events", "kafka", "connector", "salesforce", "log",
 ];
 
 /// Written instead of a secret by `switchboard config check`.

@@ -11,8 +11,8 @@ use switchboard_proto::{CallEvent, Kind, Message as _};
 use crate::tansu::Record;
 
 /// The kinds, in order, an answered and recorded inbound call produces.
-pub const ANSWERED_CALL: [&str; 5] =
-    ["call.started", "call.ringing", "call.answered", "call.ended", "recording.available"];
+pub const ANSWERED_CALL: [&str; 6] =
+    ["call.started", "call.ringing", "call.answered", "call.ended", "call.quality", "recording.available"];
 
 /// Decodes the records of one call (those keyed by `call_id`), checking that
 /// each payload is a `CallEvent` of that call.

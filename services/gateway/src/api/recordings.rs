@@ -33,7 +33,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
-    let key: Option<String> = match sqlx::query_scalar("SELECT object_key FROM recordings WHERE id = $1")
+    let row: Option<(String, String)> = match sqlx::query_as("SELECT object_key, format FROM recordings WHERE id = $1")
         .bind(&id)
         .fetch_optional(ctx.db.pool())
         .await
@@ -41,7 +41,7 @@ async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
         Ok(k) => k,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", &e.to_string()),
     };
-    let Some(key) = key else {
+    let Some((key, format)) = row else {
         return error(StatusCode::NOT_FOUND, "not_found", "no recording with this id");
     };
     match ctx.store.get(&object_store::path::Path::from(key.as_str())).await {
@@ -49,7 +49,7 @@ async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
             let size = obj.meta.size;
             let stream = obj.into_stream();
             Response::builder()
-                .header(header::CONTENT_TYPE, "audio/wav")
+                .header(header::CONTENT_TYPE, content_type(&format))
                 .header(header::CONTENT_LENGTH, size.to_string())
                 .body(Body::from_stream(stream))
                 .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "response"))
@@ -61,3 +61,13 @@ async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     }
 }
 
+
+/// The MIME type of a recording's stored format (`wav/pcm_s16le`,
+/// `ogg/opus`, `mp3`).
+fn content_type(format: &str) -> &'static str {
+    match format.split('/').next().unwrap_or_default() {
+        "ogg" => "audio/ogg; codecs=opus",
+        "mp3" => "audio/mpeg",
+        _ => "audio/wav",
+    }
+}

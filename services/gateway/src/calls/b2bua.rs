@@ -370,10 +370,15 @@ impl Call {
     /// Places one fork per target, all at once, with the gateway's own offer.
     pub fn place(&mut self, targets: Vec<Target>, who: &Presentation, media: MediaPorts, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.state != State::Routing || targets.is_empty() {
+        if self.state != State::Routing || (targets.is_empty() && !self.voicemail) {
             return out;
         }
         self.media = Some(media);
+        if targets.is_empty() {
+            // Nothing of the callee's can ring: straight to its voicemail.
+            self.answer_for_voicemail(now, &mut out);
+            return out;
+        }
         let formats: Vec<Format> = callee_offer(&self.a.offer.formats);
         // rtcp-mux offered (RFC 5761): taken by WebRTC and modern phones,
         // ignored by the rest, who keep RTCP on the port above.

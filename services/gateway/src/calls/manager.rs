@@ -538,7 +538,7 @@ impl Manager {
                 entry.call.reject(480, EndReason::NoAnswer, now)
             }
             RouteOutcome::Ready(plan) => {
-                let super::routing::Plan { started, presentation, forks, a, b, admin_recording } = *plan;
+                let super::routing::Plan { mailbox, started, presentation, forks, a, b, admin_recording } = *plan;
                 // The recording's left channel is the outside party.
                 let customer = if started.direction == pb::Direction::Outbound { Side::B } else { Side::A };
                 let started_direction = started.direction;
@@ -568,9 +568,7 @@ impl Manager {
                 };
                 // A call for one user (not a group, not out through a trunk)
                 // goes to that user's voicemail when nobody answers.
-                let mailbox = (self.deps.voicemail.is_some() && started_direction != pb::Direction::Outbound)
-                    .then(|| single_user(&agents))
-                    .flatten();
+                let mailbox = mailbox.filter(|_| self.deps.voicemail.is_some() && started_direction != pb::Direction::Outbound);
                 entry.call.set_voicemail(mailbox.is_some());
                 entry.mailbox = mailbox;
                 entry.admin_recording = admin_recording;
@@ -1010,12 +1008,6 @@ impl Manager {
             });
         }
     }
-}
-
-/// The one user every fork rings, if the call is for a single user.
-fn single_user(agents: &[Option<AgentInfo>]) -> Option<String> {
-    let first = agents.first()?.as_ref()?.user_id.clone();
-    agents.iter().all(|a| a.as_ref().is_some_and(|a| a.user_id == first)).then_some(first)
 }
 
 fn side_of(leg: Leg) -> Side {

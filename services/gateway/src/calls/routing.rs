@@ -92,13 +92,18 @@ pub struct PlannedFork {
 pub enum RouteOutcome {
     /// Answer the caller with `code`; nothing is logged.
     Refused { code: u16, why: String },
-    /// The callee exists but nothing of theirs can ring: logged, then 480.
+    /// The callee exists but nothing of theirs can ring, and it has no
+    /// mailbox (a group): logged, then 480. A user's call goes to its
+    /// voicemail instead (a plan without forks).
     Unreachable { started: Started },
     Ready(Box<Plan>),
 }
 
 /// Everything needed to place the call.
 pub struct Plan {
+    /// The user whose voicemail takes the call if nobody answers: the
+    /// callee of a call for one user (not a group, not out to a trunk).
+    pub mailbox: Option<String>,
     pub started: Started,
     pub presentation: Presentation,
     pub forks: Vec<PlannedFork>,
@@ -230,7 +235,7 @@ impl Router {
             Err(why) => return RouteOutcome::Refused { code: 503, why },
         };
         let forks = vec![PlannedFork { agent: None, target }];
-        RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b, admin_recording }))
+        RouteOutcome::Ready(Box::new(Plan { mailbox: None, started, presentation, forks, a, b, admin_recording }))
     }
 
     /// Every device of every member rings: each live registration (a device
@@ -266,13 +271,17 @@ impl Router {
                 }
             }
         }
-        if forks.is_empty() {
+        let mailbox = match (&route.group, route.members.as_slice()) {
+            (None, [member]) => Some(member.user.id.clone()),
+            _ => None,
+        };
+        if forks.is_empty() && mailbox.is_none() {
             return RouteOutcome::Unreachable { started };
         }
         match self.media().await {
             Ok((a, b)) => {
                 let admin_recording = route.admin_recording;
-                RouteOutcome::Ready(Box::new(Plan { started, presentation, forks, a, b, admin_recording }))
+                RouteOutcome::Ready(Box::new(Plan { mailbox, started, presentation, forks, a, b, admin_recording }))
             }
             Err(why) => RouteOutcome::Refused { code: 503, why },
         }

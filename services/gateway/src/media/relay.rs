@@ -379,6 +379,7 @@ impl Edge {
                     channels: 2,
                     admin_only,
                     kind: RecordingKind::Recording,
+                    mailbox: None,
                 };
                 if let Err(e) = self.bridge.start_recording(format, admin_only, now) {
                     warn!(call_id, error = %e, "cannot start the recording's encoder");
@@ -433,6 +434,7 @@ impl Edge {
             channels: 1,
             admin_only: false,
             kind: RecordingKind::Voicemail,
+            mailbox: Some(mailbox.user_id.clone()),
         };
         if let Err(e) = self.bridge.start_voicemail(mailbox.greeting, mailbox.settings, now) {
             warn!(call_id, error = %e, "cannot start the voicemail's encoder");

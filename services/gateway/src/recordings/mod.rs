@@ -106,6 +106,10 @@ pub struct RecordingMeta {
     /// Only administrators may play it (F7).
     pub admin_only: bool,
     pub kind: RecordingKind,
+    /// A voicemail's mailbox: the user it was left for (kept in the
+    /// sidecar, so a voicemail recovered after a crash is announced too).
+    #[serde(default)]
+    pub mailbox: Option<String>,
 }
 
 /// Bytes to rewrite in the spool file when the recording ends, e.g. a WAV
@@ -125,6 +129,7 @@ pub struct StoredRecording {
     pub channels: u16,
     pub admin_only: bool,
     pub kind: RecordingKind,
+    pub mailbox: Option<String>,
 }
 
 /// How long to wait between attempts while the object store is down.
@@ -382,6 +387,7 @@ impl RecordingSink {
             channels: meta.channels,
             admin_only: meta.admin_only,
             kind: meta.kind,
+            mailbox: meta.mailbox,
         })
     }
 

@@ -134,6 +134,7 @@ impl RecordingMeta {
             channels: 2,
             admin_only: false,
             kind: RecordingKind::Recording,
+            mailbox: None,
         }
     }
 
