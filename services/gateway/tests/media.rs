@@ -501,7 +501,11 @@ async fn a_line_with_an_admin_policy_is_recorded_admin_only_and_the_agent_rates_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_screens_a_voicemail_listening_unheard_then_picks_up() {
-    let gw = TestGateway::start(media_config).await;
+    let gw = TestGateway::start(|c| {
+        media_config(c);
+        c.recordings.record_all = true;
+    })
+    .await;
     let audio = gw.subdir("audio");
     // Ada waits for the beep, then leaves her message.
     let ada_mic = speech_between_silences(&audio, "ada", "Hi Bob, it is Ada. I need the signed contract by Friday.", 7, 40);
@@ -578,6 +582,14 @@ async fn an_agent_screens_a_voicemail_listening_unheard_then_picks_up() {
     let vm = vm.unwrap();
     assert_eq!(vm.ended_by, "picked_up", "the partial message is kept");
     assert!(vm.duration_ms > 3000, "{} ms", vm.duration_ms);
+    // Once picked up it is an answered call: recorded like any other, from then on.
+    let events = gw.events_once("recording.available", 1).await;
+    let rec = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::RecordingAvailable(r)) => Some(r.clone()),
+        _ => None,
+    });
+    let secs = rec.unwrap().duration_ms as f64 / 1000.0;
+    assert!((2.0..5.0).contains(&secs), "recorded from the pick-up to the hangup: {secs:.2} s");
 
     ada.quit().await;
     bob.quit().await;

@@ -929,9 +929,18 @@ impl Manager {
                     }
                 }
                 Action::PickedUp { fork } => {
+                    let record_all = self.deps.record_all;
                     if let Some(e) = self.calls.get_mut(id) {
                         if let Some(r) = &e.relay {
                             r.pick_up();
+                            // From here it is an answered call: the same recording policies.
+                            if record_all {
+                                r.start_recording(false);
+                                e.media.recording = RecordingState::Recording;
+                            }
+                            if e.admin_recording {
+                                r.start_recording(true);
+                            }
                         }
                         e.answered_at = Some(Instant::now());
                         if let Some(Some(who)) = e.fork_agents.get(fork) {
