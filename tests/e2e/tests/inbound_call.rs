@@ -119,13 +119,13 @@ impl Deployment {
     }
 
     /// Waits until the org holds a completed Task for `call_id` and returns it.
-    async fn completed_task(&self, call_id: &str) -> anyhow::Result<Value> {
-        eventually(&format!("a completed Task for call {call_id}"), SETTLE, || async {
-            Ok(self
-                .salesforce
-                .tasks()
-                .into_iter()
-                .find(|t| t["CallObject"] == call_id && t["Status"] == "Completed" && t["Description"].is_string()))
+    /// The call's completed Task once its Description has `link` (the
+    /// recording arrives after the hangup, and the Task is updated then).
+    async fn completed_task(&self, call_id: &str, link: &str) -> anyhow::Result<Value> {
+        eventually(&format!("a completed Task for call {call_id} linking {link}"), SETTLE, || async {
+            Ok(self.salesforce.tasks().into_iter().find(|t| {
+                t["CallObject"] == call_id && t["Status"] == "Completed" && t["Description"].as_str().is_some_and(|d| d.contains(link))
+            }))
         })
         .await
     }
@@ -285,7 +285,7 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     check_call_events(&records, first_call, first_events, &deployment.agent)?;
     check_recording(ctx, &deployment.s3, first_events).await?;
     let first_url = events::recording(first_events).map(|r| r.url.clone()).unwrap_or_default();
-    let task = deployment.completed_task(first_call).await?;
+    let task = deployment.completed_task(first_call, &first_url).await?;
     ctx.step(format!("task of call 1: {task}"));
     check_task(&task, first_call, &deployment.agent, &first_url)?;
     let tasks = deployment.salesforce.tasks();
@@ -302,7 +302,7 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     check_call_events(&records, second_call, second_events, &deployment.agent)?;
     check_recording(ctx, &deployment.s3, second_events).await?;
     let second_url = events::recording(second_events).map(|r| r.url.clone()).unwrap_or_default();
-    let task = deployment.completed_task(second_call).await?;
+    let task = deployment.completed_task(second_call, &second_url).await?;
     ctx.step("task of call 2 completed");
     check_task(&task, second_call, &deployment.agent, &second_url)?;
     eventually("the connector to commit everything it consumed", SETTLE, || async {
