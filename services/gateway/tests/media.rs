@@ -84,6 +84,35 @@ fn digits_received(phone: &Baresip) -> String {
     phone.events.iter().filter(|e| e["type"] == "CALL_DTMF_START").filter_map(|e| e["param"].as_str()).collect()
 }
 
+/// The first event of a kind among `(kind, event)` pairs, which must be there.
+macro_rules! first {
+    ($events:expr, $kind:ident) => {
+        $events
+            .iter()
+            .find_map(|(_, e)| match &e.kind {
+                Some(Kind::$kind(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .expect(concat!("a ", stringify!($kind), " event"))
+    };
+}
+
+/// SIPp's own `uac_pcap` as the carrier calling Bob's number: 8 s of A-law
+/// speech (`g711a.pcap`), then DTMF 1 as RFC 2833, then BYE.
+fn carrier_pcap(gw: &TestGateway) -> Sipp {
+    Sipp::spawn(
+        gw.dir.path(),
+        SippRun {
+            label: "carrier",
+            scenario: "builtin:uac_pcap",
+            ip: CARRIER_IP,
+            remote: Some(gw.sip),
+            service: Some("14155550333"),
+            port: support::free_udp_port(CARRIER_IP),
+        },
+    )
+}
+
 /// Seconds since `t0`.
 fn since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64()
@@ -205,7 +234,7 @@ async fn softphones_hear_each_other_hold_music_mute_dtmf_and_a_paused_recording(
     );
     let media_states = events.iter().filter(|(k, _)| k == "call.media_state").count();
     assert_eq!(media_states, 4, "hold, resume, mute, unmute");
-    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let rec = first!(events, RecordingAvailable);
     let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
     let (left, right, spec) = read_stereo(&bytes);
     assert_eq!(spec.sample_rate, 8000);
@@ -245,17 +274,7 @@ async fn carrier_pcap_audio_and_rfc2833_digit_reach_a_softphone_and_the_recordin
     let mut bob = phone(&gw, "bob", BOB_PASSWORD, &bob_mic).await;
 
     // SIPp's own uac_pcap: 8 s of A-law speech, then DTMF 1 as RFC 2833.
-    let carrier = Sipp::spawn(
-        gw.dir.path(),
-        SippRun {
-            label: "carrier",
-            scenario: "builtin:uac_pcap",
-            ip: CARRIER_IP,
-            remote: Some(gw.sip),
-            service: Some("14155550333"),
-            port: support::free_udp_port(CARRIER_IP),
-        },
-    );
+    let carrier = carrier_pcap(&gw);
     bob.event("CALL_ESTABLISHED", 20).await;
     carrier.succeeds().await;
     bob.event("CALL_CLOSED", 20).await;
@@ -268,7 +287,7 @@ async fn carrier_pcap_audio_and_rfc2833_digit_reach_a_softphone_and_the_recordin
     assert!(s_pcap > MATCHES && s_pcap > s_bob + 0.2, "Bob hears the carrier's capture ({s_pcap:.2}), not himself ({s_bob:.2})");
 
     let events = gw.events_once("recording.available", 1).await;
-    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let rec = first!(events, RecordingAvailable);
     let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
     let (left, right, _) = read_stereo(&bytes);
     let l = window(&left, 1.0, 6.0);
@@ -278,11 +297,7 @@ async fn carrier_pcap_audio_and_rfc2833_digit_reach_a_softphone_and_the_recordin
     assert_eq!(gw.metric("switchboard_dtmf_digits_total{via=\"rfc4733\"}").await, 1.0, "one digit detected, not one per packet");
 
     // The quality summary of both legs at hangup.
-    let quality = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::Quality(q)) => Some(q.clone()),
-        _ => None,
-    });
-    let quality = quality.expect("a call.quality event");
+    let quality = first!(events, Quality);
     assert_eq!(quality.legs.len(), 2);
     for leg in &quality.legs {
         assert!(leg.packets_received > 100 && leg.loss_ratio < 0.01 && leg.mos > 4.0, "{leg:?}");
@@ -336,15 +351,11 @@ async fn a_declined_call_goes_to_voicemail_greeting_beep_message_ended_by_silenc
     assert!(g > MATCHES, "the caller hears the greeting ({g:.2})");
 
     let events = gw.events_once("voicemail.available", 1).await;
-    let ended = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::Ended(x)) => Some(x.clone()),
-        _ => None,
-    });
-    let ended = ended.expect("call.ended");
+    let ended = first!(events, Ended);
     assert_eq!(ended.reason(), switchboard_proto::v1::EndReason::Voicemail);
     assert_eq!(ended.hangup_by, "system");
     assert!(!events.iter().any(|(k, _)| k == "call.answered"), "nobody answered");
-    let Some(Kind::VoicemailAvailable(vm)) = &events.iter().find(|(k, _)| k == "voicemail.available").unwrap().1.kind else { unreachable!() };
+    let vm = first!(events, VoicemailAvailable);
     assert_eq!(vm.user_id, bob_id);
     assert_eq!(vm.ended_by, "silence");
     assert_eq!(vm.format, "mp3");
@@ -393,17 +404,7 @@ async fn an_opus_softphone_takes_an_a_law_carrier_call_through_the_transcoder() 
     assert_eq!(outcome["type"], "REGISTER_OK");
 
     // The carrier offers A-law only; Bob's phone speaks Opus only.
-    let carrier = Sipp::spawn(
-        gw.dir.path(),
-        SippRun {
-            label: "carrier",
-            scenario: "builtin:uac_pcap",
-            ip: CARRIER_IP,
-            remote: Some(gw.sip),
-            service: Some("14155550333"),
-            port: support::free_udp_port(CARRIER_IP),
-        },
-    );
+    let carrier = carrier_pcap(&gw);
     bob.event("CALL_ESTABLISHED", 20).await;
     let carrier = carrier.succeeds().await;
     bob.event("CALL_CLOSED", 20).await;
@@ -422,7 +423,7 @@ async fn an_opus_softphone_takes_an_a_law_carrier_call_through_the_transcoder() 
 
     // The recording decodes Opus for the agent's channel.
     let events = gw.events_once("recording.available", 1).await;
-    let Some(Kind::RecordingAvailable(rec)) = &events.iter().find(|(k, _)| k == "recording.available").unwrap().1.kind else { unreachable!() };
+    let rec = first!(events, RecordingAvailable);
     let bytes = std::fs::read(gw.dir.path().join("recordings").join(&rec.object_key)).unwrap();
     let (left, right, _) = read_stereo(&bytes);
     let l = similarity(window(&left, 1.0, 6.0), &spoken);
@@ -445,17 +446,7 @@ async fn a_line_with_an_admin_policy_is_recorded_admin_only_and_the_agent_rates_
     directory.set_number_recording_policy(BOB_NUMBER, true).await.unwrap();
     let mut bob = phone(&gw, "bob", BOB_PASSWORD, &bob_mic).await;
 
-    let carrier = Sipp::spawn(
-        gw.dir.path(),
-        SippRun {
-            label: "carrier",
-            scenario: "builtin:uac_pcap",
-            ip: CARRIER_IP,
-            remote: Some(gw.sip),
-            service: Some("14155550333"),
-            port: support::free_udp_port(CARRIER_IP),
-        },
-    );
+    let carrier = carrier_pcap(&gw);
     bob.event("CALL_ESTABLISHED", 20).await;
     let id = call_id(&gw).await;
     // The agent's own controls see no recording of theirs.
@@ -488,11 +479,7 @@ async fn a_line_with_an_admin_policy_is_recorded_admin_only_and_the_agent_rates_
     assert!(control.rate("no-such-call", &bob_id, 3, "").await.is_err());
     control.rate(&id, &bob_id, 4, "a little echo").await.unwrap();
     let events = gw.events_once("call.rating", 1).await;
-    let rating = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::Rating(r)) => Some(r.clone()),
-        _ => None,
-    });
-    let rating = rating.unwrap();
+    let rating = first!(events, Rating);
     assert_eq!((rating.score, rating.user_id.as_str(), rating.comment.as_str()), (4, bob_id.as_str(), "a little echo"));
 
     bob.quit().await;
@@ -575,20 +562,13 @@ async fn an_agent_screens_a_voicemail_listening_unheard_then_picks_up() {
         .collect();
     assert_eq!(screening, [false, true]);
     assert!(events.iter().any(|(k, _)| k == "call.answered"), "picking up answers the call");
-    let vm = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::VoicemailAvailable(v)) => Some(v.clone()),
-        _ => None,
-    });
-    let vm = vm.unwrap();
+    let vm = first!(events, VoicemailAvailable);
     assert_eq!(vm.ended_by, "picked_up", "the partial message is kept");
     assert!(vm.duration_ms > 3000, "{} ms", vm.duration_ms);
     // Once picked up it is an answered call: recorded like any other, from then on.
     let events = gw.events_once("recording.available", 1).await;
-    let rec = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::RecordingAvailable(r)) => Some(r.clone()),
-        _ => None,
-    });
-    let secs = rec.unwrap().duration_ms as f64 / 1000.0;
+    let rec = first!(events, RecordingAvailable);
+    let secs = rec.duration_ms as f64 / 1000.0;
     assert!((2.0..5.0).contains(&secs), "recorded from the pick-up to the hangup: {secs:.2} s");
 
     ada.quit().await;
@@ -609,32 +589,15 @@ async fn a_call_for_a_user_with_nothing_that_can_ring_goes_straight_to_voicemail
 
     // The carrier plays 8 s of speech, then a digit, then hangs up: the
     // greeting takes the first 5.6 s, the message gets the rest.
-    let carrier = Sipp::spawn(
-        gw.dir.path(),
-        SippRun {
-            label: "carrier",
-            scenario: "builtin:uac_pcap",
-            ip: CARRIER_IP,
-            remote: Some(gw.sip),
-            service: Some("14155550333"),
-            port: support::free_udp_port(CARRIER_IP),
-        },
-    );
+    let carrier = carrier_pcap(&gw);
     carrier.succeeds().await;
 
     let events = gw.events_once("voicemail.available", 1).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert!(!kinds.contains(&"call.ringing") && !kinds.contains(&"call.answered"), "{kinds:?}");
-    let ended = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::Ended(x)) => Some(x.clone()),
-        _ => None,
-    });
-    assert_eq!(ended.unwrap().reason(), switchboard_proto::v1::EndReason::Voicemail);
-    let vm = events.iter().find_map(|(_, e)| match &e.kind {
-        Some(Kind::VoicemailAvailable(v)) => Some(v.clone()),
-        _ => None,
-    });
-    let vm = vm.unwrap();
+    let ended = first!(events, Ended);
+    assert_eq!(ended.reason(), switchboard_proto::v1::EndReason::Voicemail);
+    let vm = first!(events, VoicemailAvailable);
     assert_eq!((vm.user_id.as_str(), vm.ended_by.as_str(), vm.format.as_str()), (bob.id.as_str(), "caller_hung_up", "wav/pcm_s16le"));
     let secs = vm.duration_ms as f64 / 1000.0;
     assert!((2.5..6.0).contains(&secs), "the message is what followed the beep: {secs:.2} s");
