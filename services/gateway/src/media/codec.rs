@@ -264,7 +264,7 @@ impl Encoder {
     pub fn new(codec: Codec) -> Result<Encoder, CodecError> {
         let kind = match codec {
             Codec::Pcmu => EncoderKind::G711(g711::linear_to_ulaw),
-            Codec::Pcma => EncoderKind::G711(linear_to_alaw),
+            Codec::Pcma => EncoderKind::G711(g711::linear_to_alaw),
             Codec::Opus => {
                 let init = |source| CodecError::OpusInit { what: "encoder", source };
                 let mut encoder = opus::Encoder::new(PCM_RATE, opus::Channels::Mono, opus::Application::Voip).map_err(init)?;
@@ -422,26 +422,7 @@ impl Transcoder {
     }
 }
 
-/// Encodes one linear sample as A-law (ITU-T G.711): 13-bit magnitude,
-/// segment by the position of the leading one, 4 bits of mantissa, even
-/// bits inverted.
-pub fn linear_to_alaw(sample: i16) -> u8 {
-    let mut pcm = (sample >> 3) as i32;
-    let mask: i32 = if pcm >= 0 {
-        0xd5
-    } else {
-        pcm = -pcm - 1;
-        0x55
-    };
-    const SEGMENT_ENDS: [i32; 8] = [0x1f, 0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff];
-    let Some(segment) = SEGMENT_ENDS.iter().position(|end| pcm <= *end) else {
-        return (0x7f ^ mask) as u8;
-    };
-    let mantissa = if segment < 2 { (pcm >> 1) & 0x0f } else { (pcm >> segment) & 0x0f };
-    (((segment as i32) << 4 | mantissa) ^ mask) as u8
-}
-
-static ULAW_TO_ALAW: LazyLock<[u8; 256]> = LazyLock::new(|| std::array::from_fn(|u| linear_to_alaw(g711::ulaw_to_linear(u as u8))));
+static ULAW_TO_ALAW: LazyLock<[u8; 256]> = LazyLock::new(|| std::array::from_fn(|u| g711::linear_to_alaw(g711::ulaw_to_linear(u as u8))));
 static ALAW_TO_ULAW: LazyLock<[u8; 256]> = LazyLock::new(|| std::array::from_fn(|a| g711::linear_to_ulaw(g711::alaw_to_linear(a as u8))));
 
 /// Tones and their measurement, shared by the codec and encoder tests.
@@ -507,10 +488,10 @@ mod tests {
     #[test]
     fn alaw_encoding_inverts_decoding() {
         for a in 0..=255u8 {
-            assert_eq!(linear_to_alaw(g711::alaw_to_linear(a)), a, "code {a:#04x}");
+            assert_eq!(g711::linear_to_alaw(g711::alaw_to_linear(a)), a, "code {a:#04x}");
         }
         for s in [i16::MIN, -30000, -1000, -9, -1, 0, 1, 8, 1000, 30000, i16::MAX] {
-            let back = g711::alaw_to_linear(linear_to_alaw(s)) as i32;
+            let back = g711::alaw_to_linear(g711::linear_to_alaw(s)) as i32;
             assert!((back - s as i32).abs() <= (s as i32).abs() / 16 + 16, "{s} -> {back}");
         }
     }
@@ -518,7 +499,7 @@ mod tests {
     #[test]
     fn pcmu_pcma_tables_match_the_pcm_path() {
         for b in 0..=255u8 {
-            assert_eq!(ULAW_TO_ALAW[b as usize], linear_to_alaw(g711::ulaw_to_linear(b)));
+            assert_eq!(ULAW_TO_ALAW[b as usize], g711::linear_to_alaw(g711::ulaw_to_linear(b)));
             assert_eq!(ALAW_TO_ULAW[b as usize], g711::linear_to_ulaw(g711::alaw_to_linear(b)));
             // The level survives a trip through the other law.
             let original = g711::ulaw_to_linear(b) as i32;
