@@ -5,9 +5,10 @@
 //! (`dtmf`, RFC 4733 and SIP INFO), the recorder (`timeline` into an
 //! `encode` file encoder), voicemail (`voicemail`), RTCP sessions and
 //! quality (`rtcp`, `quality`) and transcoding (`codec`). `relay` is its
-//! I/O edge: the sockets of a call, one task per call. Also SDP offer and
+//! I/O edge: the sockets of a call, on one of the media threads
+//! (`threads`, an event loop each). Also SDP offer and
 //! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
-//! allocation (`ports`). Everything but `relay` and `ports` is sans-IO.
+//! allocation (`ports`). Everything but `relay`, `threads`, `spooler` and `ports` is sans-IO.
 
 pub mod bridge;
 pub mod codec;

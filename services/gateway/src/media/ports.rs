@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 
-/// A leg's bound RTP and RTCP sockets.
+/// A leg's bound RTP and RTCP sockets (non-blocking, for a media thread's
+/// event loop).
 #[derive(Debug)]
 pub struct PortPair {
     pub rtp: UdpSocket,
@@ -53,12 +54,14 @@ impl PortAllocator {
         for _ in 0..self.pairs {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pairs;
             let port = self.min + (i * 2) as u16;
-            let bound = async {
-                let rtp = UdpSocket::bind(SocketAddr::new(self.ip, port)).await?;
-                let rtcp = UdpSocket::bind(SocketAddr::new(self.ip, port + 1)).await?;
+            let bound = || {
+                let rtp = UdpSocket::bind(SocketAddr::new(self.ip, port))?;
+                let rtcp = UdpSocket::bind(SocketAddr::new(self.ip, port + 1))?;
+                rtp.set_nonblocking(true)?;
+                rtcp.set_nonblocking(true)?;
                 Ok::<_, std::io::Error>((rtp, rtcp))
             };
-            match bound.await {
+            match bound() {
                 Ok((rtp, rtcp)) => return Ok(PortPair { rtp, rtcp, port }),
                 Err(e) if out_of_descriptors(&e) => {
                     metrics::counter!("switchboard_media_port_exhausted_total", "reason" => "descriptors").increment(1);

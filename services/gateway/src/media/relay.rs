@@ -1,5 +1,6 @@
-//! The I/O edge of a call's media: one task per call owning both legs'
-//! RTP/RTCP sockets, feeding datagrams and time into the sans-IO
+//! The I/O edge of a call's media: [`CallMedia`] owns both legs' RTP/RTCP
+//! sockets on one media thread (`threads`), feeding datagrams and time into
+//! the sans-IO
 //! [`Bridge`] and doing what it says — forwarding, sending what the gateway
 //! plays, appending the recording to its upload, and reporting events.
 //!
@@ -11,16 +12,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, BridgeEvent, LegCodec, Outgoing, Verdict};
 use super::encode::RecordingFormat;
 use super::player::Prompt;
 use super::ports::PortPair;
-use super::threads::MediaThreads;
+use super::threads::{Inbox, MediaThread, MediaThreads, SOCKETS};
 use super::quality::ReceptionReport;
 use super::rtcp::LegQuality;
 use super::voicemail::{self, VoicemailSettings};
@@ -96,7 +98,7 @@ impl RecordingState {
     }
 }
 
-enum Control {
+pub(super) enum Control {
     Remote(Side, SocketAddr),
     Codec(Side, LegCodec),
     Hold(Side, bool),
@@ -124,96 +126,137 @@ pub struct RelayReport {
     pub digits: [u32; 2],
 }
 
-/// Handle to a running relay.
+/// Handle to a running relay. Dropping it finishes the call's media like
+/// [`MediaRelay::stop`] without waiting for the report.
 #[derive(Debug)]
 pub struct MediaRelay {
     pub a_port: u16,
     pub b_port: u16,
-    control: mpsc::UnboundedSender<Control>,
+    thread: MediaThread,
+    id: u64,
+    stopped: bool,
+}
+
+impl Drop for MediaRelay {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.thread.send(Inbox::Closed(self.id));
+        }
+    }
 }
 
 impl MediaRelay {
-    /// Starts relaying between the two legs; `a_remote` is the caller's RTP
-    /// address from its offer.
+    /// Starts relaying between the two legs on the next media thread;
+    /// `a_remote` is the caller's RTP address from its offer.
     pub fn start(ctx: MediaContext, a: PortPair, b: PortPair, a_remote: SocketAddr) -> MediaRelay {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let relay = MediaRelay { a_port: a.port, b_port: b.port, control: tx };
-        let threads = ctx.threads.clone();
-        threads.spawn(run(ctx, [a, b], a_remote, rx));
-        relay
+        let (thread, id) = ctx.threads.place();
+        let (a_port, b_port) = (a.port, b.port);
+        let now = Instant::now();
+        let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now());
+        bridge.set_remote(Side::A, a_remote);
+        let media = CallMedia {
+            ctx,
+            bridge,
+            sockets: [a.rtp, a.rtcp, b.rtp, b.rtcp],
+            buf: vec![0u8; 1500].into_boxed_slice(),
+            recordings: [None, None],
+            voicemail: None,
+            report: RelayReport::default(),
+            outgoing: Vec::new(),
+        };
+        thread.send(Inbox::Start(id, Box::new(media)));
+        MediaRelay { a_port, b_port, thread, id, stopped: false }
+    }
+
+    fn send(&self, c: Control) -> bool {
+        self.thread.send(Inbox::Control(self.id, c))
     }
 
     /// Sets where a leg's peer receives RTP (from its SDP).
     pub fn set_remote(&self, side: Side, rtp: SocketAddr) {
-        let _ = self.control.send(Control::Remote(side, rtp));
+        self.send(Control::Remote(side, rtp));
     }
 
     /// Sets the codec a leg negotiated.
     pub fn set_codec(&self, side: Side, codec: LegCodec) {
-        let _ = self.control.send(Control::Codec(side, codec));
+        self.send(Control::Codec(side, codec));
     }
 
     /// Puts a side on hold (it hears music) or resumes it.
     pub fn hold(&self, side: Side, on: bool) {
-        let _ = self.control.send(Control::Hold(side, on));
+        self.send(Control::Hold(side, on));
     }
 
     /// Mutes a side towards the other.
     pub fn mute(&self, side: Side, on: bool) {
-        let _ = self.control.send(Control::Mute(side, on));
+        self.send(Control::Mute(side, on));
     }
 
     /// Plays DTMF digits to a side.
     pub fn send_dtmf(&self, to: Side, digits: &str) {
-        let _ = self.control.send(Control::SendDtmf(to, digits.to_owned()));
+        self.send(Control::SendDtmf(to, digits.to_owned()));
     }
 
     /// A digit a side sent in a SIP INFO.
     pub fn info_digit(&self, from: Side, digit: char, duration: Option<Duration>) {
-        let _ = self.control.send(Control::InfoDigit(from, digit, duration));
+        self.send(Control::InfoDigit(from, digit, duration));
     }
 
     /// Starts, stops, pauses or resumes the recording.
     pub async fn record(&self, command: RecordCommand) -> Option<RecordingState> {
         let (tx, rx) = oneshot::channel();
-        self.control.send(Control::Record(command, tx)).ok()?;
+        if !self.send(Control::Record(command, tx)) {
+            return None;
+        }
         rx.await.ok()
     }
 
     /// Plays the greeting to the caller and records a voicemail for `mailbox`.
     pub fn voicemail(&self, mailbox: Mailbox) {
-        let _ = self.control.send(Control::Voicemail(Box::new(mailbox)));
+        self.send(Control::Voicemail(Box::new(mailbox)));
     }
 
     /// Lets the callee leg listen to the voicemail being left (or stops it).
     pub fn screen(&self, on: bool) {
-        let _ = self.control.send(Control::Screen(on));
+        self.send(Control::Screen(on));
     }
 
     /// Ends the voicemail (the message so far is kept) and bridges the legs.
     pub fn pick_up(&self) {
-        let _ = self.control.send(Control::PickUp);
+        self.send(Control::PickUp);
     }
 
     /// Starts recording without waiting for the answer.
     pub fn start_recording(&self, admin_only: bool) {
         let (tx, _rx) = oneshot::channel();
-        let _ = self.control.send(Control::Record(RecordCommand::Start { admin_only }, tx));
+        self.send(Control::Record(RecordCommand::Start { admin_only }, tx));
     }
 
     /// Stops the relay (finishing any recording) and frees its ports.
-    pub async fn stop(self) -> RelayReport {
+    pub async fn stop(mut self) -> RelayReport {
         let (tx, rx) = oneshot::channel();
-        if self.control.send(Control::Stop(tx)).is_err() {
+        self.stopped = true;
+        if !self.send(Control::Stop(tx)) {
             return RelayReport::default();
         }
         rx.await.unwrap_or_default()
     }
 }
 
-struct Edge {
+/// Whether a call's media goes on after a command.
+pub(super) enum Flow {
+    Continue,
+    Stopped,
+}
+
+/// One call's media on its media thread: the sans-IO bridge and what it
+/// needs from the outside — both legs' sockets (A RTP, A RTCP, B RTP, B
+/// RTCP), the spool entries of its recordings, and the gateway's handles.
+pub(super) struct CallMedia {
     ctx: MediaContext,
     bridge: Bridge,
+    sockets: [UdpSocket; SOCKETS],
+    buf: Box<[u8]>,
     /// The agent's recording and the admin-only one (index: `admin_only`),
     /// written by the spool thread.
     recordings: [Option<SpoolKey>; 2],
@@ -222,104 +265,56 @@ struct Edge {
     outgoing: Vec<Outgoing>,
 }
 
-/// A leg's sockets registered with the media thread's own reactor.
-struct LegSockets {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-}
-
-impl LegSockets {
-    fn adopt(pair: PortPair) -> std::io::Result<LegSockets> {
-        Ok(LegSockets { rtp: UdpSocket::from_std(pair.rtp.into_std()?)?, rtcp: UdpSocket::from_std(pair.rtcp.into_std()?)? })
+/// Sends a datagram without waiting: a full socket buffer drops the packet
+/// (late audio is worthless) and counts it.
+fn send(socket: &UdpSocket, bytes: &[u8], dest: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, dest) {
+        let reason = if e.kind() == std::io::ErrorKind::WouldBlock { "buffer_full" } else { "error" };
+        metrics::counter!("switchboard_media_send_drops_total", "reason" => reason).increment(1);
     }
 }
 
-async fn run(ctx: MediaContext, pairs: [PortPair; 2], a_remote: SocketAddr, control: mpsc::UnboundedReceiver<Control>) {
-    let [a, b] = pairs;
-    let sockets = match (LegSockets::adopt(a), LegSockets::adopt(b)) {
-        (Ok(a), Ok(b)) => [a, b],
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(call_id = %ctx.call_id, error = %e, "the call's RTP sockets cannot be moved to a media thread; the call has no audio");
-            return;
-        }
-    };
-    relay(ctx, sockets, a_remote, control).await
-}
+impl CallMedia {
+    pub(super) fn call_id(&self) -> &str {
+        &self.ctx.call_id
+    }
 
-async fn relay(ctx: MediaContext, pairs: [LegSockets; 2], a_remote: SocketAddr, mut control: mpsc::UnboundedReceiver<Control>) {
-    let now = Instant::now().into_std();
-    let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now());
-    bridge.set_remote(Side::A, a_remote);
-    let mut edge = Edge { ctx, bridge, recordings: [None, None], voicemail: None, report: RelayReport::default(), outgoing: Vec::new() };
-    let [a, b] = &pairs;
-    let mut bufs = [vec![0u8; 1500], vec![0u8; 1500], vec![0u8; 1500], vec![0u8; 1500]];
-    let [ba, bb, ca, cb] = &mut bufs;
-    // One timer, moved only when the bridge's next deadline changes: not a
-    // new timer per packet.
-    let far = || Instant::now() + Duration::from_secs(3600);
-    let mut armed = edge.bridge.next_deadline().map(Instant::from_std).unwrap_or_else(far);
-    let sleep = tokio::time::sleep_until(armed);
-    tokio::pin!(sleep);
-    loop {
-        let deadline = edge.bridge.next_deadline().map(Instant::from_std).unwrap_or_else(far);
-        if deadline != armed {
-            armed = deadline;
-            sleep.as_mut().reset(deadline);
-        }
-        let (side, rtcp, n, src) = tokio::select! {
-            c = control.recv() => {
-                match c {
-                    Some(Control::Stop(reply)) => {
-                        edge.finish().await;
-                        let _ = reply.send(std::mem::take(&mut edge.report));
-                        return;
-                    }
-                    Some(c) => edge.control(c),
-                    None => {
-                        edge.finish().await;
-                        return;
-                    }
-                }
-                edge.flush(&pairs).await;
-                continue;
-            }
-            r = a.rtp.recv_from(ba) => match r { Ok((n, s)) => (Side::A, false, n, s), Err(_) => continue },
-            r = b.rtp.recv_from(bb) => match r { Ok((n, s)) => (Side::B, false, n, s), Err(_) => continue },
-            r = a.rtcp.recv_from(ca) => match r { Ok((n, s)) => (Side::A, true, n, s), Err(_) => continue },
-            r = b.rtcp.recv_from(cb) => match r { Ok((n, s)) => (Side::B, true, n, s), Err(_) => continue },
-            () = &mut sleep => {
-                edge.flush(&pairs).await;
-                // Re-armed at the top of the loop from the new deadline.
-                armed = far();
-                sleep.as_mut().reset(armed);
-                continue;
-            }
+    /// The sockets to watch, in the order [`CallMedia::readable`] numbers them.
+    pub(super) fn sockets(&self) -> &[UdpSocket; SOCKETS] {
+        &self.sockets
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.bridge.next_deadline()
+    }
+
+    /// Socket `index` has a datagram: one is read, judged by the bridge and
+    /// forwarded. More waiting datagrams wake the loop again.
+    pub(super) fn readable(&mut self, index: usize, now: Instant) {
+        let (side, rtcp) = match index {
+            0 => (Side::A, false),
+            1 => (Side::A, true),
+            2 => (Side::B, false),
+            _ => (Side::B, true),
         };
-        let buf: &mut [u8] = match (side, rtcp) {
-            (Side::A, false) => ba,
-            (Side::B, false) => bb,
-            (Side::A, true) => ca,
-            (Side::B, true) => cb,
+        let (n, src) = match self.sockets[index].recv_from(&mut self.buf) {
+            Ok(r) => r,
+            // Spurious readiness, or an error the socket reported (an ICMP
+            // message about an earlier send): nothing to forward.
+            Err(_) => return,
         };
-        let now = Instant::now().into_std();
-        if let Verdict::Forward { to, dest, len, rtcp } = edge.bridge.on_datagram(side, rtcp, src, buf, n, now) {
-            let pair = &pairs[to as usize];
-            let sock = if rtcp { &pair.rtcp } else { &pair.rtp };
-            let _ = sock.send_to(&buf[..len], dest).await;
+        if let Verdict::Forward { to, dest, len, rtcp } = self.bridge.on_datagram(side, rtcp, src, &mut self.buf, n, now) {
+            let socket = &self.sockets[to as usize * 2 + rtcp as usize];
+            send(socket, &self.buf[..len], dest);
             match side {
-                Side::A => edge.report.packets_a_to_b += 1,
-                Side::B => edge.report.packets_b_to_a += 1,
+                Side::A => self.report.packets_a_to_b += 1,
+                Side::B => self.report.packets_b_to_a += 1,
             }
         }
-        if edge.bridge.next_deadline().is_some_and(|d| d <= now) {
-            edge.flush(&pairs).await;
-        }
     }
-}
 
-impl Edge {
-    fn control(&mut self, c: Control) {
-        let now = Instant::now().into_std();
+    /// Does a command; a stop finishes the media and sends the report.
+    pub(super) fn control(&mut self, c: Control, now: Instant) -> Flow {
         let call_id = self.ctx.call_id.as_str();
         match c {
             Control::Remote(side, addr) => self.bridge.set_remote(side, addr),
@@ -350,8 +345,14 @@ impl Edge {
                 info!(call_id, "voicemail picked up");
                 self.finish_voicemail(voicemail::End::PickedUp, now);
             }
-            Control::Stop(_) => unreachable!("handled by the loop"),
+            Control::Stop(reply) => {
+                self.finish(now);
+                let _ = reply.send(std::mem::take(&mut self.report));
+                return Flow::Stopped;
+            }
         }
+        self.flush(now);
+        Flow::Continue
     }
 
     /// The state of the agent's recording (the admin-only one is not the agent's to see).
@@ -363,7 +364,7 @@ impl Edge {
         }
     }
 
-    fn record(&mut self, cmd: RecordCommand, now: std::time::Instant) -> RecordingState {
+    fn record(&mut self, cmd: RecordCommand, now: Instant) -> RecordingState {
         let call_id = self.ctx.call_id.clone();
         match cmd {
             RecordCommand::Start { admin_only } => {
@@ -400,7 +401,7 @@ impl Edge {
     }
 
     /// Stops a recording; its upload completes in the background.
-    fn stop_recording(&mut self, admin_only: bool, now: std::time::Instant) {
+    fn stop_recording(&mut self, admin_only: bool, now: Instant) {
         let Some(stopped) = self.bridge.stop_recording(admin_only, now) else { return };
         let Some(key) = self.recordings[admin_only as usize].take() else { return };
         let call_id = self.ctx.call_id.clone();
@@ -423,7 +424,7 @@ impl Edge {
         });
     }
 
-    fn start_voicemail(&mut self, mailbox: Mailbox, now: std::time::Instant) {
+    fn start_voicemail(&mut self, mailbox: Mailbox, now: Instant) {
         let call_id = self.ctx.call_id.clone();
         let format = mailbox.settings.format;
         let meta = RecordingMeta {
@@ -447,7 +448,7 @@ impl Edge {
     }
 
     /// Ends the voicemail; its upload completes in the background.
-    fn finish_voicemail(&mut self, why: voicemail::End, now: std::time::Instant) {
+    fn finish_voicemail(&mut self, why: voicemail::End, now: Instant) {
         let Some(message) = self.bridge.finish_voicemail(why, now) else { return };
         let Some((key, user_id)) = self.voicemail.take() else { return };
         let call_id = self.ctx.call_id.clone();
@@ -481,13 +482,10 @@ impl Edge {
     }
 
     /// Does what the bridge has due: played packets, reports, recording bytes, events.
-    async fn flush(&mut self, pairs: &[LegSockets; 2]) {
-        let now = Instant::now().into_std();
+    pub(super) fn flush(&mut self, now: Instant) {
         self.bridge.poll(now, &mut self.outgoing);
         for o in self.outgoing.drain(..) {
-            let pair = &pairs[o.side as usize];
-            let sock = if o.rtcp { &pair.rtcp } else { &pair.rtp };
-            let _ = sock.send_to(&o.bytes, o.dest).await;
+            send(&self.sockets[o.side as usize * 2 + o.rtcp as usize], &o.bytes, o.dest);
         }
         for admin_only in [false, true] {
             let Some(bytes) = self.bridge.take_recording(admin_only) else { continue };
@@ -519,8 +517,9 @@ impl Edge {
         }
     }
 
-    async fn finish(&mut self) {
-        let now = Instant::now().into_std();
+    /// Ends the call's media: the quality summary, then each recording's
+    /// and the voicemail's last bytes and their uploads.
+    pub(super) fn finish(&mut self, now: Instant) {
         self.report.reception = self.bridge.reception();
         self.report.quality = self.bridge.quality();
         // The quality summary goes before the recordings' events, which

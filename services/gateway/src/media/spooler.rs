@@ -8,6 +8,13 @@
 //! thread for milliseconds (measured: added jitter p99 of 11 ms at 1,000
 //! calls with the writes on the media threads, 1.2 ms without recording).
 //! Operations of one recording arrive in the order they were sent.
+//!
+//! The thread runs under `SCHED_IDLE`: it only gets a CPU no media thread
+//! wants, so a write that spends milliseconds in the file system never
+//! delays a packet (measured at 1,000 recorded calls on two cores: added
+//! jitter p99 14 ms at normal priority, 2.8 ms idle; decision 0012). On a
+//! machine that is busy all the time the queue grows instead, and
+//! `switchboard_recording_spool_queue_bytes` shows it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +26,17 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::recordings::{RecordingMeta, RecordingSink, RecordingUpload};
+
+/// Moves the calling thread to `SCHED_IDLE` (any thread may lower its own
+/// priority); where that fails the thread keeps its priority and says so.
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "the recording spool thread cannot lower its priority; its disk writes compete with the media threads");
+    }
+}
 
 /// A recording on the spool thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,7 +69,10 @@ impl Spooler {
         let (tx, rx) = mpsc::channel::<Op>();
         let queued = Arc::new(AtomicU64::new(0));
         let q = queued.clone();
-        std::thread::Builder::new().name("spool".into()).spawn(move || run(rx, main, q))?;
+        std::thread::Builder::new().name("spool".into()).spawn(move || {
+            lowest_priority();
+            run(rx, main, q)
+        })?;
         Ok(Spooler { tx, next: Arc::new(AtomicU64::new(1)), queued })
     }
 

@@ -1,26 +1,41 @@
-//! The media threads: each runs its own single-threaded tokio runtime, and
-//! every call's media task lives on one of them, assigned round-robin.
+//! The media threads: each runs one event loop over the sockets of the
+//! calls placed on it (round-robin), and a call's packets never leave its
+//! thread.
 //!
-//! RTP is many tiny events: fifty packets a second per leg, each waking its
-//! call's task. On the gateway's work-stealing runtime each wake could
-//! unpark another worker thread, and at a thousand calls the gateway spent
-//! a third of its time in the kernel's context switches. A thread that owns
-//! its calls' sockets waits in one `epoll_wait` for all of them and never
-//! hands a packet to another thread (decision 0011). Uploads and everything
-//! else stay on the main runtime.
+//! RTP is many tiny events: fifty packets a second per leg. The loop waits
+//! in one level-triggered `epoll_wait` for all its calls' sockets; for each
+//! ready socket it reads one datagram, lets the call's bridge decide, and
+//! sends the result — one `recvfrom` and one `sendto` per packet, with no
+//! task wake-up, no waker and no second read that only finds the socket
+//! empty (decision 0012). Timers (played audio, RTCP, recorder drains) are
+//! one heap of per-call deadlines. Commands from the rest of the gateway
+//! (hold, record, stop…) arrive through a channel and an eventfd that wakes
+//! the loop. Uploads and everything else stay on the main runtime.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
+use rustix::buffer::spare_capacity;
+use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::io::Errno;
 use tokio::runtime::Handle;
 
+use super::relay::{CallMedia, Control, Flow};
 use super::spooler::Spooler;
-use tokio_util::sync::CancellationToken;
+
+/// The epoll key of the thread's own wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+/// Sockets per call: each leg's RTP and RTCP.
+pub(super) const SOCKETS: usize = 4;
 
 /// Handles to the media threads and to the main runtime. The threads stop
-/// when the last handle is gone: the call manager's, and each call task's
-/// own, so calls still finishing keep their thread.
+/// when the last handle is gone: the call manager's, and each running
+/// call's own, so calls still finishing keep their thread.
 #[derive(Debug, Clone)]
 pub struct MediaThreads {
     inner: Arc<Threads>,
@@ -33,13 +48,55 @@ pub struct MediaThreads {
 
 #[derive(Debug)]
 struct Threads {
-    handles: Vec<Handle>,
-    stop: CancellationToken,
+    threads: Vec<MediaThread>,
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        self.stop.cancel();
+        for t in &self.threads {
+            t.send(Inbox::Shutdown);
+        }
+    }
+}
+
+/// One media thread's inbox.
+#[derive(Debug, Clone)]
+pub(super) struct MediaThread {
+    tx: mpsc::Sender<Inbox>,
+    wake: Arc<OwnedFd>,
+}
+
+pub(super) enum Inbox {
+    /// A new call's media, under its id.
+    Start(u64, Box<CallMedia>),
+    /// A command for a call.
+    Control(u64, Control),
+    /// The call's handle is gone: finish its media.
+    Closed(u64),
+    Shutdown,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inbox::Start(id, _) => write!(f, "Start({id})"),
+            Inbox::Control(id, _) => write!(f, "Control({id})"),
+            Inbox::Closed(id) => write!(f, "Closed({id})"),
+            Inbox::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+impl MediaThread {
+    /// Hands a message to the thread; false when the thread is gone.
+    pub(super) fn send(&self, message: Inbox) -> bool {
+        if self.tx.send(message).is_err() {
+            return false;
+        }
+        // A full counter (never, at 2^64 - 1) or a closed fd only means
+        // the loop is already awake or gone.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        true
     }
 }
 
@@ -49,36 +106,171 @@ impl MediaThreads {
     /// runtime.
     pub fn start(count: usize) -> std::io::Result<MediaThreads> {
         let count = if count == 0 { 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) } else { count };
-        let stop = CancellationToken::new();
-        let mut handles = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
-            let stop = stop.clone();
-            std::thread::Builder::new().name(format!("media-{i}")).spawn(move || runtime.block_on(stop.cancelled()))?;
+            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+            epoll::add(&epoll, &*wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
+            let (tx, rx) = mpsc::channel();
+            let waker = wake.clone();
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || EventLoop::new(epoll, waker, rx).run())?;
+            threads.push(MediaThread { tx, wake });
         }
         let main = Handle::current();
         let spooler = Spooler::start(main.clone())?;
-        Ok(MediaThreads { inner: Arc::new(Threads { handles, stop }), next: Arc::new(AtomicUsize::new(0)), main, spooler })
+        Ok(MediaThreads { inner: Arc::new(Threads { threads }), next: Arc::new(AtomicUsize::new(0)), main, spooler })
     }
 
-    /// Media on the current runtime only (tests of one module).
-    pub fn current() -> MediaThreads {
-        let inner = Threads { handles: vec![Handle::current()], stop: CancellationToken::new() };
-        let spooler = Spooler::start(Handle::current()).expect("a thread for the spool");
-        MediaThreads { inner: Arc::new(inner), next: Arc::new(AtomicUsize::new(0)), main: Handle::current(), spooler }
-    }
-
-    /// Runs a call's media task on the next media thread.
-    pub fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inner.handles.len();
-        self.inner.handles[i].spawn(task);
+    /// The thread the next call goes to, and the call's id there.
+    pub(super) fn place(&self) -> (MediaThread, u64) {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inner.threads.len();
+        (self.inner.threads[i].clone(), IDS.fetch_add(1, Ordering::Relaxed))
     }
 
     pub fn count(&self) -> usize {
-        self.inner.handles.len()
+        self.inner.threads.len()
+    }
+}
+
+struct Slot {
+    media: Box<CallMedia>,
+    /// The deadline in the timer heap that is current for this call.
+    armed: Option<Instant>,
+}
+
+struct EventLoop {
+    epoll: OwnedFd,
+    wake: Arc<OwnedFd>,
+    inbox: mpsc::Receiver<Inbox>,
+    calls: HashMap<u64, Slot>,
+    /// Deadlines by call; an entry is stale when it is not the call's `armed`.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl EventLoop {
+    fn new(epoll: OwnedFd, wake: Arc<OwnedFd>, inbox: mpsc::Receiver<Inbox>) -> EventLoop {
+        EventLoop { epoll, wake, inbox, calls: HashMap::new(), timers: BinaryHeap::new() }
+    }
+
+    fn run(mut self) {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            let timeout = self.timers.peek().map(|Reverse((t, _))| {
+                let d = t.saturating_duration_since(Instant::now());
+                rustix::time::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 }
+            });
+            events.clear();
+            match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "a media thread cannot wait for its sockets; its calls have no audio");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for ev in &events {
+                let key = ev.data.u64();
+                if key == WAKE {
+                    woken = true;
+                    continue;
+                }
+                let id = key / SOCKETS as u64;
+                if let Some(slot) = self.calls.get_mut(&id) {
+                    slot.media.readable(key as usize % SOCKETS, now);
+                    rearm(slot, id, &mut self.timers);
+                }
+            }
+            if woken {
+                let mut counter = [0u8; 8];
+                let _ = rustix::io::read(&*self.wake, &mut counter);
+                if !self.drain_inbox() {
+                    return;
+                }
+            }
+            self.fire_timers();
+        }
+    }
+
+    /// Handles every queued message; false on shutdown.
+    fn drain_inbox(&mut self) -> bool {
+        while let Ok(message) = self.inbox.try_recv() {
+            let now = Instant::now();
+            match message {
+                Inbox::Start(id, media) => self.add(id, media),
+                Inbox::Control(id, c) => {
+                    let Some(slot) = self.calls.get_mut(&id) else { continue };
+                    match slot.media.control(c, now) {
+                        Flow::Continue => rearm(slot, id, &mut self.timers),
+                        Flow::Stopped => self.remove(id),
+                    }
+                }
+                Inbox::Closed(id) => {
+                    if let Some(slot) = self.calls.get_mut(&id) {
+                        slot.media.finish(now);
+                        self.remove(id);
+                    }
+                }
+                Inbox::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn add(&mut self, id: u64, media: Box<CallMedia>) {
+        for (i, socket) in media.sockets().iter().enumerate() {
+            let key = epoll::EventData::new_u64(id * SOCKETS as u64 + i as u64);
+            if let Err(e) = epoll::add(&self.epoll, socket.as_fd(), key, epoll::EventFlags::IN) {
+                tracing::warn!(call_id = media.call_id(), error = %e, "a call's socket cannot be watched; the call has no audio");
+                return;
+            }
+        }
+        let mut slot = Slot { media, armed: None };
+        rearm(&mut slot, id, &mut self.timers);
+        self.calls.insert(id, slot);
+        metrics::gauge!("switchboard_media_calls").increment(1.0);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(slot) = self.calls.remove(&id) else { return };
+        for socket in slot.media.sockets() {
+            let _ = epoll::delete(&self.epoll, socket.as_fd());
+        }
+        metrics::gauge!("switchboard_media_calls").decrement(1.0);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        // Bounded, so a call whose deadline stays in the past cannot hold
+        // the loop here; it comes round again after the next wait.
+        for _ in 0..self.timers.len() {
+            let Some(&Reverse((at, id))) = self.timers.peek() else { break };
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.calls.get_mut(&id) else { continue };
+            if slot.armed != Some(at) {
+                continue; // stale: the call's deadline moved
+            }
+            slot.armed = None;
+            slot.media.flush(now);
+            rearm(slot, id, &mut self.timers);
+        }
+    }
+}
+
+/// Puts the call's next deadline in the heap if it changed.
+fn rearm(slot: &mut Slot, id: u64, timers: &mut BinaryHeap<Reverse<(Instant, u64)>>) {
+    let next = slot.media.next_deadline();
+    if next != slot.armed {
+        slot.armed = next;
+        if let Some(at) = next {
+            timers.push(Reverse((at, id)));
+        }
     }
 }
