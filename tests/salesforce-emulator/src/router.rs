@@ -10,7 +10,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::state::Shared;
-use crate::{collections, control, oauth, query, rest, search, session};
+use crate::{authorize, collections, control, oauth, query, rest, search, session};
 
 /// Builds the router of one org.
 pub(crate) fn build(shared: Arc<Shared>) -> Router {
@@ -53,8 +53,15 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
             session::gate,
         ));
     Router::new()
+        .route(
+            "/services/oauth2/authorize",
+            get(authorize::authorize).post(authorize::authorize),
+        )
         .route("/services/oauth2/token", post(oauth::token))
-        .route("/services/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/services/oauth2/revoke",
+            post(oauth::revoke).get(oauth::revoke),
+        )
         // The nested router does not see the bare `/services/data/`.
         .route("/services/data/", get(rest::versions))
         .nest("/services/data", data)

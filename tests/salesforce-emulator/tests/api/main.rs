@@ -9,3 +9,4 @@ mod limits_and_faults;
 mod oauth;
 mod query_and_search;
 mod sobjects;
+mod web_server;
