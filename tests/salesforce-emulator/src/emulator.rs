@@ -270,6 +270,11 @@ impl Emulator {
         format!("{}/services/oauth2/authorize", self.shared.base_url)
     }
 
+    /// The URL of the OpenID Connect UserInfo endpoint.
+    pub fn userinfo_url(&self) -> String {
+        format!("{}/services/oauth2/userinfo", self.shared.base_url)
+    }
+
     /// A connected app's current settings.
     pub fn connected_app(&self, consumer_key: &str) -> Option<ConnectedApp> {
         self.shared.lock().apps.get(consumer_key).cloned()

@@ -1,6 +1,7 @@
 //! A Salesforce org in a process: the OAuth 2.0 JWT bearer flow, the
-//! web-server (authorization code) flow with PKCE and refresh tokens, and the
-//! REST API resources Switchboard uses, with Salesforce's documented status
+//! web-server (authorization code) flow with PKCE and refresh tokens, the
+//! UserInfo endpoint and identity URLs, and the REST API resources Switchboard
+//! uses, with Salesforce's documented status
 //! codes, both error body shapes, upsert semantics, the `Sforce-Limit-Info`
 //! header, session expiry and field validation of Task, Case, Opportunity,
 //! Contact, Lead, Account and User.
@@ -37,6 +38,7 @@ mod credentials;
 mod emulator;
 mod errors;
 mod faults;
+mod identity;
 mod ids;
 mod oauth;
 mod pkce;

@@ -1,5 +1,6 @@
-//! The emulator's URL space: OAuth at `/services/oauth2/`, the REST API at
-//! `/services/data/` behind the session gate, test control at `/__emulator/`.
+//! The emulator's URL space: OAuth and UserInfo at `/services/oauth2/`,
+//! identity URLs at `/id/`, the REST API at `/services/data/` behind the
+//! session gate, test control at `/__emulator/`.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::state::Shared;
-use crate::{authorize, collections, control, oauth, query, rest, search, session};
+use crate::{authorize, collections, control, identity, oauth, query, rest, search, session};
 
 /// Builds the router of one org.
 pub(crate) fn build(shared: Arc<Shared>) -> Router {
@@ -58,6 +59,11 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
             get(authorize::authorize).post(authorize::authorize),
         )
         .route("/services/oauth2/token", post(oauth::token))
+        .route(
+            "/services/oauth2/userinfo",
+            get(identity::userinfo).post(identity::userinfo),
+        )
+        .route("/id/{org}/{user}", get(identity::identity))
         .route(
             "/services/oauth2/revoke",
             post(oauth::revoke).get(oauth::revoke),

@@ -5,6 +5,7 @@ mod binary;
 mod collections;
 mod control;
 mod harness;
+mod identity;
 mod limits_and_faults;
 mod oauth;
 mod query_and_search;

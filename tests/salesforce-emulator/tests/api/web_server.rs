@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::harness::{answer, Answer, Org};
 
 const CALLBACK: &str = "https://gateway.example.com/oauth/callback";
-const AGENT: &str = "agent@example.com";
+pub const AGENT: &str = "agent@example.com";
 /// RFC 7636 Appendix B.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -20,16 +20,16 @@ const STATE: &str = "opaque state/with+chars";
 
 /// An org whose app has [`CALLBACK`], an agent signed in to the browser, and
 /// a client that does not follow redirects, as a test of the gateway sees it.
-struct Flow {
-    org: Org,
-    browser: reqwest::Client,
-    key: String,
-    secret: String,
-    agent_id: String,
+pub struct Flow {
+    pub org: Org,
+    pub browser: reqwest::Client,
+    pub key: String,
+    pub secret: String,
+    pub agent_id: String,
 }
 
 impl Flow {
-    async fn start() -> Flow {
+    pub async fn start() -> Flow {
         Flow::start_with(|_| {}).await
     }
 
@@ -56,7 +56,7 @@ impl Flow {
 
     /// The gateway's authorization request, with `changes` applied: a pair
     /// with an empty value removes the parameter.
-    async fn authorize(&self, changes: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn authorize(&self, changes: &[(&str, &str)]) -> reqwest::Response {
         let mut params: Vec<(String, String)> = [
             ("response_type", "code"),
             ("client_id", self.key.as_str()),
@@ -84,11 +84,11 @@ impl Flow {
     }
 
     /// A code for the default request.
-    async fn code(&self) -> String {
+    pub async fn code(&self) -> String {
         self.code_for(&[]).await
     }
 
-    async fn code_for(&self, changes: &[(&str, &str)]) -> String {
+    pub async fn code_for(&self, changes: &[(&str, &str)]) -> String {
         let back = callback(self.authorize(changes).await);
         assert_eq!(back.get("state").map(String::as_str), Some(STATE));
         back.get("code")
@@ -98,7 +98,7 @@ impl Flow {
 
     /// Posts a token request: the gateway's exchange of `code`, with
     /// `changes` applied as in [`Flow::authorize`].
-    async fn exchange(&self, code: &str, changes: &[(&str, &str)]) -> Answer {
+    pub async fn exchange(&self, code: &str, changes: &[(&str, &str)]) -> Answer {
         self.token(
             &[
                 ("grant_type", "authorization_code"),
@@ -113,7 +113,7 @@ impl Flow {
         .await
     }
 
-    async fn refresh(&self, refresh_token: &str, changes: &[(&str, &str)]) -> Answer {
+    pub async fn refresh(&self, refresh_token: &str, changes: &[(&str, &str)]) -> Answer {
         self.token(
             &[
                 ("grant_type", "refresh_token"),
@@ -144,7 +144,7 @@ impl Flow {
         answer(response).await
     }
 
-    async fn revoke(&self, token: &str) -> StatusCode {
+    pub async fn revoke(&self, token: &str) -> StatusCode {
         self.browser
             .post(format!(
                 "{}/services/oauth2/revoke",
@@ -220,7 +220,7 @@ fn assert_oauth_error(answer: &Answer, error: &str, description: &str) {
     );
 }
 
-fn field<'a>(answer: &'a Answer, name: &str) -> &'a str {
+pub fn field<'a>(answer: &'a Answer, name: &str) -> &'a str {
     answer.body[name]
         .as_str()
         .unwrap_or_else(|| panic!("no {name}: {:?}", answer.body))
