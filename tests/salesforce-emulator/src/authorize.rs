@@ -194,6 +194,7 @@ fn decide(shared: &Shared, params: &HashMap<String, String>) -> Outcome {
             challenge,
             user_id,
             scopes,
+            nonce: get("nonce").map(str::to_owned),
             expires_at: now + shared.code_ttl,
         },
     );

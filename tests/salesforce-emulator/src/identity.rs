@@ -60,21 +60,21 @@ impl IntoResponse for IdentityError {
     }
 }
 
-/// The facts of a user both answers are made of.
-struct User {
-    id: String,
-    username: String,
-    first_name: Option<String>,
-    last_name: String,
-    name: String,
-    email: String,
-    active: bool,
+/// The facts of a user both answers (and ID tokens) are made of.
+pub(crate) struct User {
+    pub id: String,
+    pub username: String,
+    pub first_name: Option<String>,
+    pub last_name: String,
+    pub name: String,
+    pub email: String,
+    pub active: bool,
     /// `LastModifiedDate`.
-    modified: Option<DateTime<Utc>>,
+    pub modified: Option<DateTime<Utc>>,
 }
 
 impl User {
-    fn from_record(record: &Record) -> User {
+    pub(crate) fn from_record(record: &Record) -> User {
         let text = |name: &str| {
             record
                 .fields
@@ -99,7 +99,7 @@ impl User {
     }
 
     /// The nickname Salesforce derives from the username.
-    fn nickname(&self) -> &str {
+    pub(crate) fn nickname(&self) -> &str {
         self.username.split('@').next().unwrap_or(&self.username)
     }
 }

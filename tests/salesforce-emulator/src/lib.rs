@@ -1,10 +1,10 @@
 //! A Salesforce org in a process: the OAuth 2.0 JWT bearer flow, the
-//! web-server (authorization code) flow with PKCE and refresh tokens, the
-//! UserInfo endpoint and identity URLs, and the REST API resources Switchboard
-//! uses, with Salesforce's documented status
-//! codes, both error body shapes, upsert semantics, the `Sforce-Limit-Info`
-//! header, session expiry and field validation of Task, Case, Opportunity,
-//! Contact, Lead, Account and User.
+//! web-server (authorization code) flow with PKCE, refresh tokens and OpenID
+//! Connect ID tokens, the UserInfo endpoint and identity URLs, and the REST
+//! API resources Switchboard uses, with Salesforce's documented status codes,
+//! both error body shapes, upsert semantics, the `Sforce-Limit-Info` header,
+//! session expiry and field validation of Task, Case, Opportunity, Contact,
+//! Lead, Account and User.
 //!
 //! Tests start one with [`Emulator::start`] on port 0, give the connector its
 //! [`Emulator::url`] as login host, and assert on [`Emulator::tasks`]; faults
@@ -38,6 +38,7 @@ mod credentials;
 mod emulator;
 mod errors;
 mod faults;
+mod id_token;
 mod identity;
 mod ids;
 mod oauth;

@@ -30,8 +30,9 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::id_token;
 use crate::state::{Inner, Session, Shared};
-use crate::web_server;
+use crate::web_server::{self, Issued};
 
 /// The grant type of the JWT bearer flow.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -120,8 +121,12 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Byt
         .into_response();
     }
     let params = parameters(&uri, &body);
-    let answer = match params.get("grant_type").map(String::as_str) {
-        Some(JWT_BEARER_GRANT) => jwt_bearer(&shared, params.get("assertion").map(String::as_str)),
+    let issued = match params.get("grant_type").map(String::as_str) {
+        Some(JWT_BEARER_GRANT) => jwt_bearer(&shared, params.get("assertion").map(String::as_str))
+            .map(|body| Issued {
+                body,
+                id_token: None,
+            }),
         Some("authorization_code") => web_server::authorization_code(&shared, &params),
         Some("refresh_token") => web_server::refresh_token(&shared, &params),
         _ => Err(OAuthError::new(
@@ -129,15 +134,34 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Byt
             "grant type not supported",
         )),
     };
-    match answer {
-        Ok(answer) => (
-            StatusCode::OK,
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(answer),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
+    let mut answer = match issued {
+        Ok(issued) => issued,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(claims) = answer.id_token.take() {
+        match id_token::sign(claims).await {
+            Ok(token) => {
+                if let Some(map) = answer.body.as_object_mut() {
+                    map.insert("id_token".to_owned(), Value::String(token));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "signing an ID token failed");
+                return OAuthError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    error: "server_error".to_owned(),
+                    description: "the ID token could not be signed".to_owned(),
+                }
+                .into_response();
+            }
+        }
     }
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(answer.body),
+    )
+        .into_response()
 }
 
 /// Issues an access token for `user_id` and records its session.

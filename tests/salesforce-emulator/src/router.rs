@@ -1,5 +1,6 @@
 //! The emulator's URL space: OAuth and UserInfo at `/services/oauth2/`,
-//! identity URLs at `/id/`, the REST API at `/services/data/` behind the
+//! identity URLs and the ID token keys at `/id/`, OpenID Connect discovery at
+//! `/.well-known/`, the REST API at `/services/data/` behind the
 //! session gate, test control at `/__emulator/`.
 
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::state::Shared;
-use crate::{authorize, collections, control, identity, oauth, query, rest, search, session};
+use crate::{
+    authorize, collections, control, id_token, identity, oauth, query, rest, search, session,
+};
 
 /// Builds the router of one org.
 pub(crate) fn build(shared: Arc<Shared>) -> Router {
@@ -64,6 +67,11 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
             get(identity::userinfo).post(identity::userinfo),
         )
         .route("/id/{org}/{user}", get(identity::identity))
+        .route("/id/keys", get(id_token::keys))
+        .route(
+            "/.well-known/openid-configuration",
+            get(id_token::discovery),
+        )
         .route(
             "/services/oauth2/revoke",
             post(oauth::revoke).get(oauth::revoke),

@@ -47,6 +47,8 @@ pub(crate) struct AuthorizationCode {
     pub challenge: Option<Challenge>,
     pub user_id: String,
     pub scopes: Vec<String>,
+    /// The OpenID Connect `nonce`, echoed in the ID token.
+    pub nonce: Option<String>,
     pub expires_at: Instant,
 }
 

@@ -4,7 +4,9 @@
 //! endpoint ([`crate::authorize`]) for an access token, plus a refresh token
 //! when the granted scopes include `refresh_token` or `offline_access`.
 //! `grant_type=refresh_token` gets a new access token for a refresh token,
-//! and a new refresh token only when the app rotates them. Access tokens act
+//! and a new refresh token only when the app rotates them. Both add an
+//! OpenID Connect ID token when the scopes include `openid`
+//! ([`crate::id_token`]). Access tokens act
 //! as the user who authorized, against every REST resource; those issued
 //! under a refresh token end when it is revoked.
 //!
@@ -12,7 +14,8 @@
 //! (Base64 HMAC-SHA256 of `id` followed by `issued_at`, keyed with the
 //! consumer secret), `scope` (space-separated), `instance_url`, `id` (the
 //! identity URL `{login host}/id/{org id}/{user id}`; the emulator is its own
-//! login host), `token_type` `Bearer` and `issued_at` (milliseconds).
+//! login host), `token_type` `Bearer`, `issued_at` (milliseconds) and
+//! `id_token`.
 //!
 //! Refusals are HTTP 400 with `{"error","error_description"}`, checked in
 //! this order:
@@ -43,6 +46,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::config::{ConnectedApp, RefreshTokenPolicy};
+use crate::id_token::{self, IdTokenClaims};
+use crate::identity::User;
 use crate::oauth::{issue_access_token, OAuthError};
 use crate::state::{Inner, RefreshGrant, Shared};
 
@@ -117,6 +122,34 @@ fn wants_refresh_token(scopes: &[String]) -> bool {
         .any(|s| s == "refresh_token" || s == "offline_access")
 }
 
+/// A successful grant: the JSON answer, and the ID token to sign into it
+/// (signing waits for the key, so it happens once the org is unlocked).
+pub(crate) struct Issued {
+    pub body: Value,
+    pub id_token: Option<IdTokenClaims>,
+}
+
+/// The ID token claims of a grant, if its scopes include `openid`.
+fn id_token_claims(
+    shared: &Shared,
+    inner: &Inner,
+    app: &ConnectedApp,
+    user_id: &str,
+    scopes: &[String],
+    nonce: Option<&str>,
+    access_token: &str,
+) -> Option<IdTokenClaims> {
+    let user = inner.store.get("User", user_id).map(User::from_record)?;
+    id_token::claims(
+        shared,
+        &app.consumer_key,
+        &user,
+        scopes,
+        nonce,
+        access_token,
+    )
+}
+
 /// The JSON answer of a successful grant.
 fn answer(
     shared: &Shared,
@@ -147,7 +180,7 @@ fn answer(
 pub(crate) fn authorization_code(
     shared: &Shared,
     params: &HashMap<String, String>,
-) -> Result<Value, OAuthError> {
+) -> Result<Issued, OAuthError> {
     let mut inner = shared.lock();
     let now = Instant::now();
     inner.purge_codes(now);
@@ -211,15 +244,27 @@ pub(crate) fn authorization_code(
         );
         token
     });
-    drop(inner);
-    Ok(answer(
+    let id_token = id_token_claims(
         shared,
+        &inner,
         &app,
         &code.user_id,
         &code.scopes,
-        access_token,
-        refresh_token,
-    ))
+        code.nonce.as_deref(),
+        &access_token,
+    );
+    drop(inner);
+    Ok(Issued {
+        body: answer(
+            shared,
+            &app,
+            &code.user_id,
+            &code.scopes,
+            access_token,
+            refresh_token,
+        ),
+        id_token,
+    })
 }
 
 /// Whether the app's refresh token policy still accepts a refresh token.
@@ -240,7 +285,7 @@ fn policy_accepts(policy: RefreshTokenPolicy, grant: &RefreshGrant, now: Instant
 pub(crate) fn refresh_token(
     shared: &Shared,
     params: &HashMap<String, String>,
-) -> Result<Value, OAuthError> {
+) -> Result<Issued, OAuthError> {
     let mut inner = shared.lock();
     let now = Instant::now();
     let app = client(&inner, params)?;
@@ -291,15 +336,27 @@ pub(crate) fn refresh_token(
         }
         None
     };
-    drop(inner);
-    Ok(answer(
+    let id_token = id_token_claims(
         shared,
+        &inner,
         &app,
         &grant.user_id,
         &grant.scopes,
-        access_token,
-        rotated,
-    ))
+        None,
+        &access_token,
+    );
+    drop(inner);
+    Ok(Issued {
+        body: answer(
+            shared,
+            &app,
+            &grant.user_id,
+            &grant.scopes,
+            access_token,
+            rotated,
+        ),
+        id_token,
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod harness;
 mod identity;
 mod limits_and_faults;
 mod oauth;
+mod openid;
 mod query_and_search;
 mod sobjects;
 mod web_server;
