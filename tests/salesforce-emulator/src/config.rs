@@ -1,4 +1,4 @@
-//! What the emulated org looks like: its connected app, its users, its API
+//! What the emulated org looks like: its connected apps, its users, its API
 //! versions and limits, and the custom fields a test needs.
 
 use std::time::Duration;
@@ -36,6 +36,14 @@ pub struct EmulatorConfig {
     /// listening address (behind docker-compose service names or a proxy).
     /// It becomes `instance_url` and an accepted JWT `aud`.
     pub public_url: Option<String>,
+    /// Connected apps for the web-server (authorization code) flow. The app
+    /// of [`consumer_key`](Self::consumer_key) is always there: when this
+    /// list has no app with that key, one with [`ConnectedApp::new`]'s
+    /// settings is added at start.
+    pub connected_apps: Vec<ConnectedApp>,
+    /// How long an authorization code can be exchanged: Salesforce documents
+    /// 15 minutes. Tests of expiry set it to zero.
+    pub authorization_code_ttl: Duration,
 }
 
 impl EmulatorConfig {
@@ -56,8 +64,130 @@ impl EmulatorConfig {
             custom_fields: Vec::new(),
             extra_users: Vec::new(),
             public_url: None,
+            connected_apps: Vec::new(),
+            authorization_code_ttl: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// The OAuth settings of a connected app, as an admin sets them under
+/// Setup → App Manager: consumer key and secret, callback URLs, selected
+/// scopes, the secret and PKCE requirements of the web-server flow and the
+/// refresh token policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectedApp {
+    /// The consumer key, the OAuth `client_id`.
+    pub consumer_key: String,
+    /// The consumer secret, the OAuth `client_secret`; random by default.
+    #[serde(default = "random_consumer_secret")]
+    pub consumer_secret: String,
+    /// Callback URLs: an authorization request's `redirect_uri` must equal
+    /// one of them exactly.
+    #[serde(default)]
+    pub callback_urls: Vec<String>,
+    /// Selected OAuth scopes; a request for any other scope is refused with
+    /// `invalid_scope`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// "Require Secret for Web Server Flow": the code exchange must carry
+    /// the consumer secret.
+    #[serde(default = "yes")]
+    pub require_secret: bool,
+    /// "Require Secret for Refresh Token Flow".
+    #[serde(default = "yes")]
+    pub require_secret_for_refresh: bool,
+    /// "Require Proof Key for Code Exchange (PKCE) Extension for Supported
+    /// Authorization Flows": an authorization request without
+    /// `code_challenge` is refused.
+    #[serde(default = "yes")]
+    pub require_pkce: bool,
+    /// "Refresh Token Policy".
+    #[serde(default)]
+    pub refresh_token_policy: RefreshTokenPolicy,
+    /// "Enable Refresh Token Rotation": each refresh answers a new refresh
+    /// token and invalidates the one used.
+    #[serde(default)]
+    pub rotate_refresh_tokens: bool,
+}
+
+impl ConnectedApp {
+    /// An app with Salesforce's defaults for a new connected app: a random
+    /// secret required in both flows, PKCE required, refresh tokens valid
+    /// until revoked and not rotated, the scopes `api`, `id`, `profile`,
+    /// `email`, `address`, `phone`, `openid`, `refresh_token`,
+    /// `offline_access`, `web` and `full` selected, and no callback URL yet.
+    pub fn new(consumer_key: impl Into<String>) -> ConnectedApp {
+        ConnectedApp {
+            consumer_key: consumer_key.into(),
+            consumer_secret: random_consumer_secret(),
+            callback_urls: Vec::new(),
+            scopes: default_scopes(),
+            require_secret: true,
+            require_secret_for_refresh: true,
+            require_pkce: true,
+            refresh_token_policy: RefreshTokenPolicy::default(),
+            rotate_refresh_tokens: false,
+        }
+    }
+
+    /// The same app with one more callback URL.
+    pub fn with_callback_url(mut self, url: impl Into<String>) -> ConnectedApp {
+        self.callback_urls.push(url.into());
+        self
+    }
+}
+
+/// How long a refresh token stays usable ("Refresh Token Policy" of the
+/// connected app). An unusable one answers `invalid_grant`
+/// `expired access/refresh token`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RefreshTokenPolicy {
+    /// "Refresh token is valid until revoked" (Salesforce's default).
+    #[default]
+    ValidUntilRevoked,
+    /// "Immediately expire refresh token": issued, but never accepted.
+    Immediately,
+    /// "Expire refresh token after": `secs` after it was issued.
+    ExpireAfter {
+        /// Lifetime in seconds.
+        secs: u64,
+    },
+    /// "Expire refresh token if not used for": `secs` after its last use.
+    ExpireIfNotUsedFor {
+        /// Idle time in seconds.
+        secs: u64,
+    },
+}
+
+/// A consumer secret the way Salesforce makes them: 64 hexadecimal digits.
+fn random_consumer_secret() -> String {
+    (0..4)
+        .map(|_| format!("{:016X}", rand::random::<u64>()))
+        .collect()
+}
+
+fn default_scopes() -> Vec<String> {
+    [
+        "api",
+        "id",
+        "profile",
+        "email",
+        "address",
+        "phone",
+        "openid",
+        "refresh_token",
+        "offline_access",
+        "web",
+        "full",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A custom field to add to an object of the emulated org.

@@ -1,8 +1,10 @@
 //! Test control of the emulated org, in process (through
 //! [`Emulator`](crate::Emulator)) and over HTTP under `/__emulator/` for the
-//! binary: seed and inspect records, add users, end sessions, queue faults,
-//! read and set the call counters. Not part of Salesforce's API: nothing here
-//! needs a token.
+//! binary: seed and inspect records, add users, register connected apps and
+//! their callback URLs, sign a user in to the emulated browser of the
+//! authorization endpoint (or make them deny access), end sessions, queue
+//! faults, read and set the call counters. Not part of Salesforce's API:
+//! nothing here needs a token.
 
 use std::sync::Arc;
 
@@ -16,11 +18,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::config::ConnectedApp;
 use crate::emulator::EmulatorError;
 use crate::errors::WriteError;
 use crate::faults::Fault;
 use crate::ids;
-use crate::state::Shared;
+use crate::state::{Browser, Shared};
 use crate::store::Writer;
 
 /// Counters of the org, for assertions.
@@ -36,6 +39,33 @@ pub struct Stats {
     pub daily_api_limit: u64,
     /// Access tokens currently valid.
     pub active_sessions: usize,
+    /// Authorization codes issued and not yet exchanged (expired ones
+    /// included for an hour).
+    #[serde(default)]
+    pub authorization_codes: usize,
+    /// Refresh tokens not revoked.
+    #[serde(default)]
+    pub refresh_tokens: usize,
+}
+
+/// Checks a connected app's settings: a consumer key and secret, and
+/// callback URLs that are absolute URLs.
+pub(crate) fn check_app(app: &ConnectedApp) -> Result<(), EmulatorError> {
+    if app.consumer_key.is_empty() || app.consumer_secret.is_empty() {
+        return Err(EmulatorError::Config(
+            "a connected app needs a consumer key and a consumer secret".to_owned(),
+        ));
+    }
+    for url in &app.callback_urls {
+        check_callback_url(url)?;
+    }
+    Ok(())
+}
+
+fn check_callback_url(url: &str) -> Result<(), EmulatorError> {
+    url::Url::parse(url).map(|_| ()).map_err(|e| {
+        EmulatorError::Config(format!("callback URL {url:?} is not an absolute URL: {e}"))
+    })
 }
 
 impl Shared {
@@ -133,8 +163,49 @@ impl Shared {
     }
 
     /// Ends every session: all issued tokens answer 401 from now on.
+    /// Refresh tokens stay valid, as after a session timeout.
     pub(crate) fn expire_tokens(&self) {
         self.lock().sessions.clear();
+    }
+
+    /// Adds or replaces a connected app.
+    pub(crate) fn register_app(&self, app: ConnectedApp) -> Result<(), EmulatorError> {
+        check_app(&app)?;
+        self.lock().apps.insert(app.consumer_key.clone(), app);
+        Ok(())
+    }
+
+    /// Adds a callback URL to an app (once).
+    pub(crate) fn add_callback_url(
+        &self,
+        consumer_key: &str,
+        url: &str,
+    ) -> Result<(), EmulatorError> {
+        check_callback_url(url)?;
+        let mut inner = self.lock();
+        let app = inner.apps.get_mut(consumer_key).ok_or_else(|| {
+            EmulatorError::Config(format!(
+                "no connected app has the consumer key {consumer_key:?}"
+            ))
+        })?;
+        if !app.callback_urls.iter().any(|u| u == url) {
+            app.callback_urls.push(url.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Sets the emulated browser; its user must exist.
+    pub(crate) fn set_browser(&self, browser: Browser) -> Result<(), EmulatorError> {
+        let mut inner = self.lock();
+        if let Some(name) = &browser.username {
+            if inner.store.user_by_username(name).is_none() {
+                return Err(EmulatorError::Config(format!(
+                    "no user has the username {name:?}"
+                )));
+            }
+        }
+        inner.browser = browser;
+        Ok(())
     }
 
     /// The org's counters.
@@ -147,6 +218,8 @@ impl Shared {
             api_usage,
             daily_api_limit: inner.usage.limit,
             active_sessions: inner.sessions.len(),
+            authorization_codes: inner.codes.len(),
+            refresh_tokens: inner.refresh_tokens.len(),
         }
     }
 }
@@ -291,6 +364,101 @@ async fn set_api_usage(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
     }
 }
 
+async fn list_apps(State(shared): State<Arc<Shared>>) -> Json<Vec<ConnectedApp>> {
+    Json(shared.lock().apps.values().cloned().collect())
+}
+
+/// `PUT /__emulator/connected-apps/{consumer_key}`: the body is a connected
+/// app whose `consumer_key` may be left out; unset settings take
+/// Salesforce's defaults. Answers the app as stored.
+async fn put_app(
+    State(shared): State<Arc<Shared>>,
+    Path(consumer_key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut fields: Value = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let Some(map) = fields.as_object_mut() else {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &EmulatorError::Config("a connected app must be a JSON object".to_owned()),
+        );
+    };
+    let body_key = map
+        .get("consumer_key")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(key) = body_key.filter(|key| *key != consumer_key) {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            &EmulatorError::Config(format!(
+                "the body's consumer_key {key:?} is not the one of the URL"
+            )),
+        );
+    }
+    map.insert("consumer_key".to_owned(), Value::String(consumer_key));
+    let app: ConnectedApp = match serde_json::from_value(fields) {
+        Ok(app) => app,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"errorCode": "JSON_PARSER_ERROR", "message": e.to_string()})),
+            )
+                .into_response()
+        }
+    };
+    match shared.register_app(app.clone()) {
+        Ok(()) => Json(app).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// Body of `POST /__emulator/connected-apps/{consumer_key}/callback-urls`.
+#[derive(Deserialize)]
+struct CallbackUrl {
+    url: String,
+}
+
+async fn add_callback_url(
+    State(shared): State<Arc<Shared>>,
+    Path(consumer_key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let callback: CallbackUrl = match parse_body(&body) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    if !shared.lock().apps.contains_key(&consumer_key) {
+        return control_error(
+            StatusCode::NOT_FOUND,
+            &EmulatorError::Config(format!(
+                "no connected app has the consumer key {consumer_key:?}"
+            )),
+        );
+    }
+    match shared.add_callback_url(&consumer_key, &callback.url) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+async fn get_browser(State(shared): State<Arc<Shared>>) -> Json<Browser> {
+    Json(shared.lock().browser.clone())
+}
+
+async fn put_browser(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let browser: Browser = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    match shared.set_browser(browser) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
 /// The `/__emulator` routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -304,6 +472,13 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/__emulator/faults",
             post(add_faults).get(pending_faults).delete(clear_faults),
         )
+        .route("/__emulator/connected-apps", get(list_apps))
+        .route("/__emulator/connected-apps/{consumer_key}", put(put_app))
+        .route(
+            "/__emulator/connected-apps/{consumer_key}/callback-urls",
+            post(add_callback_url),
+        )
+        .route("/__emulator/browser", get(get_browser).put(put_browser))
         .route("/__emulator/stats", get(stats))
         .route("/__emulator/api-usage", put(set_api_usage))
 }

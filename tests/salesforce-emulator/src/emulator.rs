@@ -1,6 +1,7 @@
 //! The handle of a running emulated org: start it on a port, point a client at
 //! its URL, and inspect or steer it from the test.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -12,12 +13,12 @@ use tokio::task::JoinHandle;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::config::EmulatorConfig;
-use crate::control::Stats;
+use crate::config::{ConnectedApp, EmulatorConfig};
+use crate::control::{check_app, Stats};
 use crate::faults::Fault;
 use crate::ids;
 use crate::schema::Schema;
-use crate::state::{Inner, Shared};
+use crate::state::{Browser, Inner, Shared};
 use crate::store::{Store, Writer};
 
 /// Why the emulator could not start or refused a control request.
@@ -142,6 +143,18 @@ impl Emulator {
         }
         let schema = Schema::new(&config.task_external_id_fields, &config.custom_fields)
             .map_err(EmulatorError::Config)?;
+        let mut apps = BTreeMap::new();
+        for app in &config.connected_apps {
+            check_app(app)?;
+            if apps.insert(app.consumer_key.clone(), app.clone()).is_some() {
+                return Err(EmulatorError::Config(format!(
+                    "two connected apps have the consumer key {}",
+                    app.consumer_key
+                )));
+            }
+        }
+        apps.entry(config.consumer_key.clone())
+            .or_insert_with(|| ConnectedApp::new(config.consumer_key.clone()));
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -170,14 +183,16 @@ impl Emulator {
             default_user_id: user_id.clone(),
             api_versions,
             token_ttl: config.token_ttl,
+            code_ttl: config.authorization_code_ttl,
             base_url,
             inner: Mutex::new(Inner::new(Store::new(), config.daily_api_limit)),
         });
+        shared.lock().apps = apps;
         let user_type = shared
             .schema
             .object("User")
             .ok_or_else(|| EmulatorError::Config("no User object".to_owned()))?;
-        let integration = json!({"Username": config.username, "LastName": "Integration", "FirstName": "Switchboard"});
+        let integration = json!({"Username": config.username, "LastName": "Integration", "FirstName": "Switchboard", "Email": config.username});
         let integration = integration.as_object().cloned().unwrap_or_default();
         let writer = Writer {
             user_id: &user_id,
@@ -243,6 +258,54 @@ impl Emulator {
         self.shared.consumer_key.clone()
     }
 
+    /// The consumer secret of the [`consumer_key`](Self::consumer_key) app.
+    pub fn consumer_secret(&self) -> String {
+        self.connected_app(&self.shared.consumer_key)
+            .map(|app| app.consumer_secret)
+            .unwrap_or_default()
+    }
+
+    /// The URL of the authorization endpoint of the web-server flow.
+    pub fn authorize_url(&self) -> String {
+        format!("{}/services/oauth2/authorize", self.shared.base_url)
+    }
+
+    /// The URL of the OpenID Connect UserInfo endpoint.
+    pub fn userinfo_url(&self) -> String {
+        format!("{}/services/oauth2/userinfo", self.shared.base_url)
+    }
+
+    /// A connected app's current settings.
+    pub fn connected_app(&self, consumer_key: &str) -> Option<ConnectedApp> {
+        self.shared.lock().apps.get(consumer_key).cloned()
+    }
+
+    /// Adds a connected app, or replaces the one with its consumer key.
+    /// Callback URLs must be absolute URLs.
+    pub fn register_connected_app(&self, app: ConnectedApp) -> Result<(), EmulatorError> {
+        self.shared.register_app(app)
+    }
+
+    /// Adds a callback URL to a connected app.
+    pub fn add_callback_url(&self, consumer_key: &str, url: &str) -> Result<(), EmulatorError> {
+        self.shared.add_callback_url(consumer_key, url)
+    }
+
+    /// Sets the emulated browser at the authorization endpoint: who is
+    /// signed in (an existing username, or `None` for the login page) and
+    /// whether they deny access.
+    pub fn set_browser(&self, browser: Browser) -> Result<(), EmulatorError> {
+        self.shared.set_browser(browser)
+    }
+
+    /// Signs a user in to the emulated browser, who then approves apps.
+    pub fn sign_in_browser(&self, username: &str) -> Result<(), EmulatorError> {
+        self.set_browser(Browser {
+            username: Some(username.to_owned()),
+            deny: false,
+        })
+    }
+
     /// All Task records, oldest first, with `Id` and every field (`null`
     /// where unset) as the API reads them.
     pub fn tasks(&self) -> Vec<Value> {
@@ -261,8 +324,8 @@ impl Emulator {
         self.shared.insert_record(sobject, &fields)
     }
 
-    /// Adds an active user who can own records and log in by JWT; returns
-    /// the new user's id.
+    /// Adds an active user who can own records and log in (JWT bearer or
+    /// web-server flow); returns the new user's id.
     pub fn add_user(&self, username: &str) -> Result<String, EmulatorError> {
         self.shared.add_user(username, None)
     }

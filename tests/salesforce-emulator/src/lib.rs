@@ -1,14 +1,19 @@
-//! A Salesforce org in a process: the OAuth 2.0 JWT bearer token endpoint and
-//! the REST API resources Switchboard's connector uses, with Salesforce's
-//! documented status codes, both error body shapes, upsert semantics, the
-//! `Sforce-Limit-Info` header, session expiry and field validation of Task,
-//! Case, Opportunity, Contact, Lead, Account and User.
+//! A Salesforce org in a process: the OAuth 2.0 JWT bearer flow, the
+//! web-server (authorization code) flow with PKCE, refresh tokens and OpenID
+//! Connect ID tokens, the UserInfo endpoint and identity URLs, and the REST
+//! API resources Switchboard uses, with Salesforce's documented status codes,
+//! both error body shapes, upsert semantics, the `Sforce-Limit-Info` header,
+//! session expiry and field validation of Task, Case, Opportunity, Contact,
+//! Lead, Account and User.
 //!
 //! Tests start one with [`Emulator::start`] on port 0, give the connector its
 //! [`Emulator::url`] as login host, and assert on [`Emulator::tasks`]; faults
-//! ([`Fault`]) make the org fail on demand. The `salesforce-emulator` binary
-//! serves the same org for docker-compose and manual runs, steered over HTTP
-//! under `/__emulator/`.
+//! ([`Fault`]) make the org fail on demand. For the web-server flow a test
+//! registers its callback URL ([`Emulator::add_callback_url`]) and signs a
+//! user in to the emulated browser ([`Emulator::sign_in_browser`]) or names
+//! one with `login_hint`; the authorization endpoint then redirects with a
+//! code at once. The `salesforce-emulator` binary serves the same org for
+//! docker-compose and manual runs, steered over HTTP under `/__emulator/`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod authorize;
 mod collections;
 mod config;
 mod control;
@@ -32,8 +38,11 @@ mod credentials;
 mod emulator;
 mod errors;
 mod faults;
+mod id_token;
+mod identity;
 mod ids;
 mod oauth;
+mod pkce;
 mod query;
 mod rest;
 mod router;
@@ -43,9 +52,12 @@ mod session;
 mod state;
 mod store;
 mod validation;
+mod web_server;
 
 pub use collections::MAX_RECORDS;
-pub use config::{CustomField, CustomFieldType, EmulatorConfig, UserSeed};
+pub use config::{
+    ConnectedApp, CustomField, CustomFieldType, EmulatorConfig, RefreshTokenPolicy, UserSeed,
+};
 pub use control::Stats;
 pub use credentials::{
     sign_assertion, token_request_form, AssertionClaims, CredentialsError, TestCredentials,
@@ -53,3 +65,4 @@ pub use credentials::{
 pub use emulator::{Emulator, EmulatorError};
 pub use faults::Fault;
 pub use oauth::JWT_BEARER_GRANT;
+pub use state::Browser;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use salesforce_emulator::{Emulator, EmulatorConfig, TestCredentials, UserSeed};
+use salesforce_emulator::{
+    Browser, ConnectedApp, Emulator, EmulatorConfig, TestCredentials, UserSeed,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Command line of the emulator.
@@ -19,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "salesforce-emulator",
     version,
-    about = "An emulated Salesforce org (OAuth JWT bearer flow and REST API) for testing Switchboard"
+    about = "An emulated Salesforce org (OAuth JWT bearer and web-server flows, REST API) for testing Switchboard"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,7 +33,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the emulated org (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a fresh RSA private key and self-signed certificate to a directory.
     Credentials {
         /// Directory to write private-key.pem and certificate.pem into.
@@ -73,6 +75,24 @@ struct ServeArgs {
     /// Another user who may own records and log in, as USERNAME or USERNAME=005ID (repeatable).
     #[arg(long = "user")]
     users: Vec<String>,
+    /// Consumer secret of the connected app (random when not given; logged at start).
+    #[arg(long, env = "SF_EMULATOR_CONSUMER_SECRET")]
+    consumer_secret: Option<String>,
+    /// Callback URL of the connected app for the web-server flow (repeatable).
+    #[arg(long = "callback-url")]
+    callback_urls: Vec<String>,
+    /// Whether the web-server flow's code exchange and refresh need the consumer secret.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    require_secret: bool,
+    /// Whether authorization requests need a PKCE code_challenge.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    require_pkce: bool,
+    /// Answer each refresh with a new refresh token, invalidating the used one.
+    #[arg(long)]
+    rotate_refresh_tokens: bool,
+    /// Username signed in to the emulated browser of the authorization endpoint.
+    #[arg(long, env = "SF_EMULATOR_BROWSER_USER")]
+    browser_user: Option<String>,
 }
 
 #[tokio::main]
@@ -86,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Credentials { out }) => write_credentials(&out),
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
 }
@@ -136,10 +156,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         })
         .collect();
+    let mut app = ConnectedApp::new(config.consumer_key.clone());
+    if let Some(secret) = args.consumer_secret {
+        app.consumer_secret = secret;
+    }
+    app.callback_urls = args.callback_urls;
+    app.require_secret = args.require_secret;
+    app.require_secret_for_refresh = args.require_secret;
+    app.require_pkce = args.require_pkce;
+    app.rotate_refresh_tokens = args.rotate_refresh_tokens;
+    config.connected_apps = vec![app];
     let consumer_key = config.consumer_key.clone();
     let username = config.username.clone();
     let emulator = Emulator::start(config, args.listen).await?;
-    tracing::info!(url = %emulator.url(), %consumer_key, %username, user_id = %emulator.user_id(), "serving the emulated org; stop with Ctrl-C");
+    if let Some(user) = args.browser_user {
+        emulator.set_browser(Browser {
+            username: Some(user),
+            deny: false,
+        })?;
+    }
+    tracing::info!(url = %emulator.url(), %consumer_key, consumer_secret = %emulator.consumer_secret(), %username, user_id = %emulator.user_id(), "serving the emulated org; stop with Ctrl-C");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

@@ -1,5 +1,7 @@
-//! The emulator's URL space: OAuth at `/services/oauth2/`, the REST API at
-//! `/services/data/` behind the session gate, test control at `/__emulator/`.
+//! The emulator's URL space: OAuth and UserInfo at `/services/oauth2/`,
+//! identity URLs and the ID token keys at `/id/`, OpenID Connect discovery at
+//! `/.well-known/`, the REST API at `/services/data/` behind the
+//! session gate, test control at `/__emulator/`.
 
 use std::sync::Arc;
 
@@ -10,7 +12,9 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::state::Shared;
-use crate::{collections, control, oauth, query, rest, search, session};
+use crate::{
+    authorize, collections, control, id_token, identity, oauth, query, rest, search, session,
+};
 
 /// Builds the router of one org.
 pub(crate) fn build(shared: Arc<Shared>) -> Router {
@@ -53,8 +57,25 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
             session::gate,
         ));
     Router::new()
+        .route(
+            "/services/oauth2/authorize",
+            get(authorize::authorize).post(authorize::authorize),
+        )
         .route("/services/oauth2/token", post(oauth::token))
-        .route("/services/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/services/oauth2/userinfo",
+            get(identity::userinfo).post(identity::userinfo),
+        )
+        .route("/id/{org}/{user}", get(identity::identity))
+        .route("/id/keys", get(id_token::keys))
+        .route(
+            "/.well-known/openid-configuration",
+            get(id_token::discovery),
+        )
+        .route(
+            "/services/oauth2/revoke",
+            post(oauth::revoke).get(oauth::revoke),
+        )
         // The nested router does not see the bare `/services/data/`.
         .route("/services/data/", get(rest::versions))
         .nest("/services/data", data)

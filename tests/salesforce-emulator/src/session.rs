@@ -1,7 +1,8 @@
-//! The gate every REST data request passes: the bearer token, the API version,
-//! the daily call count with its `Sforce-Limit-Info` header, and injected
-//! request faults. Written as one middleware layer so that handlers only see
-//! authenticated, counted requests for a served version.
+//! The gate every REST data request passes: the bearer token (whose scopes
+//! must include `api` or `full`), the API version, the daily call count with
+//! its `Sforce-Limit-Info` header, and injected request faults. Written as one
+//! middleware layer so that handlers only see authenticated, counted requests
+//! for a served version.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,7 @@ pub(crate) struct Caller {
 }
 
 /// The bearer token of a request, if it has one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
@@ -60,13 +61,19 @@ pub(crate) async fn gate(
         let mut inner = shared.lock();
         let now = Instant::now();
         inner.sessions.retain(|_, s| s.expires_at > now);
-        let Some(user_id) = token
-            .as_deref()
-            .and_then(|t| inner.sessions.get(t))
-            .map(|s| s.user_id.clone())
-        else {
+        let Some(session) = token.as_deref().and_then(|t| inner.sessions.get(t)) else {
             return ApiError::invalid_session().into_response();
         };
+        if !session.rest_allowed() {
+            // A token granted without `api` (or `full`), e.g. for `openid` only.
+            return ApiError::plain(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_SESSION_ID",
+                "This session is not valid for use with the REST API",
+            )
+            .into_response();
+        }
+        let user_id = session.user_id.clone();
         inner.api_calls += 1;
         let used = inner.usage.count();
         let limit = inner.usage.limit;

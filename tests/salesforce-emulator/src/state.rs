@@ -1,16 +1,19 @@
 //! The state one emulated org shares between its HTTP handlers and the
-//! [`Emulator`](crate::Emulator) handle: fixed facts (schema, connected app,
-//! versions) outside the lock, changing data (records, sessions, usage,
-//! pending faults) inside one mutex that is never held across an await.
+//! [`Emulator`](crate::Emulator) handle: fixed facts (schema, the JWT app's
+//! certificate, versions) outside the lock, changing data (records, connected
+//! apps, sessions, codes, refresh tokens, usage, pending faults) inside one
+//! mutex that is never held across an await.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use jsonwebtoken::DecodingKey;
 
+use crate::config::ConnectedApp;
 use crate::faults::FaultQueue;
+use crate::pkce::Challenge;
 use crate::schema::Schema;
 use crate::store::Store;
 
@@ -21,6 +24,57 @@ pub(crate) struct Session {
     pub user_id: String,
     /// When the session times out.
     pub expires_at: Instant,
+    /// The granted scopes; the REST API needs `api` or `full`.
+    pub scopes: Vec<String>,
+    /// The refresh grant the token was issued under: revoking the grant's
+    /// refresh token revokes the token too.
+    pub grant: Option<u64>,
+}
+
+impl Session {
+    /// Whether the token may call the REST API.
+    pub(crate) fn rest_allowed(&self) -> bool {
+        self.scopes.iter().any(|s| s == "api" || s == "full")
+    }
+}
+
+/// An authorization code waiting for its exchange, bound to what the
+/// authorization request said.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthorizationCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub challenge: Option<Challenge>,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    /// The OpenID Connect `nonce`, echoed in the ID token.
+    pub nonce: Option<String>,
+    pub expires_at: Instant,
+}
+
+/// A refresh token's grant: who authorized which app for what.
+#[derive(Clone, Debug)]
+pub(crate) struct RefreshGrant {
+    /// Shared by the access tokens issued under it and, with rotation, by
+    /// the refresh tokens that replace this one.
+    pub grant: u64,
+    pub client_id: String,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+    pub issued_at: Instant,
+    pub last_used: Instant,
+}
+
+/// The emulated browser at the authorization endpoint: who is signed in
+/// to Salesforce there and whether they press "Deny".
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Browser {
+    /// Username of the signed-in user; `None` shows the login page.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The user denies access on the approval page.
+    #[serde(default)]
+    pub deny: bool,
 }
 
 /// The daily REST call counter behind `Sforce-Limit-Info`.
@@ -74,6 +128,15 @@ impl Usage {
 pub(crate) struct Inner {
     pub store: Store,
     pub sessions: HashMap<String, Session>,
+    /// Connected apps by consumer key.
+    pub apps: BTreeMap<String, ConnectedApp>,
+    /// Unexchanged authorization codes.
+    pub codes: HashMap<String, AuthorizationCode>,
+    /// Usable refresh tokens.
+    pub refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Number of the next refresh grant.
+    pub next_grant: u64,
+    pub browser: Browser,
     pub usage: Usage,
     pub faults: FaultQueue,
     /// Authenticated REST data calls since start.
@@ -88,11 +151,28 @@ impl Inner {
         Inner {
             store,
             sessions: HashMap::new(),
+            apps: BTreeMap::new(),
+            codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            next_grant: 1,
+            browser: Browser::default(),
             usage: Usage::new(daily_api_limit),
             faults: FaultQueue::default(),
             api_calls: 0,
             token_calls: 0,
         }
+    }
+}
+
+/// How long an expired code is kept, to answer `expired authorization code`
+/// rather than `invalid authorization code`.
+const EXPIRED_CODE_MEMORY: Duration = Duration::from_secs(60 * 60);
+
+impl Inner {
+    /// Forgets codes that expired long ago.
+    pub(crate) fn purge_codes(&mut self, now: Instant) {
+        self.codes
+            .retain(|_, c| c.expires_at + EXPIRED_CODE_MEMORY > now);
     }
 }
 
@@ -107,6 +187,8 @@ pub(crate) struct Shared {
     /// Served API versions, as major numbers (`62` for `62.0`).
     pub api_versions: Vec<u32>,
     pub token_ttl: Duration,
+    /// How long an authorization code can be exchanged.
+    pub code_ttl: Duration,
     /// Base URL clients reach the emulator at: login host and instance URL.
     pub base_url: String,
     /// The changing part; use [`Shared::lock`].

@@ -28,6 +28,14 @@ impl Record {
         self.fields.get("Id").and_then(Value::as_str).unwrap_or("")
     }
 
+    /// Whether a User record is active (`IsActive`, true when unset).
+    pub(crate) fn is_active_user(&self) -> bool {
+        self.fields
+            .get("IsActive")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
     /// The record as the API answers it: `attributes`, then every field of
     /// the object, `null` where unset.
     pub(crate) fn to_json(&self, object: &ObjectType, version: u32) -> Value {
@@ -91,6 +99,22 @@ impl Store {
     /// One record by its 18-character id.
     pub(crate) fn get(&self, object: &str, id: &str) -> Option<&Record> {
         self.tables.get(object).and_then(|t| t.get(id))
+    }
+
+    /// The user with this username, compared without regard to case as
+    /// Salesforce compares usernames at login.
+    pub(crate) fn user_by_username(&self, username: &str) -> Option<&Record> {
+        self.records("User").find(|u| {
+            u.fields
+                .get("Username")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(username))
+        })
+    }
+
+    /// Whether the user with this id exists and is active.
+    pub(crate) fn user_is_active(&self, id: &str) -> bool {
+        self.get("User", id).is_some_and(Record::is_active_user)
     }
 
     /// Whether a record with this id exists, whatever its object.

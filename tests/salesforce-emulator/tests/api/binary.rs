@@ -1,5 +1,6 @@
 //! The `salesforce-emulator` binary: writes credentials, serves an org that
-//! trusts them, and logs its URL.
+//! trusts them, and logs its URL; its connected app and browser options make
+//! the web-server flow work without control calls.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -48,6 +49,14 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
                 "10",
                 "--user",
                 "agent@example.com=0055g00000AgEnT",
+                "--callback-url",
+                "https://gw.example.com/cb",
+                "--consumer-secret",
+                "s3cr3t",
+                "--require-pkce",
+                "false",
+                "--browser-user",
+                "agent@example.com",
             ])
             .arg("--certificate")
             .arg(dir.path().join("certificate.pem"))
@@ -122,5 +131,50 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
         .expect("limits");
     assert_eq!(limits.status(), StatusCode::OK);
     assert_eq!(limits.headers()["sforce-limit-info"], "api-usage=1/10");
+
+    // The web-server flow with the app and browser of the command line.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let authorized = browser
+        .get(format!("{url}/services/oauth2/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "ck-bin"),
+            ("redirect_uri", "https://gw.example.com/cb"),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(authorized.status(), StatusCode::FOUND);
+    let location = authorized.headers()["location"].to_str().expect("location");
+    let code = url::Url::parse(location)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
+    let exchanged = browser
+        .post(format!("{url}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("client_id", "ck-bin"),
+            ("client_secret", "s3cr3t"),
+            ("redirect_uri", "https://gw.example.com/cb"),
+        ])
+        .send()
+        .await
+        .expect("exchange");
+    assert_eq!(exchanged.status(), StatusCode::OK);
+    let exchanged: serde_json::Value = exchanged.json().await.expect("json");
+    assert!(
+        exchanged["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("0055g00000AgEnT")),
+        "{exchanged}"
+    );
+    assert!(exchanged["refresh_token"].is_string(), "{exchanged}");
     drop(child);
 }
