@@ -83,7 +83,7 @@ type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsS
 /// One browser tab following the stream, over SSE or a WebSocket.
 enum Tab {
     Sse { label: String, body: ByteStream, buf: Vec<u8> },
-    Ws { label: String, socket: WebSocket },
+    Ws { label: String, socket: Box<WebSocket> },
 }
 
 impl Tab {
@@ -99,7 +99,7 @@ impl Tab {
         let mut request = format!("ws://{addr}/v1/events/ws").into_client_request().unwrap();
         request.headers_mut().insert("x-test-user", user.parse().unwrap());
         let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        Tab::Ws { label: label.into(), socket }
+        Tab::Ws { label: label.into(), socket: Box::new(socket) }
     }
 
     fn label(&self) -> &str {

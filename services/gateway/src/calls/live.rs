@@ -814,7 +814,7 @@ mod tests {
         assert!(live.get("old").is_none());
         // Purged: late updates of it are dropped, not resurrected.
         live.apply("old", &CallUpdate::Rated { user_id: "bob".into(), score: 3, comment: String::new() }, T + 1_000 + ENDED_GRACE_MS + 5);
-        assert!(live.lock().calls.get("old").is_none());
+        assert!(!live.lock().calls.contains_key("old"));
         // Live calls never expire.
         clock.store(T + 10 * ENDED_GRACE_MS, Ordering::SeqCst);
         assert_eq!(live.for_user("bob").len(), 1);
