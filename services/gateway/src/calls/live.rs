@@ -171,8 +171,8 @@ pub enum AgentEventKind {
     /// Nobody answered: the caller is leaving a voicemail.
     #[serde(rename = "call.voicemail")]
     Voicemail,
-    /// A screening agent started or stopped listening to the voicemail
-    /// (`call.screening`).
+    /// A screening agent started listening to the voicemail being left,
+    /// or picked up (then `call.answered` follows).
     #[serde(rename = "call.screening")]
     Screening,
     /// Hold or mute changed.
@@ -952,5 +952,20 @@ mod tests {
         assert_eq!(snapshot["calls"][0]["id"], "c");
         let back: AgentEvent = serde_json::from_value(snapshot).unwrap();
         assert_eq!(back.calls.unwrap()[0].from_number, "+12125550123");
+    }
+
+    #[test]
+    fn the_openapi_schemas_carry_the_wire_names() {
+        use utoipa::PartialSchema;
+        let kinds = serde_json::to_string(&AgentEventKind::schema()).unwrap();
+        for name in ["snapshot", "call.ringing", "call.answered", "call.ended", "call.recording_available"] {
+            assert!(kinds.contains(&format!("\"{name}\"")), "{name} in {kinds}");
+        }
+        let view = serde_json::to_string(&CallView::schema()).unwrap();
+        for field in ["from_display", "agent_user_id", "recording_ids", "end_reason"] {
+            assert!(view.contains(field), "{field} in {view}");
+        }
+        let event = serde_json::to_string(&AgentEvent::schema()).unwrap();
+        assert!(event.contains("\"type\"") && event.contains("\"seq\""), "{event}");
     }
 }
