@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::calls::b2bua::Local;
 use crate::calls::control::CallControl;
+use crate::calls::live::LiveCalls;
 use crate::calls::manager::{self, ManagerDeps};
 use crate::calls::writer::{CallUpdate, CallWriter};
 use crate::config::{EventLogKind, GatewayConfig};
@@ -60,6 +61,8 @@ pub struct RunningGateway {
     pub control: CallControl,
     /// Base URL of recording links.
     pub public_url: String,
+    /// The live calls and the agents' event streams (`/v1/events`).
+    pub live: LiveCalls,
     tasks: JoinSet<()>,
 }
 
@@ -97,6 +100,16 @@ impl Gateway {
         let directory = Directory::new(db.clone());
         let committed = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
+        // Agents' event streams end when the gateway stops (so that the
+        // HTTP server's graceful shutdown does not wait for them).
+        let live = LiveCalls::new();
+        tasks.spawn({
+            let (live, shutdown) = (live.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                live.close();
+            }
+        });
 
         let deps = ManagerDeps {
             transport: transport.clone(),
@@ -164,6 +177,7 @@ impl Gateway {
                 max_tracked: 100_000,
             },
             committed: committed.clone(),
+            live: live.clone(),
             shutdown: shutdown.clone(),
         };
         let (control, commands) = CallControl::new();
@@ -216,7 +230,7 @@ impl Gateway {
             tracing::warn!("no sip.trunks configured: only authenticated devices can place calls; add a [[sip.trunks]] with inbound_from to take calls from a carrier");
         }
         info!(sip_udp = ?transport.udp_addr(), sip_tcp = ?transport.tcp_addr(), sip_tls = ?transport.tls_addr(), %http, "gateway ready");
-        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), sip_tls: transport.tls_addr(), http, control, public_url, tasks })
+        Ok(RunningGateway { sip_udp: transport.udp_addr(), sip_tcp: transport.tcp_addr(), sip_tls: transport.tls_addr(), http, control, public_url, live, tasks })
     }
 }
 

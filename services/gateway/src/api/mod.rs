@@ -1,7 +1,9 @@
 //! HTTP APIs served by the gateway: health, Prometheus metrics, the admin
-//! API and recording playback.
+//! API, recording playback and the agent API.
 
 pub mod admin;
+pub mod agent;
+pub mod auth;
 pub mod recordings;
 
 use std::sync::OnceLock;

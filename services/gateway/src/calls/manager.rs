@@ -24,6 +24,7 @@ use super::b2bua::{Action, Call, EndReason, HangupBy, Leg, Local, MediaPorts, Ta
 use super::control::{Command, ControlError, MediaCommand, MediaState};
 use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
 use super::trunks::Trunks;
+use super::live::LiveCalls;
 use super::writer::{AgentInfo, CallUpdate, CallWriter, EventWriter};
 use crate::directory::Directory;
 use crate::media::ports::PortAllocator;
@@ -78,6 +79,8 @@ pub struct ManagerDeps {
     pub timers: Timers,
     /// Notified after each committed call event.
     pub committed: Arc<Notify>,
+    /// Folds every committed call update for the agents' live view.
+    pub live: LiveCalls,
     pub shutdown: CancellationToken,
 }
 
@@ -187,7 +190,7 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
     let (notices, mut notices_rx) = mpsc::unbounded_channel::<MediaNotice>();
     let mut m = Manager {
         tx: TransactionLayer::new(deps.timers),
-        events: EventWriter::spawn(deps.db.clone(), deps.committed.clone()),
+        events: EventWriter::spawn(deps.db.clone(), deps.committed.clone(), Some(deps.live.clone())),
         router: Router {
             directory: deps.directory.clone(),
             registrations: deps.registrations.clone(),
@@ -775,12 +778,19 @@ impl Manager {
         }
     }
 
-    /// Creates the call's writer and records `call.started`.
+    /// Creates the call's writer and records `call.started` (with the
+    /// users it rings, `fork_agents` being set).
     fn begin_events(&mut self, id: &str, started: Started) {
         let Some(entry) = self.calls.get_mut(id) else { return };
         let writer = self.events.call(id);
         entry.from_number = started.from_number.clone();
         entry.to_number = started.to_number.clone();
+        let mut participants: Vec<String> = Vec::new();
+        for user in entry.fork_agents.iter().flatten().map(|a| &a.user_id).chain(started.caller_user_id.as_ref()) {
+            if *user != started.owner.user_id && !participants.contains(user) {
+                participants.push(user.clone());
+            }
+        }
         writer.record(CallUpdate::Started {
             sip_call_id: entry.call.caller_call_id().to_owned(),
             direction: started.direction,
@@ -788,6 +798,7 @@ impl Manager {
             from_display: started.from_display,
             to_number: started.to_number,
             owner: started.owner.clone(),
+            participants,
         });
         entry.writer = Some(writer);
         entry.agent = Some(started.owner);
@@ -907,6 +918,9 @@ impl Manager {
                         if let (Some(r), Some(user_id)) = (&e.relay, &e.mailbox) {
                             info!(call_id = %id, user_id, "no answer: voicemail");
                             r.voicemail(Mailbox { user_id: user_id.clone(), greeting: vm.greeting(user_id), settings: vm.settings.clone() });
+                            if let Some(w) = &e.writer {
+                                w.record(CallUpdate::Voicemail { user_id: user_id.clone() });
+                            }
                         }
                     }
                 }

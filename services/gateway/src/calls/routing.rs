@@ -77,6 +77,9 @@ pub struct Started {
     pub from_number: String,
     pub from_display: String,
     pub to_number: String,
+    /// The user placing an internal call, who takes part in it too (an
+    /// outbound call's caller is its owner; an inbound one has none).
+    pub caller_user_id: Option<String>,
 }
 
 /// One place the call rings.
@@ -151,6 +154,7 @@ impl Router {
             from_number: caller.user.clone(),
             from_display: caller.display.clone(),
             to_number: route.number.clone(),
+            caller_user_id: None,
         };
         self.ring(route, started, presentation, None, now_unix).await
     }
@@ -184,6 +188,7 @@ impl Router {
                 from_number: from,
                 from_display: user.name.clone(),
                 to_number: route.number.clone(),
+                caller_user_id: Some(user.id.clone()),
             };
             return self.ring(route, started, presentation, Some(device), now_unix).await;
         }
@@ -229,6 +234,7 @@ impl Router {
             from_number: caller_id,
             from_display: user.name.clone(),
             to_number: number,
+            caller_user_id: None,
         };
         let (a, b) = match self.media().await {
             Ok(p) => p,

@@ -8,6 +8,11 @@
 //! thousand calls a second the database sees a few hundred transactions a
 //! second instead of several thousand competing ones. A database outage
 //! delays the writes (retried with backoff) but never drops them.
+//!
+//! After each commit the writer folds the committed updates, in order, into
+//! the gateway's [`LiveCalls`], which streams them to agents: an agent sees
+//! a change once it is durable, never before, and an update still being
+//! retried is shown when its commit finally succeeds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use switchboard_store::{now_ms, Database, Outbox};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
+use super::live::LiveCalls;
 use crate::media::bridge::Side;
 use crate::media::quality::ReceptionReport;
 use crate::media::relay::RecordingState;
@@ -53,6 +59,10 @@ pub enum CallUpdate {
         from_display: String,
         to_number: String,
         owner: AgentInfo,
+        /// Other users taking part from the start, who see the call live:
+        /// every member of a group the call rings, the caller of an
+        /// internal call. Not stored (the event names the owner only).
+        participants: Vec<String>,
     },
     Ringing { agent: AgentInfo },
     Answered { agent: AgentInfo },
@@ -67,6 +77,11 @@ pub enum CallUpdate {
         sample_rate_hz: u32,
         admin_only: bool,
     },
+    /// Nobody answered: the caller is leaving a voicemail for `user_id`.
+    /// For the live view only: no call event and no stored state (the
+    /// call's events say it with `call.ended`'s reason and
+    /// `voicemail.available`).
+    Voicemail { user_id: String },
     /// A voicemail left for `user_id`, stored.
     VoicemailAvailable { stored: crate::recordings::StoredRecording, user_id: String, ended_by: String },
     /// Hold or mute changed.
@@ -151,8 +166,9 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Starts the writer task. `committed` is notified after each commit
-    /// (the Kafka relay waits on it).
-    pub fn spawn(db: Database, committed: Arc<Notify>) -> EventWriter {
+    /// (the Kafka relay waits on it); `live`, when given, folds each
+    /// committed update.
+    pub fn spawn(db: Database, committed: Arc<Notify>, live: Option<LiveCalls>) -> EventWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -165,7 +181,7 @@ impl EventWriter {
                     }
                 }
                 metrics::histogram!("switchboard_call_event_batch_size").record(batch.len() as f64);
-                commit_with_retry(&db, &batch).await;
+                commit_with_retry(&db, &batch, live.as_ref()).await;
                 committed.notify_one();
                 batch.clear();
             }
@@ -190,7 +206,7 @@ impl CallWriter {
     /// A writer of its own for `call_id` (for a call outside the manager,
     /// e.g. a recording left in the spool by an earlier run).
     pub fn spawn(db: Database, call_id: String, committed: Arc<Notify>) -> CallWriter {
-        EventWriter::spawn(db, committed).call(&call_id)
+        EventWriter::spawn(db, committed, None).call(&call_id)
     }
 
     /// Queues a state change stamped with the current time.
@@ -202,10 +218,23 @@ impl CallWriter {
 /// Commits `batch` in one transaction, retrying with backoff while the
 /// database is unavailable. A batch that fails is written again one update
 /// at a time, so one bad update cannot hold back the others' commits.
-async fn commit_with_retry(db: &Database, batch: &[Item]) {
+/// Each update is folded into `live` right after the transaction holding it
+/// committed, and never before; no update is given up on, so every one is
+/// eventually folded, in order.
+async fn commit_with_retry(db: &Database, batch: &[Item], live: Option<&LiveCalls>) {
+    let fold = |items: &[Item]| {
+        if let Some(live) = live {
+            for item in items {
+                live.apply(&item.call_id, &item.update, item.at);
+            }
+        }
+    };
     if batch.len() > 1 {
         match commit(db, batch).await {
-            Ok(()) => return,
+            Ok(()) => {
+                fold(batch);
+                return;
+            }
             Err(e) => {
                 warn!(error = %e, updates = batch.len(), "writing call events failed; writing them one by one");
                 metrics::counter!("switchboard_call_event_write_retries_total").increment(1);
@@ -216,7 +245,10 @@ async fn commit_with_retry(db: &Database, batch: &[Item]) {
         let mut delay = Duration::from_millis(100);
         loop {
             match commit(db, std::slice::from_ref(item)).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    fold(std::slice::from_ref(item));
+                    break;
+                }
                 Err(e) => {
                     warn!(call_id = %item.call_id, error = %e, "writing call state failed; retrying (is the database up?)");
                     metrics::counter!("switchboard_call_event_write_retries_total").increment(1);
@@ -232,9 +264,10 @@ async fn commit(db: &Database, items: &[Item]) -> Result<(), sqlx_error::Error> 
     let mut tx = db.pool().begin().await?;
     let mut kinds = Vec::with_capacity(items.len());
     for item in items {
-        let (seq, kind) = write(&mut tx, &item.call_id, &item.update, item.at).await?;
-        debug!(call_id = %item.call_id, seq, "call event written");
-        kinds.push(kind);
+        if let Some((seq, kind)) = write(&mut tx, &item.call_id, &item.update, item.at).await? {
+            debug!(call_id = %item.call_id, seq, "call event written");
+            kinds.push(kind);
+        }
     }
     tx.commit().await?;
     for kind in kinds {
@@ -244,13 +277,16 @@ async fn commit(db: &Database, items: &[Item]) -> Result<(), sqlx_error::Error> 
 }
 
 /// Applies one update and appends its event inside `tx`; returns the
-/// event's sequence and kind.
+/// event's sequence and kind (`None` for an update of the live view only).
 async fn write(
     tx: &mut switchboard_store::sqlx::Transaction<'static, switchboard_store::sqlx::Any>,
     call_id: &str,
     update: &CallUpdate,
     at: i64,
-) -> Result<(i64, &'static str), sqlx_error::Error> {
+) -> Result<Option<(i64, &'static str)>, sqlx_error::Error> {
+    if let CallUpdate::Voicemail { .. } = update {
+        return Ok(None);
+    }
     let seq: i64 = if matches!(update, CallUpdate::Started { .. }) {
         1
     } else {
@@ -373,6 +409,7 @@ async fn write(
         CallUpdate::Rated { user_id, score, comment } => {
             pb::call_event::Kind::Rating(pb::QualityRating { user_id: user_id.clone(), score: *score, comment: comment.clone() })
         }
+        CallUpdate::Voicemail { .. } => return Ok(None),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;
     let event = pb::CallEvent {
@@ -383,7 +420,7 @@ async fn write(
         kind: Some(kind),
     };
     Outbox::insert(tx, call_id, seq, event.kind_name(), &event.encode_to_vec()).await?;
-    Ok((seq, event.kind_name()))
+    Ok(Some((seq, event.kind_name())))
 }
 
 fn from_display_of(update: &CallUpdate) -> String {
@@ -417,6 +454,7 @@ mod tests {
             from_display: "Carrier".into(),
             to_number: "+14155550100".into(),
             owner: agent.clone(),
+            participants: Vec::new(),
         });
         w.record(CallUpdate::Ringing { agent: agent.clone() });
         w.record(CallUpdate::Answered { agent });
@@ -457,7 +495,7 @@ mod tests {
         let db = Database::connect(&format!("sqlite://{}", dir.path().join("w.db").display())).await.unwrap();
         db.migrate().await.unwrap();
         let notify = Arc::new(Notify::new());
-        let events = EventWriter::spawn(db.clone(), notify.clone());
+        let events = EventWriter::spawn(db.clone(), notify.clone(), None);
         let agent = AgentInfo { user_id: "u1".into(), ..Default::default() };
         let calls: Vec<CallWriter> = (0..50).map(|i| events.call(&format!("call-{i}"))).collect();
         for w in &calls {
@@ -468,6 +506,7 @@ mod tests {
                 from_display: String::new(),
                 to_number: "+14155550100".into(),
                 owner: agent.clone(),
+                participants: Vec::new(),
             });
         }
         for w in &calls {
@@ -497,5 +536,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answered, 50);
+    }
+
+    #[tokio::test]
+    async fn committed_updates_reach_the_live_view_and_live_only_ones_write_no_event() {
+        use crate::calls::live::{AgentEventKind, CallState, LiveCalls};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&format!("sqlite://{}", dir.path().join("w.db").display())).await.unwrap();
+        db.migrate().await.unwrap();
+        let live = LiveCalls::new();
+        let mut owner = live.subscribe("u1");
+        let mut mailbox = live.subscribe("u2");
+        let w = EventWriter::spawn(db.clone(), Arc::new(Notify::new()), Some(live.clone())).call("call-1");
+        w.record(CallUpdate::Started {
+            sip_call_id: "sip-1".into(),
+            direction: pb::Direction::Inbound,
+            from_number: "+12125550123".into(),
+            from_display: String::new(),
+            to_number: "+14155550100".into(),
+            owner: AgentInfo { user_id: "u1".into(), ..Default::default() },
+            participants: Vec::new(),
+        });
+        w.record(CallUpdate::Voicemail { user_id: "u2".into() });
+        w.record(CallUpdate::Ended { reason: pb::EndReason::Voicemail, hangup_by: "caller".into(), sip_status: 200, talk_seconds: 0, total_seconds: 9 });
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let event = tokio::time::timeout(Duration::from_secs(10), owner.events.recv()).await.unwrap().unwrap();
+            kinds.push(event.kind);
+        }
+        assert_eq!(kinds, [AgentEventKind::Started, AgentEventKind::Voicemail, AgentEventKind::Ended]);
+        // Shown only once committed: the stored events are already there,
+        // and the live-only update took no sequence number.
+        let rows = db.outbox().read_after(0, 10).await.unwrap();
+        let stored: Vec<(&str, u64)> =
+            rows.iter().map(|r| (r.kind.as_str(), CallEvent::decode(r.payload.as_slice()).unwrap().sequence)).collect();
+        assert_eq!(stored, [("call.started", 1), ("call.ended", 2)]);
+        // The mailbox's user sees the call from its voicemail on.
+        let event = tokio::time::timeout(Duration::from_secs(10), mailbox.events.recv()).await.unwrap().unwrap();
+        assert_eq!((event.kind, event.call.as_ref().map(|c| c.state)), (AgentEventKind::Voicemail, Some(CallState::Voicemail)));
+        assert_eq!(live.for_user("u2").len(), 1);
     }
 }

@@ -193,6 +193,11 @@ impl TestGateway {
         self.running.as_ref().expect("gateway running").control.clone()
     }
 
+    /// The live calls and agents' event hub (what `/v1/events` serves).
+    pub fn live(&self) -> switchboard_gateway::calls::live::LiveCalls {
+        self.running.as_ref().expect("gateway running").live.clone()
+    }
+
     /// A fresh directory inside the gateway's temporary directory.
     pub fn subdir(&self, name: &str) -> PathBuf {
         let d = self.dir.path().join(name);

@@ -1,0 +1,3 @@
+//! The agent API: what a signed-in agent's softphone uses.
+
+pub mod stream;
