@@ -34,6 +34,65 @@ pub struct GatewayConfig {
     pub recordings: RecordingsConfig,
     pub voicemail: VoicemailConfig,
     pub events: EventsConfig,
+    pub auth: AuthConfig,
+}
+
+/// Agent sign-in and the agent API's guards (`[auth]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long an agent's session lasts, in seconds (default 12 hours).
+    pub session_ttl_secs: u64,
+    /// 32 bytes, base64: seals agents' Salesforce tokens at rest and the
+    /// sign-in state. Secret. Every gateway of one deployment needs the same.
+    pub token_key: Option<String>,
+    /// A file holding the key instead; when neither is set the gateway uses
+    /// `<data_dir>/secrets/token.key`, created on first start.
+    pub token_key_file: Option<PathBuf>,
+    /// Browser origins allowed to call the agent API (CORS) and to receive
+    /// agents after sign-in, e.g. `https://acme.lightning.force.com`. The
+    /// gateway's own origin (`http.public_url`) is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Requests per minute one session may make (answered 429 beyond).
+    pub rate_limit_per_minute: u32,
+    /// The connected app agents sign in through; without it "Connect with
+    /// Salesforce" answers 503 and says what to configure.
+    pub salesforce: Option<AgentLoginConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 12 * 3600,
+            token_key: None,
+            token_key_file: None,
+            allowed_origins: Vec::new(),
+            rate_limit_per_minute: 600,
+            salesforce: None,
+        }
+    }
+}
+
+/// `[auth.salesforce]`: the connected app of "Connect with Salesforce".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLoginConfig {
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the
+    /// org's My Domain URL.
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    /// Its consumer secret, when the app requires one (PKCE is always used).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// When set, users of other orgs are refused (`00D…`).
+    #[serde(default)]
+    pub organization_id: Option<String>,
+}
+
+fn default_login_url() -> String {
+    "https://login.salesforce.com".to_owned()
 }
 
 /// Voicemail for calls to a user that nobody answers or that are declined.
@@ -257,11 +316,13 @@ pub struct HttpConfig {
     /// Bearer token of the admin API. Without one the admin API answers 503
     /// (it is never open).
     pub admin_token: Option<String>,
+    /// Largest request body the APIs accept, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), public_url: None, admin_token: None }
+        Self { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080), public_url: None, admin_token: None, max_body_bytes: 64 * 1024 }
     }
 }
 
@@ -435,6 +496,33 @@ impl GatewayConfig {
         if let Some(token) = &self.http.admin_token {
             if token.len() < 16 {
                 return Err(ConfigError::new("http.admin_token", "a secret of at least 16 characters"));
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            return Err(ConfigError::new("http.max_body_bytes", "a size between 1024 and 16777216 bytes"));
+        }
+        let a = &self.auth;
+        if !(300..=30 * 86_400).contains(&a.session_ttl_secs) {
+            return Err(ConfigError::new("auth.session_ttl_secs", "seconds between 300 (5 minutes) and 2592000 (30 days)"));
+        }
+        if a.rate_limit_per_minute == 0 {
+            return Err(ConfigError::new("auth.rate_limit_per_minute", "1 or more requests per minute"));
+        }
+        if let Some(key) = &a.token_key {
+            crate::api::auth::seal::Sealer::from_base64(key).map_err(|e| ConfigError::new("auth.token_key", format!("32 bytes in base64 ({e}); make one with `openssl rand -base64 32`")))?;
+        }
+        for origin in &a.allowed_origins {
+            let ok = url::Url::parse(origin).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/" && u.query().is_none() && !origin.ends_with('/'));
+            if !ok {
+                return Err(ConfigError::new("auth.allowed_origins", format!("origins like https://acme.lightning.force.com: scheme and host, no path or trailing slash (`{origin}` is not one)")));
+            }
+        }
+        if let Some(sf) = &a.salesforce {
+            if url::Url::parse(&sf.login_url).map_or(true, |u| u.scheme() != "https" && u.host_str() != Some("127.0.0.1") && u.host_str() != Some("localhost")) {
+                return Err(ConfigError::new("auth.salesforce.login_url", "an https URL such as https://login.salesforce.com or the org's My Domain"));
+            }
+            if sf.client_id.trim().is_empty() {
+                return Err(ConfigError::new("auth.salesforce.client_id", "the connected app's consumer key"));
             }
         }
         if self.recordings.store == RecordingStoreKind::S3 {

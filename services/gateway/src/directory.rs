@@ -90,6 +90,7 @@ pub struct User {
     pub extension: Option<String>,
     /// The linked Salesforce user (`005…`, 15 or 18 characters); unique.
     pub salesforce_user_id: Option<String>,
+    pub role: Role,
     /// Unix epoch milliseconds.
     pub created_at: i64,
 }
@@ -106,6 +107,37 @@ pub struct NewUser {
     /// `005…`, 15 or 18 characters; optional, unique.
     #[serde(default)]
     pub salesforce_user_id: Option<String>,
+    /// `agent` (the default) or `admin`.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a user may do beyond its own calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Agent,
+    /// Also sees admin-only recordings (F7) in the agent API.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The stored form; anything unknown is the least privileged role.
+    pub fn parse(s: &str) -> Role {
+        if s == "admin" {
+            Role::Admin
+        } else {
+            Role::Agent
+        }
+    }
 }
 
 /// A SIP endpoint that rings when its user is called.
@@ -186,6 +218,29 @@ pub struct Number {
     pub created_at: i64,
 }
 
+/// One entry of the company directory: a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DirectoryEntry {
+    /// The user's or group's id.
+    pub id: String,
+    pub kind: DirectoryKind,
+    pub name: String,
+    /// What colleagues dial.
+    pub extension: Option<String>,
+    /// Its direct numbers (E.164).
+    pub numbers: Vec<String>,
+    /// For users: the names of their groups.
+    pub groups: Vec<String>,
+}
+
+/// Whether a directory entry is a person or a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    User,
+    Group,
+}
+
 /// One user a call rings, with the devices to ring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -232,13 +287,13 @@ pub struct Directory {
     db: Database,
 }
 
-const USER_COLUMNS: &str = "id, name, extension, salesforce_user_id, created_at";
+const USER_COLUMNS: &str = "id, name, extension, salesforce_user_id, role, created_at";
 const DEVICE_COLUMNS: &str = "id, user_id, name, contact_uri, created_at";
 const GROUP_COLUMNS: &str = "id, name, extension, record_calls, created_at";
 const NUMBER_COLUMNS: &str = "number, user_id, group_id, main_line, record_calls, created_at";
 /// [`USER_COLUMNS`] of `users u`, named as [`user_from_row`] reads them.
 const USER_COLUMNS_OF_U: &str =
-    "u.id AS id, u.name AS name, u.extension AS extension, u.salesforce_user_id AS salesforce_user_id, u.created_at AS created_at";
+    "u.id AS id, u.name AS name, u.extension AS extension, u.salesforce_user_id AS salesforce_user_id, u.role AS role, u.created_at AS created_at";
 
 impl Directory {
     /// A directory over `db`, whose schema must already be migrated.
@@ -265,12 +320,13 @@ impl Directory {
             }
         }
 
-        let user = User { id: new_id(), name, extension, salesforce_user_id, created_at: now_ms() };
-        sqlx::query("INSERT INTO users (id, name, extension, salesforce_user_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+        let user = User { id: new_id(), name, extension, salesforce_user_id, role: new.role, created_at: now_ms() };
+        sqlx::query("INSERT INTO users (id, name, extension, salesforce_user_id, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&user.id)
             .bind(&user.name)
             .bind(user.extension.clone())
             .bind(user.salesforce_user_id.clone())
+            .bind(user.role.as_str())
             .bind(user.created_at)
             .execute(self.db.pool())
             .await
@@ -764,6 +820,96 @@ impl Directory {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// Makes a user an admin or an agent again.
+    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<User, DirectoryError> {
+        let done = sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(role.as_str()).bind(user_id).execute(self.db.pool()).await?;
+        if done.rows_affected() == 0 {
+            return Err(DirectoryError::not_found("user", user_id));
+        }
+        self.get_user(user_id).await
+    }
+
+    /// The user linked to a Salesforce user id, given in its 15- or
+    /// 18-character form (ids are stored as provisioned, in either form).
+    pub async fn user_by_salesforce_id(&self, salesforce_user_id: &str) -> Result<Option<User>, DirectoryError> {
+        let id = salesforce_user_id.trim();
+        if id.len() < 15 || !id.is_ascii() {
+            return Ok(None);
+        }
+        let short = &id[..15];
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE salesforce_user_id = $1 OR salesforce_user_id LIKE $2"))
+            .bind(id)
+            .bind(format!("{short}%"))
+            .fetch_all(self.db.pool())
+            .await?;
+        // LIKE is case-insensitive in SQLite: compare exactly here.
+        for row in &rows {
+            let user = user_from_row(row)?;
+            if user.salesforce_user_id.as_deref().is_some_and(|sf| sf == id || (sf.len() >= 15 && &sf[..15] == short)) {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The company directory (F3): users and groups whose name, extension,
+    /// number or (for users) group name contains `query` (case-insensitive;
+    /// numbers match on digits), ordered by name then id, at most `limit`
+    /// entries after the entry `after` (an entry id from an earlier page).
+    /// An empty query lists everyone.
+    pub async fn search(&self, query: &str, limit: usize, after: Option<&str>) -> Result<Vec<DirectoryEntry>, DirectoryError> {
+        let users = self.list_users().await?;
+        let groups = self.list_groups().await?;
+        let numbers = self.list_numbers().await?;
+        let members = sqlx::query("SELECT group_id, user_id FROM group_members").fetch_all(self.db.pool()).await?;
+        let mut entries: Vec<DirectoryEntry> = Vec::with_capacity(users.len() + groups.len());
+        let group_name = |id: &str| groups.iter().find(|g| g.id == id).map(|g| g.name.clone());
+        for u in &users {
+            let mut user_groups = Vec::new();
+            for m in &members {
+                if m.try_get::<String, _>("user_id")? == u.id {
+                    if let Some(name) = group_name(&m.try_get::<String, _>("group_id")?) {
+                        user_groups.push(name);
+                    }
+                }
+            }
+            user_groups.sort();
+            entries.push(DirectoryEntry {
+                id: u.id.clone(),
+                kind: DirectoryKind::User,
+                name: u.name.clone(),
+                extension: u.extension.clone(),
+                numbers: numbers.iter().filter(|n| n.user_id.as_deref() == Some(&u.id)).map(|n| n.number.clone()).collect(),
+                groups: user_groups,
+            });
+        }
+        for g in &groups {
+            entries.push(DirectoryEntry {
+                id: g.id.clone(),
+                kind: DirectoryKind::Group,
+                name: g.name.clone(),
+                extension: g.extension.clone(),
+                numbers: numbers.iter().filter(|n| n.group_id.as_deref() == Some(&g.id)).map(|n| n.number.clone()).collect(),
+                groups: Vec::new(),
+            });
+        }
+        let q = query.trim().to_lowercase();
+        let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+        entries.retain(|e| {
+            q.is_empty()
+                || e.name.to_lowercase().contains(&q)
+                || e.extension.as_deref().is_some_and(|x| !digits.is_empty() && x.contains(&digits))
+                || e.numbers.iter().any(|n| digits.len() >= 3 && n.contains(&digits))
+                || e.groups.iter().any(|g| g.to_lowercase().contains(&q))
+        });
+        entries.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then_with(|| a.id.cmp(&b.id)));
+        let start = match after {
+            Some(id) => entries.iter().position(|e| e.id == id).map_or(entries.len(), |i| i + 1),
+            None => 0,
+        };
+        Ok(entries.into_iter().skip(start).take(limit).collect())
+    }
+
     /// The numbers a user may present as caller ID, without repeats: the
     /// user's own numbers (oldest first), then the numbers of every group
     /// the user is a member of (groups oldest first), then the main line.
@@ -939,6 +1085,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, DirectoryError> {
         name: row.try_get("name")?,
         extension: row.try_get("extension")?,
         salesforce_user_id: row.try_get("salesforce_user_id")?,
+        role: Role::parse(&row.try_get::<String, _>("role")?),
         created_at: row.try_get("created_at")?,
     })
 }

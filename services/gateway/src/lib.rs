@@ -216,7 +216,37 @@ impl Gateway {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}; change http.listen", config.http.listen))?;
         let http = listener.local_addr()?;
+        let sealer = api::auth::load_sealer(&config.auth, &data_dir)?;
+        let login = match &config.auth.salesforce {
+            Some(sf) => Some(
+                api::auth::salesforce::SalesforceLogin::new(
+                    &sf.login_url,
+                    sf.client_id.clone(),
+                    sf.client_secret.clone(),
+                    format!("{public_url}/v1/auth/salesforce/callback"),
+                    sf.organization_id.clone(),
+                    sealer.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("auth.salesforce.login_url: {e}"))?,
+            ),
+            None => None,
+        };
+        let agent_api = api::agent::AgentApi::new(
+            api::auth::Sessions::new(db.clone(), sealer.clone(), Duration::from_secs(config.auth.session_ttl_secs)),
+            login,
+            directory.clone(),
+            control.clone(),
+            live.clone(),
+            db.clone(),
+            public_url.clone(),
+            config.auth.allowed_origins.clone(),
+            config.http.max_body_bytes,
+            sealer,
+            config.auth.rate_limit_per_minute,
+        );
+        tasks.spawn(api::agent::housekeeping(agent_api.clone(), shutdown.clone()));
         let app = api::ops_routes()
+            .merge(api::agent::router(agent_api))
             .nest("/admin/v1", api::admin::router(directory, config.sip.realm.clone(), config.http.admin_token.clone()))
             .merge(api::recordings::router(db.clone(), recordings.store(), config.http.admin_token.clone()))
             .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -175,7 +175,7 @@ async fn failures_have_the_right_status_and_a_json_error() {
             "salesforce_user_id",
         ),
         (Method::POST, "/users".into(), Some(json!({"extension": "102"})), StatusCode::BAD_REQUEST, "invalid_json", "name"),
-        (Method::POST, "/users".into(), Some(json!({"name": "Bob", "role": "admin"})), StatusCode::BAD_REQUEST, "invalid_json", "role"),
+        (Method::POST, "/users".into(), Some(json!({"name": "Bob", "rank": "admin"})), StatusCode::BAD_REQUEST, "invalid_json", "rank"),
         (
             Method::POST,
             "/devices".into(),
@@ -559,4 +559,23 @@ async fn recording_policy_failures_have_the_right_status_and_a_json_error() {
     assert_eq!((status, error_code(&body)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
     // None of the refused requests set a policy.
     assert_eq!(api.call(Method::GET, "/recording-policies", None).await, (StatusCode::OK, json!({"numbers": [], "groups": []})));
+}
+
+#[tokio::test]
+async fn a_user_is_made_an_admin_and_an_agent_again() {
+    let api = Api::new(Some(TOKEN)).await;
+    let (status, ada) = api.call(Method::POST, "/users", Some(json!({"name": "Ada"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(ada["role"], "agent", "users are agents unless said otherwise");
+    let id = ada["id"].as_str().unwrap();
+    let (status, ada) = api.call(Method::PUT, &format!("/users/{id}/role"), Some(json!({"role": "admin"}))).await;
+    assert_eq!((status, &ada["role"]), (StatusCode::OK, &json!("admin")));
+    let (_, listed) = api.call(Method::GET, &format!("/users/{id}"), None).await;
+    assert_eq!(listed["role"], "admin");
+    let (status, ada) = api.call(Method::PUT, &format!("/users/{id}/role"), Some(json!({"role": "agent"}))).await;
+    assert_eq!((status, &ada["role"]), (StatusCode::OK, &json!("agent")));
+    let (status, body) = api.call(Method::PUT, &format!("/users/{id}/role"), Some(json!({"role": "root"}))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+    let (status, body) = api.call(Method::PUT, "/users/nobody/role", Some(json!({"role": "admin"}))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
 }

@@ -65,6 +65,7 @@ fn ada() -> NewUser {
         name: "  Ada Lovelace ".into(),
         extension: Some("101".into()),
         salesforce_user_id: Some("005Dn000001AbCdEFG".into()),
+        ..Default::default()
     }
 }
 
@@ -75,15 +76,15 @@ async fn users_are_created_validated_and_unique(dir: Directory, _db: &Database) 
     assert_eq!(uuid::Uuid::parse_str(&ada.id).unwrap().get_version_num(), 7);
     assert!(ada.created_at > 1_600_000_000_000, "created_at is epoch ms: {}", ada.created_at);
 
-    let same_ext = NewUser { name: "Bob".into(), extension: Some("101".into()), salesforce_user_id: None };
+    let same_ext = NewUser { name: "Bob".into(), extension: Some("101".into()), salesforce_user_id: None, ..Default::default() };
     let err = dir.create_user(same_ext).await.unwrap_err();
     assert!(matches!(&err, DirectoryError::Conflict(m) if m.contains("extension 101")), "{err}");
 
-    let same_sf = NewUser { name: "Bob".into(), extension: None, salesforce_user_id: Some("005Dn000001AbCdEFG".into()) };
+    let same_sf = NewUser { name: "Bob".into(), extension: None, salesforce_user_id: Some("005Dn000001AbCdEFG".into()), ..Default::default() };
     let err = dir.create_user(same_sf).await.unwrap_err();
     assert!(matches!(&err, DirectoryError::Conflict(m) if m.contains(&ada.id)), "{err}");
 
-    let bad_sf = NewUser { name: "Bob".into(), extension: None, salesforce_user_id: Some("001Dn000001AbCd".into()) };
+    let bad_sf = NewUser { name: "Bob".into(), extension: None, salesforce_user_id: Some("001Dn000001AbCd".into()), ..Default::default() };
     let err = dir.create_user(bad_sf).await.unwrap_err();
     assert!(matches!(err, DirectoryError::Invalid { field: "salesforce_user_id", .. }), "{err}");
 

@@ -42,7 +42,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
 
     let phone_port = free_udp_port("127.0.0.1");
     let directory = Directory::new(db.clone());
-    let ada = directory.create_user(NewUser { name: "Ada".into(), extension: None, salesforce_user_id: None }).await.unwrap();
+    let ada = directory.create_user(NewUser { name: "Ada".into(), extension: None, salesforce_user_id: None, ..Default::default() }).await.unwrap();
     directory
         .create_device(NewDevice { user_id: ada.id.clone(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{phone_port}") })
         .await

@@ -21,7 +21,7 @@ const DIALLED: &str = "14155550100";
 async fn provision(gw: &TestGateway, device_ports: &[u16]) -> (String, Vec<String>) {
     let directory = gw.directory();
     let user = directory
-        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()) })
+        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()), ..Default::default() })
         .await
         .unwrap();
     let mut devices = Vec::new();

@@ -24,7 +24,7 @@ use switchboard_gateway::media::player::Prompt;
 use switchboard_proto::v1::RecordingState as PbRecordingState;
 use switchboard_proto::Kind;
 use support::audio::{pcap_alaw, read_mono, read_stereo, rms, similarity, speech, speech_between_silences, window};
-use support::{Baresip, PhoneAccount, Sipp, SippRun, TestGateway, CARRIER_IP};
+use support::{digits_received, softphone as phone, softphone_user as user, Baresip, PhoneAccount, Sipp, SippRun, TestGateway, CARRIER_IP};
 
 const ADA_PASSWORD: &str = "ada-media-secret";
 const BOB_PASSWORD: &str = "bob-media-secret";
@@ -41,47 +41,10 @@ fn media_config(config: &mut GatewayConfig) {
     config.voicemail.enabled = true;
 }
 
-/// Creates a user with an extension and a softphone account; returns its id.
-async fn user(gw: &TestGateway, name: &str, extension: &str, login: &str, password: &str) -> String {
-    let directory = gw.directory();
-    let user = directory.create_user(NewUser { name: name.into(), extension: Some(extension.into()), ..Default::default() }).await.unwrap();
-    let device = directory
-        .create_device(switchboard_gateway::directory::NewDevice {
-            user_id: user.id.clone(),
-            name: "softphone".into(),
-            contact_uri: format!("sip:{login}@127.0.0.1:9"),
-        })
-        .await
-        .unwrap();
-    directory.set_device_credentials(&device.id, login, password, "switchboard").await.unwrap();
-    user.id
-}
-
-async fn phone(gw: &TestGateway, login: &str, password: &str, mic: &Path) -> Baresip {
-    let mut p = Baresip::start_with_audio(
-        gw.dir.path(),
-        login,
-        gw.sip,
-        PhoneAccount { username: login, password, answermode: "auto", register: true },
-        mic,
-    )
-    .await;
-    let outcome = p.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await;
-    if outcome["type"] != "REGISTER_OK" {
-        p.fail(&format!("baresip could not register: {}", outcome["param"]));
-    }
-    p
-}
-
 /// The Switchboard call id of the only call so far.
 async fn call_id(gw: &TestGateway) -> String {
     let events = gw.events_once("call.answered", 1).await;
     events.iter().find(|(k, _)| k == "call.answered").map(|(_, e)| e.call_id.clone()).unwrap()
-}
-
-/// Digits a phone reported receiving, in order.
-fn digits_received(phone: &Baresip) -> String {
-    phone.events.iter().filter(|e| e["type"] == "CALL_DTMF_START").filter_map(|e| e["param"].as_str()).collect()
 }
 
 /// The first event of a kind among `(kind, event)` pairs, which must be there.

@@ -77,7 +77,7 @@ async fn call_out_through(trunk_scenario: &str) {
 
     let directory = Directory::new(db.clone());
     let ada = directory
-        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()) })
+        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()), ..Default::default() })
         .await
         .unwrap();
     let phone = directory
@@ -87,7 +87,7 @@ async fn call_out_through(trunk_scenario: &str) {
     directory.set_device_credentials(&phone.id, "ada", "phone-secret", REALM).await.unwrap();
     directory.assign_number("+14155550100", &ada.id).await.unwrap();
     // Someone else's number: asking to present it must not work.
-    let grace = directory.create_user(NewUser { name: "Grace".into(), extension: Some("102".into()), salesforce_user_id: None }).await.unwrap();
+    let grace = directory.create_user(NewUser { name: "Grace".into(), extension: Some("102".into()), salesforce_user_id: None, ..Default::default() }).await.unwrap();
     directory.assign_number("+14155550199", &grace.id).await.unwrap();
 
     let mut trunk = Command::new(required_program(SIPP_BIN))

@@ -54,7 +54,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let uas_media = free_port_pair("127.0.0.1");
     let directory = Directory::new(db.clone());
     let user = directory
-        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()) })
+        .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()), ..Default::default() })
         .await
         .unwrap();
     directory

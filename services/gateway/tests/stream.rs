@@ -64,7 +64,7 @@ async fn phone(gw: &TestGateway, login: &str, password: &str, answermode: &str) 
 /// The test-only authentication: the user named in `x-test-user`.
 async fn as_user(mut request: Request, next: Next) -> Response {
     let user_id = request.headers().get("x-test-user").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    request.extensions_mut().insert(Principal { user_id, session_id: "test-session".into(), role: Role::Agent });
+    request.extensions_mut().insert(Principal { user_id, session_id: "test-session".into(), role: Role::Agent, expires_at_ms: i64::MAX, salesforce_connected: false });
     next.run(request).await
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use switchboard_gateway::api::admin::{DeviceList, GroupDetail, GroupList, NumberList, UserList};
 use switchboard_gateway::directory::{
     normalise_number, Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, RecordingPolicies,
-    User,
+    Role, User,
 };
 
 use crate::cli::{
@@ -45,8 +45,13 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
 async fn execute(dir: &Directory, realm: &str, command: AdminCommand, json: bool) -> anyhow::Result<()> {
     match command {
         AdminCommand::User { command } => match command {
-            UserCommand::Add { name, extension, salesforce_user_id } => {
-                let user = dir.create_user(NewUser { name, extension, salesforce_user_id }).await?;
+            UserCommand::Add { name, extension, salesforce_user_id, admin } => {
+                let role = if admin { Role::Admin } else { Role::Agent };
+                let user = dir.create_user(NewUser { name, extension, salesforce_user_id, role }).await?;
+                output(json, &user, || users_table(std::slice::from_ref(&user)))
+            }
+            UserCommand::Role { id, role } => {
+                let user = dir.set_role(&id, Role::parse(&role)).await?;
                 output(json, &user, || users_table(std::slice::from_ref(&user)))
             }
             UserCommand::List => {
@@ -243,11 +248,12 @@ fn users_table(users: &[User]) -> String {
                 u.name.clone(),
                 u.extension.clone().unwrap_or_default(),
                 u.salesforce_user_id.clone().unwrap_or_default(),
+                u.role.as_str().to_owned(),
                 time(u.created_at),
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "NAME", "EXTENSION", "SALESFORCE USER", "CREATED"], &rows, "no users")
+    table(&["ID", "NAME", "EXTENSION", "SALESFORCE USER", "ROLE", "CREATED"], &rows, "no users")
 }
 
 fn devices_table(devices: &[Device]) -> String {

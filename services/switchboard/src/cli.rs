@@ -131,9 +131,20 @@ pub enum UserCommand {
         /// must be unique.
         #[arg(long, value_name = "ID")]
         salesforce_user_id: Option<String>,
+        /// Make the user an admin (sees admin-only recordings).
+        #[arg(long)]
+        admin: bool,
     },
     /// List every user.
     List,
+    /// Make a user an admin, or an agent again.
+    Role {
+        /// Id of the user.
+        id: String,
+        /// `admin` or `agent`.
+        #[arg(value_parser = ["admin", "agent"])]
+        role: String,
+    },
     /// Delete a user, its devices and group memberships; its numbers stay,
     /// unassigned.
     Remove {

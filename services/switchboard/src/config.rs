@@ -18,7 +18,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 use switchboard_gateway::config::{
-    EventLogKind, EventsConfig, GatewayConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
+    AuthConfig, EventLogKind, EventsConfig, GatewayConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
     RecordingsConfig, SipConfig, VoicemailConfig,
 };
 
@@ -31,8 +31,8 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// the scripts, `SWITCHBOARD_TEST_…` of test harnesses) are left alone.
 /// Variables with `__` always are configuration, so a misspelt section
 /// (`SWITCHBOARD_SIPP__UDP`) is rejected rather than ignored.
-const TOP_LEVEL_KEYS: [&str; 12] = [
-    "data_dir", "database", "sip", "media", "http", "recordings", "voicemail", "events", "kafka", "connector", "salesforce", "log",
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "data_dir", "database", "sip", "media", "http", "auth", "recordings", "voicemail", "events", "kafka", "connector", "salesforce", "log",
 ];
 
 /// Written instead of a secret by `switchboard config check`.
@@ -79,6 +79,8 @@ pub struct Config {
     /// `[http]`: listen address of the APIs, /healthz and /metrics (every
     /// role), and the admin token.
     pub http: HttpConfig,
+    /// `[auth]`: agent sign-in with Salesforce, sessions, CORS origins.
+    pub auth: AuthConfig,
     /// `[recordings]`: local directory or S3, file format.
     pub recordings: RecordingsConfig,
     /// `[voicemail]`: unanswered and declined calls to a user.
@@ -104,6 +106,7 @@ impl Default for Config {
             sip: SipConfig::default(),
             media: MediaConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
             recordings: RecordingsConfig::default(),
             voicemail: VoicemailConfig::default(),
             events: EventsSection::default(),
@@ -385,6 +388,7 @@ impl Config {
             sip: self.sip.clone(),
             media: self.media.clone(),
             http: self.http.clone(),
+            auth: self.auth.clone(),
             recordings: self.recordings.clone(),
             voicemail: self.voicemail.clone(),
             events: EventsConfig {
@@ -457,6 +461,12 @@ impl Config {
         shown.database.url = Some(switchboard_store::redact(&self.database_url()));
         if shown.http.admin_token.is_some() {
             shown.http.admin_token = Some(REDACTED.to_owned());
+        }
+        if shown.auth.token_key.is_some() {
+            shown.auth.token_key = Some(REDACTED.to_owned());
+        }
+        if let Some(secret) = shown.auth.salesforce.as_mut().and_then(|s| s.client_secret.as_mut()) {
+            *secret = REDACTED.to_owned();
         }
         if !shown.recordings.s3.secret_access_key.is_empty() {
             shown.recordings.s3.secret_access_key = REDACTED.to_owned();
@@ -552,8 +562,7 @@ mod tests {
 
     #[test]
     fn top_level_keys_match_the_struct() {
-        let mut config = Config::default();
-        config.salesforce = Some(SalesforceConfig::new("k", "u", "/k.pem"));
+        let config = Config { salesforce: Some(SalesforceConfig::new("k", "u", "/k.pem")), ..Default::default() };
         let table: toml::Table = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut expected = TOP_LEVEL_KEYS.to_vec();

@@ -36,6 +36,7 @@ pub fn router(directory: Directory, realm: String, admin_token: Option<String>) 
     Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/users/{id}/role", put(set_user_role))
         .route("/users/{id}/caller-ids", get(caller_ids))
         .route("/devices", get(list_devices).post(create_device))
         .route("/devices/{id}", delete(delete_device))
@@ -236,6 +237,18 @@ async fn list_users(State(dir): State<Directory>) -> ApiResult<axum::Json<UserLi
 
 async fn get_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<axum::Json<User>> {
     Ok(axum::Json(dir.get_user(&id).await?))
+}
+
+/// Body of `PUT /users/{id}/role`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// `admin` or `agent`.
+    pub role: crate::directory::Role,
+}
+
+async fn set_user_role(State(dir): State<Directory>, Path(id): Path<String>, JsonBody(body): JsonBody<SetRole>) -> ApiResult<axum::Json<User>> {
+    Ok(axum::Json(dir.set_role(&id, body.role).await?))
 }
 
 async fn delete_user(State(dir): State<Directory>, Path(id): Path<String>) -> ApiResult<StatusCode> {

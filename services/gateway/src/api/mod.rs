@@ -1,9 +1,11 @@
-//! HTTP APIs served by the gateway: health, Prometheus metrics, the admin
-//! API, recording playback and the agent API.
+//! HTTP APIs served by the gateway: health, Prometheus metrics, the agent
+//! API (`agent`, with sign-in in `auth` and errors in `problem`), the admin
+//! API and recording playback.
 
 pub mod admin;
 pub mod agent;
 pub mod auth;
+pub mod problem;
 pub mod recordings;
 
 use std::sync::OnceLock;

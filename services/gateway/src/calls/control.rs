@@ -6,6 +6,16 @@ use tokio::sync::{mpsc, oneshot};
 pub use super::b2bua::Leg;
 pub use crate::media::relay::{RecordCommand, RecordingState, Side};
 
+/// The bridge side of the outside party (recorded on the left channel,
+/// the one put on hold): the caller, except on an agent's outbound call.
+pub fn customer_side(outbound: bool) -> Side {
+    if outbound {
+        Side::B
+    } else {
+        Side::A
+    }
+}
+
 /// A change to a live call's media, carried out by its bridge without any
 /// SIP towards the far end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +63,7 @@ pub(crate) enum Command {
     Media { call_id: String, command: MediaCommand, reply: oneshot::Sender<Result<MediaState, ControlError>> },
     Rate { call_id: String, user_id: String, score: u32, comment: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Screen { call_id: String, pick_up: bool, reply: oneshot::Sender<Result<(), ControlError>> },
+    HangUp { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -101,6 +112,14 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         let command = Command::Rate { call_id: call_id.to_owned(), user_id: user_id.to_owned(), score, comment: comment.to_owned(), reply };
         self.tx.send(command).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Ends an answered call: BYE to both legs, `call.ended` with the
+    /// gateway as the side that hung up.
+    pub async fn hang_up(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::HangUp { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

@@ -543,7 +543,7 @@ impl Manager {
             RouteOutcome::Ready(plan) => {
                 let super::routing::Plan { mailbox, started, presentation, forks, a, b, admin_recording } = *plan;
                 // The recording's left channel is the outside party.
-                let customer = if started.direction == pb::Direction::Outbound { Side::B } else { Side::A };
+                let customer = super::control::customer_side(started.direction == pb::Direction::Outbound);
                 let started_direction = started.direction;
                 let caller_rtp = entry.call.caller_offer().rtp;
                 let (agents, targets): (Vec<Option<AgentInfo>>, Vec<Target>) = forks.into_iter().map(|f| (f.agent, f.target)).unzip();
@@ -655,6 +655,24 @@ impl Manager {
                     };
                     let _ = reply.send(result);
                 });
+            }
+            Command::HangUp { call_id, reply } => {
+                let now = std::time::Instant::now();
+                let actions = match self.calls.get_mut(&call_id) {
+                    None => Err(ControlError::NoSuchCall(call_id.clone())),
+                    Some(e) if !e.call.is_answered() || e.call.has_ended() => Err(ControlError::NotAnswered(call_id.clone())),
+                    Some(e) => Ok(e.call.hang_up(now)),
+                };
+                match actions {
+                    Ok(actions) => {
+                        info!(call_id = %call_id, "hang-up requested");
+                        self.execute(&call_id, actions).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Hold { call_id, leg, on, reply } => {
                 let now = std::time::Instant::now();

@@ -29,18 +29,18 @@ struct Bucket {
 
 /// Token buckets per source address.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     policy: RatePolicy,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<K, Bucket>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     pub fn new(policy: RatePolicy) -> Self {
         RateLimiter { policy, buckets: HashMap::new() }
     }
 
     /// Takes one token for a request from `ip`; `false` when over the limit.
-    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub fn allow(&mut self, ip: K, now: Instant) -> bool {
         let p = self.policy;
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= p.max_tracked {
             self.forget_full(now);

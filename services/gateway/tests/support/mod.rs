@@ -661,3 +661,44 @@ impl Baresip {
         }
     }
 }
+
+// ---- softphones ----------------------------------------------------------------
+
+/// Creates a user with an extension and a softphone account; returns its id.
+pub async fn softphone_user(gw: &TestGateway, name: &str, extension: &str, login: &str, password: &str) -> String {
+    let directory = gw.directory();
+    let user = directory.create_user(switchboard_gateway::directory::NewUser { name: name.into(), extension: Some(extension.into()), ..Default::default() }).await.unwrap();
+    let device = directory
+        .create_device(switchboard_gateway::directory::NewDevice {
+            user_id: user.id.clone(),
+            name: "softphone".into(),
+            contact_uri: format!("sip:{login}@127.0.0.1:9"),
+        })
+        .await
+        .unwrap();
+    directory.set_device_credentials(&device.id, login, password, "switchboard").await.unwrap();
+    user.id
+}
+
+/// A baresip softphone registered as `login` that speaks `mic` and answers by itself.
+pub async fn softphone(gw: &TestGateway, login: &str, password: &str, mic: &std::path::Path) -> Baresip {
+    let mut p = Baresip::start_with_audio(
+        gw.dir.path(),
+        login,
+        gw.sip,
+        PhoneAccount { username: login, password, answermode: "auto", register: true },
+        mic,
+    )
+    .await;
+    let outcome = p.first_of(&["REGISTER_OK", "REGISTER_FAIL"], 20).await;
+    if outcome["type"] != "REGISTER_OK" {
+        p.fail(&format!("baresip could not register: {}", outcome["param"]));
+    }
+    p
+}
+
+/// Digits a phone reported receiving, in order.
+pub fn digits_received(phone: &Baresip) -> String {
+    phone.events.iter().filter(|e| e["type"] == "CALL_DTMF_START").filter_map(|e| e["param"].as_str()).collect()
+}
+

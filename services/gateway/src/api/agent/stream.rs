@@ -51,8 +51,14 @@ pub fn router(live: LiveCalls) -> Router {
     Router::new().route("/v1/events", get(sse)).route("/v1/events/ws", get(websocket)).with_state(live)
 }
 
-/// The agent's events as Server-Sent Events.
-async fn sse(
+/// The agent's live events as Server-Sent Events: `snapshot` first, then
+/// every [`AgentEvent`] (event name = `type`, id = `seq`).
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("session" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "an endless `text/event-stream` of AgentEvent JSON", content_type = "text/event-stream", body = AgentEvent),
+        (status = 401, body = crate::api::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sse(
     Extension(principal): Extension<Principal>,
     State(live): State<LiveCalls>,
 ) -> Sse<impl Stream<Item = Result<Event, axum::Error>>> {
@@ -68,8 +74,14 @@ fn sse_event(event: &AgentEvent) -> Result<Event, axum::Error> {
     Event::default().event(event.kind.as_str()).id(event.seq.to_string()).json_data(event)
 }
 
-/// The agent's events over a WebSocket.
-async fn websocket(Extension(principal): Extension<Principal>, State(live): State<LiveCalls>, upgrade: WebSocketUpgrade) -> Response {
+/// The agent's live events over a WebSocket: the same JSON messages as
+/// text frames, `snapshot` first.
+#[utoipa::path(get, path = "/v1/events/ws", tag = "events", security(("session" = []), ("ticket" = [])),
+    responses(
+        (status = 101, description = "switching to a WebSocket carrying AgentEvent JSON text frames"),
+        (status = 401, body = crate::api::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn websocket(Extension(principal): Extension<Principal>, State(live): State<LiveCalls>, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| serve_websocket(socket, live, principal.user_id))
 }
 

@@ -1,0 +1,261 @@
+//! The agent's calls and what it can do on them (F4, F6, F13, F17): list,
+//! hold, mute, DTMF, recording, hang up, screen and pick up, rate.
+//!
+//! An agent sees and controls only the calls it may see on its event
+//! stream (its own, ringing for it, answered by it, transferred or parked
+//! to it); any other id is answered 404, exactly like an id that does not
+//! exist, so ids of other agents' calls cannot be probed. Hold puts the far
+//! end on hold (it hears music); mute silences the agent towards the far
+//! end. Each operation answers with the call's state after it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use switchboard_store::sqlx;
+use utoipa::ToSchema;
+
+use super::AgentApi;
+use crate::api::auth::Principal;
+use crate::api::problem::{Json, Path, Problem};
+use crate::calls::control::{customer_side, ControlError, MediaCommand, MediaState, RecordCommand, RecordingState, Side};
+use crate::calls::live::{CallDirection, CallParty, CallState, CallView, RecordingStatus};
+
+/// `GET /v1/calls`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallList {
+    /// The agent's live calls (and those ended in the last minute), oldest first.
+    pub calls: Vec<CallView>,
+}
+
+/// Body of hold and mute.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"on": true}))]
+pub struct Toggle {
+    /// `true` to hold (mute), `false` to resume (unmute).
+    pub on: bool,
+}
+
+/// Body of `POST /v1/calls/{id}/dtmf`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"digits": "1234#"}))]
+pub struct Digits {
+    /// 0–9, *, #, A–D; at most 32.
+    pub digits: String,
+}
+
+/// Body of `POST /v1/calls/{id}/recording`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"action": "pause"}))]
+pub struct RecordingAction {
+    pub action: RecordingVerb,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingVerb {
+    Start,
+    Stop,
+    Pause,
+    Resume,
+}
+
+/// Body of `POST /v1/calls/{id}/rating` (F17).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"score": 4, "comment": "slight echo"}))]
+pub struct Rating {
+    /// 1 (bad) to 5 (excellent).
+    pub score: u32,
+    /// At most 1,000 characters.
+    #[serde(default)]
+    pub comment: String,
+}
+
+fn not_found(call_id: &str) -> Problem {
+    Problem::not_found("call_not_found", format!("no call {call_id} of yours is live; it may have ended"))
+}
+
+fn control_problem(e: ControlError) -> Problem {
+    match e {
+        ControlError::NoSuchCall(id) => not_found(&id),
+        e @ (ControlError::NotAnswered(_) | ControlError::NotScreening(_)) => Problem::conflict("call_state", e.to_string()),
+        e @ ControlError::NoMedia(_) => Problem::conflict("no_media", e.to_string()),
+        e @ ControlError::InvalidRating(_) => Problem::bad_request("invalid_rating", e.to_string()),
+        e @ ControlError::Stopped => Problem::unavailable("shutting_down", e.to_string()).with_retry_after(5),
+        ControlError::Store(e) => Problem::internal("looking up the call failed", &e),
+    }
+}
+
+impl AgentApi {
+    /// The call, if the agent may see it.
+    fn own_call(&self, me: &Principal, call_id: &str) -> Result<CallView, Problem> {
+        self.live.get(call_id).filter(|_| self.live.visible(call_id, &me.user_id)).ok_or_else(|| not_found(call_id))
+    }
+
+    async fn media(&self, me: &Principal, call_id: &str, command: impl FnOnce(&CallView) -> MediaCommand) -> Result<Json<CallView>, Problem> {
+        let view = self.own_call(me, call_id)?;
+        let state = self.control.media(call_id, command(&view)).await.map_err(control_problem)?;
+        Ok(Json(with_media(view, state)))
+    }
+}
+
+/// The call view with the media state the manager answered (the stream's
+/// copy follows once the change is committed).
+fn with_media(mut view: CallView, state: MediaState) -> CallView {
+    view.held = state.held.map(party);
+    view.muted = [Side::A, Side::B].into_iter().filter(|s| state.muted[*s as usize]).map(party).collect();
+    view.recording = match state.recording {
+        RecordingState::Off => RecordingStatus::Off,
+        RecordingState::Recording => RecordingStatus::Recording,
+        RecordingState::Paused => RecordingStatus::Paused,
+    };
+    view
+}
+
+fn party(side: Side) -> CallParty {
+    match side {
+        Side::A => CallParty::Caller,
+        Side::B => CallParty::Callee,
+    }
+}
+
+/// (customer, agent) sides of a call's bridge.
+fn sides(view: &CallView) -> (Side, Side) {
+    let customer = customer_side(view.direction == CallDirection::Outbound);
+    let agent = if customer == Side::A { Side::B } else { Side::A };
+    (customer, agent)
+}
+
+/// The agent's calls.
+#[utoipa::path(get, path = "/v1/calls", tag = "calls", security(("session" = [])),
+    responses((status = 200, body = CallList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list(State(api): State<AgentApi>, Extension(me): Extension<Principal>) -> Json<CallList> {
+    Json(CallList { calls: api.live.for_user(&me.user_id) })
+}
+
+/// One of the agent's calls.
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    api.own_call(&me, &id).map(Json)
+}
+
+/// Holds the far end (it hears music) or resumes it.
+#[utoipa::path(post, path = "/v1/calls/{id}/hold", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = Toggle,
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "the call is not answered", body = Problem, content_type = "application/problem+json")))]
+pub async fn hold(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>, Json(t): Json<Toggle>) -> Result<Json<CallView>, Problem> {
+    api.media(&me, &id, |v| MediaCommand::Hold { side: sides(v).0, on: t.on }).await
+}
+
+/// Mutes the agent towards the far end, or unmutes.
+#[utoipa::path(post, path = "/v1/calls/{id}/mute", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = Toggle,
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn mute(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>, Json(t): Json<Toggle>) -> Result<Json<CallView>, Problem> {
+    api.media(&me, &id, |v| MediaCommand::Mute { side: sides(v).1, on: t.on }).await
+}
+
+/// Sends DTMF digits to the far end (RFC 4733).
+#[utoipa::path(post, path = "/v1/calls/{id}/dtmf", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "send one: a retried request must not press the keys twice")),
+    request_body = Digits,
+    responses((status = 200, body = CallView), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn dtmf(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>, Json(d): Json<Digits>) -> Result<Json<CallView>, Problem> {
+    if d.digits.is_empty() || d.digits.len() > 32 || !d.digits.chars().all(|c| c.is_ascii_digit() || "*#ABCDabcd".contains(c)) {
+        return Err(Problem::bad_request("invalid_digits", "digits are 1 to 32 of 0-9, *, # and A-D"));
+    }
+    let digits = d.digits.to_ascii_uppercase();
+    api.media(&me, &id, |v| MediaCommand::Dtmf { to: sides(v).0, digits }).await
+}
+
+/// Starts, stops, pauses or resumes the agent's recording (F6).
+#[utoipa::path(post, path = "/v1/calls/{id}/recording", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = RecordingAction,
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn recording(
+    State(api): State<AgentApi>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(r): Json<RecordingAction>,
+) -> Result<Json<CallView>, Problem> {
+    let cmd = match r.action {
+        RecordingVerb::Start => RecordCommand::Start { admin_only: false },
+        RecordingVerb::Stop => RecordCommand::Stop,
+        RecordingVerb::Pause => RecordCommand::Pause,
+        RecordingVerb::Resume => RecordCommand::Resume,
+    };
+    api.media(&me, &id, |_| MediaCommand::Record(cmd)).await
+}
+
+/// Hangs the call up.
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn hangup(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let mut view = api.own_call(&me, &id)?;
+    api.control.hang_up(&id).await.map_err(control_problem)?;
+    view.state = CallState::Ended;
+    Ok(Json(view))
+}
+
+/// Listens to the voicemail the caller is leaving (F13): the agent's
+/// devices ring, and the one that answers hears the caller unheard.
+#[utoipa::path(post, path = "/v1/calls/{id}/screen", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "the caller is not leaving a voicemail", body = Problem, content_type = "application/problem+json")))]
+pub async fn screen(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let view = api.own_call(&me, &id)?;
+    api.control.screen(&id).await.map_err(control_problem)?;
+    Ok(Json(view))
+}
+
+/// Takes the screened call: the voicemail ends (what was said is kept)
+/// and the agent talks with the caller.
+#[utoipa::path(post, path = "/v1/calls/{id}/pick-up", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn pick_up(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let view = api.own_call(&me, &id)?;
+    api.control.pick_up(&id).await.map_err(control_problem)?;
+    Ok(Json(view))
+}
+
+/// Rates the call's audio, during or after the call (F17).
+#[utoipa::path(post, path = "/v1/calls/{id}/rating", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = Rating,
+    responses((status = 204, description = "recorded as a call.rating event"), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn rate(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>, Json(r): Json<Rating>) -> Result<StatusCode, Problem> {
+    if r.comment.chars().count() > 1000 {
+        return Err(Problem::bad_request("invalid_rating", "the comment is at most 1,000 characters"));
+    }
+    // Ended calls are rated too: the agent who took the call may rate it.
+    if api.own_call(&me, &id).is_err() {
+        let agent: Option<(Option<String>,)> = sqlx::query_as("SELECT user_id FROM calls WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(api.db.pool())
+            .await
+            .map_err(|e| Problem::internal("looking up the call failed", &e))?;
+        if agent.and_then(|(u,)| u).as_deref() != Some(me.user_id.as_str()) {
+            return Err(not_found(&id));
+        }
+    }
+    api.control.rate(&id, &me.user_id, r.score, &r.comment).await.map_err(control_problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
