@@ -2,10 +2,14 @@
 -- bearer token, stored only as its SHA-256, with the agent's Salesforce
 -- tokens sealed (AES-256-GCM) for searches made on the agent's behalf.
 -- Users have a role: admins see admin-only recordings in the agent API.
--- Agent settings (F2) and the answers to requests with an Idempotency-Key
+-- A call remembers the agent who answered it (its recordings and rating
+-- are that agent's). Agent settings (F2) and the answers to requests with an Idempotency-Key
 -- live here too. Keep in step with the other dialect's file of the same name.
 ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'agent'
     CONSTRAINT users_role CHECK (role IN ('agent', 'admin'));
+
+ALTER TABLE calls ADD COLUMN agent_user_id TEXT;
+CREATE INDEX calls_agent ON calls(agent_user_id);
 
 CREATE TABLE agent_sessions (
     id           TEXT PRIMARY KEY,

@@ -95,7 +95,16 @@ impl Gateway {
             }
             None => config.media.bind_ip,
         };
-        let public_url = config.public_url();
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}; change http.listen", config.http.listen))?;
+        let http = listener.local_addr()?;
+        // Without http.public_url, links name the address actually bound
+        // (http.listen may ask for port 0).
+        let public_url = match &config.http.public_url {
+            Some(_) => config.public_url(),
+            None => format!("http://{http}"),
+        };
         let recordings = RecordingSink::from_config(&config.recordings, &data_dir, &public_url, shutdown.clone())?;
         let directory = Directory::new(db.clone());
         let committed = Arc::new(Notify::new());
@@ -212,10 +221,6 @@ impl Gateway {
             tasks.spawn(events::relay::run(db.outbox(), producer, config.events.kafka.topic.clone(), committed.clone(), shutdown.clone()));
         }
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}; change http.listen", config.http.listen))?;
-        let http = listener.local_addr()?;
         let sealer = api::auth::load_sealer(&config.auth, &data_dir)?;
         let login = match &config.auth.salesforce {
             Some(sf) => Some(
@@ -238,6 +243,7 @@ impl Gateway {
             control.clone(),
             live.clone(),
             db.clone(),
+            recordings.clone(),
             public_url.clone(),
             config.auth.allowed_origins.clone(),
             config.http.max_body_bytes,

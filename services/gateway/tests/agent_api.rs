@@ -528,3 +528,69 @@ async fn without_a_connected_app_sign_in_says_what_to_configure() {
     assert!(body["detail"].as_str().unwrap().contains("auth.salesforce"));
     api.gw.stop().await;
 }
+
+/// Recordings and voicemails: each agent lists its own, admins also the
+/// admin-only ones, and a playback link plays the file and nothing else.
+#[tokio::test]
+async fn agents_list_their_own_recordings_and_play_them_through_expiring_links() {
+    use switchboard_store::sqlx;
+    let api = Api::start(|_| {}).await;
+    let (ada, ada_token) = api.agent("Ada").await;
+    let (bob, bob_token) = api.agent("Bob").await;
+    let root = api.gw.directory().create_user(NewUser { name: "Root".into(), role: switchboard_gateway::directory::Role::Admin, ..Default::default() }).await.unwrap();
+    let (admin_token, _) = api.sessions(Duration::from_secs(3600)).create(&root.id, None).await.unwrap();
+    let pool = api.gw.db.pool();
+    for (call, agent) in [("call-a", &ada), ("call-b", &bob)] {
+        sqlx::query("INSERT INTO calls (id, sip_call_id, direction, from_number, to_number, user_id, agent_user_id, state, next_seq, started_at) VALUES ($1, $1, 'inbound', '+1', '+2', $2, $2, 'ended', 1, 1)")
+            .bind(call).bind(agent.as_str()).execute(pool).await.unwrap();
+    }
+    let store = api.gw.dir.path().join("recordings");
+    // (id, call, kind, admin_only, mailbox user, created_at)
+    let rows = [
+        ("rec-a1", "call-a", "recording", 0, None, 10),
+        ("rec-a2", "call-a", "recording", 0, None, 20),
+        ("rec-a-admin", "call-a", "recording", 1, None, 30),
+        ("vm-a", "call-b", "voicemail", 0, Some(ada.as_str()), 40),
+        ("rec-b", "call-b", "recording", 0, None, 50),
+    ];
+    for (id, call, kind, admin_only, mailbox, at) in rows {
+        let key = format!("{id}.wav");
+        std::fs::write(store.join(&key), format!("RIFF audio of {id}")).unwrap();
+        sqlx::query("INSERT INTO recordings (id, call_id, object_key, format, duration_ms, size_bytes, admin_only, created_at, kind, user_id) VALUES ($1, $2, $3, 'wav/pcm_s16le', 1000, 20, $4, $5, $6, $7)")
+            .bind(id).bind(call).bind(&key).bind(admin_only as i64).bind(at as i64).bind(kind).bind(mailbox).execute(pool).await.unwrap();
+    }
+    let ids = |page: &Value| -> Vec<String> { page["recordings"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect() };
+
+    let (status, _, page) = api.call(Method::GET, "/v1/recordings", Some(&ada_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), ["vm-a", "rec-a2", "rec-a1"], "Ada's own, newest first, no admin-only one, her voicemail on Bob's call");
+    let (_, _, page) = api.call(Method::GET, "/v1/recordings?kind=voicemail", Some(&ada_token), None).await;
+    assert_eq!(ids(&page), ["vm-a"]);
+    let (_, _, page) = api.call(Method::GET, "/v1/recordings", Some(&bob_token), None).await;
+    assert_eq!(ids(&page), ["rec-b"], "Bob never sees Ada's");
+    let (_, _, page) = api.call(Method::GET, "/v1/recordings", Some(&admin_token), None).await;
+    assert_eq!(ids(&page), ["rec-a-admin"], "an admin sees admin-only recordings");
+    // Paging: one at a time, every item once.
+    let (_, _, first) = api.call(Method::GET, "/v1/recordings?limit=2", Some(&ada_token), None).await;
+    assert_eq!(ids(&first), ["vm-a", "rec-a2"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, _, second) = api.call(Method::GET, &format!("/v1/recordings?limit=2&cursor={cursor}"), Some(&ada_token), None).await;
+    assert_eq!(ids(&second), ["rec-a1"]);
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    let (_, _, page) = api.call(Method::GET, "/v1/recordings", Some(&ada_token), None).await;
+    let link = page["recordings"][1]["playback_url"].as_str().unwrap().to_owned();
+    assert!(link.starts_with(&format!("{}/v1/recordings/rec-a2/audio?token=", api.base)), "{link}");
+    let r = api.http.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(r.text().await.unwrap(), "RIFF audio of rec-a2", "no session needed: the link is the permission");
+    // The token names its recording: moved to another id, or altered, it is refused.
+    let token = link.split("token=").nth(1).unwrap();
+    for bad in [format!("{}/v1/recordings/rec-b/audio?token={token}", api.base), format!("{link}x"), format!("{}/v1/recordings/rec-a2/audio?token=v1.AAAA", api.base)] {
+        let r = api.http.get(&bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], "link_expired");
+    }
+    api.gw.stop().await;
+}

@@ -44,12 +44,17 @@ async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     let Some((key, format)) = row else {
         return error(StatusCode::NOT_FOUND, "not_found", "no recording with this id");
     };
-    match ctx.store.get(&object_store::path::Path::from(key.as_str())).await {
+    stream_object(ctx.store.as_ref(), &key, &format).await
+}
+
+/// Streams a stored recording with its MIME type and length.
+pub async fn stream_object(store: &dyn ObjectStore, key: &str, format: &str) -> Response {
+    match store.get(&object_store::path::Path::from(key)).await {
         Ok(obj) => {
             let size = obj.meta.size;
             let stream = obj.into_stream();
             Response::builder()
-                .header(header::CONTENT_TYPE, content_type(&format))
+                .header(header::CONTENT_TYPE, content_type(format))
                 .header(header::CONTENT_LENGTH, size.to_string())
                 .body(Body::from_stream(stream))
                 .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "response"))
@@ -64,7 +69,7 @@ async fn fetch(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
 
 /// The MIME type of a recording's stored format (`wav/pcm_s16le`,
 /// `ogg/opus`, `mp3`).
-fn content_type(format: &str) -> &'static str {
+pub fn content_type(format: &str) -> &'static str {
     match format.split('/').next().unwrap_or_default() {
         "ogg" => "audio/ogg; codecs=opus",
         "mp3" => "audio/mpeg",

@@ -320,9 +320,10 @@ async fn write(
             pb::call_event::Kind::Ringing(pb::CallRinging { agent: Some(agent.to_proto()) })
         }
         CallUpdate::Answered { agent } => {
-            q("UPDATE calls SET state = 'answered', answered_at = $2 WHERE id = $1")
+            q("UPDATE calls SET state = 'answered', answered_at = $2, agent_user_id = $3 WHERE id = $1")
                 .bind(call_id)
                 .bind(at)
+                .bind(agent.user_id.as_str())
                 .execute(&mut **tx)
                 .await?;
             pb::call_event::Kind::Answered(pb::CallAnswered { agent: Some(agent.to_proto()) })

@@ -144,6 +144,9 @@ struct Backoff {
 pub struct RecordingSink {
     /// For playback: the client with the store's default retries.
     store: Arc<dyn ObjectStore>,
+    /// Presigns playback links (S3); `None` for the local directory, whose
+    /// links are the gateway's own.
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
     /// For uploads: few retries per attempt, the sink retries on its own.
     uploads: Arc<dyn ObjectStore>,
     /// Parts with explicit numbers (S3); `None` for the local directory,
@@ -206,7 +209,10 @@ impl RecordingSink {
                     retry_timeout: Duration::from_secs(10),
                 };
                 let uploads = Arc::new(b.with_retry(retry).build().map_err(RecordingStoreError::S3)?);
-                RecordingSink::with_stores(Arc::new(playback), uploads.clone(), Some(uploads), s3.prefix.clone(), public_url, spool, shutdown)
+                let playback = Arc::new(playback);
+                let mut sink = RecordingSink::with_stores(playback.clone(), uploads.clone(), Some(uploads), s3.prefix.clone(), public_url, spool, shutdown);
+                sink.signer = Some(playback);
+                sink
             }
         };
         // What an earlier run left in the spool is waiting too.
@@ -235,6 +241,7 @@ impl RecordingSink {
     ) -> RecordingSink {
         RecordingSink {
             store,
+            signer: None,
             uploads,
             multipart,
             prefix,
@@ -266,6 +273,19 @@ impl RecordingSink {
     /// The object store (for playback).
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// A presigned GET link to a stored object, valid for `expires_in`,
+    /// when the store can make one (S3); `None` for the local directory.
+    pub async fn presigned(&self, object_key: &str, expires_in: Duration) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        match signer.signed_url(reqwest::Method::GET, &Path::from(object_key), expires_in).await {
+            Ok(url) => Some(url.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "presigning a recording link failed; the gateway serves it instead");
+                None
+            }
+        }
     }
 
     /// Starts a recording of `call_id`: creates its spool entry and, on S3,

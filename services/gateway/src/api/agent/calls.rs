@@ -247,7 +247,7 @@ pub async fn rate(State(api): State<AgentApi>, Extension(me): Extension<Principa
     }
     // Ended calls are rated too: the agent who took the call may rate it.
     if api.own_call(&me, &id).is_err() {
-        let agent: Option<(Option<String>,)> = sqlx::query_as("SELECT user_id FROM calls WHERE id = $1")
+        let agent: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_user_id FROM calls WHERE id = $1")
             .bind(&id)
             .fetch_optional(api.db.pool())
             .await

@@ -16,6 +16,7 @@
 pub mod calls;
 pub mod idempotency;
 pub mod me;
+pub mod recordings;
 pub mod signin;
 pub mod stream;
 
@@ -42,6 +43,7 @@ use crate::api::problem::Problem;
 use crate::calls::control::CallControl;
 use crate::calls::live::LiveCalls;
 use crate::directory::Directory;
+use crate::recordings::RecordingSink;
 use crate::sip::ratelimit::{RateLimiter, RatePolicy};
 
 /// How long a stream ticket is valid.
@@ -57,6 +59,7 @@ pub struct AgentApi {
     pub control: CallControl,
     pub live: LiveCalls,
     pub db: Database,
+    pub recordings: RecordingSink,
     /// The gateway's public URL, without a trailing slash.
     pub public_url: String,
     pub allowed_origins: Arc<Vec<String>>,
@@ -92,6 +95,7 @@ impl AgentApi {
         control: CallControl,
         live: LiveCalls,
         db: Database,
+        recordings: RecordingSink,
         public_url: String,
         allowed_origins: Vec<String>,
         max_body_bytes: usize,
@@ -106,6 +110,7 @@ impl AgentApi {
             control,
             live,
             db,
+            recordings,
             public_url,
             allowed_origins: Arc::new(allowed_origins),
             max_body_bytes,
@@ -160,6 +165,7 @@ impl AgentApi {
         (name = "sign-in", description = "Connect with Salesforce, sign out"),
         (name = "agent", description = "The signed-in agent, its settings, caller IDs and the directory"),
         (name = "calls", description = "The agent's calls and what it can do on them"),
+        (name = "recordings", description = "The agent's recordings and voicemails, with playback links"),
         (name = "events", description = "The live event stream"),
     ),
     components(schemas(Problem, crate::calls::live::AgentEvent))
@@ -181,7 +187,10 @@ impl Modify for Security {
 
 /// The routes that need no session (sign-in), and those that do.
 fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
-    let public = OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(signin::login)).routes(routes!(signin::callback));
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(signin::login))
+        .routes(routes!(signin::callback))
+        .routes(routes!(recordings::audio));
     let private = OpenApiRouter::new()
         .routes(routes!(signin::logout))
         .routes(routes!(me::me))
@@ -199,6 +208,7 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(calls::screen))
         .routes(routes!(calls::pick_up))
         .routes(routes!(calls::rate))
+        .routes(routes!(recordings::list))
         .routes(routes!(stream::sse))
         .routes(routes!(stream::websocket));
     (public, private)
