@@ -26,6 +26,7 @@ impl v1::CallEvent {
             Some(Kind::VoicemailAvailable(_)) => "voicemail.available",
             Some(Kind::Rating(_)) => "call.rating",
             Some(Kind::Screening(_)) => "voicemail.screening",
+            Some(Kind::Note(_)) => "call.note",
             None => "unknown",
         }
     }

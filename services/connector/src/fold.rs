@@ -451,7 +451,13 @@ impl CallState {
                 }
             }
             // Mid-call state and quality do not change the call's log yet.
-            Kind::MediaState(_) | Kind::RecordingState(_) | Kind::Quality(_) | Kind::VoicemailAvailable(_) | Kind::Rating(_) | Kind::Screening(_) => return Ok(Applied::Ignored),
+            Kind::MediaState(_)
+            | Kind::RecordingState(_)
+            | Kind::Quality(_)
+            | Kind::VoicemailAvailable(_)
+            | Kind::Rating(_)
+            | Kind::Screening(_)
+            | Kind::Note(_) => return Ok(Applied::Ignored),
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")

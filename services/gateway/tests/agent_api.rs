@@ -422,6 +422,37 @@ async fn an_agent_holds_mutes_sends_dtmf_and_hangs_up_its_call_and_nobody_else_c
     let (status, headers, body) = api.call(Method::POST, &format!("/v1/calls/{id}/rating"), Some(&carol), Some(json!({"score": 1}))).await;
     assert_problem(status, &headers, &body, StatusCode::NOT_FOUND, "call_not_found");
 
+    // Notes after the call: two notes, one of them sent twice with the same
+    // key, make two call.note events; Carol's and an empty one are refused.
+    let note = |text: &'static str, key: &'static str| {
+        api.http
+            .post(format!("{}/v1/calls/{id}/notes", api.base))
+            .bearer_auth(&bob_token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"text": text}))
+            .send()
+    };
+    let first = note("Wants the March invoice re-sent", "note-1").await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let again: Value = note("Wants the March invoice re-sent", "note-1").await.unwrap().json().await.unwrap();
+    assert_eq!(again["note_id"], first["note_id"], "the retry answers the first note");
+    assert_eq!(note("Call back Friday — ünïcode ok", "note-2").await.unwrap().status(), StatusCode::CREATED);
+    let (status, headers, body) = api.call(Method::POST, &format!("/v1/calls/{id}/notes"), Some(&carol), Some(json!({"text": "mine"}))).await;
+    assert_problem(status, &headers, &body, StatusCode::NOT_FOUND, "call_not_found");
+    let (status, headers, body) = api.call(Method::POST, &format!("/v1/calls/{id}/notes"), Some(&bob_token), Some(json!({"text": "  "}))).await;
+    assert_problem(status, &headers, &body, StatusCode::BAD_REQUEST, "invalid_note");
+    let events = api.gw.events_once("call.note", 2).await;
+    let notes: Vec<String> = events
+        .iter()
+        .filter(|(_, e)| e.call_id == id)
+        .filter_map(|(_, e)| match &e.kind {
+            Some(switchboard_proto::Kind::Note(n)) => Some(format!("{}:{}", n.user_id == bob_id, n.text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes, ["true:Wants the March invoice re-sent", "true:Call back Friday — ünïcode ok"], "each note once, in order, by Bob");
+
     ada.quit().await;
     bob.quit().await;
     api.gw.stop().await;

@@ -64,6 +64,7 @@ pub(crate) enum Command {
     Rate { call_id: String, user_id: String, score: u32, comment: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Screen { call_id: String, pick_up: bool, reply: oneshot::Sender<Result<(), ControlError>> },
     HangUp { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    Note { call_id: String, user_id: String, text: String, reply: oneshot::Sender<Result<String, ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -120,6 +121,15 @@ impl CallControl {
     pub async fn hang_up(&self, call_id: &str) -> Result<(), ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::HangUp { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Records an agent's note on a call (live or ended) as a `call.note`
+    /// event; answers the note's id.
+    pub async fn note(&self, call_id: &str, user_id: &str, text: &str) -> Result<String, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Note { call_id: call_id.to_owned(), user_id: user_id.to_owned(), text: text.to_owned(), reply };
+        self.tx.send(command).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

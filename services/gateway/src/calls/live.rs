@@ -580,8 +580,9 @@ impl LiveCalls {
             CallUpdate::Rated { user_id, score, comment } => {
                 (AgentEventKind::Rated, None, Some(RatingView { user_id: user_id.clone(), score: *score, comment: comment.clone() }))
             }
-            // Media quality is for the call log, not the softphone.
-            CallUpdate::Quality { .. } => return,
+            // Media quality and notes are for the call log, not the
+            // softphone (the tab that wrote a note has it already).
+            CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,
         };
         inner.publish(call_id, kind, at_ms, recording_id, rating);
     }

@@ -656,6 +656,29 @@ impl Manager {
                     let _ = reply.send(result);
                 });
             }
+            Command::Note { call_id, user_id, text, reply } => {
+                // Notes come after hangup too, like ratings.
+                let (db, writer) = (self.deps.db.clone(), self.events.call(&call_id));
+                tokio::spawn(async move {
+                    let known = switchboard_store::sqlx::query("SELECT 1 FROM calls WHERE id = $1")
+                        .bind(call_id.as_str())
+                        .fetch_optional(db.pool())
+                        .await;
+                    let result = match known {
+                        Ok(Some(_)) => {
+                            let note_id = uuid::Uuid::now_v7().to_string();
+                            // The text is the agent's; it is not logged.
+                            info!(call_id, user_id, note_id, chars = text.chars().count(), "call note");
+                            metrics::counter!("switchboard_call_notes_total").increment(1);
+                            writer.record(CallUpdate::Note { note_id: note_id.clone(), user_id, text });
+                            Ok(note_id)
+                        }
+                        Ok(None) => Err(ControlError::NoSuchCall(call_id)),
+                        Err(e) => Err(ControlError::Store(e.to_string())),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
             Command::HangUp { call_id, reply } => {
                 let now = std::time::Instant::now();
                 let actions = match self.calls.get_mut(&call_id) {

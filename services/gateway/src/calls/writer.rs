@@ -93,6 +93,8 @@ pub enum CallUpdate {
     Screening { agent: AgentInfo, picked_up: bool },
     /// The agent's own 1–5 rating of the call's audio.
     Rated { user_id: String, score: u32, comment: String },
+    /// A note the agent wrote (F12).
+    Note { note_id: String, user_id: String, text: String },
 }
 
 /// One leg's media quality for the quality event.
@@ -409,6 +411,9 @@ async fn write(
         }
         CallUpdate::Rated { user_id, score, comment } => {
             pb::call_event::Kind::Rating(pb::QualityRating { user_id: user_id.clone(), score: *score, comment: comment.clone() })
+        }
+        CallUpdate::Note { note_id, user_id, text } => {
+            pb::call_event::Kind::Note(pb::CallNote { note_id: note_id.clone(), user_id: user_id.clone(), text: text.clone() })
         }
         CallUpdate::Voicemail { .. } => return Ok(None),
     };

@@ -1,5 +1,6 @@
-//! The agent's calls and what it can do on them (F4, F6, F13, F17): list,
-//! hold, mute, DTMF, recording, hang up, screen and pick up, rate.
+//! The agent's calls and what it can do on them (F4, F6, F12, F13, F17):
+//! list, hold, mute, DTMF, recording, hang up, screen and pick up, notes,
+//! rate.
 //!
 //! An agent sees and controls only the calls it may see on its event
 //! stream (its own, ringing for it, answered by it, transferred or parked
@@ -63,6 +64,22 @@ pub enum RecordingVerb {
     Resume,
 }
 
+/// Body of `POST /v1/calls/{id}/notes` (F12).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "Customer wants the March invoice re-sent to accounts@example.com"}))]
+pub struct NewNote {
+    /// 1 to 32,000 characters.
+    pub text: String,
+}
+
+/// A note as stored.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Note {
+    pub note_id: String,
+    pub call_id: String,
+}
+
 /// Body of `POST /v1/calls/{id}/rating` (F17).
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +108,24 @@ fn control_problem(e: ControlError) -> Problem {
 }
 
 impl AgentApi {
+    /// A live call the agent may see, or an ended one the agent answered
+    /// (ratings and notes come after the call too).
+    async fn own_call_or_answered(&self, me: &Principal, call_id: &str) -> Result<(), Problem> {
+        if self.own_call(me, call_id).is_ok() {
+            return Ok(());
+        }
+        let agent: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_user_id FROM calls WHERE id = $1")
+            .bind(call_id)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(|e| Problem::internal("looking up the call failed", &e))?;
+        if agent.and_then(|(u,)| u).as_deref() == Some(me.user_id.as_str()) {
+            Ok(())
+        } else {
+            Err(not_found(call_id))
+        }
+    }
+
     /// The call, if the agent may see it.
     fn own_call(&self, me: &Principal, call_id: &str) -> Result<CallView, Problem> {
         self.live.get(call_id).filter(|_| self.live.visible(call_id, &me.user_id)).ok_or_else(|| not_found(call_id))
@@ -245,17 +280,30 @@ pub async fn rate(State(api): State<AgentApi>, Extension(me): Extension<Principa
     if r.comment.chars().count() > 1000 {
         return Err(Problem::bad_request("invalid_rating", "the comment is at most 1,000 characters"));
     }
-    // Ended calls are rated too: the agent who took the call may rate it.
-    if api.own_call(&me, &id).is_err() {
-        let agent: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_user_id FROM calls WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(api.db.pool())
-            .await
-            .map_err(|e| Problem::internal("looking up the call failed", &e))?;
-        if agent.and_then(|(u,)| u).as_deref() != Some(me.user_id.as_str()) {
-            return Err(not_found(&id));
-        }
-    }
+    api.own_call_or_answered(&me, &id).await?;
     api.control.rate(&id, &me.user_id, r.score, &r.comment).await.map_err(control_problem)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adds a note to the call, during or after it (F12). A call takes any
+/// number of notes; each is a `call.note` event with its own id, so none
+/// is lost or doubled (send an `Idempotency-Key` when retrying).
+#[utoipa::path(post, path = "/v1/calls/{id}/notes", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "a retried request adds the note once")),
+    request_body = NewNote,
+    responses((status = 201, body = Note), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn add_note(
+    State(api): State<AgentApi>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(n): Json<NewNote>,
+) -> Result<(StatusCode, Json<Note>), Problem> {
+    let chars = n.text.chars().count();
+    if n.text.trim().is_empty() || chars > 32_000 {
+        return Err(Problem::bad_request("invalid_note", "a note is 1 to 32,000 characters of text"));
+    }
+    api.own_call_or_answered(&me, &id).await?;
+    let note_id = api.control.note(&id, &me.user_id, &n.text).await.map_err(control_problem)?;
+    Ok((StatusCode::CREATED, Json(Note { note_id, call_id: id })))
 }

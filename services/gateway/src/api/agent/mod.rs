@@ -208,6 +208,7 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(calls::screen))
         .routes(routes!(calls::pick_up))
         .routes(routes!(calls::rate))
+        .routes(routes!(calls::add_note))
         .routes(routes!(recordings::list))
         .routes(routes!(stream::sse))
         .routes(routes!(stream::websocket));
