@@ -625,3 +625,58 @@ async fn agents_list_their_own_recordings_and_play_them_through_expiring_links()
     }
     api.gw.stop().await;
 }
+
+/// The agent declines a call that rings on its phone: the caller is told
+/// 603, the phone stops ringing, and a call that no longer rings cannot be
+/// declined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_declines_a_ringing_call() {
+    use support::audio::speech;
+    use support::{softphone, softphone_user, Baresip, PhoneAccount};
+
+    let api = Api::start(|c| c.sip.digest_algorithms = vec!["MD5".into()]).await;
+    let gw = &api.gw;
+    let mic = speech(&gw.subdir("audio"), "ada", "Hello?", 1);
+    softphone_user(gw, "Ada", "201", "ada", "ada-api-secret-2").await;
+    let bob_id = softphone_user(gw, "Bob", "202", "bob", "bob-api-secret-2").await;
+    let (bob_token, _) = api.sessions(Duration::from_secs(3600)).create(&bob_id, None).await.unwrap();
+    let mut ada = softphone(gw, "ada", "ada-api-secret-2", &mic).await;
+    let mut bob = Baresip::start_with_audio(
+        gw.dir.path(),
+        "bob",
+        gw.sip,
+        PhoneAccount { username: "bob", password: "bob-api-secret-2", answermode: "manual", register: true },
+        &mic,
+    )
+    .await;
+    bob.event("REGISTER_OK", 20).await;
+
+    ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    bob.event("CALL_INCOMING", 20).await;
+    let mut ringing = None;
+    for _ in 0..100 {
+        let (_, _, list) = api.call(Method::GET, "/v1/calls", Some(&bob_token), None).await;
+        if let Some(c) = list["calls"].as_array().and_then(|c| c.iter().find(|c| c["state"] == "ringing")) {
+            ringing = Some(c["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry, bounded
+    }
+    let id = ringing.expect("the ringing call is listed for Bob");
+    let (status, _, view) = api.call(Method::POST, &format!("/v1/calls/{id}/decline"), Some(&bob_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let closed = ada.event("CALL_CLOSED", 10).await;
+    assert!(closed.to_string().contains("603"), "the caller is told 603 Decline: {closed}");
+    bob.event("CALL_CLOSED", 10).await;
+    let events = gw.events_after_calls_ended(1).await;
+    let ended = events.iter().find(|(k, _)| k == "call.ended").unwrap();
+    match &ended.1.kind {
+        Some(switchboard_proto::Kind::Ended(e)) => assert_eq!(e.sip_status, 603),
+        other => panic!("{other:?}"),
+    }
+    let (status, headers, body) = api.call(Method::POST, &format!("/v1/calls/{id}/decline"), Some(&bob_token), None).await;
+    assert_problem(status, &headers, &body, StatusCode::CONFLICT, "call_state");
+    ada.quit().await;
+    bob.quit().await;
+    api.gw.stop().await;
+}

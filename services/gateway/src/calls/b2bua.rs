@@ -536,6 +536,32 @@ impl Call {
         out
     }
 
+    /// The agent declines the ringing call from its softphone: every fork
+    /// is cancelled, and the caller goes to the callee's voicemail if it has
+    /// one, else is answered 603 Decline. Nothing happens once the call is
+    /// answered, in voicemail or over.
+    pub fn decline(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.ended || self.winner.is_some() || self.in_voicemail || self.a.final_status.is_some() || self.state == State::Routing {
+            return out;
+        }
+        let reason = "SIP;cause=603;text=\"Declined\"";
+        if self.voicemail {
+            self.cancel_forks(reason, &mut out);
+            self.answer_for_voicemail(now, &mut out);
+            return out;
+        }
+        self.cancel_forks(reason, &mut out);
+        self.final_to_caller(603, now, &mut out);
+        self.end(EndReason::Busy, HangupBy::Callee, 603, now, &mut out);
+        out
+    }
+
+    /// Whether the call still rings (forks placed, nobody answered yet).
+    pub fn is_ringing(&self) -> bool {
+        self.state != State::Routing && !self.ended && self.winner.is_none() && !self.in_voicemail && self.a.final_status.is_none()
+    }
+
     /// Nobody took the call: cancel what still rings and answer the caller
     /// with the gateway's own media for the voicemail greeting.
     fn answer_for_voicemail(&mut self, now: Instant, out: &mut Vec<Action>) {

@@ -48,6 +48,8 @@ pub enum ControlError {
     NoMedia(String),
     #[error("call {0} is not in voicemail being screened; screening starts while the caller leaves a message")]
     NotScreening(String),
+    #[error("call {0} is not ringing any more; it can be declined only while it rings")]
+    NotRinging(String),
     #[error("a rating is a score from 1 to 5, not {0}")]
     InvalidRating(u32),
     #[error("the call could not be looked up: {0}")]
@@ -64,6 +66,7 @@ pub(crate) enum Command {
     Rate { call_id: String, user_id: String, score: u32, comment: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Screen { call_id: String, pick_up: bool, reply: oneshot::Sender<Result<(), ControlError>> },
     HangUp { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    Decline { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Note { call_id: String, user_id: String, text: String, reply: oneshot::Sender<Result<String, ControlError>> },
 }
 
@@ -121,6 +124,14 @@ impl CallControl {
     pub async fn hang_up(&self, call_id: &str) -> Result<(), ControlError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::HangUp { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Declines a ringing call: the caller goes to the callee's voicemail,
+    /// or is answered 603 Decline without one.
+    pub async fn decline(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Decline { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

@@ -679,6 +679,24 @@ impl Manager {
                     let _ = reply.send(result);
                 });
             }
+            Command::Decline { call_id, reply } => {
+                let now = std::time::Instant::now();
+                let actions = match self.calls.get_mut(&call_id) {
+                    None => Err(ControlError::NoSuchCall(call_id.clone())),
+                    Some(e) if !e.call.is_ringing() => Err(ControlError::NotRinging(call_id.clone())),
+                    Some(e) => Ok(e.call.decline(now)),
+                };
+                match actions {
+                    Ok(actions) => {
+                        info!(call_id = %call_id, "declined by the agent");
+                        self.execute(&call_id, actions).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             Command::HangUp { call_id, reply } => {
                 let now = std::time::Instant::now();
                 let actions = match self.calls.get_mut(&call_id) {

@@ -99,7 +99,7 @@ fn not_found(call_id: &str) -> Problem {
 fn control_problem(e: ControlError) -> Problem {
     match e {
         ControlError::NoSuchCall(id) => not_found(&id),
-        e @ (ControlError::NotAnswered(_) | ControlError::NotScreening(_)) => Problem::conflict("call_state", e.to_string()),
+        e @ (ControlError::NotAnswered(_) | ControlError::NotScreening(_) | ControlError::NotRinging(_)) => Problem::conflict("call_state", e.to_string()),
         e @ ControlError::NoMedia(_) => Problem::conflict("no_media", e.to_string()),
         e @ ControlError::InvalidRating(_) => Problem::bad_request("invalid_rating", e.to_string()),
         e @ ControlError::Stopped => Problem::unavailable("shutting_down", e.to_string()).with_retry_after(5),
@@ -243,6 +243,18 @@ pub async fn hangup(State(api): State<AgentApi>, Extension(me): Extension<Princi
     let mut view = api.own_call(&me, &id)?;
     api.control.hang_up(&id).await.map_err(control_problem)?;
     view.state = CallState::Ended;
+    Ok(Json(view))
+}
+
+/// Declines a call ringing for the agent: the caller goes to the agent's
+/// voicemail (or hears 603 Decline when voicemail is off).
+#[utoipa::path(post, path = "/v1/calls/{id}/decline", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "the call no longer rings", body = Problem, content_type = "application/problem+json")))]
+pub async fn decline(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let view = api.own_call(&me, &id)?;
+    api.control.decline(&id).await.map_err(control_problem)?;
     Ok(Json(view))
 }
 

@@ -205,6 +205,7 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(calls::dtmf))
         .routes(routes!(calls::recording))
         .routes(routes!(calls::hangup))
+        .routes(routes!(calls::decline))
         .routes(routes!(calls::screen))
         .routes(routes!(calls::pick_up))
         .routes(routes!(calls::rate))

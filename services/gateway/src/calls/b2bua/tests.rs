@@ -535,3 +535,29 @@ fn the_caller_is_answered_with_one_codec_relayed_or_transcoded() {
     let answer = super::answer_formats(&caller, &[fmt(111, "opus", 48000), fmt(110, "telephone-event", 48000)]);
     assert_eq!(pts(&answer), [(8, "pcma".into(), 8000), (101, "telephone-event".into(), 8000)]);
 }
+
+#[test]
+fn the_agent_declines_a_ringing_call_603_or_to_voicemail() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    assert!(call.is_ringing());
+    let out = call.decline(t0);
+    assert_eq!(sends(&out), vec![(phone(), "CANCEL".into()), (carrier(), "603".into())]);
+    assert_eq!(sent(&out, "CANCEL").header("Reason"), Some("SIP;cause=603;text=\"Declined\""));
+    assert!(out.contains(&Action::Ended { reason: EndReason::Busy, hangup_by: HangupBy::Callee, sip_status: 603 }));
+    assert!(call.decline(t0).is_empty(), "once over, a second decline does nothing");
+
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.set_voicemail(true);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    let out = call.decline(t0);
+    assert_eq!(sends(&out), vec![(phone(), "CANCEL".into()), (carrier(), "200".into())], "the gateway answers for the voicemail");
+    assert!(out.contains(&Action::Voicemail));
+    assert!(call.in_voicemail() && !call.is_ringing());
+    assert!(call.decline(t0).is_empty());
+
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    assert!(call.decline(t0).is_empty(), "an answered call is not declined");
+}
