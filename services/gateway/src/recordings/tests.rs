@@ -347,7 +347,7 @@ async fn a_crash_after_parts_were_sent_aborts_that_upload_and_stores_the_whole_r
     })
     .await
     .unwrap();
-    drop(upload);
+    upload.crash().await;
     assert_eq!(store.uploads.lock().unwrap().len(), 1, "an unfinished upload on the store");
 
     let again = part_sink(dir.path(), &store, 16 * 1024);

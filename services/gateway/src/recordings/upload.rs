@@ -250,6 +250,19 @@ impl RecordingUpload {
     }
 }
 
+#[cfg(test)]
+impl RecordingUpload {
+    /// What a crash leaves: the spool as written so far and the parts sent,
+    /// with the part uploader stopped (a dropped upload's uploader can still
+    /// be finishing a part, which a process that died would not).
+    pub(super) async fn crash(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for RecordingUpload {
     fn drop(&mut self) {
         // The buffered writer writes itself through when dropped.
