@@ -61,6 +61,21 @@ impl Api {
     }
 }
 
+/// The id of the first call of `user_id` to reach `state`, awaited on the
+/// user's live event stream (what the softphone receives).
+async fn call_reaching(events: &mut switchboard_gateway::calls::live::AgentEvents, state: switchboard_gateway::calls::live::CallState) -> String {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let event = events.recv().await.expect("the stream stays open");
+            if let Some(call) = event.call.as_ref().filter(|c| c.state == state) {
+                return call.id.clone();
+            }
+        }
+    })
+    .await
+    .expect("the call reaches the state within 20 s")
+}
+
 fn assert_problem(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &Value, want: StatusCode, code: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json", "{body}");
@@ -125,8 +140,7 @@ async fn sessions_expire_and_end_at_sign_out() {
     assert_problem(status, &headers, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 
     // A session whose time is up is refused like an unknown one.
-    let (short, _) = api.sessions(Duration::from_millis(1)).create(&user_id, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await; // the session's own lifetime, not synchronisation
+    let (short, _) = api.sessions(Duration::ZERO).create(&user_id, None).await.unwrap();
     let (status, headers, body) = api.call(Method::GET, "/v1/me", Some(&short), None).await;
     assert_problem(status, &headers, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     api.gw.stop().await;
@@ -323,6 +337,7 @@ async fn an_agent_holds_mutes_sends_dtmf_and_hangs_up_its_call_and_nobody_else_c
     let bob_id = softphone_user(gw, "Bob", "202", "bob", "bob-api-secret-1").await;
     let (bob_token, _) = api.sessions(Duration::from_secs(3600)).create(&bob_id, None).await.unwrap();
     let (_, carol) = api.agent("Carol").await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
     let mut ada = softphone(gw, "ada", "ada-api-secret-1", &ada_mic).await;
     let mut bob = softphone(gw, "bob", "bob-api-secret-1", &bob_mic).await;
 
@@ -333,18 +348,10 @@ async fn an_agent_holds_mutes_sends_dtmf_and_hangs_up_its_call_and_nobody_else_c
     let t0 = std::time::Instant::now();
     let since = || t0.elapsed().as_secs_f64();
 
-    // The call is Bob's, answered; the committed state reaches the registry
-    // shortly after the answer.
-    let mut call = Value::Null;
-    for _ in 0..100 {
-        let (_, _, list) = api.call(Method::GET, "/v1/calls", Some(&bob_token), None).await;
-        if let Some(c) = list["calls"].as_array().and_then(|c| c.iter().find(|c| c["state"] == "answered")) {
-            call = c.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry, bounded
-    }
-    let id = call["id"].as_str().unwrap_or_else(|| panic!("Bob's answered call is listed: {call}")).to_owned();
+    // The call is Bob's, answered, as his stream said.
+    let id = call_reaching(&mut bob_events, switchboard_gateway::calls::live::CallState::Answered).await;
+    let (status, _, call) = api.call(Method::GET, &format!("/v1/calls/{id}"), Some(&bob_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{call}");
     assert_eq!(call["agent_user_id"], bob_id);
 
     // Carol: not in her list, and every operation on it is 404 like an unknown call.
@@ -650,19 +657,11 @@ async fn an_agent_declines_a_ringing_call() {
     )
     .await;
     bob.event("REGISTER_OK", 20).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
 
     ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
     bob.event("CALL_INCOMING", 20).await;
-    let mut ringing = None;
-    for _ in 0..100 {
-        let (_, _, list) = api.call(Method::GET, "/v1/calls", Some(&bob_token), None).await;
-        if let Some(c) = list["calls"].as_array().and_then(|c| c.iter().find(|c| c["state"] == "ringing")) {
-            ringing = Some(c["id"].as_str().unwrap().to_owned());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling the registry, bounded
-    }
-    let id = ringing.expect("the ringing call is listed for Bob");
+    let id = call_reaching(&mut bob_events, switchboard_gateway::calls::live::CallState::Ringing).await;
     let (status, _, view) = api.call(Method::POST, &format!("/v1/calls/{id}/decline"), Some(&bob_token), None).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     let closed = ada.event("CALL_CLOSED", 10).await;

@@ -635,105 +635,100 @@ impl Manager {
                 }
             }
             Command::Rate { call_id, user_id, score, comment, reply } => {
-                // Ratings come after hangup too: the call is looked up in the
-                // store, off the loop, then recorded in its event sequence.
-                let (db, writer) = (self.deps.db.clone(), self.events.call(&call_id));
-                tokio::spawn(async move {
-                    let known = switchboard_store::sqlx::query("SELECT 1 FROM calls WHERE id = $1")
-                        .bind(call_id.as_str())
-                        .fetch_optional(db.pool())
-                        .await;
-                    let result = match known {
-                        Ok(Some(_)) => {
-                            info!(call_id, user_id, score, "call rated");
-                            metrics::histogram!("switchboard_call_rating").record(score as f64);
-                            writer.record(CallUpdate::Rated { user_id, score, comment });
-                            Ok(())
-                        }
-                        Ok(None) => Err(ControlError::NoSuchCall(call_id)),
-                        Err(e) => Err(ControlError::Store(e.to_string())),
-                    };
-                    let _ = reply.send(result);
+                self.record_after(call_id, reply, move |call_id| {
+                    info!(call_id, user_id, score, "call rated");
+                    metrics::histogram!("switchboard_call_rating").record(score as f64);
+                    (CallUpdate::Rated { user_id, score, comment }, ())
                 });
             }
             Command::Note { call_id, user_id, text, reply } => {
-                // Notes come after hangup too, like ratings.
-                let (db, writer) = (self.deps.db.clone(), self.events.call(&call_id));
-                tokio::spawn(async move {
-                    let known = switchboard_store::sqlx::query("SELECT 1 FROM calls WHERE id = $1")
-                        .bind(call_id.as_str())
-                        .fetch_optional(db.pool())
-                        .await;
-                    let result = match known {
-                        Ok(Some(_)) => {
-                            let note_id = uuid::Uuid::now_v7().to_string();
-                            // The text is the agent's; it is not logged.
-                            info!(call_id, user_id, note_id, chars = text.chars().count(), "call note");
-                            metrics::counter!("switchboard_call_notes_total").increment(1);
-                            writer.record(CallUpdate::Note { note_id: note_id.clone(), user_id, text });
-                            Ok(note_id)
-                        }
-                        Ok(None) => Err(ControlError::NoSuchCall(call_id)),
-                        Err(e) => Err(ControlError::Store(e.to_string())),
-                    };
-                    let _ = reply.send(result);
+                self.record_after(call_id, reply, move |call_id| {
+                    let note_id = uuid::Uuid::now_v7().to_string();
+                    // The text is the agent's; it is not logged.
+                    info!(call_id, user_id, note_id, chars = text.chars().count(), "call note");
+                    metrics::counter!("switchboard_call_notes_total").increment(1);
+                    (CallUpdate::Note { note_id: note_id.clone(), user_id, text }, note_id)
                 });
             }
             Command::Decline { call_id, reply } => {
-                let now = std::time::Instant::now();
-                let actions = match self.calls.get_mut(&call_id) {
-                    None => Err(ControlError::NoSuchCall(call_id.clone())),
-                    Some(e) if !e.call.is_ringing() => Err(ControlError::NotRinging(call_id.clone())),
-                    Some(e) => Ok(e.call.decline(now)),
-                };
-                match actions {
-                    Ok(actions) => {
-                        info!(call_id = %call_id, "declined by the agent");
-                        self.execute(&call_id, actions).await;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let result = self
+                    .call_action(&call_id, "declined by the agent", |call, now| {
+                        if call.is_ringing() {
+                            Ok(call.decline(now))
+                        } else {
+                            Err(ControlError::NotRinging(call_id.clone()))
+                        }
+                    })
+                    .await;
+                let _ = reply.send(result);
             }
             Command::HangUp { call_id, reply } => {
-                let now = std::time::Instant::now();
-                let actions = match self.calls.get_mut(&call_id) {
-                    None => Err(ControlError::NoSuchCall(call_id.clone())),
-                    Some(e) if !e.call.is_answered() || e.call.has_ended() => Err(ControlError::NotAnswered(call_id.clone())),
-                    Some(e) => Ok(e.call.hang_up(now)),
-                };
-                match actions {
-                    Ok(actions) => {
-                        info!(call_id = %call_id, "hang-up requested");
-                        self.execute(&call_id, actions).await;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let result = self
+                    .call_action(&call_id, "hang-up requested", |call, now| {
+                        if call.is_answered() && !call.has_ended() {
+                            Ok(call.hang_up(now))
+                        } else {
+                            Err(ControlError::NotAnswered(call_id.clone()))
+                        }
+                    })
+                    .await;
+                let _ = reply.send(result);
             }
             Command::Hold { call_id, leg, on, reply } => {
-                let now = std::time::Instant::now();
-                let actions = match self.calls.get_mut(&call_id) {
-                    None => Err(ControlError::NoSuchCall(call_id.clone())),
-                    Some(e) if !e.call.is_answered() => Err(ControlError::NotAnswered(call_id.clone())),
-                    Some(e) => Ok(e.call.hold(leg, on, now)),
-                };
-                match actions {
-                    Ok(actions) => {
-                        info!(call_id = %call_id, ?leg, on, "hold requested");
-                        self.execute(&call_id, actions).await;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let what = format!("hold requested ({leg:?}, on: {on})");
+                let result = self
+                    .call_action(&call_id, &what, |call, now| {
+                        if call.is_answered() {
+                            Ok(call.hold(leg, on, now))
+                        } else {
+                            Err(ControlError::NotAnswered(call_id.clone()))
+                        }
+                    })
+                    .await;
+                let _ = reply.send(result);
             }
         }
+    }
+
+    /// Runs a command on a live call's state machine and executes what it
+    /// decides; `act` refuses with the reason when the call is not in a
+    /// state for it.
+    async fn call_action(
+        &mut self,
+        call_id: &str,
+        what: &str,
+        act: impl FnOnce(&mut Call, std::time::Instant) -> Result<Vec<Action>, ControlError>,
+    ) -> Result<(), ControlError> {
+        let e = self.calls.get_mut(call_id).ok_or_else(|| ControlError::NoSuchCall(call_id.to_owned()))?;
+        let actions = act(&mut e.call, std::time::Instant::now())?;
+        info!(call_id, "{what}");
+        self.execute(call_id, actions).await;
+        Ok(())
+    }
+
+    /// Records an update that may come after hangup too (ratings, notes):
+    /// the call is looked up in the store, off the loop, then `make` gives
+    /// the update for its event sequence and the answer.
+    fn record_after<T: Send + 'static>(
+        &self,
+        call_id: String,
+        reply: tokio::sync::oneshot::Sender<Result<T, ControlError>>,
+        make: impl FnOnce(&str) -> (CallUpdate, T) + Send + 'static,
+    ) {
+        let (db, writer) = (self.deps.db.clone(), self.events.call(&call_id));
+        tokio::spawn(async move {
+            let known = switchboard_store::sqlx::query("SELECT 1 FROM calls WHERE id = $1").bind(call_id.as_str()).fetch_optional(db.pool()).await;
+            let result = match known {
+                Ok(Some(_)) => {
+                    let (update, answer) = make(&call_id);
+                    writer.record(update);
+                    Ok(answer)
+                }
+                Ok(None) => Err(ControlError::NoSuchCall(call_id)),
+                Err(e) => Err(ControlError::Store(e.to_string())),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     async fn media_command(&mut self, call_id: &str, command: MediaCommand) -> Result<MediaState, ControlError> {
