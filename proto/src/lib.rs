@@ -27,6 +27,8 @@ impl v1::CallEvent {
             Some(Kind::Rating(_)) => "call.rating",
             Some(Kind::Screening(_)) => "voicemail.screening",
             Some(Kind::Note(_)) => "call.note",
+            Some(Kind::Related(_)) => "call.related",
+            Some(Kind::Assigned(_)) => "call.assigned",
             None => "unknown",
         }
     }

@@ -457,7 +457,9 @@ impl CallState {
             | Kind::VoicemailAvailable(_)
             | Kind::Rating(_)
             | Kind::Screening(_)
-            | Kind::Note(_) => return Ok(Applied::Ignored),
+            | Kind::Note(_)
+            | Kind::Related(_)
+            | Kind::Assigned(_) => return Ok(Applied::Ignored),
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")

@@ -35,6 +35,32 @@ pub struct GatewayConfig {
     pub voicemail: VoicemailConfig,
     pub events: EventsConfig,
     pub auth: AuthConfig,
+    pub lookup: LookupConfig,
+}
+
+/// Reading Salesforce for agents (`[lookup]`): caller matching and
+/// Case/Opportunity searches, made with each agent's own tokens (the
+/// connected app is `[auth.salesforce]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Region whose numbering caller numbers without a country code follow
+    /// (ISO 3166 code: `US`, `GB`, `DE`…).
+    pub region: String,
+    /// REST API version (`62.0`).
+    pub api_version: String,
+    /// Longest wait for one Salesforce request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long a caller lookup's answer is reused, in seconds (0: never).
+    pub match_cache_secs: u64,
+    /// Most cached caller lookups (one per agent and number).
+    pub match_cache_entries: u64,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        LookupConfig { region: "US".into(), api_version: "62.0".into(), request_timeout_ms: 3000, match_cache_secs: 300, match_cache_entries: 100_000 }
+    }
 }
 
 /// Agent sign-in and the agent API's guards (`[auth]`).
@@ -507,6 +533,16 @@ impl GatewayConfig {
         }
         if a.rate_limit_per_minute == 0 {
             return Err(ConfigError::new("auth.rate_limit_per_minute", "1 or more requests per minute"));
+        }
+        if crate::salesforce::numbers::region(&self.lookup.region).is_none() {
+            return Err(ConfigError::new("lookup.region", format!("a two-letter region code such as US, GB or DE (`{}` is not one)", self.lookup.region)));
+        }
+        let version_ok = self.lookup.api_version.strip_suffix(".0").and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| (31..=99).contains(&v));
+        if !version_ok {
+            return Err(ConfigError::new("lookup.api_version", "a REST API version such as 62.0"));
+        }
+        if !(100..=60_000).contains(&self.lookup.request_timeout_ms) {
+            return Err(ConfigError::new("lookup.request_timeout_ms", "milliseconds between 100 and 60000"));
         }
         if let Some(key) = &a.token_key {
             crate::api::auth::seal::Sealer::from_base64(key).map_err(|e| ConfigError::new("auth.token_key", format!("32 bytes in base64 ({e}); make one with `openssl rand -base64 32`")))?;

@@ -17,6 +17,7 @@ pub mod events;
 pub mod media;
 pub mod recordings;
 pub mod registrations;
+pub mod salesforce;
 pub mod sip;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -236,9 +237,19 @@ impl Gateway {
             ),
             None => None,
         };
+        let sessions = api::auth::Sessions::new(db.clone(), sealer.clone(), Duration::from_secs(config.auth.session_ttl_secs));
+        let sf = &config.lookup;
+        let salesforce = salesforce::SalesforceContext::new(
+            salesforce::SalesforceApi::new(&sf.api_version, Duration::from_millis(sf.request_timeout_ms), login.clone(), sessions.clone()),
+            salesforce::numbers::region(&sf.region).context("lookup.region")?,
+            Duration::from_secs(sf.match_cache_secs),
+            sf.match_cache_entries,
+        );
+        tasks.spawn(salesforce::matcher::run(live.clone(), salesforce.clone(), shutdown.clone()));
         let agent_api = api::agent::AgentApi::new(
-            api::auth::Sessions::new(db.clone(), sealer.clone(), Duration::from_secs(config.auth.session_ttl_secs)),
+            sessions,
             login,
+            salesforce,
             directory.clone(),
             control.clone(),
             live.clone(),

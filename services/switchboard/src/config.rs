@@ -18,7 +18,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 use switchboard_gateway::config::{
-    AuthConfig, EventLogKind, EventsConfig, GatewayConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
+    AuthConfig, EventLogKind, EventsConfig, GatewayConfig, LookupConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
     RecordingsConfig, SipConfig, VoicemailConfig,
 };
 
@@ -31,8 +31,8 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// the scripts, `SWITCHBOARD_TEST_…` of test harnesses) are left alone.
 /// Variables with `__` always are configuration, so a misspelt section
 /// (`SWITCHBOARD_SIPP__UDP`) is rejected rather than ignored.
-const TOP_LEVEL_KEYS: [&str; 13] = [
-    "data_dir", "database", "sip", "media", "http", "auth", "recordings", "voicemail", "events", "kafka", "connector", "salesforce", "log",
+const TOP_LEVEL_KEYS: [&str; 14] = [
+    "data_dir", "database", "sip", "media", "http", "auth", "lookup", "recordings", "voicemail", "events", "kafka", "connector", "salesforce", "log",
 ];
 
 /// Written instead of a secret by `switchboard config check`.
@@ -81,6 +81,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[auth]`: agent sign-in with Salesforce, sessions, CORS origins.
     pub auth: AuthConfig,
+    /// `[lookup]`: caller matching and searches in Salesforce made with
+    /// each agent's own tokens (home region, cache).
+    pub lookup: LookupConfig,
     /// `[recordings]`: local directory or S3, file format.
     pub recordings: RecordingsConfig,
     /// `[voicemail]`: unanswered and declined calls to a user.
@@ -107,6 +110,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            lookup: LookupConfig::default(),
             recordings: RecordingsConfig::default(),
             voicemail: VoicemailConfig::default(),
             events: EventsSection::default(),
@@ -389,6 +393,7 @@ impl Config {
             media: self.media.clone(),
             http: self.http.clone(),
             auth: self.auth.clone(),
+            lookup: self.lookup.clone(),
             recordings: self.recordings.clone(),
             voicemail: self.voicemail.clone(),
             events: EventsConfig {

@@ -330,6 +330,19 @@ impl Emulator {
         self.shared.add_user(username, None)
     }
 
+    /// Sets an object's organization-wide default: `private` lets each user
+    /// read only the records it owns (the integration user still reads
+    /// all, as an administrator with "View All Data"); otherwise every user
+    /// reads every record (Public Read Only / Read/Write).
+    pub fn set_sharing(&self, sobject: &str, private: bool) {
+        let mut inner = self.shared.lock();
+        if private {
+            inner.private_objects.insert(sobject.to_owned());
+        } else {
+            inner.private_objects.remove(sobject);
+        }
+    }
+
     /// Ends every session: each issued token answers 401 `INVALID_SESSION_ID`
     /// until the client gets a new one.
     pub fn expire_tokens(&self) {

@@ -374,6 +374,14 @@ pub(crate) async fn query(
         .store
         .records(object.name)
         .filter(|record| {
+            inner.can_read(
+                &shared.default_user_id,
+                &caller.user_id,
+                object.name,
+                record,
+            )
+        })
+        .filter(|record| {
             conditions.iter().all(|(name, condition)| {
                 let hit = condition
                     .values

@@ -231,6 +231,7 @@ pub(crate) async fn read(
     let record = inner
         .store
         .get(object.name, &id)
+        .filter(|r| inner.can_read(&shared.default_user_id, &caller.user_id, object.name, r))
         .ok_or_else(ApiError::not_found)?;
     select_fields(
         object,

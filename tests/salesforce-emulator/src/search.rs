@@ -329,6 +329,7 @@ pub(crate) async fn search(
             .store
             .records(object.name)
             .filter(|r| record_matches(object, r, &sosl.terms, sosl.scope))
+            .filter(|r| inner.can_read(&shared.default_user_id, &caller.user_id, object.name, r))
         {
             let mut out = Map::new();
             out.insert(

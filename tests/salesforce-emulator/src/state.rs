@@ -143,6 +143,10 @@ pub(crate) struct Inner {
     pub api_calls: u64,
     /// Requests to the token endpoint since start.
     pub token_calls: u64,
+    /// Objects whose organization-wide default is Private: a user reads
+    /// only the records it owns, except the integration user, who has
+    /// "View All Data" as a system administrator does.
+    pub private_objects: std::collections::HashSet<String>,
 }
 
 impl Inner {
@@ -160,6 +164,7 @@ impl Inner {
             faults: FaultQueue::default(),
             api_calls: 0,
             token_calls: 0,
+            private_objects: std::collections::HashSet::new(),
         }
     }
 }
@@ -169,11 +174,35 @@ impl Inner {
 const EXPIRED_CODE_MEMORY: Duration = Duration::from_secs(60 * 60);
 
 impl Inner {
+    /// Whether `user_id` may read `record` of `object` under the sharing
+    /// settings (`admin_id` sees everything).
+    pub(crate) fn can_read(
+        &self,
+        admin_id: &str,
+        user_id: &str,
+        object: &str,
+        record: &crate::store::Record,
+    ) -> bool {
+        if !self.private_objects.contains(object) || same_user(admin_id, user_id) {
+            return true;
+        }
+        record
+            .fields
+            .get("OwnerId")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|owner| same_user(owner, user_id))
+    }
+
     /// Forgets codes that expired long ago.
     pub(crate) fn purge_codes(&mut self, now: Instant) {
         self.codes
             .retain(|_, c| c.expires_at + EXPIRED_CODE_MEMORY > now);
     }
+}
+
+/// Whether two user ids (15 or 18 characters) name the same user.
+fn same_user(a: &str, b: &str) -> bool {
+    a.get(..15).is_some_and(|x| Some(x) == b.get(..15))
 }
 
 /// Everything the handlers of one org share.

@@ -4,6 +4,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::b2bua::Leg;
+use super::writer::CallUpdate;
+pub use super::writer::Assignment;
 pub use crate::media::relay::{RecordCommand, RecordingState, Side};
 
 /// The bridge side of the outside party (recorded on the left channel,
@@ -68,6 +70,9 @@ pub(crate) enum Command {
     HangUp { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Decline { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Note { call_id: String, user_id: String, text: String, reply: oneshot::Sender<Result<String, ControlError>> },
+    /// Salesforce context the agent gave the call (a related record, an
+    /// assignment), live or ended.
+    Annotate { call_id: String, update: CallUpdate, reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -141,6 +146,25 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         let command = Command::Note { call_id: call_id.to_owned(), user_id: user_id.to_owned(), text: text.to_owned(), reply };
         self.tx.send(command).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Records the Salesforce record (Contact, Lead or Account) the agent
+    /// says the customer is (F15), during or after the call.
+    pub async fn relate(&self, call_id: &str, user_id: &str, record_id: &str, object: &str, name: &str) -> Result<(), ControlError> {
+        let update = CallUpdate::Related { user_id: user_id.to_owned(), record_id: record_id.to_owned(), object: object.to_owned(), name: name.to_owned() };
+        self.annotate(call_id, update).await
+    }
+
+    /// Records the Case or Opportunity the agent assigned the call to, or
+    /// the new Case it asked for (F10, F11), during or after the call.
+    pub async fn assign(&self, call_id: &str, assignment: Assignment) -> Result<(), ControlError> {
+        self.annotate(call_id, CallUpdate::Assigned { assignment }).await
+    }
+
+    async fn annotate(&self, call_id: &str, update: CallUpdate) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Annotate { call_id: call_id.to_owned(), update, reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

@@ -38,6 +38,7 @@ use utoipa::ToSchema;
 use super::writer::CallUpdate;
 use crate::media::bridge::Side;
 use crate::media::relay::RecordingState;
+use crate::salesforce::CallerMatches;
 
 /// How long an ended call stays visible, in milliseconds.
 pub const ENDED_GRACE_MS: i64 = 60_000;
@@ -149,6 +150,49 @@ pub struct CallView {
     pub recording_ids: Vec<String>,
     /// The id of the voicemail the caller left, once it is stored.
     pub voicemail_id: Option<String>,
+    /// Who the customer may be in Salesforce, as this agent may see it
+    /// (F14); absent until the lookup made when the call reached the agent
+    /// has answered, and on internal calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_matches: Option<CallerMatches>,
+    /// The Salesforce record the agent said the customer is (F15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related: Option<RelatedRecord>,
+    /// The Case or Opportunity the call is assigned to (F10, F11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<AssignmentView>,
+}
+
+/// The record a call is related to (its Task's Who, or What for an Account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"record_id": "003000000000001AAA", "object": "Contact", "name": "Ada Lovelace"}))]
+pub struct RelatedRecord {
+    pub record_id: String,
+    /// `Contact`, `Lead` or `Account`.
+    pub object: String,
+    pub name: String,
+}
+
+/// Where a call is assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"assignment_id": "0190b7c4-6a1e-7cc0-8f5e-2b1a4d2e9f10", "object": "Case", "record_id": "500000000000001AAA", "name": "00001001"}))]
+pub struct AssignmentView {
+    pub assignment_id: String,
+    /// `Case` or `Opportunity`.
+    pub object: String,
+    /// `null` for a new Case the connector creates.
+    pub record_id: Option<String>,
+    /// Case number or Opportunity name; a new Case's subject.
+    pub name: String,
+}
+
+/// A caller lookup the registry asks for: `user_id` now sees `call_id`,
+/// whose customer has `number`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRequest {
+    pub call_id: String,
+    pub user_id: String,
+    pub number: String,
 }
 
 /// What an event says happened; its JSON `type`.
@@ -192,6 +236,15 @@ pub enum AgentEventKind {
     /// An agent rated the call's audio; `rating` says how.
     #[serde(rename = "call.rated")]
     Rated,
+    /// The caller lookup in Salesforce answered: `call.caller_matches`.
+    #[serde(rename = "call.matched")]
+    Matched,
+    /// The agent related the call to a Salesforce record: `call.related`.
+    #[serde(rename = "call.related")]
+    Related,
+    /// The call was assigned to a Case or Opportunity: `call.assignment`.
+    #[serde(rename = "call.assigned")]
+    Assigned,
 }
 
 impl AgentEventKind {
@@ -210,6 +263,9 @@ impl AgentEventKind {
             AgentEventKind::RecordingAvailable => "call.recording_available",
             AgentEventKind::VoicemailAvailable => "call.voicemail_available",
             AgentEventKind::Rated => "call.rated",
+            AgentEventKind::Matched => "call.matched",
+            AgentEventKind::Related => "call.related",
+            AgentEventKind::Assigned => "call.assigned",
         }
     }
 }
@@ -365,19 +421,35 @@ struct Inner {
     /// The last event's `seq`.
     seq: u64,
     closed: bool,
+    /// Where caller lookups are asked for, once someone listens.
+    lookups: Option<tokio::sync::mpsc::UnboundedSender<LookupRequest>>,
 }
 
 struct LiveCall {
     view: CallView,
     /// Who sees the call, in the order they were added.
     visible: Vec<String>,
+    /// The customer's number to look up in Salesforce; `None` on internal calls.
+    customer: Option<String>,
+    /// Each user's caller matches (users see different records).
+    matches: HashMap<String, CallerMatches>,
+    /// Users added by the update being applied, for their lookups.
+    added: Vec<String>,
 }
 
 impl LiveCall {
     fn show_to(&mut self, user_id: &str) {
         if !user_id.is_empty() && !self.visible.iter().any(|u| u == user_id) {
             self.visible.push(user_id.to_owned());
+            self.added.push(user_id.to_owned());
         }
+    }
+
+    /// The call as `user_id` sees it.
+    fn view_for(&self, user_id: &str) -> CallView {
+        let mut view = self.view.clone();
+        view.caller_matches = self.matches.get(user_id).cloned();
+        view
     }
 
     fn shown_at(&self, now: i64) -> bool {
@@ -386,6 +458,20 @@ impl LiveCall {
 }
 
 impl Inner {
+    /// Asks for a caller lookup for each user who just started seeing
+    /// the call.
+    fn ask_lookups(&mut self, call_id: &str) {
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let added = std::mem::take(&mut call.added);
+        let (Some(tx), Some(number)) = (&self.lookups, &call.customer) else { return };
+        if call.view.ended_at_ms.is_some() {
+            return;
+        }
+        for user_id in added {
+            let _ = tx.send(LookupRequest { call_id: call_id.to_owned(), user_id, number: number.clone() });
+        }
+    }
+
     fn purge(&mut self, now: i64) {
         while let Some((ended, _)) = self.ended.front() {
             if now < ended + ENDED_GRACE_MS {
@@ -398,14 +484,9 @@ impl Inner {
     }
 
     fn visible_to(&self, user_id: &str, now: i64) -> Vec<CallView> {
-        let mut calls: Vec<&CallView> = self
-            .calls
-            .values()
-            .filter(|c| c.shown_at(now) && c.visible.iter().any(|u| u == user_id))
-            .map(|c| &c.view)
-            .collect();
-        calls.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
-        calls.into_iter().cloned().collect()
+        let mut calls: Vec<&LiveCall> = self.calls.values().filter(|c| c.shown_at(now) && c.visible.iter().any(|u| u == user_id)).collect();
+        calls.sort_by(|a, b| (a.view.started_at_ms, &a.view.id).cmp(&(b.view.started_at_ms, &b.view.id)));
+        calls.into_iter().map(|c| c.view_for(user_id)).collect()
     }
 
     /// A receiver of the user's events from now on.
@@ -424,12 +505,17 @@ impl Inner {
         if !call.visible.iter().any(|u| self.hubs.contains_key(u)) {
             return; // nobody connected sees it
         }
-        let event = Arc::new(AgentEvent { kind, seq: self.seq, at_ms, call: Some(call.view.clone()), calls: None, recording_id, rating });
+        let shared = Arc::new(AgentEvent { kind, seq: self.seq, at_ms, call: Some(call.view.clone()), calls: None, recording_id, rating });
         let mut gone = Vec::new();
         for user in &call.visible {
             if let Some(hub) = self.hubs.get(user) {
+                let event = if call.matches.contains_key(user) {
+                    Arc::new(AgentEvent { call: Some(call.view_for(user)), ..(*shared).clone() })
+                } else {
+                    shared.clone()
+                };
                 // Fails only when the user's last subscriber has gone.
-                if hub.send(event.clone()).is_err() {
+                if hub.send(event).is_err() {
                     gone.push(user.clone());
                 }
             }
@@ -450,7 +536,7 @@ impl LiveCalls {
     /// A registry reading time from `clock` (epoch ms) where a read takes
     /// no time argument; for tests.
     pub(crate) fn with_clock(clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> LiveCalls {
-        let inner = Inner { calls: HashMap::new(), ended: VecDeque::new(), hubs: HashMap::new(), seq: 0, closed: false };
+        let inner = Inner { calls: HashMap::new(), ended: VecDeque::new(), hubs: HashMap::new(), seq: 0, closed: false, lookups: None };
         LiveCalls { inner: Arc::new(Mutex::new(inner)), clock }
     }
 
@@ -493,14 +579,23 @@ impl LiveCalls {
                 end_reason: None,
                 recording_ids: Vec::new(),
                 voicemail_id: None,
+                caller_matches: None,
+                related: None,
+                assignment: None,
             };
-            let mut call = LiveCall { view, visible: Vec::new() };
+            let customer = match view.direction {
+                CallDirection::Inbound => Some(from_number.clone()),
+                CallDirection::Outbound => Some(to_number.clone()),
+                CallDirection::Internal => None,
+            };
+            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), added: Vec::new() };
             call.show_to(&owner.user_id);
             for user in participants {
                 call.show_to(user);
             }
             inner.calls.insert(call_id.to_owned(), call);
             inner.publish(call_id, AgentEventKind::Started, at_ms, None, None);
+            inner.ask_lookups(call_id);
             return;
         }
         let Some(call) = inner.calls.get_mut(call_id) else {
@@ -580,11 +675,57 @@ impl LiveCalls {
             CallUpdate::Rated { user_id, score, comment } => {
                 (AgentEventKind::Rated, None, Some(RatingView { user_id: user_id.clone(), score: *score, comment: comment.clone() }))
             }
+            CallUpdate::Related { record_id, object, name, .. } => {
+                call.view.related = Some(RelatedRecord { record_id: record_id.clone(), object: object.clone(), name: name.clone() });
+                (AgentEventKind::Related, None, None)
+            }
+            CallUpdate::Assigned { assignment: a } => {
+                call.view.assignment = Some(AssignmentView {
+                    assignment_id: a.assignment_id.clone(),
+                    object: a.object.clone(),
+                    record_id: (!a.record_id.is_empty()).then(|| a.record_id.clone()),
+                    name: if a.record_id.is_empty() { a.subject.clone() } else { a.name.clone() },
+                });
+                (AgentEventKind::Assigned, None, None)
+            }
             // Media quality and notes are for the call log, not the
             // softphone (the tab that wrote a note has it already).
             CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,
         };
         inner.publish(call_id, kind, at_ms, recording_id, rating);
+        inner.ask_lookups(call_id);
+    }
+
+    /// Hands caller lookups to `tx` from now on: one for every user who
+    /// starts seeing a call with a customer number.
+    pub fn request_lookups(&self, tx: tokio::sync::mpsc::UnboundedSender<LookupRequest>) {
+        self.lock().lookups = Some(tx);
+    }
+
+    /// Stores what a caller lookup found for `user_id` and tells that
+    /// user's streams (`call.matched`). Nothing happens for a call that is
+    /// gone or that the user does not see.
+    pub fn set_matches(&self, call_id: &str, user_id: &str, matches: CallerMatches) {
+        let now = (self.clock)();
+        let mut guard = self.lock();
+        let inner: &mut Inner = &mut guard;
+        let Some(call) = inner.calls.get_mut(call_id) else { return };
+        if !call.visible.iter().any(|u| u == user_id) {
+            return;
+        }
+        call.matches.insert(user_id.to_owned(), matches);
+        inner.seq += 1;
+        if let Some(hub) = inner.hubs.get(user_id) {
+            let event = AgentEvent { kind: AgentEventKind::Matched, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None };
+            let _ = hub.send(Arc::new(event));
+        }
+    }
+
+    /// The call as `user_id` sees it, if the user may see it.
+    pub fn view_for(&self, call_id: &str, user_id: &str) -> Option<CallView> {
+        let now = (self.clock)();
+        let inner = self.lock();
+        inner.calls.get(call_id).filter(|c| c.shown_at(now) && c.visible.iter().any(|u| u == user_id)).map(|c| c.view_for(user_id))
     }
 
     /// The call, while it is live or in its grace period after ending.

@@ -650,6 +650,17 @@ impl Manager {
                     (CallUpdate::Note { note_id: note_id.clone(), user_id, text }, note_id)
                 });
             }
+            Command::Annotate { call_id, update, reply } => {
+                self.record_after(call_id, reply, move |call_id| {
+                    let kind = match &update {
+                        CallUpdate::Related { .. } => "related",
+                        _ => "assigned",
+                    };
+                    info!(call_id, kind, "call annotated with Salesforce context");
+                    metrics::counter!("switchboard_call_annotations_total", "kind" => kind).increment(1);
+                    (update, ())
+                });
+            }
             Command::Decline { call_id, reply } => {
                 let result = self
                     .call_action(&call_id, "declined by the agent", |call, now| {

@@ -95,6 +95,25 @@ pub enum CallUpdate {
     Rated { user_id: String, score: u32, comment: String },
     /// A note the agent wrote (F12).
     Note { note_id: String, user_id: String, text: String },
+    /// The Salesforce record the agent says the customer is (F15).
+    Related { user_id: String, record_id: String, object: String, name: String },
+    /// The Case or Opportunity the agent assigned the call to, or a new
+    /// Case it asked for (`record_id` empty) (F10, F11).
+    Assigned { assignment: Assignment },
+}
+
+/// An assignment of a call to a Case or an Opportunity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub assignment_id: String,
+    pub user_id: String,
+    /// `Case` or `Opportunity`.
+    pub object: String,
+    /// Empty for a new Case.
+    pub record_id: String,
+    pub name: String,
+    pub subject: String,
+    pub description: String,
 }
 
 /// One leg's media quality for the quality event.
@@ -415,6 +434,21 @@ async fn write(
         CallUpdate::Note { note_id, user_id, text } => {
             pb::call_event::Kind::Note(pb::CallNote { note_id: note_id.clone(), user_id: user_id.clone(), text: text.clone() })
         }
+        CallUpdate::Related { user_id, record_id, object, name } => pb::call_event::Kind::Related(pb::CallRelated {
+            user_id: user_id.clone(),
+            record_id: record_id.clone(),
+            object_type: object.clone(),
+            name: name.clone(),
+        }),
+        CallUpdate::Assigned { assignment: a } => pb::call_event::Kind::Assigned(pb::CallAssigned {
+            assignment_id: a.assignment_id.clone(),
+            user_id: a.user_id.clone(),
+            object_type: a.object.clone(),
+            record_id: a.record_id.clone(),
+            subject: a.subject.clone(),
+            description: a.description.clone(),
+            name: a.name.clone(),
+        }),
         CallUpdate::Voicemail { .. } => return Ok(None),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;

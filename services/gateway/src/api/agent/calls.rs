@@ -96,7 +96,7 @@ fn not_found(call_id: &str) -> Problem {
     Problem::not_found("call_not_found", format!("no call {call_id} of yours is live; it may have ended"))
 }
 
-fn control_problem(e: ControlError) -> Problem {
+pub(super) fn control_problem(e: ControlError) -> Problem {
     match e {
         ControlError::NoSuchCall(id) => not_found(&id),
         e @ (ControlError::NotAnswered(_) | ControlError::NotScreening(_) | ControlError::NotRinging(_)) => Problem::conflict("call_state", e.to_string()),
@@ -110,7 +110,7 @@ fn control_problem(e: ControlError) -> Problem {
 impl AgentApi {
     /// A live call the agent may see, or an ended one the agent answered
     /// (ratings and notes come after the call too).
-    async fn own_call_or_answered(&self, me: &Principal, call_id: &str) -> Result<(), Problem> {
+    pub(super) async fn own_call_or_answered(&self, me: &Principal, call_id: &str) -> Result<(), Problem> {
         if self.own_call(me, call_id).is_ok() {
             return Ok(());
         }
@@ -127,8 +127,8 @@ impl AgentApi {
     }
 
     /// The call, if the agent may see it.
-    fn own_call(&self, me: &Principal, call_id: &str) -> Result<CallView, Problem> {
-        self.live.get(call_id).filter(|_| self.live.visible(call_id, &me.user_id)).ok_or_else(|| not_found(call_id))
+    pub(super) fn own_call(&self, me: &Principal, call_id: &str) -> Result<CallView, Problem> {
+        self.live.view_for(call_id, &me.user_id).ok_or_else(|| not_found(call_id))
     }
 
     async fn media(&self, me: &Principal, call_id: &str, command: impl FnOnce(&CallView) -> MediaCommand) -> Result<Json<CallView>, Problem> {

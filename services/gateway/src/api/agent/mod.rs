@@ -14,6 +14,7 @@
 //! served at `/openapi.json`.
 
 pub mod calls;
+pub mod context;
 pub mod idempotency;
 pub mod me;
 pub mod recordings;
@@ -44,6 +45,7 @@ use crate::calls::control::CallControl;
 use crate::calls::live::LiveCalls;
 use crate::directory::Directory;
 use crate::recordings::RecordingSink;
+use crate::salesforce::SalesforceContext;
 use crate::sip::ratelimit::{RateLimiter, RatePolicy};
 
 /// How long a stream ticket is valid.
@@ -55,6 +57,8 @@ const TICKET_PURPOSE: &str = "stream-ticket";
 pub struct AgentApi {
     pub sessions: Sessions,
     pub login: Option<SalesforceLogin>,
+    /// Salesforce read with the agent's own tokens.
+    pub salesforce: SalesforceContext,
     pub directory: Directory,
     pub control: CallControl,
     pub live: LiveCalls,
@@ -91,6 +95,7 @@ impl AgentApi {
     pub fn new(
         sessions: Sessions,
         login: Option<SalesforceLogin>,
+        salesforce: SalesforceContext,
         directory: Directory,
         control: CallControl,
         live: LiveCalls,
@@ -106,6 +111,7 @@ impl AgentApi {
         AgentApi {
             sessions,
             login,
+            salesforce,
             directory,
             control,
             live,
@@ -166,6 +172,7 @@ impl AgentApi {
         (name = "agent", description = "The signed-in agent, its settings, caller IDs and the directory"),
         (name = "calls", description = "The agent's calls and what it can do on them"),
         (name = "recordings", description = "The agent's recordings and voicemails, with playback links"),
+        (name = "salesforce", description = "Salesforce context of a call, read with the agent's own Salesforce tokens: caller matches, the related record, Cases and Opportunities"),
         (name = "events", description = "The live event stream"),
     ),
     components(schemas(Problem, crate::calls::live::AgentEvent))
@@ -210,6 +217,11 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(calls::pick_up))
         .routes(routes!(calls::rate))
         .routes(routes!(calls::add_note))
+        .routes(routes!(context::matches))
+        .routes(routes!(context::relate))
+        .routes(routes!(context::assign))
+        .routes(routes!(context::cases))
+        .routes(routes!(context::opportunities))
         .routes(routes!(recordings::list))
         .routes(routes!(stream::sse))
         .routes(routes!(stream::websocket));

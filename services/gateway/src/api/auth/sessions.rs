@@ -125,15 +125,7 @@ impl Sessions {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Option<String> = row.try_get("salesforce")?;
-        let salesforce = sealed.and_then(|s| match self.sealer.open(GRANT_PURPOSE, &s) {
-            Ok(plain) => serde_json::from_slice(&plain).ok(),
-            Err(e) => {
-                // A changed auth.token_key: the session stays, searches ask
-                // the agent to connect with Salesforce again.
-                tracing::warn!(error = %e, "an agent's sealed Salesforce tokens cannot be opened (was auth.token_key changed?)");
-                None
-            }
-        });
+        let salesforce = sealed.and_then(|s| self.open(&s));
         Ok(Some(Session {
             id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
@@ -141,6 +133,50 @@ impl Sessions {
             expires_at_ms: row.try_get("expires_at")?,
             salesforce,
         }))
+    }
+
+    /// The Salesforce grant of a live session, if it has one.
+    pub async fn grant(&self, session_id: &str) -> Result<Option<SalesforceGrant>, SessionError> {
+        let row = sqlx::query("SELECT salesforce FROM agent_sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2")
+            .bind(session_id)
+            .bind(now_ms())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.and_then(|r| r.try_get::<Option<String>, _>("salesforce").ok().flatten()).and_then(|s| self.open(&s)))
+    }
+
+    /// The Salesforce grant of the user's most recent live session that
+    /// has one, with that session's id (searches made for the agent when
+    /// no request of its own is at hand, e.g. caller matching at ring time).
+    pub async fn latest_grant(&self, user_id: &str) -> Result<Option<(String, SalesforceGrant)>, SessionError> {
+        let rows = sqlx::query(
+            "SELECT id, salesforce FROM agent_sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND salesforce IS NOT NULL \
+             ORDER BY created_at DESC LIMIT 5",
+        )
+        .bind(user_id)
+        .bind(now_ms())
+        .fetch_all(self.db.pool())
+        .await?;
+        for row in rows {
+            let sealed: Option<String> = row.try_get("salesforce")?;
+            if let Some(grant) = sealed.and_then(|s| self.open(&s)) {
+                return Ok(Some((row.try_get("id")?, grant)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn open(&self, sealed: &str) -> Option<SalesforceGrant> {
+        match self.sealer.open(GRANT_PURPOSE, sealed) {
+            Ok(plain) => serde_json::from_slice(&plain).ok(),
+            Err(e) => {
+                // A changed auth.token_key: the session stays, searches ask
+                // the agent to connect with Salesforce again.
+                tracing::warn!(error = %e, "an agent's sealed Salesforce tokens cannot be opened (was auth.token_key changed?)");
+                None
+            }
+        }
     }
 
     /// Replaces a session's Salesforce grant (after a token refresh).
