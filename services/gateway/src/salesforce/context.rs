@@ -469,7 +469,7 @@ fn parse_matches(answer: &Value, digits: &[String]) -> Vec<RecordMatch> {
                 .filter_map(|f| text(r, f))
                 .find(|p| {
                     let have: String = p.chars().filter(char::is_ascii_digit).collect();
-                    digits.iter().any(|d| *d == have)
+                    digits.contains(&have)
                 });
             Some(RecordMatch {
                 id: text(r, "Id")?,

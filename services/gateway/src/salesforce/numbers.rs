@@ -73,7 +73,7 @@ pub fn normalise(raw: &str, home: country::Id) -> Result<CallerNumber, NumberErr
             .ok()
             .filter(phonenumber::is_valid)
             .or_else(|| {
-                phonenumber::parse(None, &format!("+{cleaned}"))
+                phonenumber::parse(None, format!("+{cleaned}"))
                     .ok()
                     .filter(phonenumber::is_valid)
             })
