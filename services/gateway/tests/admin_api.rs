@@ -49,7 +49,7 @@ impl Api {
 }
 
 fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("error body: {body}"))
+    body["code"].as_str().unwrap_or_else(|| panic!("error body: {body}"))
 }
 
 #[tokio::test]
@@ -59,7 +59,13 @@ async fn without_a_token_configured_the_api_is_disabled() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body,
-        json!({"error": {"code": "admin_api_disabled", "message": "set http.admin_token to enable the admin API"}})
+        json!({
+            "type": "/problems/admin_api_disabled",
+            "title": "Service Unavailable",
+            "status": 503,
+            "code": "admin_api_disabled",
+            "detail": "set http.admin_token to enable the admin API"
+        })
     );
 }
 
@@ -203,7 +209,7 @@ async fn failures_have_the_right_status_and_a_json_error() {
         let (got_status, got) = api.call(method.clone(), &uri, body).await;
         assert_eq!(got_status, status, "{method} {uri}: {got}");
         assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
-        let message = got["error"]["message"].as_str().unwrap();
+        let message = got["detail"].as_str().unwrap();
         assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
     }
 
@@ -228,7 +234,7 @@ async fn malformed_json_is_a_400_with_a_message() {
     let (status, body) = api.send(req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "invalid_json");
-    assert!(body["error"]["message"].as_str().unwrap().contains("JSON"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("JSON"), "{body}");
 
     let req = Request::builder()
         .method(Method::POST)
@@ -408,7 +414,7 @@ async fn group_and_number_failures_have_the_right_status_and_a_json_error() {
         let (got_status, got) = api.call(method.clone(), &uri, body).await;
         assert_eq!(got_status, status, "{method} {uri}: {got}");
         assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
-        let message = got["error"]["message"].as_str().unwrap();
+        let message = got["detail"].as_str().unwrap();
         for needle in &needles {
             assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
         }
@@ -543,7 +549,7 @@ async fn recording_policy_failures_have_the_right_status_and_a_json_error() {
             continue;
         }
         assert_eq!(error_code(&got), code, "{method} {uri}: {got}");
-        let message = got["error"]["message"].as_str().unwrap();
+        let message = got["detail"].as_str().unwrap();
         for needle in &needles {
             assert!(message.contains(needle), "{method} {uri}: {message:?} should mention {needle:?}");
         }

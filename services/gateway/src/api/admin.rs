@@ -6,9 +6,10 @@
 //! <http.admin_token>` before any handler runs, so a handler can never forget
 //! it. Without a configured token the API is closed (503), never open.
 //!
-//! Errors are JSON, `{"error":{"code":"…","message":"…"}}`, with the status
-//! telling the class: 400 bad input, 401 bad credentials, 404 unknown id,
-//! 409 duplicate, 503 API disabled.
+//! Errors are RFC 9457 problems (`application/problem+json`) like the agent
+//! API's, with a stable `code` and a `detail`, the status telling the class:
+//! 400 bad input, 401 bad credentials, 404 unknown id, 409 duplicate, 503
+//! API disabled.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use futures::future::{Either, Ready};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
+use crate::api::problem::Problem;
 
 use crate::directory::{
     Device, Directory, DirectoryError, Group, NewDevice, NewGroup, NewUser, Number, RecordingPolicies, User,
@@ -55,30 +57,15 @@ pub fn router(directory: Directory, realm: String, admin_token: Option<String>) 
         .layer(AdminAuthLayer::new(admin_token))
 }
 
-/// An API error as the client sees it: a status and the JSON error body.
+/// An API error as the client sees it: an RFC 9457 problem (the agent
+/// API's shape, [`Problem`]) with a stable `code` and a `detail` for people:
+/// `invalid_argument`, `invalid_json`, `not_found`, `conflict`,
+/// `unauthorized`, `admin_api_disabled`…
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-}
-
-/// The JSON shape of every error response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// The one error of the response.
-    pub error: ErrorDetail,
-}
-
-/// The inside of [`ErrorBody`]: a stable machine-readable code and a message
-/// for people.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// Stable, for programs: `invalid_argument`, `invalid_json`,
-    /// `not_found`, `conflict`, `unauthorized`, `admin_api_disabled`…
-    pub code: String,
-    /// For people: what was wrong and what is expected.
-    pub message: String,
 }
 
 impl ApiError {
@@ -89,8 +76,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
-        (self.status, axum::Json(body)).into_response()
+        Problem::new(self.status, self.code, self.message).into_response()
     }
 }
 
