@@ -435,6 +435,9 @@ struct LiveCall {
     matches: HashMap<String, CallerMatches>,
     /// Users added by the update being applied, for their lookups.
     added: Vec<String>,
+    /// The user who placed the call (outbound, internal), who stays in it
+    /// whoever answers.
+    caller: Option<String>,
 }
 
 impl LiveCall {
@@ -458,6 +461,18 @@ impl LiveCall {
 }
 
 impl Inner {
+    /// Someone answered: the others the call rang for (a group's members,
+    /// the mailbox's user) were told with the `call.answered` event and
+    /// stop seeing it; it is the answering agent's now (and the caller's,
+    /// for a call a user placed).
+    fn answered_by(&mut self, call_id: &str, user_id: &str) {
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let caller = call.caller.clone();
+        call.visible.retain(|u| u == user_id || caller.as_deref() == Some(u.as_str()));
+        let visible = call.visible.clone();
+        call.matches.retain(|u, _| visible.contains(u));
+    }
+
     /// Asks for a caller lookup for each user who just started seeing
     /// the call.
     fn ask_lookups(&mut self, call_id: &str) {
@@ -553,7 +568,7 @@ impl LiveCalls {
         let mut guard = self.lock();
         let inner: &mut Inner = &mut guard;
         inner.purge(at_ms);
-        if let CallUpdate::Started { direction, from_number, from_display, to_number, owner, participants, .. } = update {
+        if let CallUpdate::Started { direction, from_number, from_display, to_number, owner, participants, caller_user_id, .. } = update {
             if inner.calls.contains_key(call_id) {
                 return; // started once
             }
@@ -588,7 +603,7 @@ impl LiveCalls {
                 CallDirection::Outbound => Some(to_number.clone()),
                 CallDirection::Internal => None,
             };
-            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), added: Vec::new() };
+            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), added: Vec::new(), caller: caller_user_id.clone() };
             call.show_to(&owner.user_id);
             for user in participants {
                 call.show_to(user);
@@ -693,6 +708,9 @@ impl LiveCalls {
             CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,
         };
         inner.publish(call_id, kind, at_ms, recording_id, rating);
+        if let CallUpdate::Answered { agent } = update {
+            inner.answered_by(call_id, &agent.user_id);
+        }
         inner.ask_lookups(call_id);
     }
 
@@ -801,6 +819,7 @@ mod tests {
             to_number: "+14155550100".into(),
             owner: agent(owner),
             participants: participants.iter().map(|p| p.to_string()).collect(),
+            caller_user_id: None,
         }
     }
 
@@ -907,9 +926,17 @@ mod tests {
         let e = next(&mut erin.events);
         let call = e.call.as_ref().unwrap();
         assert_eq!((call.state, call.screening, call.agent_user_id.as_deref()), (CallState::Answered, false, Some("erin")));
-        // Carol got every event since she rang too.
+        // Carol got every event since she rang too, up to the answer by
+        // Erin; from then on it is Erin's call, not Carol's or Dave's.
         let carol_kinds: Vec<_> = std::iter::from_fn(|| carol.events.rx.try_recv().ok()).map(|e| e.kind).collect();
         assert_eq!(carol_kinds, [AgentEventKind::Voicemail, AgentEventKind::Screening, AgentEventKind::Screening, AgentEventKind::Answered]);
+        for user in ["ann", "bob", "carol", "dave"] {
+            assert!(!live.visible("g", user) && live.for_user(user).is_empty(), "{user} no longer sees Erin's call");
+        }
+        assert!(live.visible("g", "erin"));
+        live.apply("g", &CallUpdate::MediaState { held: Some(Side::A), muted: Vec::new() }, T + 3);
+        assert_eq!(next(&mut erin.events).kind, AgentEventKind::MediaState);
+        nothing_more(&mut carol.events);
         // Another call nobody here takes part in reaches none of them.
         live.apply("other", &started("zed", &[]), T + 4);
         nothing_more(&mut carol.events);

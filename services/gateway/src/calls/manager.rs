@@ -850,6 +850,10 @@ impl Manager {
         let writer = self.events.call(id);
         entry.from_number = started.from_number.clone();
         entry.to_number = started.to_number.clone();
+        let caller_user_id = match started.direction {
+            pb::Direction::Outbound => Some(started.owner.user_id.clone()),
+            _ => started.caller_user_id.clone(),
+        };
         let mut participants: Vec<String> = Vec::new();
         for user in entry.fork_agents.iter().flatten().map(|a| &a.user_id).chain(started.caller_user_id.as_ref()) {
             if *user != started.owner.user_id && !participants.contains(user) {
@@ -864,6 +868,7 @@ impl Manager {
             to_number: started.to_number,
             owner: started.owner.clone(),
             participants,
+            caller_user_id,
         });
         entry.writer = Some(writer);
         entry.agent = Some(started.owner);

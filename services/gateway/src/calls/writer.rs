@@ -63,6 +63,9 @@ pub enum CallUpdate {
         /// every member of a group the call rings, the caller of an
         /// internal call. Not stored (the event names the owner only).
         participants: Vec<String>,
+        /// The user placing the call (outbound and internal calls), who
+        /// stays in it whoever answers. Not stored either.
+        caller_user_id: Option<String>,
     },
     Ringing { agent: AgentInfo },
     Answered { agent: AgentInfo },
@@ -495,6 +498,7 @@ mod tests {
             to_number: "+14155550100".into(),
             owner: agent.clone(),
             participants: Vec::new(),
+            caller_user_id: None,
         });
         w.record(CallUpdate::Ringing { agent: agent.clone() });
         w.record(CallUpdate::Answered { agent });
@@ -547,6 +551,7 @@ mod tests {
                 to_number: "+14155550100".into(),
                 owner: agent.clone(),
                 participants: Vec::new(),
+                caller_user_id: None,
             });
         }
         for w in &calls {
@@ -596,6 +601,7 @@ mod tests {
             to_number: "+14155550100".into(),
             owner: AgentInfo { user_id: "u1".into(), ..Default::default() },
             participants: Vec::new(),
+            caller_user_id: None,
         });
         w.record(CallUpdate::Voicemail { user_id: "u2".into() });
         w.record(CallUpdate::Ended { reason: pb::EndReason::Voicemail, hangup_by: "caller".into(), sip_status: 200, talk_seconds: 0, total_seconds: 9 });
