@@ -341,3 +341,32 @@ pub async fn housekeeping(api: AgentApi, shutdown: tokio_util::sync::Cancellatio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// The schema a `$ref` names, from the document's components.
+    fn component<'a>(doc: &'a Value, reference: &str) -> &'a Value {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        &doc["components"]["schemas"][name]
+    }
+
+    #[test]
+    fn every_request_body_of_the_document_has_an_example() {
+        let doc = serde_json::to_value(super::openapi()).expect("the document serialises");
+        let (mut missing, mut bodies) = (Vec::new(), 0);
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("operations") {
+                let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else { continue };
+                bodies += 1;
+                let schema = schema.get("$ref").and_then(Value::as_str).map_or(schema, |r| component(&doc, r));
+                if schema.get("example").is_none() && schema.get("examples").is_none() {
+                    missing.push(format!("{method} {path}"));
+                }
+            }
+        }
+        assert!(bodies >= 5, "only {bodies} request bodies found; is the pointer right?");
+        assert!(missing.is_empty(), "request bodies without an example: {missing:?}");
+    }
+}
