@@ -27,6 +27,7 @@ impl v1::CallEvent {
             Some(Kind::Rating(_)) => "call.rating",
             Some(Kind::Screening(_)) => "voicemail.screening",
             Some(Kind::Note(_)) => "call.note",
+            Some(Kind::Transferred(_)) => "call.transferred",
             None => "unknown",
         }
     }

@@ -450,6 +450,13 @@ impl CallState {
                     });
                 }
             }
+            Kind::Transferred(transferred) => {
+                // The agent the call was handed to answered it too: it gets
+                // a Task of its own (the one who handed it over keeps its).
+                if let Some(agent) = transferred.to.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
+                    self.note_agent(agent, seq).answered = true;
+                }
+            }
             // Mid-call state and quality do not change the call's log yet.
             Kind::MediaState(_)
             | Kind::RecordingState(_)

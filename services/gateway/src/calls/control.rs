@@ -4,7 +4,34 @@
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::b2bua::Leg;
+pub use super::routing::TransferTo;
+pub use super::writer::AgentInfo;
 pub use crate::media::relay::{RecordCommand, RecordingState, Side};
+
+/// How the agent's side of an answered call is handed over (decision
+/// 0014). The outside party's dialog is never touched: the new party
+/// rings while the call goes on, and takes over when it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// F16: to the agent's other registered devices, or to `device_id`.
+    Move { device_id: Option<String> },
+    /// F8 blind: to a user, a group or an outside number.
+    Blind(TransferTo),
+    /// F8 warm: the far end is held (music) while the agent consults the
+    /// target on a media bridge of its own; then completed or cancelled.
+    Warm(TransferTo),
+}
+
+impl Handover {
+    /// The `kind` label of `switchboard_call_transfers_total`.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Handover::Move { .. } => "move",
+            Handover::Blind(_) => "blind",
+            Handover::Warm(_) => "warm",
+        }
+    }
+}
 
 /// The bridge side of the outside party (recorded on the left channel,
 /// the one put on hold): the caller, except on an agent's outbound call.
@@ -54,8 +81,30 @@ pub enum ControlError {
     InvalidRating(u32),
     #[error("the call could not be looked up: {0}")]
     Store(String),
+    #[error("cannot hand the call over: {0}")]
+    TransferTarget(String),
+    #[error("call {0} is already being transferred; wait for that to finish or cancel it")]
+    TransferInProgress(String),
+    #[error("{}; the call goes on as before", transfer_failure(*status))]
+    TransferFailed { call_id: String, status: u16 },
+    #[error("call {0} is not being transferred")]
+    NoTransfer(String),
+    #[error("call {0} has no consulted transfer target to hand it to; start a warm transfer and wait until the target answers")]
+    NotConsulting(String),
     #[error("the gateway is shutting down")]
     Stopped,
+}
+
+/// Why a transfer target did not take the call, for the agent.
+fn transfer_failure(status: u16) -> String {
+    match status {
+        480 | 408 => "nobody answered in time".to_owned(),
+        486 | 600 => "the target is busy".to_owned(),
+        603 => "the target declined the call".to_owned(),
+        487 => "the transfer was cancelled".to_owned(),
+        200 => "the target hung up".to_owned(),
+        s => format!("the target could not take the call (SIP {s})"),
+    }
 }
 
 /// A request to the call manager.
@@ -68,6 +117,9 @@ pub(crate) enum Command {
     HangUp { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Decline { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     Note { call_id: String, user_id: String, text: String, reply: oneshot::Sender<Result<String, ControlError>> },
+    Transfer { call_id: String, handover: Handover, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
+    CancelTransfer { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    CompleteTransfer { call_id: String, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -141,6 +193,37 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         let command = Command::Note { call_id: call_id.to_owned(), user_id: user_id.to_owned(), text: text.to_owned(), reply };
         self.tx.send(command).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Hands the agent's side of an answered call over (F8 blind transfer,
+    /// F16 move) and waits until the new party answered (answers the agent
+    /// who has the call now; `None` for an outside number) or did not
+    /// ([`ControlError::TransferFailed`]: the call goes on as before). At
+    /// most the ring timeout. A warm transfer answers once the target
+    /// answered and is being consulted (who it is); the call is handed
+    /// over by [`CallControl::complete_transfer`].
+    pub async fn transfer(&self, call_id: &str, handover: Handover) -> Result<Option<AgentInfo>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Transfer { call_id: call_id.to_owned(), handover, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Ends a warm transfer's consultation by handing the call to the
+    /// consulted target (the agent is released, the far end resumed and
+    /// connected to the target); answers who has the call now.
+    pub async fn complete_transfer(&self, call_id: &str) -> Result<Option<AgentInfo>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::CompleteTransfer { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Stops a transfer or move still ringing, or a warm transfer's
+    /// consultation (the target is hung up, the far end resumed): the
+    /// call goes on with the agent.
+    pub async fn cancel_transfer(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::CancelTransfer { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 

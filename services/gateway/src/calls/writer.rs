@@ -95,6 +95,10 @@ pub enum CallUpdate {
     Rated { user_id: String, score: u32, comment: String },
     /// A note the agent wrote (F12).
     Note { note_id: String, user_id: String, text: String },
+    /// The agent's side was handed over and the new party answered
+    /// (decision 0014): `to` owns the call from now on (`None`: an outside
+    /// number, `to_number`).
+    Transferred { from: Option<AgentInfo>, to: Option<AgentInfo>, kind: pb::TransferKind, to_number: String },
 }
 
 /// One leg's media quality for the quality event.
@@ -414,6 +418,20 @@ async fn write(
         }
         CallUpdate::Note { note_id, user_id, text } => {
             pb::call_event::Kind::Note(pb::CallNote { note_id: note_id.clone(), user_id: user_id.clone(), text: text.clone() })
+        }
+        CallUpdate::Transferred { from, to, kind, to_number } => {
+            // The call's agent is who has it now (an outside number: nobody).
+            q("UPDATE calls SET agent_user_id = $2 WHERE id = $1")
+                .bind(call_id)
+                .bind(to.as_ref().map(|a| a.user_id.clone()))
+                .execute(&mut **tx)
+                .await?;
+            pb::call_event::Kind::Transferred(pb::CallTransferred {
+                from: from.as_ref().map(AgentInfo::to_proto),
+                to: to.as_ref().map(AgentInfo::to_proto),
+                kind: *kind as i32,
+                to_number: to_number.clone(),
+            })
         }
         CallUpdate::Voicemail { .. } => return Ok(None),
     };

@@ -104,6 +104,10 @@ fn control_problem(e: ControlError) -> Problem {
         e @ ControlError::InvalidRating(_) => Problem::bad_request("invalid_rating", e.to_string()),
         e @ ControlError::Stopped => Problem::unavailable("shutting_down", e.to_string()).with_retry_after(5),
         ControlError::Store(e) => Problem::internal("looking up the call failed", &e),
+        e @ ControlError::TransferTarget(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "transfer_target", e.to_string()),
+        e @ ControlError::TransferInProgress(_) => Problem::conflict("transfer_in_progress", e.to_string()),
+        e @ ControlError::TransferFailed { .. } => Problem::conflict("transfer_failed", e.to_string()),
+        e @ (ControlError::NoTransfer(_) | ControlError::NotConsulting(_)) => Problem::conflict("no_transfer", e.to_string()),
     }
 }
 
