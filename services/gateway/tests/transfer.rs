@@ -16,6 +16,7 @@ use support::{softphone, Baresip, PhoneAccount, TestGateway};
 use switchboard_gateway::api::auth::seal::Sealer;
 use switchboard_gateway::api::auth::Sessions;
 use switchboard_gateway::calls::live::{AgentEventKind, AgentEvents, CallState};
+use switchboard_gateway::config::TrunkConfig;
 use switchboard_gateway::directory::{NewDevice, NewUser};
 use switchboard_proto::{v1 as pb, Kind};
 
@@ -29,10 +30,15 @@ struct Api {
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with(|_| {}).await
+    }
+
+    async fn start_with(tune: impl FnOnce(&mut switchboard_gateway::config::GatewayConfig)) -> Api {
         let gw = TestGateway::start(|c| {
             c.auth.token_key = Some(KEY.into());
             // Debian 12's baresip reads MD5 challenges only (see interop_baresip.rs).
             c.sip.digest_algorithms = vec!["MD5".into()];
+            tune(c);
         })
         .await;
         let base = format!("http://{}", gw.http);
@@ -573,4 +579,112 @@ async fn a_warm_transfer_consults_the_target_while_the_caller_hears_music_then_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_warm_transfer_gives_the_caller_back_to_the_agent() {
     warm_transfer(false).await;
+}
+
+/// F16 on an agent's outbound call, where the agent's phone is the caller
+/// (leg A, the gateway its UAS): Ada calls a customer out through the
+/// trunk (a baresip phone answering as the carrier), then moves the call
+/// to her second phone. Leg A is then carried by a dialog the gateway
+/// placed; the customer's dialog sees nothing, and the two talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_its_outbound_call_and_the_far_end_notices_nothing() {
+    const CUSTOMER: &str = "+442071234567";
+    let workdir = tempfile::tempdir().unwrap();
+    let audio = workdir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let customer_mic = speech(&audio, "customer", "Good morning, Northwind Traders, this is the customer speaking about my order.", 10);
+    let desk_mic = speech(&audio, "desk", "Hello, Ada from Switchboard here, calling about the order you placed.", 10);
+    let cell_mic = speech(&audio, "cell", "Ada again, from my mobile now, walking to the meeting room.", 10);
+    // The far end answers calls for the customer's number; it never registers.
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut customer = Baresip::start_with_audio(
+        workdir.path(),
+        "customer",
+        unused,
+        PhoneAccount { username: CUSTOMER, password: "unused", answermode: "auto", register: false },
+        &customer_mic,
+    )
+    .await;
+    let carrier_at = customer.sip.to_string();
+    let api = Api::start_with(move |c| {
+        c.sip.trunks = vec![TrunkConfig {
+            name: "carrier".into(),
+            address: Some(carrier_at),
+            inbound_from: vec!["127.0.0.1/32".into()],
+            ..Default::default()
+        }];
+        // No keep-alives: every request the far end gets is the call's.
+        c.sip.trunk_options_interval_secs = 0;
+    })
+    .await;
+    let gw = &api.gw;
+    let ada_id = user(gw, "Ada", "201", None).await;
+    gw.directory().assign_number("+14155550100", &ada_id).await.unwrap();
+    let desk_device = device(gw, &ada_id, "ada-desk", "ada-desk-secret-2").await;
+    let ada = api.token(&ada_id).await;
+    let mut ada_events = gw.live().subscribe(&ada_id).events;
+    let mut desk = phone(gw, "ada-desk", "ada-desk-secret-2", &desk_mic).await;
+
+    desk.command("dial", &format!("sip:{CUSTOMER}@{}", gw.sip)).await;
+    let first = desk.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    customer.event("CALL_ESTABLISHED", 10).await;
+    let t0 = Instant::now();
+    let id = call_reaching(&mut ada_events, CallState::Answered).await;
+    let (status, call) = api.get(&format!("/v1/calls/{id}"), &ada).await;
+    assert_eq!((status, call["direction"].as_str(), call["agent_user_id"].as_str()), (StatusCode::OK, Some("outbound"), Some(ada_id.as_str())));
+
+    let cell_device = device(gw, &ada_id, "ada-cell", "ada-cell-secret-2").await;
+    let mut cell = phone(gw, "ada-cell", "ada-cell-secret-2", &cell_mic).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // talk on the desk phone first
+    let (status, view) = api.post(&format!("/v1/calls/{id}/move"), &ada, Some(json!({"device_id": cell_device}))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let moved_at = t0.elapsed().as_secs_f64();
+    let incoming = cell.event("CALL_ESTABLISHED", 10).await;
+    assert_eq!(incoming["direction"], "incoming", "the gateway calls the second phone: {incoming}");
+    desk.event("CALL_CLOSED", 10).await;
+    stream_event(&mut ada_events, AgentEventKind::Transferred).await;
+
+    tokio::time::sleep(Duration::from_secs(4)).await; // talk on the second phone
+    // The second phone, now leg A, hangs up: the far end gets the BYE.
+    cell.command("hangup", "").await;
+    cell.event("CALL_CLOSED", 10).await;
+    customer.event("CALL_CLOSED", 10).await;
+
+    let received = requests_received(&customer);
+    assert_eq!(received, ["INVITE", "ACK", "BYE"], "the far end saw its call and the final BYE, nothing between");
+    assert_eq!(requests_received(&desk).iter().filter(|m| *m == "BYE").count(), 1, "the desk phone was hung up");
+    let (customer_said, desk_said, cell_said) = (read_mono(&customer_mic), read_mono(&desk_mic), read_mono(&cell_mic));
+    let cell_heard = read_mono(&cell.heard());
+    let (like_customer, like_desk) = heard_like(window(&cell_heard, 0.5, 3.5), &customer_said, &desk_said);
+    assert!(like_customer > 0.6 && like_customer > like_desk + 0.15, "the second phone hears the customer ({like_customer:.2} vs {like_desk:.2})");
+    let customer_heard = read_mono(&customer.heard());
+    let (like_cell, like_desk) = heard_like(window(&customer_heard, moved_at + 0.8, moved_at + 3.8), &cell_said, &desk_said);
+    assert!(like_cell > 0.6 && like_cell > like_desk + 0.15, "the customer hears the second phone ({like_cell:.2} vs {like_desk:.2})");
+
+    let events = gw.events_after_calls_ended(1).await;
+    let of_call: Vec<&(String, switchboard_proto::CallEvent)> = events.iter().filter(|(_, e)| e.call_id == id).collect();
+    let moved = of_call
+        .iter()
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Transferred(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a call.transferred event");
+    assert_eq!(moved.kind, pb::TransferKind::Move as i32);
+    assert_eq!(moved.from.as_ref().map(|a| a.device_id.as_str()), Some(desk_device.as_str()));
+    assert_eq!(moved.to.as_ref().map(|a| (a.user_id.as_str(), a.device_id.as_str())), Some((ada_id.as_str(), cell_device.as_str())));
+    let ended = of_call
+        .iter()
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Ended(end)) => Some(end.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ended.hangup_by, "caller", "the agent's side (leg A) hung up");
+
+    for p in [desk, cell, customer] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
 }
