@@ -28,6 +28,7 @@ impl v1::CallEvent {
             Some(Kind::Screening(_)) => "voicemail.screening",
             Some(Kind::Note(_)) => "call.note",
             Some(Kind::Transferred(_)) => "call.transferred",
+            Some(Kind::Parked(_)) => "call.parked",
             None => "unknown",
         }
     }

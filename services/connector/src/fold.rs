@@ -464,7 +464,8 @@ impl CallState {
             | Kind::VoicemailAvailable(_)
             | Kind::Rating(_)
             | Kind::Screening(_)
-            | Kind::Note(_) => return Ok(Applied::Ignored),
+            | Kind::Note(_)
+            | Kind::Parked(_) => return Ok(Applied::Ignored),
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")

@@ -688,3 +688,186 @@ async fn an_agent_moves_its_outbound_call_and_the_far_end_notices_nothing() {
     }
     api.gw.stop().await;
 }
+
+/// F4: Bob parks Ada's call; Ada hears the music while her call waits in
+/// slot 1 (Bob's phone is hung up), every agent sees the slot, and Carol
+/// retrieves it: her phone rings, she talks with Ada and has the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_call_waits_with_music_until_another_agent_retrieves_it() {
+    use switchboard_gateway::media::player::Prompt;
+
+    let api = Api::start().await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 10);
+    let bob_mic = speech(&audio, "bob", "Bob speaking. I will park you, a colleague picks you up in a moment.", 10);
+    let carol_mic = speech(&audio, "carol", "Carol here, I picked up your call from the park slot.", 10);
+    let ada_id = user(gw, "Ada", "201", None).await;
+    device(gw, &ada_id, "ada", "ada-park-secret-1").await;
+    let bob_id = user(gw, "Bob", "202", None).await;
+    device(gw, &bob_id, "bob", "bob-park-secret-1").await;
+    let carol_id = user(gw, "Carol", "203", None).await;
+    device(gw, &carol_id, "carol", "carol-park-secret-1").await;
+    let (bob, carol) = (api.token(&bob_id).await, api.token(&carol_id).await);
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut carol_events = gw.live().subscribe(&carol_id).events;
+    let mut ada_phone = phone(gw, "ada", "ada-park-secret-1", &ada_mic).await;
+    let mut bob_phone = phone(gw, "bob", "bob-park-secret-1", &bob_mic).await;
+    let mut carol_phone = phone(gw, "carol", "carol-park-secret-1", &carol_mic).await;
+
+    ada_phone.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada_phone.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    let t0 = Instant::now();
+    let id = call_reaching(&mut bob_events, CallState::Answered).await;
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/park"), &carol, None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")), "only Bob parks his call");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let parked_at = t0.elapsed().as_secs_f64();
+    let (status, parked) = api.post(&format!("/v1/calls/{id}/park"), &bob, None).await;
+    assert_eq!(status, StatusCode::OK, "{parked}");
+    assert_eq!((parked["slot"].as_u64(), parked["call_id"].as_str(), parked["parked_by"].as_str()), (Some(1), Some(id.as_str()), Some(bob_id.as_str())));
+    bob_phone.event("CALL_CLOSED", 10).await;
+    let seen = stream_event(&mut bob_events, AgentEventKind::Parked).await;
+    assert_eq!(seen.id, id);
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/park"), &bob, None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("call_parked")));
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/move"), &bob, Some(json!({}))).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("call_parked")), "a parked call is retrieved, not moved");
+
+    // Every agent sees the slot; an empty slot is a 404.
+    let (status, list) = api.get("/v1/parked", &carol).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["parked"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!((list["parked"][0]["slot"].as_u64(), list["parked"][0]["call_id"].as_str()), (Some(1), Some(id.as_str())));
+    let (status, problem) = api.post("/v1/parked/7/retrieve", &carol, None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("park_slot_empty")));
+    tokio::time::sleep(Duration::from_secs(3)).await; // Ada waits with the music
+
+    let retrieved_at = t0.elapsed().as_secs_f64();
+    let (status, view) = api.post("/v1/parked/1/retrieve", &carol, None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!((view["id"].as_str(), view["agent_user_id"].as_str()), (Some(id.as_str()), Some(carol_id.as_str())));
+    carol_phone.event("CALL_ESTABLISHED", 10).await;
+    let seen = stream_event(&mut carol_events, AgentEventKind::Transferred).await;
+    assert_eq!(seen.agent_user_id.as_deref(), Some(carol_id.as_str()));
+    let (_, list) = api.get("/v1/parked", &carol).await;
+    assert_eq!(list["parked"], json!([]), "the slot is free again");
+    let (status, _) = api.get(&format!("/v1/calls/{id}"), &bob).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "Bob no longer has the call");
+
+    tokio::time::sleep(Duration::from_secs(4)).await; // Ada and Carol talk
+    ada_phone.command("hangup", "").await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+    carol_phone.event("CALL_CLOSED", 10).await;
+
+    let received = requests_received(&ada_phone);
+    assert!(!received.iter().any(|m| m == "INVITE" || m == "BYE"), "Ada's dialog saw no SIP: {received:?}");
+    let (ada_said, bob_said, carol_said) = (read_mono(&ada_mic), read_mono(&bob_mic), read_mono(&carol_mic));
+    let music: Vec<i16> = Prompt::bundled_hold_music().samples().to_vec();
+    let ada_heard = read_mono(&ada_phone.heard());
+    let waiting = window(&ada_heard, parked_at + 0.5, retrieved_at - 0.3);
+    let (like_music, like_bob) = (similarity(waiting, &music), similarity(waiting, &bob_said));
+    assert!(like_music > 0.6 && like_music > like_bob + 0.15, "parked Ada hears the music ({like_music:.2}), not Bob ({like_bob:.2})");
+    let (like_carol, like_bob) = heard_like(window(&ada_heard, retrieved_at + 1.0, retrieved_at + 3.7), &carol_said, &bob_said);
+    assert!(like_carol > 0.6 && like_carol > like_bob + 0.15, "Ada hears Carol ({like_carol:.2} vs {like_bob:.2})");
+    let carol_heard = read_mono(&carol_phone.heard());
+    let (like_ada, like_bob) = heard_like(window(&carol_heard, 0.5, 3.5), &ada_said, &bob_said);
+    assert!(like_ada > 0.6 && like_ada > like_bob + 0.15, "Carol hears Ada ({like_ada:.2} vs {like_bob:.2})");
+
+    let events = gw.events_after_calls_ended(1).await;
+    let of_call: Vec<&(String, switchboard_proto::CallEvent)> = events.iter().filter(|(_, e)| e.call_id == id).collect();
+    let parked = of_call
+        .iter()
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Parked(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a call.parked event");
+    assert_eq!((parked.slot, parked.by.as_ref().map(|a| a.user_id.as_str())), (1, Some(bob_id.as_str())));
+    let retrieved = of_call
+        .iter()
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Transferred(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a call.transferred event");
+    assert_eq!(retrieved.kind, pb::TransferKind::Park as i32);
+    assert_eq!(retrieved.from.as_ref().map(|a| a.user_id.as_str()), Some(bob_id.as_str()));
+    assert_eq!(retrieved.to.as_ref().map(|a| a.user_id.as_str()), Some(carol_id.as_str()));
+    let kinds: Vec<&str> = of_call.iter().map(|(k, _)| k.as_str()).collect();
+    let (p, t) = (kinds.iter().position(|k| *k == "call.parked").unwrap(), kinds.iter().position(|k| *k == "call.transferred").unwrap());
+    assert!(p < t, "{kinds:?}");
+    let agent: Option<String> = switchboard_store::sqlx::query_scalar("SELECT agent_user_id FROM calls WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_one(gw.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(agent.as_deref(), Some(carol_id.as_str()));
+    assert_eq!(gw.metric("switchboard_call_transfers_total{kind=\"park\",result=\"completed\"}").await, 1.0);
+    assert_eq!(gw.metric("switchboard_calls_parked_total").await, 1.0);
+
+    for p in [ada_phone, bob_phone, carol_phone] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}
+
+/// F4: a parked call nobody retrieves within `sip.park_timeout_secs` rings
+/// the agent who parked it, who talks with the caller again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_call_nobody_retrieves_rings_the_agent_back() {
+    let api = Api::start_with(|c| c.sip.park_timeout_secs = 2).await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 10);
+    let bob_mic = speech(&audio, "bob", "Bob speaking. I will park you for a moment, please hold on.", 10);
+    let ada_id = user(gw, "Ada", "201", None).await;
+    device(gw, &ada_id, "ada", "ada-park-secret-2").await;
+    let bob_id = user(gw, "Bob", "202", None).await;
+    device(gw, &bob_id, "bob", "bob-park-secret-2").await;
+    let bob = api.token(&bob_id).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut ada_phone = phone(gw, "ada", "ada-park-secret-2", &ada_mic).await;
+    let mut bob_phone = phone(gw, "bob", "bob-park-secret-2", &bob_mic).await;
+
+    ada_phone.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada_phone.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    let id = call_reaching(&mut bob_events, CallState::Answered).await;
+    let (status, parked) = api.post(&format!("/v1/calls/{id}/park"), &bob, None).await;
+    assert_eq!(status, StatusCode::OK, "{parked}");
+    bob_phone.event("CALL_CLOSED", 10).await;
+    // Two seconds later Bob's phone rings again, and answers.
+    let again = bob_phone.event("CALL_ESTABLISHED", 15).await;
+    assert_eq!(again["direction"], "incoming");
+    let seen = stream_event(&mut bob_events, AgentEventKind::Transferred).await;
+    assert_eq!((seen.id.as_str(), seen.agent_user_id.as_deref()), (id.as_str(), Some(bob_id.as_str())));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ada_phone.command("hangup", "").await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+    bob_phone.event("CALL_CLOSED", 10).await;
+
+    let bob_heard = read_mono(&bob_phone.heard());
+    let (like_ada, like_bob) = heard_like(window(&bob_heard, 0.5, 3.5), &read_mono(&ada_mic), &read_mono(&bob_mic));
+    assert!(like_ada > 0.6 && like_ada > like_bob + 0.15, "rung back, Bob hears Ada ({like_ada:.2} vs {like_bob:.2})");
+    assert!(!requests_received(&ada_phone).iter().any(|m| m == "INVITE" || m == "BYE"), "Ada's dialog saw no SIP");
+    let events = gw.events_after_calls_ended(1).await;
+    let back = events
+        .iter()
+        .filter(|(_, e)| e.call_id == id)
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Transferred(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a call.transferred event");
+    assert_eq!(back.kind, pb::TransferKind::Park as i32);
+    assert_eq!(back.to.as_ref().map(|a| a.user_id.as_str()), Some(bob_id.as_str()), "rung back to Bob");
+    for p in [ada_phone, bob_phone] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}

@@ -272,6 +272,8 @@ pub enum ReplaceError {
     NoTargets,
     #[error("no warm transfer's target has answered to be handed the call")]
     NotConsulting,
+    #[error("the call is parked; only its parked side can be given a party (retrieve it)")]
+    Parked,
 }
 
 /// A re-INVITE the gateway sent on a leg (hold or resume), until answered.
@@ -380,6 +382,9 @@ pub struct Call {
     anchors: [Option<u16>; 2],
     /// What each leg's media was last set to (index: caller 0, callee 1).
     last_formats: [Vec<Format>; 2],
+    /// A parked leg (F4): its party was hung up and nobody carries it
+    /// until a replacement answers.
+    parked: Option<Leg>,
 }
 
 /// Why an initial INVITE cannot become a call.
@@ -446,6 +451,7 @@ impl Call {
             replacement: None,
             anchors: [None, None],
             last_formats: [Vec::new(), Vec::new()],
+            parked: None,
             linger_until: None,
             ended: false,
             ring_timeout,
@@ -781,23 +787,23 @@ impl Call {
         self.forks[i].reinvite = Some(OurReinvite { cseq: None, direction: Direction::SendRecv, retry_at: None });
         self.send_reinvite(leg, Instant::now(), out);
         if bye_replaced {
-            self.release(replaced, out);
+            self.release(replaced, &q850(16, "Call transferred"), out);
         }
     }
 
-    /// Hangs up the dialog that carried a leg before it was replaced.
-    fn release(&mut self, replaced: Option<Carrier>, out: &mut Vec<Action>) {
-        let reason = q850(16, "Call transferred");
+    /// Hangs up the dialog that carried a leg before it was replaced or
+    /// parked, with `reason`.
+    fn release(&mut self, replaced: Option<Carrier>, reason: &str, out: &mut Vec<Action>) {
         match replaced {
             Some(Carrier::Uas) => {
                 // Released: no more 2xx retransmissions or re-INVITEs on it.
                 self.a.ok_retransmit = None;
                 self.a.reinvite = None;
-                self.bye_uas(&reason, out);
+                self.bye_uas(reason, out);
             }
             Some(Carrier::Fork(j)) => {
                 self.forks[j].reinvite = None;
-                self.bye_fork(j, &reason, out);
+                self.bye_fork(j, reason, out);
             }
             None => {}
         }
@@ -856,6 +862,9 @@ impl Call {
         if let Some(r) = &self.replacement {
             return Err(ReplaceError::InProgress(r.leg));
         }
+        if self.parked.is_some_and(|p| p != leg || consult.is_some()) {
+            return Err(ReplaceError::Parked);
+        }
         if targets.is_empty() {
             return Err(ReplaceError::NoTargets);
         }
@@ -893,8 +902,41 @@ impl Call {
         out
     }
 
-    /// Which dialog carries `leg` of the answered call.
+    /// Parks `leg` (F4): its party is hung up and the leg stays empty —
+    /// the other party's dialog goes on untouched (the driver plays it
+    /// music) — until [`Call::replace`] gives the leg a new party.
+    pub fn park(&mut self, leg: Leg, _now: Instant) -> Result<Vec<Action>, ReplaceError> {
+        if !self.is_answered() || self.in_voicemail || self.a.final_status != Some(200) {
+            return Err(ReplaceError::NotAnswered);
+        }
+        if let Some(r) = &self.replacement {
+            return Err(ReplaceError::InProgress(r.leg));
+        }
+        if self.parked.is_some() {
+            return Err(ReplaceError::Parked);
+        }
+        let mut out = Vec::new();
+        let released = self.carrier(leg);
+        self.parked = Some(leg);
+        self.release(released, &q850(16, "Call parked"), &mut out);
+        Ok(out)
+    }
+
+    /// The parked leg, if the call is parked.
+    pub fn parked(&self) -> Option<Leg> {
+        self.parked
+    }
+
+    /// Whether the caller's own dialog no longer carries leg A.
+    fn uas_released(&self) -> bool {
+        self.caller_fork.is_some() || self.parked == Some(Leg::Caller)
+    }
+
+    /// Which dialog carries `leg` of the answered call (none while parked).
     fn carrier(&self, leg: Leg) -> Option<Carrier> {
+        if self.parked == Some(leg) {
+            return None;
+        }
         match leg {
             Leg::Caller => Some(self.caller_fork.map_or(Carrier::Uas, Carrier::Fork)),
             Leg::Callee => self.winner.map(Carrier::Fork),
@@ -903,6 +945,11 @@ impl Call {
 
     /// The leg fork `i` carries, if it carries one.
     fn fork_leg(&self, i: usize) -> Option<Leg> {
+        let leg = self.fork_carries(i)?;
+        (self.parked != Some(leg)).then_some(leg)
+    }
+
+    fn fork_carries(&self, i: usize) -> Option<Leg> {
         if self.caller_fork == Some(i) {
             Some(Leg::Caller)
         } else if self.winner == Some(i) {
@@ -950,7 +997,10 @@ impl Call {
         }
         self.leg_formats(r.leg, usable(&party.formats), party.rtcp_mux, out);
         out.push(Action::Replaced { leg: r.leg, fork: i, rtp: party.rtp });
-        self.release(replaced, out);
+        if self.parked == Some(r.leg) {
+            self.parked = None; // retrieved: nobody to hang up
+        }
+        self.release(replaced, &q850(16, "Call transferred"), out);
     }
 
     /// Re-INVITEs `leg`'s party onto the port it is anchored on now.
@@ -1010,8 +1060,8 @@ impl Call {
     pub fn on_caller_request(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let method = msg.method().unwrap_or("").to_owned();
-        if self.caller_fork.is_some() {
-            // The caller's dialog was replaced and hung up: a BYE crossing
+        if self.uas_released() {
+            // The caller's dialog was replaced (or parked) and hung up: a BYE crossing
             // ours is confirmed, anything else is for a dialog that is gone.
             match method.as_str() {
                 "ACK" => {}
@@ -1083,7 +1133,7 @@ impl Call {
     /// (nothing to do: the transaction layer stopped retransmitting).
     pub fn on_caller_response(&mut self, msg: SipMessage, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.caller_fork.is_none() {
+        if !self.uas_released() {
             self.reinvite_response(Carrier::Uas, &msg, now, &mut out);
         }
         out
@@ -1331,6 +1381,9 @@ impl Call {
 
     /// Hangs up leg A, whichever dialog carries it.
     fn bye_caller(&mut self, reason: &str, out: &mut Vec<Action>) {
+        if self.parked == Some(Leg::Caller) {
+            return; // hung up when it was parked
+        }
         match self.caller_fork {
             Some(i) if self.forks[i].state == ForkState::Answered => self.bye_fork(i, reason, out),
             Some(_) => {}

@@ -20,6 +20,9 @@ pub enum Handover {
     /// F8 warm: the far end is held (music) while the agent consults the
     /// target on a media bridge of its own; then completed or cancelled.
     Warm(TransferTo),
+    /// F4: a parked call given to an agent (retrieved, or rung back to the
+    /// agent who parked it).
+    Unpark(TransferTo),
 }
 
 impl Handover {
@@ -29,8 +32,23 @@ impl Handover {
             Handover::Move { .. } => "move",
             Handover::Blind(_) => "blind",
             Handover::Warm(_) => "warm",
+            Handover::Unpark(_) => "park",
         }
     }
+}
+
+/// A call waiting in a park slot (F4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ParkedCall {
+    /// The slot number, from 1: what agents retrieve the call by.
+    pub slot: u32,
+    pub call_id: String,
+    /// The outside party's number (the caller inbound, the callee outbound).
+    pub customer_number: String,
+    /// The user id of the agent who parked it.
+    pub parked_by: Option<String>,
+    /// When it was parked, epoch milliseconds.
+    pub parked_at_ms: i64,
 }
 
 /// The bridge side of the outside party (recorded on the left channel,
@@ -91,6 +109,10 @@ pub enum ControlError {
     NoTransfer(String),
     #[error("call {0} has no consulted transfer target to hand it to; start a warm transfer and wait until the target answers")]
     NotConsulting(String),
+    #[error("call {0} is parked; retrieve it from its slot first")]
+    Parked(String),
+    #[error("no call is parked in slot {0}; it may have been retrieved or ended")]
+    ParkSlotEmpty(u32),
     #[error("the gateway is shutting down")]
     Stopped,
 }
@@ -120,6 +142,9 @@ pub(crate) enum Command {
     Transfer { call_id: String, handover: Handover, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
     CancelTransfer { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
     CompleteTransfer { call_id: String, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
+    Park { call_id: String, reply: oneshot::Sender<Result<ParkedCall, ControlError>> },
+    Retrieve { slot: u32, user_id: String, reply: oneshot::Sender<Result<(String, Option<AgentInfo>), ControlError>> },
+    ListParked { reply: oneshot::Sender<Vec<ParkedCall>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -225,6 +250,31 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::CancelTransfer { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Parks an answered call (F4): the agent's phone is hung up and the far
+    /// end hears music in the slot answered, until an agent retrieves it or
+    /// the park timeout rings the agent back.
+    pub async fn park(&self, call_id: &str) -> Result<ParkedCall, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Park { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Rings every device of `user_id` for the call parked in `slot` and
+    /// waits until one answered (answers the call id and who has it now) or
+    /// none did ([`ControlError::TransferFailed`]: it stays parked).
+    pub async fn retrieve(&self, slot: u32, user_id: &str) -> Result<(String, Option<AgentInfo>), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Retrieve { slot, user_id: user_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// The calls waiting in park slots, by slot.
+    pub async fn parked(&self) -> Result<Vec<ParkedCall>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::ListParked { reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)
     }
 
     /// Puts one leg of an answered call on hold (`on`) or resumes it with a

@@ -197,6 +197,10 @@ pub enum AgentEventKind {
     /// event last; the call is then gone from its stream and its list.
     #[serde(rename = "call.transferred")]
     Transferred,
+    /// The agent parked the call (F4): the far end hears music until an
+    /// agent retrieves it (`call.transferred` follows).
+    #[serde(rename = "call.parked")]
+    Parked,
 }
 
 impl AgentEventKind {
@@ -216,6 +220,7 @@ impl AgentEventKind {
             AgentEventKind::VoicemailAvailable => "call.voicemail_available",
             AgentEventKind::Rated => "call.rated",
             AgentEventKind::Transferred => "call.transferred",
+            AgentEventKind::Parked => "call.parked",
         }
     }
 }
@@ -600,6 +605,7 @@ impl LiveCalls {
                 }
                 return;
             }
+            CallUpdate::Parked { .. } => (AgentEventKind::Parked, None, None),
             // Media quality and notes are for the call log, not the
             // softphone (the tab that wrote a note has it already).
             CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::b2bua::{Action, Call, ConsultPorts, EndReason, HangupBy, Leg, LegMedia, Local, MediaPorts, Target, ALLOW};
-use super::control::{Command, ControlError, Handover, MediaCommand, MediaState};
+use super::control::{Command, ControlError, Handover, MediaCommand, MediaState, ParkedCall};
 use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started, TransferPlan, TransferTo, TransferredCall};
 use super::trunks::Trunks;
 use super::live::LiveCalls;
@@ -75,6 +75,8 @@ pub struct ManagerDeps {
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
+    /// How long a parked call waits before it rings its parker again.
+    pub park_timeout: Duration,
     /// RFC 3261 timers for transactions and the calls' own retransmissions.
     pub timers: Timers,
     /// Notified after each committed call event.
@@ -123,6 +125,9 @@ enum Work {
     /// Who rings for a transfer or move of call `id` (and, for a warm
     /// transfer, the consultation's two port pairs).
     TransferRouted { id: String, plan: Result<(TransferPlan, Option<(PortPair, PortPair)>), String> },
+    /// A parked call's wait is over: ring its parker back (if it is still
+    /// parked as it was when the wait began, `generation`).
+    ParkExpired { id: String, generation: u64 },
 }
 
 /// What authenticating a device's INVITE decided.
@@ -167,6 +172,34 @@ struct Entry {
     /// then its own bridge (agent on side A, target on side B).
     consult_ports: Option<(PortPair, PortPair)>,
     consult_relay: Option<MediaRelay>,
+    /// Parked (F4): its slot, who parked it, and the wait in progress.
+    park: Option<ParkState>,
+}
+
+/// A call in a park slot.
+struct ParkState {
+    slot: u32,
+    by: Option<AgentInfo>,
+    at_ms: i64,
+    /// Which wait for the park timeout is the current one.
+    generation: u64,
+}
+
+/// Puts the outside party of the call on hold (music) or takes it off, and
+/// records the change when there is one.
+fn hold_customer(e: &mut Entry, on: bool) {
+    let customer = super::control::customer_side(e.direction == pb::Direction::Outbound);
+    let held = if on { Some(customer) } else { e.media.held.filter(|h| *h != customer) };
+    if held == e.media.held {
+        return;
+    }
+    if let Some(r) = &e.relay {
+        r.hold(customer, on);
+    }
+    e.media.held = held;
+    if let Some(w) = &e.writer {
+        w.record(e.media.event());
+    }
 }
 
 /// A handover of the agent's side in progress (decision 0014).
@@ -187,6 +220,7 @@ impl PendingTransfer {
             Handover::Move { .. } => pb::TransferKind::Move,
             Handover::Blind(_) => pb::TransferKind::Blind,
             Handover::Warm(_) => pb::TransferKind::Warm,
+            Handover::Unpark(_) => pb::TransferKind::Park,
         }
     }
 
@@ -253,6 +287,8 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
         limiter: RateLimiter::new(deps.rate_limit),
         probes: HashMap::new(),
         trunk_up: HashMap::new(),
+        park_slots: std::collections::BTreeMap::new(),
+        park_generation: 0,
         deps,
         calls: HashMap::new(),
         by_sip: HashMap::new(),
@@ -306,6 +342,10 @@ struct Manager {
     probes: HashMap<String, String>,
     /// Last known reachability per trunk.
     trunk_up: HashMap<String, bool>,
+    /// Park slots in use (F4): slot → call id.
+    park_slots: std::collections::BTreeMap<u32, String>,
+    /// The last park wait started, to tell a current one from a stale one.
+    park_generation: u64,
     calls: HashMap<String, Entry>,
     by_sip: HashMap<String, (String, LegKind)>,
     /// Calls' deadlines, possibly stale (checked when due).
@@ -542,6 +582,7 @@ impl Manager {
                 transfer: None,
                 consult_ports: None,
                 consult_relay: None,
+                park: None,
             },
         );
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
@@ -580,6 +621,10 @@ impl Manager {
             }
             Work::TransferRouted { id, plan } => {
                 self.transfer_routed(&id, plan).await;
+                return;
+            }
+            Work::ParkExpired { id, generation } => {
+                self.park_expired(&id, generation);
                 return;
             }
         };
@@ -738,6 +783,11 @@ impl Manager {
                 let _ = reply.send(result);
             }
             Command::Transfer { call_id, handover, reply } => self.transfer(call_id, handover, reply),
+            Command::Park { call_id, reply } => self.park(call_id, reply).await,
+            Command::Retrieve { slot, user_id, reply } => self.retrieve(slot, user_id, reply),
+            Command::ListParked { reply } => {
+                let _ = reply.send(self.parked_calls());
+            }
             Command::CancelTransfer { call_id, reply } => {
                 let now = std::time::Instant::now();
                 let result = match self.calls.get_mut(&call_id) {
@@ -1160,6 +1210,11 @@ impl Manager {
             let _ = reply.send(Err(ControlError::TransferInProgress(call_id)));
             return;
         }
+        if e.call.parked().is_some() != matches!(handover, Handover::Unpark(_)) {
+            let error = if e.call.parked().is_some() { ControlError::Parked(call_id) } else { ControlError::NotAnswered(call_id) };
+            let _ = reply.send(Err(error));
+            return;
+        }
         // The agent is the caller of an outbound call, the callee otherwise.
         let outbound = e.direction == pb::Direction::Outbound;
         let leg = if outbound { Leg::Caller } else { Leg::Callee };
@@ -1172,7 +1227,7 @@ impl Manager {
                     return;
                 }
             },
-            Handover::Blind(to) | Handover::Warm(to) => to.clone(),
+            Handover::Blind(to) | Handover::Warm(to) | Handover::Unpark(to) => to.clone(),
         };
         let warm = matches!(handover, Handover::Warm(_));
         let to_number = match &to {
@@ -1235,16 +1290,7 @@ impl Manager {
             // Warm: the far end waits with music while the target rings
             // and while the agent consults it.
             e.consult_ports = consult_ports;
-            let customer = super::control::customer_side(e.direction == pb::Direction::Outbound);
-            if let Some(r) = &e.relay {
-                r.hold(customer, true);
-            }
-            if e.media.held != Some(customer) {
-                e.media.held = Some(customer);
-                if let Some(w) = &e.writer {
-                    w.record(e.media.event());
-                }
-            }
+            hold_customer(e, true);
         }
         // The new forks follow the call's others, in target order.
         let first_new = e.call.fork_call_ids().count() - agents.len();
@@ -1271,6 +1317,11 @@ impl Manager {
         e.agent = to.clone();
         if let Some(w) = &e.writer {
             w.record(CallUpdate::Transferred { from: t.from.clone(), to: to.clone(), kind: t.kind(), to_number: t.to_number.clone() });
+        }
+        if let Some(p) = e.park.take() {
+            // Out of its slot: the music stops, the new party talks.
+            self.park_slots.remove(&p.slot);
+            hold_customer(e, false);
         }
         t.finish(id, Ok(to));
     }
@@ -1317,15 +1368,8 @@ impl Manager {
                 relay.stop().await;
             });
         }
-        let customer = super::control::customer_side(e.direction == pb::Direction::Outbound);
-        if e.media.held == Some(customer) && !e.call.has_ended() {
-            if let Some(r) = &e.relay {
-                r.hold(customer, false);
-            }
-            e.media.held = None;
-            if let Some(w) = &e.writer {
-                w.record(e.media.event());
-            }
+        if !e.call.has_ended() {
+            hold_customer(e, false);
         }
     }
 
@@ -1335,10 +1379,125 @@ impl Manager {
         if let Some(t) = e.transfer.take() {
             t.finish(id, Err(ControlError::TransferFailed { call_id: id.to_owned(), status }));
         }
+        if !e.call.has_ended() && e.park.is_some() {
+            // Still parked: the wait for the park timeout starts again.
+            self.park_generation += 1;
+            let generation = self.park_generation;
+            if let Some(p) = e.park.as_mut() {
+                p.generation = generation;
+            }
+            self.wait_in_park(id, generation);
+        }
+    }
+
+    /// Parks the call (F4): the agent's phone is hung up, the far end
+    /// hears music in the lowest free slot until an agent retrieves it or
+    /// the park timeout rings the agent back.
+    async fn park(&mut self, call_id: String, reply: tokio::sync::oneshot::Sender<Result<ParkedCall, ControlError>>) {
+        let now = std::time::Instant::now();
+        let slot = (1..).find(|s| !self.park_slots.contains_key(s)).unwrap_or(u32::MAX);
+        self.park_generation += 1;
+        let generation = self.park_generation;
+        let Some(e) = self.calls.get_mut(&call_id) else {
+            let _ = reply.send(Err(ControlError::NoSuchCall(call_id)));
+            return;
+        };
+        if e.transfer.is_some() {
+            let _ = reply.send(Err(ControlError::TransferInProgress(call_id)));
+            return;
+        }
+        let leg = if e.direction == pb::Direction::Outbound { Leg::Caller } else { Leg::Callee };
+        let actions = match e.call.park(leg, now) {
+            Ok(actions) if e.relay.is_some() => actions,
+            Err(super::b2bua::ReplaceError::Parked) => {
+                let _ = reply.send(Err(ControlError::Parked(call_id)));
+                return;
+            }
+            _ => {
+                let _ = reply.send(Err(ControlError::NotAnswered(call_id)));
+                return;
+            }
+        };
+        let parked = ParkedCall {
+            slot,
+            call_id: call_id.clone(),
+            customer_number: if e.direction == pb::Direction::Outbound { e.to_number.clone() } else { e.from_number.clone() },
+            parked_by: e.agent.as_ref().map(|a| a.user_id.clone()),
+            parked_at_ms: now_ms(),
+        };
+        e.park = Some(ParkState { slot, by: e.agent.clone(), at_ms: parked.parked_at_ms, generation });
+        hold_customer(e, true);
+        if let Some(w) = &e.writer {
+            w.record(CallUpdate::Parked { slot, by: e.agent.clone() });
+        }
+        self.park_slots.insert(slot, call_id.clone());
+        metrics::counter!("switchboard_calls_parked_total").increment(1);
+        info!(call_id = %call_id, slot, "call parked");
+        let _ = reply.send(Ok(parked));
+        self.wait_in_park(&call_id, generation);
+        self.execute(&call_id, actions).await;
+    }
+
+    /// Gives the call parked in `slot` to `user_id`'s devices.
+    fn retrieve(&mut self, slot: u32, user_id: String, reply: tokio::sync::oneshot::Sender<Result<(String, Option<AgentInfo>), ControlError>>) {
+        let Some(call_id) = self.park_slots.get(&slot).cloned() else {
+            let _ = reply.send(Err(ControlError::ParkSlotEmpty(slot)));
+            return;
+        };
+        info!(call_id = %call_id, slot, user_id, "retrieving a parked call");
+        let (handed, outcome) = tokio::sync::oneshot::channel();
+        self.transfer(call_id.clone(), Handover::Unpark(TransferTo::User(user_id)), handed);
+        tokio::spawn(async move {
+            let result = outcome.await.unwrap_or(Err(ControlError::Stopped));
+            let _ = reply.send(result.map(|to| (call_id, to)));
+        });
+    }
+
+    /// Waits the park timeout for the call, then reports it.
+    fn wait_in_park(&self, id: &str, generation: u64) {
+        let (work, wait, id) = (self.work.clone(), self.deps.park_timeout, id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = work.send(Work::ParkExpired { id, generation });
+        });
+    }
+
+    /// Nobody retrieved the parked call in time: its parker's devices ring.
+    fn park_expired(&mut self, id: &str, generation: u64) {
+        let Some(e) = self.calls.get(id) else { return };
+        let Some(p) = e.park.as_ref().filter(|p| p.generation == generation) else { return };
+        if e.transfer.is_some() || e.call.has_ended() {
+            return; // being retrieved: its outcome restarts the wait if needed
+        }
+        let Some(parker) = p.by.as_ref().map(|a| a.user_id.clone()) else { return };
+        info!(call_id = %id, slot = p.slot, user_id = %parker, "park timeout: ringing the agent who parked the call");
+        let (reply, _) = tokio::sync::oneshot::channel();
+        self.transfer(id.to_owned(), Handover::Unpark(TransferTo::Devices { user_id: parker, device_id: None, except: None }), reply);
+    }
+
+    /// The calls in park slots, by slot.
+    fn parked_calls(&self) -> Vec<ParkedCall> {
+        self.park_slots
+            .iter()
+            .filter_map(|(slot, id)| {
+                let e = self.calls.get(id)?;
+                let p = e.park.as_ref()?;
+                Some(ParkedCall {
+                    slot: *slot,
+                    call_id: id.clone(),
+                    customer_number: if e.direction == pb::Direction::Outbound { e.to_number.clone() } else { e.from_number.clone() },
+                    parked_by: p.by.as_ref().map(|a| a.user_id.clone()),
+                    parked_at_ms: p.at_ms,
+                })
+            })
+            .collect()
     }
 
     fn ended(&mut self, id: &str, reason: EndReason, hangup_by: HangupBy, sip_status: u16) {
         let Some(e) = self.calls.get_mut(id) else { return };
+        if let Some(p) = e.park.take() {
+            self.park_slots.remove(&p.slot);
+        }
         let now = Instant::now();
         let talk = e.answered_at.map(|a| now.duration_since(a).as_secs() as u32).unwrap_or(0);
         let total = now.duration_since(e.started_at).as_secs() as u32;

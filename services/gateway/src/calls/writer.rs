@@ -99,6 +99,8 @@ pub enum CallUpdate {
     /// (decision 0014): `to` owns the call from now on (`None`: an outside
     /// number, `to_number`).
     Transferred { from: Option<AgentInfo>, to: Option<AgentInfo>, kind: pb::TransferKind, to_number: String },
+    /// F4: the agent `by` parked the call in `slot`.
+    Parked { slot: u32, by: Option<AgentInfo> },
 }
 
 /// One leg's media quality for the quality event.
@@ -433,6 +435,7 @@ async fn write(
                 to_number: to_number.clone(),
             })
         }
+        CallUpdate::Parked { slot, by } => pb::call_event::Kind::Parked(pb::CallParked { slot: *slot, by: by.as_ref().map(AgentInfo::to_proto) }),
         CallUpdate::Voicemail { .. } => return Ok(None),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;

@@ -1,6 +1,6 @@
 //! The agent's calls and what it can do on them (F4, F6, F8, F12, F13,
 //! F16, F17): list, hold, mute, DTMF, recording, hang up, screen and pick
-//! up, move to another device, transfer, notes, rate.
+//! up, move to another device, transfer, park and retrieve, notes, rate.
 //!
 //! An agent sees and controls only the calls it may see on its event
 //! stream (its own, ringing for it, answered by it, transferred or parked
@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use super::AgentApi;
 use crate::api::auth::Principal;
 use crate::api::problem::{Json, Path, Problem};
-use crate::calls::control::{customer_side, ControlError, Handover, MediaCommand, MediaState, RecordCommand, RecordingState, Side, TransferTo};
+use crate::calls::control::{customer_side, ControlError, Handover, MediaCommand, MediaState, ParkedCall, RecordCommand, RecordingState, Side, TransferTo};
 use crate::calls::live::{CallDirection, CallParty, CallState, CallView, RecordingStatus};
 
 /// `GET /v1/calls`.
@@ -160,6 +160,8 @@ fn control_problem(e: ControlError) -> Problem {
         e @ ControlError::TransferInProgress(_) => Problem::conflict("transfer_in_progress", e.to_string()),
         e @ ControlError::TransferFailed { .. } => Problem::conflict("transfer_failed", e.to_string()),
         e @ (ControlError::NoTransfer(_) | ControlError::NotConsulting(_)) => Problem::conflict("no_transfer", e.to_string()),
+        e @ ControlError::Parked(_) => Problem::conflict("call_parked", e.to_string()),
+        e @ ControlError::ParkSlotEmpty(_) => Problem::not_found("park_slot_empty", e.to_string()),
     }
 }
 
@@ -490,5 +492,52 @@ pub async fn complete_transfer(State(api): State<AgentApi>, Extension(me): Exten
 pub async fn cancel_transfer(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
     let view = api.answered_by_me(&me, &id)?;
     api.control.cancel_transfer(&id).await.map_err(control_problem)?;
+    Ok(Json(view))
+}
+
+/// `GET /v1/parked`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ParkedList {
+    /// Every parked call of the gateway, by slot.
+    pub parked: Vec<ParkedCall>,
+}
+
+/// Parks the call (F4): the agent's phone is hung up and the far end hears
+/// music in a numbered slot, where any agent can retrieve it; nobody doing
+/// so within `sip.park_timeout_secs` rings the agent back.
+#[utoipa::path(post, path = "/v1/calls/{id}/park", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = ParkedCall), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "not answered, being transferred, or parked already", body = Problem, content_type = "application/problem+json")))]
+pub async fn park(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<ParkedCall>, Problem> {
+    api.answered_by_me(&me, &id)?;
+    let parked = api.control.park(&id).await.map_err(control_problem)?;
+    info!(call_id = %id, slot = parked.slot, by = %me.user_id, "parked through the agent API");
+    Ok(Json(parked))
+}
+
+/// The parked calls, for every agent to see and retrieve.
+#[utoipa::path(get, path = "/v1/parked", tag = "calls", security(("session" = [])),
+    responses((status = 200, body = ParkedList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_parked(State(api): State<AgentApi>, Extension(_me): Extension<Principal>) -> Result<Json<ParkedList>, Problem> {
+    let parked = api.control.parked().await.map_err(control_problem)?;
+    Ok(Json(ParkedList { parked }))
+}
+
+/// Retrieves the call parked in `slot`: every device of the agent rings,
+/// and the first to answer takes the call (the agent becomes its agent,
+/// the far end stops hearing music). Answers once a device answered, or
+/// 409 `transfer_failed` when none did (the call stays parked).
+#[utoipa::path(post, path = "/v1/parked/{slot}/retrieve", tag = "calls", security(("session" = [])), params(("slot" = u32, Path, description = "park slot"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, description = "nothing parked in the slot", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "being retrieved already, or no device answered", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "the agent has no device that can ring", body = Problem, content_type = "application/problem+json")))]
+pub async fn retrieve(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(slot): Path<u32>) -> Result<Json<CallView>, Problem> {
+    let (call_id, to) = api.control.retrieve(slot, &me.user_id).await.map_err(control_problem)?;
+    info!(call_id = %call_id, slot, by = %me.user_id, "retrieved through the agent API");
+    let mut view = api.live.get(&call_id).ok_or_else(|| not_found(&call_id))?;
+    view.agent_user_id = to.map(|a| a.user_id);
+    view.held = None;
     Ok(Json(view))
 }

@@ -881,3 +881,58 @@ fn the_agent_hanging_up_while_consulting_hands_the_call_over_and_the_caller_endi
     let over = out.iter().position(|a| *a == Action::ConsultEnded).unwrap();
     assert!(over < ended && out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 487 }));
 }
+
+// ---- park (F4): a leg left empty, then given a party ----
+
+#[test]
+fn a_parked_leg_is_hung_up_and_a_retrieval_gives_it_a_new_party() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, tag) = answered_by_phone(t0);
+    let out = call.park(Leg::Callee, t0).unwrap();
+    assert_eq!(sends(&out), vec![(phone(), "BYE".into())], "the agent's phone is hung up, the carrier hears nothing");
+    assert_eq!(sent(&out, "BYE").header("Reason"), Some("Q.850;cause=16;text=\"Call parked\""));
+    assert_eq!(call.parked(), Some(Leg::Callee));
+    assert!(call.is_answered());
+    assert_eq!(call.park(Leg::Callee, t0), Err(ReplaceError::Parked));
+    assert!(call.hold(Leg::Callee, true, t0).is_empty(), "nobody to hold on the parked side");
+    // The parked phone's crossing BYE changes nothing.
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into())]);
+    assert!(call.is_answered());
+    // Only the parked side can be given a party, and not by consulting.
+    let target = || vec![Target::new(format!("sip:agent@{DESK}"), desk())];
+    assert_eq!(call.replace(Leg::Caller, target(), &caller(), t0), Err(ReplaceError::Parked));
+    assert_eq!(call.consult(Leg::Callee, target(), &caller(), CONSULT, t0), Err(ReplaceError::Parked));
+
+    // A retrieval nobody answers leaves the call parked.
+    let out = call.replace(Leg::Callee, target(), &caller(), t0).unwrap();
+    let first = invites(&out).remove(0);
+    assert!(call.on_callee_message(reply(&first, 480, "d0", None), desk(), t0).contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 480 }));
+    assert_eq!(call.parked(), Some(Leg::Callee));
+    // One that is answered takes the leg; nobody is hung up.
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{CELL}"), cell())], &caller(), t0).unwrap();
+    let retrieve = invites(&out).remove(0);
+    assert_eq!(sdp_port(&retrieve), 20002);
+    let out = call.on_callee_message(reply(&retrieve, 200, "c0", Some(17600)), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "ACK".into())]);
+    assert!(out.contains(&Action::Replaced { leg: Leg::Callee, fork: 2, rtp: "127.0.0.1:17600".parse().unwrap() }));
+    assert_eq!(call.parked(), None);
+    // The caller's BYE now reaches the retriever.
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (cell(), "BYE".into())]);
+}
+
+#[test]
+fn a_parked_caller_side_is_released_and_the_far_end_ending_the_call_hangs_up_nobody_else() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, tag) = answered_by_phone(t0);
+    // An outbound call: the agent is leg A (here at the carrier's address).
+    let out = call.park(Leg::Caller, t0).unwrap();
+    assert_eq!(sends(&out), vec![(carrier(), "BYE".into())]);
+    let out = call.on_caller_request(request_on_a("INFO", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "481".into())], "the parked dialog is gone");
+    // The far end hangs up while parked: nothing to BYE on the parked side.
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
+}
