@@ -927,6 +927,29 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_a_call_is_transferred_to_gets_a_task_of_its_own() {
+        let events = vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: agent("u1", SF_USER) })),
+            event(
+                3,
+                Kind::Transferred(v1::CallTransferred {
+                    from: agent("u1", SF_USER),
+                    to: agent("u2", "005000000000002AAA"),
+                    kind: v1::TransferKind::Blind as i32,
+                    to_number: String::new(),
+                }),
+            ),
+            event(4, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 40, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        let by_user: BTreeMap<_, _> = plan.writes.iter().map(|w| (w.user_id.as_str(), &w.fields)).collect();
+        assert_eq!(by_user.len(), 2, "{by_user:?}");
+        assert_eq!(by_user["u2"].call_disposition, "answered");
+        assert_eq!(by_user["u2"].owner_id, "005000000000002AAA");
+    }
+
+    #[test]
     fn an_unlinked_agent_is_skipped_once_with_its_reason() {
         let mut events = answered_call();
         events[0] = started(v1::Direction::Inbound, agent("u1", ""));
