@@ -118,8 +118,13 @@ async fn call_reaching(events: &mut AgentEvents, state: CallState) -> String {
     .expect("the call reaches the state within 20 s")
 }
 
-/// The SIP requests (start lines) `phone` received, from its `-s` trace.
+/// The SIP requests (methods) `phone` received, from its `-s` trace.
 fn requests_received(phone: &Baresip) -> Vec<String> {
+    messages_received(phone).into_iter().map(|m| m.split(' ').next().unwrap_or_default().to_owned()).collect()
+}
+
+/// The SIP requests `phone` received, each as its traced text.
+fn messages_received(phone: &Baresip) -> Vec<String> {
     let log = phone.log();
     let lines: Vec<&str> = log.lines().collect();
     let to_me = format!("-> {}", phone.sip);
@@ -127,7 +132,7 @@ fn requests_received(phone: &Baresip) -> Vec<String> {
         .iter()
         .enumerate()
         .filter(|(i, l)| *i > 0 && lines[i - 1].contains(&to_me) && l.contains(" sip:") && l.ends_with("SIP/2.0"))
-        .map(|(_, l)| l.split(' ').next().unwrap_or_default().to_owned())
+        .map(|(i, _)| lines[i..].iter().take_while(|l| !l.trim().is_empty()).copied().collect::<Vec<_>>().join("\n"))
         .collect()
 }
 
@@ -867,6 +872,198 @@ async fn a_parked_call_nobody_retrieves_rings_the_agent_back() {
     assert_eq!(back.kind, pb::TransferKind::Park as i32);
     assert_eq!(back.to.as_ref().map(|a| a.user_id.as_str()), Some(bob_id.as_str()), "rung back to Bob");
     for p in [ada_phone, bob_phone] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}
+
+/// F8 to an outside number: Bob hands Ada's call to +44 20 7123 4567 through
+/// the trunk (a baresip phone answering as the carrier), which is shown
+/// Bob's own number. Once it answers, Ada talks with it, Bob is released
+/// and the call has no agent any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_to_an_outside_number_leaves_through_the_trunk() {
+    const OUTSIDE: &str = "+442071234567";
+    let workdir = tempfile::tempdir().unwrap();
+    let audio = workdir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 10);
+    let bob_mic = speech(&audio, "bob", "Bob speaking. Our supplier can answer that, I will put you through.", 10);
+    let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut outside = Baresip::start_with_audio(
+        workdir.path(),
+        "outside",
+        unused,
+        PhoneAccount { username: OUTSIDE, password: "unused", answermode: "auto", register: false },
+        &outside_mic,
+    )
+    .await;
+    let carrier_at = outside.sip.to_string();
+    let api = Api::start_with(move |c| {
+        c.sip.trunks = vec![TrunkConfig {
+            name: "carrier".into(),
+            address: Some(carrier_at),
+            inbound_from: vec!["127.0.0.1/32".into()],
+            ..Default::default()
+        }];
+        c.sip.trunk_options_interval_secs = 0;
+    })
+    .await;
+    let gw = &api.gw;
+    let ada_id = user(gw, "Ada", "201", None).await;
+    device(gw, &ada_id, "ada", "ada-out-secret-1").await;
+    let bob_id = user(gw, "Bob", "202", None).await;
+    device(gw, &bob_id, "bob", "bob-out-secret-1").await;
+    gw.directory().assign_number("+14155550102", &bob_id).await.unwrap();
+    let bob = api.token(&bob_id).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut ada_phone = phone(gw, "ada", "ada-out-secret-1", &ada_mic).await;
+    let mut bob_phone = phone(gw, "bob", "bob-out-secret-1", &bob_mic).await;
+
+    ada_phone.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada_phone.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    let t0 = Instant::now();
+    let id = call_reaching(&mut bob_events, CallState::Answered).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (status, view) = api.post(&format!("/v1/calls/{id}/transfer"), &bob, Some(json!({"to": {"number": OUTSIDE}}))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["agent_user_id"], Value::Null, "no agent of the company has the call now");
+    let transferred_at = t0.elapsed().as_secs_f64();
+    outside.event("CALL_ESTABLISHED", 10).await;
+    bob_phone.event("CALL_CLOSED", 10).await;
+    let seen = stream_event(&mut bob_events, AgentEventKind::Transferred).await;
+    assert_eq!(seen.agent_user_id, None);
+    let (_, list) = api.get("/v1/calls", &bob).await;
+    assert_eq!(list["calls"], json!([]), "gone from Bob's list");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ada_phone.command("hangup", "").await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+    outside.event("CALL_CLOSED", 10).await;
+
+    let invite = messages_received(&outside).into_iter().find(|m| m.starts_with("INVITE ")).expect("the outside party got an INVITE");
+    assert!(invite.starts_with(&format!("INVITE sip:{OUTSIDE}@")), "{invite}");
+    let from = invite.lines().find(|l| l.to_ascii_lowercase().starts_with("from:")).unwrap_or_default();
+    assert!(from.contains("+14155550102"), "shown Bob's number, not his extension: {from}");
+    assert!(!requests_received(&ada_phone).iter().any(|m| m == "INVITE" || m == "BYE"), "Ada's dialog saw no SIP");
+    let (ada_said, bob_said, outside_said) = (read_mono(&ada_mic), read_mono(&bob_mic), read_mono(&outside_mic));
+    let outside_heard = read_mono(&outside.heard());
+    let (like_ada, like_bob) = heard_like(window(&outside_heard, 0.5, 3.5), &ada_said, &bob_said);
+    assert!(like_ada > 0.6 && like_ada > like_bob + 0.15, "the outside party hears Ada ({like_ada:.2} vs {like_bob:.2})");
+    let ada_heard = read_mono(&ada_phone.heard());
+    let (like_outside, like_bob) = heard_like(window(&ada_heard, transferred_at + 0.8, transferred_at + 3.8), &outside_said, &bob_said);
+    assert!(like_outside > 0.6 && like_outside > like_bob + 0.15, "Ada hears the outside party ({like_outside:.2} vs {like_bob:.2})");
+
+    let events = gw.events_after_calls_ended(1).await;
+    let transfer = events
+        .iter()
+        .filter(|(_, e)| e.call_id == id)
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Transferred(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a call.transferred event");
+    assert_eq!((transfer.kind, transfer.to_number.as_str(), transfer.to.is_none()), (pb::TransferKind::Blind as i32, OUTSIDE, true));
+    let agent: Option<String> = switchboard_store::sqlx::query_scalar("SELECT agent_user_id FROM calls WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_one(gw.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(agent, None, "the call left the company");
+    for p in [ada_phone, bob_phone, outside] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}
+
+/// F8 to a group: both members' phones ring while Bob still talks to Ada;
+/// Carol answers first, so Dave's phone stops ringing, and Carol has the
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_group_rings_every_member_and_the_first_to_answer_takes_it() {
+    use switchboard_gateway::directory::NewGroup;
+
+    let api = Api::start().await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let mic = speech(&audio, "any", "Hello, I would like to speak with billing please.", 10);
+    let ada_id = user(gw, "Ada", "201", None).await;
+    device(gw, &ada_id, "ada", "ada-group-secret-1").await;
+    let bob_id = user(gw, "Bob", "202", None).await;
+    device(gw, &bob_id, "bob", "bob-group-secret-1").await;
+    let carol_id = user(gw, "Carol", "203", None).await;
+    device(gw, &carol_id, "carol", "carol-group-secret-1").await;
+    let dave_id = user(gw, "Dave", "204", None).await;
+    device(gw, &dave_id, "dave", "dave-group-secret-1").await;
+    let directory = gw.directory();
+    let billing = directory.create_group(NewGroup { name: "Billing".into(), extension: Some("250".into()) }).await.unwrap();
+    directory.add_group_member(&billing.id, &carol_id).await.unwrap();
+    directory.add_group_member(&billing.id, &dave_id).await.unwrap();
+    let bob = api.token(&bob_id).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut ada_phone = phone(gw, "ada", "ada-group-secret-1", &mic).await;
+    let mut bob_phone = phone(gw, "bob", "bob-group-secret-1", &mic).await;
+    let mut dave_phone = Baresip::start_with_audio(
+        gw.dir.path(),
+        "dave",
+        gw.sip,
+        PhoneAccount { username: "dave", password: "dave-group-secret-1", answermode: "manual", register: true },
+        &mic,
+    )
+    .await;
+    dave_phone.event("REGISTER_OK", 20).await;
+    let mut carol_phone = Baresip::start_with_audio(
+        gw.dir.path(),
+        "carol",
+        gw.sip,
+        PhoneAccount { username: "carol", password: "carol-group-secret-1", answermode: "manual", register: true },
+        &mic,
+    )
+    .await;
+    carol_phone.event("REGISTER_OK", 20).await;
+
+    ada_phone.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    let first = ada_phone.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+    assert_eq!(first["type"], "CALL_ESTABLISHED", "the call failed: {first}");
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    let id = call_reaching(&mut bob_events, CallState::Answered).await;
+
+    let request = {
+        let (http, url, bob) = (api.http.clone(), format!("{}/v1/calls/{id}/transfer", api.base), bob.clone());
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(bob).json(&json!({"to": {"number": "250"}})).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    carol_phone.event("CALL_INCOMING", 20).await;
+    dave_phone.event("CALL_INCOMING", 20).await;
+    carol_phone.command("accept", "").await;
+    let (status, view) = tokio::time::timeout(Duration::from_secs(10), request).await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["agent_user_id"], carol_id.as_str(), "Carol answered first");
+    carol_phone.event("CALL_ESTABLISHED", 10).await;
+    dave_phone.event("CALL_CLOSED", 10).await;
+    bob_phone.event("CALL_CLOSED", 10).await;
+    assert_eq!(requests_received(&dave_phone).iter().filter(|m| *m == "CANCEL").count(), 1, "Dave's phone was cancelled");
+
+    ada_phone.command("hangup", "").await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+    carol_phone.event("CALL_CLOSED", 10).await;
+    let events = gw.events_after_calls_ended(1).await;
+    let transfer = events
+        .iter()
+        .filter(|(_, e)| e.call_id == id)
+        .find_map(|(_, e)| match &e.kind {
+            Some(Kind::Transferred(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a call.transferred event");
+    assert_eq!(transfer.to.as_ref().map(|a| a.user_id.as_str()), Some(carol_id.as_str()));
+    for p in [ada_phone, bob_phone, carol_phone, dave_phone] {
         p.quit().await;
     }
     api.gw.stop().await;

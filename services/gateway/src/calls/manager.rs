@@ -1238,6 +1238,7 @@ impl Manager {
             customer_number: if outbound { e.to_number.clone() } else { e.from_number.clone() },
             customer_display: if outbound { String::new() } else { e.from_display.clone() },
             company_number: if outbound { e.from_number.clone() } else { e.to_number.clone() },
+            agent_user_id: from.as_ref().map(|a| a.user_id.clone()),
         };
         info!(call_id = %call_id, kind = handover.kind_label(), ?to, "handing the call over");
         e.transfer = Some(PendingTransfer { handover, leg, from, to_number, reply: Some(reply) });

@@ -337,8 +337,12 @@ pub struct TransferredCall {
     pub customer_number: String,
     pub customer_display: String,
     /// The company's number on the call (the dialled number inbound, the
-    /// caller ID outbound): what an outside target is shown.
+    /// caller ID outbound): what an outside target is shown, when it is one
+    /// of the company's numbers (an internal call has an extension there).
     pub company_number: String,
+    /// The agent handing the call over: otherwise its default caller ID is
+    /// what an outside target is shown.
+    pub agent_user_id: Option<String>,
 }
 
 impl Router {
@@ -408,12 +412,23 @@ impl Router {
                 };
                 let dest = resolve_trunk(trunk).await.ok_or_else(|| format!("trunk {} does not resolve; check sip.trunks", trunk.name()))?;
                 let target = trunk.target(&e164, dest.addr()).ok_or_else(|| format!("trunk {} has no address", trunk.name()))?;
+                // The outside party is shown a number of the company's (F5).
+                let presented = match self.directory.route_number(&call.company_number).await.map_err(lookup)? {
+                    Some(_) => call.company_number.clone(),
+                    None => {
+                        let default = match &call.agent_user_id {
+                            Some(user) => self.directory.default_caller_id(user).await.map_err(lookup)?,
+                            None => None,
+                        };
+                        default.ok_or_else(|| "you have no number to present to an outside party; an admin can assign you one".to_owned())?
+                    }
+                };
                 let domain = trunk.from_domain();
                 let presentation = Presentation {
-                    user: call.company_number.clone(),
+                    user: presented.clone(),
                     display: None,
                     host: Some(domain.clone()),
-                    asserted: Some(format!("<sip:{}@{domain}>", call.company_number)),
+                    asserted: Some(format!("<sip:{presented}@{domain}>")),
                     private: false,
                 };
                 Ok(TransferPlan { forks: vec![PlannedFork { agent: None, target }], presentation })
