@@ -423,6 +423,21 @@ async fn a_ringing_transfer_is_cancelled_and_the_call_goes_on() {
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("transfer_failed")), "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("cancelled"), "{problem}");
     carol_phone.event("CALL_CLOSED", 10).await;
+
+    // A warm transfer holds Ada while Carol rings; cancelled, Ada is back.
+    let request = {
+        let (http, url, bob) = (api.http.clone(), format!("{}/v1/calls/{id}/transfer", api.base), bob.clone());
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(bob).json(&json!({"to": {"user_id": carol_id}, "mode": "warm"})).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    carol_phone.event("CALL_INCOMING", 20).await;
+    let (status, view) = api.post(&format!("/v1/calls/{id}/transfer/cancel"), &bob, None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let (status, problem) = tokio::time::timeout(Duration::from_secs(10), request).await.unwrap().unwrap();
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("transfer_failed")), "{problem}");
+    carol_phone.event("CALL_CLOSED", 10).await;
     let cancelled_at = t0.elapsed().as_secs_f64();
 
     // Still Bob's call, and Ada and Bob still hear each other.
@@ -441,7 +456,16 @@ async fn a_ringing_transfer_is_cancelled_and_the_call_goes_on() {
 
     let events = gw.events_after_calls_ended(1).await;
     assert!(!events.iter().any(|(k, _)| k == "call.transferred"), "nothing was transferred");
+    let held: Vec<i32> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(Kind::MediaState(m)) => Some(m.held),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, [pb::Leg::Caller as i32, pb::Leg::Unspecified as i32], "Ada held while Carol rang for the warm transfer, then resumed");
     assert_eq!(gw.metric("switchboard_call_transfers_total{kind=\"blind\",result=\"cancelled\"}").await, 1.0);
+    assert_eq!(gw.metric("switchboard_call_transfers_total{kind=\"warm\",result=\"cancelled\"}").await, 1.0);
     for p in [ada_phone, bob_phone, carol_phone] {
         p.quit().await;
     }

@@ -1266,7 +1266,10 @@ impl Manager {
         let Some(t) = e.transfer.take() else { return }; // cancelled while routing
         let (plan, consult_ports) = match plan {
             Ok(p) => p,
-            Err(why) => return t.finish(id, Err(ControlError::TransferTarget(why))),
+            Err(why) => {
+                t.finish(id, Err(ControlError::TransferTarget(why)));
+                return self.restart_park_wait(id);
+            }
         };
         if !e.call.is_answered() {
             return t.finish(id, Err(ControlError::NotAnswered(id.to_owned())));
@@ -1285,7 +1288,10 @@ impl Manager {
         };
         let actions = match placed {
             Ok(actions) => actions,
-            Err(err) => return t.finish(id, Err(ControlError::TransferTarget(err.to_string()))),
+            Err(err) => {
+                t.finish(id, Err(ControlError::TransferTarget(err.to_string())));
+                return self.restart_park_wait(id);
+            }
         };
         if consult_ports.is_some() {
             // Warm: the far end waits with music while the target rings
@@ -1331,7 +1337,15 @@ impl Manager {
     /// the consultation's own bridge while the far end hears music.
     fn consulting(&mut self, id: &str, agent: LegMedia, target: LegMedia) {
         let Some(e) = self.calls.get_mut(id) else { return };
-        let Some((a, b)) = e.consult_ports.take() else { return };
+        // The warm transfer request answers now: the agent is consulting.
+        let target_agent = e.call.consulted_fork().and_then(|i| e.fork_agents.get(i).cloned().flatten());
+        if let Some(reply) = e.transfer.as_mut().and_then(|t| t.reply.take()) {
+            let _ = reply.send(Ok(target_agent));
+        }
+        let Some((a, b)) = e.consult_ports.take() else {
+            warn!(call_id = %id, "a consultation without its ports; the agent and the target cannot hear each other");
+            return;
+        };
         let ctx = MediaContext {
             call_id: id.to_owned(),
             started_at_ms: e.started_at_ms,
@@ -1351,11 +1365,6 @@ impl Manager {
         }
         relay.set_remote(Side::B, target.rtp);
         e.consult_relay = Some(relay);
-        // The warm transfer request answers now: the agent is consulting.
-        let target_agent = e.call.consulted_fork().and_then(|i| e.fork_agents.get(i).cloned().flatten());
-        if let Some(reply) = e.transfer.as_mut().and_then(|t| t.reply.take()) {
-            let _ = reply.send(Ok(target_agent));
-        }
         info!(call_id = %id, "consulting the transfer target");
     }
 
@@ -1378,17 +1387,32 @@ impl Manager {
     fn replace_failed(&mut self, id: &str, status: u16) {
         let Some(e) = self.calls.get_mut(id) else { return };
         if let Some(t) = e.transfer.take() {
+            if matches!(t.handover, Handover::Warm(_)) {
+                // A warm transfer's target never answered: the far end,
+                // held while it rang, is given back to the agent.
+                e.consult_ports = None;
+                if !e.call.has_ended() {
+                    hold_customer(e, false);
+                }
+            }
             t.finish(id, Err(ControlError::TransferFailed { call_id: id.to_owned(), status }));
         }
-        if !e.call.has_ended() && e.park.is_some() {
-            // Still parked: the wait for the park timeout starts again.
-            self.park_generation += 1;
-            let generation = self.park_generation;
-            if let Some(p) = e.park.as_mut() {
-                p.generation = generation;
-            }
-            self.wait_in_park(id, generation);
+        self.restart_park_wait(id);
+    }
+
+    /// A parked call whose retrieval or ring-back did not happen waits the
+    /// park timeout again.
+    fn restart_park_wait(&mut self, id: &str) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        if e.call.has_ended() || e.park.is_none() {
+            return;
         }
+        self.park_generation += 1;
+        let generation = self.park_generation;
+        if let Some(p) = e.park.as_mut() {
+            p.generation = generation;
+        }
+        self.wait_in_park(id, generation);
     }
 
     /// Parks the call (F4): the agent's phone is hung up, the far end
