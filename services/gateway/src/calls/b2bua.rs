@@ -20,6 +20,8 @@
 //! After the caller side was replaced (an agent's outbound call moved to
 //! another phone), a UAC dialog carries leg A: the legs are named by the
 //! side of the bridge they feed, not by which end sent the first INVITE.
+//! A warm transfer first consults the new party on ports of its own; a
+//! parked leg (F4) has no party at all until a replacement answers.
 //!
 //! Retransmission and timeouts of requests and non-2xx responses belong to
 //! the transaction layer (`sip::transaction`), which hands this machine one
@@ -221,15 +223,6 @@ pub enum Leg {
     Caller,
     /// Side B: the fork that answered, or the fork that replaced it.
     Callee,
-}
-
-impl Leg {
-    pub fn other(self) -> Leg {
-        match self {
-            Leg::Caller => Leg::Callee,
-            Leg::Callee => Leg::Caller,
-        }
-    }
 }
 
 /// Which dialog carries a leg of the answered call.
@@ -752,12 +745,12 @@ impl Call {
     /// Ends the consultation by handing the leg to the consulted target:
     /// it is re-INVITEd onto the leg's own port, the bridge is re-pointed
     /// to it ([`Action::Replaced`]) and the party it replaces gets a BYE.
-    pub fn complete_consult(&mut self, _now: Instant) -> Result<Vec<Action>, ReplaceError> {
+    pub fn complete_consult(&mut self, now: Instant) -> Result<Vec<Action>, ReplaceError> {
         let mut out = Vec::new();
         if !self.consulting() {
             return Err(ReplaceError::NotConsulting);
         }
-        self.hand_over_to_consulted(true, &mut out);
+        self.hand_over_to_consulted(true, now, &mut out);
         Ok(out)
     }
 
@@ -769,7 +762,7 @@ impl Call {
 
     /// The consulted target takes the leg; `bye_replaced` is false when the
     /// replaced party already hung up.
-    fn hand_over_to_consulted(&mut self, bye_replaced: bool, out: &mut Vec<Action>) {
+    fn hand_over_to_consulted(&mut self, bye_replaced: bool, now: Instant, out: &mut Vec<Action>) {
         let Some((leg, i)) = self.consulted() else { return };
         self.replacement = None;
         let replaced = self.carrier(leg);
@@ -785,7 +778,7 @@ impl Call {
         out.push(Action::ConsultEnded);
         // From the consult port to the leg's own.
         self.forks[i].reinvite = Some(OurReinvite { cseq: None, direction: Direction::SendRecv, retry_at: None });
-        self.send_reinvite(leg, Instant::now(), out);
+        self.send_reinvite(leg, now, out);
         if bye_replaced {
             self.release(replaced, &q850(16, "Call transferred"), out);
         }
@@ -896,9 +889,9 @@ impl Call {
 
     /// Gives up the replacement in progress: its forks are cancelled and
     /// the call goes on as it was ([`Action::ReplaceFailed`] with 487).
-    pub fn cancel_replacement(&mut self, _now: Instant) -> Vec<Action> {
+    pub fn cancel_replacement(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", &mut out);
+        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", now, &mut out);
         out
     }
 
@@ -965,11 +958,11 @@ impl Call {
 
     /// A replacement fork answered: it takes the leg, the other new forks
     /// are cancelled and the replaced dialog is hung up.
-    fn replacement_answered(&mut self, i: usize, msg: &SipMessage, out: &mut Vec<Action>) {
+    fn replacement_answered(&mut self, i: usize, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
         let Ok(party) = sdp::parse_audio(&msg.body) else {
             self.bye_fork(i, &q850(88, "Incompatible destination"), out);
             self.forks[i].state = ForkState::Done(488);
-            self.replacement_fork_failed(488, out);
+            self.replacement_fork_failed(488, now, out);
             return;
         };
         let Some(r) = self.replacement.clone() else { return };
@@ -986,7 +979,7 @@ impl Call {
             self.anchors[leg_index(r.leg)] = Some(consult.ports.agent_port);
             let target = LegMedia { rtp: party.rtp, formats: usable(&party.formats), rtcp_mux: party.rtcp_mux };
             out.push(Action::Consulting { leg: r.leg, agent, target });
-            self.reanchor(r.leg, out);
+            self.reanchor(r.leg, now, out);
             return;
         }
         self.replacement = None;
@@ -1004,23 +997,23 @@ impl Call {
     }
 
     /// Re-INVITEs `leg`'s party onto the port it is anchored on now.
-    fn reanchor(&mut self, leg: Leg, out: &mut Vec<Action>) {
+    fn reanchor(&mut self, leg: Leg, now: Instant, out: &mut Vec<Action>) {
         let pending = OurReinvite { cseq: None, direction: Direction::SendRecv, retry_at: None };
         match self.carrier(leg) {
             Some(Carrier::Uas) => self.a.reinvite = Some(pending),
             Some(Carrier::Fork(i)) => self.forks[i].reinvite = Some(pending),
             None => return,
         }
-        self.send_reinvite(leg, Instant::now(), out);
+        self.send_reinvite(leg, now, out);
     }
 
     /// A replacement fork failed with `status`: a global failure (6xx)
     /// ends the replacement at once, otherwise it ends when every one of
     /// its forks failed, with the best failure.
-    fn replacement_fork_failed(&mut self, status: u16, out: &mut Vec<Action>) {
+    fn replacement_fork_failed(&mut self, status: u16, now: Instant, out: &mut Vec<Action>) {
         let Some(r) = &self.replacement else { return };
         if (600..700).contains(&status) {
-            return self.fail_replacement(status, &format!("SIP;cause={status}"), out);
+            return self.fail_replacement(status, &format!("SIP;cause={status}"), now, out);
         }
         let mut statuses = Vec::new();
         for j in &r.forks {
@@ -1030,12 +1023,12 @@ impl Call {
             }
         }
         let best = best_failure(&statuses);
-        self.fail_replacement(best, "SIP;cause=487;text=\"Request terminated\"", out);
+        self.fail_replacement(best, "SIP;cause=487;text=\"Request terminated\"", now, out);
     }
 
     /// Ends the replacement in progress with `status`, cancelling what
     /// still rings with `reason`.
-    fn fail_replacement(&mut self, status: u16, reason: &str, out: &mut Vec<Action>) {
+    fn fail_replacement(&mut self, status: u16, reason: &str, now: Instant, out: &mut Vec<Action>) {
         let Some(r) = self.replacement.take() else { return };
         for j in r.forks {
             self.cancel_fork(j, reason, out);
@@ -1048,7 +1041,7 @@ impl Call {
             }
             self.anchors[leg_index(r.leg)] = None;
             if !self.ended {
-                self.reanchor(r.leg, out);
+                self.reanchor(r.leg, now, out);
             }
             out.push(Action::ConsultEnded);
         }
@@ -1104,7 +1097,7 @@ impl Call {
                 } else if self.consulted().is_some_and(|(leg, _)| leg == Leg::Caller) {
                     // The agent (the caller) hung up while consulting: the target takes over.
                     self.a.ok_retransmit = None;
-                    self.hand_over_to_consulted(false, &mut out);
+                    self.hand_over_to_consulted(false, now, &mut out);
                 } else if !self.ended {
                     self.a.ok_retransmit = None;
                     self.hang_up_callee(&q850(16, "Normal call clearing"), &mut out);
@@ -1211,7 +1204,7 @@ impl Call {
                 }
             }
             if self.replacement.as_ref().is_some_and(|r| now >= r.deadline && r.consult.is_none_or(|c| c.answered.is_none())) {
-                self.fail_replacement(480, "SIP;cause=480;text=\"No answer\"", &mut out);
+                self.fail_replacement(480, "SIP;cause=480;text=\"No answer\"", now, &mut out);
             }
         }
         if self.ring_deadline.is_some_and(|d| now >= d) {
@@ -1267,7 +1260,7 @@ impl Call {
             return;
         }
         self.ended = true;
-        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", out);
+        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", now, out);
         self.state = State::Finished;
         self.ring_deadline = None;
         self.linger_until = Some(now + LINGER);
@@ -1535,7 +1528,7 @@ impl Call {
         fork.cancel_pending = None;
         let cancelled = fork.cancelled;
         if !cancelled && !self.ended && self.is_replacement_fork(i) {
-            return self.replacement_answered(i, msg, out);
+            return self.replacement_answered(i, msg, now, out);
         }
         if self.in_voicemail && !self.ended && !cancelled {
             return self.screening_answered(i, msg, out);
@@ -1623,7 +1616,7 @@ impl Call {
         fork.state = ForkState::Done(status);
         fork.cancel_pending = None;
         if self.is_replacement_fork(i) {
-            return self.replacement_fork_failed(status, out);
+            return self.replacement_fork_failed(status, now, out);
         }
         if self.ended || self.winner.is_some() || self.in_voicemail {
             return;
@@ -1690,10 +1683,10 @@ impl Call {
                 if self.ended {
                 } else if consulted.is_some_and(|(_, target)| target == i) {
                     // The consulted target hung up: the agent's party comes back.
-                    self.fail_replacement(200, "SIP;cause=487;text=\"Request terminated\"", out);
+                    self.fail_replacement(200, "SIP;cause=487;text=\"Request terminated\"", now, out);
                 } else if leg.is_some() && consulted.is_some_and(|(consult_leg, _)| Some(consult_leg) == leg) {
                     // The agent hung up while consulting: the target takes over.
-                    self.hand_over_to_consulted(false, out);
+                    self.hand_over_to_consulted(false, now, out);
                 } else if leg == Some(Leg::Callee) {
                     self.bye_caller(&q850(16, "Normal call clearing"), out);
                     self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
