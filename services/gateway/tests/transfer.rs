@@ -283,9 +283,17 @@ async fn a_blind_transfer_hands_the_call_to_another_agent() {
     let id = call_reaching(&mut bob_events, CallState::Answered).await;
     let (status, _) = api.get(&format!("/v1/calls/{id}"), &carol).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not Carol's call before the transfer");
-    // Only the call's agent may transfer it.
-    let (status, problem) = api.post(&format!("/v1/calls/{id}/transfer"), &carol, Some(json!({"to": {"user_id": carol_id}}))).await;
-    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")));
+    // Only the call's agent may transfer it: not Carol, who does not see
+    // it, and not Ada, who sees it as its caller.
+    let ada = api.token(&ada_id).await;
+    let (status, _) = api.get(&format!("/v1/calls/{id}"), &ada).await;
+    assert_eq!(status, StatusCode::OK, "Ada sees her own call");
+    for token in [&carol, &ada] {
+        let (status, problem) = api.post(&format!("/v1/calls/{id}/transfer"), token, Some(json!({"to": {"user_id": carol_id}}))).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")));
+        let (status, problem) = api.post(&format!("/v1/calls/{id}/move"), token, Some(json!({}))).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")));
+    }
     // Bad targets are refused before anything rings.
     for (body, want, code) in [
         (json!({"to": {}}), StatusCode::BAD_REQUEST, "invalid_transfer_target"),
