@@ -179,10 +179,14 @@ async fn an_agent_moves_a_call_to_its_other_phone_and_the_caller_notices_nothing
     let mut cell = phone(gw, "bob-cell", "bob-cell-secret-1", &cell_mic).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // talk on the desk phone first
     let invites_before = requests_received(&ada).iter().filter(|m| *m == "INVITE").count();
+    // Bob holds Ada while he picks up the other phone.
+    let (status, view) = api.post(&format!("/v1/calls/{id}/hold"), &bob, Some(json!({"on": true}))).await;
+    assert_eq!((status, view["held"].as_str()), (StatusCode::OK, Some("caller")), "{view}");
 
     let (status, view) = api.post(&format!("/v1/calls/{id}/move"), &bob, Some(json!({}))).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["agent_user_id"], bob_id.as_str());
+    assert_eq!(view["held"], Value::Null, "taken off hold for the second phone: {view}");
     let moved_at = t0.elapsed().as_secs_f64();
     cell.event("CALL_ESTABLISHED", 10).await;
     desk.event("CALL_CLOSED", 10).await;
@@ -239,6 +243,14 @@ async fn an_agent_moves_a_call_to_its_other_phone_and_the_caller_notices_nothing
         kinds.iter().position(|k| *k == "call.ended").unwrap(),
     );
     assert!(answered < transferred && transferred < ended, "{kinds:?}");
+    let held: Vec<i32> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            Some(Kind::MediaState(m)) => Some(m.held),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, [pb::Leg::Caller as i32, pb::Leg::Unspecified as i32], "held by Bob, resumed by the move");
     assert_eq!(gw.metric("switchboard_call_transfers_total{kind=\"move\",result=\"completed\"}").await, 1.0);
     assert_eq!(gw.metric("switchboard_call_transfers_total{kind=\"move\",result=\"refused\"}").await, 1.0);
 

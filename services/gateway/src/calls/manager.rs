@@ -1326,10 +1326,11 @@ impl Manager {
             w.record(CallUpdate::Transferred { from: t.from.clone(), to: to.clone(), kind: t.kind(), to_number: t.to_number.clone() });
         }
         if let Some(p) = e.park.take() {
-            // Out of its slot: the music stops, the new party talks.
             self.park_slots.remove(&p.slot);
-            hold_customer(e, false);
         }
+        // Whoever took the call talks with the far end at once: music the
+        // far end heard (a park, the agent's own hold) stops.
+        hold_customer(e, false);
         t.finish(id, Ok(to));
     }
 

@@ -206,6 +206,7 @@ impl AgentApi {
         }
         info!(call_id, kind, from = %me.user_id, to, "handed over through the agent API");
         view.agent_user_id = (to != "outside number").then_some(to);
+        view.held = None; // whoever took the call talks with the far end
         Ok(Json(view))
     }
 
