@@ -29,6 +29,8 @@ impl v1::CallEvent {
             Some(Kind::Note(_)) => "call.note",
             Some(Kind::Related(_)) => "call.related",
             Some(Kind::Assigned(_)) => "call.assigned",
+            Some(Kind::Transferred(_)) => "call.transferred",
+            Some(Kind::Parked(_)) => "call.parked",
             None => "unknown",
         }
     }

@@ -450,6 +450,13 @@ impl CallState {
                     });
                 }
             }
+            Kind::Transferred(transferred) => {
+                // The agent the call was handed to answered it too: it gets
+                // a Task of its own (the one who handed it over keeps its).
+                if let Some(agent) = transferred.to.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
+                    self.note_agent(agent, seq).answered = true;
+                }
+            }
             // Mid-call state and quality do not change the call's log yet.
             Kind::MediaState(_)
             | Kind::RecordingState(_)
@@ -459,7 +466,8 @@ impl CallState {
             | Kind::Screening(_)
             | Kind::Note(_)
             | Kind::Related(_)
-            | Kind::Assigned(_) => return Ok(Applied::Ignored),
+            | Kind::Assigned(_)
+            | Kind::Parked(_) => return Ok(Applied::Ignored),
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")
@@ -916,6 +924,29 @@ mod tests {
         assert_eq!(by_user.len(), 2);
         assert_eq!(by_user["u1"].call_disposition, "answered elsewhere");
         assert_eq!(by_user["u1"].call_duration_in_seconds, 0);
+        assert_eq!(by_user["u2"].call_disposition, "answered");
+        assert_eq!(by_user["u2"].owner_id, "005000000000002AAA");
+    }
+
+    #[test]
+    fn the_agent_a_call_is_transferred_to_gets_a_task_of_its_own() {
+        let events = vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: agent("u1", SF_USER) })),
+            event(
+                3,
+                Kind::Transferred(v1::CallTransferred {
+                    from: agent("u1", SF_USER),
+                    to: agent("u2", "005000000000002AAA"),
+                    kind: v1::TransferKind::Blind as i32,
+                    to_number: String::new(),
+                }),
+            ),
+            event(4, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 40, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        let by_user: BTreeMap<_, _> = plan.writes.iter().map(|w| (w.user_id.as_str(), &w.fields)).collect();
+        assert_eq!(by_user.len(), 2, "{by_user:?}");
         assert_eq!(by_user["u2"].call_disposition, "answered");
         assert_eq!(by_user["u2"].owner_id, "005000000000002AAA");
     }

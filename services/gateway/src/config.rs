@@ -172,6 +172,9 @@ pub struct SipConfig {
     pub max_message_bytes: usize,
     /// Seconds a call rings at the agent's devices before it is given up.
     pub ring_timeout_secs: u64,
+    /// Seconds a parked call (F4) waits for an agent before it rings the
+    /// agent who parked it again.
+    pub park_timeout_secs: u64,
     /// Value of the User-Agent / Server header.
     pub user_agent: String,
     /// Digest realm devices authenticate in (REGISTER). Changing it
@@ -267,6 +270,7 @@ impl Default for SipConfig {
             advertised_host: None,
             max_message_bytes: 65_535,
             ring_timeout_secs: 60,
+            park_timeout_secs: 120,
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
             realm: "switchboard".to_owned(),
             digest_algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
@@ -449,6 +453,9 @@ impl GatewayConfig {
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return Err(ConfigError::new("sip.ring_timeout_secs", "seconds between 1 and 600"));
+        }
+        if self.sip.park_timeout_secs == 0 || self.sip.park_timeout_secs > 3600 {
+            return Err(ConfigError::new("sip.park_timeout_secs", "seconds between 1 and 3600"));
         }
         if self.sip.realm.trim().is_empty() || self.sip.realm.contains('"') {
             return Err(ConfigError::new("sip.realm", "a non-empty realm without quotes"));

@@ -175,6 +175,7 @@ impl Gateway {
                 max_tracked: 100_000,
             }))),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            park_timeout: Duration::from_secs(config.sip.park_timeout_secs),
             timers: crate::sip::transaction::Timers {
                 t1: Duration::from_millis(config.sip.timer_t1_ms),
                 ..crate::sip::transaction::Timers::default()

@@ -12,6 +12,17 @@
 //! INFO are answered on the leg they arrive on; a hold re-INVITE from a
 //! phone gets its `recvonly` answer without touching the caller's leg.
 //!
+//! One side of an answered call can be replaced (decision 0014): new forks
+//! ring a new party while the call goes on untouched; the first to answer
+//! takes that side (the bridge is re-pointed to it) and the replaced dialog
+//! gets a BYE. The party on the other side sees no SIP at all, because the
+//! gateway anchors the media and its SDP towards that party stays the same.
+//! After the caller side was replaced (an agent's outbound call moved to
+//! another phone), a UAC dialog carries leg A: the legs are named by the
+//! side of the bridge they feed, not by which end sent the first INVITE.
+//! A warm transfer first consults the new party on ports of its own; a
+//! parked leg (F4) has no party at all until a replacement answers.
+//!
 //! Retransmission and timeouts of requests and non-2xx responses belong to
 //! the transaction layer (`sip::transaction`), which hands this machine one
 //! copy of each message and reports timeouts as 408. What stays here is the
@@ -100,8 +111,44 @@ pub enum Action {
     ScreeningEnded,
     /// The screening fork picked up: bridge it with the caller.
     PickedUp { fork: usize },
+    /// The replacement of `leg` answered: fork `fork` carries that side
+    /// from now on, its media at `rtp` (re-point the bridge, discarding
+    /// what the replaced party still sends). Its formats came just before,
+    /// as [`Action::LegFormats`]; the replaced dialog's BYE follows.
+    Replaced { leg: Leg, fork: usize, rtp: SocketAddr },
+    /// The replacement of `leg` did not happen: every new target failed
+    /// (`status` is the best failure), none answered within the ring
+    /// timeout (480), it was cancelled or the call ended (487). The call
+    /// goes on as it was.
+    ReplaceFailed { leg: Leg, status: u16 },
+    /// A warm transfer's target answered and is being consulted: `leg`'s
+    /// party (the agent) is moved to the consult media (the gateway's
+    /// re-INVITE follows), where it talks with the target. Start bridging
+    /// `agent` with `target` on the consult ports.
+    Consulting { leg: Leg, agent: LegMedia, target: LegMedia },
+    /// The consultation is over (completed, cancelled, or a party left):
+    /// its media stops.
+    ConsultEnded,
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
+}
+
+/// Where a party receives RTP and what it speaks (first format: what it
+/// sends).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegMedia {
+    pub rtp: SocketAddr,
+    pub formats: Vec<Format>,
+    pub rtcp_mux: bool,
+}
+
+/// The gateway's ports of a warm transfer's consultation (its own bridge):
+/// the agent is re-anchored on `agent_port`, the target is offered
+/// `target_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsultPorts {
+    pub agent_port: u16,
+    pub target_port: u16,
 }
 
 /// Credentials the gateway answers a target's 401/407 challenge with.
@@ -167,12 +214,59 @@ enum State {
     Finished,
 }
 
-/// A leg of an established call.
+/// A leg of an established call, named by the side of the bridge it feeds
+/// (side A, side B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leg {
+    /// Side A: the caller's dialog (the gateway its UAS), or the fork that
+    /// replaced it.
     Caller,
-    /// The fork that answered.
+    /// Side B: the fork that answered, or the fork that replaced it.
     Callee,
+}
+
+/// Which dialog carries a leg of the answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    /// The caller's own dialog (leg A, the gateway is UAS).
+    Uas,
+    /// A fork's dialog (the gateway is UAC).
+    Fork(usize),
+}
+
+/// A replacement of one leg in progress: its forks ring while the call
+/// goes on.
+#[derive(Debug, Clone)]
+struct Replacement {
+    leg: Leg,
+    forks: Vec<usize>,
+    /// Until a fork answers.
+    deadline: Instant,
+    /// A warm transfer: the target is consulted before it takes the leg.
+    consult: Option<Consult>,
+}
+
+/// A warm transfer's consultation.
+#[derive(Debug, Clone, Copy)]
+struct Consult {
+    ports: ConsultPorts,
+    /// The target that answered and is being consulted.
+    answered: Option<usize>,
+}
+
+/// Why a leg cannot be replaced now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("the call is not answered (or is in voicemail, or over)")]
+    NotAnswered,
+    #[error("a replacement of the call's {0:?} side is already ringing")]
+    InProgress(Leg),
+    #[error("there is nothing to ring")]
+    NoTargets,
+    #[error("no warm transfer's target has answered to be handed the call")]
+    NotConsulting,
+    #[error("the call is parked; only its parked side can be given a party (retrieve it)")]
+    Parked,
 }
 
 /// A re-INVITE the gateway sent on a leg (hold or resume), until answered.
@@ -242,6 +336,8 @@ struct Fork {
     sdp_version: u64,
     reinvite: Option<OurReinvite>,
     reinvite_ack: Option<(u32, SipMessage)>,
+    /// The fork's media as its last SDP said (its answer, or a re-offer).
+    remote: Option<AudioDescription>,
 }
 
 /// One call through the B2BUA.
@@ -270,6 +366,18 @@ pub struct Call {
     /// Forks placed to screen the voicemail, and the one listening.
     screen_forks: Vec<usize>,
     screening: Option<usize>,
+    /// Once the caller side was replaced: the fork carrying leg A (the
+    /// caller's own dialog is released).
+    caller_fork: Option<usize>,
+    replacement: Option<Replacement>,
+    /// A leg moved to the consult media during a warm transfer: the port
+    /// its SDP names instead of its own (index: caller 0, callee 1).
+    anchors: [Option<u16>; 2],
+    /// What each leg's media was last set to (index: caller 0, callee 1).
+    last_formats: [Vec<Format>; 2],
+    /// A parked leg (F4): its party was hung up and nobody carries it
+    /// until a replacement answers.
+    parked: Option<Leg>,
 }
 
 /// Why an initial INVITE cannot become a call.
@@ -332,6 +440,11 @@ impl Call {
             placed: None,
             screen_forks: Vec::new(),
             screening: None,
+            caller_fork: None,
+            replacement: None,
+            anchors: [None, None],
+            last_formats: [Vec::new(), Vec::new()],
+            parked: None,
             linger_until: None,
             ended: false,
             ring_timeout,
@@ -385,15 +498,16 @@ impl Call {
         self.offer_sdp = sdp::build_with(session_id(&self.id), 1, media.ip, media.b_port, &formats, Direction::SendRecv, true);
         self.placed = Some((targets.clone(), who.clone()));
         for target in targets {
-            self.invite_fork(target, who, &mut out);
+            let offer = self.offer_sdp.clone();
+            self.invite_fork(target, who, offer, &mut out);
         }
         self.ring_deadline = Some(now + self.ring_timeout);
         self.state = State::Calling;
         out
     }
 
-    /// Sends the INVITE of one new fork to `target`, as `who`.
-    fn invite_fork(&mut self, target: Target, who: &Presentation, out: &mut Vec<Action>) {
+    /// Sends the INVITE of one new fork to `target`, as `who`, offering `offer`.
+    fn invite_fork(&mut self, target: Target, who: &Presentation, offer: String, out: &mut Vec<Action>) {
         let max_forwards = self
             .a
             .invite
@@ -432,7 +546,7 @@ impl Call {
             .push_header("Allow", ALLOW)
             .push_header("User-Agent", self.local.user_agent.clone())
             .push_header("X-Switchboard-Call-ID", self.id.clone())
-            .set_body("application/sdp", Bytes::from(self.offer_sdp.clone()));
+            .set_body("application/sdp", Bytes::from(offer));
         out.push(Action::Send(target.dest, invite.clone()));
         self.forks.push(Fork {
             target,
@@ -448,6 +562,7 @@ impl Call {
             sdp_version: 1,
             reinvite: None,
             reinvite_ack: None,
+            remote: None,
         });
     }
 
@@ -478,7 +593,8 @@ impl Call {
         let Some((targets, who)) = self.placed.clone() else { return out };
         for target in targets {
             self.screen_forks.push(self.forks.len());
-            self.invite_fork(target, &who, &mut out);
+            let offer = self.offer_sdp.clone();
+            self.invite_fork(target, &who, offer, &mut out);
         }
         out
     }
@@ -517,7 +633,7 @@ impl Call {
                 self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
             }
         }
-        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats), rtcp_mux: callee.rtcp_mux });
+        self.leg_formats(Leg::Callee, usable(&callee.formats), callee.rtcp_mux, out);
         out.push(Action::Screening { fork: i, callee_rtp: callee.rtp });
     }
 
@@ -573,7 +689,7 @@ impl Call {
         self.ring_deadline = None;
         self.state = State::Connected;
         self.in_voicemail = true;
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
+        self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
         out.push(Action::Voicemail);
     }
 
@@ -587,15 +703,349 @@ impl Call {
         }
         let direction = if on { Direction::SendOnly } else { Direction::SendRecv };
         let pending = OurReinvite { cseq: None, direction, retry_at: None };
-        match leg {
-            Leg::Caller => self.a.reinvite = Some(pending),
-            Leg::Callee => {
-                let w = self.winner.expect("checked");
-                self.forks[w].reinvite = Some(pending);
-            }
+        match self.carrier(leg) {
+            Some(Carrier::Uas) => self.a.reinvite = Some(pending),
+            Some(Carrier::Fork(i)) => self.forks[i].reinvite = Some(pending),
+            None => return out,
         }
         self.send_reinvite(leg, now, &mut out);
         out
+    }
+
+    /// Replaces `leg` of the answered call with a new dialog to `targets`,
+    /// all rung at once as `who`, offering the gateway's media on that
+    /// leg's port. Nothing changes while they ring; the first to answer
+    /// takes the leg ([`Action::Replaced`], then BYE to the replaced
+    /// dialog) and the others are cancelled. When none answers within the
+    /// ring timeout, or all fail, [`Action::ReplaceFailed`] says so and the
+    /// call goes on as it was. The other leg sees nothing of it.
+    pub fn replace(&mut self, leg: Leg, targets: Vec<Target>, who: &Presentation, now: Instant) -> Result<Vec<Action>, ReplaceError> {
+        self.place_replacement(leg, targets, who, None, now)
+    }
+
+    /// A warm transfer of `leg`: like [`Call::replace`], but the target is
+    /// offered the consult media's `target_port`, and when it answers it is
+    /// consulted first ([`Action::Consulting`]: `leg`'s party is moved to
+    /// `agent_port` to talk with it) until [`Call::complete_consult`] hands
+    /// it the leg or [`Call::cancel_replacement`] takes the party back.
+    pub fn consult(&mut self, leg: Leg, targets: Vec<Target>, who: &Presentation, ports: ConsultPorts, now: Instant) -> Result<Vec<Action>, ReplaceError> {
+        self.place_replacement(leg, targets, who, Some(ports), now)
+    }
+
+    /// Whether a warm transfer's target answered and is being consulted.
+    pub fn consulting(&self) -> bool {
+        self.consulted().is_some()
+    }
+
+    /// The fork of the warm transfer's target being consulted.
+    pub fn consulted_fork(&self) -> Option<usize> {
+        self.consulted().map(|(_, i)| i)
+    }
+
+    /// Ends the consultation by handing the leg to the consulted target:
+    /// it is re-INVITEd onto the leg's own port, the bridge is re-pointed
+    /// to it ([`Action::Replaced`]) and the party it replaces gets a BYE.
+    pub fn complete_consult(&mut self, now: Instant) -> Result<Vec<Action>, ReplaceError> {
+        let mut out = Vec::new();
+        if !self.consulting() {
+            return Err(ReplaceError::NotConsulting);
+        }
+        self.hand_over_to_consulted(true, now, &mut out);
+        Ok(out)
+    }
+
+    /// The consulted target of a warm transfer, and the leg it is to take.
+    fn consulted(&self) -> Option<(Leg, usize)> {
+        let r = self.replacement.as_ref()?;
+        Some((r.leg, r.consult?.answered?))
+    }
+
+    /// The consulted target takes the leg; `bye_replaced` is false when the
+    /// replaced party already hung up.
+    fn hand_over_to_consulted(&mut self, bye_replaced: bool, now: Instant, out: &mut Vec<Action>) {
+        let Some((leg, i)) = self.consulted() else { return };
+        self.replacement = None;
+        let replaced = self.carrier(leg);
+        match leg {
+            Leg::Caller => self.caller_fork = Some(i),
+            Leg::Callee => self.winner = Some(i),
+        }
+        self.anchors[leg_index(leg)] = None;
+        if let Some(remote) = self.forks[i].remote.clone() {
+            self.leg_formats(leg, usable(&remote.formats), remote.rtcp_mux, out);
+            out.push(Action::Replaced { leg, fork: i, rtp: remote.rtp });
+        }
+        out.push(Action::ConsultEnded);
+        // From the consult port to the leg's own.
+        self.forks[i].reinvite = Some(OurReinvite { cseq: None, direction: Direction::SendRecv, retry_at: None });
+        self.send_reinvite(leg, now, out);
+        if bye_replaced {
+            self.release(replaced, &q850(16, "Call transferred"), out);
+        }
+    }
+
+    /// Hangs up the dialog that carried a leg before it was replaced or
+    /// parked, with `reason`.
+    fn release(&mut self, replaced: Option<Carrier>, reason: &str, out: &mut Vec<Action>) {
+        match replaced {
+            Some(Carrier::Uas) => {
+                // Released: no more 2xx retransmissions or re-INVITEs on it.
+                self.a.ok_retransmit = None;
+                self.a.reinvite = None;
+                self.bye_uas(reason, out);
+            }
+            Some(Carrier::Fork(j)) => {
+                self.forks[j].reinvite = None;
+                self.bye_fork(j, reason, out);
+            }
+            None => {}
+        }
+    }
+
+    /// The gateway's port in `leg`'s SDP: its own side's, or the consult
+    /// port the leg was moved to.
+    fn port_of(&self, leg: Leg) -> Option<u16> {
+        let media = self.media?;
+        let own = match leg {
+            Leg::Caller => media.a_port,
+            Leg::Callee => media.b_port,
+        };
+        Some(self.anchors[leg_index(leg)].unwrap_or(own))
+    }
+
+    /// The gateway's port in fork `i`'s SDP.
+    fn fork_port(&self, i: usize) -> u16 {
+        let media = self.media.map_or(0, |m| m.b_port);
+        match self.fork_leg(i) {
+            Some(leg) => self.port_of(leg).unwrap_or(media),
+            None => match self.replacement.as_ref().filter(|r| r.forks.contains(&i)).and_then(|r| r.consult) {
+                Some(c) => c.ports.target_port,
+                None => media,
+            },
+        }
+    }
+
+    /// Tells the driver what `leg`'s media uses now, and remembers it.
+    fn leg_formats(&mut self, leg: Leg, formats: Vec<Format>, rtcp_mux: bool, out: &mut Vec<Action>) {
+        self.last_formats[leg_index(leg)] = formats.clone();
+        out.push(Action::LegFormats { leg, formats, rtcp_mux });
+    }
+
+    /// Where `leg`'s party receives RTP and what it speaks now.
+    fn leg_media(&self, leg: Leg) -> Option<LegMedia> {
+        let formats = self.last_formats[leg_index(leg)].clone();
+        match self.carrier(leg)? {
+            Carrier::Uas => Some(LegMedia { rtp: self.a.offer.rtp, formats, rtcp_mux: self.a.offer.rtcp_mux }),
+            Carrier::Fork(i) => self.forks[i].remote.as_ref().map(|r| LegMedia { rtp: r.rtp, formats, rtcp_mux: r.rtcp_mux }),
+        }
+    }
+
+    fn place_replacement(
+        &mut self,
+        leg: Leg,
+        targets: Vec<Target>,
+        who: &Presentation,
+        consult: Option<ConsultPorts>,
+        now: Instant,
+    ) -> Result<Vec<Action>, ReplaceError> {
+        let Some(media) = self.media else { return Err(ReplaceError::NotAnswered) };
+        if !self.is_answered() || self.in_voicemail || self.a.final_status != Some(200) {
+            return Err(ReplaceError::NotAnswered);
+        }
+        if let Some(r) = &self.replacement {
+            return Err(ReplaceError::InProgress(r.leg));
+        }
+        if self.parked.is_some_and(|p| p != leg || consult.is_some()) {
+            return Err(ReplaceError::Parked);
+        }
+        if targets.is_empty() {
+            return Err(ReplaceError::NoTargets);
+        }
+        let port = match (consult, leg) {
+            (Some(c), _) => c.target_port,
+            (None, Leg::Caller) => media.a_port,
+            (None, Leg::Callee) => media.b_port,
+        };
+        // The same formats as every fork is offered: the caller's first,
+        // then the gateway's own (transcoded when the new party takes one
+        // the other leg does not speak).
+        let formats = callee_offer(&self.a.offer.formats);
+        let offer = sdp::build_with(session_id(&self.id), 1, media.ip, port, &formats, Direction::SendRecv, true);
+        let mut out = Vec::new();
+        let mut forks = Vec::new();
+        for target in targets {
+            forks.push(self.forks.len());
+            self.invite_fork(target, who, offer.clone(), &mut out);
+        }
+        let consult = consult.map(|ports| Consult { ports, answered: None });
+        self.replacement = Some(Replacement { leg, forks, deadline: now + self.ring_timeout, consult });
+        Ok(out)
+    }
+
+    /// The leg being replaced, while its new dialog rings.
+    pub fn replacing(&self) -> Option<Leg> {
+        self.replacement.as_ref().map(|r| r.leg)
+    }
+
+    /// Gives up the replacement in progress: its forks are cancelled and
+    /// the call goes on as it was ([`Action::ReplaceFailed`] with 487).
+    pub fn cancel_replacement(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", now, &mut out);
+        out
+    }
+
+    /// Parks `leg` (F4): its party is hung up and the leg stays empty —
+    /// the other party's dialog goes on untouched (the driver plays it
+    /// music) — until [`Call::replace`] gives the leg a new party.
+    pub fn park(&mut self, leg: Leg, _now: Instant) -> Result<Vec<Action>, ReplaceError> {
+        if !self.is_answered() || self.in_voicemail || self.a.final_status != Some(200) {
+            return Err(ReplaceError::NotAnswered);
+        }
+        if let Some(r) = &self.replacement {
+            return Err(ReplaceError::InProgress(r.leg));
+        }
+        if self.parked.is_some() {
+            return Err(ReplaceError::Parked);
+        }
+        let mut out = Vec::new();
+        let released = self.carrier(leg);
+        self.parked = Some(leg);
+        self.release(released, &q850(16, "Call parked"), &mut out);
+        Ok(out)
+    }
+
+    /// The parked leg, if the call is parked.
+    pub fn parked(&self) -> Option<Leg> {
+        self.parked
+    }
+
+    /// Whether the caller's own dialog no longer carries leg A.
+    fn uas_released(&self) -> bool {
+        self.caller_fork.is_some() || self.parked == Some(Leg::Caller)
+    }
+
+    /// Which dialog carries `leg` of the answered call (none while parked).
+    fn carrier(&self, leg: Leg) -> Option<Carrier> {
+        if self.parked == Some(leg) {
+            return None;
+        }
+        match leg {
+            Leg::Caller => Some(self.caller_fork.map_or(Carrier::Uas, Carrier::Fork)),
+            Leg::Callee => self.winner.map(Carrier::Fork),
+        }
+    }
+
+    /// The leg fork `i` carries, if it carries one.
+    fn fork_leg(&self, i: usize) -> Option<Leg> {
+        let leg = self.fork_carries(i)?;
+        (self.parked != Some(leg)).then_some(leg)
+    }
+
+    fn fork_carries(&self, i: usize) -> Option<Leg> {
+        if self.caller_fork == Some(i) {
+            Some(Leg::Caller)
+        } else if self.winner == Some(i) {
+            Some(Leg::Callee)
+        } else {
+            None
+        }
+    }
+
+    fn is_replacement_fork(&self, i: usize) -> bool {
+        self.replacement.as_ref().is_some_and(|r| r.forks.contains(&i))
+    }
+
+    /// A replacement fork answered: it takes the leg, the other new forks
+    /// are cancelled and the replaced dialog is hung up.
+    fn replacement_answered(&mut self, i: usize, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
+        let Ok(party) = sdp::parse_audio(&msg.body) else {
+            self.bye_fork(i, &q850(88, "Incompatible destination"), out);
+            self.forks[i].state = ForkState::Done(488);
+            self.replacement_fork_failed(488, now, out);
+            return;
+        };
+        let Some(r) = self.replacement.clone() else { return };
+        for j in r.forks.iter().copied().filter(|j| *j != i) {
+            self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
+        }
+        if let Some(consult) = r.consult {
+            // Warm: consulted first. The agent's party moves to the consult
+            // media, where the target already is.
+            let Some(agent) = self.leg_media(r.leg) else { return };
+            if let Some(c) = self.replacement.as_mut().and_then(|r| r.consult.as_mut()) {
+                c.answered = Some(i);
+            }
+            self.anchors[leg_index(r.leg)] = Some(consult.ports.agent_port);
+            let target = LegMedia { rtp: party.rtp, formats: usable(&party.formats), rtcp_mux: party.rtcp_mux };
+            out.push(Action::Consulting { leg: r.leg, agent, target });
+            self.reanchor(r.leg, now, out);
+            return;
+        }
+        self.replacement = None;
+        let replaced = self.carrier(r.leg);
+        match r.leg {
+            Leg::Caller => self.caller_fork = Some(i),
+            Leg::Callee => self.winner = Some(i),
+        }
+        self.leg_formats(r.leg, usable(&party.formats), party.rtcp_mux, out);
+        out.push(Action::Replaced { leg: r.leg, fork: i, rtp: party.rtp });
+        if self.parked == Some(r.leg) {
+            self.parked = None; // retrieved: nobody to hang up
+        }
+        self.release(replaced, &q850(16, "Call transferred"), out);
+    }
+
+    /// Re-INVITEs `leg`'s party onto the port it is anchored on now.
+    fn reanchor(&mut self, leg: Leg, now: Instant, out: &mut Vec<Action>) {
+        let pending = OurReinvite { cseq: None, direction: Direction::SendRecv, retry_at: None };
+        match self.carrier(leg) {
+            Some(Carrier::Uas) => self.a.reinvite = Some(pending),
+            Some(Carrier::Fork(i)) => self.forks[i].reinvite = Some(pending),
+            None => return,
+        }
+        self.send_reinvite(leg, now, out);
+    }
+
+    /// A replacement fork failed with `status`: a global failure (6xx)
+    /// ends the replacement at once, otherwise it ends when every one of
+    /// its forks failed, with the best failure.
+    fn replacement_fork_failed(&mut self, status: u16, now: Instant, out: &mut Vec<Action>) {
+        let Some(r) = &self.replacement else { return };
+        if (600..700).contains(&status) {
+            return self.fail_replacement(status, &format!("SIP;cause={status}"), now, out);
+        }
+        let mut statuses = Vec::new();
+        for j in &r.forks {
+            match self.forks[*j].state {
+                ForkState::Done(s) => statuses.push(s),
+                _ => return, // still ringing somewhere
+            }
+        }
+        let best = best_failure(&statuses);
+        self.fail_replacement(best, "SIP;cause=487;text=\"Request terminated\"", now, out);
+    }
+
+    /// Ends the replacement in progress with `status`, cancelling what
+    /// still rings with `reason`.
+    fn fail_replacement(&mut self, status: u16, reason: &str, now: Instant, out: &mut Vec<Action>) {
+        let Some(r) = self.replacement.take() else { return };
+        for j in r.forks {
+            self.cancel_fork(j, reason, out);
+        }
+        if let Some(i) = r.consult.and_then(|c| c.answered) {
+            // A consultation: the target is hung up (unless it left), and
+            // the agent's party goes back to its own port.
+            if self.forks[i].state == ForkState::Answered {
+                self.bye_fork(i, &q850(16, "Normal call clearing"), out);
+            }
+            self.anchors[leg_index(r.leg)] = None;
+            if !self.ended {
+                self.reanchor(r.leg, now, out);
+            }
+            out.push(Action::ConsultEnded);
+        }
+        out.push(Action::ReplaceFailed { leg: r.leg, status });
     }
 
     /// A request on leg A (the Call-ID of the caller's INVITE), delivered
@@ -603,6 +1053,16 @@ impl Call {
     pub fn on_caller_request(&mut self, msg: SipMessage, source: Destination, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let method = msg.method().unwrap_or("").to_owned();
+        if self.uas_released() {
+            // The caller's dialog was replaced (or parked) and hung up: a BYE crossing
+            // ours is confirmed, anything else is for a dialog that is gone.
+            match method.as_str() {
+                "ACK" => {}
+                "BYE" => out.push(Action::Send(source, self.respond(&msg, 200, None))),
+                _ => out.push(Action::Send(source, self.respond(&msg, 481, None))),
+            }
+            return out;
+        }
         let in_dialog = msg.header("To").and_then(NameAddr::parse).is_some_and(|n| n.tag().is_some());
         if in_dialog && method != "ACK" && method != "CANCEL" {
             if let Err(DialogError::OutOfOrder) = self.a.dialog.on_request(&msg) {
@@ -634,6 +1094,10 @@ impl Call {
                     self.final_to_caller(487, now, &mut out);
                     self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", &mut out);
                     self.end(EndReason::Cancelled, HangupBy::Caller, 487, now, &mut out);
+                } else if self.consulted().is_some_and(|(leg, _)| leg == Leg::Caller) {
+                    // The agent (the caller) hung up while consulting: the target takes over.
+                    self.a.ok_retransmit = None;
+                    self.hand_over_to_consulted(false, now, &mut out);
                 } else if !self.ended {
                     self.a.ok_retransmit = None;
                     self.hang_up_callee(&q850(16, "Normal call clearing"), &mut out);
@@ -662,7 +1126,9 @@ impl Call {
     /// (nothing to do: the transaction layer stopped retransmitting).
     pub fn on_caller_response(&mut self, msg: SipMessage, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        self.reinvite_response(Leg::Caller, &msg, now, &mut out);
+        if !self.uas_released() {
+            self.reinvite_response(Carrier::Uas, &msg, now, &mut out);
+        }
         out
     }
 
@@ -676,8 +1142,8 @@ impl Call {
             return out;
         }
         let (Some(status), Some(cseq)) = (msg.status(), msg.header("CSeq").and_then(CSeq::parse)) else { return out };
-        if cseq.method == "INVITE" && self.winner == Some(i) && cseq.seq != self.forks[i].cseq {
-            self.reinvite_response(Leg::Callee, &msg, now, &mut out);
+        if cseq.method == "INVITE" && self.fork_leg(i).is_some() && cseq.seq != self.forks[i].cseq {
+            self.reinvite_response(Carrier::Fork(i), &msg, now, &mut out);
             return out;
         }
         if cseq.method != "INVITE" || cseq.seq != self.forks[i].cseq {
@@ -696,9 +1162,19 @@ impl Call {
     /// The earliest time [`Call::on_timer`] has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let ok = self.a.ok_retransmit.as_ref().map(|r| r.next.min(r.give_up));
-        let retry_a = self.a.reinvite.as_ref().and_then(|r| r.retry_at);
-        let retry_b = self.winner.and_then(|w| self.forks[w].reinvite.as_ref()).and_then(|r| r.retry_at);
-        [ok, self.ring_deadline, self.linger_until, retry_a, retry_b].into_iter().flatten().min()
+        let retry_a = self.retry_at(Leg::Caller);
+        let retry_b = self.retry_at(Leg::Callee);
+        let replacement = self.replacement.as_ref().filter(|r| r.consult.is_none_or(|c| c.answered.is_none())).map(|r| r.deadline);
+        [ok, self.ring_deadline, self.linger_until, retry_a, retry_b, replacement].into_iter().flatten().min()
+    }
+
+    /// When the re-INVITE of `leg` that met a 491 is tried again.
+    fn retry_at(&self, leg: Leg) -> Option<Instant> {
+        let reinvite = match self.carrier(leg)? {
+            Carrier::Uas => self.a.reinvite.as_ref(),
+            Carrier::Fork(i) => self.forks[i].reinvite.as_ref(),
+        };
+        reinvite.and_then(|r| r.retry_at)
     }
 
     /// Fires every timer due at `now`.
@@ -722,12 +1198,13 @@ impl Call {
             }
         }
         if !self.ended {
-            if self.a.reinvite.as_ref().and_then(|r| r.retry_at).is_some_and(|t| now >= t) {
-                self.send_reinvite(Leg::Caller, now, &mut out);
+            for leg in [Leg::Caller, Leg::Callee] {
+                if self.retry_at(leg).is_some_and(|t| now >= t) {
+                    self.send_reinvite(leg, now, &mut out);
+                }
             }
-            let due_b = self.winner.and_then(|w| self.forks[w].reinvite.as_ref()).and_then(|r| r.retry_at).is_some_and(|t| now >= t);
-            if due_b {
-                self.send_reinvite(Leg::Callee, now, &mut out);
+            if self.replacement.as_ref().is_some_and(|r| now >= r.deadline && r.consult.is_none_or(|c| c.answered.is_none())) {
+                self.fail_replacement(480, "SIP;cause=480;text=\"No answer\"", now, &mut out);
             }
         }
         if self.ring_deadline.is_some_and(|d| now >= d) {
@@ -783,6 +1260,7 @@ impl Call {
             return;
         }
         self.ended = true;
+        self.fail_replacement(487, "SIP;cause=487;text=\"Request terminated\"", now, out);
         self.state = State::Finished;
         self.ring_deadline = None;
         self.linger_until = Some(now + LINGER);
@@ -852,6 +1330,7 @@ impl Call {
             out.push(Action::Send(source, r));
             return;
         };
+        let port = self.port_of(Leg::Caller).unwrap_or(media.a_port);
         if invite && (self.a.final_status != Some(200) || self.a.reinvite.as_ref().is_some_and(|r| r.cseq.is_some())) {
             // Not answered yet, or our own re-INVITE is in flight: glare.
             out.push(Action::Send(source, self.respond(&msg, 491, None)));
@@ -865,7 +1344,7 @@ impl Call {
             if invite {
                 let formats = one_codec(&usable(&self.a.offer.formats));
                 self.a.sdp_version += 1;
-                let offer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, Direction::SendRecv);
+                let offer = sdp::build(session_id(&self.id), self.a.sdp_version, media.ip, port, &formats, Direction::SendRecv);
                 ok.set_body("application/sdp", Bytes::from(offer));
             }
             out.push(Action::Send(source, ok));
@@ -883,17 +1362,30 @@ impl Call {
         }
         let formats = one_codec(&usable(&offer.formats));
         let direction = answer_direction(offer.direction);
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: formats.clone(), rtcp_mux: offer.rtcp_mux });
+        self.leg_formats(Leg::Caller, formats.clone(), offer.rtcp_mux, out);
         out.push(Action::PeerHold { leg: Leg::Caller, on: is_hold(offer.direction) });
         self.a.offer = offer;
         self.a.sdp_version += 1;
-        let answer = sdp::build_with(session_id(&self.id), self.a.sdp_version, media.ip, media.a_port, &formats, direction, self.a.offer.rtcp_mux);
+        let answer = sdp::build_with(session_id(&self.id), self.a.sdp_version, media.ip, port, &formats, direction, self.a.offer.rtcp_mux);
         let mut ok = self.respond(&msg, 200, None);
         ok.push_header("Contact", self.local.contact(&source)).set_body("application/sdp", Bytes::from(answer));
         out.push(Action::Send(source, ok));
     }
 
+    /// Hangs up leg A, whichever dialog carries it.
     fn bye_caller(&mut self, reason: &str, out: &mut Vec<Action>) {
+        if self.parked == Some(Leg::Caller) {
+            return; // hung up when it was parked
+        }
+        match self.caller_fork {
+            Some(i) if self.forks[i].state == ForkState::Answered => self.bye_fork(i, reason, out),
+            Some(_) => {}
+            None => self.bye_uas(reason, out),
+        }
+    }
+
+    /// BYE on the caller's own dialog.
+    fn bye_uas(&mut self, reason: &str, out: &mut Vec<Action>) {
         if self.a.final_status != Some(200) {
             return;
         }
@@ -907,18 +1399,20 @@ impl Call {
         let Some(media) = self.media else { return };
         let local = self.local.clone();
         let sid = session_id(&self.id);
-        let (dialog, reinvite, version, port, formats) = match leg {
-            Leg::Caller => {
+        let Some(port) = self.port_of(leg) else { return };
+        let (dialog, reinvite, version, formats) = match self.carrier(leg) {
+            Some(Carrier::Uas) => {
                 let formats = answer_formats(&self.a.offer.formats, &self.a.offer.formats);
-                (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.sdp_version, media.a_port, formats)
+                (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.sdp_version, formats)
             }
-            Leg::Callee => {
-                let Some(w) = self.winner else { return };
-                let formats = sdp::parse_audio(self.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default();
-                let fork = &mut self.forks[w];
+            Some(Carrier::Fork(i)) => {
+                // What the fork was offered when it was invited.
+                let fork = &mut self.forks[i];
+                let formats = sdp::parse_audio(&fork.invite.body).map(|a| a.formats).unwrap_or_default();
                 let Some(dialog) = fork.dialog.as_mut() else { return };
-                (dialog, &mut fork.reinvite, &mut fork.sdp_version, media.b_port, formats)
+                (dialog, &mut fork.reinvite, &mut fork.sdp_version, formats)
             }
+            None => return,
         };
         let Some(pending) = reinvite.as_mut() else { return };
         *version += 1;
@@ -932,18 +1426,17 @@ impl Call {
         out.push(Action::Send(dialog.flow, inv));
     }
 
-    /// A response to the gateway's re-INVITE on `leg`.
-    fn reinvite_response(&mut self, leg: Leg, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
+    /// A response to the gateway's re-INVITE on the dialog `carrier`.
+    fn reinvite_response(&mut self, carrier: Carrier, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
         let Some(cseq) = msg.header("CSeq").and_then(CSeq::parse) else { return };
         let Some(status) = msg.status() else { return };
         let local = self.local.clone();
         // The gateway owns the Call-ID of the callee legs, not the caller's:
         // §14.1 retry windows 2.1–4 s for the owner, 0–2 s otherwise.
-        let (dialog, reinvite, acked, owner) = match leg {
-            Leg::Caller => (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.reinvite_ack, false),
-            Leg::Callee => {
-                let Some(w) = self.winner else { return };
-                let fork = &mut self.forks[w];
+        let (dialog, reinvite, acked, owner) = match carrier {
+            Carrier::Uas => (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.reinvite_ack, false),
+            Carrier::Fork(i) => {
+                let fork = &mut self.forks[i];
                 let Some(d) = fork.dialog.as_mut() else { return };
                 (d, &mut fork.reinvite, &mut fork.reinvite_ack, true)
             }
@@ -1002,8 +1495,8 @@ impl Call {
                 if first {
                     out.push(Action::Ringing);
                 }
-                out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&desc.formats), rtcp_mux: desc.rtcp_mux });
+                self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
+                self.leg_formats(Leg::Callee, usable(&desc.formats), desc.rtcp_mux, out);
                 out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
             _ if self.a.provisional.is_none() => {
@@ -1030,12 +1523,17 @@ impl Call {
         out.push(Action::Send(fork.target.dest, ack.clone()));
         fork.ack = Some(ack);
         fork.dialog = Some(dialog);
+        fork.remote = sdp::parse_audio(&msg.body).ok();
         fork.state = ForkState::Answered;
         fork.cancel_pending = None;
-        if self.in_voicemail && !self.ended && !fork.cancelled {
+        let cancelled = fork.cancelled;
+        if !cancelled && !self.ended && self.is_replacement_fork(i) {
+            return self.replacement_answered(i, msg, now, out);
+        }
+        if self.in_voicemail && !self.ended && !cancelled {
             return self.screening_answered(i, msg, out);
         }
-        if self.ended || self.winner.is_some() || fork.cancelled {
+        if self.ended || self.winner.is_some() || cancelled {
             // Answered after the call was decided (a race with CANCEL or
             // another fork): hang this one up.
             let reason = if self.winner.is_some() {
@@ -1066,8 +1564,8 @@ impl Call {
         self.ok_to_caller(answer, now, out);
         self.ring_deadline = None;
         self.state = State::Connected;
-        out.push(Action::LegFormats { leg: Leg::Caller, formats: caller_formats, rtcp_mux: self.a.offer.rtcp_mux });
-        out.push(Action::LegFormats { leg: Leg::Callee, formats: usable(&callee.formats), rtcp_mux: callee.rtcp_mux });
+        self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
+        self.leg_formats(Leg::Callee, usable(&callee.formats), callee.rtcp_mux, out);
         out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
 
@@ -1117,6 +1615,9 @@ impl Call {
         }
         fork.state = ForkState::Done(status);
         fork.cancel_pending = None;
+        if self.is_replacement_fork(i) {
+            return self.replacement_fork_failed(status, now, out);
+        }
         if self.ended || self.winner.is_some() || self.in_voicemail {
             return;
         }
@@ -1176,10 +1677,23 @@ impl Call {
         match method.as_str() {
             "BYE" => {
                 out.push(Action::Send(source, self.respond(&msg, 200, None)));
+                let leg = self.fork_leg(i);
                 self.forks[i].state = ForkState::Done(200);
-                if !self.ended && self.winner == Some(i) {
+                let consulted = self.consulted();
+                if self.ended {
+                } else if consulted.is_some_and(|(_, target)| target == i) {
+                    // The consulted target hung up: the agent's party comes back.
+                    self.fail_replacement(200, "SIP;cause=487;text=\"Request terminated\"", now, out);
+                } else if leg.is_some() && consulted.is_some_and(|(consult_leg, _)| Some(consult_leg) == leg) {
+                    // The agent hung up while consulting: the target takes over.
+                    self.hand_over_to_consulted(false, now, out);
+                } else if leg == Some(Leg::Callee) {
                     self.bye_caller(&q850(16, "Normal call clearing"), out);
                     self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
+                } else if leg == Some(Leg::Caller) {
+                    // The phone that replaced the caller hung up.
+                    self.hang_up_callee(&q850(16, "Normal call clearing"), out);
+                    self.end(EndReason::Completed, HangupBy::Caller, 200, now, out);
                 } else if self.screening == Some(i) {
                     // The screening device hung up: the voicemail goes on.
                     self.screening = None;
@@ -1194,10 +1708,8 @@ impl Call {
                 let mut ok = self.respond(&msg, 200, None);
                 ok.push_header("Allow", ALLOW);
                 out.push(Action::Send(source, ok));
-                if self.winner == Some(i) {
-                    if let Some(d) = info_dtmf(&msg, Leg::Callee) {
-                        out.push(d);
-                    }
+                if let Some(d) = self.fork_leg(i).and_then(|leg| info_dtmf(&msg, leg)) {
+                    out.push(d);
                 }
             }
             _ => {
@@ -1210,6 +1722,9 @@ impl Call {
 
     /// A re-INVITE or UPDATE from the answered callee (hold, resume, a new
     /// address), answered locally: the caller's leg is not touched.
+    ///
+    /// Also for a fork that replaced the caller: it is answered on leg A's
+    /// port, and what changes is leg A's media.
     fn callee_reoffer(&mut self, i: usize, msg: SipMessage, source: Destination, out: &mut Vec<Action>) {
         let Some(media) = self.media else {
             let mut r = self.respond(&msg, 500, None);
@@ -1223,24 +1738,30 @@ impl Call {
             return;
         }
         let is_invite = msg.method() == Some("INVITE");
+        let leg = self.fork_leg(i);
+        let port = self.fork_port(i);
+        if offer.is_some() {
+            self.forks[i].remote = offer.clone();
+        }
         let mut ok = self.respond(&msg, 200, None);
         ok.push_header("Contact", self.local.contact(&source));
         if offer.is_some() || is_invite {
+            let fork = &mut self.forks[i];
             let (formats, direction) = match &offer {
                 Some(o) => (one_codec(&usable(&o.formats)), answer_direction(o.direction)),
-                None => (sdp::parse_audio(self.offer_sdp.as_bytes()).map(|a| a.formats).unwrap_or_default(), Direction::SendRecv),
+                None => (sdp::parse_audio(&fork.invite.body).map(|a| a.formats).unwrap_or_default(), Direction::SendRecv),
             };
-            let fork = &mut self.forks[i];
             fork.sdp_version += 1;
-            let body = sdp::build(session_id(&self.id), fork.sdp_version, media.ip, media.b_port, &formats, direction);
+            let body = sdp::build(session_id(&self.id), fork.sdp_version, media.ip, port, &formats, direction);
             ok.set_body("application/sdp", Bytes::from(body));
         }
-        if let (Some(o), Some(w)) = (&offer, self.winner) {
-            if w == i {
-                out.push(Action::CalleeMedia { rtp: o.rtp });
-                out.push(Action::LegFormats { leg: Leg::Callee, formats: one_codec(&usable(&o.formats)), rtcp_mux: o.rtcp_mux });
-                out.push(Action::PeerHold { leg: Leg::Callee, on: is_hold(o.direction) });
-            }
+        if let (Some(o), Some(leg)) = (&offer, leg) {
+            out.push(match leg {
+                Leg::Caller => Action::CallerMedia { rtp: o.rtp },
+                Leg::Callee => Action::CalleeMedia { rtp: o.rtp },
+            });
+            self.leg_formats(leg, one_codec(&usable(&o.formats)), o.rtcp_mux, out);
+            out.push(Action::PeerHold { leg, on: is_hold(o.direction) });
         }
         out.push(Action::Send(source, ok));
     }
@@ -1448,6 +1969,13 @@ fn q850_for_status(code: u16) -> Option<String> {
         603 => q850(21, "Call rejected"),
         _ => return None,
     })
+}
+
+fn leg_index(leg: Leg) -> usize {
+    match leg {
+        Leg::Caller => 0,
+        Leg::Callee => 1,
+    }
 }
 
 fn session_id(call_id: &str) -> u64 {

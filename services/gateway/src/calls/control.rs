@@ -6,7 +6,52 @@ use tokio::sync::{mpsc, oneshot};
 pub use super::b2bua::Leg;
 use super::writer::CallUpdate;
 pub use super::writer::Assignment;
+pub use super::routing::TransferTo;
+pub use super::writer::AgentInfo;
 pub use crate::media::relay::{RecordCommand, RecordingState, Side};
+
+/// How the agent's side of an answered call is handed over (decision
+/// 0014). The outside party's dialog is never touched: the new party
+/// rings while the call goes on, and takes over when it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// F16: to the agent's other registered devices, or to `device_id`.
+    Move { device_id: Option<String> },
+    /// F8 blind: to a user, a group or an outside number.
+    Blind(TransferTo),
+    /// F8 warm: the far end is held (music) while the agent consults the
+    /// target on a media bridge of its own; then completed or cancelled.
+    Warm(TransferTo),
+    /// F4: a parked call given to an agent (retrieved, or rung back to the
+    /// agent who parked it).
+    Unpark(TransferTo),
+}
+
+impl Handover {
+    /// The `kind` label of `switchboard_call_transfers_total`.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Handover::Move { .. } => "move",
+            Handover::Blind(_) => "blind",
+            Handover::Warm(_) => "warm",
+            Handover::Unpark(_) => "park",
+        }
+    }
+}
+
+/// A call waiting in a park slot (F4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ParkedCall {
+    /// The slot number, from 1: what agents retrieve the call by.
+    pub slot: u32,
+    pub call_id: String,
+    /// The outside party's number (the caller inbound, the callee outbound).
+    pub customer_number: String,
+    /// The user id of the agent who parked it.
+    pub parked_by: Option<String>,
+    /// When it was parked, epoch milliseconds.
+    pub parked_at_ms: i64,
+}
 
 /// The bridge side of the outside party (recorded on the left channel,
 /// the one put on hold): the caller, except on an agent's outbound call.
@@ -56,8 +101,34 @@ pub enum ControlError {
     InvalidRating(u32),
     #[error("the call could not be looked up: {0}")]
     Store(String),
+    #[error("cannot hand the call over: {0}")]
+    TransferTarget(String),
+    #[error("call {0} is already being transferred; wait for that to finish or cancel it")]
+    TransferInProgress(String),
+    #[error("{}; the call goes on as before", transfer_failure(*status))]
+    TransferFailed { call_id: String, status: u16 },
+    #[error("call {0} is not being transferred")]
+    NoTransfer(String),
+    #[error("call {0} has no consulted transfer target to hand it to; start a warm transfer and wait until the target answers")]
+    NotConsulting(String),
+    #[error("call {0} is parked; retrieve it from its slot first")]
+    Parked(String),
+    #[error("no call is parked in slot {0}; it may have been retrieved or ended")]
+    ParkSlotEmpty(u32),
     #[error("the gateway is shutting down")]
     Stopped,
+}
+
+/// Why a transfer target did not take the call, for the agent.
+fn transfer_failure(status: u16) -> String {
+    match status {
+        480 | 408 => "nobody answered in time".to_owned(),
+        486 | 600 => "the target is busy".to_owned(),
+        603 => "the target declined the call".to_owned(),
+        487 => "the transfer was cancelled".to_owned(),
+        200 => "the target hung up".to_owned(),
+        s => format!("the target could not take the call (SIP {s})"),
+    }
 }
 
 /// A request to the call manager.
@@ -73,6 +144,12 @@ pub(crate) enum Command {
     /// Salesforce context the agent gave the call (a related record, an
     /// assignment), live or ended.
     Annotate { call_id: String, update: CallUpdate, reply: oneshot::Sender<Result<(), ControlError>> },
+    Transfer { call_id: String, handover: Handover, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
+    CancelTransfer { call_id: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    CompleteTransfer { call_id: String, reply: oneshot::Sender<Result<Option<AgentInfo>, ControlError>> },
+    Park { call_id: String, reply: oneshot::Sender<Result<ParkedCall, ControlError>> },
+    Retrieve { slot: u32, user_id: String, reply: oneshot::Sender<Result<(String, Option<AgentInfo>), ControlError>> },
+    ListParked { reply: oneshot::Sender<Vec<ParkedCall>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -166,6 +243,62 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::Annotate { call_id: call_id.to_owned(), update, reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Hands the agent's side of an answered call over (F8 blind transfer,
+    /// F16 move) and waits until the new party answered (answers the agent
+    /// who has the call now; `None` for an outside number) or did not
+    /// ([`ControlError::TransferFailed`]: the call goes on as before). At
+    /// most the ring timeout. A warm transfer answers once the target
+    /// answered and is being consulted (who it is); the call is handed
+    /// over by [`CallControl::complete_transfer`].
+    pub async fn transfer(&self, call_id: &str, handover: Handover) -> Result<Option<AgentInfo>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Transfer { call_id: call_id.to_owned(), handover, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Ends a warm transfer's consultation by handing the call to the
+    /// consulted target (the agent is released, the far end resumed and
+    /// connected to the target); answers who has the call now.
+    pub async fn complete_transfer(&self, call_id: &str) -> Result<Option<AgentInfo>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::CompleteTransfer { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Stops a transfer or move still ringing, or a warm transfer's
+    /// consultation (the target is hung up, the far end resumed): the
+    /// call goes on with the agent.
+    pub async fn cancel_transfer(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::CancelTransfer { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Parks an answered call (F4): the agent's phone is hung up and the far
+    /// end hears music in the slot answered, until an agent retrieves it or
+    /// the park timeout rings the agent back.
+    pub async fn park(&self, call_id: &str) -> Result<ParkedCall, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Park { call_id: call_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Rings every device of `user_id` for the call parked in `slot` and
+    /// waits until one answered (answers the call id and who has it now) or
+    /// none did ([`ControlError::TransferFailed`]: it stays parked).
+    pub async fn retrieve(&self, slot: u32, user_id: &str) -> Result<(String, Option<AgentInfo>), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Retrieve { slot, user_id: user_id.to_owned(), reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// The calls waiting in park slots, by slot.
+    pub async fn parked(&self) -> Result<Vec<ParkedCall>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::ListParked { reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)
     }
 
     /// Puts one leg of an answered call on hold (`on`) or resumes it with a

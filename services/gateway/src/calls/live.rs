@@ -245,6 +245,15 @@ pub enum AgentEventKind {
     /// The call was assigned to a Case or Opportunity: `call.assignment`.
     #[serde(rename = "call.assigned")]
     Assigned,
+    /// The agent's side was handed over (transfer, move): `agent_user_id`
+    /// is who has the call now. The agent who handed it over receives this
+    /// event last; the call is then gone from its stream and its list.
+    #[serde(rename = "call.transferred")]
+    Transferred,
+    /// The agent parked the call (F4): the far end hears music until an
+    /// agent retrieves it (`call.transferred` follows).
+    #[serde(rename = "call.parked")]
+    Parked,
 }
 
 impl AgentEventKind {
@@ -266,6 +275,8 @@ impl AgentEventKind {
             AgentEventKind::Matched => "call.matched",
             AgentEventKind::Related => "call.related",
             AgentEventKind::Assigned => "call.assigned",
+            AgentEventKind::Transferred => "call.transferred",
+            AgentEventKind::Parked => "call.parked",
         }
     }
 }
@@ -703,6 +714,23 @@ impl LiveCalls {
                 });
                 (AgentEventKind::Assigned, None, None)
             }
+            CallUpdate::Transferred { from, to, .. } => {
+                call.view.agent_user_id = to.as_ref().map(|a| a.user_id.clone());
+                if let Some(to) = to {
+                    call.show_to(&to.user_id);
+                }
+                // Everyone who saw the call hears of it, the agent who
+                // handed it over included; then that agent no longer sees it.
+                let released = from.as_ref().map(|a| a.user_id.clone()).filter(|u| to.as_ref().is_none_or(|t| &t.user_id != u));
+                inner.publish(call_id, AgentEventKind::Transferred, at_ms, None, None);
+                if let (Some(user), Some(call)) = (released, inner.calls.get_mut(call_id)) {
+                    call.visible.retain(|u| *u != user);
+                }
+                // The receiving agent's own caller lookup.
+                inner.ask_lookups(call_id);
+                return;
+            }
+            CallUpdate::Parked { .. } => (AgentEventKind::Parked, None, None),
             // Media quality and notes are for the call log, not the
             // softphone (the tab that wrote a note has it already).
             CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,
@@ -1103,6 +1131,35 @@ mod tests {
         assert!(sub.events.recv().await.is_none());
         let mut late = live.subscribe("bob");
         assert!(late.events.recv().await.is_none());
+    }
+
+    #[test]
+    fn a_transferred_call_moves_to_the_receiving_agents_stream_and_leaves_the_formers() {
+        let live = live_at(T);
+        let mut bob = live.subscribe("bob");
+        let mut carol = live.subscribe("carol");
+        live.apply("c", &started("bob", &[]), T);
+        live.apply("c", &CallUpdate::Answered { agent: agent("bob") }, T + 1);
+        let _ = (next(&mut bob.events), next(&mut bob.events));
+        nothing_more(&mut carol.events);
+        let transferred =
+            CallUpdate::Transferred { from: Some(agent("bob")), to: Some(agent("carol")), kind: pb::TransferKind::Blind, to_number: String::new() };
+        live.apply("c", &transferred, T + 2);
+        for events in [&mut bob.events, &mut carol.events] {
+            let e = next(events);
+            assert_eq!(e.kind, AgentEventKind::Transferred);
+            assert_eq!(e.call.as_ref().unwrap().agent_user_id.as_deref(), Some("carol"));
+        }
+        assert!(!live.visible("c", "bob") && live.for_user("bob").is_empty(), "Bob no longer sees it");
+        assert!(live.visible("c", "carol"));
+        live.apply("c", &ended(pb::EndReason::Completed), T + 3);
+        nothing_more(&mut bob.events);
+        assert_eq!(next(&mut carol.events).kind, AgentEventKind::Ended);
+        // A move keeps the call with its agent.
+        live.apply("m", &started("carol", &[]), T + 4);
+        let moved = CallUpdate::Transferred { from: Some(agent("carol")), to: Some(agent("carol")), kind: pb::TransferKind::Move, to_number: String::new() };
+        live.apply("m", &moved, T + 5);
+        assert!(live.visible("m", "carol"));
     }
 
     #[test]

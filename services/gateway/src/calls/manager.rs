@@ -20,14 +20,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::b2bua::{Action, Call, EndReason, HangupBy, Leg, Local, MediaPorts, Target, ALLOW};
-use super::control::{Command, ControlError, MediaCommand, MediaState};
-use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started};
+use super::b2bua::{Action, Call, ConsultPorts, EndReason, HangupBy, Leg, LegMedia, Local, MediaPorts, Target, ALLOW};
+use super::control::{Command, ControlError, Handover, MediaCommand, MediaState, ParkedCall};
+use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started, TransferPlan, TransferTo, TransferredCall};
 use super::trunks::Trunks;
 use super::live::LiveCalls;
 use super::writer::{AgentInfo, CallUpdate, CallWriter, EventWriter};
 use crate::directory::Directory;
-use crate::media::ports::PortAllocator;
+use crate::media::ports::{PortAllocator, PortPair};
 use crate::media::bridge::LegCodec;
 use crate::media::encode::RecordingFormat;
 use crate::media::player::Prompt;
@@ -75,6 +75,8 @@ pub struct ManagerDeps {
     /// Brute-force bans of digest authentication, per source address.
     pub guard: Arc<std::sync::Mutex<AuthGuard>>,
     pub ring_timeout: Duration,
+    /// How long a parked call waits before it rings its parker again.
+    pub park_timeout: Duration,
     /// RFC 3261 timers for transactions and the calls' own retransmissions.
     pub timers: Timers,
     /// Notified after each committed call event.
@@ -120,6 +122,12 @@ enum Work {
     Probe { trunk: String, dest: Destination },
     /// The outcome of authenticating a device's INVITE.
     InviteAuthed { invite: SipMessage, source: Destination, outcome: InviteAuth },
+    /// Who rings for a transfer or move of call `id` (and, for a warm
+    /// transfer, the consultation's two port pairs).
+    TransferRouted { id: String, plan: Result<(TransferPlan, Option<(PortPair, PortPair)>), String> },
+    /// A parked call's wait is over: ring its parker back (if it is still
+    /// parked as it was when the wait began, `generation`).
+    ParkExpired { id: String, generation: u64 },
 }
 
 /// What authenticating a device's INVITE decided.
@@ -156,6 +164,85 @@ struct Entry {
     mailbox: Option<String>,
     /// An administrator's policy records this call (admin-only).
     admin_recording: bool,
+    direction: pb::Direction,
+    from_display: String,
+    /// A transfer or move being routed or ringing.
+    transfer: Option<PendingTransfer>,
+    /// A warm transfer's consultation: its ports until the target answers,
+    /// then its own bridge (agent on side A, target on side B).
+    consult_ports: Option<(PortPair, PortPair)>,
+    consult_relay: Option<MediaRelay>,
+    /// Parked (F4): its slot, who parked it, and the wait in progress.
+    park: Option<ParkState>,
+}
+
+/// A call in a park slot.
+struct ParkState {
+    slot: u32,
+    by: Option<AgentInfo>,
+    at_ms: i64,
+    /// Which wait for the park timeout is the current one.
+    generation: u64,
+}
+
+/// Puts the outside party of the call on hold (music) or takes it off, and
+/// records the change when there is one.
+fn hold_customer(e: &mut Entry, on: bool) {
+    let customer = super::control::customer_side(e.direction == pb::Direction::Outbound);
+    let held = if on { Some(customer) } else { e.media.held.filter(|h| *h != customer) };
+    if held == e.media.held {
+        return;
+    }
+    if let Some(r) = &e.relay {
+        r.hold(customer, on);
+    }
+    e.media.held = held;
+    if let Some(w) = &e.writer {
+        w.record(e.media.event());
+    }
+}
+
+/// A handover of the agent's side in progress (decision 0014).
+struct PendingTransfer {
+    handover: Handover,
+    /// The agent's leg, the one replaced.
+    leg: Leg,
+    /// The agent who has the call until the new party answers.
+    from: Option<AgentInfo>,
+    /// The number transferred to, for an outside number.
+    to_number: String,
+    reply: Option<tokio::sync::oneshot::Sender<Result<Option<AgentInfo>, ControlError>>>,
+}
+
+impl PendingTransfer {
+    fn kind(&self) -> pb::TransferKind {
+        match self.handover {
+            Handover::Move { .. } => pb::TransferKind::Move,
+            Handover::Blind(_) => pb::TransferKind::Blind,
+            Handover::Warm(_) => pb::TransferKind::Warm,
+            Handover::Unpark(_) => pb::TransferKind::Park,
+        }
+    }
+
+    /// Answers the API and counts the outcome.
+    fn finish(mut self, call_id: &str, result: Result<Option<AgentInfo>, ControlError>) {
+        let label = match &result {
+            Ok(_) => "completed",
+            Err(ControlError::TransferFailed { status: 480 | 408, .. }) => "no_answer",
+            Err(ControlError::TransferFailed { status: 486 | 600 | 603, .. }) => "busy",
+            Err(ControlError::TransferFailed { status: 487, .. }) => "cancelled",
+            Err(ControlError::TransferTarget(_)) => "refused",
+            Err(_) => "failed",
+        };
+        metrics::counter!("switchboard_call_transfers_total", "kind" => self.handover.kind_label(), "result" => label).increment(1);
+        match &result {
+            Ok(to) => info!(call_id, kind = self.handover.kind_label(), to = to.as_ref().map_or("outside number", |a| a.user_id.as_str()), "call handed over"),
+            Err(e) => info!(call_id, kind = self.handover.kind_label(), error = %e, "call not handed over"),
+        }
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
 }
 
 /// What the call's bridge is doing, as far as events and the API tell.
@@ -200,6 +287,8 @@ pub(crate) async fn run(deps: ManagerDeps, mut inbound: mpsc::Receiver<Inbound>,
         limiter: RateLimiter::new(deps.rate_limit),
         probes: HashMap::new(),
         trunk_up: HashMap::new(),
+        park_slots: std::collections::BTreeMap::new(),
+        park_generation: 0,
         deps,
         calls: HashMap::new(),
         by_sip: HashMap::new(),
@@ -253,6 +342,10 @@ struct Manager {
     probes: HashMap<String, String>,
     /// Last known reachability per trunk.
     trunk_up: HashMap<String, bool>,
+    /// Park slots in use (F4): slot → call id.
+    park_slots: std::collections::BTreeMap<u32, String>,
+    /// The last park wait started, to tell a current one from a stale one.
+    park_generation: u64,
     calls: HashMap<String, Entry>,
     by_sip: HashMap<String, (String, LegKind)>,
     /// Calls' deadlines, possibly stale (checked when due).
@@ -484,6 +577,12 @@ impl Manager {
                 media: MediaStatus::default(),
                 mailbox: None,
                 admin_recording: false,
+                direction: pb::Direction::Unspecified,
+                from_display: String::new(),
+                transfer: None,
+                consult_ports: None,
+                consult_relay: None,
+                park: None,
             },
         );
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
@@ -518,6 +617,14 @@ impl Manager {
                     InviteAuth::Respond(r) => self.send(source, r).await,
                     InviteAuth::Drop => {}
                 }
+                return;
+            }
+            Work::TransferRouted { id, plan } => {
+                self.transfer_routed(&id, plan).await;
+                return;
+            }
+            Work::ParkExpired { id, generation } => {
+                self.park_expired(&id, generation);
                 return;
             }
         };
@@ -574,6 +681,7 @@ impl Manager {
                 let mailbox = mailbox.filter(|_| self.deps.voicemail.is_some() && started_direction != pb::Direction::Outbound);
                 entry.call.set_voicemail(mailbox.is_some());
                 entry.mailbox = mailbox;
+                entry.direction = started_direction;
                 entry.admin_recording = admin_recording;
                 let relay = MediaRelay::start(ctx, a, b, caller_rtp);
                 let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
@@ -684,6 +792,55 @@ impl Manager {
                     })
                     .await;
                 let _ = reply.send(result);
+            }
+            Command::Transfer { call_id, handover, reply } => self.transfer(call_id, handover, reply),
+            Command::Park { call_id, reply } => self.park(call_id, reply).await,
+            Command::Retrieve { slot, user_id, reply } => self.retrieve(slot, user_id, reply),
+            Command::ListParked { reply } => {
+                let _ = reply.send(self.parked_calls());
+            }
+            Command::CancelTransfer { call_id, reply } => {
+                let now = std::time::Instant::now();
+                let result = match self.calls.get_mut(&call_id) {
+                    None => Err(ControlError::NoSuchCall(call_id.clone())),
+                    Some(e) if e.transfer.is_none() => Err(ControlError::NoTransfer(call_id.clone())),
+                    Some(e) if e.call.replacing().is_some() => Ok(e.call.cancel_replacement(now)),
+                    Some(e) => {
+                        // Still being routed: nothing rings yet.
+                        if let Some(t) = e.transfer.take() {
+                            t.finish(&call_id, Err(ControlError::TransferFailed { call_id: call_id.clone(), status: 487 }));
+                        }
+                        Ok(Vec::new())
+                    }
+                };
+                match result {
+                    Ok(actions) => {
+                        info!(call_id = %call_id, "transfer cancelled by the agent");
+                        self.execute(&call_id, actions).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::CompleteTransfer { call_id, reply } => {
+                let now = std::time::Instant::now();
+                let Some(e) = self.calls.get_mut(&call_id) else {
+                    let _ = reply.send(Err(ControlError::NoSuchCall(call_id)));
+                    return;
+                };
+                if !e.call.consulting() || e.transfer.is_none() {
+                    let _ = reply.send(Err(ControlError::NotConsulting(call_id)));
+                    return;
+                }
+                let actions = e.call.complete_consult(now).unwrap_or_default();
+                if let Some(t) = e.transfer.as_mut() {
+                    // The handover's outcome answers this request.
+                    t.reply = Some(reply);
+                }
+                info!(call_id = %call_id, "warm transfer completed by the agent");
+                self.execute(&call_id, actions).await;
             }
             Command::Hold { call_id, leg, on, reply } => {
                 let what = format!("hold requested ({leg:?}, on: {on})");
@@ -854,6 +1011,7 @@ impl Manager {
             pb::Direction::Outbound => Some(started.owner.user_id.clone()),
             _ => started.caller_user_id.clone(),
         };
+        entry.from_display = started.from_display.clone();
         let mut participants: Vec<String> = Vec::new();
         for user in entry.fork_agents.iter().flatten().map(|a| &a.user_id).chain(started.caller_user_id.as_ref()) {
             if *user != started.owner.user_id && !participants.contains(user) {
@@ -1038,6 +1196,10 @@ impl Manager {
                         metrics::counter!("switchboard_calls_total", "outcome" => "picked_up_from_voicemail").increment(1);
                     }
                 }
+                Action::Replaced { leg, fork, rtp } => self.replaced(id, leg, fork, rtp),
+                Action::ReplaceFailed { status, .. } => self.replace_failed(id, status),
+                Action::Consulting { agent, target, .. } => self.consulting(id, agent, target),
+                Action::ConsultEnded => self.consult_ended(id),
                 Action::Ended { reason, hangup_by, sip_status } => self.ended(id, reason, hangup_by, sip_status),
             }
         }
@@ -1049,8 +1211,335 @@ impl Manager {
         }
     }
 
+    /// Starts handing over the agent's side of an answered call: who rings
+    /// is looked up off the loop ([`Work::TransferRouted`]).
+    fn transfer(&mut self, call_id: String, handover: Handover, reply: tokio::sync::oneshot::Sender<Result<Option<AgentInfo>, ControlError>>) {
+        let Some(e) = self.calls.get_mut(&call_id) else {
+            let _ = reply.send(Err(ControlError::NoSuchCall(call_id)));
+            return;
+        };
+        if !e.call.is_answered() || e.call.in_voicemail() || e.relay.is_none() {
+            let _ = reply.send(Err(ControlError::NotAnswered(call_id)));
+            return;
+        }
+        if e.transfer.is_some() || e.call.replacing().is_some() {
+            let _ = reply.send(Err(ControlError::TransferInProgress(call_id)));
+            return;
+        }
+        if e.call.parked().is_some() != matches!(handover, Handover::Unpark(_)) {
+            let error = if e.call.parked().is_some() { ControlError::Parked(call_id) } else { ControlError::NotAnswered(call_id) };
+            let _ = reply.send(Err(error));
+            return;
+        }
+        // The agent is the caller of an outbound call, the callee otherwise.
+        let outbound = e.direction == pb::Direction::Outbound;
+        let leg = if outbound { Leg::Caller } else { Leg::Callee };
+        let from = e.agent.clone();
+        let to = match &handover {
+            Handover::Move { device_id } => match &from {
+                Some(a) => TransferTo::Devices { user_id: a.user_id.clone(), device_id: device_id.clone(), except: a.device_id.clone() },
+                None => {
+                    let _ = reply.send(Err(ControlError::TransferTarget("the call has no agent whose devices could take it".into())));
+                    return;
+                }
+            },
+            Handover::Blind(to) | Handover::Warm(to) | Handover::Unpark(to) => to.clone(),
+        };
+        let warm = matches!(handover, Handover::Warm(_));
+        let to_number = match &to {
+            TransferTo::Number(n) => n.clone(),
+            _ => String::new(),
+        };
+        let call = TransferredCall {
+            customer_number: if outbound { e.to_number.clone() } else { e.from_number.clone() },
+            customer_display: if outbound { String::new() } else { e.from_display.clone() },
+            company_number: if outbound { e.from_number.clone() } else { e.to_number.clone() },
+            agent_user_id: from.as_ref().map(|a| a.user_id.clone()),
+        };
+        info!(call_id = %call_id, kind = handover.kind_label(), ?to, "handing the call over");
+        e.transfer = Some(PendingTransfer { handover, leg, from, to_number, reply: Some(reply) });
+        let (router, work) = (self.router.clone(), self.work.clone());
+        let span = info_span!("transfer", call_id = %call_id);
+        tokio::spawn(
+            async move {
+                let mut plan = router.transfer(&to, &call, unix_now()).await.map(|p| (p, None));
+                if let (true, Ok((_, ports))) = (warm, plan.as_mut()) {
+                    match (router.ports.allocate().await, router.ports.allocate().await) {
+                        (Ok(a), Ok(b)) => *ports = Some((a, b)),
+                        (Err(e), _) | (_, Err(e)) => plan = Err(format!("no media ports for the consultation ({e}); try again")),
+                    }
+                }
+                let _ = work.send(Work::TransferRouted { id: call_id, plan });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Rings the new party of a transfer or move (the call goes on meanwhile).
+    async fn transfer_routed(&mut self, id: &str, plan: Result<(TransferPlan, Option<(PortPair, PortPair)>), String>) {
+        let now = std::time::Instant::now();
+        let Some(e) = self.calls.get_mut(id) else { return };
+        let Some(t) = e.transfer.take() else { return }; // cancelled while routing
+        let (plan, consult_ports) = match plan {
+            Ok(p) => p,
+            Err(why) => {
+                t.finish(id, Err(ControlError::TransferTarget(why)));
+                return self.restart_park_wait(id);
+            }
+        };
+        if !e.call.is_answered() {
+            return t.finish(id, Err(ControlError::NotAnswered(id.to_owned())));
+        }
+        let (agents, targets): (Vec<Option<AgentInfo>>, Vec<Target>) = plan.forks.into_iter().map(|f| (f.agent, f.target)).unzip();
+        for target in &targets {
+            if let (Some(name), Destination::Tls(addr)) = (&target.server_name, target.dest) {
+                if let Err(err) = self.deps.transport.set_tls_server_name(addr, name) {
+                    warn!(call_id = %id, name, error = %err, "not a valid TLS server name; the device's certificate is checked by address");
+                }
+            }
+        }
+        let placed = match &consult_ports {
+            Some((a, b)) => e.call.consult(t.leg, targets, &plan.presentation, ConsultPorts { agent_port: a.port, target_port: b.port }, now),
+            None => e.call.replace(t.leg, targets, &plan.presentation, now),
+        };
+        let actions = match placed {
+            Ok(actions) => actions,
+            Err(err) => {
+                t.finish(id, Err(ControlError::TransferTarget(err.to_string())));
+                return self.restart_park_wait(id);
+            }
+        };
+        if consult_ports.is_some() {
+            // Warm: the far end waits with music while the target rings
+            // and while the agent consults it.
+            e.consult_ports = consult_ports;
+            hold_customer(e, true);
+        }
+        // The new forks follow the call's others, in target order.
+        let first_new = e.call.fork_call_ids().count() - agents.len();
+        e.fork_agents.resize(first_new, None);
+        e.fork_agents.extend(agents);
+        info!(call_id = %id, kind = t.handover.kind_label(), targets = e.fork_agents.len() - first_new, "transfer ringing");
+        e.transfer = Some(t);
+        let ids: Vec<String> = e.call.fork_call_ids().skip(first_new).map(str::to_owned).collect();
+        for f in ids {
+            self.by_sip.insert(f, (id.to_owned(), LegKind::Callee));
+        }
+        self.execute(id, actions).await;
+    }
+
+    /// A leg's replacement answered: the bridge carries the new party, and
+    /// the call belongs to whoever took it.
+    fn replaced(&mut self, id: &str, leg: Leg, fork: usize, rtp: std::net::SocketAddr) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        if let Some(r) = &e.relay {
+            r.replace_remote(side_of(leg), rtp);
+        }
+        let Some(t) = e.transfer.take() else { return };
+        let to = e.fork_agents.get(fork).cloned().flatten();
+        e.agent = to.clone();
+        if let Some(w) = &e.writer {
+            w.record(CallUpdate::Transferred { from: t.from.clone(), to: to.clone(), kind: t.kind(), to_number: t.to_number.clone() });
+        }
+        if let Some(p) = e.park.take() {
+            self.park_slots.remove(&p.slot);
+        }
+        // Whoever took the call talks with the far end at once: music the
+        // far end heard (a park, the agent's own hold) stops.
+        hold_customer(e, false);
+        t.finish(id, Ok(to));
+    }
+
+    /// A warm transfer's target answered: the agent and the target talk on
+    /// the consultation's own bridge while the far end hears music.
+    fn consulting(&mut self, id: &str, agent: LegMedia, target: LegMedia) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        // The warm transfer request answers now: the agent is consulting.
+        let target_agent = e.call.consulted_fork().and_then(|i| e.fork_agents.get(i).cloned().flatten());
+        if let Some(reply) = e.transfer.as_mut().and_then(|t| t.reply.take()) {
+            let _ = reply.send(Ok(target_agent));
+        }
+        let Some((a, b)) = e.consult_ports.take() else {
+            warn!(call_id = %id, "a consultation without its ports; the agent and the target cannot hear each other");
+            return;
+        };
+        let ctx = MediaContext {
+            call_id: id.to_owned(),
+            started_at_ms: e.started_at_ms,
+            customer: Side::B,
+            hold_music: self.deps.hold_music.clone(),
+            recordings: self.deps.recordings.clone(),
+            recording_format: self.deps.recording_format,
+            writer: None,
+            notices: self.notices.clone(),
+            threads: self.deps.media_threads.clone(),
+        };
+        let relay = MediaRelay::start(ctx, a, b, agent.rtp);
+        for (side, party) in [(Side::A, &agent), (Side::B, &target)] {
+            if let Some(codec) = LegCodec::from_formats(&party.formats) {
+                relay.set_codec(side, LegCodec { rtcp_mux: party.rtcp_mux, ..codec });
+            }
+        }
+        relay.set_remote(Side::B, target.rtp);
+        e.consult_relay = Some(relay);
+        info!(call_id = %id, "consulting the transfer target");
+    }
+
+    /// The consultation is over: its bridge stops and the far end is
+    /// taken off hold.
+    fn consult_ended(&mut self, id: &str) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        e.consult_ports = None;
+        if let Some(relay) = e.consult_relay.take() {
+            tokio::spawn(async move {
+                relay.stop().await;
+            });
+        }
+        if !e.call.has_ended() {
+            hold_customer(e, false);
+        }
+    }
+
+    /// A leg's replacement did not happen; the call goes on as it was.
+    fn replace_failed(&mut self, id: &str, status: u16) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        if let Some(t) = e.transfer.take() {
+            if matches!(t.handover, Handover::Warm(_)) {
+                // A warm transfer's target never answered: the far end,
+                // held while it rang, is given back to the agent.
+                e.consult_ports = None;
+                if !e.call.has_ended() {
+                    hold_customer(e, false);
+                }
+            }
+            t.finish(id, Err(ControlError::TransferFailed { call_id: id.to_owned(), status }));
+        }
+        self.restart_park_wait(id);
+    }
+
+    /// A parked call whose retrieval or ring-back did not happen waits the
+    /// park timeout again.
+    fn restart_park_wait(&mut self, id: &str) {
+        let Some(e) = self.calls.get_mut(id) else { return };
+        if e.call.has_ended() || e.park.is_none() {
+            return;
+        }
+        self.park_generation += 1;
+        let generation = self.park_generation;
+        if let Some(p) = e.park.as_mut() {
+            p.generation = generation;
+        }
+        self.wait_in_park(id, generation);
+    }
+
+    /// Parks the call (F4): the agent's phone is hung up, the far end
+    /// hears music in the lowest free slot until an agent retrieves it or
+    /// the park timeout rings the agent back.
+    async fn park(&mut self, call_id: String, reply: tokio::sync::oneshot::Sender<Result<ParkedCall, ControlError>>) {
+        let now = std::time::Instant::now();
+        let slot = (1..).find(|s| !self.park_slots.contains_key(s)).unwrap_or(u32::MAX);
+        self.park_generation += 1;
+        let generation = self.park_generation;
+        let Some(e) = self.calls.get_mut(&call_id) else {
+            let _ = reply.send(Err(ControlError::NoSuchCall(call_id)));
+            return;
+        };
+        if e.transfer.is_some() {
+            let _ = reply.send(Err(ControlError::TransferInProgress(call_id)));
+            return;
+        }
+        let leg = if e.direction == pb::Direction::Outbound { Leg::Caller } else { Leg::Callee };
+        let actions = match e.call.park(leg, now) {
+            Ok(actions) if e.relay.is_some() => actions,
+            Err(super::b2bua::ReplaceError::Parked) => {
+                let _ = reply.send(Err(ControlError::Parked(call_id)));
+                return;
+            }
+            _ => {
+                let _ = reply.send(Err(ControlError::NotAnswered(call_id)));
+                return;
+            }
+        };
+        let parked = ParkedCall {
+            slot,
+            call_id: call_id.clone(),
+            customer_number: if e.direction == pb::Direction::Outbound { e.to_number.clone() } else { e.from_number.clone() },
+            parked_by: e.agent.as_ref().map(|a| a.user_id.clone()),
+            parked_at_ms: now_ms(),
+        };
+        e.park = Some(ParkState { slot, by: e.agent.clone(), at_ms: parked.parked_at_ms, generation });
+        hold_customer(e, true);
+        if let Some(w) = &e.writer {
+            w.record(CallUpdate::Parked { slot, by: e.agent.clone() });
+        }
+        self.park_slots.insert(slot, call_id.clone());
+        metrics::counter!("switchboard_calls_parked_total").increment(1);
+        info!(call_id = %call_id, slot, "call parked");
+        let _ = reply.send(Ok(parked));
+        self.wait_in_park(&call_id, generation);
+        self.execute(&call_id, actions).await;
+    }
+
+    /// Gives the call parked in `slot` to `user_id`'s devices.
+    fn retrieve(&mut self, slot: u32, user_id: String, reply: tokio::sync::oneshot::Sender<Result<(String, Option<AgentInfo>), ControlError>>) {
+        let Some(call_id) = self.park_slots.get(&slot).cloned() else {
+            let _ = reply.send(Err(ControlError::ParkSlotEmpty(slot)));
+            return;
+        };
+        info!(call_id = %call_id, slot, user_id, "retrieving a parked call");
+        let (handed, outcome) = tokio::sync::oneshot::channel();
+        self.transfer(call_id.clone(), Handover::Unpark(TransferTo::User(user_id)), handed);
+        tokio::spawn(async move {
+            let result = outcome.await.unwrap_or(Err(ControlError::Stopped));
+            let _ = reply.send(result.map(|to| (call_id, to)));
+        });
+    }
+
+    /// Waits the park timeout for the call, then reports it.
+    fn wait_in_park(&self, id: &str, generation: u64) {
+        let (work, wait, id) = (self.work.clone(), self.deps.park_timeout, id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = work.send(Work::ParkExpired { id, generation });
+        });
+    }
+
+    /// Nobody retrieved the parked call in time: its parker's devices ring.
+    fn park_expired(&mut self, id: &str, generation: u64) {
+        let Some(e) = self.calls.get(id) else { return };
+        let Some(p) = e.park.as_ref().filter(|p| p.generation == generation) else { return };
+        if e.transfer.is_some() || e.call.has_ended() {
+            return; // being retrieved: its outcome restarts the wait if needed
+        }
+        let Some(parker) = p.by.as_ref().map(|a| a.user_id.clone()) else { return };
+        info!(call_id = %id, slot = p.slot, user_id = %parker, "park timeout: ringing the agent who parked the call");
+        let (reply, _) = tokio::sync::oneshot::channel();
+        self.transfer(id.to_owned(), Handover::Unpark(TransferTo::Devices { user_id: parker, device_id: None, except: None }), reply);
+    }
+
+    /// The calls in park slots, by slot.
+    fn parked_calls(&self) -> Vec<ParkedCall> {
+        self.park_slots
+            .iter()
+            .filter_map(|(slot, id)| {
+                let e = self.calls.get(id)?;
+                let p = e.park.as_ref()?;
+                Some(ParkedCall {
+                    slot: *slot,
+                    call_id: id.clone(),
+                    customer_number: if e.direction == pb::Direction::Outbound { e.to_number.clone() } else { e.from_number.clone() },
+                    parked_by: p.by.as_ref().map(|a| a.user_id.clone()),
+                    parked_at_ms: p.at_ms,
+                })
+            })
+            .collect()
+    }
+
     fn ended(&mut self, id: &str, reason: EndReason, hangup_by: HangupBy, sip_status: u16) {
         let Some(e) = self.calls.get_mut(id) else { return };
+        if let Some(p) = e.park.take() {
+            self.park_slots.remove(&p.slot);
+        }
         let now = Instant::now();
         let talk = e.answered_at.map(|a| now.duration_since(a).as_secs() as u32).unwrap_or(0);
         let total = now.duration_since(e.started_at).as_secs() as u32;

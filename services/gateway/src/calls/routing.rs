@@ -250,8 +250,29 @@ impl Router {
     /// provisioned contact. The calling device itself is left out. The
     /// plan is admin-recorded when the route is.
     async fn ring(&self, route: NumberRoute, started: Started, presentation: Presentation, skip: Option<&str>, now_unix: u64) -> RouteOutcome {
+        let forks = self.forks_of(&route.members, skip, now_unix).await;
+        let mailbox = match (&route.group, route.members.as_slice()) {
+            (None, [member]) => Some(member.user.id.clone()),
+            _ => None,
+        };
+        if forks.is_empty() && mailbox.is_none() {
+            return RouteOutcome::Unreachable { started };
+        }
+        match self.media().await {
+            Ok((a, b)) => {
+                let admin_recording = route.admin_recording;
+                RouteOutcome::Ready(Box::new(Plan { mailbox, started, presentation, forks, a, b, admin_recording }))
+            }
+            Err(why) => RouteOutcome::Refused { code: 503, why },
+        }
+    }
+
+    /// A fork for every live registration of every device of `members`
+    /// (at the address the REGISTER came from), or the device's provisioned
+    /// contact when it has none; the device `skip` is left out.
+    async fn forks_of(&self, members: &[crate::directory::Member], skip: Option<&str>, now_unix: u64) -> Vec<PlannedFork> {
         let mut forks = Vec::new();
-        for member in &route.members {
+        for member in members {
             for device in member.devices.iter().filter(|d| Some(d.id.as_str()) != skip) {
                 let who = agent(&member.user, Some(device.id.clone()));
                 match self.registrations.bindings(&device.id, now_unix).await {
@@ -277,26 +298,141 @@ impl Router {
                 }
             }
         }
-        let mailbox = match (&route.group, route.members.as_slice()) {
-            (None, [member]) => Some(member.user.id.clone()),
-            _ => None,
-        };
-        if forks.is_empty() && mailbox.is_none() {
-            return RouteOutcome::Unreachable { started };
-        }
-        match self.media().await {
-            Ok((a, b)) => {
-                let admin_recording = route.admin_recording;
-                RouteOutcome::Ready(Box::new(Plan { mailbox, started, presentation, forks, a, b, admin_recording }))
-            }
-            Err(why) => RouteOutcome::Refused { code: 503, why },
-        }
+        forks
     }
 
     async fn media(&self) -> Result<(PortPair, PortPair), String> {
         match (self.ports.allocate().await, self.ports.allocate().await) {
             (Ok(a), Ok(b)) => Ok((a, b)),
             (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Where the agent's side of an answered call goes (F8 transfer, F16
+/// move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTo {
+    /// The agent's own devices (every one, or `device_id` alone), except
+    /// `except`, the one the call is on.
+    Devices { user_id: String, device_id: Option<String>, except: Option<String> },
+    /// Every device of a user, as a call to that user rings.
+    User(String),
+    /// An extension or company number (a user or a group, rung as a call to
+    /// it would be), or an outside number through the outbound trunk.
+    Number(String),
+}
+
+/// Who rings for a transfer, and as whom.
+pub struct TransferPlan {
+    pub forks: Vec<PlannedFork>,
+    pub presentation: Presentation,
+}
+
+/// The parties of the call being transferred, as its new party is told.
+#[derive(Debug, Clone)]
+pub struct TransferredCall {
+    /// The outside party's number and name (the caller of an inbound call,
+    /// the callee of an outbound one).
+    pub customer_number: String,
+    pub customer_display: String,
+    /// The company's number on the call (the dialled number inbound, the
+    /// caller ID outbound): what an outside target is shown, when it is one
+    /// of the company's numbers (an internal call has an extension there).
+    pub company_number: String,
+    /// The agent handing the call over: otherwise its default caller ID is
+    /// what an outside target is shown.
+    pub agent_user_id: Option<String>,
+}
+
+impl Router {
+    /// The forks of a transfer or move, or why there are none (a sentence
+    /// for the agent).
+    pub async fn transfer(&self, to: &TransferTo, call: &TransferredCall, now_unix: u64) -> Result<TransferPlan, String> {
+        let internal = Presentation {
+            user: call.customer_number.clone(),
+            display: (!call.customer_display.is_empty()).then(|| call.customer_display.clone()),
+            ..Presentation::default()
+        };
+        let lookup = |e: crate::directory::DirectoryError| format!("the directory could not be read ({e}); try again");
+        match to {
+            TransferTo::Devices { user_id, device_id, except } => {
+                let user = self.directory.get_user(user_id).await.map_err(lookup)?;
+                let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
+                if let Some(wanted) = device_id {
+                    if !devices.iter().any(|d| &d.id == wanted) {
+                        return Err(format!("device {wanted} is not one of yours"));
+                    }
+                    if except.as_ref() == Some(wanted) {
+                        return Err(format!("the call is already on device {wanted}"));
+                    }
+                }
+                let devices = devices
+                    .into_iter()
+                    .filter(|d| device_id.as_ref().is_none_or(|w| &d.id == w) && except.as_ref() != Some(&d.id))
+                    .collect();
+                let member = crate::directory::Member { user, devices };
+                let forks = self.forks_of(std::slice::from_ref(&member), None, now_unix).await;
+                if forks.is_empty() {
+                    return Err("none of your other devices is registered or reachable; sign in on the other phone first".into());
+                }
+                Ok(TransferPlan { forks, presentation: internal })
+            }
+            TransferTo::User(user_id) => {
+                let user = self.directory.get_user(user_id).await.map_err(|e| match e {
+                    crate::directory::DirectoryError::NotFound { .. } => format!("there is no user {user_id}"),
+                    e => lookup(e),
+                })?;
+                let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
+                let name = user.name.clone();
+                let forks = self.forks_of(&[crate::directory::Member { user, devices }], None, now_unix).await;
+                if forks.is_empty() {
+                    return Err(format!("{name} has no device that can ring now"));
+                }
+                Ok(TransferPlan { forks, presentation: internal })
+            }
+            TransferTo::Number(number) => {
+                let dialled = unescape(number);
+                let route = match self.directory.route_extension(&dialled).await.map_err(lookup)? {
+                    Some(r) => Some(r),
+                    None => self.directory.route_number(&dialled).await.map_err(lookup)?,
+                };
+                if let Some(route) = route {
+                    let forks = self.forks_of(&route.members, None, now_unix).await;
+                    if forks.is_empty() {
+                        return Err(format!("nobody at {dialled} has a device that can ring now"));
+                    }
+                    return Ok(TransferPlan { forks, presentation: internal });
+                }
+                let Some(trunk) = self.trunks.outbound() else {
+                    return Err(format!("{dialled} is no extension or company number, and no trunk is configured for outside calls"));
+                };
+                let Some(e164) = trunk.normalise(&dialled) else {
+                    return Err(format!("{dialled} is neither an extension nor a phone number"));
+                };
+                let dest = resolve_trunk(trunk).await.ok_or_else(|| format!("trunk {} does not resolve; check sip.trunks", trunk.name()))?;
+                let target = trunk.target(&e164, dest.addr()).ok_or_else(|| format!("trunk {} has no address", trunk.name()))?;
+                // The outside party is shown a number of the company's (F5).
+                let presented = match self.directory.route_number(&call.company_number).await.map_err(lookup)? {
+                    Some(_) => call.company_number.clone(),
+                    None => {
+                        let default = match &call.agent_user_id {
+                            Some(user) => self.directory.default_caller_id(user).await.map_err(lookup)?,
+                            None => None,
+                        };
+                        default.ok_or_else(|| "you have no number to present to an outside party; an admin can assign you one".to_owned())?
+                    }
+                };
+                let domain = trunk.from_domain();
+                let presentation = Presentation {
+                    user: presented.clone(),
+                    display: None,
+                    host: Some(domain.clone()),
+                    asserted: Some(format!("<sip:{presented}@{domain}>")),
+                    private: false,
+                };
+                Ok(TransferPlan { forks: vec![PlannedFork { agent: None, target }], presentation })
+            }
         }
     }
 }

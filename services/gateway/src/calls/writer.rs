@@ -103,6 +103,12 @@ pub enum CallUpdate {
     /// The Case or Opportunity the agent assigned the call to, or a new
     /// Case it asked for (`record_id` empty) (F10, F11).
     Assigned { assignment: Assignment },
+    /// The agent's side was handed over and the new party answered
+    /// (decision 0014): `to` owns the call from now on (`None`: an outside
+    /// number, `to_number`).
+    Transferred { from: Option<AgentInfo>, to: Option<AgentInfo>, kind: pb::TransferKind, to_number: String },
+    /// F4: the agent `by` parked the call in `slot`.
+    Parked { slot: u32, by: Option<AgentInfo> },
 }
 
 /// An assignment of a call to a Case or an Opportunity.
@@ -452,6 +458,21 @@ async fn write(
             description: a.description.clone(),
             name: a.name.clone(),
         }),
+        CallUpdate::Transferred { from, to, kind, to_number } => {
+            // The call's agent is who has it now (an outside number: nobody).
+            q("UPDATE calls SET agent_user_id = $2 WHERE id = $1")
+                .bind(call_id)
+                .bind(to.as_ref().map(|a| a.user_id.clone()))
+                .execute(&mut **tx)
+                .await?;
+            pb::call_event::Kind::Transferred(pb::CallTransferred {
+                from: from.as_ref().map(AgentInfo::to_proto),
+                to: to.as_ref().map(AgentInfo::to_proto),
+                kind: *kind as i32,
+                to_number: to_number.clone(),
+            })
+        }
+        CallUpdate::Parked { slot, by } => pb::call_event::Kind::Parked(pb::CallParked { slot: *slot, by: by.as_ref().map(AgentInfo::to_proto) }),
         CallUpdate::Voicemail { .. } => return Ok(None),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;

@@ -147,6 +147,9 @@ struct Leg {
     rtp_remote: Option<SocketAddr>,
     rtcp_remote: Option<SocketAddr>,
     latched: bool,
+    /// The party this leg carried before it was replaced: what it still
+    /// sends is dropped, so it cannot latch the leg back.
+    retired: Option<SocketAddr>,
     out: OutStream,
     rtcp: RtcpSession,
     dtmf_in: DtmfReceiver,
@@ -175,6 +178,7 @@ impl Leg {
             rtp_remote: None,
             rtcp_remote: None,
             latched: false,
+            retired: None,
             out,
             rtcp,
             dtmf_in: DtmfReceiver::new(codec.dtmf_clock_rate),
@@ -256,6 +260,25 @@ impl Bridge {
             leg.rtp_remote = Some(rtp);
             leg.rtcp_remote = Some(if leg.codec.rtcp_mux { rtp } else { SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)) });
         }
+    }
+
+    /// Another party takes over `side` (a leg replaced by a transfer or a
+    /// move): the leg sends to `rtp` from now on and latches afresh, while
+    /// whatever the previous party still sends is dropped. The leg's own
+    /// outgoing stream goes on (the other party notices nothing); its RTCP
+    /// reception statistics start again for the new party.
+    pub fn replace_remote(&mut self, side: Side, rtp: SocketAddr, now: Instant) {
+        let leg = &mut self.legs[side as usize];
+        leg.retired = leg.rtp_remote.filter(|old| *old != rtp);
+        leg.latched = false;
+        leg.rtp_remote = None;
+        leg.rtcp_remote = None;
+        leg.last_packet = None;
+        leg.last_digit = None;
+        leg.dtmf_in = DtmfReceiver::new(leg.codec.dtmf_clock_rate);
+        let rate = leg.codec.codec.clock_rate();
+        leg.rtcp = RtcpSession::new(leg.out.ssrc(), format!("switchboard-{:08x}", leg.out.ssrc()), rate, now);
+        self.set_remote(side, rtp);
     }
 
     /// Sets what a leg negotiated.
@@ -484,6 +507,10 @@ impl Bridge {
         let to = from.other();
         {
             let leg = &mut self.legs[from as usize];
+            if leg.retired == Some(src) {
+                metrics::counter!("switchboard_rtp_dropped_total", "reason" => "replaced party").increment(1);
+                return Verdict::Drop;
+            }
             // Latch: the peer's real address is where its packets come from.
             if leg.rtp_remote != Some(src) {
                 tracing::debug!(side = from.as_str(), %src, "RTP source latched");
@@ -695,6 +722,10 @@ impl Bridge {
 
     fn on_rtcp(&mut self, from: Side, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
         let leg = &mut self.legs[from as usize];
+        let retired = leg.retired.is_some_and(|r| r.ip() == src.ip() && (src.port() == r.port() || src.port() == r.port().wrapping_add(1)));
+        if retired {
+            return Verdict::Drop; // the replaced party's last reports
+        }
         leg.rtcp_remote = Some(src);
         // Reports end at the gateway: each leg has its own RTP session.
         match leg.rtcp.on_rtcp(data, now) {
@@ -923,6 +954,34 @@ mod tests {
         assert!(ssrcs.iter().all(|s| *s == ssrcs[0]), "one SSRC towards the callee");
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "sequence continues across the source change: {seqs:?}");
         assert_eq!(b.reception()[0].received, 10, "the call's reception counts both sources");
+    }
+
+    #[test]
+    fn a_replaced_leg_carries_the_new_party_and_drops_the_old_one() {
+        let t0 = Instant::now();
+        let mut b = bridge(t0);
+        let pkt = |seq: u16| rtp::build(0, seq, 160 * seq as u32, 333, &[0x55; 160]);
+        let (v, _) = send(&mut b, Side::B, &pkt(1), t0);
+        assert!(matches!(v, Verdict::Forward { to: Side::A, .. }), "{v:?}");
+        let (_, before) = send(&mut b, Side::A, &pkt(1), t0);
+        let new_party = addr("10.0.0.3:6000");
+        b.replace_remote(Side::B, new_party, ms(t0, 20));
+        // The caller's audio goes to the new party at once.
+        let (v, after) = send(&mut b, Side::A, &pkt(2), ms(t0, 40));
+        assert!(matches!(v, Verdict::Forward { to: Side::B, dest, .. } if dest == new_party), "{v:?}");
+        let (p0, p1) = (rtp::parse(&before).unwrap(), rtp::parse(&after).unwrap());
+        assert_eq!((p1.ssrc, p1.sequence), (p0.ssrc, p0.sequence.wrapping_add(1)), "the gateway's stream to side B goes on");
+        // The old party's trailing packets are dropped and do not latch.
+        let (v, _) = send(&mut b, Side::B, &pkt(2), ms(t0, 60));
+        assert_eq!(v, Verdict::Drop);
+        let (v, _) = send(&mut b, Side::A, &pkt(3), ms(t0, 80));
+        assert!(matches!(v, Verdict::Forward { dest, .. } if dest == new_party), "{v:?}");
+        // The new party's packets are relayed to the caller.
+        let mut buf = vec![0u8; 1500];
+        let p = pkt(9);
+        buf[..p.len()].copy_from_slice(&p);
+        let v = b.on_datagram(Side::B, false, new_party, &mut buf, p.len(), ms(t0, 100));
+        assert!(matches!(v, Verdict::Forward { to: Side::A, dest, .. } if dest == addr(A_PEER)), "{v:?}");
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl RecordingState {
 
 pub(super) enum Control {
     Remote(Side, SocketAddr),
+    Replace(Side, SocketAddr),
     Codec(Side, LegCodec),
     Hold(Side, bool),
     Mute(Side, bool),
@@ -175,6 +176,12 @@ impl MediaRelay {
     /// Sets where a leg's peer receives RTP (from its SDP).
     pub fn set_remote(&self, side: Side, rtp: SocketAddr) {
         self.send(Control::Remote(side, rtp));
+    }
+
+    /// Another party takes over `side` at `rtp` (transfer, move): see
+    /// [`Bridge::replace_remote`].
+    pub fn replace_remote(&self, side: Side, rtp: SocketAddr) {
+        self.send(Control::Replace(side, rtp));
     }
 
     /// Sets the codec a leg negotiated.
@@ -318,6 +325,10 @@ impl CallMedia {
         let call_id = self.ctx.call_id.as_str();
         match c {
             Control::Remote(side, addr) => self.bridge.set_remote(side, addr),
+            Control::Replace(side, addr) => {
+                info!(call_id, side = side.as_str(), %addr, "leg replaced");
+                self.bridge.replace_remote(side, addr, now);
+            }
             Control::Codec(side, codec) => {
                 debug!(call_id, side = side.as_str(), ?codec, "leg codec");
                 self.bridge.set_codec(side, codec);

@@ -1,6 +1,6 @@
-//! The agent's calls and what it can do on them (F4, F6, F12, F13, F17):
-//! list, hold, mute, DTMF, recording, hang up, screen and pick up, notes,
-//! rate.
+//! The agent's calls and what it can do on them (F4, F6, F8, F12, F13,
+//! F16, F17): list, hold, mute, DTMF, recording, hang up, screen and pick
+//! up, move to another device, transfer, park and retrieve, notes, rate.
 //!
 //! An agent sees and controls only the calls it may see on its event
 //! stream (its own, ringing for it, answered by it, transferred or parked
@@ -11,6 +11,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use tracing::info;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use switchboard_store::sqlx;
@@ -19,7 +20,7 @@ use utoipa::ToSchema;
 use super::AgentApi;
 use crate::api::auth::Principal;
 use crate::api::problem::{Json, Path, Problem};
-use crate::calls::control::{customer_side, ControlError, MediaCommand, MediaState, RecordCommand, RecordingState, Side};
+use crate::calls::control::{customer_side, ControlError, Handover, MediaCommand, MediaState, ParkedCall, RecordCommand, RecordingState, Side, TransferTo};
 use crate::calls::live::{CallDirection, CallParty, CallState, CallView, RecordingStatus};
 
 /// `GET /v1/calls`.
@@ -92,6 +93,57 @@ pub struct Rating {
     pub comment: String,
 }
 
+/// Body of `POST /v1/calls/{id}/move` (F16).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"device_id": "0193a1d2-5b7e-7c3a-9f00-4d2c1b0a9e88"}))]
+pub struct MoveRequest {
+    /// The device to move the call to; without it, every other registered
+    /// device of the agent rings and the first to answer takes the call.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+/// Who a call is transferred to: exactly one of the fields.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferTarget {
+    /// A Switchboard user: every registered device of the user rings.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// A Salesforce user (15 or 18 characters), linked to a Switchboard user.
+    #[serde(default)]
+    pub salesforce_user_id: Option<String>,
+    /// An extension or company number (a user or a group: its members ring
+    /// as a call to it would), or an outside number through the trunk.
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+/// How the call is transferred.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// Without consulting: the target rings while the agent stays on the
+    /// call, and takes it over when it answers.
+    #[default]
+    Blind,
+    /// Consulting first: the far end hears music while the target rings
+    /// and then talks with the agent alone; `transfer/complete` hands the
+    /// call over, `transfer/cancel` takes it back.
+    Warm,
+}
+
+/// Body of `POST /v1/calls/{id}/transfer` (F8).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": {"number": "204"}, "mode": "blind"}))]
+pub struct TransferRequest {
+    pub to: TransferTarget,
+    #[serde(default)]
+    pub mode: TransferMode,
+}
+
 fn not_found(call_id: &str) -> Problem {
     Problem::not_found("call_not_found", format!("no call {call_id} of yours is live; it may have ended"))
 }
@@ -104,6 +156,12 @@ pub(super) fn control_problem(e: ControlError) -> Problem {
         e @ ControlError::InvalidRating(_) => Problem::bad_request("invalid_rating", e.to_string()),
         e @ ControlError::Stopped => Problem::unavailable("shutting_down", e.to_string()).with_retry_after(5),
         ControlError::Store(e) => Problem::internal("looking up the call failed", &e),
+        e @ ControlError::TransferTarget(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "transfer_target", e.to_string()),
+        e @ ControlError::TransferInProgress(_) => Problem::conflict("transfer_in_progress", e.to_string()),
+        e @ ControlError::TransferFailed { .. } => Problem::conflict("transfer_failed", e.to_string()),
+        e @ (ControlError::NoTransfer(_) | ControlError::NotConsulting(_)) => Problem::conflict("no_transfer", e.to_string()),
+        e @ ControlError::Parked(_) => Problem::conflict("call_parked", e.to_string()),
+        e @ ControlError::ParkSlotEmpty(_) => Problem::not_found("park_slot_empty", e.to_string()),
     }
 }
 
@@ -124,6 +182,32 @@ impl AgentApi {
         } else {
             Err(not_found(call_id))
         }
+    }
+
+    /// The call, if the agent is the one who has it (who answered it, or
+    /// placed it): only that agent may hand it over.
+    fn answered_by_me(&self, me: &Principal, call_id: &str) -> Result<CallView, Problem> {
+        self.own_call(me, call_id)?;
+        self.live.get(call_id).filter(|v| v.agent_user_id.as_deref() == Some(me.user_id.as_str())).ok_or_else(|| not_found(call_id))
+    }
+
+    /// Hands the call over and answers its view with who has it now.
+    async fn hand_over(&self, me: &Principal, call_id: &str, handover: Handover) -> Result<Json<CallView>, Problem> {
+        let mut view = self.answered_by_me(me, call_id)?;
+        let kind = handover.kind_label();
+        let warm = matches!(handover, Handover::Warm(_));
+        let to = self.control.transfer(call_id, handover).await.map_err(control_problem)?;
+        let to = to.as_ref().map_or("outside number", |a| a.user_id.as_str()).to_owned();
+        if warm {
+            // Consulting: still the agent's call, the far end on hold.
+            info!(call_id, kind, from = %me.user_id, to, "consulting through the agent API");
+            view.held = Some(party(sides(&view).0));
+            return Ok(Json(view));
+        }
+        info!(call_id, kind, from = %me.user_id, to, "handed over through the agent API");
+        view.agent_user_id = (to != "outside number").then_some(to);
+        view.held = None; // whoever took the call talks with the far end
+        Ok(Json(view))
     }
 
     /// The call, if the agent may see it.
@@ -318,4 +402,143 @@ pub async fn add_note(
     api.own_call_or_answered(&me, &id).await?;
     let note_id = api.control.note(&id, &me.user_id, &n.text).await.map_err(control_problem)?;
     Ok((StatusCode::CREATED, Json(Note { note_id, call_id: id })))
+}
+
+/// Moves the call to another of the agent's devices (F16): they ring (or
+/// the one named) while the call goes on here; the first to answer takes
+/// it and this device is hung up. The far end notices nothing. Answers
+/// once a device answered, or 409 `transfer_failed` when none did within
+/// the ring timeout (the call stays where it was).
+#[utoipa::path(post, path = "/v1/calls/{id}/move", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = MoveRequest,
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "not answered, already moving, or no device answered", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "no other device can ring, or the device is not the agent's", body = Problem, content_type = "application/problem+json")))]
+pub async fn move_call(
+    State(api): State<AgentApi>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(m): Json<MoveRequest>,
+) -> Result<Json<CallView>, Problem> {
+    api.hand_over(&me, &id, Handover::Move { device_id: m.device_id }).await
+}
+
+/// Transfers the call (F8) to a user, a group or an outside number: the
+/// target rings while the agent stays on the call; when it answers it
+/// takes the call over (it becomes the call's agent) and the agent's phone
+/// is hung up. The far end notices nothing. Answers once the target
+/// answered, or 409 `transfer_failed` when it did not (busy, declined, no
+/// answer within the ring timeout: the call goes on with the agent).
+#[utoipa::path(post, path = "/v1/calls/{id}/transfer", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = TransferRequest,
+    responses((status = 200, body = CallView), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "not answered, already transferring, or the target did not take the call", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "the target is unknown or cannot ring", body = Problem, content_type = "application/problem+json")))]
+pub async fn transfer(
+    State(api): State<AgentApi>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(t): Json<TransferRequest>,
+) -> Result<Json<CallView>, Problem> {
+    api.answered_by_me(&me, &id)?;
+    let to = match (t.to.user_id, t.to.salesforce_user_id, t.to.number) {
+        (Some(user_id), None, None) => TransferTo::User(user_id),
+        (None, Some(sf), None) => match api.directory.user_by_salesforce_id(sf.trim()).await {
+            Ok(Some(user)) => TransferTo::User(user.id),
+            Ok(None) => {
+                return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "transfer_target", format!("no Switchboard user is linked to Salesforce user {sf}")))
+            }
+            Err(e) => return Err(Problem::internal("looking up the Salesforce user failed", &e)),
+        },
+        (None, None, Some(number)) if !number.trim().is_empty() => TransferTo::Number(number.trim().to_owned()),
+        _ => return Err(Problem::bad_request("invalid_transfer_target", "`to` names exactly one of user_id, salesforce_user_id or number")),
+    };
+    if to == TransferTo::User(me.user_id.clone()) {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "transfer_target", "the call is already yours; to take it on another phone, move it"));
+    }
+    let handover = match t.mode {
+        TransferMode::Blind => Handover::Blind(to),
+        TransferMode::Warm => Handover::Warm(to),
+    };
+    api.hand_over(&me, &id, handover).await
+}
+
+/// Completes a warm transfer: the consulted target takes the call (it
+/// becomes the call's agent), the agent's phone is hung up and the far end,
+/// off hold, talks with the target.
+#[utoipa::path(post, path = "/v1/calls/{id}/transfer/complete", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "no warm transfer's target is being consulted", body = Problem, content_type = "application/problem+json")))]
+pub async fn complete_transfer(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let mut view = api.answered_by_me(&me, &id)?;
+    let to = api.control.complete_transfer(&id).await.map_err(control_problem)?;
+    info!(call_id = %id, from = %me.user_id, to = to.as_ref().map_or("outside number", |a| a.user_id.as_str()), "warm transfer completed through the agent API");
+    view.agent_user_id = to.map(|a| a.user_id);
+    view.held = None;
+    Ok(Json(view))
+}
+
+/// Stops a transfer or move that is still ringing, or a warm transfer's
+/// consultation: the target is cancelled or hung up, the far end is taken
+/// off hold, and the call goes on with the agent (a transfer request
+/// still waiting answers 409 `transfer_failed`).
+#[utoipa::path(post, path = "/v1/calls/{id}/transfer/cancel", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "nothing is being transferred", body = Problem, content_type = "application/problem+json")))]
+pub async fn cancel_transfer(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<CallView>, Problem> {
+    let view = api.answered_by_me(&me, &id)?;
+    api.control.cancel_transfer(&id).await.map_err(control_problem)?;
+    Ok(Json(view))
+}
+
+/// `GET /v1/parked`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ParkedList {
+    /// Every parked call of the gateway, by slot.
+    pub parked: Vec<ParkedCall>,
+}
+
+/// Parks the call (F4): the agent's phone is hung up and the far end hears
+/// music in a numbered slot, where any agent can retrieve it; nobody doing
+/// so within `sip.park_timeout_secs` rings the agent back.
+#[utoipa::path(post, path = "/v1/calls/{id}/park", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = ParkedCall), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "not answered, being transferred, or parked already", body = Problem, content_type = "application/problem+json")))]
+pub async fn park(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<Json<ParkedCall>, Problem> {
+    api.answered_by_me(&me, &id)?;
+    let parked = api.control.park(&id).await.map_err(control_problem)?;
+    info!(call_id = %id, slot = parked.slot, by = %me.user_id, "parked through the agent API");
+    Ok(Json(parked))
+}
+
+/// The parked calls, for every agent to see and retrieve.
+#[utoipa::path(get, path = "/v1/parked", tag = "calls", security(("session" = [])),
+    responses((status = 200, body = ParkedList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_parked(State(api): State<AgentApi>, Extension(_me): Extension<Principal>) -> Result<Json<ParkedList>, Problem> {
+    let parked = api.control.parked().await.map_err(control_problem)?;
+    Ok(Json(ParkedList { parked }))
+}
+
+/// Retrieves the call parked in `slot`: every device of the agent rings,
+/// and the first to answer takes the call (the agent becomes its agent,
+/// the far end stops hearing music). Answers once a device answered, or
+/// 409 `transfer_failed` when none did (the call stays parked).
+#[utoipa::path(post, path = "/v1/parked/{slot}/retrieve", tag = "calls", security(("session" = [])), params(("slot" = u32, Path, description = "park slot"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key answer the first answer")),
+    responses((status = 200, body = CallView), (status = 404, description = "nothing parked in the slot", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "being retrieved already, or no device answered", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "the agent has no device that can ring", body = Problem, content_type = "application/problem+json")))]
+pub async fn retrieve(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(slot): Path<u32>) -> Result<Json<CallView>, Problem> {
+    let (call_id, to) = api.control.retrieve(slot, &me.user_id).await.map_err(control_problem)?;
+    info!(call_id = %call_id, slot, by = %me.user_id, "retrieved through the agent API");
+    let mut view = api.live.get(&call_id).ok_or_else(|| not_found(&call_id))?;
+    view.agent_user_id = to.map(|a| a.user_id);
+    view.held = None;
+    Ok(Json(view))
 }

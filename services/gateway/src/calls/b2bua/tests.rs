@@ -561,3 +561,378 @@ fn the_agent_declines_a_ringing_call_603_or_to_voicemail() {
     call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
     assert!(call.decline(t0).is_empty(), "an answered call is not declined");
 }
+
+// ---- leg replacement (decision 0014) ----
+
+const DESK: &str = "127.0.0.1:15094";
+const CELL: &str = "127.0.0.1:15096";
+
+fn desk() -> Destination {
+    Destination::Udp(DESK.parse().unwrap())
+}
+
+fn cell() -> Destination {
+    Destination::Udp(CELL.parse().unwrap())
+}
+
+/// The INVITEs an action list sends, in order.
+fn invites(actions: &[Action]) -> Vec<SipMessage> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(_, m) if m.method() == Some("INVITE") => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An inbound call answered by the phone, its 2xx ACKed; answers the call,
+/// the phone's fork INVITE and leg A's To tag.
+fn answered_by_phone(t0: Instant) -> (Call, SipMessage, String) {
+    let (mut call, inv) = placed(&[phone()], t0);
+    let out = call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    let tag = a_tag(&out);
+    call.on_caller_request(request_on_a("ACK", 1, Some(&tag)), carrier(), t0);
+    (call, inv[0].clone(), tag)
+}
+
+#[test]
+fn replacing_the_callee_rings_the_new_targets_and_the_first_answer_takes_the_leg() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, _) = answered_by_phone(t0);
+    let targets = vec![Target::new(format!("sip:agent@{DESK}"), desk()), Target::new(format!("sip:agent@{CELL}"), cell())];
+    let out = call.replace(Leg::Callee, targets, &caller(), t0).unwrap();
+    assert_eq!(sends(&out), vec![(desk(), "INVITE".into()), (cell(), "INVITE".into())], "nothing towards the carrier or the phone");
+    let new = invites(&out);
+    assert_eq!(sdp::parse_audio(&new[0].body).unwrap().rtp.port(), 20002, "the new party gets the callee side's port");
+    assert_ne!(new[0].header("Call-ID"), phone_inv.header("Call-ID"), "a new dialog");
+    assert_eq!(call.replacing(), Some(Leg::Callee));
+    assert_eq!(call.replace(Leg::Callee, vec![Target::new("sip:x@127.0.0.1", desk())], &caller(), t0), Err(ReplaceError::InProgress(Leg::Callee)));
+
+    // Ringing changes nothing for the caller.
+    assert!(sends(&call.on_callee_message(reply(&new[0], 180, "d0", None), desk(), t0)).is_empty());
+    assert!(sends(&call.on_callee_message(reply(&new[1], 180, "c0", None), cell(), t0)).is_empty());
+    // The call still works meanwhile: the phone's INFO is a digit of the callee.
+    let info = {
+        let mut m = request_on_fork("INFO", &phone_inv, 2, None);
+        m.set_body("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n");
+        m
+    };
+    assert!(call.on_callee_message(info, phone(), t0).iter().any(|a| matches!(a, Action::Dtmf { leg: Leg::Callee, digit: '5', .. })));
+
+    let out = call.on_callee_message(reply(&new[1], 200, "c0", Some(17200)), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "ACK".into()), (desk(), "CANCEL".into()), (phone(), "BYE".into())], "no message to the carrier");
+    let replaced = out.iter().position(|a| matches!(a, Action::Replaced { .. })).unwrap();
+    assert_eq!(out[replaced], Action::Replaced { leg: Leg::Callee, fork: 2, rtp: "127.0.0.1:17200".parse().unwrap() });
+    let bye = out.iter().position(|a| matches!(a, Action::Send(_, m) if m.method() == Some("BYE"))).unwrap();
+    assert!(replaced < bye, "media re-pointed before the old phone is hung up");
+    assert!(matches!(&out[replaced - 1], Action::LegFormats { leg: Leg::Callee, .. }));
+    assert_eq!(sent(&out, "BYE").header("Call-ID"), phone_inv.header("Call-ID"));
+    assert_eq!(call.replacing(), None);
+
+    // The old phone's late messages are its own: 200 to its BYE, nothing else.
+    let late_bye = request_on_fork("BYE", &phone_inv, 3, None);
+    assert_eq!(sends(&call.on_callee_message(late_bye, phone(), t0)), vec![(phone(), "200".into())]);
+    assert!(call.is_answered());
+    // The new party is the callee now: its hold and its BYE.
+    let hold = request_on_fork("INVITE", &new[1], 2, Some(offer_sdp(17200, "sendonly")));
+    let out = call.on_callee_message(hold, cell(), t0);
+    assert!(out.contains(&Action::PeerHold { leg: Leg::Callee, on: true }));
+    assert_eq!(sdp::parse_audio(&sent(&out, "200").body).unwrap().rtp.port(), 20002);
+    let out = call.hold(Leg::Callee, true, t0);
+    assert_eq!(sends(&out), vec![(cell(), "INVITE".into())], "the gateway's hold goes to the new party");
+    let out = call.on_callee_message(request_on_fork("BYE", &new[1], 3, None), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "200".into()), (carrier(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
+}
+
+#[test]
+fn a_failed_replacement_leaves_the_call_as_it_was() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, _) = answered_by_phone(t0);
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    let out = call.on_callee_message(reply(&new[0], 486, "d0", None), desk(), t0);
+    assert_eq!(out, vec![Action::ReplaceFailed { leg: Leg::Callee, status: 486 }], "nothing sent to anyone");
+    assert!(call.is_answered() && call.replacing().is_none());
+    // The phone is still the callee.
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into()), (carrier(), "BYE".into())]);
+}
+
+#[test]
+fn a_replacement_nobody_answers_is_cancelled_after_the_ring_timeout() {
+    let t0 = Instant::now();
+    let (mut call, _, _) = answered_by_phone(t0);
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    call.on_callee_message(reply(&new[0], 180, "d0", None), desk(), t0);
+    let due = t0 + Duration::from_secs(30);
+    assert_eq!(call.next_deadline(), Some(due));
+    let out = call.on_timer(due);
+    assert_eq!(sends(&out), vec![(desk(), "CANCEL".into())]);
+    assert!(out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 480 }));
+    assert!(call.is_answered(), "the call goes on");
+    // A late answer from the cancelled target is hung up.
+    let out = call.on_callee_message(reply(&new[0], 200, "d0", Some(17300)), desk(), due);
+    assert_eq!(sends(&out), vec![(desk(), "ACK".into()), (desk(), "BYE".into())]);
+    assert!(!out.iter().any(|a| matches!(a, Action::Replaced { .. })));
+}
+
+#[test]
+fn a_replacement_is_cancelled_on_request_and_when_the_call_ends() {
+    let t0 = Instant::now();
+    let (mut call, _, tag) = answered_by_phone(t0);
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    call.on_callee_message(reply(&new[0], 180, "d0", None), desk(), t0);
+    let out = call.cancel_replacement(t0);
+    assert_eq!(sends(&out), vec![(desk(), "CANCEL".into())]);
+    assert!(out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 487 }));
+    assert!(call.cancel_replacement(t0).is_empty(), "nothing left to cancel");
+
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{CELL}"), cell())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    call.on_callee_message(reply(&new[0], 180, "c0", None), cell(), t0);
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (phone(), "BYE".into()), (cell(), "CANCEL".into())]);
+    let failed = out.iter().position(|a| matches!(a, Action::ReplaceFailed { status: 487, .. })).unwrap();
+    let ended = out.iter().position(|a| matches!(a, Action::Ended { .. })).unwrap();
+    assert!(failed < ended, "the replacement is reported over before the call");
+}
+
+#[test]
+fn only_an_answered_call_can_have_a_leg_replaced() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    let target = || vec![Target::new(format!("sip:agent@{DESK}"), desk())];
+    assert_eq!(call.replace(Leg::Callee, target(), &caller(), t0), Err(ReplaceError::NotAnswered));
+    call.on_callee_message(reply(&inv[0], 200, "t0", Some(17000)), phone(), t0);
+    assert_eq!(call.replace(Leg::Callee, Vec::new(), &caller(), t0), Err(ReplaceError::NoTargets));
+    call.terminate(t0);
+    assert_eq!(call.replace(Leg::Callee, target(), &caller(), t0), Err(ReplaceError::NotAnswered));
+}
+
+/// An agent's outbound call: leg A is the agent's phone (here at the
+/// carrier's test address), the fork is the far end. Moving the agent's
+/// side makes a UAC dialog carry leg A.
+#[test]
+fn replacing_the_caller_side_moves_leg_a_to_a_new_uac_dialog() {
+    let t0 = Instant::now();
+    let (mut call, far_inv, tag) = answered_by_phone(t0);
+    let out = call.replace(Leg::Caller, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    assert_eq!(sdp::parse_audio(&new[0].body).unwrap().rtp.port(), 20000, "the new party gets leg A's port");
+    let out = call.on_callee_message(reply(&new[0], 200, "d0", Some(17400)), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "ACK".into()), (carrier(), "BYE".into())], "the far end hears nothing");
+    assert!(out.contains(&Action::Replaced { leg: Leg::Caller, fork: 1, rtp: "127.0.0.1:17400".parse().unwrap() }));
+    let bye = sent(&out, "BYE");
+    assert_eq!(bye.header("Call-ID"), Some("carrier-1"), "the replaced dialog is the one hung up");
+    assert_eq!(bye.header("Reason"), Some("Q.850;cause=16;text=\"Call transferred\""));
+
+    // The old dialog is gone: its BYE is confirmed, anything else is 481,
+    // and neither touches the call.
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into())]);
+    let out = call.on_caller_request(request_on_a("INFO", 3, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "481".into())]);
+    assert!(call.is_answered());
+
+    // The new dialog is leg A: its re-INVITE, its digits, the gateway's hold.
+    let reinvite = request_on_fork("INVITE", &new[0], 2, Some(offer_sdp(17500, "sendrecv")));
+    let out = call.on_callee_message(reinvite, desk(), t0);
+    assert!(out.contains(&Action::CallerMedia { rtp: "127.0.0.1:17500".parse().unwrap() }));
+    assert!(out.contains(&Action::PeerHold { leg: Leg::Caller, on: false }));
+    assert_eq!(sdp::parse_audio(&sent(&out, "200").body).unwrap().rtp.port(), 20000, "answered on leg A's port");
+    let mut info = request_on_fork("INFO", &new[0], 3, None);
+    info.set_body("application/dtmf-relay", "Signal=#\r\nDuration=160\r\n");
+    assert!(call.on_callee_message(info, desk(), t0).iter().any(|a| matches!(a, Action::Dtmf { leg: Leg::Caller, digit: '#', .. })));
+    let out = call.hold(Leg::Caller, true, t0);
+    assert_eq!(sends(&out), vec![(desk(), "INVITE".into())]);
+    let ours = sent(&out, "INVITE").clone();
+    assert_eq!(sdp::parse_audio(&ours.body).unwrap().rtp.port(), 20000);
+    let out = call.on_callee_message(reply(&ours, 200, "d0", Some(17500)), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "ACK".into())]);
+
+    // Its BYE ends the call: the far end gets the BYE, the caller side hung up.
+    let out = call.on_callee_message(request_on_fork("BYE", &new[0], 4, None), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "200".into()), (phone(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Caller, sip_status: 200 }));
+    let _ = far_inv;
+}
+
+#[test]
+fn a_replaced_caller_side_is_hung_up_by_the_gateway_with_the_call() {
+    let t0 = Instant::now();
+    let (mut call, _, _) = answered_by_phone(t0);
+    let out = call.replace(Leg::Caller, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), t0).unwrap();
+    let new = invites(&out);
+    call.on_callee_message(reply(&new[0], 200, "d0", Some(17400)), desk(), t0);
+    // Twice in a row: the caller side can be replaced again (a fork by a fork).
+    let out = call.replace(Leg::Caller, vec![Target::new(format!("sip:agent@{CELL}"), cell())], &caller(), t0).unwrap();
+    let again = invites(&out);
+    let out = call.on_callee_message(reply(&again[0], 200, "c0", Some(17600)), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "ACK".into()), (desk(), "BYE".into())]);
+    let out = call.hang_up(t0);
+    assert_eq!(sends(&out), vec![(cell(), "BYE".into()), (phone(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::System, sip_status: 200 }));
+}
+
+// ---- warm transfer: consulting the target on the consultation's ports ----
+
+const CONSULT: ConsultPorts = ConsultPorts { agent_port: 21000, target_port: 21002 };
+
+fn sdp_port(m: &SipMessage) -> u16 {
+    sdp::parse_audio(&m.body).unwrap().rtp.port()
+}
+
+/// A consultation of the desk by the phone (the agent, callee side) of an
+/// answered inbound call, its re-INVITE answered; answers the call, the
+/// phone's INVITE, the desk's INVITE and leg A's tag.
+fn consulting_desk(t0: Instant) -> (Call, SipMessage, SipMessage, String) {
+    let (mut call, phone_inv, tag) = answered_by_phone(t0);
+    let out = call.consult(Leg::Callee, vec![Target::new(format!("sip:agent@{DESK}"), desk())], &caller(), CONSULT, t0).unwrap();
+    let desk_inv = invites(&out).remove(0);
+    assert_eq!(sdp_port(&desk_inv), 21002, "the target is offered the consultation's port");
+    assert!(!call.consulting());
+    let out = call.on_callee_message(reply(&desk_inv, 200, "d0", Some(17300)), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "ACK".into()), (phone(), "INVITE".into())], "nothing towards the carrier");
+    let consulting = out.iter().find(|a| matches!(a, Action::Consulting { .. })).unwrap();
+    let Action::Consulting { leg, agent, target } = consulting else { unreachable!() };
+    assert_eq!(*leg, Leg::Callee);
+    assert_eq!((agent.rtp, target.rtp), ("127.0.0.1:17000".parse().unwrap(), "127.0.0.1:17300".parse().unwrap()));
+    assert_eq!(agent.formats[0].encoding, "PCMA", "the agent's codec as its leg uses it");
+    let reanchor = sent(&out, "INVITE").clone();
+    assert_eq!(sdp_port(&reanchor), 21000, "the agent is moved to the consultation's port");
+    assert_eq!(sends(&call.on_callee_message(reply(&reanchor, 200, "t0", Some(17000)), phone(), t0)), vec![(phone(), "ACK".into())]);
+    assert!(call.consulting() && call.is_answered());
+    (call, phone_inv, desk_inv, tag)
+}
+
+#[test]
+fn a_warm_transfer_consults_the_target_on_its_own_ports_then_hands_it_the_leg() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, desk_inv, _) = consulting_desk(t0);
+    // No ring timeout once the target answered: the consultation lasts.
+    assert!(call.on_timer(t0 + Duration::from_secs(60)).iter().all(|a| !matches!(a, Action::ReplaceFailed { .. })));
+    // The agent's phone answers a re-offer on the consultation's port.
+    let reoffer = request_on_fork("INVITE", &phone_inv, 2, Some(offer_sdp(17000, "sendrecv")));
+    assert_eq!(sdp_port(sent(&call.on_callee_message(reoffer, phone(), t0), "200")), 21000);
+
+    let out = call.complete_consult(t0).unwrap();
+    assert_eq!(sends(&out), vec![(desk(), "INVITE".into()), (phone(), "BYE".into())], "nothing towards the carrier");
+    assert_eq!(sdp_port(sent(&out, "INVITE")), 20002, "the target moves onto the callee side's port");
+    let replaced = out.iter().position(|a| matches!(a, Action::Replaced { .. })).unwrap();
+    assert_eq!(out[replaced], Action::Replaced { leg: Leg::Callee, fork: 1, rtp: "127.0.0.1:17300".parse().unwrap() });
+    assert!(out.contains(&Action::ConsultEnded));
+    assert!(!call.consulting());
+    assert_eq!(call.complete_consult(t0), Err(ReplaceError::NotConsulting));
+    // The desk is the callee now: its BYE ends the call.
+    let out = call.on_callee_message(request_on_fork("BYE", &desk_inv, 2, None), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "200".into()), (carrier(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
+}
+
+#[test]
+fn a_consultation_cancelled_or_left_by_the_target_takes_the_agent_back() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, _, _) = consulting_desk(t0);
+    let out = call.cancel_replacement(t0);
+    assert_eq!(sends(&out), vec![(desk(), "BYE".into()), (phone(), "INVITE".into())]);
+    assert_eq!(sdp_port(sent(&out, "INVITE")), 20002, "the agent goes back to its own port");
+    assert!(out.contains(&Action::ConsultEnded) && out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 487 }));
+    let back = sent(&out, "INVITE").clone();
+    call.on_callee_message(reply(&back, 200, "t0", Some(17000)), phone(), t0);
+
+    // Again, and this time the target hangs up by itself.
+    let out = call.consult(Leg::Callee, vec![Target::new(format!("sip:agent@{CELL}"), cell())], &caller(), CONSULT, t0).unwrap();
+    let cell_inv = invites(&out).remove(0);
+    let out = call.on_callee_message(reply(&cell_inv, 200, "c0", Some(17600)), cell(), t0);
+    let reanchor = sent(&out, "INVITE").clone();
+    call.on_callee_message(reply(&reanchor, 200, "t0", Some(17000)), phone(), t0);
+    let out = call.on_callee_message(request_on_fork("BYE", &cell_inv, 1, None), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "200".into()), (phone(), "INVITE".into())]);
+    assert!(out.contains(&Action::ConsultEnded) && out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 200 }));
+    assert!(call.is_answered() && !call.consulting());
+    // The phone is still the callee.
+    let _ = phone_inv;
+}
+
+#[test]
+fn the_agent_hanging_up_while_consulting_hands_the_call_over_and_the_caller_ending_it_ends_all() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, desk_inv, tag) = consulting_desk(t0);
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into()), (desk(), "INVITE".into())], "no BYE to the carrier, none back to the phone");
+    assert!(out.contains(&Action::Replaced { leg: Leg::Callee, fork: 1, rtp: "127.0.0.1:17300".parse().unwrap() }));
+    assert!(call.is_answered());
+    let moved = sent(&out, "INVITE").clone();
+    call.on_callee_message(reply(&moved, 200, "d0", Some(17300)), desk(), t0);
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (desk(), "BYE".into())]);
+    let _ = desk_inv;
+
+    // The customer hangs up while the agent consults: everyone is hung up.
+    let (mut call, _, _, tag) = consulting_desk(t0);
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (phone(), "BYE".into()), (desk(), "BYE".into())]);
+    let ended = out.iter().position(|a| matches!(a, Action::Ended { .. })).unwrap();
+    let over = out.iter().position(|a| *a == Action::ConsultEnded).unwrap();
+    assert!(over < ended && out.contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 487 }));
+}
+
+// ---- park (F4): a leg left empty, then given a party ----
+
+#[test]
+fn a_parked_leg_is_hung_up_and_a_retrieval_gives_it_a_new_party() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, tag) = answered_by_phone(t0);
+    let out = call.park(Leg::Callee, t0).unwrap();
+    assert_eq!(sends(&out), vec![(phone(), "BYE".into())], "the agent's phone is hung up, the carrier hears nothing");
+    assert_eq!(sent(&out, "BYE").header("Reason"), Some("Q.850;cause=16;text=\"Call parked\""));
+    assert_eq!(call.parked(), Some(Leg::Callee));
+    assert!(call.is_answered());
+    assert_eq!(call.park(Leg::Callee, t0), Err(ReplaceError::Parked));
+    assert!(call.hold(Leg::Callee, true, t0).is_empty(), "nobody to hold on the parked side");
+    // The parked phone's crossing BYE changes nothing.
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into())]);
+    assert!(call.is_answered());
+    // Only the parked side can be given a party, and not by consulting.
+    let target = || vec![Target::new(format!("sip:agent@{DESK}"), desk())];
+    assert_eq!(call.replace(Leg::Caller, target(), &caller(), t0), Err(ReplaceError::Parked));
+    assert_eq!(call.consult(Leg::Callee, target(), &caller(), CONSULT, t0), Err(ReplaceError::Parked));
+
+    // A retrieval nobody answers leaves the call parked.
+    let out = call.replace(Leg::Callee, target(), &caller(), t0).unwrap();
+    let first = invites(&out).remove(0);
+    assert!(call.on_callee_message(reply(&first, 480, "d0", None), desk(), t0).contains(&Action::ReplaceFailed { leg: Leg::Callee, status: 480 }));
+    assert_eq!(call.parked(), Some(Leg::Callee));
+    // One that is answered takes the leg; nobody is hung up.
+    let out = call.replace(Leg::Callee, vec![Target::new(format!("sip:agent@{CELL}"), cell())], &caller(), t0).unwrap();
+    let retrieve = invites(&out).remove(0);
+    assert_eq!(sdp_port(&retrieve), 20002);
+    let out = call.on_callee_message(reply(&retrieve, 200, "c0", Some(17600)), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "ACK".into())]);
+    assert!(out.contains(&Action::Replaced { leg: Leg::Callee, fork: 2, rtp: "127.0.0.1:17600".parse().unwrap() }));
+    assert_eq!(call.parked(), None);
+    // The caller's BYE now reaches the retriever.
+    let out = call.on_caller_request(request_on_a("BYE", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "200".into()), (cell(), "BYE".into())]);
+}
+
+#[test]
+fn a_parked_caller_side_is_released_and_the_far_end_ending_the_call_hangs_up_nobody_else() {
+    let t0 = Instant::now();
+    let (mut call, phone_inv, tag) = answered_by_phone(t0);
+    // An outbound call: the agent is leg A (here at the carrier's address).
+    let out = call.park(Leg::Caller, t0).unwrap();
+    assert_eq!(sends(&out), vec![(carrier(), "BYE".into())]);
+    let out = call.on_caller_request(request_on_a("INFO", 2, Some(&tag)), carrier(), t0);
+    assert_eq!(sends(&out), vec![(carrier(), "481".into())], "the parked dialog is gone");
+    // The far end hangs up while parked: nothing to BYE on the parked side.
+    let out = call.on_callee_message(request_on_fork("BYE", &phone_inv, 2, None), phone(), t0);
+    assert_eq!(sends(&out), vec![(phone(), "200".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
+}
