@@ -247,6 +247,7 @@ impl Gateway {
             sf.match_cache_entries,
         );
         tasks.spawn(salesforce::matcher::run(live.clone(), salesforce.clone(), shutdown.clone()));
+        tasks.spawn(salesforce::sync::run(db.clone(), live.clone(), Duration::from_secs(1), shutdown.clone()));
         let agent_api = api::agent::AgentApi::new(
             sessions,
             login,

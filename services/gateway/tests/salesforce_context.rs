@@ -278,3 +278,54 @@ async fn an_agent_who_has_not_connected_salesforce_is_told_so_on_the_ringing_cal
     w.gw.stop().await;
     w.emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_sees_its_task_logged_in_salesforce_after_the_call() {
+    use switchboard_connector::fold::TaskSync;
+    use switchboard_connector::store::SyncStore;
+
+    let w = World::start().await;
+    let directory = w.gw.directory();
+    let ada = directory.create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), ..Default::default() }).await.unwrap();
+    let device_port = free_udp_port("127.0.0.1");
+    directory.create_device(NewDevice { user_id: ada.id.clone(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{device_port}") }).await.unwrap();
+    directory.assign_number("+15005550100", &ada.id).await.unwrap();
+    let mut events = w.gw.live().subscribe(&ada.id).events;
+    let dir = w.gw.dir.path();
+    let device = Sipp::spawn(dir, SippRun { label: "desk", scenario: "interop_uas_answer_wait_bye.xml", ip: "127.0.0.1", remote: None, service: None, port: device_port });
+    let carrier = Sipp::spawn(
+        dir,
+        SippRun { label: "carrier", scenario: "interop_uac_call_wait_bye.xml", ip: CARRIER_IP, remote: Some(w.gw.sip), service: Some("15005550100"), port: free_udp_port(CARRIER_IP) },
+    );
+    let id = next_of(&mut events, AgentEventKind::Started).await.id;
+    answered(&w, &mut events, &id, &ada.id).await;
+    w.gw.control().hang_up(&id).await.unwrap_or_else(|e| panic!("hang up: {e}"));
+    next_of(&mut events, AgentEventKind::Ended).await;
+    carrier.succeeds().await;
+    device.succeeds().await;
+
+    // The connector's store, as the connector writes it: first refused, then logged.
+    let store = SyncStore::new(w.gw.db.clone());
+    let refused: TaskSync = serde_json::from_value(json!({
+        "created": false, "salesforce_id": null, "last_written": null, "skipped": null, "writes": 0,
+        "rejected": {
+            "fields": {"Subject": "Inbound call from +15005550006", "Type": "Call", "CallDurationInSeconds": 1, "CallDisposition": "answered",
+                       "CallObject": id, "Status": "Completed", "ActivityDate": "2026-11-26", "OwnerId": "005000000000001AAA", "Description": ""},
+            "error_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "message": "Subject is required"
+        }
+    }))
+    .unwrap();
+    store.save_task(&id, &ada.id, &refused, false).await.unwrap();
+    let failed = next_of(&mut events, AgentEventKind::Synced).await.salesforce_sync.expect("the sync status");
+    assert_eq!(serde_json::to_value(&failed).unwrap()["state"], "failed");
+    assert!(failed.detail.as_deref().is_some_and(|d| d.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION")), "{failed:?}");
+    let logged = TaskSync { created: true, salesforce_id: Some("00T5g0000000001AAA".into()), writes: 1, ..Default::default() };
+    store.save_task(&id, &ada.id, &logged, true).await.unwrap();
+    let synced = next_of(&mut events, AgentEventKind::Synced).await.salesforce_sync.expect("the sync status");
+    assert_eq!(serde_json::to_value(&synced).unwrap(), json!({"state": "synced", "task_id": "00T5g0000000001AAA"}));
+    // What a reloading softphone gets.
+    assert_eq!(w.gw.live().view_for(&id, &ada.id).unwrap().salesforce_sync, Some(synced));
+    w.gw.stop().await;
+    w.emulator.shutdown().await;
+}

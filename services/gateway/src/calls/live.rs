@@ -38,6 +38,7 @@ use utoipa::ToSchema;
 use super::writer::CallUpdate;
 use crate::media::bridge::Side;
 use crate::media::relay::RecordingState;
+use crate::salesforce::sync::SyncView;
 use crate::salesforce::CallerMatches;
 
 /// How long an ended call stays visible, in milliseconds.
@@ -161,6 +162,10 @@ pub struct CallView {
     /// The Case or Opportunity the call is assigned to (F10, F11).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment: Option<AssignmentView>,
+    /// Where this agent's Task of the call is in Salesforce, once the
+    /// connector has the call (usually after it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce_sync: Option<SyncView>,
 }
 
 /// The record a call is related to (its Task's Who, or What for an Account).
@@ -245,6 +250,10 @@ pub enum AgentEventKind {
     /// The call was assigned to a Case or Opportunity: `call.assignment`.
     #[serde(rename = "call.assigned")]
     Assigned,
+    /// The agent's Task of the call changed in Salesforce:
+    /// `call.salesforce_sync`.
+    #[serde(rename = "call.synced")]
+    Synced,
     /// The agent's side was handed over (transfer, move): `agent_user_id`
     /// is who has the call now. The agent who handed it over receives this
     /// event last; the call is then gone from its stream and its list.
@@ -275,6 +284,7 @@ impl AgentEventKind {
             AgentEventKind::Matched => "call.matched",
             AgentEventKind::Related => "call.related",
             AgentEventKind::Assigned => "call.assigned",
+            AgentEventKind::Synced => "call.synced",
             AgentEventKind::Transferred => "call.transferred",
             AgentEventKind::Parked => "call.parked",
         }
@@ -444,6 +454,8 @@ struct LiveCall {
     customer: Option<String>,
     /// Each user's caller matches (users see different records).
     matches: HashMap<String, CallerMatches>,
+    /// Each user's Task sync status.
+    sync: HashMap<String, SyncView>,
     /// Users added by the update being applied, for their lookups.
     added: Vec<String>,
     /// The user who placed the call (outbound, internal), who stays in it
@@ -463,6 +475,7 @@ impl LiveCall {
     fn view_for(&self, user_id: &str) -> CallView {
         let mut view = self.view.clone();
         view.caller_matches = self.matches.get(user_id).cloned();
+        view.salesforce_sync = self.sync.get(user_id).cloned();
         view
     }
 
@@ -535,7 +548,7 @@ impl Inner {
         let mut gone = Vec::new();
         for user in &call.visible {
             if let Some(hub) = self.hubs.get(user) {
-                let event = if call.matches.contains_key(user) {
+                let event = if call.matches.contains_key(user) || call.sync.contains_key(user) {
                     Arc::new(AgentEvent { call: Some(call.view_for(user)), ..(*shared).clone() })
                 } else {
                     shared.clone()
@@ -608,13 +621,14 @@ impl LiveCalls {
                 caller_matches: None,
                 related: None,
                 assignment: None,
+                salesforce_sync: None,
             };
             let customer = match view.direction {
                 CallDirection::Inbound => Some(from_number.clone()),
                 CallDirection::Outbound => Some(to_number.clone()),
                 CallDirection::Internal => None,
             };
-            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), added: Vec::new(), caller: caller_user_id.clone() };
+            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), sync: HashMap::new(), added: Vec::new(), caller: caller_user_id.clone() };
             call.show_to(&owner.user_id);
             for user in participants {
                 call.show_to(user);
@@ -763,6 +777,25 @@ impl LiveCalls {
         inner.seq += 1;
         if let Some(hub) = inner.hubs.get(user_id) {
             let event = AgentEvent { kind: AgentEventKind::Matched, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None };
+            let _ = hub.send(Arc::new(event));
+        }
+    }
+
+    /// Stores the sync status of `user_id`'s Task of the call and tells
+    /// that user's streams (`call.synced`) when it changed. Nothing happens
+    /// for a call no longer shown or that the user does not see.
+    pub fn set_sync(&self, call_id: &str, user_id: &str, sync: SyncView) {
+        let now = (self.clock)();
+        let mut guard = self.lock();
+        let inner: &mut Inner = &mut guard;
+        let Some(call) = inner.calls.get_mut(call_id).filter(|c| c.shown_at(now)) else { return };
+        if !call.visible.iter().any(|u| u == user_id) || call.sync.get(user_id) == Some(&sync) {
+            return;
+        }
+        call.sync.insert(user_id.to_owned(), sync);
+        inner.seq += 1;
+        if let Some(hub) = inner.hubs.get(user_id) {
+            let event = AgentEvent { kind: AgentEventKind::Synced, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None };
             let _ = hub.send(Arc::new(event));
         }
     }
