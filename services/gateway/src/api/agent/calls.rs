@@ -333,18 +333,23 @@ pub async fn place(State(api): State<AgentApi>, Extension(me): Extension<Princip
         }
     };
     let request = Origination { user_id: me.user_id.clone(), to: to.clone(), caller_id, device_id: c.device_id };
+    // The call as `call.started` shows it (ringing), even when the agent's
+    // phone answers by itself before this answer leaves.
+    let mut stream = api.live.subscribe(&me.user_id).events;
     let id = api.control.originate(request).await.map_err(control_problem)?;
     info!(call_id = %id, user_id = %me.user_id, to, "call placed through the agent API");
-    // `call.started` is committed (and in the live view) within moments.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if let Some(view) = api.live.view_for(&id, &me.user_id) {
-            return Ok((StatusCode::CREATED, Json(view)));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(event) = stream.recv().await {
+            if let Some(call) = event.call.as_ref().filter(|c| c.id == id) {
+                return Some(call.clone());
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Problem::unavailable("call_state_pending", format!("call {id} was placed but its state is not recorded yet; GET /v1/calls/{id}")).with_retry_after(1));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        None
+    })
+    .await;
+    match first.ok().flatten().or_else(|| api.live.view_for(&id, &me.user_id)) {
+        Some(view) => Ok((StatusCode::CREATED, Json(view))),
+        None => Err(Problem::unavailable("call_state_pending", format!("call {id} was placed but its state is not recorded yet; GET /v1/calls/{id}")).with_retry_after(1)),
     }
 }
 
