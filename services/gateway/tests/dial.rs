@@ -14,7 +14,6 @@ use support::{softphone as phone, Baresip, PhoneAccount, Sipp, SippRun, TestGate
 use switchboard_gateway::api::auth::seal::Sealer;
 use switchboard_gateway::api::auth::Sessions;
 use switchboard_gateway::calls::live::{AgentEventKind, AgentEvents, CallView};
-use switchboard_gateway::config::TrunkConfig;
 use switchboard_gateway::directory::{NewDevice, NewUser};
 use switchboard_proto::{v1 as pb, Kind};
 
@@ -180,5 +179,111 @@ async fn click_to_dial_to_another_agents_extension_calls_the_agent_first_then_th
     for p in [ada_phone, bob_phone] {
         p.quit().await;
     }
+    api.gw.stop().await;
+}
+
+/// Answering from the softphone: Ada calls Bob, whose softphone rings;
+/// Bob answers in the API on his desk phone (SIPp), which answers only
+/// because the gateway's INVITE asks it to (`Call-Info: …;answer-after=0`).
+/// Another agent may not answer it, nor use Bob's device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_from_the_softphone_makes_the_chosen_desk_phone_answer_by_itself() {
+    let api = Api::start_with(|_| {}).await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let mic = speech(&audio, "ada", "Hello Bob, it is Ada calling about the invoice.", 10);
+    let ada_id = user(gw, "Ada", "201").await;
+    device(gw, &ada_id, "ada", "ada-answer-secret-1").await;
+    let bob_id = user(gw, "Bob", "202").await;
+    device(gw, &bob_id, "bob", "bob-answer-secret-1").await;
+    let carol_id = user(gw, "Carol", "203").await;
+    let carol_device = device(gw, &carol_id, "carol", "carol-answer-secret-1").await;
+    let (bob, carol) = (api.token(&bob_id).await, api.token(&carol_id).await);
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut ada_phone = phone(gw, "ada", "ada-answer-secret-1", &mic).await;
+    let mut bob_soft = Baresip::start_with_audio(
+        gw.dir.path(),
+        "bob",
+        gw.sip,
+        PhoneAccount { username: "bob", password: "bob-answer-secret-1", answermode: "manual", register: true },
+        &mic,
+    )
+    .await;
+    bob_soft.event("REGISTER_OK", 20).await;
+
+    ada_phone.command("dial", &format!("sip:202@{}", gw.sip)).await;
+    bob_soft.event("CALL_INCOMING", 20).await;
+    let id = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let e = bob_events.recv().await.unwrap();
+            if let Some(c) = e.call.as_ref().filter(|_| e.kind == AgentEventKind::Ringing) {
+                return c.id.clone();
+            }
+        }
+    })
+    .await
+    .expect("the call rings for Bob");
+
+    // Bob's desk phone, at a fixed address, set to honour auto-answer.
+    let desk_port = support::free_udp_port(CARRIER_IP);
+    let desk = device_at(gw, &bob_id, "bob-desk", "bob-desk-secret-1", &format!("sip:bob@{CARRIER_IP}:{desk_port}")).await;
+    let mut sipp = Sipp::spawn(
+        gw.dir.path(),
+        SippRun { label: "desk", scenario: "device_uas_answer_when_asked.xml", ip: CARRIER_IP, remote: None, service: None, port: desk_port },
+    );
+
+    // Denials first: not Carol's call, not Carol's device.
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/answer"), &carol, json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")), "{problem}");
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/answer"), &bob, json!({"device_id": carol_device})).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("device_not_found")), "{problem}");
+
+    let (status, view) = api.post(&format!("/v1/calls/{id}/answer"), &bob, json!({"device_id": desk})).await;
+    assert_eq!((status, view["state"].as_str()), (StatusCode::OK, Some("ringing")), "{view}");
+    let answered = stream_event(&mut bob_events, &id, AgentEventKind::Answered).await;
+    assert_eq!(answered.agent_user_id.as_deref(), Some(bob_id.as_str()));
+    ada_phone.event("CALL_ESTABLISHED", 10).await;
+    bob_soft.event("CALL_CLOSED", 10).await; // its ringing was cancelled
+    let (status, problem) = api.post(&format!("/v1/calls/{id}/answer"), &bob, json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("call_state")), "answered already: {problem}");
+
+    ada_phone.command("hangup", "").await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+    let exit = sipp.wait().await;
+    assert!(exit.success(), "the desk phone saw the hint and answered:\n{}", sipp.report());
+    let events = call_events(gw, &id, 1).await;
+    let answered_by = events.iter().find_map(|(_, e)| match &e.kind {
+        Some(Kind::Answered(a)) => a.agent.as_ref().map(|a| a.device_id.clone()),
+        _ => None,
+    });
+    assert_eq!(answered_by.as_deref(), Some(desk.as_str()), "answered on the desk phone");
+    for p in [ada_phone, bob_soft] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}
+
+/// What `POST /v1/calls` refuses, before any phone rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placing_a_call_is_refused_for_bad_numbers_other_agents_devices_foreign_caller_ids_and_no_device() {
+    let api = Api::start_with(|_| {}).await;
+    let gw = &api.gw;
+    let bob_id = user(gw, "Bob", "202").await;
+    device(gw, &bob_id, "bob", "bob-refuse-secret-1").await; // never registers
+    let carol_id = user(gw, "Carol", "203").await;
+    let carol_device = device(gw, &carol_id, "carol", "carol-refuse-secret-1").await;
+    gw.directory().assign_number("+14155550102", &bob_id).await.unwrap();
+    gw.directory().assign_number("+14155550103", &carol_id).await.unwrap();
+    let bob = api.token(&bob_id).await;
+
+    let (status, p) = api.post("/v1/calls", &bob, json!({"to": "call me maybe"})).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_number")), "{p}");
+    let (status, p) = api.post("/v1/calls", &bob, json!({"to": "201", "caller_id": "+14155550103"})).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::FORBIDDEN, Some("caller_id_not_allowed")), "Carol's number: {p}");
+    let (status, p) = api.post("/v1/calls", &bob, json!({"to": "203", "device_id": carol_device})).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::NOT_FOUND, Some("device_not_found")), "{p}");
+    let (status, p) = api.post("/v1/calls", &bob, json!({"to": "203", "caller_id": "+1 415 555 0102"})).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::CONFLICT, Some("no_device")), "an entitled caller ID, but no registered phone: {p}");
+    assert_eq!(gw.live().for_user(&bob_id).len(), 0, "nothing was placed");
     api.gw.stop().await;
 }
