@@ -129,6 +129,11 @@ pub enum Action {
     /// The consultation is over (completed, cancelled, or a party left):
     /// its media stops.
     ConsultEnded,
+    /// A call the gateway originated: the agent's phone on fork `fork`
+    /// answered and carries leg A from now on, its media at `rtp` (its
+    /// formats follow, as [`Action::LegFormats`]). Start the media and place
+    /// the far end now ([`Call::place`]); the agent hears ringback meanwhile.
+    AgentAnswered { fork: usize, rtp: SocketAddr },
     /// The call is over; emitted exactly once.
     Ended { reason: EndReason, hangup_by: HangupBy, sip_status: u16 },
 }
@@ -170,11 +175,25 @@ pub struct Target {
     /// The host name a TLS connection to `dest` must verify, when the
     /// target was named by DNS (`sips:phone.example.com`).
     pub server_name: Option<String>,
+    /// Extra headers of this fork's INVITE (the auto-answer hints).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Target {
     pub fn new(request_uri: impl Into<String>, dest: Destination) -> Target {
-        Target { request_uri: request_uri.into(), dest, credentials: None, route: Vec::new(), server_name: None }
+        Target { request_uri: request_uri.into(), dest, credentials: None, route: Vec::new(), server_name: None, headers: Vec::new() }
+    }
+
+    /// Asks the device to answer by itself: the call was started or taken
+    /// by its agent from the softphone, so ringing would only make the agent
+    /// reach for the handset. Desk phones that allow it honour one of the
+    /// two de-facto headers (`Call-Info: …;answer-after=0`, Polycom, Yealink,
+    /// Cisco, Grandstream, Snom; `Alert-Info: …;info=alert-autoanswer`, older
+    /// firmwares); the others ring as usual.
+    pub fn auto_answer(mut self, host: &str) -> Target {
+        self.headers.push(("Call-Info".into(), format!("<sip:{host}>;answer-after=0")));
+        self.headers.push(("Alert-Info".into(), format!("<http://{host}/>;info=alert-autoanswer")));
+        self
     }
 }
 
@@ -287,14 +306,25 @@ struct OkRetransmit {
     give_up: Instant,
 }
 
-/// Leg A: the caller's dialog (the gateway is UAS).
+/// The caller's own dialog, when the call came in as an INVITE (the
+/// gateway is its UAS).
 #[derive(Debug)]
-struct CallerLeg {
+struct Uas {
     invite: SipMessage,
     source: Destination,
     to_tag: String,
-    offer: AudioDescription,
     dialog: Dialog,
+}
+
+/// Leg A: the caller's dialog (the gateway is UAS), or, for a call the
+/// gateway placed itself (click-to-dial), only what the agent's phone
+/// answered: a fork carries that leg from the start.
+#[derive(Debug)]
+struct CallerLeg {
+    /// `None` for a call the gateway originated ([`Call::originate`]).
+    uas: Option<Uas>,
+    /// The caller's offer; on an originated call, the agent's phone's answer.
+    offer: AudioDescription,
     /// Last provisional or final response to the INVITE.
     last_response: Option<SipMessage>,
     /// Status of the provisional sent (180 or 183).
@@ -378,6 +408,9 @@ pub struct Call {
     /// A parked leg (F4): its party was hung up and nobody carries it
     /// until a replacement answers.
     parked: Option<Leg>,
+    /// A call the gateway originated: the forks ringing the agent's
+    /// devices, one of which becomes leg A before the far end is called.
+    agent_forks: Vec<usize>,
 }
 
 /// Why an initial INVITE cannot become a call.
@@ -415,11 +448,8 @@ impl Call {
             timers,
             state: State::Routing,
             a: CallerLeg {
-                invite,
-                source,
-                to_tag,
+                uas: Some(Uas { invite, source, to_tag, dialog }),
                 offer,
-                dialog,
                 last_response: None,
                 provisional: None,
                 final_status: None,
@@ -445,10 +475,163 @@ impl Call {
             anchors: [None, None],
             last_formats: [Vec::new(), Vec::new()],
             parked: None,
+            agent_forks: Vec::new(),
             linger_until: None,
             ended: false,
             ring_timeout,
         })
+    }
+
+    /// A call the gateway places itself (click-to-dial, RFC 3725 third-party
+    /// call control with the media anchored in the gateway): there is no
+    /// caller's INVITE. [`Call::ring_agent`] rings the agent's devices
+    /// first; the one that answers carries leg A ([`Action::AgentAnswered`])
+    /// and only then is the far end placed with [`Call::place`], as if that
+    /// phone had dialled it. Everything after is an ordinary call.
+    pub fn originate(id: String, local: Local, timers: Timers, ring_timeout: Duration) -> Call {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        let offer = AudioDescription { rtp: nowhere, formats: Vec::new(), direction: Direction::SendRecv, ptime: None, rtcp_mux: false, rtcp: None };
+        Call {
+            id,
+            local,
+            timers,
+            state: State::Routing,
+            a: CallerLeg {
+                uas: None,
+                offer,
+                last_response: None,
+                provisional: None,
+                final_status: None,
+                ok_retransmit: None,
+                sdp_version: 1,
+                answer_sdp: None,
+                reinvite: None,
+                reinvite_ack: None,
+            },
+            forks: Vec::new(),
+            winner: None,
+            early_media_fork: None,
+            media: None,
+            offer_sdp: String::new(),
+            ring_deadline: None,
+            voicemail: false,
+            in_voicemail: false,
+            placed: None,
+            screen_forks: Vec::new(),
+            screening: None,
+            caller_fork: None,
+            replacement: None,
+            anchors: [None, None],
+            last_formats: [Vec::new(), Vec::new()],
+            parked: None,
+            agent_forks: Vec::new(),
+            linger_until: None,
+            ended: false,
+            ring_timeout,
+        }
+    }
+
+    /// Rings the agent's devices for a call the gateway originates, all at
+    /// once, as `who`, offering the gateway's own codecs on leg A's port.
+    /// The first to answer carries leg A ([`Action::AgentAnswered`]) and the
+    /// others are cancelled; none answering within the ring timeout, or all
+    /// refusing, ends the call before the far end was ever called.
+    pub fn ring_agent(&mut self, targets: Vec<Target>, who: &Presentation, media: MediaPorts, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.is_originated() || self.state != State::Routing || !self.agent_forks.is_empty() || targets.is_empty() {
+            return out;
+        }
+        self.media = Some(media);
+        let formats = callee_offer(&[]);
+        let offer = sdp::build_with(session_id(&self.id), 1, media.ip, media.a_port, &formats, Direction::SendRecv, true);
+        for target in targets {
+            self.agent_forks.push(self.forks.len());
+            self.invite_fork(target, who, offer.clone(), &mut out);
+        }
+        self.ring_deadline = Some(now + self.ring_timeout);
+        self.state = State::Calling;
+        out
+    }
+
+    /// Whether fork `i` rings (or rang) an agent's device for a call the
+    /// gateway originated.
+    fn is_agent_fork(&self, i: usize) -> bool {
+        self.agent_forks.contains(&i)
+    }
+
+    /// Whether an originated call still waits for the agent's phone.
+    pub fn agent_ringing(&self) -> bool {
+        self.is_originated() && self.caller_fork.is_none() && !self.ended && self.parked.is_none()
+    }
+
+    /// The agent's phone answered an originated call: it carries leg A, the
+    /// other devices stop ringing, and the far end is to be placed.
+    fn agent_answered(&mut self, i: usize, msg: &SipMessage, now: Instant, out: &mut Vec<Action>) {
+        let Ok(agent) = sdp::parse_audio(&msg.body) else {
+            self.bye_fork(i, &q850(88, "Incompatible destination"), out);
+            self.forks[i].state = ForkState::Done(488);
+            return self.agent_fork_failed(488, now, out);
+        };
+        self.caller_fork = Some(i);
+        for j in self.agent_forks.clone() {
+            if j != i {
+                self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
+            }
+        }
+        let formats = one_codec(&usable(&agent.formats));
+        self.a.offer = AudioDescription { formats: formats.clone(), ..agent.clone() };
+        self.ring_deadline = None;
+        self.state = State::Routing; // the far end is placed next
+        out.push(Action::AgentAnswered { fork: i, rtp: agent.rtp });
+        self.leg_formats(Leg::Caller, formats, agent.rtcp_mux, out);
+    }
+
+    /// A fork to the agent's device failed before any answered: the call
+    /// ends once every one did (or at once on a 6xx: the agent refused it).
+    fn agent_fork_failed(&mut self, status: u16, now: Instant, out: &mut Vec<Action>) {
+        if self.ended || self.caller_fork.is_some() {
+            return;
+        }
+        let global = (600..700).contains(&status);
+        let mut statuses = Vec::new();
+        for j in &self.agent_forks {
+            match self.forks[*j].state {
+                ForkState::Done(s) => statuses.push(s),
+                _ if global => {}
+                _ => return, // another device still rings
+            }
+        }
+        let best = if global { status } else { best_failure(&statuses) };
+        self.cancel_forks(&format!("SIP;cause={best}"), out);
+        let (reason, by) = match map_failure(best) {
+            // The agent's own phone refused: the agent gave up.
+            (_, EndReason::Busy) => (EndReason::Cancelled, HangupBy::Caller),
+            (_, reason) => (reason, HangupBy::System),
+        };
+        self.a.final_status = Some(best);
+        self.end(reason, by, best, now, out);
+    }
+
+    /// The agent answers its ringing call from the softphone: every fork
+    /// still ringing is cancelled and `target` — the agent's chosen device,
+    /// with the auto-answer hints ([`Target::auto_answer`]) — is invited as
+    /// the call's callee was, so a desk phone that honours them picks up by
+    /// itself. The call is answered when it answers, as any fork would; it
+    /// rings for a full ring timeout from now.
+    ///
+    /// A browser leg (WebRTC) will be one more kind of target here: the
+    /// softphone itself as the device the agent answers on.
+    pub fn answer_on(&mut self, target: Target, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.is_ringing() || self.is_originated() {
+            return out;
+        }
+        let Some((_, who)) = self.placed.clone() else { return out };
+        self.cancel_forks("SIP;cause=200;text=\"Call completed elsewhere\"", &mut out);
+        let offer = self.offer_sdp.clone();
+        self.invite_fork(target, &who, offer, &mut out);
+        self.ring_deadline = Some(now + self.ring_timeout);
+        out
     }
 
     /// The caller's offered audio (RTP address and formats).
@@ -456,9 +639,19 @@ impl Call {
         &self.a.offer
     }
 
-    /// The Call-ID of leg A.
+    /// The Call-ID of leg A: the caller's, or on a call the gateway
+    /// originated the fork to the agent's phone that answered (the first
+    /// one placed while they ring; empty before any is).
     pub fn caller_call_id(&self) -> &str {
-        &self.a.dialog.call_id
+        match &self.a.uas {
+            Some(uas) => &uas.dialog.call_id,
+            None => self.caller_fork.or(self.agent_forks.first().copied()).map_or("", |i| self.forks[i].call_id.as_str()),
+        }
+    }
+
+    /// Whether the gateway placed this call itself (no caller's INVITE).
+    pub fn is_originated(&self) -> bool {
+        self.a.uas.is_none()
     }
 
     /// The Call-IDs of the callee forks, in fork order.
@@ -466,9 +659,11 @@ impl Call {
         self.forks.iter().map(|f| f.call_id.as_str())
     }
 
-    /// `100 Trying` for the caller, sent as soon as the INVITE is accepted.
-    pub fn trying(&self) -> Action {
-        Action::Send(self.a.source, make_response(&self.a.invite, 100, None, &self.local.user_agent))
+    /// `100 Trying` for the caller, sent as soon as the INVITE is accepted
+    /// (none for a call the gateway originated).
+    pub fn trying(&self) -> Option<Action> {
+        let uas = self.a.uas.as_ref()?;
+        Some(Action::Send(uas.source, make_response(&uas.invite, 100, None, &self.local.user_agent)))
     }
 
     /// Ends the call before any fork was placed (routing failed, nobody to
@@ -510,8 +705,9 @@ impl Call {
     fn invite_fork(&mut self, target: Target, who: &Presentation, offer: String, out: &mut Vec<Action>) {
         let max_forwards = self
             .a
-            .invite
-            .header("Max-Forwards")
+            .uas
+            .as_ref()
+            .and_then(|u| u.invite.header("Max-Forwards"))
             .and_then(|v| v.trim().parse::<u32>().ok())
             .map(|v| v.saturating_sub(1).max(1))
             .unwrap_or(70);
@@ -545,8 +741,11 @@ impl Call {
         invite
             .push_header("Allow", ALLOW)
             .push_header("User-Agent", self.local.user_agent.clone())
-            .push_header("X-Switchboard-Call-ID", self.id.clone())
-            .set_body("application/sdp", Bytes::from(offer));
+            .push_header("X-Switchboard-Call-ID", self.id.clone());
+        for (name, value) in &target.headers {
+            invite.push_header(name.as_str(), value.clone());
+        }
+        invite.set_body("application/sdp", Bytes::from(offer));
         out.push(Action::Send(target.dest, invite.clone()));
         self.forks.push(Fork {
             target,
@@ -641,6 +840,14 @@ impl Call {
     /// over): BYE to every leg, normal clearing.
     pub fn hang_up(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.is_originated() && !self.ended && self.a.final_status.is_none() {
+            // The agent gives up its own call before the far end answered.
+            self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", &mut out);
+            self.bye_caller(&q850(16, "Normal call clearing"), &mut out);
+            self.a.final_status = Some(487);
+            self.end(EndReason::Cancelled, HangupBy::Caller, 487, now, &mut out);
+            return out;
+        }
         if self.ended || self.a.final_status != Some(200) {
             return out;
         }
@@ -922,7 +1129,7 @@ impl Call {
 
     /// Whether the caller's own dialog no longer carries leg A.
     fn uas_released(&self) -> bool {
-        self.caller_fork.is_some() || self.parked == Some(Leg::Caller)
+        self.a.uas.is_none() || self.caller_fork.is_some() || self.parked == Some(Leg::Caller)
     }
 
     /// Which dialog carries `leg` of the answered call (none while parked).
@@ -1065,7 +1272,7 @@ impl Call {
         }
         let in_dialog = msg.header("To").and_then(NameAddr::parse).is_some_and(|n| n.tag().is_some());
         if in_dialog && method != "ACK" && method != "CANCEL" {
-            if let Err(DialogError::OutOfOrder) = self.a.dialog.on_request(&msg) {
+            if let Some(Err(DialogError::OutOfOrder)) = self.a.uas.as_mut().map(|u| u.dialog.on_request(&msg)) {
                 out.push(Action::Send(source, self.respond(&msg, 500, None)));
                 return out;
             }
@@ -1073,14 +1280,17 @@ impl Call {
         match method.as_str() {
             "INVITE" if !in_dialog => {
                 // A copy the transaction layer no longer knows: repeat.
-                let last = self.a.last_response.clone().unwrap_or_else(|| self.respond(&self.a.invite, 100, None));
-                out.push(Action::Send(self.a.source, last));
+                if let Some(uas) = &self.a.uas {
+                    let last = self.a.last_response.clone().unwrap_or_else(|| self.respond(&uas.invite, 100, None));
+                    out.push(Action::Send(uas.source, last));
+                }
             }
             "INVITE" => self.caller_reoffer(msg, source, true, &mut out),
             "UPDATE" => self.caller_reoffer(msg, source, false, &mut out),
             "ACK" => self.a.ok_retransmit = None,
             "CANCEL" => {
-                out.push(Action::Send(source, self.respond(&msg, 200, Some(&self.a.to_tag.clone()))));
+                let tag = self.a.uas.as_ref().map(|u| u.to_tag.clone());
+                out.push(Action::Send(source, self.respond(&msg, 200, tag.as_deref())));
                 if self.a.final_status.is_none() {
                     self.final_to_caller(487, now, &mut out);
                     self.cancel_forks("SIP;cause=487;text=\"Request terminated\"", &mut out);
@@ -1192,8 +1402,8 @@ impl Call {
             } else if now >= r.next {
                 r.interval = (r.interval * 2).min(self.timers.t2);
                 r.next = now + r.interval;
-                if let Some(ok) = self.a.last_response.clone() {
-                    out.push(Action::Send(self.a.source, ok));
+                if let (Some(ok), Some(uas)) = (self.a.last_response.clone(), &self.a.uas) {
+                    out.push(Action::Send(uas.source, ok));
                 }
             }
         }
@@ -1280,37 +1490,55 @@ impl Call {
     }
 
     fn provisional_to_caller(&mut self, code: u16, sdp: Option<String>, out: &mut Vec<Action>) {
-        let mut r = self.respond(&self.a.invite, code, Some(&self.a.to_tag.clone()));
-        r.push_header("Contact", self.local.contact(&self.a.source)).push_header("Allow", ALLOW);
+        self.a.provisional = Some(code);
+        let Some(uas) = &self.a.uas else { return }; // originated: the agent hears ringback or early media
+        let mut r = self.respond(&uas.invite, code, Some(&uas.to_tag));
+        r.push_header("Contact", self.local.contact(&uas.source)).push_header("Allow", ALLOW);
         if let Some(body) = sdp {
             r.set_body("application/sdp", Bytes::from(body));
         }
-        self.a.provisional = Some(code);
+        let source = uas.source;
         self.a.last_response = Some(r.clone());
-        out.push(Action::Send(self.a.source, r));
+        out.push(Action::Send(source, r));
     }
 
     fn final_to_caller(&mut self, code: u16, _now: Instant, out: &mut Vec<Action>) {
         if self.a.final_status.is_some() {
             return;
         }
-        let mut r = self.respond(&self.a.invite, code, Some(&self.a.to_tag.clone()));
+        let Some(uas) = &self.a.uas else {
+            // A call the gateway placed: the agent's phone, if it answered,
+            // is hung up with the far end's cause.
+            self.a.final_status = Some(code);
+            if let Some(i) = self.caller_fork.filter(|i| self.forks[*i].state == ForkState::Answered) {
+                let reason = q850_for_status(code).unwrap_or_else(|| q850(16, "Normal call clearing"));
+                self.bye_fork(i, &reason, out);
+            }
+            return;
+        };
+        let mut r = self.respond(&uas.invite, code, Some(&uas.to_tag));
         if let Some(reason) = q850_for_status(code) {
             r.push_header("Reason", reason);
         }
+        let source = uas.source;
         self.a.final_status = Some(code);
         self.a.last_response = Some(r.clone());
-        out.push(Action::Send(self.a.source, r));
+        out.push(Action::Send(source, r));
     }
 
     fn ok_to_caller(&mut self, answer: String, now: Instant, out: &mut Vec<Action>) {
-        let mut ok = self.respond(&self.a.invite, 200, Some(&self.a.to_tag.clone()));
-        ok.push_header("Contact", self.local.contact(&self.a.source))
+        let Some(uas) = &self.a.uas else {
+            self.a.final_status = Some(200); // originated: the agent's phone answered long ago
+            return;
+        };
+        let source = uas.source;
+        let mut ok = self.respond(&uas.invite, 200, Some(&uas.to_tag));
+        ok.push_header("Contact", self.local.contact(&source))
             .push_header("Allow", ALLOW)
             .set_body("application/sdp", Bytes::from(answer));
         self.a.final_status = Some(200);
         self.a.last_response = Some(ok.clone());
-        if !self.a.source.is_reliable() {
+        if !source.is_reliable() {
             let t1 = self.timers.t1;
             self.a.ok_retransmit = Some(OkRetransmit { next: now + t1, interval: t1, give_up: now + self.timers.timeout() });
         } else {
@@ -1319,7 +1547,7 @@ impl Call {
             self.a.ok_retransmit =
                 Some(OkRetransmit { next: now + self.timers.timeout(), interval: self.timers.timeout(), give_up: now + self.timers.timeout() });
         }
-        out.push(Action::Send(self.a.source, ok));
+        out.push(Action::Send(source, ok));
     }
 
     /// A re-INVITE or UPDATE from the caller, answered locally.
@@ -1386,12 +1614,10 @@ impl Call {
 
     /// BYE on the caller's own dialog.
     fn bye_uas(&mut self, reason: &str, out: &mut Vec<Action>) {
-        if self.a.final_status != Some(200) {
-            return;
-        }
-        let mut bye = self.a.dialog.request("BYE", &self.local);
+        let Some(uas) = self.a.uas.as_mut().filter(|_| self.a.final_status == Some(200)) else { return };
+        let mut bye = uas.dialog.request("BYE", &self.local);
         bye.push_header("Reason", reason.to_owned()).push_header("User-Agent", self.local.user_agent.clone());
-        out.push(Action::Send(self.a.dialog.flow, bye));
+        out.push(Action::Send(uas.dialog.flow, bye));
     }
 
     /// Sends (or resends after a 491) the pending re-INVITE on `leg`.
@@ -1403,7 +1629,8 @@ impl Call {
         let (dialog, reinvite, version, formats) = match self.carrier(leg) {
             Some(Carrier::Uas) => {
                 let formats = answer_formats(&self.a.offer.formats, &self.a.offer.formats);
-                (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.sdp_version, formats)
+                let Some(uas) = self.a.uas.as_mut() else { return };
+                (&mut uas.dialog, &mut self.a.reinvite, &mut self.a.sdp_version, formats)
             }
             Some(Carrier::Fork(i)) => {
                 // What the fork was offered when it was invited.
@@ -1434,7 +1661,10 @@ impl Call {
         // The gateway owns the Call-ID of the callee legs, not the caller's:
         // §14.1 retry windows 2.1–4 s for the owner, 0–2 s otherwise.
         let (dialog, reinvite, acked, owner) = match carrier {
-            Carrier::Uas => (&mut self.a.dialog, &mut self.a.reinvite, &mut self.a.reinvite_ack, false),
+            Carrier::Uas => {
+                let Some(uas) = self.a.uas.as_mut() else { return };
+                (&mut uas.dialog, &mut self.a.reinvite, &mut self.a.reinvite_ack, false)
+            }
             Carrier::Fork(i) => {
                 let fork = &mut self.forks[i];
                 let Some(d) = fork.dialog.as_mut() else { return };
@@ -1481,7 +1711,7 @@ impl Call {
             out.push(Action::Send(fork.target.dest, cancel));
             return;
         }
-        if self.ended || self.a.final_status.is_some() || fork.cancelled {
+        if self.ended || self.a.final_status.is_some() || fork.cancelled || self.agent_forks.contains(&i) {
             return;
         }
         let early = (!msg.body.is_empty()).then(|| sdp::parse_audio(&msg.body).ok()).flatten();
@@ -1495,7 +1725,10 @@ impl Call {
                 if first {
                     out.push(Action::Ringing);
                 }
-                self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
+                if !self.is_originated() {
+                    // (The agent's phone of an originated call keeps what it answered.)
+                    self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
+                }
                 self.leg_formats(Leg::Callee, usable(&desc.formats), desc.rtcp_mux, out);
                 out.push(Action::EarlyMedia { callee_rtp: desc.rtp });
             }
@@ -1527,6 +1760,9 @@ impl Call {
         fork.state = ForkState::Answered;
         fork.cancel_pending = None;
         let cancelled = fork.cancelled;
+        if !cancelled && !self.ended && self.is_agent_fork(i) && self.caller_fork.is_none() {
+            return self.agent_answered(i, msg, now, out);
+        }
         if !cancelled && !self.ended && self.is_replacement_fork(i) {
             return self.replacement_answered(i, msg, now, out);
         }
@@ -1559,12 +1795,17 @@ impl Call {
                 self.cancel_fork(j, "SIP;cause=200;text=\"Call completed elsewhere\"", out);
             }
         }
-        let answer = self.caller_answer(&callee.formats);
-        let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
-        self.ok_to_caller(answer, now, out);
+        if self.is_originated() {
+            // The agent's phone answered first; its media stays as it is.
+            self.a.final_status = Some(200);
+        } else {
+            let answer = self.caller_answer(&callee.formats);
+            let caller_formats = sdp::parse_audio(answer.as_bytes()).map(|a| a.formats).unwrap_or_default();
+            self.ok_to_caller(answer, now, out);
+            self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
+        }
         self.ring_deadline = None;
         self.state = State::Connected;
-        self.leg_formats(Leg::Caller, caller_formats, self.a.offer.rtcp_mux, out);
         self.leg_formats(Leg::Callee, usable(&callee.formats), callee.rtcp_mux, out);
         out.push(Action::Answered { fork: i, callee_rtp: callee.rtp });
     }
@@ -1615,6 +1856,9 @@ impl Call {
         }
         fork.state = ForkState::Done(status);
         fork.cancel_pending = None;
+        if self.is_agent_fork(i) {
+            return self.agent_fork_failed(status, now, out);
+        }
         if self.is_replacement_fork(i) {
             return self.replacement_fork_failed(status, now, out);
         }
@@ -1645,11 +1889,14 @@ impl Call {
             return;
         }
         let mut statuses = Vec::new();
-        for f in &self.forks {
+        for (_, f) in self.forks.iter().enumerate().filter(|(j, _)| !self.agent_forks.contains(j)) {
             match f.state {
                 ForkState::Done(s) => statuses.push(s),
                 _ => return, // still ringing somewhere
             }
+        }
+        if statuses.is_empty() {
+            return; // an originated call whose far end is not placed yet
         }
         let best = best_failure(&statuses);
         let (code, reason) = map_failure(best);
@@ -1691,9 +1938,13 @@ impl Call {
                     self.bye_caller(&q850(16, "Normal call clearing"), out);
                     self.end(EndReason::Completed, HangupBy::Callee, 200, now, out);
                 } else if leg == Some(Leg::Caller) {
-                    // The phone that replaced the caller hung up.
+                    // The phone that replaced the caller (or the agent's
+                    // phone of an originated call) hung up; before the far
+                    // end answered, that is giving up the call.
                     self.hang_up_callee(&q850(16, "Normal call clearing"), out);
-                    self.end(EndReason::Completed, HangupBy::Caller, 200, now, out);
+                    let (reason, status) = if self.winner.is_some() { (EndReason::Completed, 200) } else { (EndReason::Cancelled, 487) };
+                    self.a.final_status.get_or_insert(status);
+                    self.end(reason, HangupBy::Caller, status, now, out);
                 } else if self.screening == Some(i) {
                     // The screening device hung up: the voicemail goes on.
                     self.screening = None;

@@ -39,6 +39,20 @@ impl Handover {
     }
 }
 
+/// A call an agent places from the softphone (F3, click-to-dial): its
+/// devices ring first and the far end is called once one answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origination {
+    pub user_id: String,
+    /// An extension, a company number or an outside number, as typed.
+    pub to: String,
+    /// One of the agent's entitled caller IDs (checked by the caller of
+    /// [`CallControl::originate`]); the agent's default otherwise.
+    pub caller_id: Option<String>,
+    /// One of the agent's devices; every registered one otherwise.
+    pub device_id: Option<String>,
+}
+
 /// A call waiting in a park slot (F4).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ParkedCall {
@@ -115,6 +129,16 @@ pub enum ControlError {
     Parked(String),
     #[error("no call is parked in slot {0}; it may have been retrieved or ended")]
     ParkSlotEmpty(u32),
+    #[error("call {0} does not ring for you")]
+    NotRingingFor(String),
+    #[error("device {0} is not one of yours")]
+    DeviceNotFound(String),
+    #[error("{0}")]
+    NoDevice(String),
+    /// The far end of a call placed from the softphone cannot be routed:
+    /// `code` is the SIP status a phone dialling it would have got.
+    #[error("{why}")]
+    Unroutable { code: u16, why: String },
     #[error("the gateway is shutting down")]
     Stopped,
 }
@@ -150,6 +174,8 @@ pub(crate) enum Command {
     Park { call_id: String, reply: oneshot::Sender<Result<ParkedCall, ControlError>> },
     Retrieve { slot: u32, user_id: String, reply: oneshot::Sender<Result<(String, Option<AgentInfo>), ControlError>> },
     ListParked { reply: oneshot::Sender<Vec<ParkedCall>> },
+    Originate { request: Origination, reply: oneshot::Sender<Result<String, ControlError>> },
+    Answer { call_id: String, user_id: String, device_id: Option<String>, reply: oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// Handle to control live calls by their Switchboard call id.
@@ -299,6 +325,30 @@ impl CallControl {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::ListParked { reply }).map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// Places a call for an agent (F3, click-to-dial; RFC 3725 third-party
+    /// call control with the media anchored in the gateway): the agent's
+    /// device(s) ring with the auto-answer hints, and once one answers the
+    /// far end is called as if that device had dialled it. Answers the new
+    /// call's id as soon as the agent's devices are being called; the rest
+    /// arrives as call events.
+    pub async fn originate(&self, request: Origination) -> Result<String, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Originate { request, reply }).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Answers a call ringing for `user_id` from the softphone: its other
+    /// forks are cancelled and the agent's chosen device (default: its first
+    /// registered one) is invited again with the auto-answer hints. Answers
+    /// once that device is being called; the call is answered when it
+    /// answers (`call.answered`).
+    pub async fn answer(&self, call_id: &str, user_id: &str, device_id: Option<String>) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Answer { call_id: call_id.to_owned(), user_id: user_id.to_owned(), device_id, reply };
+        self.tx.send(command).map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
 
     /// Puts one leg of an answered call on hold (`on`) or resumes it with a

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::b2bua::{Action, Call, ConsultPorts, EndReason, HangupBy, Leg, LegMedia, Local, MediaPorts, Target, ALLOW};
-use super::control::{Command, ControlError, Handover, MediaCommand, MediaState, ParkedCall};
-use super::routing::{CallerInfo, Origin, RouteOutcome, Router, Started, TransferPlan, TransferTo, TransferredCall};
+use super::b2bua::{Action, Call, ConsultPorts, EndReason, HangupBy, Leg, LegMedia, Local, MediaPorts, Presentation, Target, ALLOW};
+use super::control::{Command, ControlError, Handover, MediaCommand, MediaState, Origination, ParkedCall};
+use super::routing::{AgentDeviceError, CallerInfo, Origin, PlannedFork, RouteOutcome, Router, Started, TransferPlan, TransferTo, TransferredCall};
 use super::trunks::Trunks;
 use super::live::LiveCalls;
 use super::writer::{AgentInfo, CallUpdate, CallWriter, EventWriter};
@@ -128,6 +128,17 @@ enum Work {
     /// A parked call's wait is over: ring its parker back (if it is still
     /// parked as it was when the wait began, `generation`).
     ParkExpired { id: String, generation: u64 },
+    /// A call an agent places from the softphone: its devices, and the far
+    /// end routed as if one of them had dialled it.
+    Originated {
+        id: String,
+        request: Origination,
+        devices: Result<Vec<PlannedFork>, AgentDeviceError>,
+        outcome: Option<RouteOutcome>,
+        reply: tokio::sync::oneshot::Sender<Result<String, ControlError>>,
+    },
+    /// The device an agent answers a ringing call on (from the softphone).
+    AnswerRouted { id: String, devices: Result<Vec<PlannedFork>, AgentDeviceError>, reply: tokio::sync::oneshot::Sender<Result<(), ControlError>> },
 }
 
 /// What authenticating a device's INVITE decided.
@@ -174,6 +185,19 @@ struct Entry {
     consult_relay: Option<MediaRelay>,
     /// Parked (F4): its slot, who parked it, and the wait in progress.
     park: Option<ParkState>,
+    /// A call an agent placed from the softphone (F3): what is still to do.
+    placed: Option<Placed>,
+}
+
+/// A call the gateway originated for an agent: while the agent's devices
+/// ring, the far end and the media ports wait here.
+struct Placed {
+    /// The far end's forks and presentation, placed when the agent's phone answers.
+    far_end: Option<(Vec<Target>, Presentation)>,
+    /// Leg A and leg B's ports; the relay starts once the agent's RTP address is known.
+    ports: Option<(PortPair, PortPair)>,
+    agent_answered: bool,
+    far_end_answered: bool,
 }
 
 /// A call in a park slot.
@@ -558,7 +582,7 @@ impl Manager {
             }
         };
         info!(call_id = %id, sip_call_id, from = %from_number, to = %dialled, peer = %source.addr(), "incoming call");
-        let trying = call.trying();
+        let trying: Vec<Action> = call.trying().into_iter().collect();
         self.by_sip.insert(sip_call_id, (id.clone(), LegKind::Caller));
         self.calls.insert(
             id.clone(),
@@ -583,10 +607,11 @@ impl Manager {
                 consult_ports: None,
                 consult_relay: None,
                 park: None,
+                placed: None,
             },
         );
         metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
-        self.execute(&id, vec![trying]).await;
+        self.execute(&id, trying).await;
         let router = self.router.clone();
         let caller = CallerInfo::from_invite(&invite);
         let work = self.work.clone();
@@ -625,6 +650,14 @@ impl Manager {
             }
             Work::ParkExpired { id, generation } => {
                 self.park_expired(&id, generation);
+                return;
+            }
+            Work::Originated { id, request, devices, outcome, reply } => {
+                self.originated(id, request, devices, outcome, reply).await;
+                return;
+            }
+            Work::AnswerRouted { id, devices, reply } => {
+                self.answer_routed(&id, devices, reply).await;
                 return;
             }
         };
@@ -772,7 +805,7 @@ impl Manager {
             Command::Decline { call_id, reply } => {
                 let result = self
                     .call_action(&call_id, "declined by the agent", |call, now| {
-                        if call.is_ringing() {
+                        if call.is_ringing() && !call.is_originated() {
                             Ok(call.decline(now))
                         } else {
                             Err(ControlError::NotRinging(call_id.clone()))
@@ -781,10 +814,13 @@ impl Manager {
                     .await;
                 let _ = reply.send(result);
             }
+            Command::Originate { request, reply } => self.originate(request, reply),
+            Command::Answer { call_id, user_id, device_id, reply } => self.answer(call_id, user_id, device_id, reply),
             Command::HangUp { call_id, reply } => {
                 let result = self
                     .call_action(&call_id, "hang-up requested", |call, now| {
-                        if call.is_answered() && !call.has_ended() {
+                        // An agent's own call can be given up while it rings.
+                        if (call.is_answered() || call.is_originated()) && !call.has_ended() {
                             Ok(call.hang_up(now))
                         } else {
                             Err(ControlError::NotAnswered(call_id.clone()))
@@ -1068,7 +1104,8 @@ impl Manager {
     }
 
     async fn execute(&mut self, id: &str, actions: Vec<Action>) {
-        for action in actions {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
             match action {
                 Action::Send(dest, msg) => self.send(dest, msg).await,
                 Action::Ringing => {
@@ -1079,16 +1116,30 @@ impl Manager {
                     }
                 }
                 Action::EarlyMedia { callee_rtp } | Action::CalleeMedia { rtp: callee_rtp } => {
-                    if let Some(r) = self.calls.get(id).and_then(|e| e.relay.as_ref()) {
-                        r.set_remote(Side::B, callee_rtp);
+                    if let Some(e) = self.calls.get(id) {
+                        if let Some(r) = &e.relay {
+                            r.set_remote(Side::B, callee_rtp);
+                            if e.placed.is_some() {
+                                // The far end's own early media replaces the ringback.
+                                r.ringback(Side::A, false);
+                            }
+                        }
                     }
                 }
+                Action::AgentAnswered { fork, rtp } => queue.extend(self.agent_answered(id, fork, rtp)),
                 Action::Answered { fork, callee_rtp } => {
                     let record_all = self.deps.record_all;
                     if let Some(e) = self.calls.get_mut(id) {
                         e.answered_at = Some(Instant::now());
+                        if let Some(p) = e.placed.as_mut() {
+                            p.far_end_answered = true;
+                            metrics::counter!("switchboard_calls_placed_total", "result" => "answered").increment(1);
+                        }
                         if let Some(r) = &e.relay {
                             r.set_remote(Side::B, callee_rtp);
+                            if e.placed.is_some() {
+                                r.ringback(Side::A, false);
+                            }
                             if record_all {
                                 r.start_recording(false);
                                 e.media.recording = RecordingState::Recording;
@@ -1535,8 +1586,242 @@ impl Manager {
             .collect()
     }
 
+    /// F3: routes a call an agent places from the softphone off the loop:
+    /// its devices, then the far end as if the first of them (or the one
+    /// named) had dialled it ([`Work::Originated`]).
+    fn originate(&mut self, request: Origination, reply: tokio::sync::oneshot::Sender<Result<String, ControlError>>) {
+        let id = uuid::Uuid::now_v7().to_string();
+        let (router, work, host) = (self.router.clone(), self.work.clone(), self.deps.local.host.clone());
+        let span = info_span!("originate", call_id = %id, user_id = %request.user_id);
+        tokio::spawn(
+            async move {
+                let now = unix_now();
+                let devices = router.agent_devices(&request.user_id, request.device_id.as_deref(), false, &host, now).await;
+                let outcome = match &devices {
+                    Ok(forks) => {
+                        let device = request.device_id.clone().or_else(|| forks.iter().find_map(|f| f.agent.as_ref()?.device_id.clone())).unwrap_or_default();
+                        Some(router.originate(&device, &request.to, request.caller_id.as_deref(), now).await)
+                    }
+                    Err(_) => None,
+                };
+                let _ = work.send(Work::Originated { id, request, devices, outcome, reply });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Creates the call placed from the softphone and rings the agent's
+    /// devices; the far end waits for one of them to answer.
+    async fn originated(
+        &mut self,
+        id: String,
+        request: Origination,
+        devices: Result<Vec<PlannedFork>, AgentDeviceError>,
+        outcome: Option<RouteOutcome>,
+        reply: tokio::sync::oneshot::Sender<Result<String, ControlError>>,
+    ) {
+        let now = std::time::Instant::now();
+        let refuse = |reply: tokio::sync::oneshot::Sender<Result<String, ControlError>>, error: ControlError| {
+            info!(call_id = %id, user_id = %request.user_id, to = %request.to, error = %error, "call from the softphone refused");
+            metrics::counter!("switchboard_calls_placed_total", "result" => "refused").increment(1);
+            let _ = reply.send(Err(error));
+        };
+        let devices = match devices {
+            Ok(d) => d,
+            Err(AgentDeviceError::NotFound(d)) => return refuse(reply, ControlError::DeviceNotFound(d)),
+            Err(AgentDeviceError::NoDevice(why)) => return refuse(reply, ControlError::NoDevice(why)),
+            Err(AgentDeviceError::Lookup(why)) => return refuse(reply, ControlError::Store(why)),
+        };
+        let plan = match outcome {
+            Some(RouteOutcome::Ready(plan)) => plan,
+            Some(RouteOutcome::Refused { code, why }) => return refuse(reply, ControlError::Unroutable { code, why }),
+            Some(RouteOutcome::Unreachable { .. }) => {
+                return refuse(reply, ControlError::Unroutable { code: 480, why: format!("nobody at {} can be rung now", request.to) })
+            }
+            None => return refuse(reply, ControlError::Stopped),
+        };
+        let super::routing::Plan { mailbox, started, presentation, forks, a, b, admin_recording } = *plan;
+        let (mut fork_agents, agent_targets): (Vec<Option<AgentInfo>>, Vec<Target>) = devices.into_iter().map(|f| (f.agent, f.target)).unzip();
+        let (far_agents, far_targets): (Vec<Option<AgentInfo>>, Vec<Target>) = forks.into_iter().map(|f| (f.agent, f.target)).unzip();
+        for t in agent_targets.iter().chain(&far_targets) {
+            if let (Some(name), Destination::Tls(addr)) = (&t.server_name, t.dest) {
+                if let Err(e) = self.deps.transport.set_tls_server_name(addr, name) {
+                    warn!(call_id = %id, name, error = %e, "not a valid TLS server name; the device's certificate is checked by address");
+                }
+            }
+        }
+        // The far end's forks follow the agent's, in the call's fork order.
+        fork_agents.extend(far_agents);
+        let mut call = Call::originate(id.clone(), self.deps.local.clone(), self.deps.timers, self.deps.ring_timeout);
+        let mailbox = mailbox.filter(|_| self.deps.voicemail.is_some() && started.direction != pb::Direction::Outbound);
+        call.set_voicemail(mailbox.is_some());
+        // The agent's phone shows whom it is about to call.
+        let to_agent = Presentation { user: started.to_number.clone(), display: Some(format!("Call to {}", started.to_number)), ..Presentation::default() };
+        let media = MediaPorts { ip: self.deps.media_ip, a_port: a.port, b_port: b.port };
+        let actions = call.ring_agent(agent_targets, &to_agent, media, now);
+        info!(call_id = %id, user_id = %request.user_id, to = %started.to_number, direction = ?started.direction, devices = call.fork_call_ids().count(), "placing a call from the softphone: ringing the agent");
+        let direction = started.direction;
+        let fork_ids: Vec<String> = call.fork_call_ids().map(str::to_owned).collect();
+        self.calls.insert(
+            id.clone(),
+            Entry {
+                call,
+                writer: None,
+                relay: None,
+                agent: None,
+                fork_agents,
+                started_at: Instant::now(),
+                started_at_ms: now_ms(),
+                answered_at: None,
+                scheduled: None,
+                from_number: String::new(),
+                to_number: String::new(),
+                media: MediaStatus::default(),
+                mailbox,
+                admin_recording,
+                direction,
+                from_display: String::new(),
+                transfer: None,
+                consult_ports: None,
+                consult_relay: None,
+                park: None,
+                placed: Some(Placed { far_end: Some((far_targets, presentation)), ports: Some((a, b)), agent_answered: false, far_end_answered: false }),
+            },
+        );
+        metrics::gauge!("switchboard_calls_active").set(self.calls.len() as f64);
+        for f in fork_ids {
+            self.by_sip.insert(f, (id.clone(), LegKind::Callee));
+        }
+        self.begin_events(&id, started);
+        let _ = reply.send(Ok(id.clone()));
+        self.execute(&id, actions).await;
+    }
+
+    /// The agent's phone answered its call placed from the softphone: the
+    /// media starts (ringback to the agent) and the far end is called.
+    fn agent_answered(&mut self, id: &str, fork: usize, rtp: std::net::SocketAddr) -> Vec<Action> {
+        let now = std::time::Instant::now();
+        let Some(e) = self.calls.get_mut(id) else { return Vec::new() };
+        let Some(placed) = e.placed.as_mut() else { return Vec::new() };
+        placed.agent_answered = true;
+        let (Some((a, b)), Some((targets, presentation))) = (placed.ports.take(), placed.far_end.take()) else { return Vec::new() };
+        // The owner's device is the one that answered.
+        if let (Some(owner), Some(Some(who))) = (e.agent.as_mut(), e.fork_agents.get(fork)) {
+            if owner.user_id == who.user_id {
+                owner.device_id = who.device_id.clone();
+            }
+        }
+        let ctx = MediaContext {
+            call_id: id.to_owned(),
+            started_at_ms: e.started_at_ms,
+            customer: super::control::customer_side(e.direction == pb::Direction::Outbound),
+            hold_music: self.deps.hold_music.clone(),
+            recordings: self.deps.recordings.clone(),
+            recording_format: self.deps.recording_format,
+            writer: e.writer.clone(),
+            notices: self.notices.clone(),
+            threads: self.deps.media_threads.clone(),
+        };
+        let relay = MediaRelay::start(ctx, a, b, rtp);
+        // Until the far end answers or sends early media of its own.
+        relay.ringback(Side::A, true);
+        let media = MediaPorts { ip: self.deps.media_ip, a_port: relay.a_port, b_port: relay.b_port };
+        e.relay = Some(relay);
+        let before = e.call.fork_call_ids().count();
+        let actions = e.call.place(targets, &presentation, media, now);
+        let ids: Vec<String> = e.call.fork_call_ids().skip(before).map(str::to_owned).collect();
+        info!(call_id = %id, forks = ids.len(), "the agent answered; calling the far end");
+        for f in ids {
+            self.by_sip.insert(f, (id.to_owned(), LegKind::Callee));
+        }
+        actions
+    }
+
+    /// Answers a ringing call from the softphone: which of the agent's
+    /// devices takes it is looked up off the loop ([`Work::AnswerRouted`]).
+    fn answer(&mut self, call_id: String, user_id: String, device_id: Option<String>, reply: tokio::sync::oneshot::Sender<Result<(), ControlError>>) {
+        let Some(e) = self.calls.get(&call_id) else {
+            let _ = reply.send(Err(ControlError::NoSuchCall(call_id)));
+            return;
+        };
+        if !e.call.is_ringing() || e.call.is_originated() {
+            let _ = reply.send(Err(ControlError::NotRinging(call_id)));
+            return;
+        }
+        if !e.fork_agents.iter().flatten().any(|a| a.user_id == user_id) {
+            let _ = reply.send(Err(ControlError::NotRingingFor(call_id)));
+            return;
+        }
+        let (router, work, host) = (self.router.clone(), self.work.clone(), self.deps.local.host.clone());
+        let span = info_span!("answer", call_id = %call_id, user_id = %user_id);
+        tokio::spawn(
+            async move {
+                let devices = router.agent_devices(&user_id, device_id.as_deref(), true, &host, unix_now()).await;
+                let _ = work.send(Work::AnswerRouted { id: call_id, devices, reply });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Invites the agent's chosen device, with the auto-answer hints, in
+    /// place of every fork still ringing.
+    async fn answer_routed(&mut self, id: &str, devices: Result<Vec<PlannedFork>, AgentDeviceError>, reply: tokio::sync::oneshot::Sender<Result<(), ControlError>>) {
+        let now = std::time::Instant::now();
+        let fork = match devices.map(|d| d.into_iter().next()) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                let _ = reply.send(Err(ControlError::NoDevice("none of your devices can ring".into())));
+                return;
+            }
+            Err(e) => {
+                let error = match e {
+                    AgentDeviceError::NotFound(d) => ControlError::DeviceNotFound(d),
+                    AgentDeviceError::NoDevice(why) => ControlError::NoDevice(why),
+                    AgentDeviceError::Lookup(why) => ControlError::Store(why),
+                };
+                metrics::counter!("switchboard_calls_answered_from_api_total", "result" => "refused").increment(1);
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let Some(e) = self.calls.get_mut(id) else {
+            let _ = reply.send(Err(ControlError::NoSuchCall(id.to_owned())));
+            return;
+        };
+        let actions = e.call.answer_on(fork.target, now);
+        if actions.is_empty() {
+            let _ = reply.send(Err(ControlError::NotRinging(id.to_owned())));
+            return;
+        }
+        let count = e.call.fork_call_ids().count();
+        e.fork_agents.resize(count - 1, None);
+        let device = fork.agent.as_ref().and_then(|a| a.device_id.clone()).unwrap_or_default();
+        e.fork_agents.push(fork.agent);
+        if let Some(f) = e.call.fork_call_ids().last().map(str::to_owned) {
+            self.by_sip.insert(f, (id.to_owned(), LegKind::Callee));
+        }
+        info!(call_id = %id, device, "answering from the softphone: the device is asked to answer by itself");
+        metrics::counter!("switchboard_calls_answered_from_api_total", "result" => "invited").increment(1);
+        let _ = reply.send(Ok(()));
+        self.execute(id, actions).await;
+    }
+
     fn ended(&mut self, id: &str, reason: EndReason, hangup_by: HangupBy, sip_status: u16) {
         let Some(e) = self.calls.get_mut(id) else { return };
+        if let Some(p) = e.placed.as_mut().filter(|p| !p.far_end_answered) {
+            // A call placed from the softphone that never connected.
+            let result = match (p.agent_answered, reason) {
+                (false, EndReason::Cancelled) => "agent_declined",
+                (false, _) => "agent_no_answer",
+                (true, EndReason::NoAnswer) => "no_answer",
+                (true, EndReason::Busy) => "busy",
+                (true, EndReason::Cancelled) => "cancelled",
+                (true, EndReason::Voicemail) => "voicemail",
+                (true, _) => "failed",
+            };
+            metrics::counter!("switchboard_calls_placed_total", "result" => result).increment(1);
+            p.ports = None;
+        }
         if let Some(p) = e.park.take() {
             self.park_slots.remove(&p.slot);
         }

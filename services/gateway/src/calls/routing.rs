@@ -309,6 +309,75 @@ impl Router {
     }
 }
 
+/// Why the agent's devices cannot be rung for a call it places or answers
+/// from the softphone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentDeviceError {
+    #[error("device {0} is not one of yours")]
+    NotFound(String),
+    #[error("{0}")]
+    NoDevice(String),
+    #[error("the directory could not be read ({0}); try again")]
+    Lookup(String),
+}
+
+impl Router {
+    /// The agent's devices that ring for a call it places (click-to-dial)
+    /// or answers from the softphone, each asked to answer by itself
+    /// ([`Target::auto_answer`]): the named device (its registrations, else
+    /// its provisioned contact), else every device with a live
+    /// registration. `first_only` keeps only the first of them (answering
+    /// a call rings one device).
+    pub async fn agent_devices(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        first_only: bool,
+        host: &str,
+        now_unix: u64,
+    ) -> Result<Vec<PlannedFork>, AgentDeviceError> {
+        let lookup = |e: crate::directory::DirectoryError| AgentDeviceError::Lookup(e.to_string());
+        let user = self.directory.get_user(user_id).await.map_err(lookup)?;
+        let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
+        let mut forks = Vec::new();
+        match device_id {
+            Some(wanted) => {
+                let Some(device) = devices.into_iter().find(|d| d.id == wanted) else { return Err(AgentDeviceError::NotFound(wanted.to_owned())) };
+                forks = self.forks_of(&[crate::directory::Member { user, devices: vec![device] }], None, now_unix).await;
+            }
+            None => {
+                for device in devices {
+                    let who = agent(&user, Some(device.id.clone()));
+                    match self.registrations.bindings(&device.id, now_unix).await {
+                        Ok(bindings) => forks.extend(bindings.into_iter().map(|b| PlannedFork { agent: Some(who.clone()), target: Target::new(b.contact, b.source) })),
+                        Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; the device is not rung"),
+                    }
+                }
+            }
+        }
+        if first_only {
+            forks.truncate(1);
+        }
+        if forks.is_empty() {
+            let why = match device_id {
+                Some(d) => format!("device {d} is not registered and has no fixed address; sign in on it first"),
+                None => "none of your devices is registered; sign in on a phone first, or name a device with device_id".to_owned(),
+            };
+            return Err(AgentDeviceError::NoDevice(why));
+        }
+        Ok(forks.into_iter().map(|f| PlannedFork { agent: f.agent, target: f.target.auto_answer(host) }).collect())
+    }
+
+    /// Routes the far end of a call the agent places from the softphone,
+    /// exactly as if `device` (the agent's) had dialled `dialled` with
+    /// `caller_id` in From: an extension or company number rings
+    /// internally, anything else leaves through the trunk.
+    pub async fn originate(&self, device: &str, dialled: &str, caller_id: Option<&str>, now_unix: u64) -> RouteOutcome {
+        let caller = CallerInfo { user: caller_id.unwrap_or_default().to_owned(), display: String::new(), private: false };
+        self.placed_by_device(device, dialled, &caller, now_unix).await
+    }
+}
+
 /// Where the agent's side of an answered call goes (F8 transfer, F16
 /// move).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -215,6 +215,9 @@ pub struct Bridge {
     /// Held party, if any: it hears `hold_music`, and neither party hears the other.
     held: Option<Side>,
     hold_music: Arc<Prompt>,
+    /// The side hearing the gateway's ringback tone (an agent's own call
+    /// while the far end rings without early media).
+    ringback: Option<Side>,
     /// The recorders: the agent's (index 0) and an administrator policy's
     /// (index 1, admin-only); pausing pauses both.
     recordings: [Option<RecordingTap>; 2],
@@ -240,6 +243,7 @@ impl Bridge {
             customer,
             held: None,
             hold_music,
+            ringback: None,
             recordings: [None, None],
             voicemail: None,
             screening: false,
@@ -313,12 +317,31 @@ impl Bridge {
                 self.stop_player(previous);
             }
             self.held = Some(side);
+            if self.ringback == Some(side) {
+                self.ringback = None;
+            }
             let leg = &mut self.legs[side as usize];
             leg.player = Some(Player::new(self.hold_music.clone(), true));
             leg.next_frame = Some(now);
         } else if self.held == Some(side) {
             self.held = None;
             self.stop_player(side);
+        }
+    }
+
+    /// Plays the ringback tone to `side` (it hears nothing else meanwhile)
+    /// or stops it. Hold music wins over ringback.
+    pub fn ringback(&mut self, side: Side, on: bool, now: Instant) {
+        if on && self.held != Some(side) {
+            self.ringback = Some(side);
+            let leg = &mut self.legs[side as usize];
+            leg.player = Some(Player::new(Prompt::ringback(), true));
+            leg.next_frame = Some(now);
+        } else if !on && self.ringback == Some(side) {
+            self.ringback = None;
+            if self.held != Some(side) {
+                self.stop_player(side);
+            }
         }
     }
 
@@ -1006,6 +1029,31 @@ mod tests {
         assert_eq!(first.payload[0], g711::linear_to_ulaw(-8000), "the music's first sample");
         b.hold(Side::A, false, ms(t0, 300));
         assert!(matches!(send(&mut b, Side::B, &rtp::build(0, 10, 320, 7, &[0x22; 160]), ms(t0, 305)).0, Verdict::Forward { to: Side::A, .. }));
+    }
+
+    #[test]
+    fn ringback_plays_to_one_side_until_stopped_and_lets_the_far_end_through_after() {
+        let t0 = Instant::now();
+        let mut b = bridge(t0);
+        b.ringback(Side::A, true, t0);
+        assert_eq!(send(&mut b, Side::B, &rtp::build(0, 1, 0, 7, &[0x22; 160]), ms(t0, 5)).0, Verdict::Drop, "ringback, not the far end");
+        let mut out = Vec::new();
+        for i in 1..=10 {
+            b.poll(ms(t0, 20 * i), &mut out);
+        }
+        let tone: Vec<&Outgoing> = out.iter().filter(|o| !o.rtcp && o.dest == addr(A_PEER)).collect();
+        assert!(tone.len() >= 10, "a frame every 20 ms: {}", tone.len());
+        let first = rtp::parse(&tone[1].bytes).unwrap();
+        assert!(first.payload.iter().any(|b| *b != g711::ULAW_SILENCE), "a tone, not silence");
+        assert!(out.iter().all(|o| o.dest != addr(B_PEER) || o.rtcp), "the far end hears nothing of it");
+        // Hold music takes over from ringback, and resuming leaves no tone behind.
+        b.hold(Side::A, true, ms(t0, 220));
+        b.ringback(Side::A, false, ms(t0, 230));
+        assert_eq!(b.held(), Some(Side::A));
+        b.hold(Side::A, false, ms(t0, 240));
+        b.ringback(Side::A, true, ms(t0, 250));
+        b.ringback(Side::A, false, ms(t0, 260));
+        assert!(matches!(send(&mut b, Side::B, &rtp::build(0, 2, 160, 7, &[0x22; 160]), ms(t0, 265)).0, Verdict::Forward { to: Side::A, .. }));
     }
 
     #[test]

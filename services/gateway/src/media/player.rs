@@ -95,6 +95,21 @@ impl Prompt {
         Prompt::from_samples("beep", samples).expect("a beep has samples")
     }
 
+    /// The ringback tone a caller hears while the far end rings, when the
+    /// far end sends no early media of its own: North American ringing
+    /// (ITU-T E.180: 440 + 480 Hz, two seconds on, four off), one cadence
+    /// to loop. Made once and shared by every call.
+    pub fn ringback() -> Arc<Prompt> {
+        static RINGBACK: std::sync::OnceLock<Arc<Prompt>> = std::sync::OnceLock::new();
+        RINGBACK
+            .get_or_init(|| {
+                let tone = |i: usize, hz: f64| (i as f64 * 2.0 * std::f64::consts::PI * hz / 8000.0).sin();
+                let samples = (0..6 * 8000).map(|i| if i < 2 * 8000 { ((tone(i, 440.0) + tone(i, 480.0)) * 3000.0) as i16 } else { 0 }).collect();
+                Arc::new(Prompt::from_samples("ringback", samples).expect("ringback has samples"))
+            })
+            .clone()
+    }
+
     /// Samples at 8 kHz.
     pub fn len(&self) -> usize {
         self.linear.len()
@@ -204,6 +219,16 @@ mod tests {
         let mut again = Player::new(p.clone(), true);
         again.next_linear(&mut linear);
         assert_eq!(&linear[..], &p.samples()[..FRAME]);
+    }
+
+    #[test]
+    fn ringback_is_two_seconds_of_tone_then_four_of_silence() {
+        let r = Prompt::ringback();
+        assert_eq!(r.len(), 6 * 8000);
+        let energy = |s: &[i16]| s.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / s.len() as f64;
+        assert!(energy(&r.samples()[..16000]) > 1_000_000.0, "audible while on");
+        assert_eq!(energy(&r.samples()[16000..]), 0.0, "silent while off");
+        assert!(Arc::ptr_eq(&r, &Prompt::ringback()), "made once");
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(super) enum Control {
     Replace(Side, SocketAddr),
     Codec(Side, LegCodec),
     Hold(Side, bool),
+    Ringback(Side, bool),
     Mute(Side, bool),
     SendDtmf(Side, String),
     InfoDigit(Side, char, Option<Duration>),
@@ -192,6 +193,12 @@ impl MediaRelay {
     /// Puts a side on hold (it hears music) or resumes it.
     pub fn hold(&self, side: Side, on: bool) {
         self.send(Control::Hold(side, on));
+    }
+
+    /// Plays the ringback tone to a side (an agent's own call while the
+    /// far end rings without early media) or stops it.
+    pub fn ringback(&self, side: Side, on: bool) {
+        self.send(Control::Ringback(side, on));
     }
 
     /// Mutes a side towards the other.
@@ -336,6 +343,10 @@ impl CallMedia {
             Control::Hold(side, on) => {
                 info!(call_id, side = side.as_str(), on, "hold");
                 self.bridge.hold(side, on, now);
+            }
+            Control::Ringback(side, on) => {
+                debug!(call_id, side = side.as_str(), on, "ringback");
+                self.bridge.ringback(side, on, now);
             }
             Control::Mute(side, on) => {
                 info!(call_id, side = side.as_str(), on, "mute");

@@ -1,6 +1,7 @@
-//! The agent's calls and what it can do on them (F4, F6, F8, F12, F13,
-//! F16, F17): list, hold, mute, DTMF, recording, hang up, screen and pick
-//! up, move to another device, transfer, park and retrieve, notes, rate.
+//! The agent's calls and what it can do on them (F3, F4, F6, F8, F12, F13,
+//! F16, F17): place a call (click-to-dial), answer a ringing one, list,
+//! hold, mute, DTMF, recording, hang up, screen and pick up, move to
+//! another device, transfer, park and retrieve, notes, rate.
 //!
 //! An agent sees and controls only the calls it may see on its event
 //! stream (its own, ringing for it, answered by it, transferred or parked
@@ -20,7 +21,7 @@ use utoipa::ToSchema;
 use super::AgentApi;
 use crate::api::auth::Principal;
 use crate::api::problem::{Json, Path, Problem};
-use crate::calls::control::{customer_side, ControlError, Handover, MediaCommand, MediaState, ParkedCall, RecordCommand, RecordingState, Side, TransferTo};
+use crate::calls::control::{customer_side, ControlError, Handover, MediaCommand, MediaState, Origination, ParkedCall, RecordCommand, RecordingState, Side, TransferTo};
 use crate::calls::live::{CallDirection, CallParty, CallState, CallView, RecordingStatus};
 
 /// `GET /v1/calls`.
@@ -144,6 +145,37 @@ pub struct TransferRequest {
     pub mode: TransferMode,
 }
 
+/// Body of `POST /v1/calls` (F3, click-to-dial).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": "+44 20 7123 4567", "caller_id": "+14155550100", "device_id": "0193a1d2-5b7e-7c3a-9f00-4d2c1b0a9e88"}))]
+pub struct NewCall {
+    /// An extension, a company number (both ring internally) or an outside
+    /// number, as dialled on a phone: digits, `*`, `#` and a leading `+`;
+    /// spaces, dashes, dots and parentheses are ignored.
+    pub to: String,
+    /// The number the far end is shown: one of `GET /v1/me/caller-ids`
+    /// (default: the first of them).
+    #[serde(default)]
+    pub caller_id: Option<String>,
+    /// The agent's device that places the call; without it, every
+    /// registered device of the agent rings and the first to answer does.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+/// Body of `POST /v1/calls/{id}/answer`.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"device_id": "0193a1d2-5b7e-7c3a-9f00-4d2c1b0a9e88"}))]
+pub struct AnswerRequest {
+    /// The agent's device that takes the call; default: its first
+    /// registered device. (A browser softphone leg, WebRTC, will be one
+    /// more choice here.)
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
 fn not_found(call_id: &str) -> Problem {
     Problem::not_found("call_not_found", format!("no call {call_id} of yours is live; it may have ended"))
 }
@@ -162,7 +194,26 @@ pub(super) fn control_problem(e: ControlError) -> Problem {
         e @ (ControlError::NoTransfer(_) | ControlError::NotConsulting(_)) => Problem::conflict("no_transfer", e.to_string()),
         e @ ControlError::Parked(_) => Problem::conflict("call_parked", e.to_string()),
         e @ ControlError::ParkSlotEmpty(_) => Problem::not_found("park_slot_empty", e.to_string()),
+        e @ ControlError::NotRingingFor(_) => Problem::conflict("call_state", e.to_string()),
+        e @ ControlError::DeviceNotFound(_) => Problem::not_found("device_not_found", e.to_string()),
+        e @ ControlError::NoDevice(_) => Problem::conflict("no_device", e.to_string()),
+        ControlError::Unroutable { code, why } => match code {
+            484 => Problem::bad_request("invalid_number", why),
+            403 => Problem::forbidden("caller_id_not_allowed", why),
+            503 => Problem::unavailable("routing_unavailable", why).with_retry_after(5),
+            _ => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", why),
+        },
     }
+}
+
+/// The number as a phone would dial it (separators dropped), if it is one.
+fn dialable(raw: &str) -> Option<String> {
+    let number: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
+    let ok = !number.is_empty()
+        && number.len() <= 32
+        && number.char_indices().all(|(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
+        && number != "+";
+    ok.then_some(number)
 }
 
 impl AgentApi {
@@ -247,6 +298,84 @@ fn sides(view: &CallView) -> (Side, Side) {
     let customer = customer_side(view.direction == CallDirection::Outbound);
     let agent = if customer == Side::A { Side::B } else { Side::A };
     (customer, agent)
+}
+
+/// Places a call (F3, click-to-dial). The gateway first calls the agent's
+/// device — the one named, else every registered one — asking desk phones
+/// to answer by themselves; the first to answer is the agent's side, and
+/// only then is `to` called, exactly as if that phone had dialled it (an
+/// extension or company number rings internally, anything else leaves
+/// through the trunk presenting `caller_id`). While the far end rings the
+/// agent hears its early media, or a ringback tone. Answers 201 with the
+/// new call (ringing) as soon as the agent's device is being called; what
+/// follows arrives on the event stream. The agent's device not answering,
+/// or the far end failing, ends the call (`call.ended`).
+#[utoipa::path(post, path = "/v1/calls", tag = "calls", security(("session" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retried request places the call once")),
+    request_body = NewCall,
+    responses((status = 201, body = CallView), (status = 400, description = "`to` is not a number or extension", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "the caller ID is not one of the agent's", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "the device is not one of the agent's", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "the agent has no registered device", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "the number cannot be reached from here (no trunk, nobody to ring)", body = Problem, content_type = "application/problem+json")))]
+pub async fn place(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Json(c): Json<NewCall>) -> Result<(StatusCode, Json<CallView>), Problem> {
+    let Some(to) = dialable(&c.to) else {
+        return Err(Problem::bad_request("invalid_number", format!("{:?} is not a number or extension that can be dialled", c.to)));
+    };
+    let caller_id = match c.caller_id.as_deref().map(str::trim) {
+        None => None,
+        Some(raw) => {
+            let entitled = api.directory.entitled_numbers(&me.user_id).await.map_err(|e| Problem::internal("reading the agent's caller IDs failed", &e))?;
+            match crate::directory::normalise_number(raw).ok().filter(|n| entitled.contains(n)) {
+                Some(n) => Some(n),
+                None => return Err(Problem::forbidden("caller_id_not_allowed", format!("{raw} is not one of your caller IDs (GET /v1/me/caller-ids)"))),
+            }
+        }
+    };
+    let request = Origination { user_id: me.user_id.clone(), to: to.clone(), caller_id, device_id: c.device_id };
+    // The call as `call.started` shows it (ringing), even when the agent's
+    // phone answers by itself before this answer leaves.
+    let mut stream = api.live.subscribe(&me.user_id).events;
+    let id = api.control.originate(request).await.map_err(control_problem)?;
+    info!(call_id = %id, user_id = %me.user_id, to, "call placed through the agent API");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(event) = stream.recv().await {
+            if let Some(call) = event.call.as_ref().filter(|c| c.id == id) {
+                return Some(call.clone());
+            }
+        }
+        None
+    })
+    .await;
+    match first.ok().flatten().or_else(|| api.live.view_for(&id, &me.user_id)) {
+        Some(view) => Ok((StatusCode::CREATED, Json(view))),
+        None => Err(Problem::unavailable("call_state_pending", format!("call {id} was placed but its state is not recorded yet; GET /v1/calls/{id}")).with_retry_after(1)),
+    }
+}
+
+/// Answers a call ringing for the agent from the softphone: the devices
+/// still ringing are cancelled and the chosen device (default: the agent's
+/// first registered one) is called again, asked to answer by itself (desk
+/// phones that allow it pick up without a hand on the handset). The call
+/// is answered when that device answers (`call.answered` on the stream).
+#[utoipa::path(post, path = "/v1/calls/{id}/answer", tag = "calls", security(("session" = [])), params(("id" = String, Path, description = "call id"),
+    ("Idempotency-Key" = Option<String>, Header, description = "repeats with the same key and body answer the first answer")),
+    request_body = AnswerRequest,
+    responses((status = 200, body = CallView), (status = 404, description = "no such call of the agent's, or the device is not the agent's", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "the call no longer rings (or not for the agent), or the agent has no registered device", body = Problem, content_type = "application/problem+json")))]
+pub async fn answer(
+    State(api): State<AgentApi>,
+    Extension(me): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(a): Json<AnswerRequest>,
+) -> Result<Json<CallView>, Problem> {
+    let view = api.own_call(&me, &id)?;
+    if view.state != CallState::Ringing {
+        return Err(Problem::conflict("call_state", format!("call {id} is not ringing; only a ringing call can be answered")));
+    }
+    api.control.answer(&id, &me.user_id, a.device_id).await.map_err(control_problem)?;
+    info!(call_id = %id, user_id = %me.user_id, "answered through the agent API");
+    Ok(Json(view))
 }
 
 /// The agent's calls.

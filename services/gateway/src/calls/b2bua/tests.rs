@@ -936,3 +936,179 @@ fn a_parked_caller_side_is_released_and_the_far_end_ending_the_call_hangs_up_nob
     assert_eq!(sends(&out), vec![(phone(), "200".into())]);
     assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Callee, sip_status: 200 }));
 }
+
+// ---- calls the gateway originates (click-to-dial, F3) ----
+
+fn trunk() -> Destination {
+    Destination::Udp("127.0.0.1:15070".parse().unwrap())
+}
+
+/// An originated call ringing the agent's desk and cell phones (with the
+/// auto-answer hints); returns their INVITEs.
+fn originated(t0: Instant) -> (Call, Vec<SipMessage>) {
+    let mut call = Call::originate("call-9".into(), local(), Timers::default(), Duration::from_secs(30));
+    let targets = [desk(), cell()].iter().map(|d| Target::new(format!("sip:agent@{}", d.addr()), *d).auto_answer("127.0.0.1")).collect();
+    let who = Presentation { user: "+442071234567".into(), display: Some("Call to +442071234567".into()), ..Presentation::default() };
+    let out = call.ring_agent(targets, &who, media(), t0);
+    let inv = invites(&out);
+    assert_eq!(inv.len(), 2);
+    (call, inv)
+}
+
+fn far_end() -> Vec<Target> {
+    vec![Target::new("sip:+442071234567@127.0.0.1:15070", trunk())]
+}
+
+#[test]
+fn an_originated_call_rings_the_agent_first_with_auto_answer_hints_then_the_far_end() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    assert!(call.is_originated() && call.agent_ringing() && call.is_ringing());
+    assert!(call.trying().is_none(), "no caller's INVITE to answer");
+    assert_eq!(inv[0].header("Call-Info"), Some("<sip:127.0.0.1>;answer-after=0"));
+    assert_eq!(inv[0].header("Alert-Info"), Some("<http://127.0.0.1/>;info=alert-autoanswer"));
+    assert_eq!(sdp_port(&inv[0]), 20000, "the agent is offered leg A's port");
+    assert_eq!(call.caller_call_id(), inv[0].header("Call-ID").unwrap());
+    // The agent's phone ringing is not the call ringing: nothing is reported.
+    let out = call.on_callee_message(reply(&inv[0], 180, "d", None), desk(), t0);
+    assert!(out.is_empty(), "{out:?}");
+
+    let out = call.on_callee_message(reply(&inv[1], 200, "c", Some(17000)), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "ACK".into()), (desk(), "CANCEL".into())]);
+    let rtp: SocketAddr = "127.0.0.1:17000".parse().unwrap();
+    let at = out.iter().position(|a| *a == Action::AgentAnswered { fork: 1, rtp }).expect("the agent answered");
+    assert!(matches!(&out[at + 1], Action::LegFormats { leg: Leg::Caller, formats, .. } if formats[0].payload_type == 8), "{out:?}");
+    assert!(!out.iter().any(|a| matches!(a, Action::Answered { .. } | Action::Ringing)), "the call is not answered yet");
+    assert!(!call.agent_ringing());
+
+    // Now the far end, as if the phone had dialled it; offered the agent's codec first.
+    let out = call.place(far_end(), &caller(), media(), t0);
+    let far = invites(&out);
+    assert_eq!(far.len(), 1);
+    assert_eq!(far[0].header("Call-Info"), None, "no hints towards the far end");
+    assert_eq!(sdp_port(&far[0]), 20002);
+    assert_eq!(sdp::parse_audio(&far[0].body).unwrap().formats[0].payload_type, 8);
+    let out = call.on_callee_message(reply(&far[0], 180, "f", None), trunk(), t0);
+    assert_eq!(out, vec![Action::Ringing], "ringing reported, no SIP towards the agent");
+    let out = call.on_callee_message(reply(&far[0], 200, "f", Some(18000)), trunk(), t0);
+    assert_eq!(sends(&out), vec![(trunk(), "ACK".into())], "the agent's phone hears nothing of it in SIP");
+    assert!(out.contains(&Action::Answered { fork: 2, callee_rtp: "127.0.0.1:18000".parse().unwrap() }));
+    assert!(!out.iter().any(|a| matches!(a, Action::LegFormats { leg: Leg::Caller, .. })), "the agent keeps its codec");
+    assert!(call.is_answered());
+
+    // An ordinary call afterwards: hold goes to the agent's fork, BYE from it ends the call.
+    let out = call.hold(Leg::Caller, true, t0);
+    assert_eq!(sends(&out), vec![(cell(), "INVITE".into())]);
+    let out = call.on_callee_message(request_on_fork("BYE", &inv[1], 2, None), cell(), t0);
+    assert_eq!(sends(&out), vec![(cell(), "200".into()), (trunk(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Completed, hangup_by: HangupBy::Caller, sip_status: 200 }));
+}
+
+#[test]
+fn an_originated_call_nobody_answers_ends_before_the_far_end_is_called() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 180, "d", None), desk(), t0);
+    call.on_callee_message(reply(&inv[1], 180, "c", None), cell(), t0);
+    let deadline = call.next_deadline().unwrap();
+    assert_eq!(deadline, t0 + Duration::from_secs(30));
+    let out = call.on_timer(deadline);
+    assert_eq!(sends(&out), vec![(desk(), "CANCEL".into()), (cell(), "CANCEL".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::NoAnswer, hangup_by: HangupBy::System, sip_status: 480 }));
+    assert!(call.place(far_end(), &caller(), media(), deadline).is_empty(), "the far end is never called");
+}
+
+#[test]
+fn the_agents_phone_declining_its_own_call_cancels_it() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[1], 180, "c", None), cell(), t0);
+    assert!(call.on_callee_message(reply(&inv[0], 486, "d", None), desk(), t0).iter().all(|a| !matches!(a, Action::Ended { .. })), "the cell still rings");
+    let out = call.on_callee_message(reply(&inv[1], 603, "c", None), cell(), t0);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Cancelled, hangup_by: HangupBy::Caller, sip_status: 603 }), "{out:?}");
+}
+
+#[test]
+fn the_far_end_failing_hangs_up_the_agents_phone_with_the_cause() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 200, "d", Some(17000)), desk(), t0);
+    let far = invites(&call.place(far_end(), &caller(), media(), t0));
+    // The cancelled cell answering 487 changes nothing.
+    assert!(call.on_callee_message(reply(&inv[1], 487, "c", None), cell(), t0).iter().all(|a| !matches!(a, Action::Ended { .. })));
+    let out = call.on_callee_message(reply(&far[0], 486, "f", None), trunk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "BYE".into())]);
+    assert_eq!(sent(&out, "BYE").header("Reason"), Some("Q.850;cause=17;text=\"User busy\""));
+    assert!(out.contains(&Action::Ended { reason: EndReason::Busy, hangup_by: HangupBy::Callee, sip_status: 486 }));
+}
+
+#[test]
+fn the_far_end_not_answering_or_the_agent_giving_up_ends_an_originated_call() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 200, "d", Some(17000)), desk(), t0);
+    let far = invites(&call.place(far_end(), &caller(), media(), t0));
+    call.on_callee_message(reply(&far[0], 180, "f", None), trunk(), t0);
+    let t1 = t0 + Duration::from_secs(30);
+    let out = call.on_timer(t1);
+    assert_eq!(sends(&out), vec![(trunk(), "CANCEL".into()), (desk(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::NoAnswer, hangup_by: HangupBy::System, sip_status: 480 }));
+
+    // The agent hangs up its phone while the far end rings: the far end is cancelled.
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 200, "d", Some(17000)), desk(), t0);
+    let far = invites(&call.place(far_end(), &caller(), media(), t0));
+    call.on_callee_message(reply(&far[0], 180, "f", None), trunk(), t0);
+    let out = call.on_callee_message(request_on_fork("BYE", &inv[0], 2, None), desk(), t0);
+    assert_eq!(sends(&out), vec![(desk(), "200".into()), (trunk(), "CANCEL".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Cancelled, hangup_by: HangupBy::Caller, sip_status: 487 }));
+
+    // Or gives up from the softphone.
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 200, "d", Some(17000)), desk(), t0);
+    let far = invites(&call.place(far_end(), &caller(), media(), t0));
+    call.on_callee_message(reply(&far[0], 183, "f", Some(18000)), trunk(), t0);
+    let out = call.hang_up(t0);
+    assert_eq!(sends(&out), vec![(trunk(), "CANCEL".into()), (desk(), "BYE".into())]);
+    assert!(out.contains(&Action::Ended { reason: EndReason::Cancelled, hangup_by: HangupBy::Caller, sip_status: 487 }));
+}
+
+#[test]
+fn early_media_of_the_far_end_reaches_the_agent_without_sip() {
+    let t0 = Instant::now();
+    let (mut call, inv) = originated(t0);
+    call.on_callee_message(reply(&inv[0], 200, "d", Some(17000)), desk(), t0);
+    let far = invites(&call.place(far_end(), &caller(), media(), t0));
+    let out = call.on_callee_message(reply(&far[0], 183, "f", Some(18000)), trunk(), t0);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    assert!(out.contains(&Action::EarlyMedia { callee_rtp: "127.0.0.1:18000".parse().unwrap() }));
+    assert!(out.contains(&Action::Ringing));
+    assert!(!out.iter().any(|a| matches!(a, Action::LegFormats { leg: Leg::Caller, .. })));
+}
+
+#[test]
+fn answering_from_the_softphone_cancels_the_ringing_forks_and_invites_the_chosen_device_to_answer_by_itself() {
+    let t0 = Instant::now();
+    let (mut call, inv) = placed(&[phone(), laptop()], t0);
+    call.on_callee_message(reply(&inv[0], 180, "t0", None), phone(), t0);
+    let t1 = t0 + Duration::from_secs(10);
+    let out = call.answer_on(Target::new(format!("sip:agent@{DESK}"), desk()).auto_answer("127.0.0.1"), t1);
+    assert_eq!(sends(&out), vec![(phone(), "CANCEL".into()), (desk(), "INVITE".into())], "the laptop, still trying, is cancelled once it rings (§9.1)");
+    let again = sent(&out, "INVITE");
+    assert_eq!(again.header("Call-Info"), Some("<sip:127.0.0.1>;answer-after=0"));
+    assert!(again.header("From").unwrap().starts_with("\"Carrier\" <sip:+12125550123@"), "the same caller is shown");
+    assert_eq!(sdp_port(again), 20002);
+    assert!(call.next_deadline().unwrap() >= t1 + Duration::from_secs(30), "a full ring time for the chosen device");
+    // The laptop is cancelled once it rings.
+    let cancels = sends(&call.on_callee_message(reply(&inv[1], 180, "t1", None), laptop(), t1));
+    assert_eq!(cancels, vec![(laptop(), "CANCEL".into())]);
+    assert!(call.on_callee_message(reply(&inv[0], 487, "t0", None), phone(), t1).is_empty());
+    assert!(call.on_callee_message(reply(&inv[1], 487, "t1", None), laptop(), t1).is_empty(), "the call still rings on the desk");
+    let out = call.on_callee_message(reply(again, 200, "dk", Some(17200)), desk(), t1);
+    assert!(out.contains(&Action::Answered { fork: 2, callee_rtp: "127.0.0.1:17200".parse().unwrap() }));
+    assert_eq!(sends(&out), vec![(desk(), "ACK".into()), (carrier(), "200".into())]);
+    // Not once the call is answered, nor for a call the gateway placed.
+    assert!(call.answer_on(Target::new(format!("sip:agent@{DESK}"), desk()), t1).is_empty());
+    let (mut mine, _) = originated(t0);
+    assert!(mine.answer_on(Target::new(format!("sip:agent@{DESK}"), desk()), t0).is_empty());
+}
