@@ -287,3 +287,126 @@ async fn placing_a_call_is_refused_for_bad_numbers_other_agents_devices_foreign_
     assert_eq!(gw.live().for_user(&bob_id).len(), 0, "nothing was placed");
     api.gw.stop().await;
 }
+
+/// A trunk whose far end is `address` (trunk calls from 127.0.0.1 trusted).
+fn trunk_at(address: String) -> impl FnOnce(&mut switchboard_gateway::config::GatewayConfig) {
+    move |c| {
+        c.sip.trunks = vec![switchboard_gateway::config::TrunkConfig {
+            name: "carrier".into(),
+            address: Some(address),
+            inbound_from: vec!["127.0.0.1/32".into()],
+            ..Default::default()
+        }];
+        c.sip.trunk_options_interval_secs = 0;
+    }
+}
+
+/// F3 + F5 out through the trunk: Bob clicks to dial an outside number
+/// presenting the second of his two numbers; the outside phone (baresip
+/// behind the trunk) sees that number in From and P-Asserted-Identity and
+/// both talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_dial_out_through_the_trunk_presents_the_chosen_caller_id() {
+    const OUTSIDE: &str = "+442071234567";
+    let workdir = tempfile::tempdir().unwrap();
+    let audio = workdir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let bob_mic = speech(&audio, "bob", "Hello, this is Bob from Acme, returning your call about the order.", 10);
+    let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut outside = Baresip::start_with_audio(
+        workdir.path(),
+        "outside",
+        unused,
+        PhoneAccount { username: OUTSIDE, password: "unused", answermode: "auto", register: false },
+        &outside_mic,
+    )
+    .await;
+    let api = Api::start_with(trunk_at(outside.sip.to_string())).await;
+    let gw = &api.gw;
+    let bob_id = user(gw, "Bob", "202").await;
+    device(gw, &bob_id, "bob", "bob-trunk-secret-1").await;
+    gw.directory().assign_number("+14155550102", &bob_id).await.unwrap();
+    gw.directory().assign_number("+14155550103", &bob_id).await.unwrap();
+    let bob = api.token(&bob_id).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut bob_phone = phone(gw, "bob", "bob-trunk-secret-1", &bob_mic).await;
+
+    let (status, view) = api.post("/v1/calls", &bob, json!({"to": "+44 20 7123 4567", "caller_id": "+14155550103"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    assert_eq!(view["direction"], "outbound", "{view}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    outside.event("CALL_ESTABLISHED", 20).await;
+    let answered = stream_event(&mut bob_events, &id, AgentEventKind::Answered).await;
+    assert_eq!(answered.to_number, OUTSIDE);
+    let t_answered = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await; // let them talk: the audio is the assertion
+    let talked = t_answered.elapsed().as_secs_f64();
+    let (status, _) = api.post(&format!("/v1/calls/{id}/hangup"), &bob, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    bob_phone.event("CALL_CLOSED", 10).await;
+    outside.event("CALL_CLOSED", 10).await;
+
+    let invite = messages_received(&outside).into_iter().find(|m| m.starts_with("INVITE ")).expect("the outside phone was called");
+    assert!(invite.starts_with(&format!("INVITE sip:{OUTSIDE}@")), "{invite}");
+    assert!(header(&invite, "From").is_some_and(|f| f.contains("+14155550103")), "the chosen caller ID: {invite}");
+    assert!(header(&invite, "P-Asserted-Identity").is_some_and(|f| f.contains("+14155550103")), "{invite}");
+    assert!(header(&invite, "Call-Info").is_none(), "no auto-answer hint to the far end: {invite}");
+
+    let (bob_said, outside_said) = (read_mono(&bob_mic), read_mono(&outside_mic));
+    let end = talked.min(4.5);
+    let bob_heard = read_mono(&bob_phone.heard());
+    let outside_heard = read_mono(&outside.heard());
+    let lead = (bob_heard.len() as f64 - outside_heard.len() as f64) / 8000.0;
+    let like_outside = similarity(window(&bob_heard, lead.max(0.0) + 0.5, lead.max(0.0) + end), &outside_said);
+    let like_bob = similarity(window(&outside_heard, 0.5, end), &bob_said);
+    assert!(like_outside > 0.6, "Bob hears the outside party ({like_outside:.2})");
+    assert!(like_bob > 0.6, "the outside party hears Bob ({like_bob:.2})");
+
+    let events = call_events(gw, &id, 1).await;
+    let s = started(&events);
+    assert_eq!(s.direction, pb::Direction::Outbound as i32);
+    assert_eq!(s.owner.as_ref().map(|o| o.user_id.as_str()), Some(bob_id.as_str()), "Bob owns his call");
+    assert_eq!(s.from.as_ref().map(|p| p.number.as_str()), Some("+14155550103"));
+    assert_eq!(gw.metric("switchboard_calls_placed_total{result=\"answered\"}").await, 1.0);
+    bob_phone.quit().await;
+    outside.quit().await;
+    api.gw.stop().await;
+}
+
+/// The far end declines a placed call: the agent's phone, already
+/// answered, is hung up, and the call ends busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_end_that_declines_ends_the_placed_call_and_hangs_up_the_agents_phone() {
+    let trunk_port = support::free_udp_port(CARRIER_IP);
+    let api = Api::start_with(trunk_at(format!("{CARRIER_IP}:{trunk_port}"))).await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let bob_mic = speech(&audio, "bob", "Hello?", 3);
+    let bob_id = user(gw, "Bob", "202").await;
+    device(gw, &bob_id, "bob", "bob-decline-secret-1").await;
+    gw.directory().assign_number("+14155550102", &bob_id).await.unwrap();
+    let bob = api.token(&bob_id).await;
+    let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut bob_phone = phone(gw, "bob", "bob-decline-secret-1", &bob_mic).await;
+    let far_end = Sipp::spawn(gw.dir.path(), SippRun { label: "far-end", scenario: "device_uas_decline.xml", ip: CARRIER_IP, remote: None, service: None, port: trunk_port });
+
+    let (status, view) = api.post("/v1/calls", &bob, json!({"to": "+442071234567"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    let closed = bob_phone.event("CALL_CLOSED", 20).await;
+    far_end.succeeds().await;
+    let ended = stream_event(&mut bob_events, &id, AgentEventKind::Ended).await;
+    assert_eq!(serde_json::to_value(ended.end_reason).unwrap(), "busy", "{closed}");
+    assert_eq!(ended.answered_at_ms, None, "nobody answered at the far end");
+
+    let events = call_events(gw, &id, 1).await;
+    let end = events.iter().find_map(|(_, e)| match &e.kind { Some(Kind::Ended(x)) => Some(x.clone()), _ => None }).expect("call.ended");
+    assert_eq!((end.reason(), end.sip_status), (pb::EndReason::Busy, 603));
+    assert!(!events.iter().any(|(k, _)| k == "call.answered"), "{:?}", events.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    assert_eq!(gw.metric("switchboard_calls_placed_total{result=\"busy\"}").await, 1.0);
+    bob_phone.quit().await;
+    api.gw.stop().await;
+}
