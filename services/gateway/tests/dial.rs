@@ -410,3 +410,53 @@ async fn a_far_end_that_declines_ends_the_placed_call_and_hangs_up_the_agents_ph
     bob_phone.quit().await;
     api.gw.stop().await;
 }
+
+/// A click-to-dial retried with the same `Idempotency-Key` (a flaky
+/// network, a double click) places one call and answers the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_click_to_dial_places_one_call() {
+    let api = Api::start_with(|_| {}).await;
+    let gw = &api.gw;
+    let audio = gw.subdir("audio");
+    let mic = speech(&audio, "mic", "Hello?", 3);
+    let ada_id = user(gw, "Ada", "201").await;
+    device(gw, &ada_id, "ada", "ada-once-secret-1").await;
+    let bob_id = user(gw, "Bob", "202").await;
+    device(gw, &bob_id, "bob", "bob-once-secret-1").await;
+    let bob = api.token(&bob_id).await;
+    let mut ada_phone = phone(gw, "ada", "ada-once-secret-1", &mic).await;
+    let mut bob_phone = phone(gw, "bob", "bob-once-secret-1", &mic).await;
+
+    let dial = || {
+        api.http
+            .post(format!("{}/v1/calls", api.base))
+            .bearer_auth(&bob)
+            .header("Idempotency-Key", "click-201-once")
+            .json(&json!({"to": "201"}))
+            .send()
+    };
+    let first = dial().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let again = dial().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers().get("Idempotent-Replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "the same call");
+    let id = first["id"].as_str().unwrap().to_owned();
+    bob_phone.event("CALL_ESTABLISHED", 10).await;
+    ada_phone.event("CALL_ESTABLISHED", 20).await;
+    let (status, _) = api.post(&format!("/v1/calls/{id}/hangup"), &bob, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    bob_phone.event("CALL_CLOSED", 10).await;
+    ada_phone.event("CALL_CLOSED", 10).await;
+
+    let invites = messages_received(&bob_phone).into_iter().filter(|m| m.starts_with("INVITE ")).count();
+    assert_eq!(invites, 1, "Bob's phone was called once");
+    let events = gw.events_after_calls_ended(1).await;
+    assert_eq!(events.iter().filter(|(k, _)| k == "call.started").count(), 1, "one call in the log");
+    for p in [ada_phone, bob_phone] {
+        p.quit().await;
+    }
+    api.gw.stop().await;
+}
