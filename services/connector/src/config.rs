@@ -65,6 +65,11 @@ pub struct SalesforceConfig {
     /// which makes every write an idempotent upsert.
     #[serde(default = "default_task_external_id_field")]
     pub task_external_id_field: String,
+    /// The Case field marked as External ID that holds the assignment id of
+    /// a new Case an agent asked for, so creating it is an idempotent upsert
+    /// and a retry after a crash finds the same Case.
+    #[serde(default = "default_case_external_id_field")]
+    pub case_external_id_field: String,
     /// Upper bound for one HTTP request to Salesforce, in seconds.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
@@ -91,6 +96,9 @@ fn default_api_version() -> String {
 fn default_task_external_id_field() -> String {
     "Switchboard_Key__c".to_owned()
 }
+fn default_case_external_id_field() -> String {
+    "Switchboard_Assignment_Id__c".to_owned()
+}
 fn default_request_timeout_secs() -> u64 {
     30
 }
@@ -116,6 +124,7 @@ impl SalesforceConfig {
             private_key_file: private_key_file.into(),
             api_version: default_api_version(),
             task_external_id_field: default_task_external_id_field(),
+            case_external_id_field: default_case_external_id_field(),
             request_timeout_secs: default_request_timeout_secs(),
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
@@ -250,6 +259,12 @@ impl SalesforceConfig {
                 "must be the API name of a Task field marked External ID, e.g. Switchboard_Key__c",
             ));
         }
+        if !is_field_name(&self.case_external_id_field) {
+            return Err(invalid(
+                "salesforce.case_external_id_field",
+                "must be the API name of a Case field marked External ID, e.g. Switchboard_Assignment_Id__c",
+            ));
+        }
         if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
             return Err(invalid("salesforce.request_timeout_secs", "must be between 1 and 600 seconds"));
         }
@@ -365,6 +380,9 @@ mod tests {
         let mut sf = salesforce();
         sf.task_external_id_field = "Bad Field".into();
         assert_eq!(sf.validate().unwrap_err().key, "salesforce.task_external_id_field");
+        let mut sf = salesforce();
+        sf.case_external_id_field = "Case Id".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.case_external_id_field");
 
         let mut kafka = KafkaConsumerConfig::new("localhost:9092", "events", "events");
         assert_eq!(kafka.validate().unwrap_err().key, "kafka.dead_letter_topic");
@@ -388,6 +406,7 @@ mod tests {
         let ok: SalesforceConfig =
             serde_json::from_str(r#"{"consumer_key":"k","username":"u","private_key_file":"/k.pem"}"#).unwrap();
         assert_eq!(ok.task_external_id_field, "Switchboard_Key__c");
+        assert_eq!(ok.case_external_id_field, "Switchboard_Assignment_Id__c");
         assert_eq!(ok.api_version, "62.0");
     }
 

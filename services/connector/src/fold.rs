@@ -13,6 +13,18 @@
 //! Who gets a Task: the call's owner (the user the number routes to, or who
 //! placed the call) and every agent that answered it. Agents that only rang
 //! get none, so a hunt group does not flood every member with missed calls.
+//!
+//! Who and What (F10, F11, F14, F15, decision 0017): the record an agent
+//! relates the call to (`call.related`: a Contact or Lead becomes the Task's
+//! `WhoId`, an Account its `WhatId`) and the Case or Opportunity it assigns
+//! the call to (`call.assigned`: the `WhatId`, winning over an Account) are
+//! facts of the call, not of the agent who chose them: the caller is the
+//! same person for every agent of the call, so they apply to every agent's
+//! Task, and the last one (highest sequence) counts, whoever sent it. A new
+//! Case the agent asked for is created first, once, by an upsert on its
+//! assignment id ([`Plan::case`]), and the Tasks then link to it. Salesforce
+//! refuses a `WhatId` next to a Lead `WhoId`: the Lead stays, the `WhatId`
+//! is left out and [`TaskSync::note`] says why.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -232,6 +244,61 @@ pub struct RecordingFacts {
     pub admin_only: bool,
 }
 
+/// The record an agent said the caller is (`call.related`, F15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedFacts {
+    /// Sequence of the event: the highest one counts.
+    pub sequence: u64,
+    /// The agent who chose it.
+    pub user_id: String,
+    /// `Contact`, `Lead` or `Account`, as the event named it.
+    pub object_type: String,
+    /// The record's id.
+    pub record_id: String,
+    /// The record's name when it was chosen, for notes.
+    pub name: String,
+}
+
+/// The Case or Opportunity an agent assigned the call to, or a new Case it
+/// asked for (`call.assigned`, F10, F11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentFacts {
+    /// Sequence of the event: the highest one counts.
+    pub sequence: u64,
+    /// Names the assignment; a new Case is upserted by it.
+    pub assignment_id: String,
+    /// The agent who assigned the call.
+    pub user_id: String,
+    /// `Case` or `Opportunity`, as the event named it.
+    pub object_type: String,
+    /// The existing record; empty for a new Case.
+    pub record_id: String,
+    /// A new Case's subject.
+    pub subject: String,
+    /// A new Case's description.
+    pub description: String,
+    /// An existing record's name, for notes.
+    pub name: String,
+}
+
+impl AssignmentFacts {
+    /// Asks for a new Case rather than naming an existing record.
+    pub fn is_new_case(&self) -> bool {
+        self.record_id.is_empty() && self.object_type.trim().eq_ignore_ascii_case("Case")
+    }
+}
+
+/// What became of a new Case an agent asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSync {
+    /// The Case's record id once Salesforce holds it.
+    pub salesforce_id: Option<String>,
+    /// Salesforce's error code when it refused the Case for good.
+    pub error_code: Option<String>,
+    /// Salesforce's message when it refused the Case for good.
+    pub message: Option<String>,
+}
+
 /// Sync status of the Task of one agent of the call, persisted per
 /// (call, agent) so that a replay or a crash never writes twice or loses a
 /// write.
@@ -252,6 +319,10 @@ pub struct TaskSync {
     pub skipped: Option<String>,
     /// How many writes Salesforce accepted.
     pub writes: u32,
+    /// Why a link the agent chose is not on the Task (e.g. a Case next to a
+    /// Lead, which Salesforce refuses), for the agent to be shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A permanent refusal by Salesforce.
@@ -296,6 +367,16 @@ pub struct CallState {
     pub recordings: BTreeMap<String, RecordingFacts>,
     /// Agents by Switchboard user id.
     pub agents: BTreeMap<String, AgentFacts>,
+    /// The latest record an agent related the call to.
+    #[serde(default)]
+    pub related: Option<RelatedFacts>,
+    /// The latest assignment to a Case or Opportunity.
+    #[serde(default)]
+    pub assignment: Option<AssignmentFacts>,
+    /// New Cases by assignment id. A Case's id is kept even when a later
+    /// assignment replaces its assignment, so it is never created twice.
+    #[serde(default)]
+    pub cases: BTreeMap<String, CaseSync>,
     /// Task sync status by user id. Persisted apart from the call facts (one
     /// row per Task), hence skipped here.
     #[serde(skip)]
@@ -313,6 +394,43 @@ pub struct Skip {
     pub reason: String,
 }
 
+/// The upsert that creates a new Case an agent asked for, to be sent to
+/// Salesforce before the Tasks that link to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseWrite {
+    /// Value of the Case external id field: the assignment id.
+    pub assignment_id: String,
+    /// The Case's fields, named as Salesforce names them.
+    pub fields: CaseFields,
+}
+
+/// The fields of a new Case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseFields {
+    /// The agent's subject (255 characters at most).
+    #[serde(rename = "Subject")]
+    pub subject: String,
+    /// The agent's description (32,000 characters at most).
+    #[serde(rename = "Description")]
+    pub description: String,
+    /// Always `Phone`.
+    #[serde(rename = "Origin")]
+    pub origin: String,
+    /// The related Contact, when the caller was related to one.
+    #[serde(rename = "ContactId", skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    /// The assigning agent's Salesforce user, when linked.
+    #[serde(rename = "OwnerId", skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+}
+
+impl CaseWrite {
+    /// The JSON body of the upsert.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(&self.fields).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
 /// One upsert of one Task, to be sent to Salesforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskWrite {
@@ -325,6 +443,10 @@ pub struct TaskWrite {
     /// The Task is not known to exist yet, so create-only fields
     /// (`TaskSubtype`) are sent.
     pub create: bool,
+    /// Links the connector wrote before and no longer derives (`WhoId`,
+    /// `WhatId`), sent as null so Salesforce drops them. Links it never
+    /// wrote are left out, so one set by hand in Salesforce stays.
+    pub clear: Vec<&'static str>,
 }
 
 impl TaskWrite {
@@ -337,6 +459,11 @@ impl TaskWrite {
                 map.insert("TaskSubtype".to_owned(), serde_json::Value::from("Call"));
             }
         }
+        if let Some(map) = body.as_object_mut() {
+            for field in &self.clear {
+                map.insert((*field).to_owned(), serde_json::Value::Null);
+            }
+        }
         body
     }
 }
@@ -344,6 +471,11 @@ impl TaskWrite {
 /// What the fold wants done after an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// A new Case to create first. When set, nothing else is planned: the
+    /// caller reports the answer ([`CallState::record_case_created`] or
+    /// [`CallState::record_case_rejected`]) and plans again, so the Tasks
+    /// are written once, already linked to the Case.
+    pub case: Option<CaseWrite>,
     /// Upserts due now, one per Task whose fields changed.
     pub writes: Vec<TaskWrite>,
     /// Agents newly found to get no Task (each reported once).
@@ -383,6 +515,13 @@ pub struct TaskFields {
     /// Parties, result, talk time and recording links (32,000 characters at most).
     #[serde(rename = "Description")]
     pub description: String,
+    /// The related Contact or Lead; omitted when none.
+    #[serde(rename = "WhoId", skip_serializing_if = "Option::is_none", default)]
+    pub who_id: Option<String>,
+    /// The assigned Case or Opportunity, else the related Account; omitted
+    /// when none (always next to a Lead).
+    #[serde(rename = "WhatId", skip_serializing_if = "Option::is_none", default)]
+    pub what_id: Option<String>,
 }
 
 impl CallState {
@@ -465,9 +604,32 @@ impl CallState {
             | Kind::Rating(_)
             | Kind::Screening(_)
             | Kind::Note(_)
-            | Kind::Related(_)
-            | Kind::Assigned(_)
             | Kind::Parked(_) => return Ok(Applied::Ignored),
+            Kind::Related(related) => {
+                if self.related.as_ref().is_none_or(|r| seq > r.sequence) {
+                    self.related = Some(RelatedFacts {
+                        sequence: seq,
+                        user_id: related.user_id.trim().to_owned(),
+                        object_type: related.object_type.trim().to_owned(),
+                        record_id: related.record_id.trim().to_owned(),
+                        name: related.name.trim().to_owned(),
+                    });
+                }
+            }
+            Kind::Assigned(assigned) => {
+                if self.assignment.as_ref().is_none_or(|a| seq > a.sequence) {
+                    self.assignment = Some(AssignmentFacts {
+                        sequence: seq,
+                        assignment_id: assigned.assignment_id.trim().to_owned(),
+                        user_id: assigned.user_id.trim().to_owned(),
+                        object_type: assigned.object_type.trim().to_owned(),
+                        record_id: assigned.record_id.trim().to_owned(),
+                        subject: assigned.subject.clone(),
+                        description: assigned.description.clone(),
+                        name: assigned.name.trim().to_owned(),
+                    });
+                }
+            }
             Kind::RecordingAvailable(recording) => {
                 let id = if recording.recording_id.is_empty() {
                     format!("seq-{seq}")
@@ -519,8 +681,13 @@ impl CallState {
         if self.ended.is_none() {
             return plan;
         }
+        if let Some(case) = self.case_due() {
+            plan.case = Some(case);
+            return plan;
+        }
+        let links = self.links();
         for user_id in self.task_agents() {
-            let derived = self.task_fields(&user_id);
+            let derived = self.task_fields(&user_id, &links);
             let sync = self.tasks.entry(user_id.clone()).or_default();
             let fields = match derived {
                 Ok(fields) => fields,
@@ -533,14 +700,25 @@ impl CallState {
                 }
             };
             sync.skipped = None;
+            sync.note = links.note.clone();
             if sync.last_written.as_ref() == Some(&fields) || sync.rejected.as_ref().is_some_and(|r| r.fields == fields) {
                 continue;
+            }
+            let mut clear = Vec::new();
+            if let Some(last) = &sync.last_written {
+                if last.who_id.is_some() && fields.who_id.is_none() {
+                    clear.push("WhoId");
+                }
+                if last.what_id.is_some() && fields.what_id.is_none() {
+                    clear.push("WhatId");
+                }
             }
             plan.writes.push(TaskWrite {
                 external_id: external_id(&self.call_id, &user_id),
                 user_id,
                 fields,
                 create: !sync.created,
+                clear,
             });
         }
         plan
@@ -558,6 +736,127 @@ impl CallState {
         sync.writes += 1;
     }
 
+    /// Salesforce holds the new Case of `assignment_id` as `salesforce_id`.
+    pub fn record_case_created(&mut self, assignment_id: &str, salesforce_id: String) {
+        let case = self.cases.entry(assignment_id.to_owned()).or_default();
+        case.salesforce_id = Some(salesforce_id);
+        case.error_code = None;
+        case.message = None;
+    }
+
+    /// Salesforce refused the new Case of `assignment_id` for good; it has
+    /// been dead-lettered, and the Tasks are written without it.
+    pub fn record_case_rejected(&mut self, assignment_id: &str, error_code: &str, message: &str) {
+        let case = self.cases.entry(assignment_id.to_owned()).or_default();
+        case.error_code = Some(error_code.to_owned());
+        case.message = Some(message.to_owned());
+    }
+
+    /// The new Case to create now: the latest assignment asks for one that
+    /// Salesforce neither holds nor refused.
+    fn case_due(&self) -> Option<CaseWrite> {
+        let assignment = self.assignment.as_ref().filter(|a| a.is_new_case() && !a.assignment_id.is_empty())?;
+        if self.cases.get(&assignment.assignment_id).is_some_and(|c| c.salesforce_id.is_some() || c.error_code.is_some()) {
+            return None;
+        }
+        let contact_id = self
+            .related
+            .as_ref()
+            .filter(|r| r.object_type.eq_ignore_ascii_case("Contact") && is_salesforce_id(&r.record_id))
+            .map(|r| r.record_id.clone());
+        let owner_id = self
+            .agents
+            .get(&assignment.user_id)
+            .map(|a| a.salesforce_user_id.clone())
+            .filter(|id| is_salesforce_id(id));
+        Some(CaseWrite {
+            assignment_id: assignment.assignment_id.clone(),
+            fields: CaseFields {
+                subject: truncate_utf16(assignment.subject.trim(), SHORT_TEXT_MAX),
+                description: truncate_utf16(&assignment.description, DESCRIPTION_MAX),
+                origin: "Phone".to_owned(),
+                contact_id,
+                owner_id,
+            },
+        })
+    }
+
+    /// `WhoId` and `WhatId` of every Task of the call, and why a chosen
+    /// record is not among them.
+    fn links(&self) -> Links {
+        let mut links = Links::default();
+        let mut notes = Vec::new();
+        let mut account = None;
+        if let Some(related) = &self.related {
+            let label = record_label(&related.object_type, &related.name, &related.record_id);
+            let object = related.object_type.to_ascii_lowercase();
+            if !is_salesforce_id(&related.record_id) {
+                notes.push(format!("{label} is not linked: {:?} is not a Salesforce record id", related.record_id));
+            } else {
+                match object.as_str() {
+                    "contact" => links.who_id = Some(related.record_id.clone()),
+                    "lead" => {
+                        links.who_id = Some(related.record_id.clone());
+                        links.who_is_lead = true;
+                    }
+                    "account" => account = Some(related.record_id.clone()),
+                    _ => notes.push(format!("{label} is not linked: only a Contact, Lead or Account can be related")),
+                }
+            }
+        }
+        let mut assigned = None;
+        if let Some(assignment) = &self.assignment {
+            let label = if assignment.is_new_case() {
+                format!("the new Case {:?}", assignment.subject.trim())
+            } else {
+                record_label(&assignment.object_type, &assignment.name, &assignment.record_id)
+            };
+            let object = assignment.object_type.to_ascii_lowercase();
+            if assignment.is_new_case() {
+                let case = self.cases.get(&assignment.assignment_id);
+                match case {
+                    _ if assignment.assignment_id.is_empty() => {
+                        notes.push(format!("{label} was not created: the assignment has no id"))
+                    }
+                    Some(CaseSync { salesforce_id: Some(id), .. }) => assigned = Some((label, id.clone())),
+                    Some(CaseSync { error_code: Some(code), message, .. }) => notes.push(format!(
+                        "{label} was not created: Salesforce refused it ({code}: {})",
+                        message.as_deref().unwrap_or_default()
+                    )),
+                    _ => {}
+                }
+            } else if !matches!(object.as_str(), "case" | "opportunity") {
+                notes.push(format!("{label} is not linked: only a Case or Opportunity can be assigned"));
+            } else if !is_salesforce_id(&assignment.record_id) {
+                notes.push(format!("{label} is not linked: {:?} is not a Salesforce record id", assignment.record_id));
+            } else {
+                assigned = Some((label, assignment.record_id.clone()));
+            }
+        }
+        let what = match (assigned, account) {
+            (Some((label, id)), _) => Some((label, id)),
+            (None, Some(id)) => {
+                let related = self.related.as_ref().map(|r| record_label(&r.object_type, &r.name, &r.record_id));
+                Some((related.unwrap_or_default(), id))
+            }
+            (None, None) => None,
+        };
+        if let Some((label, id)) = what {
+            if links.who_is_lead {
+                let lead = self.related.as_ref().map(|r| record_label(&r.object_type, &r.name, &r.record_id)).unwrap_or_default();
+                notes.push(format!(
+                    "{label} is not linked: the Task is related to {lead}, and Salesforce allows no Related To record next to a Lead"
+                ));
+            } else {
+                links.what_id = Some(id);
+            }
+        }
+        if !notes.is_empty() {
+            links.note = Some(notes.join("; "));
+        }
+        links
+    }
+
     /// Salesforce refused `write` for good; it has been dead-lettered.
     pub fn record_rejected(&mut self, write: &TaskWrite, error_code: &str, message: &str) {
         let sync = self.tasks.entry(write.user_id.clone()).or_default();
@@ -569,7 +868,7 @@ impl CallState {
     }
 
     /// The Task of `user_id`, or why there is none.
-    fn task_fields(&self, user_id: &str) -> Result<TaskFields, (&'static str, String)> {
+    fn task_fields(&self, user_id: &str, links: &Links) -> Result<TaskFields, (&'static str, String)> {
         let agent = self.agents.get(user_id).cloned().unwrap_or_default();
         let owner_id = agent.salesforce_user_id.as_str();
         if owner_id.is_empty() {
@@ -657,7 +956,29 @@ impl CallState {
             activity_date,
             owner_id: owner_id.to_owned(),
             description: truncate_utf16(&description, DESCRIPTION_MAX),
+            who_id: links.who_id.clone(),
+            what_id: links.what_id.clone(),
         })
+    }
+}
+
+/// The links every Task of the call gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Links {
+    who_id: Option<String>,
+    who_is_lead: bool,
+    what_id: Option<String>,
+    /// Why a chosen record is not linked.
+    note: Option<String>,
+}
+
+/// "the Lead Jane Doe (00Q…)", for notes.
+fn record_label(object_type: &str, name: &str, record_id: &str) -> String {
+    let object = if object_type.is_empty() { "record" } else { object_type };
+    match (name.is_empty(), record_id.is_empty()) {
+        (false, false) => format!("the {object} {name} ({record_id})"),
+        (false, true) => format!("the {object} {name}"),
+        _ => format!("the {object} {record_id}"),
     }
 }
 
@@ -1044,6 +1365,271 @@ mod tests {
         let mut state = CallState::new(CALL);
         assert!(matches!(state.apply(&e), Err(FoldError::WrongCall { .. })));
         assert!(state.applied.is_empty());
+    }
+
+    const CONTACT: &str = "003000000000001AAA";
+    const LEAD: &str = "00Q000000000001AAA";
+    const ACCOUNT: &str = "001000000000001AAA";
+    const CASE: &str = "500000000000001AAA";
+    const OPPORTUNITY: &str = "006000000000001AAA";
+    const NEW_CASE: &str = "500000000000009AAA";
+
+    fn related(seq: u64, object_type: &str, record_id: &str) -> CallEvent {
+        event(
+            seq,
+            Kind::Related(v1::CallRelated {
+                user_id: "u1".into(),
+                record_id: record_id.into(),
+                object_type: object_type.into(),
+                name: format!("{object_type} name"),
+            }),
+        )
+    }
+
+    fn assigned(seq: u64, object_type: &str, record_id: &str) -> CallEvent {
+        event(
+            seq,
+            Kind::Assigned(v1::CallAssigned {
+                assignment_id: format!("asg-{seq}"),
+                user_id: "u1".into(),
+                object_type: object_type.into(),
+                record_id: record_id.into(),
+                subject: if record_id.is_empty() { "Broken handset".into() } else { String::new() },
+                description: if record_id.is_empty() { "Hums on every call".into() } else { String::new() },
+                name: if record_id.is_empty() { String::new() } else { "00001001".into() },
+            }),
+        )
+    }
+
+    /// Plans like the pipeline: creates the due Case as `NEW_CASE`, then
+    /// accepts every Task write. Returns the Case writes and Task writes.
+    fn run_with_cases(state: &mut CallState, events: &[CallEvent]) -> (Vec<CaseWrite>, Vec<TaskWrite>) {
+        let mut cases = Vec::new();
+        let mut writes = Vec::new();
+        for e in events {
+            state.apply(e).unwrap();
+            let mut plan = state.plan();
+            while let Some(case) = plan.case.take() {
+                assert!(plan.writes.is_empty(), "Tasks wait for the Case");
+                state.record_case_created(&case.assignment_id, NEW_CASE.into());
+                cases.push(case);
+                plan = state.plan();
+            }
+            for w in plan.writes {
+                state.record_accepted(&w, Some("00T000000000001AAA".into()));
+                writes.push(w);
+            }
+        }
+        (cases, writes)
+    }
+
+    #[test]
+    fn related_contact_and_assigned_case_link_the_task_in_any_order() {
+        // The assignment before `started`, the related record after `ended`.
+        let calls = answered_call();
+        let events = vec![
+            assigned(6, "Case", CASE),
+            calls[0].clone(),
+            calls[1].clone(),
+            calls[2].clone(),
+            calls[3].clone(),
+            related(5, "Contact", CONTACT),
+        ];
+        let mut state = CallState::new(CALL);
+        let (_, writes) = run_with_cases(&mut state, &events);
+        assert_eq!(writes.len(), 2, "one write at the end, one when the Contact came");
+        assert_eq!(writes[0].fields.who_id, None);
+        assert_eq!(writes[0].fields.what_id.as_deref(), Some(CASE));
+        let last = &writes[1].fields;
+        assert_eq!(last.who_id.as_deref(), Some(CONTACT));
+        assert_eq!(last.what_id.as_deref(), Some(CASE));
+        assert_eq!(writes[1].body(false)["WhoId"], CONTACT);
+        assert_eq!(writes[1].body(false)["WhatId"], CASE);
+        assert_eq!(state.tasks["u1"].note, None);
+
+        // The same Task from every rotation of the events.
+        let (_, expected) = fold(&events);
+        for shift in 0..events.len() {
+            let mut permuted = events.clone();
+            permuted.rotate_left(shift);
+            assert_eq!(fold(&permuted).1, expected, "rotation {shift}");
+        }
+    }
+
+    #[test]
+    fn without_links_the_body_names_no_who_or_what() {
+        let (_, plan) = fold(&answered_call());
+        let body = plan.writes[0].body(true);
+        assert!(body.get("WhoId").is_none(), "{body}");
+        assert!(body.get("WhatId").is_none(), "{body}");
+    }
+
+    #[test]
+    fn the_last_related_record_and_assignment_count() {
+        let mut events = answered_call();
+        events.extend([
+            related(7, "Contact", CONTACT),
+            related(5, "Account", ACCOUNT),
+            assigned(8, "Opportunity", OPPORTUNITY),
+            assigned(6, "Case", CASE),
+        ]);
+        let (_, plan) = fold(&events);
+        assert_eq!(plan.writes[0].fields.who_id.as_deref(), Some(CONTACT));
+        assert_eq!(plan.writes[0].fields.what_id.as_deref(), Some(OPPORTUNITY));
+
+        // An Account is the What only while nothing is assigned.
+        let mut events = answered_call();
+        events.push(related(5, "Account", ACCOUNT));
+        let mut state = CallState::new(CALL);
+        let (_, writes) = run_with_cases(&mut state, &events);
+        assert_eq!(writes.last().unwrap().fields.who_id, None);
+        assert_eq!(writes.last().unwrap().fields.what_id.as_deref(), Some(ACCOUNT));
+        let (_, writes) = run_with_cases(&mut state, &[assigned(6, "Case", CASE)]);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].fields.what_id.as_deref(), Some(CASE));
+    }
+
+    #[test]
+    fn related_and_assigned_events_are_deduplicated() {
+        let mut events = answered_call();
+        events.extend([related(5, "Contact", CONTACT), assigned(6, "Case", "")]);
+        let mut state = CallState::new(CALL);
+        let (cases, writes) = run_with_cases(&mut state, &events);
+        assert_eq!(cases.len(), 1);
+        assert_eq!(writes.len(), 3, "end, Contact, new Case");
+        for e in &events {
+            assert_eq!(state.apply(e).unwrap(), Applied::Duplicate);
+        }
+        assert_eq!(state.plan(), Plan::default());
+        // The state survives persistence: the Case is not asked for again.
+        let tasks = state.tasks.clone();
+        let mut restored: CallState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        restored.tasks = tasks;
+        assert_eq!(restored, state);
+        assert_eq!(run_with_cases(&mut restored, &events), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_new_case_is_asked_for_once_and_the_tasks_wait_for_it() {
+        let mut events = answered_call();
+        events.insert(0, related(5, "Contact", CONTACT));
+        events.insert(0, assigned(6, "Case", ""));
+        let mut state = CallState::new(CALL);
+        for e in &events {
+            state.apply(e).unwrap();
+        }
+        let plan = state.plan();
+        let case = plan.case.clone().expect("a Case is due");
+        assert!(plan.writes.is_empty());
+        assert_eq!(case.assignment_id, "asg-6");
+        assert_eq!(case.fields.subject, "Broken handset");
+        assert_eq!(case.fields.description, "Hums on every call");
+        assert_eq!(case.fields.origin, "Phone");
+        assert_eq!(case.fields.contact_id.as_deref(), Some(CONTACT));
+        assert_eq!(case.fields.owner_id.as_deref(), Some(SF_USER));
+        assert_eq!(case.body()["Origin"], "Phone");
+        // Not answered yet (a crash): asked for again, the same upsert.
+        assert_eq!(state.plan().case, Some(case.clone()));
+
+        state.record_case_created("asg-6", NEW_CASE.into());
+        let plan = state.plan();
+        assert_eq!(plan.case, None);
+        assert_eq!(plan.writes.len(), 1);
+        assert_eq!(plan.writes[0].fields.what_id.as_deref(), Some(NEW_CASE));
+        assert_eq!(plan.writes[0].fields.who_id.as_deref(), Some(CONTACT));
+
+        // A later assignment elsewhere, then back: the Case is not made twice.
+        state.record_accepted(&plan.writes[0], None);
+        state.apply(&assigned(9, "Opportunity", OPPORTUNITY)).unwrap();
+        assert_eq!(state.plan().writes[0].fields.what_id.as_deref(), Some(OPPORTUNITY));
+        assert_eq!(state.cases["asg-6"].salesforce_id.as_deref(), Some(NEW_CASE));
+
+        // Nothing is created before the call ended.
+        let mut state = CallState::new(CALL);
+        state.apply(&assigned(6, "Case", "")).unwrap();
+        assert_eq!(state.plan(), Plan::default());
+    }
+
+    #[test]
+    fn a_refused_new_case_leaves_the_task_unlinked_with_the_reason() {
+        let mut events = answered_call();
+        events.push(assigned(6, "Case", ""));
+        let mut state = CallState::new(CALL);
+        for e in &events {
+            state.apply(e).unwrap();
+        }
+        let case = state.plan().case.unwrap();
+        state.record_case_rejected(&case.assignment_id, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Product required");
+        let plan = state.plan();
+        assert_eq!(plan.case, None);
+        assert_eq!(plan.writes[0].fields.what_id, None);
+        let note = state.tasks["u1"].note.clone().unwrap();
+        assert!(note.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION"), "{note}");
+        assert!(note.contains("Broken handset"), "{note}");
+    }
+
+    #[test]
+    fn a_lead_keeps_the_who_and_no_what_is_set_next_to_it() {
+        let mut events = answered_call();
+        events.extend([related(5, "Lead", LEAD), assigned(6, "Case", CASE)]);
+        let (state, plan) = fold(&events);
+        let f = &plan.writes[0].fields;
+        assert_eq!(f.who_id.as_deref(), Some(LEAD));
+        assert_eq!(f.what_id, None);
+        let note = state.tasks["u1"].note.clone().expect("the reason is kept");
+        assert!(note.contains(CASE) && note.contains(LEAD), "{note}");
+        assert!(note.contains("Lead"), "{note}");
+        // The note is part of the stored sync state the gateway reads.
+        let stored = serde_json::to_value(&state.tasks["u1"]).unwrap();
+        assert_eq!(stored["note"], note.as_str());
+
+        // A Case linked earlier is cleared when a Lead becomes the Who.
+        let mut state = CallState::new(CALL);
+        let mut events = answered_call();
+        events.extend([related(5, "Contact", CONTACT), assigned(6, "Case", CASE)]);
+        let (_, writes) = run_with_cases(&mut state, &events);
+        assert_eq!(writes.last().unwrap().fields.what_id.as_deref(), Some(CASE));
+        assert!(writes.iter().all(|w| w.clear.is_empty()));
+        let (_, writes) = run_with_cases(&mut state, &[related(7, "Lead", LEAD)]);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].clear, vec!["WhatId"]);
+        let body = writes[0].body(false);
+        assert_eq!(body["WhoId"], LEAD);
+        assert_eq!(body["WhatId"], serde_json::Value::Null);
+        assert!(state.tasks["u1"].note.is_some());
+        // A Contact again: the Case comes back and the note goes.
+        let (_, writes) = run_with_cases(&mut state, &[related(8, "Contact", CONTACT)]);
+        assert_eq!(writes[0].fields.what_id.as_deref(), Some(CASE));
+        assert_eq!(state.tasks["u1"].note, None);
+    }
+
+    #[test]
+    fn who_and_what_apply_to_every_task_of_the_call() {
+        let events = vec![
+            started(v1::Direction::Inbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: agent("u2", "005000000000002AAA") })),
+            event(3, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 40, ..Default::default() })),
+            related(4, "Contact", CONTACT),
+            assigned(5, "Opportunity", OPPORTUNITY),
+        ];
+        let (_, plan) = fold(&events);
+        assert_eq!(plan.writes.len(), 2);
+        for w in &plan.writes {
+            assert_eq!(w.fields.who_id.as_deref(), Some(CONTACT), "{}", w.user_id);
+            assert_eq!(w.fields.what_id.as_deref(), Some(OPPORTUNITY), "{}", w.user_id);
+        }
+    }
+
+    #[test]
+    fn records_that_cannot_be_linked_are_noted() {
+        let mut events = answered_call();
+        events.extend([related(5, "Contact", "not-an-id"), assigned(6, "Contract", CASE)]);
+        let (state, plan) = fold(&events);
+        assert_eq!(plan.writes[0].fields.who_id, None);
+        assert_eq!(plan.writes[0].fields.what_id, None);
+        let note = state.tasks["u1"].note.clone().unwrap();
+        assert!(note.contains("not a Salesforce record id"), "{note}");
+        assert!(note.contains("only a Case or Opportunity"), "{note}");
     }
 
     #[test]

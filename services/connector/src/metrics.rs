@@ -8,7 +8,8 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 /// Events read from the log, by `kind` (e.g. `call.ended`) and `outcome`
 /// (`applied`, `duplicate`, `ignored`, `invalid`, `undecodable`).
 pub const EVENTS_TOTAL: &str = "switchboard_connector_events_total";
-/// HTTP requests to Salesforce, by `operation` (`token`, `upsert_task`) and
+/// HTTP requests to Salesforce, by `operation` (`token`, `upsert_task`,
+/// `upsert_case`) and
 /// `status` (HTTP status, `timeout` or `network`).
 pub const SALESFORCE_REQUESTS_TOTAL: &str = "switchboard_connector_salesforce_requests_total";
 /// API requests used in the org's 24-hour window, from `Sforce-Limit-Info`.
@@ -20,6 +21,9 @@ pub const SALESFORCE_API_LIMIT: &str = "switchboard_connector_salesforce_api_lim
 pub const DEAD_LETTERS_TOTAL: &str = "switchboard_connector_dead_letters_total";
 /// Task writes by `outcome` (`created`, `updated`, `rejected`).
 pub const TASK_WRITES_TOTAL: &str = "switchboard_connector_task_writes_total";
+/// Case creations (an agent asked for a new Case) by `outcome` (`created`,
+/// `found`: an earlier attempt had created it, `rejected`).
+pub const CASE_WRITES_TOTAL: &str = "switchboard_connector_case_writes_total";
 /// Agents of a call that get no Task, by `reason`
 /// (`agent_not_linked`, `invalid_salesforce_user_id`).
 pub const TASKS_SKIPPED_TOTAL: &str = "switchboard_connector_tasks_skipped_total";
@@ -39,6 +43,7 @@ pub fn describe() {
     describe_gauge!(SALESFORCE_API_LIMIT, "API request limit of the org's 24-hour window (Sforce-Limit-Info)");
     describe_counter!(DEAD_LETTERS_TOTAL, "Events dead-lettered by the connector, by reason");
     describe_counter!(TASK_WRITES_TOTAL, "Salesforce Task upserts, by outcome");
+    describe_counter!(CASE_WRITES_TOTAL, "Salesforce Case upserts for new Cases agents asked for, by outcome");
     describe_counter!(TASKS_SKIPPED_TOTAL, "Agents of a call that get no Task, by reason");
     describe_counter!(SALESFORCE_RETRIES_TOTAL, "Salesforce failures that are retried, by class");
     describe_counter!(STALLS_TOTAL, "Database or broker failures that stall the connector until they clear");
@@ -63,6 +68,10 @@ pub(crate) fn dead_letter(reason: &'static str) {
 
 pub(crate) fn task_write(outcome: &'static str) {
     counter!(TASK_WRITES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn case_write(outcome: &'static str) {
+    counter!(CASE_WRITES_TOTAL, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn task_skipped(reason: &'static str) {

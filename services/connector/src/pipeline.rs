@@ -12,6 +12,10 @@
 //! duplicate for the fold, but the write still due is derived from the state
 //! ([`CallState::plan`] compares with what Salesforce last accepted) and is
 //! made then.
+//!
+//! A new Case an agent asked for is created before the Tasks that link to
+//! it, by an upsert on its assignment id; its id is saved before any Task is
+//! written. A crash between the two finds the same Case on the retry.
 
 use switchboard_proto::{CallEvent, Message};
 use switchboard_store::sqlx;
@@ -120,7 +124,30 @@ impl Pipeline {
                 return Ok(Handled { kind, outcome: "invalid", dead_lettered: 1 });
             }
         };
-        let plan = state.plan();
+        let mut plan = state.plan();
+        let mut dead_lettered = 0;
+        while let Some(case) = plan.case.take() {
+            self.store.save(&state).await?;
+            match self.sink.write_case(call_id, &case).await? {
+                SinkOutcome::Accepted(result) => match result.id {
+                    Some(id) => state.record_case_created(&case.assignment_id, id),
+                    // Only an API before 46.0 answers without the id, and
+                    // the configuration refuses those.
+                    None => state.record_case_rejected(&case.assignment_id, "NO_RECORD_ID", "Salesforce did not answer the Case's id"),
+                },
+                SinkOutcome::Rejected { error_code, message } => {
+                    let reason = format!(
+                        "Salesforce refused the new Case of assignment {}: {error_code}: {message}",
+                        case.assignment_id
+                    );
+                    self.dead_letter(record, call_id, "salesforce_rejected", Some(error_code.clone()), reason).await?;
+                    dead_lettered += 1;
+                    state.record_case_rejected(&case.assignment_id, &error_code, &message);
+                }
+            }
+            self.store.save(&state).await?;
+            plan = state.plan();
+        }
         for skip in &plan.skipped {
             tracing::info!(call_id, user_id = %skip.user_id, reason = %skip.reason, "no Salesforce Task for this agent");
             m::task_skipped(skip.label);
@@ -137,7 +164,6 @@ impl Pipeline {
             "event folded"
         );
 
-        let mut dead_lettered = 0;
         for write in &plan.writes {
             let accepted = match self.sink.write(call_id, write).await? {
                 SinkOutcome::Accepted(result) => {

@@ -12,9 +12,9 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::fold::TaskWrite;
+use crate::fold::{CaseWrite, TaskWrite};
 use crate::metrics as m;
-use crate::salesforce::{ErrorClass, SalesforceClient, UpsertResult};
+use crate::salesforce::{ErrorClass, SalesforceClient, SalesforceError, UpsertResult};
 
 /// Backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,18 +128,75 @@ impl TaskSink {
                 );
                 return Ok(SinkOutcome::Rejected { error_code, message: error.detail() });
             }
-            let delay = self.policy.delay(class, attempt);
-            attempt = attempt.saturating_add(1);
-            m::retry(class.as_str());
-            if class == ErrorClass::Limit {
-                tracing::error!(call_id, error_code = %error.error_code(), error = %error, retry_in_ms = delay.as_millis() as u64, "Salesforce cannot take writes now; waiting");
-            } else {
-                tracing::warn!(call_id, error_code = %error.error_code(), error = %error, attempt, retry_in_ms = delay.as_millis() as u64, "Salesforce write failed; retrying");
+            self.wait_to_retry(call_id, &error, &mut attempt).await?;
+        }
+    }
+
+    /// Upserts the new Case of `write` by its assignment id, retrying like
+    /// [`TaskSink::write`] until Salesforce accepts or refuses it for good.
+    /// An accepted upsert that was no create means an earlier attempt (before
+    /// a crash, or a replay) had created the Case: it is the same Case.
+    pub async fn write_case(&self, call_id: &str, write: &CaseWrite) -> Result<SinkOutcome, ShutdownRequested> {
+        let body = write.body();
+        let mut attempt: u32 = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ShutdownRequested);
             }
-            tokio::select! {
+            let answer = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(ShutdownRequested),
-                _ = tokio::time::sleep(delay) => {}
+                answer = self.client.upsert_case(&write.assignment_id, &body) => answer,
+            };
+            let error = match answer {
+                Ok(result) => {
+                    m::case_write(if result.created { "created" } else { "found" });
+                    tracing::info!(
+                        call_id,
+                        assignment_id = %write.assignment_id,
+                        salesforce_id = result.id.as_deref().unwrap_or(""),
+                        created = result.created,
+                        "new Case written to Salesforce"
+                    );
+                    return Ok(SinkOutcome::Accepted(result));
+                }
+                Err(error) => error,
+            };
+            if error.class() == ErrorClass::Permanent {
+                m::case_write("rejected");
+                let error_code = error.error_code();
+                tracing::warn!(
+                    call_id,
+                    assignment_id = %write.assignment_id,
+                    error_code = %error_code,
+                    error = %error,
+                    "Salesforce refused the new Case for good; dead-lettering the event"
+                );
+                return Ok(SinkOutcome::Rejected { error_code, message: error.detail() });
             }
+            self.wait_to_retry(call_id, &error, &mut attempt).await?;
+        }
+    }
+
+    /// Waits before retrying after a transient `error`, or returns when the
+    /// process shuts down.
+    async fn wait_to_retry(
+        &self,
+        call_id: &str,
+        error: &SalesforceError,
+        attempt: &mut u32,
+    ) -> Result<(), ShutdownRequested> {
+        let class = error.class();
+        let delay = self.policy.delay(class, *attempt);
+        *attempt = attempt.saturating_add(1);
+        m::retry(class.as_str());
+        if class == ErrorClass::Limit {
+            tracing::error!(call_id, error_code = %error.error_code(), error = %error, retry_in_ms = delay.as_millis() as u64, "Salesforce cannot take writes now; waiting");
+        } else {
+            tracing::warn!(call_id, error_code = %error.error_code(), error = %error, attempt = *attempt, retry_in_ms = delay.as_millis() as u64, "Salesforce write failed; retrying");
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(ShutdownRequested),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct EmulatorConfig {
     pub daily_api_limit: u64,
     /// Text(255) external-id fields on Task usable in upsert URLs.
     pub task_external_id_fields: Vec<String>,
+    /// Text(255) external-id fields on Case usable in upsert URLs, such as
+    /// the one the connector creates a call's new Case by.
+    pub case_external_id_fields: Vec<String>,
     /// Further custom fields, on any known object.
     pub custom_fields: Vec<CustomField>,
     /// Users besides the integration user, e.g. agents who own Tasks.
@@ -49,8 +52,9 @@ pub struct EmulatorConfig {
 impl EmulatorConfig {
     /// A configuration whose connected app trusts `certificate_pem`, with the
     /// integration user `integration@switchboard.test`, API versions 45.0 to
-    /// 62.0, two-hour sessions, a 15,000-call daily limit and the Task external
-    /// id `Switchboard_Key__c`.
+    /// 62.0, two-hour sessions, a 15,000-call daily limit, the Task external
+    /// id `Switchboard_Key__c` and the Case external id
+    /// `Switchboard_Assignment_Id__c`.
     pub fn new(certificate_pem: impl Into<String>) -> EmulatorConfig {
         EmulatorConfig {
             consumer_key: "3MVG9switchboard.emulator.consumer.key".to_owned(),
@@ -61,6 +65,7 @@ impl EmulatorConfig {
             token_ttl: Duration::from_secs(2 * 60 * 60),
             daily_api_limit: 15_000,
             task_external_id_fields: vec!["Switchboard_Key__c".to_owned()],
+            case_external_id_fields: vec!["Switchboard_Assignment_Id__c".to_owned()],
             custom_fields: Vec::new(),
             extra_users: Vec::new(),
             public_url: None,

@@ -141,8 +141,12 @@ impl Emulator {
                 "the consumer key and username must not be empty".to_owned(),
             ));
         }
-        let schema = Schema::new(&config.task_external_id_fields, &config.custom_fields)
-            .map_err(EmulatorError::Config)?;
+        let schema = Schema::new(
+            &config.task_external_id_fields,
+            &config.case_external_id_fields,
+            &config.custom_fields,
+        )
+        .map_err(EmulatorError::Config)?;
         let mut apps = BTreeMap::new();
         for app in &config.connected_apps {
             check_app(app)?;

@@ -72,6 +72,9 @@ struct ServeArgs {
     /// Text(255) external-id field on Task (repeatable).
     #[arg(long = "task-external-id-field", default_values_t = ["Switchboard_Key__c".to_owned()])]
     task_external_id_fields: Vec<String>,
+    /// Text(255) external-id field on Case (repeatable).
+    #[arg(long = "case-external-id-field", default_values_t = ["Switchboard_Assignment_Id__c".to_owned()])]
+    case_external_id_fields: Vec<String>,
     /// Another user who may own records and log in, as USERNAME or USERNAME=005ID (repeatable).
     #[arg(long = "user")]
     users: Vec<String>,
@@ -142,6 +145,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.token_ttl = Duration::from_secs(args.token_ttl_secs);
     config.daily_api_limit = args.daily_api_limit;
     config.task_external_id_fields = args.task_external_id_fields;
+    config.case_external_id_fields = args.case_external_id_fields;
     config.extra_users = args
         .users
         .iter()

@@ -437,9 +437,11 @@ fn user() -> ObjectType {
 
 impl Schema {
     /// The standard objects plus the configured custom fields: each name in
-    /// `task_external_ids` becomes a Text(255) external id on Task.
+    /// `task_external_ids` becomes a Text(255) external id on Task, each in
+    /// `case_external_ids` one on Case.
     pub(crate) fn new(
         task_external_ids: &[String],
+        case_external_ids: &[String],
         custom_fields: &[CustomField],
     ) -> Result<Schema, String> {
         let mut schema = Schema {
@@ -453,13 +455,22 @@ impl Schema {
                 user(),
             ],
         };
-        let task_fields = task_external_ids.iter().map(|name| CustomField {
-            sobject: "Task".to_owned(),
+        let external_id = |sobject: &str, name: &String| CustomField {
+            sobject: sobject.to_owned(),
             name: name.clone(),
             field_type: CustomFieldType::Text { length: 255 },
             external_id: true,
-        });
-        for custom in task_fields.chain(custom_fields.iter().cloned()) {
+        };
+        let task_fields = task_external_ids
+            .iter()
+            .map(|name| external_id("Task", name));
+        let case_fields = case_external_ids
+            .iter()
+            .map(|name| external_id("Case", name));
+        for custom in task_fields
+            .chain(case_fields)
+            .chain(custom_fields.iter().cloned())
+        {
             schema.add_custom_field(&custom)?;
         }
         Ok(schema)
@@ -547,24 +558,37 @@ mod tests {
 
     #[test]
     fn task_has_configured_external_id_and_case_insensitive_lookup() {
-        let schema = Schema::new(&["Switchboard_Key__c".to_owned()], &[]).expect("schema");
+        let schema = Schema::new(
+            &["Switchboard_Key__c".to_owned()],
+            &["Switchboard_Assignment_Id__c".to_owned()],
+            &[],
+        )
+        .expect("schema");
         let task = schema.object("task").expect("task");
         let key = task.field("switchboard_key__c").expect("field");
         assert!(key.external_id);
         assert!(!task.field("TaskSubtype").expect("subtype").updateable);
         assert_eq!(schema.object_by_prefix("00Q").map(|o| o.name), Some("Lead"));
+        let case = schema.object("Case").expect("case");
+        assert!(
+            case.field("switchboard_assignment_id__c")
+                .expect("case field")
+                .external_id
+        );
+        assert!(task.field("Switchboard_Assignment_Id__c").is_none());
     }
 
     #[test]
     fn rejects_bad_custom_fields() {
-        assert!(Schema::new(&["NoSuffix".to_owned()], &[]).is_err());
+        assert!(Schema::new(&["NoSuffix".to_owned()], &[], &[]).is_err());
+        assert!(Schema::new(&[], &["NoSuffix".to_owned()], &[]).is_err());
         let unknown = CustomField {
             sobject: "Widget".to_owned(),
             name: "X__c".to_owned(),
             field_type: CustomFieldType::Integer,
             external_id: false,
         };
-        assert!(Schema::new(&[], &[unknown]).is_err());
-        assert!(Schema::new(&["K__c".to_owned(), "k__c".to_owned()], &[]).is_err());
+        assert!(Schema::new(&[], &[], &[unknown]).is_err());
+        assert!(Schema::new(&["K__c".to_owned(), "k__c".to_owned()], &[], &[]).is_err());
     }
 }

@@ -480,7 +480,7 @@ mod tests {
     use super::*;
 
     fn setup() -> (Schema, Store, String) {
-        let schema = Schema::new(&["Switchboard_Key__c".to_owned()], &[]).expect("schema");
+        let schema = Schema::new(&["Switchboard_Key__c".to_owned()], &[], &[]).expect("schema");
         let mut store = Store::new();
         let user = ids::make("005", 999);
         let users = schema.object("User").expect("user").clone();

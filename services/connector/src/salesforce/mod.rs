@@ -24,6 +24,7 @@ use crate::config::SalesforceConfig;
 use crate::metrics as m;
 
 const UPSERT_TASK: &str = "upsert_task";
+const UPSERT_CASE: &str = "upsert_case";
 const TOKEN: &str = "token";
 
 /// A logged-in (or ready to log in) connection to one Salesforce org.
@@ -72,21 +73,44 @@ impl SalesforceClient {
     /// Upserts the Task whose external id field (from the configuration)
     /// holds `external_id`, with `body` as its fields.
     pub async fn upsert_task(&self, external_id: &str, body: &serde_json::Value) -> Result<UpsertResult, SalesforceError> {
+        let field = self.inner.config.task_external_id_field.clone();
+        self.upsert(UPSERT_TASK, "Task", &field, external_id, body).await
+    }
+
+    /// Upserts the Case whose external id field (from the configuration)
+    /// holds `external_id` (an assignment id), with `body` as its fields: the
+    /// first call creates the Case, a retry finds the same one.
+    pub async fn upsert_case(&self, external_id: &str, body: &serde_json::Value) -> Result<UpsertResult, SalesforceError> {
+        let field = self.inner.config.case_external_id_field.clone();
+        self.upsert(UPSERT_CASE, "Case", &field, external_id, body).await
+    }
+
+    async fn upsert(
+        &self,
+        operation: &'static str,
+        sobject: &str,
+        field: &str,
+        external_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<UpsertResult, SalesforceError> {
         let token = self.token().await?;
-        match self.try_upsert_task(&token, external_id, body).await {
+        match self.try_upsert(&token, operation, sobject, field, external_id, body).await {
             Err(e) if e.is_invalid_session() => {
                 tracing::info!("Salesforce session expired, logging in again");
                 self.forget(&token).await;
                 let token = self.token().await?;
-                self.try_upsert_task(&token, external_id, body).await
+                self.try_upsert(&token, operation, sobject, field, external_id, body).await
             }
             other => other,
         }
     }
 
-    async fn try_upsert_task(
+    async fn try_upsert(
         &self,
         token: &AccessToken,
+        operation: &'static str,
+        sobject: &str,
+        field: &str,
         external_id: &str,
         body: &serde_json::Value,
     ) -> Result<UpsertResult, SalesforceError> {
@@ -95,19 +119,12 @@ impl SalesforceClient {
         {
             let mut segments = url
                 .path_segments_mut()
-                .map_err(|_| SalesforceError::Unexpected { operation: UPSERT_TASK, detail: "instance_url cannot be a base".into() })?;
-            segments.pop_if_empty().extend([
-                "services",
-                "data",
-                &format!("v{}", config.api_version),
-                "sobjects",
-                "Task",
-                &config.task_external_id_field,
-            ]);
+                .map_err(|_| SalesforceError::Unexpected { operation, detail: "instance_url cannot be a base".into() })?;
+            segments.pop_if_empty().extend(["services", "data", &format!("v{}", config.api_version), "sobjects", sobject, field]);
         }
         // The external id goes in as one strictly encoded path segment.
         let url = url::Url::parse(&format!("{}/{}", url.as_str(), encode_segment(external_id)))
-            .map_err(|e| SalesforceError::Unexpected { operation: UPSERT_TASK, detail: e.to_string() })?;
+            .map_err(|e| SalesforceError::Unexpected { operation, detail: e.to_string() })?;
         let result = self
             .inner
             .http
@@ -120,21 +137,18 @@ impl SalesforceClient {
         let response = match result {
             Ok(r) => r,
             Err(source) => {
-                m::salesforce_request(UPSERT_TASK, if source.is_timeout() { "timeout" } else { "network" });
-                return Err(SalesforceError::Transport { operation: UPSERT_TASK, source });
+                m::salesforce_request(operation, if source.is_timeout() { "timeout" } else { "network" });
+                return Err(SalesforceError::Transport { operation, source });
             }
         };
         let status = response.status().as_u16();
         record_limits(response.headers());
-        m::salesforce_request(UPSERT_TASK, &status.to_string());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| SalesforceError::Transport { operation: UPSERT_TASK, source })?;
+        m::salesforce_request(operation, &status.to_string());
+        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation, source })?;
         match status {
             200 | 201 | 204 => Ok(parse_upsert_body(status, &bytes)),
             _ => Err(SalesforceError::Api {
-                operation: UPSERT_TASK,
+                operation,
                 status,
                 errors: parse_error_body(&bytes),
                 body: response::snippet(&bytes, 500),

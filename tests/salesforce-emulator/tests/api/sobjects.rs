@@ -58,6 +58,35 @@ async fn upsert_creates_then_updates_on_current_api() {
 }
 
 #[tokio::test]
+async fn a_case_upserted_twice_by_its_assignment_id_is_created_once() {
+    let org = Org::start().await;
+    let token = org.token().await;
+    let contact = org
+        .emulator
+        .insert("Contact", json!({"LastName": "Caller"}))
+        .expect("contact");
+    let body = json!({"Subject": "Broken phone", "Description": "It hums", "Origin": "Phone", "ContactId": contact});
+    let path = "v62.0/sobjects/Case/Switchboard_Assignment_Id__c/assignment-1";
+    let first = org
+        .call(Method::PATCH, path, &token, Some(body.clone()))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let again = org.call(Method::PATCH, path, &token, Some(body)).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(again.body["created"], false);
+    assert_eq!(again.body["id"], first.body["id"]);
+    let id = first.body["id"].as_str().expect("id");
+    assert!(id.starts_with("500"), "{id}");
+
+    let cases = org.emulator.records("Case");
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(cases[0]["Switchboard_Assignment_Id__c"], "assignment-1");
+    assert_eq!(cases[0]["Origin"], "Phone");
+    assert_eq!(cases[0]["ContactId"], contact.as_str());
+    assert_eq!(cases[0]["Status"], "New");
+}
+
+#[tokio::test]
 async fn upsert_update_before_api_46_answers_204_without_body() {
     let org = Org::start().await;
     let token = org.token().await;
