@@ -45,6 +45,10 @@ pub struct SyncView {
     /// Why it failed or was skipped (Salesforce's error code and message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What the Task was written without, and why (a Case left out next
+    /// to a Lead, a record that could not be linked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The part of the connector's stored Task status the agent is shown.
@@ -56,6 +60,7 @@ struct StoredTask {
     rejected: Option<StoredRejection>,
     skipped: Option<String>,
     writes: u32,
+    note: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,15 +74,15 @@ struct StoredRejection {
 /// does not parse.
 pub fn view_of(state: &str, salesforce_id: Option<String>) -> Option<SyncView> {
     let task: StoredTask = serde_json::from_str(state).ok()?;
-    let task_id = task.salesforce_id.or(salesforce_id);
+    let (task_id, note) = (task.salesforce_id.or(salesforce_id), task.note);
     Some(if let Some(reason) = task.skipped {
-        SyncView { state: SyncState::Skipped, task_id, detail: Some(reason) }
+        SyncView { state: SyncState::Skipped, task_id, detail: Some(reason), note }
     } else if let Some(r) = task.rejected {
-        SyncView { state: SyncState::Failed, task_id, detail: Some(format!("{}: {}", r.error_code, r.message)) }
+        SyncView { state: SyncState::Failed, task_id, detail: Some(format!("{}: {}", r.error_code, r.message)), note }
     } else if task.created || task.writes > 0 {
-        SyncView { state: SyncState::Synced, task_id, detail: None }
+        SyncView { state: SyncState::Synced, task_id, detail: None, note }
     } else {
-        SyncView { state: SyncState::Pending, task_id, detail: None }
+        SyncView { state: SyncState::Pending, task_id, detail: None, note }
     })
 }
 
@@ -151,7 +156,9 @@ mod tests {
         assert_eq!(failed.detail.as_deref(), Some("FIELD_CUSTOM_VALIDATION_EXCEPTION: Subject required"));
         let skipped = view_of(r#"{"skipped":"the user has no Salesforce user id"}"#, None).unwrap();
         assert_eq!(skipped.state, SyncState::Skipped);
-        assert_eq!(view_of("{}", Some("00T1".into())).unwrap(), SyncView { state: SyncState::Pending, task_id: Some("00T1".into()), detail: None });
+        assert_eq!(view_of("{}", Some("00T1".into())).unwrap(), SyncView { state: SyncState::Pending, task_id: Some("00T1".into()), detail: None, note: None });
+        let noted = view_of(r#"{"created":true,"writes":1,"note":"the Case was left out: a Task cannot name a Lead and a Case"}"#, None).unwrap();
+        assert_eq!((noted.state, noted.note.as_deref()), (SyncState::Synced, Some("the Case was left out: a Task cannot name a Lead and a Case")));
         assert!(view_of("not json", None).is_none());
     }
 }
