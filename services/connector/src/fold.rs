@@ -394,6 +394,45 @@ pub struct Skip {
     pub reason: String,
 }
 
+/// A field the connector writes, and whether it also writes it to a record
+/// that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenField {
+    /// The field's API name.
+    pub name: &'static str,
+    /// Sent on update too (else only when the record is created).
+    pub updated: bool,
+}
+
+const fn written(name: &'static str) -> WrittenField {
+    WrittenField { name, updated: true }
+}
+
+/// Every Task field [`TaskWrite::body`] can hold: [`TaskFields`], the
+/// create-only `TaskSubtype` and the links [`TaskWrite::clear`] sends as null.
+/// The start-up preflight checks the integration user may write each of
+/// them; a test keeps this list and the bodies in step.
+pub const TASK_FIELDS: &[WrittenField] = &[
+    written("Subject"),
+    written("Type"),
+    written("CallType"),
+    written("CallDurationInSeconds"),
+    written("CallDisposition"),
+    written("CallObject"),
+    written("Status"),
+    written("ActivityDate"),
+    written("OwnerId"),
+    written("Description"),
+    written("WhoId"),
+    written("WhatId"),
+    WrittenField { name: "TaskSubtype", updated: false },
+];
+
+/// Every Case field [`CaseWrite::body`] can hold. The upsert that creates a
+/// Case updates it instead when a retry finds it, so each is updated too.
+pub const CASE_FIELDS: &[WrittenField] =
+    &[written("Subject"), written("Description"), written("Origin"), written("ContactId"), written("OwnerId")];
+
 /// The upsert that creates a new Case an agent asked for, to be sent to
 /// Salesforce before the Tasks that link to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1022,6 +1061,51 @@ mod tests {
     const SF_USER: &str = "005000000000001AAA";
     /// 2024-03-01T10:00:00Z
     const T0: i64 = 1_709_287_200_000;
+
+    #[test]
+    fn bodies_hold_only_the_listed_fields_and_every_listed_field_occurs() {
+        let fields = TaskFields {
+            subject: "s".into(),
+            task_type: "Call".into(),
+            call_type: Some("Inbound".into()),
+            call_duration_in_seconds: 1,
+            call_disposition: "answered".into(),
+            call_object: CALL.into(),
+            status: "Completed".into(),
+            activity_date: "2024-03-01".into(),
+            owner_id: SF_USER.into(),
+            description: "d".into(),
+            who_id: Some("003000000000001AAA".into()),
+            what_id: Some("500000000000001AAA".into()),
+        };
+        let write = TaskWrite { user_id: "u1".into(), external_id: "k".into(), fields, create: true, clear: vec!["WhoId", "WhatId"] };
+        let mut seen = BTreeSet::new();
+        for (body, create) in [(write.body(true), true), (write.body(false), false)] {
+            for key in body.as_object().unwrap().keys() {
+                let listed = TASK_FIELDS.iter().find(|f| f.name == key);
+                assert!(listed.is_some(), "Task body field {key} is not in TASK_FIELDS");
+                assert!(create || listed.is_some_and(|f| f.updated), "{key} is sent on update but listed create-only");
+                seen.insert(key.clone());
+            }
+        }
+        for field in TASK_FIELDS {
+            assert!(seen.contains(field.name), "TASK_FIELDS lists {} that no body sends", field.name);
+        }
+
+        let case = CaseWrite {
+            assignment_id: "a".into(),
+            fields: CaseFields {
+                subject: "s".into(),
+                description: "d".into(),
+                origin: "Phone".into(),
+                contact_id: Some("003000000000001AAA".into()),
+                owner_id: Some(SF_USER.into()),
+            },
+        };
+        let keys: BTreeSet<String> = case.body().as_object().unwrap().keys().cloned().collect();
+        let listed: BTreeSet<String> = CASE_FIELDS.iter().map(|f| f.name.to_owned()).collect();
+        assert_eq!(keys, listed);
+    }
 
     fn agent(user: &str, sf: &str) -> Option<Agent> {
         Some(Agent { user_id: user.into(), salesforce_user_id: sf.into(), device_id: "d1".into(), display_name: "Ann Agent".into() })

@@ -7,7 +7,8 @@
 //! - [`fold`]: the pure state machine deciding what each Task holds;
 //! - [`store`]: the folded state, cursors and dead letters in the database;
 //! - [`sink`]: retries a Task write until Salesforce accepts or refuses it;
-//! - [`salesforce`]: the REST client (JWT login, upsert, error bodies);
+//! - [`salesforce`]: the REST client (JWT login, upsert, describe, error bodies);
+//! - [`preflight`]: the start-up check that the org can take the writes;
 //! - [`dead_letter`]: where refused events go.
 //!
 //! The binary calls [`Connector::start`] with its [`ConnectorConfig`] and
@@ -20,6 +21,7 @@ pub mod dead_letter;
 pub mod fold;
 pub mod metrics;
 pub mod pipeline;
+pub mod preflight;
 pub mod salesforce;
 pub mod sink;
 pub mod source;
@@ -54,6 +56,11 @@ pub enum ConnectorError {
     /// The Salesforce client cannot be set up (private key, TLS).
     #[error(transparent)]
     Salesforce(#[from] SalesforceError),
+    /// The org cannot take the connector's writes (an external id field is
+    /// missing or not an external id, a written field is not writable by the
+    /// integration user); the message lists every problem and the fix.
+    #[error("Salesforce preflight failed: {0}")]
+    Preflight(String),
     /// The Kafka clients cannot be created (bad librdkafka setting).
     #[error("cannot set up the Kafka consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -89,7 +96,9 @@ pub struct Progress {
 
 impl Connector {
     /// Checks the configuration and the schema, sets up the Salesforce
-    /// client and the source, and starts consuming in a background task
+    /// client, checks the org can take the writes ([`preflight`]: a
+    /// misconfigured org fails the start, an unreachable one does not) and
+    /// the source, and starts consuming in a background task
     /// that stops when `shutdown` is cancelled, after the record in hand is
     /// committed or left for redelivery.
     ///
@@ -123,6 +132,14 @@ impl Connector {
             limit: Duration::from_secs(salesforce.limit_backoff_secs),
         };
         let client = SalesforceClient::new(salesforce)?;
+        match preflight::run(&client, preflight::TIMEOUT).await {
+            preflight::Verdict::Ready => tracing::info!("Salesforce preflight passed: Task and Case take the connector's writes"),
+            preflight::Verdict::Misconfigured(message) => return Err(ConnectorError::Preflight(message)),
+            preflight::Verdict::Unchecked(reason) => tracing::warn!(
+                reason = %reason,
+                "Salesforce preflight skipped: the org could not be asked; starting anyway, writes are retried until Salesforce answers"
+            ),
+        }
         let sink = TaskSink::new(client, policy, shutdown.clone());
         let store = SyncStore::new(db.clone());
 

@@ -9,7 +9,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 /// (`applied`, `duplicate`, `ignored`, `invalid`, `undecodable`).
 pub const EVENTS_TOTAL: &str = "switchboard_connector_events_total";
 /// HTTP requests to Salesforce, by `operation` (`token`, `upsert_task`,
-/// `upsert_case`) and
+/// `upsert_case`, `describe`) and
 /// `status` (HTTP status, `timeout` or `network`).
 pub const SALESFORCE_REQUESTS_TOTAL: &str = "switchboard_connector_salesforce_requests_total";
 /// API requests used in the org's 24-hour window, from `Sforce-Limit-Info`.
@@ -33,6 +33,10 @@ pub const SALESFORCE_RETRIES_TOTAL: &str = "switchboard_connector_salesforce_ret
 /// Failures of the connector's own database or broker that stall progress
 /// until they clear, by `component` (`store`, `kafka`).
 pub const STALLS_TOTAL: &str = "switchboard_connector_stalls_total";
+/// Start-up preflights (describe of Task and Case), by `result`: `ready`,
+/// `misconfigured` (the start fails) or `unchecked` (Salesforce could not
+/// be asked; the connector starts anyway).
+pub const PREFLIGHT_TOTAL: &str = "switchboard_connector_preflight_total";
 
 /// Registers descriptions with the installed recorder; harmless to call
 /// more than once.
@@ -46,6 +50,7 @@ pub fn describe() {
     describe_counter!(CASE_WRITES_TOTAL, "Salesforce Case upserts for new Cases agents asked for, by outcome");
     describe_counter!(TASKS_SKIPPED_TOTAL, "Agents of a call that get no Task, by reason");
     describe_counter!(SALESFORCE_RETRIES_TOTAL, "Salesforce failures that are retried, by class");
+    describe_counter!(PREFLIGHT_TOTAL, "Start-up checks of the org's fields and permissions, by result");
     describe_counter!(STALLS_TOTAL, "Database or broker failures that stall the connector until they clear");
 }
 
@@ -84,4 +89,8 @@ pub(crate) fn retry(class: &'static str) {
 
 pub(crate) fn stall(component: &'static str) {
     counter!(STALLS_TOTAL, "component" => component).increment(1);
+}
+
+pub(crate) fn preflight(result: &'static str) {
+    counter!(PREFLIGHT_TOTAL, "result" => result).increment(1);
 }

@@ -40,6 +40,8 @@ async fn metrics_count_events_requests_writes_and_dead_letters() {
     expect(r#"switchboard_connector_task_writes_total{outcome="created"}"#, 1.0);
     expect(r#"switchboard_connector_task_writes_total{outcome="updated"}"#, 1.0);
     expect(r#"switchboard_connector_tasks_skipped_total{reason="agent_not_linked"}"#, 1.0);
+    expect(r#"switchboard_connector_preflight_total{result="ready"}"#, 1.0);
+    expect(r#"switchboard_connector_salesforce_requests_total{operation="describe",status="200"}"#, 2.0);
     let usage = sample(&text, "switchboard_connector_salesforce_api_usage").expect("api usage gauge");
     assert_eq!(usage, world.emulator.stats().api_usage as f64);
     assert_eq!(sample(&text, "switchboard_connector_salesforce_api_limit"), Some(15_000.0));

@@ -47,14 +47,14 @@ async fn an_ended_call_becomes_one_task_and_a_replay_adds_none() {
     assert_eq!(synced, 1);
 
     // Replay: the cursor goes back to the start. Every event is a duplicate,
-    // so Salesforce sees no request at all.
+    // so Salesforce sees no request besides the start-up preflight.
     let api_calls = world.emulator.api_calls();
     world.execute(&format!("UPDATE connector_cursors SET position = 0 WHERE name = '{CURSOR}'")).await;
     let mut running = Running::start(world.outbox_config(), &world.db).await;
     let progress = running.until_outbox_position(last).await;
     assert_eq!(progress.records, 5);
     running.stop().await;
-    assert_eq!(world.emulator.api_calls(), api_calls, "a replay makes no Salesforce request");
+    assert_eq!(world.emulator.api_calls(), api_calls + PREFLIGHT_API_CALLS, "a replay makes no Salesforce request");
     assert_eq!(world.emulator.tasks().len(), 1);
 
     // Replay after losing the sync state: the upserts find the Task by its
@@ -95,13 +95,15 @@ async fn an_expired_session_is_renewed_and_the_write_retried() {
 #[tokio::test]
 async fn transient_failures_are_retried_until_accepted() {
     let world = World::new().await;
+    // The faults are for the writes, not the start-up preflight: injected
+    // after the start, before the events.
+    let mut running = Running::start(world.outbox_config(), &world.db).await;
+    assert_eq!(world.emulator.api_calls(), PREFLIGHT_API_CALLS);
     world.emulator.inject_fault(Fault::ServerUnavailable { times: 2 });
     world.emulator.inject_fault(Fault::locked_record(format!("{}:u-ann", "0193f0a2-3333-7000-8000-000000000001")));
     world.emulator.inject_fault(Fault::RequestLimitExceeded { times: 1 });
     let call = "0193f0a2-3333-7000-8000-000000000001";
     let last = world.write_outbox(&call_events(call, "u-ann", &world.agent_sf_id)).await;
-
-    let mut running = Running::start(world.outbox_config(), &world.db).await;
     running.until_outbox_position(last).await;
     running.stop().await;
 
@@ -111,7 +113,7 @@ async fn transient_failures_are_retried_until_accepted() {
     assert!(world.dead_letters().await.is_empty());
     // Two writes (end, recording) plus the failed attempts: 2 × 503, one
     // locked row, one limit answer.
-    assert!(world.emulator.api_calls() >= 6, "api calls: {}", world.emulator.api_calls());
+    assert!(world.emulator.api_calls() >= PREFLIGHT_API_CALLS + 6, "api calls: {}", world.emulator.api_calls());
 }
 
 #[tokio::test]
@@ -177,7 +179,7 @@ async fn an_unlinked_agent_gets_no_task_and_the_reason_is_kept() {
     running.stop().await;
 
     assert!(world.emulator.tasks().is_empty());
-    assert_eq!(world.emulator.api_calls(), 0);
+    assert_eq!(world.emulator.api_calls(), PREFLIGHT_API_CALLS, "no request besides the start-up preflight");
     let skipped = world
         .scalar_i64(&format!(
             "SELECT COUNT(*) FROM sync_tasks WHERE call_id = '{call}' AND user_id = 'u-unlinked' AND state LIKE '%not linked to a Salesforce user%'"
@@ -210,15 +212,15 @@ async fn without_an_org_events_wait_and_sync_once_configured() {
 #[tokio::test]
 async fn shutdown_during_retries_leaves_the_event_for_the_next_run() {
     let world = World::new().await;
+    let running = Running::start(world.outbox_config(), &world.db).await;
     world.emulator.inject_fault(Fault::ServerUnavailable { times: 1_000_000 });
     let call = "0193f0a2-8888-7000-8000-000000000001";
     let mut events = call_events(call, "u-ann", &world.agent_sf_id);
     events.truncate(4);
     let last = world.write_outbox(&events).await;
 
-    let running = Running::start(world.outbox_config(), &world.db).await;
     let emulator = world.emulator.clone();
-    eventually("the connector retries the write", || emulator.api_calls() >= 3).await;
+    eventually("the connector retries the write", || emulator.api_calls() >= PREFLIGHT_API_CALLS + 3).await;
     running.stop().await;
     // The three events before `ended` were committed; `ended` was not.
     assert_eq!(world.scalar_i64(&format!("SELECT position FROM connector_cursors WHERE name = '{CURSOR}'")).await, last - 1);
@@ -234,18 +236,21 @@ async fn shutdown_during_retries_leaves_the_event_for_the_next_run() {
 #[tokio::test]
 async fn a_refused_login_stalls_instead_of_dead_lettering() {
     let world = World::new().await;
+    // Refused twice: the start-up preflight's login (the connector starts
+    // anyway) and the first login of the writes.
     world.emulator.inject_fault(Fault::TokenError {
         status: 400,
         error: "invalid_grant".into(),
         error_description: "user hasn't approved this consumer".into(),
-        times: 1,
+        times: 2,
     });
     let call = "0193f0a2-9999-7000-8000-000000000001";
     let last = world.write_outbox(&call_events(call, "u-ann", &world.agent_sf_id)).await;
     let mut running = Running::start(world.outbox_config(), &world.db).await;
+    assert_eq!(world.emulator.token_calls(), 1, "the preflight's login was refused and the start went on");
     running.until_outbox_position(last).await;
     running.stop().await;
-    assert_eq!(world.emulator.token_calls(), 2, "the refused login was retried");
+    assert_eq!(world.emulator.token_calls(), 3, "the refused login of the writes was retried");
     assert_eq!(tasks_for(&world.emulator, call, "u-ann").len(), 1);
     assert!(world.dead_letters().await.is_empty());
 }
@@ -253,17 +258,18 @@ async fn a_refused_login_stalls_instead_of_dead_lettering() {
 #[tokio::test]
 async fn shutdown_abandons_a_slow_request_without_committing() {
     let world = World::new().await;
+    let mut config = world.outbox_config();
+    config.salesforce.as_mut().unwrap().request_timeout_secs = 300;
+    let running = Running::start(config.clone(), &world.db).await;
+    // The slow answer is the upsert's, not the start-up preflight's.
     world.emulator.inject_fault(Fault::Delay { millis: 120_000, times: 1 });
     let call = "0193f0a2-dddd-7000-8000-000000000001";
     let mut events = call_events(call, "u-ann", &world.agent_sf_id);
     events.truncate(4);
     let last = world.write_outbox(&events).await;
 
-    let mut config = world.outbox_config();
-    config.salesforce.as_mut().unwrap().request_timeout_secs = 300;
-    let running = Running::start(config.clone(), &world.db).await;
     let emulator = world.emulator.clone();
-    eventually("the upsert reaches Salesforce", || emulator.api_calls() >= 1).await;
+    eventually("the upsert reaches Salesforce", || emulator.api_calls() > PREFLIGHT_API_CALLS).await;
     let stopping = std::time::Instant::now();
     running.stop().await;
     assert!(stopping.elapsed() < std::time::Duration::from_secs(5), "stopped in {:?}", stopping.elapsed());

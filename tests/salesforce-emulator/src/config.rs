@@ -33,6 +33,12 @@ pub struct EmulatorConfig {
     pub case_external_id_fields: Vec<String>,
     /// Further custom fields, on any known object.
     pub custom_fields: Vec<CustomField>,
+    /// Fields that field-level security makes read-only for every user, as
+    /// `"Object.Field"` (e.g. `"Task.CallType"`): describe answers
+    /// `createable: false, updateable: false` for them and a write that sets
+    /// one is refused with `INVALID_FIELD_FOR_INSERT_UPDATE`, as Salesforce
+    /// does for a profile without edit access to the field.
+    pub read_only_fields: Vec<String>,
     /// Users besides the integration user, e.g. agents who own Tasks.
     pub extra_users: Vec<UserSeed>,
     /// Base URL clients reach the emulator at, when it differs from the
@@ -67,6 +73,7 @@ impl EmulatorConfig {
             task_external_id_fields: vec!["Switchboard_Key__c".to_owned()],
             case_external_id_fields: vec!["Switchboard_Assignment_Id__c".to_owned()],
             custom_fields: Vec::new(),
+            read_only_fields: Vec::new(),
             extra_users: Vec::new(),
             public_url: None,
             connected_apps: Vec::new(),

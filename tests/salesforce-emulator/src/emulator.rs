@@ -145,6 +145,7 @@ impl Emulator {
             &config.task_external_id_fields,
             &config.case_external_id_fields,
             &config.custom_fields,
+            &config.read_only_fields,
         )
         .map_err(EmulatorError::Config)?;
         let mut apps = BTreeMap::new();

@@ -438,11 +438,14 @@ fn user() -> ObjectType {
 impl Schema {
     /// The standard objects plus the configured custom fields: each name in
     /// `task_external_ids` becomes a Text(255) external id on Task, each in
-    /// `case_external_ids` one on Case.
+    /// `case_external_ids` one on Case. Each `"Object.Field"` of
+    /// `read_only_fields` is then neither createable nor updateable, as
+    /// field-level security without edit access makes it.
     pub(crate) fn new(
         task_external_ids: &[String],
         case_external_ids: &[String],
         custom_fields: &[CustomField],
+        read_only_fields: &[String],
     ) -> Result<Schema, String> {
         let mut schema = Schema {
             objects: vec![
@@ -473,7 +476,29 @@ impl Schema {
         {
             schema.add_custom_field(&custom)?;
         }
+        for name in read_only_fields {
+            schema.make_read_only(name)?;
+        }
         Ok(schema)
+    }
+
+    fn make_read_only(&mut self, qualified: &str) -> Result<(), String> {
+        let (sobject, name) = qualified
+            .split_once('.')
+            .ok_or_else(|| format!("read-only field {qualified:?} must be written Object.Field"))?;
+        let object = self
+            .objects
+            .iter_mut()
+            .find(|o| o.name.eq_ignore_ascii_case(sobject))
+            .ok_or_else(|| format!("read-only field {qualified} names an unknown object"))?;
+        let field = object
+            .fields
+            .iter_mut()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("read-only field {qualified} names an unknown field"))?;
+        field.createable = false;
+        field.updateable = false;
+        Ok(())
     }
 
     fn add_custom_field(&mut self, custom: &CustomField) -> Result<(), String> {
@@ -562,6 +587,7 @@ mod tests {
             &["Switchboard_Key__c".to_owned()],
             &["Switchboard_Assignment_Id__c".to_owned()],
             &[],
+            &[],
         )
         .expect("schema");
         let task = schema.object("task").expect("task");
@@ -580,15 +606,51 @@ mod tests {
 
     #[test]
     fn rejects_bad_custom_fields() {
-        assert!(Schema::new(&["NoSuffix".to_owned()], &[], &[]).is_err());
-        assert!(Schema::new(&[], &["NoSuffix".to_owned()], &[]).is_err());
+        assert!(Schema::new(&["NoSuffix".to_owned()], &[], &[], &[]).is_err());
+        assert!(Schema::new(&[], &["NoSuffix".to_owned()], &[], &[]).is_err());
         let unknown = CustomField {
             sobject: "Widget".to_owned(),
             name: "X__c".to_owned(),
             field_type: CustomFieldType::Integer,
             external_id: false,
         };
-        assert!(Schema::new(&[], &[], &[unknown]).is_err());
-        assert!(Schema::new(&["K__c".to_owned(), "k__c".to_owned()], &[], &[]).is_err());
+        assert!(Schema::new(&[], &[], &[unknown], &[]).is_err());
+        assert!(Schema::new(&["K__c".to_owned(), "k__c".to_owned()], &[], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn read_only_fields_are_neither_createable_nor_updateable() {
+        let schema = Schema::new(
+            &["Switchboard_Key__c".to_owned()],
+            &[],
+            &[],
+            &[
+                "task.CallType".to_owned(),
+                "Task.Switchboard_Key__c".to_owned(),
+            ],
+        )
+        .expect("schema");
+        let task = schema.object("Task").expect("task");
+        for name in ["CallType", "Switchboard_Key__c"] {
+            let field = task.field(name).expect("field");
+            assert!(!field.createable && !field.updateable, "{name}");
+            let described = task.describe();
+            let entry = described["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .find(|f| f["name"] == name)
+                .cloned()
+                .expect("described");
+            assert_eq!(entry["createable"], false, "{name}");
+            assert_eq!(entry["updateable"], false, "{name}");
+        }
+        assert!(task.field("Subject").expect("subject").createable);
+        for bad in ["CallType", "Widget.X", "Task.NoSuchField"] {
+            assert!(
+                Schema::new(&[], &[], &[], &[bad.to_owned()]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -220,6 +220,10 @@ impl Store {
         match matches.as_slice() {
             [] => {
                 let mut changes = prepare(object, &body, Mode::Create)?;
+                // The new record gets the key, so its field must be writable.
+                if !field.createable {
+                    return Err(not_writable(&field.name).into());
+                }
                 changes.insert(field.name.clone(), key);
                 let id = self.insert_prepared(schema, object, changes, None, writer)?;
                 Ok((id, true))
@@ -480,7 +484,8 @@ mod tests {
     use super::*;
 
     fn setup() -> (Schema, Store, String) {
-        let schema = Schema::new(&["Switchboard_Key__c".to_owned()], &[], &[]).expect("schema");
+        let schema =
+            Schema::new(&["Switchboard_Key__c".to_owned()], &[], &[], &[]).expect("schema");
         let mut store = Store::new();
         let user = ids::make("005", 999);
         let users = schema.object("User").expect("user").clone();

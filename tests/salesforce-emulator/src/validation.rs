@@ -249,7 +249,7 @@ mod tests {
     use crate::schema::Schema;
 
     fn task_field(name: &str) -> Field {
-        let schema = Schema::new(&[], &[], &[]).expect("schema");
+        let schema = Schema::new(&[], &[], &[], &[]).expect("schema");
         schema
             .object("Task")
             .and_then(|t| t.field(name))

@@ -7,6 +7,7 @@
 //! sink, which knows about shutdown and dead letters.
 
 mod auth;
+mod describe;
 mod error;
 mod response;
 
@@ -17,6 +18,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use tokio::sync::Mutex;
 
 pub use auth::{AccessToken, JwtSigner, JWT_BEARER_GRANT};
+pub use describe::{FieldDescribe, ObjectDescribe};
 pub use error::{classify, ErrorClass, SalesforceError};
 pub use response::{parse_error_body, parse_limit_info, parse_upsert_body, ApiErrorItem, UpsertResult};
 
@@ -25,6 +27,7 @@ use crate::metrics as m;
 
 const UPSERT_TASK: &str = "upsert_task";
 const UPSERT_CASE: &str = "upsert_case";
+const DESCRIBE: &str = "describe";
 const TOKEN: &str = "token";
 
 /// A logged-in (or ready to log in) connection to one Salesforce org.
@@ -93,16 +96,67 @@ impl SalesforceClient {
         external_id: &str,
         body: &serde_json::Value,
     ) -> Result<UpsertResult, SalesforceError> {
+        self.with_session(|token| async move { self.try_upsert(&token, operation, sobject, field, external_id, body).await })
+            .await
+    }
+
+    /// The describe of `sobject` as the integration user sees it: its
+    /// fields, whether each is an external id and whether the user may set
+    /// it on create and on update.
+    pub async fn describe(&self, sobject: &str) -> Result<ObjectDescribe, SalesforceError> {
+        self.with_session(|token| async move { self.try_describe(&token, sobject).await }).await
+    }
+
+    /// Runs `attempt` with the cached session (logging in first if there is
+    /// none); when Salesforce answers 401, logs in again once and retries.
+    async fn with_session<T, F, Fut>(&self, attempt: F) -> Result<T, SalesforceError>
+    where
+        F: Fn(Arc<AccessToken>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SalesforceError>>,
+    {
         let token = self.token().await?;
-        match self.try_upsert(&token, operation, sobject, field, external_id, body).await {
+        match attempt(token.clone()).await {
             Err(e) if e.is_invalid_session() => {
                 tracing::info!("Salesforce session expired, logging in again");
                 self.forget(&token).await;
                 let token = self.token().await?;
-                self.try_upsert(&token, operation, sobject, field, external_id, body).await
+                attempt(token).await
             }
             other => other,
         }
+    }
+
+    async fn try_describe(&self, token: &AccessToken, sobject: &str) -> Result<ObjectDescribe, SalesforceError> {
+        let config = &self.inner.config;
+        let mut url = token.instance_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| SalesforceError::Unexpected { operation: DESCRIBE, detail: "instance_url cannot be a base".into() })?
+            .pop_if_empty()
+            .extend(["services", "data", &format!("v{}", config.api_version), "sobjects", sobject, "describe"]);
+        let result = self.inner.http.get(url).header(AUTHORIZATION, format!("Bearer {}", token.access_token)).send().await;
+        let response = match result {
+            Ok(r) => r,
+            Err(source) => {
+                m::salesforce_request(DESCRIBE, if source.is_timeout() { "timeout" } else { "network" });
+                return Err(SalesforceError::Transport { operation: DESCRIBE, source });
+            }
+        };
+        let status = response.status().as_u16();
+        record_limits(response.headers());
+        m::salesforce_request(DESCRIBE, &status.to_string());
+        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation: DESCRIBE, source })?;
+        if status != 200 {
+            return Err(SalesforceError::Api {
+                operation: DESCRIBE,
+                status,
+                errors: parse_error_body(&bytes),
+                body: response::snippet(&bytes, 500),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Unexpected {
+            operation: DESCRIBE,
+            detail: format!("the describe of {sobject} is not the documented JSON ({e}): {}", response::snippet(&bytes, 200)),
+        })
     }
 
     async fn try_upsert(

@@ -48,9 +48,16 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with(|_| {}).await
+    }
+
+    /// A world whose org is configured by `change` (missing fields,
+    /// field-level security).
+    pub async fn with(change: impl FnOnce(&mut EmulatorConfig)) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key_file, certificate_pem) = openssl_credentials(dir.path());
-        let config = EmulatorConfig::new(certificate_pem);
+        let mut config = EmulatorConfig::new(certificate_pem);
+        change(&mut config);
         let username = config.username.clone();
         let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("emulator starts");
         let agent_sf_id = emulator.add_user("ann.agent@switchboard.test").expect("agent user");
@@ -116,6 +123,11 @@ impl World {
             .collect()
     }
 }
+
+/// REST requests of the start-up preflight when the org answers: the
+/// describes of Task and Case. Tests that count Salesforce requests count
+/// from after the start, adding these.
+pub const PREFLIGHT_API_CALLS: u64 = 2;
 
 /// A connector started for a test, stopped by [`Running::stop`].
 pub struct Running {

@@ -147,6 +147,79 @@ async fn task_subtype_is_create_only() {
 }
 
 #[tokio::test]
+async fn read_only_fields_are_described_so_and_refused_on_write() {
+    let org = Org::start_with(|config| {
+        config.read_only_fields = vec![
+            "Task.CallType".to_owned(),
+            "Case.Switchboard_Assignment_Id__c".to_owned(),
+        ];
+    })
+    .await;
+    let token = org.token().await;
+    let describe = org
+        .call(Method::GET, "v62.0/sobjects/Task/describe", &token, None)
+        .await;
+    let call_type = describe.body["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["name"] == "CallType")
+        .cloned()
+        .expect("CallType");
+    assert_eq!(
+        (&call_type["createable"], &call_type["updateable"]),
+        (&json!(false), &json!(false))
+    );
+
+    let path = format!("v62.0/{UPSERT}/ro-1");
+    let refused = org
+        .call(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"Subject": "x", "CallType": "Inbound"})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.error_code(), "INVALID_FIELD_FOR_INSERT_UPDATE");
+    assert_eq!(refused.body[0]["fields"], json!(["CallType"]));
+    assert!(
+        org.emulator.tasks().is_empty(),
+        "a refused write creates nothing"
+    );
+    let created = org
+        .call(Method::PATCH, &path, &token, Some(json!({"Subject": "x"})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let update = org
+        .call(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"CallType": "Inbound"})),
+        )
+        .await;
+    assert_eq!(update.error_code(), "INVALID_FIELD_FOR_INSERT_UPDATE");
+
+    // A read-only external id cannot key a new record.
+    let case = org
+        .call(
+            Method::PATCH,
+            "v62.0/sobjects/Case/Switchboard_Assignment_Id__c/a-1",
+            &token,
+            Some(json!({"Subject": "x"})),
+        )
+        .await;
+    assert_eq!(case.status, StatusCode::BAD_REQUEST);
+    assert_eq!(case.error_code(), "INVALID_FIELD_FOR_INSERT_UPDATE");
+    assert_eq!(
+        case.body[0]["fields"],
+        json!(["Switchboard_Assignment_Id__c"])
+    );
+    assert!(org.emulator.records("Case").is_empty());
+}
+
+#[tokio::test]
 async fn upsert_errors_have_salesforce_codes() {
     let org = Org::start().await;
     let token = org.token().await;
