@@ -180,6 +180,22 @@ pub struct AgentFacts {
     pub rang: bool,
     /// An `answered` event named this agent.
     pub answered: bool,
+    /// Highest sequence of a `transferred` event that handed the call away
+    /// from this agent (0: none).
+    #[serde(default)]
+    pub transferred_away_seq: u64,
+    /// Highest sequence of a `transferred` event that handed the call to
+    /// this agent (0: none). A transfer back after a transfer away leaves the
+    /// agent with the call.
+    #[serde(default)]
+    pub transferred_in_seq: u64,
+}
+
+impl AgentFacts {
+    /// The agent handed the call over and did not get it back.
+    pub fn handed_over(&self) -> bool {
+        self.transferred_away_seq > self.transferred_in_seq
+    }
 }
 
 /// How the call ended.
@@ -197,6 +213,8 @@ pub enum EndKind {
     Busy,
     /// Set-up failed.
     Failed,
+    /// Nobody answered; the gateway took a voicemail.
+    Voicemail,
 }
 
 impl EndKind {
@@ -204,8 +222,8 @@ impl EndKind {
         match v1::EndReason::try_from(value) {
             Ok(v1::EndReason::Completed) => Self::Completed,
             Ok(v1::EndReason::Cancelled) => Self::Cancelled,
-            // A voicemail is a call the agent missed.
-            Ok(v1::EndReason::NoAnswer) | Ok(v1::EndReason::Voicemail) => Self::NoAnswer,
+            Ok(v1::EndReason::NoAnswer) => Self::NoAnswer,
+            Ok(v1::EndReason::Voicemail) => Self::Voicemail,
             Ok(v1::EndReason::Busy) => Self::Busy,
             Ok(v1::EndReason::Failed) => Self::Failed,
             Ok(v1::EndReason::Unspecified) | Err(_) => Self::Unspecified,
@@ -242,6 +260,51 @@ pub struct RecordingFacts {
     /// Admin-policy recordings (F7) stay out of the Task: the Task is visible
     /// to its owner, the recording only to admins.
     pub admin_only: bool,
+}
+
+/// A voicemail left on the call (`voicemail.available`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemailFacts {
+    /// Sequence of the announcing event, which orders voicemails in the description.
+    pub sequence: u64,
+    /// The gateway link that appears in the Task.
+    pub url: String,
+    /// Length of the message.
+    pub duration_ms: u64,
+    /// The user whose mailbox it is.
+    pub user_id: String,
+}
+
+/// A note an agent wrote about the call (`call.note`, F12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteFacts {
+    /// Sequence of the event, which orders notes in the description.
+    pub sequence: u64,
+    /// The agent who wrote it.
+    pub user_id: String,
+    /// The note as written.
+    pub text: String,
+}
+
+/// The measured quality of the call (`call.quality`): MOS per leg, as text
+/// with one decimal so the state stays comparable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityFacts {
+    /// Sequence of the report: the highest one counts.
+    pub sequence: u64,
+    /// (`caller` or `callee`, MOS) for each leg that carried audio.
+    pub legs: Vec<(String, String)>,
+}
+
+/// An agent's own rating of the call's audio (`call.rating`, F17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatingFacts {
+    /// Sequence of the event: the agent's last rating counts.
+    pub sequence: u64,
+    /// 1 (bad) to 5 (excellent).
+    pub score: u32,
+    /// The agent's comment, possibly empty.
+    pub comment: String,
 }
 
 /// The record an agent said the caller is (`call.related`, F15).
@@ -367,6 +430,18 @@ pub struct CallState {
     pub recordings: BTreeMap<String, RecordingFacts>,
     /// Agents by Switchboard user id.
     pub agents: BTreeMap<String, AgentFacts>,
+    /// Voicemails by recording id.
+    #[serde(default)]
+    pub voicemails: BTreeMap<String, VoicemailFacts>,
+    /// Notes by note id, so a replayed note is kept once (at its lowest sequence).
+    #[serde(default)]
+    pub notes: BTreeMap<String, NoteFacts>,
+    /// The latest quality report.
+    #[serde(default)]
+    pub quality: Option<QualityFacts>,
+    /// Each agent's latest rating, by user id.
+    #[serde(default)]
+    pub ratings: BTreeMap<String, RatingFacts>,
     /// The latest record an agent related the call to.
     #[serde(default)]
     pub related: Option<RelatedFacts>,
@@ -524,7 +599,8 @@ pub struct Plan {
 /// The Task fields the connector owns, named as Salesforce names them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFields {
-    /// "Inbound call from +1…" (255 characters at most).
+    /// "Inbound call from Grace Hopper (+1…)": the related record's name
+    /// when there is one, else the number (255 characters at most).
     #[serde(rename = "Subject")]
     pub subject: String,
     /// Always `Call`.
@@ -536,7 +612,8 @@ pub struct TaskFields {
     /// Talk time of this agent.
     #[serde(rename = "CallDurationInSeconds")]
     pub call_duration_in_seconds: u32,
-    /// `answered`, `answered elsewhere`, `missed`, `no answer`, `cancelled`, `busy` or `failed`.
+    /// `answered`, `answered elsewhere`, `transferred` (this agent handed the
+    /// call over), `missed`, `voicemail`, `no answer`, `cancelled`, `busy` or `failed`.
     #[serde(rename = "CallDisposition")]
     pub call_disposition: String,
     /// The Switchboard call id.
@@ -551,7 +628,9 @@ pub struct TaskFields {
     /// The agent's Salesforce user id.
     #[serde(rename = "OwnerId")]
     pub owner_id: String,
-    /// Parties, result, talk time and recording links (32,000 characters at most).
+    /// Parties, result, talk time, recording and voicemail links, measured
+    /// MOS, the agent's rating and the notes (32,000 characters at most,
+    /// else cut and ended with [`CUT_MARKER`]).
     #[serde(rename = "Description")]
     pub description: String,
     /// The related Contact or Lead; omitted when none.
@@ -630,20 +709,80 @@ impl CallState {
             }
             Kind::Transferred(transferred) => {
                 // The agent the call was handed to answered it too: it gets
-                // a Task of its own (the one who handed it over keeps its).
+                // a Task of its own (the one who handed it over keeps its,
+                // marked `transferred`). A move to another device of the
+                // same agent names it on both sides and changes nothing.
+                if let Some(agent) = transferred.from.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
+                    let facts = self.note_agent(agent, seq);
+                    facts.transferred_away_seq = facts.transferred_away_seq.max(seq);
+                }
                 if let Some(agent) = transferred.to.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
-                    self.note_agent(agent, seq).answered = true;
+                    let facts = self.note_agent(agent, seq);
+                    facts.answered = true;
+                    facts.transferred_in_seq = facts.transferred_in_seq.max(seq);
                 }
             }
-            // Mid-call state and quality do not change the call's log yet.
-            Kind::MediaState(_)
-            | Kind::RecordingState(_)
-            | Kind::Quality(_)
-            | Kind::VoicemailAvailable(_)
-            | Kind::Rating(_)
-            | Kind::Screening(_)
-            | Kind::Note(_)
-            | Kind::Parked(_) => return Ok(Applied::Ignored),
+            Kind::Note(note) => {
+                let id = if note.note_id.trim().is_empty() { format!("seq-{seq}") } else { note.note_id.trim().to_owned() };
+                let facts = NoteFacts { sequence: seq, user_id: note.user_id.trim().to_owned(), text: note.text.clone() };
+                // A note replayed under a later sequence keeps its first place.
+                match self.notes.get(&id) {
+                    Some(known) if known.sequence < seq => {}
+                    _ => {
+                        self.notes.insert(id, facts);
+                    }
+                }
+            }
+            Kind::Quality(report) => {
+                if self.quality.as_ref().is_none_or(|q| seq > q.sequence) {
+                    let legs = report
+                        .legs
+                        .iter()
+                        .filter(|l| l.mos.is_finite() && l.mos > 0.0)
+                        .map(|l| {
+                            let leg = match v1::Leg::try_from(l.leg) {
+                                Ok(v1::Leg::Caller) => "caller",
+                                Ok(v1::Leg::Callee) => "callee",
+                                _ => "other leg",
+                            };
+                            (leg.to_owned(), format!("{:.1}", l.mos))
+                        })
+                        .collect();
+                    self.quality = Some(QualityFacts { sequence: seq, legs });
+                }
+            }
+            Kind::Rating(rating) => {
+                let user = rating.user_id.trim().to_owned();
+                if self.ratings.get(&user).is_none_or(|r| seq > r.sequence) {
+                    self.ratings.insert(
+                        user,
+                        RatingFacts { sequence: seq, score: rating.score, comment: rating.comment.trim().to_owned() },
+                    );
+                }
+            }
+            Kind::VoicemailAvailable(voicemail) => {
+                let id = if voicemail.recording_id.is_empty() {
+                    format!("seq-{seq}")
+                } else {
+                    voicemail.recording_id.clone()
+                };
+                let facts = VoicemailFacts {
+                    sequence: seq,
+                    url: voicemail.url.trim().to_owned(),
+                    duration_ms: voicemail.duration_ms,
+                    user_id: voicemail.user_id.trim().to_owned(),
+                };
+                match self.voicemails.get(&id) {
+                    Some(known) if known.sequence > seq => {}
+                    _ => {
+                        self.voicemails.insert(id, facts);
+                    }
+                }
+            }
+            // Mid-call state does not change the call's log.
+            Kind::MediaState(_) | Kind::RecordingState(_) | Kind::Screening(_) | Kind::Parked(_) => {
+                return Ok(Applied::Ignored)
+            }
             Kind::Related(related) => {
                 if self.related.as_ref().is_none_or(|r| seq > r.sequence) {
                     self.related = Some(RelatedFacts {
@@ -820,6 +959,16 @@ impl CallState {
         })
     }
 
+    /// The other party for a subject: the related record's name next to the
+    /// number when the agent related the call to one, else the number.
+    fn other_party(&self, party: &PartyFacts) -> String {
+        match self.related.as_ref().map(|r| r.name.as_str()).filter(|n| !n.is_empty()) {
+            Some(name) if !party.number.is_empty() && party.number != name => format!("{name} ({})", party.number),
+            Some(name) => name.to_owned(),
+            None => party.short().to_owned(),
+        }
+    }
+
     /// `WhoId` and `WhatId` of every Task of the call, and why a chosen
     /// record is not among them.
     fn links(&self) -> Links {
@@ -929,12 +1078,17 @@ impl CallState {
             || (call_answered && is_owner && self.direction == Some(CallDirection::Outbound));
         let reason = ended.map_or(EndKind::Unspecified, |e| e.reason);
         let placed_by_agent = is_owner && self.direction == Some(CallDirection::Outbound);
-        let disposition = if agent_answered {
+        let voicemail = reason == EndKind::Voicemail
+            || self.voicemails.values().any(|v| v.user_id.is_empty() || v.user_id == user_id);
+        let disposition = if agent.handed_over() {
+            "transferred"
+        } else if agent_answered {
             "answered"
         } else if call_answered {
             "answered elsewhere"
         } else {
             match reason {
+                _ if voicemail => "voicemail",
                 EndKind::Busy => "busy",
                 EndKind::Failed => "failed",
                 EndKind::Cancelled if placed_by_agent => "cancelled",
@@ -945,8 +1099,8 @@ impl CallState {
         let talk = if agent_answered { ended.map_or(0, |e| e.talk_seconds) } else { 0 };
 
         let subject = match self.direction {
-            Some(CallDirection::Inbound) => format!("Inbound call from {}", self.from.short()),
-            Some(CallDirection::Outbound) => format!("Outbound call to {}", self.to.short()),
+            Some(CallDirection::Inbound) => format!("Inbound call from {}", self.other_party(&self.from)),
+            Some(CallDirection::Outbound) => format!("Outbound call to {}", self.other_party(&self.to)),
             Some(CallDirection::Internal) => {
                 format!("Internal call from {} to {}", self.from.short(), self.to.short())
             }
@@ -975,7 +1129,42 @@ impl CallState {
                 description.push_str(&format!("Recording: {}\n", recording.url));
             }
         }
+        let mut voicemails: Vec<&VoicemailFacts> = self.voicemails.values().filter(|v| !v.url.is_empty()).collect();
+        voicemails.sort_by_key(|v| v.sequence);
+        for voicemail in voicemails {
+            if voicemail.duration_ms > 0 {
+                description.push_str(&format!("Voicemail ({}): {}\n", duration_text(voicemail.duration_ms), voicemail.url));
+            } else {
+                description.push_str(&format!("Voicemail: {}\n", voicemail.url));
+            }
+        }
+        if let Some(quality) = self.quality.as_ref().filter(|q| !q.legs.is_empty()) {
+            let legs: Vec<String> = quality.legs.iter().map(|(leg, mos)| format!("{leg} {mos}")).collect();
+            description.push_str(&format!("Measured quality (MOS): {}\n", legs.join(", ")));
+        }
+        if let Some(rating) = self.ratings.get(user_id).filter(|r| (1..=5).contains(&r.score)) {
+            description.push_str(&format!("Agent's rating of the audio: {}/5", rating.score));
+            if !rating.comment.is_empty() {
+                description.push_str(&format!(" ({})", rating.comment));
+            }
+            description.push('\n');
+        }
         description.push_str(&format!("Switchboard call id: {}", self.call_id));
+        // Notes last: a cut for length takes them, not the links above.
+        let mut notes: Vec<&NoteFacts> = self.notes.values().filter(|n| !n.text.trim().is_empty()).collect();
+        notes.sort_by_key(|n| n.sequence);
+        if !notes.is_empty() {
+            description.push_str("\n\nNotes:");
+        }
+        for note in notes {
+            let author = self.agents.get(&note.user_id).map_or("", |a| a.display_name.as_str());
+            let author = if author.is_empty() { note.user_id.as_str() } else { author };
+            if author.is_empty() {
+                description.push_str(&format!("\n{}", note.text.trim()));
+            } else {
+                description.push_str(&format!("\n{author}: {}", note.text.trim()));
+            }
+        }
 
         let day_ms = self.started_at_ms.or(self.first_event_at_ms).unwrap_or(0);
         let activity_date = chrono::DateTime::from_timestamp_millis(day_ms)
@@ -994,7 +1183,7 @@ impl CallState {
             status: "Completed".to_owned(),
             activity_date,
             owner_id: owner_id.to_owned(),
-            description: truncate_utf16(&description, DESCRIPTION_MAX),
+            description: cut_description(&description),
             who_id: links.who_id.clone(),
             what_id: links.what_id.clone(),
         })
@@ -1037,6 +1226,20 @@ pub fn truncate_utf16(s: &str, max: usize) -> String {
         }
     }
     s.to_owned()
+}
+
+/// Ends a Description that was cut for length.
+pub const CUT_MARKER: &str = "\n… [cut: the full notes are in Switchboard]";
+
+/// `description` within [`DESCRIPTION_MAX`]; when too long, cut on a
+/// character boundary and ended with [`CUT_MARKER`].
+fn cut_description(description: &str) -> String {
+    if description.encode_utf16().count() <= DESCRIPTION_MAX {
+        return description.to_owned();
+    }
+    let mut cut = truncate_utf16(description, DESCRIPTION_MAX - CUT_MARKER.encode_utf16().count());
+    cut.push_str(CUT_MARKER);
+    cut
 }
 
 fn is_salesforce_id(id: &str) -> bool {
@@ -1435,6 +1638,7 @@ mod tests {
         assert!(f.subject.starts_with("Inbound call from éé"));
         assert!(f.description.encode_utf16().count() <= DESCRIPTION_MAX);
         assert!(f.description.encode_utf16().count() > DESCRIPTION_MAX - 2);
+        assert!(f.description.ends_with(CUT_MARKER), "a cut is marked");
     }
 
     #[test]
@@ -1714,6 +1918,259 @@ mod tests {
         let note = state.tasks["u1"].note.clone().unwrap();
         assert!(note.contains("not a Salesforce record id"), "{note}");
         assert!(note.contains("only a Case or Opportunity"), "{note}");
+    }
+
+    fn note(seq: u64, note_id: &str, text: &str) -> CallEvent {
+        event(seq, Kind::Note(v1::CallNote { note_id: note_id.into(), user_id: "u1".into(), text: text.into() }))
+    }
+
+    fn rating(seq: u64, user: &str, score: u32, comment: &str) -> CallEvent {
+        event(seq, Kind::Rating(v1::QualityRating { user_id: user.into(), score, comment: comment.into() }))
+    }
+
+    fn voicemail(seq: u64, id: &str) -> CallEvent {
+        event(
+            seq,
+            Kind::VoicemailAvailable(v1::VoicemailAvailable {
+                recording_id: id.into(),
+                url: format!("https://gw.example.com/voicemails/{id}"),
+                duration_ms: 62_000,
+                user_id: "u1".into(),
+                ended_by: "silence".into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn quality(seq: u64, caller: f64, callee: f64) -> CallEvent {
+        let leg = |leg: v1::Leg, mos: f64| v1::LegQuality { leg: leg as i32, mos, ..Default::default() };
+        event(seq, Kind::Quality(v1::QualityReport { legs: vec![leg(v1::Leg::Caller, caller), leg(v1::Leg::Callee, callee)] }))
+    }
+
+    fn transferred(seq: u64, from: Option<Agent>, to: Option<Agent>) -> CallEvent {
+        event(
+            seq,
+            Kind::Transferred(v1::CallTransferred {
+                from,
+                to,
+                kind: v1::TransferKind::Blind as i32,
+                to_number: String::new(),
+            }),
+        )
+    }
+
+    fn grace(seq: u64) -> CallEvent {
+        let mut e = related(seq, "Contact", CONTACT);
+        if let Some(Kind::Related(r)) = &mut e.kind {
+            r.name = "Grace Hopper".into();
+        }
+        e
+    }
+
+    /// The dispositions by user, each event order giving the same.
+    fn dispositions(events: &[CallEvent]) -> BTreeMap<String, String> {
+        let (_, plan) = fold(events);
+        let by_user: BTreeMap<String, String> =
+            plan.writes.iter().map(|w| (w.user_id.clone(), w.fields.call_disposition.clone())).collect();
+        for shift in 1..events.len() {
+            let mut permuted = events.to_vec();
+            permuted.rotate_left(shift);
+            assert_eq!(fold(&permuted).1, plan, "rotation {shift}");
+        }
+        by_user
+    }
+
+    #[test]
+    fn the_subject_names_the_related_record_else_the_number() {
+        let mut state = CallState::new(CALL);
+        let writes = run(&mut state, &answered_call());
+        assert_eq!(writes[0].fields.subject, "Inbound call from +14155550100");
+        // Related after the end: the Task is rewritten with the name.
+        let writes = run(&mut state, &[grace(5)]);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].fields.subject, "Inbound call from Grace Hopper (+14155550100)");
+        // A later record without a name: back to the number.
+        let mut nameless = related(6, "Contact", CONTACT);
+        if let Some(Kind::Related(r)) = &mut nameless.kind {
+            r.name = " ".into();
+        }
+        assert_eq!(run(&mut state, &[nameless])[0].fields.subject, "Inbound call from +14155550100");
+
+        // Outbound: the callee; the related event before `started`.
+        let events = vec![
+            grace(4),
+            started(v1::Direction::Outbound, agent("u1", SF_USER)),
+            event(2, Kind::Answered(CallAnswered { agent: None })),
+            event(3, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 9, ..Default::default() })),
+        ];
+        assert_eq!(fold(&events).1.writes[0].fields.subject, "Outbound call to Grace Hopper (+14155550199)");
+
+        // A long multi-byte name is cut to 255 UTF-16 units, whole characters only.
+        let mut events = answered_call();
+        let mut long = grace(5);
+        if let Some(Kind::Related(r)) = &mut long.kind {
+            r.name = format!("ab{}", "😀".repeat(200));
+        }
+        events.push(long);
+        let subject = fold(&events).1.writes[0].fields.subject.clone();
+        assert_eq!(subject.encode_utf16().count(), SHORT_TEXT_MAX - 1, "a pair that does not fit is left out whole");
+        assert!(subject.starts_with("Inbound call from ab😀"), "{subject}");
+        assert!(subject.ends_with('😀'), "{subject}");
+    }
+
+    #[test]
+    fn voicemail_is_its_own_disposition() {
+        let missed = |reason: v1::EndReason| {
+            vec![
+                started(v1::Direction::Inbound, agent("u1", SF_USER)),
+                event(2, Kind::Ringing(CallRinging { agent: agent("u1", SF_USER) })),
+                event(3, Kind::Ended(CallEnded { reason: reason as i32, total_seconds: 40, ..Default::default() })),
+            ]
+        };
+        assert_eq!(dispositions(&missed(v1::EndReason::Voicemail))["u1"], "voicemail");
+        assert_eq!(dispositions(&missed(v1::EndReason::NoAnswer))["u1"], "missed");
+        assert_eq!(dispositions(&missed(v1::EndReason::Busy))["u1"], "busy");
+        assert_eq!(dispositions(&missed(v1::EndReason::Failed))["u1"], "failed");
+        // The end reason says no answer, the voicemail event says otherwise.
+        let mut events = missed(v1::EndReason::NoAnswer);
+        events.push(voicemail(4, "vm1"));
+        assert_eq!(dispositions(&events)["u1"], "voicemail");
+        // Taken by screening: answered, with the message kept as a link.
+        let mut events = answered_call();
+        events.push(voicemail(5, "vm1"));
+        assert_eq!(dispositions(&events)["u1"], "answered");
+    }
+
+    #[test]
+    fn the_agent_who_handed_the_call_over_has_a_transferred_task() {
+        let u2 = || agent("u2", "005000000000002AAA");
+        let mut events = answered_call();
+        events.insert(3, transferred(4, agent("u1", SF_USER), u2()));
+        events[4].sequence = 5;
+        let by_user = dispositions(&events);
+        assert_eq!(by_user["u1"], "transferred");
+        assert_eq!(by_user["u2"], "answered");
+        // Delivered twice and with the transfer first: the same.
+        let mut doubled = vec![events[3].clone()];
+        doubled.extend(events.iter().cloned());
+        doubled.push(events[3].clone());
+        let mut state = CallState::new(CALL);
+        let writes = run(&mut state, &doubled);
+        assert_eq!(writes.len(), 2, "one write per Task");
+        assert_eq!(state.plan(), Plan::default());
+
+        // Handed back: u1 has the call again, u2 handed it over.
+        let mut back = events.clone();
+        back.push(transferred(6, u2(), agent("u1", SF_USER)));
+        let by_user = dispositions(&back);
+        assert_eq!(by_user["u1"], "answered");
+        assert_eq!(by_user["u2"], "transferred");
+        // And away again: the latest transfer counts, whatever the order.
+        back.push(transferred(7, agent("u1", SF_USER), u2()));
+        let by_user = dispositions(&back);
+        assert_eq!(by_user["u1"], "transferred");
+        assert_eq!(by_user["u2"], "answered");
+
+        // To an outside number; and a move to another device of the same agent.
+        let mut outside = answered_call();
+        outside.push(transferred(5, agent("u1", SF_USER), None));
+        assert_eq!(dispositions(&outside)["u1"], "transferred");
+        let mut moved = answered_call();
+        moved.push(transferred(5, agent("u1", SF_USER), agent("u1", SF_USER)));
+        assert_eq!(dispositions(&moved)["u1"], "answered");
+    }
+
+    #[test]
+    fn notes_are_described_once_in_sequence_order() {
+        let mut events = answered_call();
+        events.extend([
+            note(7, "n3", "Call back on Monday"),
+            note(5, "n1", "Asked about the invoice"),
+            note(6, "n2", "Sent the price list"),
+            // The same note again under a new sequence (a replay by the gateway).
+            note(8, "n1", "Asked about the invoice"),
+            note(6, "n2", "Sent the price list"),
+        ]);
+        let mut state = CallState::new(CALL);
+        let writes = run(&mut state, &events);
+        let description = &writes.last().unwrap().fields.description;
+        let lines: Vec<&str> = description.lines().filter(|l| l.starts_with("Ann Agent: ")).collect();
+        assert_eq!(
+            lines,
+            vec!["Ann Agent: Asked about the invoice", "Ann Agent: Sent the price list", "Ann Agent: Call back on Monday"],
+            "{description}"
+        );
+        assert!(description.contains("\n\nNotes:\n"), "{description}");
+        // The replayed note and the duplicate of seq 6 changed nothing.
+        assert_eq!(writes.len(), 4, "end, then one write per note");
+        let (_, expected) = fold(&events);
+        let mut reversed = events.clone();
+        reversed.reverse();
+        assert_eq!(fold(&reversed).1, expected);
+        assert_eq!(expected.writes[0].fields.description, *description);
+    }
+
+    #[test]
+    fn quality_rating_and_voicemail_are_described_and_admin_recordings_are_not() {
+        let mut events = answered_call();
+        events.extend([
+            // Applied in reverse: the later rating comes first.
+            rating(6, "u1", 2, "crackling"),
+            rating(8, "u1", 4, "fine after the first minute"),
+            // Another agent's rating, kept apart.
+            rating(9, "u0", 1, "not mine"),
+            quality(7, 2.0, 2.0),
+            quality(10, 4.34, 3.86),
+            voicemail(11, "vm1"),
+            recording(12, "r1", false),
+            recording(13, "r-admin", true),
+        ]);
+        events.reverse();
+        let (_, plan) = fold(&events);
+        let d = &plan.writes[0].fields.description;
+        assert!(d.contains("Measured quality (MOS): caller 4.3, callee 3.9\n"), "{d}");
+        assert!(!d.contains("2.0"), "the older report does not count: {d}");
+        assert!(d.contains("Agent's rating of the audio: 4/5 (fine after the first minute)\n"), "{d}");
+        assert!(!d.contains("crackling") && !d.contains("not mine"), "{d}");
+        assert!(d.contains("Voicemail (1m 02s): https://gw.example.com/voicemails/vm1\n"), "{d}");
+        assert!(d.contains("https://gw.example.com/recordings/r1"), "{d}");
+        assert!(!d.contains("r-admin"), "{d}");
+        assert!(!d.contains(CUT_MARKER.trim()), "{d}");
+    }
+
+    #[test]
+    fn a_long_note_is_cut_on_a_character_boundary_with_a_marker() {
+        // 40,000 characters, a third of them outside the BMP (two UTF-16 units).
+        let text: String = "é中😀".repeat(40_000 / 3 + 1).chars().take(40_000).collect();
+        assert_eq!(text.chars().count(), 40_000);
+        let mut events = answered_call();
+        events.extend([recording(5, "r1", false), note(6, "n1", &text)]);
+        let (_, plan) = fold(&events);
+        let d = &plan.writes[0].fields.description;
+        let units = d.encode_utf16().count();
+        assert!(units <= DESCRIPTION_MAX, "{units}");
+        assert!(units >= DESCRIPTION_MAX - 1, "cut no shorter than needed: {units}");
+        let kept = d.strip_suffix(CUT_MARKER).expect("ends with the marker");
+        let (head, note_part) = kept.split_once("Ann Agent: ").unwrap();
+        assert!(text.starts_with(note_part), "the note is cut, not altered");
+        assert!(note_part.chars().count() > 10_000);
+        assert!(head.contains("https://gw.example.com/recordings/r1"), "links survive the cut");
+        assert!(head.contains(CALL));
+
+        // Just within the limit: no cut, no marker.
+        let (_, plan) = fold(&answered_call());
+        let room = DESCRIPTION_MAX - plan.writes[0].fields.description.encode_utf16().count() - "\n\nNotes:\nAnn Agent: ".len();
+        let fits = "é".repeat(room);
+        let mut events = answered_call();
+        events.push(note(5, "n1", &fits));
+        let d = fold(&events).1.writes[0].fields.description.clone();
+        assert_eq!(d.encode_utf16().count(), DESCRIPTION_MAX);
+        assert!(d.ends_with(&fits), "{}", &d[d.len() - 80..]);
+        let mut events = answered_call();
+        events.push(note(5, "n1", &format!("{fits}é")));
+        let d = fold(&events).1.writes[0].fields.description.clone();
+        assert!(d.ends_with(CUT_MARKER));
+        assert_eq!(d.encode_utf16().count(), DESCRIPTION_MAX);
     }
 
     #[test]
