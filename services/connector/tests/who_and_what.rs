@@ -160,3 +160,58 @@ async fn a_lead_keeps_the_who_and_the_case_is_left_out_with_the_reason() {
     assert!(state["created"] == true && state["skipped"].is_null() && state["rejected"].is_null(), "{state}");
     assert!(world.dead_letters().await.is_empty(), "nothing was refused");
 }
+
+#[tokio::test]
+async fn the_task_names_the_related_caller_and_carries_notes_quality_and_rating() {
+    let world = World::new().await;
+    let contact = world.emulator.insert("Contact", json!({"LastName": "Hopper", "FirstName": "Grace"})).unwrap();
+    let call = "0193f0a2-aaaa-7000-8000-000000000009";
+    // 40,000 characters, some outside the BMP: more than Description holds.
+    let long: String = "é中😀".repeat(13_334).chars().take(40_000).collect();
+    let note = |sequence, note_id: &str, text: &str| {
+        event(call, sequence, Kind::Note(v1::CallNote { note_id: note_id.into(), user_id: "u-ann".into(), text: text.into() }))
+    };
+    let mut events = call_events(call, "u-ann", &world.agent_sf_id);
+    let mut grace = related(call, 6, "Contact", &contact);
+    if let Some(Kind::Related(r)) = &mut grace.kind {
+        r.name = "Grace Hopper".into();
+    }
+    events.extend([
+        grace,
+        note(7, "n1", "Wants the invoice again"),
+        event(
+            call,
+            8,
+            Kind::Quality(v1::QualityReport {
+                legs: vec![
+                    v1::LegQuality { leg: v1::Leg::Caller as i32, mos: 4.1, ..Default::default() },
+                    v1::LegQuality { leg: v1::Leg::Callee as i32, mos: 3.7, ..Default::default() },
+                ],
+            }),
+        ),
+        event(call, 9, Kind::Rating(v1::QualityRating { user_id: "u-ann".into(), score: 3, comment: "echo".into() })),
+        // The first note replayed under a new sequence, then a long one.
+        note(10, "n1", "Wants the invoice again"),
+        note(11, "n2", &long),
+    ]);
+    let last = world.write_outbox(&events).await;
+
+    let mut running = Running::start(world.outbox_config(), &world.db).await;
+    running.until_outbox_position(last).await;
+    running.stop().await;
+
+    let tasks = tasks_for(&world.emulator, call, "u-ann");
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["Subject"], "Inbound call from Grace Hopper (+14155550100)");
+    assert_eq!(tasks[0]["CallDisposition"], "answered");
+    let description = tasks[0]["Description"].as_str().unwrap();
+    let head: String = description.chars().take(500).collect();
+    assert!(description.encode_utf16().count() <= 32_000);
+    assert!(description.contains("Measured quality (MOS): caller 4.1, callee 3.7"), "{head}");
+    assert!(description.contains("Agent's rating of the audio: 3/5 (echo)"), "{head}");
+    assert!(description.contains(&format!("https://switchboard.example.com/recordings/{call}")));
+    assert_eq!(description.matches("Wants the invoice again").count(), 1, "{head}");
+    let tail: String = description.chars().rev().take(100).collect::<Vec<_>>().into_iter().rev().collect();
+    assert!(description.ends_with("… [cut: the full notes are in Switchboard]"), "{tail}");
+    assert!(world.dead_letters().await.is_empty());
+}
