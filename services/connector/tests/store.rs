@@ -59,6 +59,7 @@ fn ended_call() -> CallState {
         salesforce_user_id: "005000000000001AAA".into(),
         device_id: String::new(),
         display_name: "Ann".into(),
+        privacy_mode: false,
     });
     let events = [
         Kind::Started(v1::CallStarted {

@@ -21,6 +21,7 @@
 //! Rules no single constraint can hold are checked here too: extensions are
 //! unique across users and groups together.
 
+use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
@@ -818,6 +819,23 @@ impl Directory {
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Which of `user_ids` have privacy mode on (F2, `agent_settings`; a
+    /// user without settings has it off), in one query. Routing asks this
+    /// once per decision for the users it may log the call for.
+    pub async fn privacy_mode_users(&self, user_ids: &[&str]) -> Result<BTreeSet<String>, DirectoryError> {
+        let ids: BTreeSet<&str> = user_ids.iter().copied().collect();
+        if ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT user_id FROM agent_settings WHERE privacy_mode <> 0 AND user_id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(self.db.pool()).await?.into_iter().collect())
     }
 
     /// Makes a user an admin or an agent again.

@@ -679,3 +679,59 @@ async fn an_agent_declines_a_ringing_call() {
     bob.quit().await;
     api.gw.stop().await;
 }
+
+/// Privacy mode (F2) set through `PUT /v1/me/settings` travels with the
+/// agent's calls: the agent a call is routed to carries the setting as it
+/// is when the call arrives (off without settings), in `call.started`,
+/// `call.ringing` and `call.answered`, so the connector logs its Task
+/// without the number and the recording links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_privacy_mode_is_carried_by_the_events_of_its_calls() {
+    use support::audio::speech;
+    use support::{softphone, softphone_user};
+
+    let api = Api::start(|c| c.sip.digest_algorithms = vec!["MD5".into()]).await;
+    let gw = &api.gw;
+    let mic = speech(&gw.subdir("audio"), "ada", "Hello, this is Ada.", 2);
+    softphone_user(gw, "Ada", "201", "ada", "ada-api-secret-3").await;
+    let bob_id = softphone_user(gw, "Bob", "202", "bob", "bob-api-secret-3").await;
+    let (bob_token, _) = api.sessions(Duration::from_secs(3600)).create(&bob_id, None).await.unwrap();
+    let mut ada = softphone(gw, "ada", "ada-api-secret-3", &mic).await;
+    let mut bob = softphone(gw, "bob", "bob-api-secret-3", &mic).await;
+
+    // First call: Bob has no settings (privacy off); second: Bob turned it on.
+    for (round, privacy) in [(1, false), (2, true)] {
+        if privacy {
+            let on = json!({"privacy_mode": true, "open_task_after_call": true, "call_relation": "none"});
+            let (status, _, body) = api.call(Method::PUT, "/v1/me/settings", Some(&bob_token), Some(on)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        ada.command("dial", &format!("sip:202@{}", gw.sip)).await;
+        let first = ada.first_of(&["CALL_ESTABLISHED", "CALL_CLOSED"], 20).await;
+        assert_eq!(first["type"], "CALL_ESTABLISHED", "call {round} failed: {first}");
+        bob.event("CALL_ESTABLISHED", 10).await;
+        ada.command("hangup", "").await;
+        ada.event("CALL_CLOSED", 10).await;
+        bob.event("CALL_CLOSED", 10).await;
+
+        let events = gw.events_after_calls_ended(round).await;
+        let call_id = events.iter().filter(|(k, _)| k == "call.started").map(|(_, e)| e.call_id.clone()).next_back().unwrap();
+        let mut seen = Vec::new();
+        for (kind, e) in support::events_of(&events, &call_id) {
+            let agent = match &e.kind {
+                Some(switchboard_proto::Kind::Started(s)) => s.owner.as_ref(),
+                Some(switchboard_proto::Kind::Ringing(r)) => r.agent.as_ref(),
+                Some(switchboard_proto::Kind::Answered(a)) => a.agent.as_ref(),
+                _ => continue,
+            };
+            let agent = agent.unwrap_or_else(|| panic!("{kind} of call {round} names no agent"));
+            assert_eq!(agent.user_id, bob_id, "{kind} of call {round}");
+            assert_eq!(agent.privacy_mode, privacy, "{kind} of call {round}: {agent:?}");
+            seen.push(kind.clone());
+        }
+        assert_eq!(seen, ["call.started", "call.ringing", "call.answered"], "call {round}");
+    }
+    ada.quit().await;
+    bob.quit().await;
+    api.gw.stop().await;
+}

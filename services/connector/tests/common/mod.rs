@@ -197,6 +197,7 @@ pub fn agent(user_id: &str, salesforce_user_id: &str) -> Option<v1::Agent> {
         salesforce_user_id: salesforce_user_id.into(),
         device_id: "browser-1".into(),
         display_name: "Ann Agent".into(),
+        privacy_mode: false,
     })
 }
 

@@ -16,9 +16,15 @@
 //! its caller ID. A policy covers a line in both directions, the way the far
 //! end sees the line; an agent's own extension is never covered.
 //!
+//! Every agent a plan names carries that user's privacy mode (F2) as it is
+//! when the call is routed, read once per decision for all the users
+//! involved ([`Directory::privacy_mode_users`]): the connector logs its Task
+//! without the number and the recording links.
+//!
 //! The lookups talk to the directory and the registrations; the choices are
 //! pure functions below, unit tested.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use switchboard_proto::v1 as pb;
@@ -150,7 +156,7 @@ impl Router {
         };
         let started = Started {
             direction: pb::Direction::Inbound,
-            owner: agent(&route.members[0].user, None),
+            owner: agent(&route.members[0].user, None, false),
             from_number: caller.user.clone(),
             from_display: caller.display.clone(),
             to_number: route.number.clone(),
@@ -184,7 +190,7 @@ impl Router {
             let presentation = Presentation { user: from.clone(), display: Some(user.name.clone()), ..Presentation::default() };
             let started = Started {
                 direction: pb::Direction::Internal,
-                owner: agent(&route.members[0].user, None),
+                owner: agent(&route.members[0].user, None, false),
                 from_number: from,
                 from_display: user.name.clone(),
                 to_number: route.number.clone(),
@@ -220,6 +226,10 @@ impl Router {
             Ok(r) => r,
             Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
         };
+        let private = match self.directory.privacy_mode_users(&[user.id.as_str()]).await {
+            Ok(p) => p.contains(&user.id),
+            Err(e) => return RouteOutcome::Refused { code: 503, why: format!("directory lookup failed: {e}") },
+        };
         let domain = trunk.from_domain();
         let presentation = Presentation {
             user: caller_id.clone(),
@@ -230,7 +240,7 @@ impl Router {
         };
         let started = Started {
             direction: pb::Direction::Outbound,
-            owner: agent(user, Some(device.to_owned())),
+            owner: agent(user, Some(device.to_owned()), private),
             from_number: caller_id,
             from_display: user.name.clone(),
             to_number: number,
@@ -249,8 +259,14 @@ impl Router {
     /// (NAT), addressed to its Contact; a device without one at its
     /// provisioned contact. The calling device itself is left out. The
     /// plan is admin-recorded when the route is.
-    async fn ring(&self, route: NumberRoute, started: Started, presentation: Presentation, skip: Option<&str>, now_unix: u64) -> RouteOutcome {
-        let forks = self.forks_of(&route.members, skip, now_unix).await;
+    async fn ring(&self, route: NumberRoute, mut started: Started, presentation: Presentation, skip: Option<&str>, now_unix: u64) -> RouteOutcome {
+        let private = match self.private_members(&route.members).await {
+            Ok(p) => p,
+            Err(why) => return RouteOutcome::Refused { code: 503, why },
+        };
+        // The owner is one of the members (the first).
+        started.owner.privacy_mode = private.contains(&started.owner.user_id);
+        let forks = self.forks_of(&route.members, &private, skip, now_unix).await;
         let mailbox = match (&route.group, route.members.as_slice()) {
             (None, [member]) => Some(member.user.id.clone()),
             _ => None,
@@ -267,14 +283,21 @@ impl Router {
         }
     }
 
+    /// Which of `members` have privacy mode on, by user id (one query).
+    async fn private_members(&self, members: &[crate::directory::Member]) -> Result<BTreeSet<String>, String> {
+        let ids: Vec<&str> = members.iter().map(|m| m.user.id.as_str()).collect();
+        self.directory.privacy_mode_users(&ids).await.map_err(|e| format!("the directory could not be read ({e}); try again"))
+    }
+
     /// A fork for every live registration of every device of `members`
     /// (at the address the REGISTER came from), or the device's provisioned
-    /// contact when it has none; the device `skip` is left out.
-    async fn forks_of(&self, members: &[crate::directory::Member], skip: Option<&str>, now_unix: u64) -> Vec<PlannedFork> {
+    /// contact when it has none; the device `skip` is left out. `private`
+    /// holds the members with privacy mode on.
+    async fn forks_of(&self, members: &[crate::directory::Member], private: &BTreeSet<String>, skip: Option<&str>, now_unix: u64) -> Vec<PlannedFork> {
         let mut forks = Vec::new();
         for member in members {
             for device in member.devices.iter().filter(|d| Some(d.id.as_str()) != skip) {
-                let who = agent(&member.user, Some(device.id.clone()));
+                let who = agent(&member.user, Some(device.id.clone()), private.contains(&member.user.id));
                 match self.registrations.bindings(&device.id, now_unix).await {
                     Ok(bindings) if !bindings.is_empty() => {
                         for b in bindings {
@@ -339,15 +362,16 @@ impl Router {
         let lookup = |e: crate::directory::DirectoryError| AgentDeviceError::Lookup(e.to_string());
         let user = self.directory.get_user(user_id).await.map_err(lookup)?;
         let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
+        let private = self.directory.privacy_mode_users(&[user_id]).await.map_err(lookup)?;
         let mut forks = Vec::new();
         match device_id {
             Some(wanted) => {
                 let Some(device) = devices.into_iter().find(|d| d.id == wanted) else { return Err(AgentDeviceError::NotFound(wanted.to_owned())) };
-                forks = self.forks_of(&[crate::directory::Member { user, devices: vec![device] }], None, now_unix).await;
+                forks = self.forks_of(&[crate::directory::Member { user, devices: vec![device] }], &private, None, now_unix).await;
             }
             None => {
                 for device in devices {
-                    let who = agent(&user, Some(device.id.clone()));
+                    let who = agent(&user, Some(device.id.clone()), private.contains(&user.id));
                     match self.registrations.bindings(&device.id, now_unix).await {
                         Ok(bindings) => forks.extend(bindings.into_iter().map(|b| PlannedFork { agent: Some(who.clone()), target: Target::new(b.contact, b.source) })),
                         Err(e) => warn!(device = %device.id, error = %e, "reading registrations failed; the device is not rung"),
@@ -441,7 +465,9 @@ impl Router {
                     .filter(|d| device_id.as_ref().is_none_or(|w| &d.id == w) && except.as_ref() != Some(&d.id))
                     .collect();
                 let member = crate::directory::Member { user, devices };
-                let forks = self.forks_of(std::slice::from_ref(&member), None, now_unix).await;
+                let members = std::slice::from_ref(&member);
+                let private = self.private_members(members).await?;
+                let forks = self.forks_of(members, &private, None, now_unix).await;
                 if forks.is_empty() {
                     return Err("none of your other devices is registered or reachable; sign in on the other phone first".into());
                 }
@@ -454,7 +480,9 @@ impl Router {
                 })?;
                 let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
                 let name = user.name.clone();
-                let forks = self.forks_of(&[crate::directory::Member { user, devices }], None, now_unix).await;
+                let members = [crate::directory::Member { user, devices }];
+                let private = self.private_members(&members).await?;
+                let forks = self.forks_of(&members, &private, None, now_unix).await;
                 if forks.is_empty() {
                     return Err(format!("{name} has no device that can ring now"));
                 }
@@ -467,7 +495,8 @@ impl Router {
                     None => self.directory.route_number(&dialled).await.map_err(lookup)?,
                 };
                 if let Some(route) = route {
-                    let forks = self.forks_of(&route.members, None, now_unix).await;
+                    let private = self.private_members(&route.members).await?;
+                    let forks = self.forks_of(&route.members, &private, None, now_unix).await;
                     if forks.is_empty() {
                         return Err(format!("nobody at {dialled} has a device that can ring now"));
                     }
@@ -520,12 +549,13 @@ pub fn choose_caller_id(requested: Option<&str>, entitled: &[String]) -> Option<
     }
 }
 
-fn agent(user: &User, device_id: Option<String>) -> AgentInfo {
+fn agent(user: &User, device_id: Option<String>, privacy_mode: bool) -> AgentInfo {
     AgentInfo {
         user_id: user.id.clone(),
         salesforce_user_id: user.salesforce_user_id.clone(),
         device_id,
         display_name: user.name.clone(),
+        privacy_mode,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct AgentInfo {
     pub salesforce_user_id: Option<String>,
     pub device_id: Option<String>,
     pub display_name: String,
+    /// The user's privacy mode (F2) when the call was routed to it: its
+    /// Task is logged without the number and the recording links.
+    pub privacy_mode: bool,
 }
 
 impl AgentInfo {
@@ -45,6 +48,7 @@ impl AgentInfo {
             salesforce_user_id: self.salesforce_user_id.clone().unwrap_or_default(),
             device_id: self.device_id.clone().unwrap_or_default(),
             display_name: self.display_name.clone(),
+            privacy_mode: self.privacy_mode,
         }
     }
 }
