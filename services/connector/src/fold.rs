@@ -25,6 +25,14 @@
 //! assignment id ([`Plan::case`]), and the Tasks then link to it. Salesforce
 //! refuses a `WhatId` next to a Lead `WhoId`: the Lead stays, the `WhatId`
 //! is left out and [`TaskSync::note`] says why.
+//!
+//! Privacy mode (F2, decision 0017): an agent whose latest event naming it
+//! (`started`, `ringing`, `answered`, `transferred`) says `privacy_mode`
+//! gets a Task without the number: the Subject names the related record,
+//! else only the direction, and the Description names no party and links
+//! no recording or voicemail (it says it was logged in privacy mode; result,
+//! quality, rating and notes stay). The other agents' Tasks of the call are
+//! written as usual.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -189,6 +197,13 @@ pub struct AgentFacts {
     /// agent with the call.
     #[serde(default)]
     pub transferred_in_seq: u64,
+    /// The agent had privacy mode on (F2), as the latest event naming it
+    /// said: its Task names no number and links no recording.
+    #[serde(default)]
+    pub privacy_mode: bool,
+    /// Sequence of the event `privacy_mode` came from.
+    #[serde(default)]
+    pub privacy_mode_seq: u64,
 }
 
 impl AgentFacts {
@@ -600,7 +615,9 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFields {
     /// "Inbound call from Grace Hopper (+1…)": the related record's name
-    /// when there is one, else the number (255 characters at most).
+    /// when there is one, else the number (255 characters at most). In
+    /// privacy mode never the number: "Inbound call from Grace Hopper" or
+    /// "Inbound call".
     #[serde(rename = "Subject")]
     pub subject: String,
     /// Always `Call`.
@@ -630,7 +647,8 @@ pub struct TaskFields {
     pub owner_id: String,
     /// Parties, result, talk time, recording and voicemail links, measured
     /// MOS, the agent's rating and the notes (32,000 characters at most,
-    /// else cut and ended with [`CUT_MARKER`]).
+    /// else cut and ended with [`CUT_MARKER`]). In privacy mode without the
+    /// parties and the links.
     #[serde(rename = "Description")]
     pub description: String,
     /// The related Contact or Lead; omitted when none.
@@ -841,6 +859,10 @@ impl CallState {
         if !agent.display_name.trim().is_empty() {
             facts.display_name = agent.display_name.trim().to_owned();
         }
+        if seq >= facts.privacy_mode_seq {
+            facts.privacy_mode = agent.privacy_mode;
+            facts.privacy_mode_seq = seq;
+        }
         facts
     }
 
@@ -959,10 +981,26 @@ impl CallState {
         })
     }
 
+    /// The related record's name, if the agent related the call to a named one.
+    fn related_name(&self) -> Option<&str> {
+        self.related.as_ref().map(|r| r.name.as_str()).filter(|n| !n.is_empty())
+    }
+
+    /// The Subject of a Task logged in privacy mode: the related record's
+    /// name, else the direction alone; never a number.
+    fn private_subject(&self) -> String {
+        match (self.direction, self.related_name()) {
+            (Some(CallDirection::Inbound), Some(name)) => format!("Inbound call from {name}"),
+            (Some(CallDirection::Outbound), Some(name)) => format!("Outbound call to {name}"),
+            (Some(direction), _) => format!("{} call", direction.as_str()),
+            (None, _) => "Call".to_owned(),
+        }
+    }
+
     /// The other party for a subject: the related record's name next to the
     /// number when the agent related the call to one, else the number.
     fn other_party(&self, party: &PartyFacts) -> String {
-        match self.related.as_ref().map(|r| r.name.as_str()).filter(|n| !n.is_empty()) {
+        match self.related_name() {
             Some(name) if !party.number.is_empty() && party.number != name => format!("{name} ({})", party.number),
             Some(name) => name.to_owned(),
             None => party.short().to_owned(),
@@ -1098,7 +1136,9 @@ impl CallState {
         };
         let talk = if agent_answered { ended.map_or(0, |e| e.talk_seconds) } else { 0 };
 
+        let private = agent.privacy_mode;
         let subject = match self.direction {
+            _ if private => self.private_subject(),
             Some(CallDirection::Inbound) => format!("Inbound call from {}", self.other_party(&self.from)),
             Some(CallDirection::Outbound) => format!("Outbound call to {}", self.other_party(&self.to)),
             Some(CallDirection::Internal) => {
@@ -1109,7 +1149,11 @@ impl CallState {
 
         let mut description = String::new();
         let direction_word = self.direction.map_or("Call", |d| d.as_str());
-        description.push_str(&format!("{direction_word} call from {} to {}\n", self.from.long(), self.to.long()));
+        if private {
+            description.push_str(&format!("{direction_word} call\nLogged in privacy mode: no number, no recording or voicemail link\n"));
+        } else {
+            description.push_str(&format!("{direction_word} call from {} to {}\n", self.from.long(), self.to.long()));
+        }
         let mut result = format!("Result: {disposition}");
         if talk > 0 {
             result.push_str(&format!("; talk time {}", duration_text(u64::from(talk) * 1000)));
@@ -1120,7 +1164,7 @@ impl CallState {
         description.push_str(&result);
         description.push('\n');
         let mut recordings: Vec<&RecordingFacts> =
-            self.recordings.values().filter(|r| !r.admin_only && !r.url.is_empty()).collect();
+            self.recordings.values().filter(|r| !private && !r.admin_only && !r.url.is_empty()).collect();
         recordings.sort_by_key(|r| r.sequence);
         for recording in recordings {
             if recording.duration_ms > 0 {
@@ -1129,7 +1173,7 @@ impl CallState {
                 description.push_str(&format!("Recording: {}\n", recording.url));
             }
         }
-        let mut voicemails: Vec<&VoicemailFacts> = self.voicemails.values().filter(|v| !v.url.is_empty()).collect();
+        let mut voicemails: Vec<&VoicemailFacts> = self.voicemails.values().filter(|v| !private && !v.url.is_empty()).collect();
         voicemails.sort_by_key(|v| v.sequence);
         for voicemail in voicemails {
             if voicemail.duration_ms > 0 {
@@ -1311,7 +1355,13 @@ mod tests {
     }
 
     fn agent(user: &str, sf: &str) -> Option<Agent> {
-        Some(Agent { user_id: user.into(), salesforce_user_id: sf.into(), device_id: "d1".into(), display_name: "Ann Agent".into() })
+        Some(Agent {
+            user_id: user.into(),
+            salesforce_user_id: sf.into(),
+            device_id: "d1".into(),
+            display_name: "Ann Agent".into(),
+            privacy_mode: false,
+        })
     }
 
     fn event(seq: u64, kind: Kind) -> CallEvent {
@@ -2136,6 +2186,116 @@ mod tests {
         assert!(d.contains("https://gw.example.com/recordings/r1"), "{d}");
         assert!(!d.contains("r-admin"), "{d}");
         assert!(!d.contains(CUT_MARKER.trim()), "{d}");
+    }
+
+    fn private(agent: Option<Agent>) -> Option<Agent> {
+        agent.map(|a| Agent { privacy_mode: true, ..a })
+    }
+
+    /// u1 answers (privacy off) and hands the call to u2 (privacy on), with
+    /// a recording, a voicemail, a note, u2's rating and the quality.
+    fn call_handed_to_a_private_agent() -> Vec<CallEvent> {
+        let u2 = || private(agent("u2", "005000000000002AAA"));
+        let mut events = answered_call();
+        events[3].sequence = 9;
+        events.extend([
+            transferred(4, agent("u1", SF_USER), u2()),
+            recording(5, "r1", false),
+            voicemail(6, "vm1"),
+            note(7, "n1", "Wants the invoice resent"),
+            rating(8, "u2", 4, "clear"),
+            quality(10, 4.34, 3.86),
+        ]);
+        events
+    }
+
+    #[test]
+    fn an_agent_in_privacy_mode_gets_a_task_without_number_or_links_and_the_others_do_not() {
+        let events = call_handed_to_a_private_agent();
+        // The same plan in every order (`dispositions` rotates the events).
+        assert_eq!(dispositions(&events)["u2"], "answered");
+        let mut reversed = events.clone();
+        reversed.reverse();
+        let (state, plan) = fold(&events);
+        assert_eq!(fold(&reversed).1, plan);
+        assert!(state.agents["u2"].privacy_mode && !state.agents["u1"].privacy_mode);
+
+        let task = |user: &str| plan.writes.iter().find(|w| w.user_id == user).unwrap().fields.clone();
+        let normal = task("u1");
+        assert_eq!(normal.subject, "Inbound call from +14155550100");
+        assert!(normal.description.contains("Inbound call from +14155550100 (Carla Caller) to +14155550199\n"), "{}", normal.description);
+        assert!(normal.description.contains("https://gw.example.com/recordings/r1"), "{}", normal.description);
+        assert!(normal.description.contains("https://gw.example.com/voicemails/vm1"), "{}", normal.description);
+        assert!(!normal.description.contains("privacy"), "{}", normal.description);
+
+        let private = task("u2");
+        assert_eq!(private.subject, "Inbound call");
+        let d = &private.description;
+        assert!(d.starts_with("Inbound call\nLogged in privacy mode: no number, no recording or voicemail link\n"), "{d}");
+        // Nothing of the parties or the links anywhere in what is sent.
+        let body = serde_json::to_string(&plan.writes.iter().find(|w| w.user_id == "u2").unwrap().body(true)).unwrap();
+        for secret in ["+14155550100", "4155550100", "+14155550199", "Carla Caller", "https://", "r1", "vm1"] {
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+        // Result, quality, the agent's rating and the notes stay.
+        assert!(d.contains("Result: answered; talk time 2m 05s; hung up by caller\n"), "{d}");
+        assert!(d.contains("Measured quality (MOS): caller 4.3, callee 3.9\n"), "{d}");
+        assert!(d.contains("Agent's rating of the audio: 4/5 (clear)\n"), "{d}");
+        assert!(d.ends_with("Notes:\nAnn Agent: Wants the invoice resent"), "{d}");
+        assert!(d.contains(&format!("Switchboard call id: {CALL}")), "{d}");
+        assert_eq!(private.call_duration_in_seconds, 125);
+    }
+
+    #[test]
+    fn a_private_subject_names_the_related_record_but_never_the_number() {
+        let mut events = call_handed_to_a_private_agent();
+        events.push(grace(11));
+        let (_, plan) = fold(&events);
+        let subject = |user: &str| plan.writes.iter().find(|w| w.user_id == user).unwrap().fields.subject.clone();
+        assert_eq!(subject("u2"), "Inbound call from Grace Hopper");
+        assert_eq!(subject("u1"), "Inbound call from Grace Hopper (+14155550100)");
+
+        // An outbound call placed by an agent in privacy mode.
+        let outbound = |related: Option<CallEvent>| {
+            let mut events = vec![
+                started(v1::Direction::Outbound, private(agent("u1", SF_USER))),
+                event(2, Kind::Answered(CallAnswered { agent: None })),
+                event(3, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 9, ..Default::default() })),
+            ];
+            events.extend(related);
+            fold(&events).1.writes[0].fields.clone()
+        };
+        let plain = outbound(None);
+        assert_eq!(plain.subject, "Outbound call");
+        assert!(!plain.description.contains("+1415555"), "{}", plain.description);
+        assert_eq!(outbound(Some(grace(4))).subject, "Outbound call to Grace Hopper");
+    }
+
+    #[test]
+    fn the_latest_event_naming_the_agent_sets_its_privacy_mode() {
+        // Started and rang in privacy mode, answered with it off (seq 3):
+        // the answer is the latest word, in any order.
+        let mut events = answered_call();
+        events[0] = started(v1::Direction::Inbound, private(agent("u1", SF_USER)));
+        events[1] = event(2, Kind::Ringing(CallRinging { agent: private(agent("u1", SF_USER)) }));
+        let (_, plan) = fold(&events);
+        assert_eq!(plan.writes[0].fields.subject, "Inbound call from +14155550100");
+        let mut reversed = events.clone();
+        reversed.reverse();
+        assert_eq!(fold(&reversed).1, plan);
+        // Answered in privacy mode: private, whichever comes first.
+        events[2] = event(3, Kind::Answered(CallAnswered { agent: private(agent("u1", SF_USER)) }));
+        events[1] = event(2, Kind::Ringing(CallRinging { agent: agent("u1", SF_USER) }));
+        events.reverse();
+        assert_eq!(fold(&events).1.writes[0].fields.subject, "Inbound call");
+        // A state stored before the field existed reads as privacy off.
+        let mut stored = serde_json::to_value(&fold(&answered_call()).0).unwrap();
+        for facts in stored["agents"].as_object_mut().unwrap().values_mut() {
+            let facts = facts.as_object_mut().unwrap();
+            assert!(facts.remove("privacy_mode").is_some() && facts.remove("privacy_mode_seq").is_some());
+        }
+        let restored: CallState = serde_json::from_value(stored).unwrap();
+        assert!(!restored.agents["u1"].privacy_mode);
     }
 
     #[test]
