@@ -288,19 +288,6 @@ async fn placing_a_call_is_refused_for_bad_numbers_other_agents_devices_foreign_
     api.gw.stop().await;
 }
 
-/// A trunk whose far end is `address` (trunk calls from 127.0.0.1 trusted).
-fn trunk_at(address: String) -> impl FnOnce(&mut switchboard_gateway::config::GatewayConfig) {
-    move |c| {
-        c.sip.trunks = vec![switchboard_gateway::config::TrunkConfig {
-            name: "carrier".into(),
-            address: Some(address),
-            inbound_from: vec!["127.0.0.1/32".into()],
-            ..Default::default()
-        }];
-        c.sip.trunk_options_interval_secs = 0;
-    }
-}
-
 /// F3 + F5 out through the trunk: Bob clicks to dial an outside number
 /// presenting the second of his two numbers; the outside phone (baresip
 /// behind the trunk) sees that number in From and P-Asserted-Identity and
@@ -313,16 +300,9 @@ async fn click_to_dial_out_through_the_trunk_presents_the_chosen_caller_id() {
     std::fs::create_dir_all(&audio).unwrap();
     let bob_mic = speech(&audio, "bob", "Hello, this is Bob from Acme, returning your call about the order.", 10);
     let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
-    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut outside = Baresip::start_with_audio(
-        workdir.path(),
-        "outside",
-        unused,
-        PhoneAccount { username: OUTSIDE, password: "unused", answermode: "auto", register: false },
-        &outside_mic,
-    )
-    .await;
-    let api = Api::start_with(trunk_at(outside.sip.to_string())).await;
+    let mut outside = support::far_end_phone(workdir.path(), OUTSIDE, &outside_mic).await;
+    let carrier_at = outside.sip.to_string();
+    let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;
     let bob_id = user(gw, "Bob", "202").await;
     device(gw, &bob_id, "bob", "bob-trunk-secret-1").await;
@@ -380,7 +360,7 @@ async fn click_to_dial_out_through_the_trunk_presents_the_chosen_caller_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_end_that_declines_ends_the_placed_call_and_hangs_up_the_agents_phone() {
     let trunk_port = support::free_udp_port(CARRIER_IP);
-    let api = Api::start_with(trunk_at(format!("{CARRIER_IP}:{trunk_port}"))).await;
+    let api = Api::start_with(move |c| support::trunk_to(c, format!("{CARRIER_IP}:{trunk_port}"))).await;
     let gw = &api.gw;
     let audio = gw.subdir("audio");
     let bob_mic = speech(&audio, "bob", "Hello?", 3);

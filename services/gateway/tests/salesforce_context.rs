@@ -79,6 +79,28 @@ impl World {
     }
 }
 
+/// A desk phone (SIPp, provisioned at a free port, which it answers
+/// from) and the number +1 500 555 0100 for `user_id`; answers the port.
+async fn desk_with_number(w: &World, user_id: &str) -> u16 {
+    let directory = w.gw.directory();
+    let port = free_udp_port("127.0.0.1");
+    directory.create_device(NewDevice { user_id: user_id.into(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{port}") }).await.unwrap();
+    directory.assign_number("+15005550100", user_id).await.unwrap();
+    port
+}
+
+/// The carrier (SIPp, calling from +1 500 555 0006) calls the number; the
+/// desk phone at `port` answers; both wait for the gateway's BYE.
+fn carrier_calls_desk(w: &World, port: u16) -> (Sipp, Sipp) {
+    let dir = w.gw.dir.path();
+    let device = Sipp::spawn(dir, SippRun { label: "desk", scenario: "interop_uas_answer_wait_bye.xml", ip: "127.0.0.1", remote: None, service: None, port });
+    let carrier = Sipp::spawn(
+        dir,
+        SippRun { label: "carrier", scenario: "interop_uac_call_wait_bye.xml", ip: CARRIER_IP, remote: Some(w.gw.sip), service: Some("15005550100"), port: free_udp_port(CARRIER_IP) },
+    );
+    (device, carrier)
+}
+
 /// The next event of `kind` on the stream, within 20 s.
 async fn next_of(events: &mut AgentEvents, kind: AgentEventKind) -> CallView {
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -129,9 +151,7 @@ async fn the_caller_is_matched_while_it_rings_and_the_agent_relates_and_assigns_
         .create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), salesforce_user_id: Some(ada_sf.clone()), ..Default::default() })
         .await
         .unwrap();
-    let device_port = free_udp_port("127.0.0.1");
-    directory.create_device(NewDevice { user_id: ada.id.clone(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{device_port}") }).await.unwrap();
-    directory.assign_number("+15005550100", &ada.id).await.unwrap();
+    let device_port = desk_with_number(&w, &ada.id).await;
     let carol = directory.create_user(NewUser { name: "Carol".into(), ..Default::default() }).await.unwrap();
     let sessions = switchboard_gateway::api::auth::Sessions::new(
         w.gw.db.clone(),
@@ -142,12 +162,7 @@ async fn the_caller_is_matched_while_it_rings_and_the_agent_relates_and_assigns_
 
     let token = w.sign_in("ada@acme.example").await;
     let mut events = w.gw.live().subscribe(&ada.id).events;
-    let dir = w.gw.dir.path();
-    let device = Sipp::spawn(dir, SippRun { label: "desk", scenario: "interop_uas_answer_wait_bye.xml", ip: "127.0.0.1", remote: None, service: None, port: device_port });
-    let carrier = Sipp::spawn(
-        dir,
-        SippRun { label: "carrier", scenario: "interop_uac_call_wait_bye.xml", ip: CARRIER_IP, remote: Some(w.gw.sip), service: Some("15005550100"), port: free_udp_port(CARRIER_IP) },
-    );
+    let (device, carrier) = carrier_calls_desk(&w, device_port);
 
     // While it rings: who the caller is, as Ada may see it.
     let matched = next_of(&mut events, AgentEventKind::Matched).await;
@@ -256,16 +271,9 @@ async fn an_agent_who_has_not_connected_salesforce_is_told_so_on_the_ringing_cal
     let w = World::start().await;
     let directory = w.gw.directory();
     let ada = directory.create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), ..Default::default() }).await.unwrap();
-    let device_port = free_udp_port("127.0.0.1");
-    directory.create_device(NewDevice { user_id: ada.id.clone(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{device_port}") }).await.unwrap();
-    directory.assign_number("+15005550100", &ada.id).await.unwrap();
+    let device_port = desk_with_number(&w, &ada.id).await;
     let mut events = w.gw.live().subscribe(&ada.id).events;
-    let dir = w.gw.dir.path();
-    let device = Sipp::spawn(dir, SippRun { label: "desk", scenario: "interop_uas_answer_wait_bye.xml", ip: "127.0.0.1", remote: None, service: None, port: device_port });
-    let carrier = Sipp::spawn(
-        dir,
-        SippRun { label: "carrier", scenario: "interop_uac_call_wait_bye.xml", ip: CARRIER_IP, remote: Some(w.gw.sip), service: Some("15005550100"), port: free_udp_port(CARRIER_IP) },
-    );
+    let (device, carrier) = carrier_calls_desk(&w, device_port);
     let matched = next_of(&mut events, AgentEventKind::Matched).await;
     let m = matched.caller_matches.expect("matches on the event");
     assert_eq!(serde_json::to_value(m.status).unwrap(), "not_connected");
@@ -287,16 +295,9 @@ async fn the_agent_sees_its_task_logged_in_salesforce_after_the_call() {
     let w = World::start().await;
     let directory = w.gw.directory();
     let ada = directory.create_user(NewUser { name: "Ada".into(), extension: Some("101".into()), ..Default::default() }).await.unwrap();
-    let device_port = free_udp_port("127.0.0.1");
-    directory.create_device(NewDevice { user_id: ada.id.clone(), name: "desk".into(), contact_uri: format!("sip:ada@127.0.0.1:{device_port}") }).await.unwrap();
-    directory.assign_number("+15005550100", &ada.id).await.unwrap();
+    let device_port = desk_with_number(&w, &ada.id).await;
     let mut events = w.gw.live().subscribe(&ada.id).events;
-    let dir = w.gw.dir.path();
-    let device = Sipp::spawn(dir, SippRun { label: "desk", scenario: "interop_uas_answer_wait_bye.xml", ip: "127.0.0.1", remote: None, service: None, port: device_port });
-    let carrier = Sipp::spawn(
-        dir,
-        SippRun { label: "carrier", scenario: "interop_uac_call_wait_bye.xml", ip: CARRIER_IP, remote: Some(w.gw.sip), service: Some("15005550100"), port: free_udp_port(CARRIER_IP) },
-    );
+    let (device, carrier) = carrier_calls_desk(&w, device_port);
     let id = next_of(&mut events, AgentEventKind::Started).await.id;
     answered(&w, &mut events, &id, &ada.id).await;
     w.gw.control().hang_up(&id).await.unwrap_or_else(|e| panic!("hang up: {e}"));

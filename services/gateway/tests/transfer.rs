@@ -16,7 +16,6 @@ use support::{softphone, Baresip, PhoneAccount, TestGateway};
 use switchboard_gateway::api::auth::seal::Sealer;
 use switchboard_gateway::api::auth::Sessions;
 use switchboard_gateway::calls::live::{AgentEventKind, AgentEvents, CallState};
-use switchboard_gateway::config::TrunkConfig;
 use switchboard_gateway::directory::{NewDevice, NewUser};
 use switchboard_proto::{v1 as pb, Kind};
 
@@ -513,6 +512,7 @@ async fn warm_transfer(complete: bool) {
     device(gw, &carol_id, "carol", "carol-warm-secret-1").await;
     let (bob, carol) = (api.token(&bob_id).await, api.token(&carol_id).await);
     let mut bob_events = gw.live().subscribe(&bob_id).events;
+    let mut carol_events = gw.live().subscribe(&carol_id).events;
     let mut ada_phone = phone(gw, "ada", "ada-warm-secret-1", &ada_mic).await;
     let mut bob_phone = phone(gw, "bob", "bob-warm-secret-1", &bob_mic).await;
     let mut carol_phone = phone(gw, "carol", "carol-warm-secret-1", &carol_mic).await;
@@ -542,6 +542,9 @@ async fn warm_transfer(complete: bool) {
         assert_eq!(status, StatusCode::OK, "{view}");
         assert_eq!((view["agent_user_id"].as_str(), &view["held"]), (Some(carol_id.as_str()), &Value::Null), "{view}");
         bob_phone.event("CALL_CLOSED", 10).await;
+        // The API answers before the handover is committed; Carol's stream
+        // says when it is hers.
+        stream_event(&mut carol_events, AgentEventKind::Transferred).await;
         let (status, call) = api.get(&format!("/v1/calls/{id}"), &carol).await;
         assert_eq!((status, call["agent_user_id"].as_str()), (StatusCode::OK, Some(carol_id.as_str())), "{call}");
     } else {
@@ -645,27 +648,9 @@ async fn an_agent_moves_its_outbound_call_and_the_far_end_notices_nothing() {
     let desk_mic = speech(&audio, "desk", "Hello, Ada from Switchboard here, calling about the order you placed.", 10);
     let cell_mic = speech(&audio, "cell", "Ada again, from my mobile now, walking to the meeting room.", 10);
     // The far end answers calls for the customer's number; it never registers.
-    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut customer = Baresip::start_with_audio(
-        workdir.path(),
-        "customer",
-        unused,
-        PhoneAccount { username: CUSTOMER, password: "unused", answermode: "auto", register: false },
-        &customer_mic,
-    )
-    .await;
+    let mut customer = support::far_end_phone(workdir.path(), CUSTOMER, &customer_mic).await;
     let carrier_at = customer.sip.to_string();
-    let api = Api::start_with(move |c| {
-        c.sip.trunks = vec![TrunkConfig {
-            name: "carrier".into(),
-            address: Some(carrier_at),
-            inbound_from: vec!["127.0.0.1/32".into()],
-            ..Default::default()
-        }];
-        // No keep-alives: every request the far end gets is the call's.
-        c.sip.trunk_options_interval_secs = 0;
-    })
-    .await;
+    let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;
     let ada_id = user(gw, "Ada", "201", None).await;
     gw.directory().assign_number("+14155550100", &ada_id).await.unwrap();
@@ -934,26 +919,9 @@ async fn a_blind_transfer_to_an_outside_number_leaves_through_the_trunk() {
     let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 10);
     let bob_mic = speech(&audio, "bob", "Bob speaking. Our supplier can answer that, I will put you through.", 10);
     let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
-    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut outside = Baresip::start_with_audio(
-        workdir.path(),
-        "outside",
-        unused,
-        PhoneAccount { username: OUTSIDE, password: "unused", answermode: "auto", register: false },
-        &outside_mic,
-    )
-    .await;
+    let mut outside = support::far_end_phone(workdir.path(), OUTSIDE, &outside_mic).await;
     let carrier_at = outside.sip.to_string();
-    let api = Api::start_with(move |c| {
-        c.sip.trunks = vec![TrunkConfig {
-            name: "carrier".into(),
-            address: Some(carrier_at),
-            inbound_from: vec!["127.0.0.1/32".into()],
-            ..Default::default()
-        }];
-        c.sip.trunk_options_interval_secs = 0;
-    })
-    .await;
+    let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;
     let ada_id = user(gw, "Ada", "201", None).await;
     device(gw, &ada_id, "ada", "ada-out-secret-1").await;

@@ -133,18 +133,7 @@ impl SalesforceClient {
             .map_err(|_| SalesforceError::Unexpected { operation: DESCRIBE, detail: "instance_url cannot be a base".into() })?
             .pop_if_empty()
             .extend(["services", "data", &format!("v{}", config.api_version), "sobjects", sobject, "describe"]);
-        let result = self.inner.http.get(url).header(AUTHORIZATION, format!("Bearer {}", token.access_token)).send().await;
-        let response = match result {
-            Ok(r) => r,
-            Err(source) => {
-                m::salesforce_request(DESCRIBE, if source.is_timeout() { "timeout" } else { "network" });
-                return Err(SalesforceError::Transport { operation: DESCRIBE, source });
-            }
-        };
-        let status = response.status().as_u16();
-        record_limits(response.headers());
-        m::salesforce_request(DESCRIBE, &status.to_string());
-        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation: DESCRIBE, source })?;
+        let (status, bytes) = exchange(DESCRIBE, self.inner.http.get(url).header(AUTHORIZATION, format!("Bearer {}", token.access_token)), true).await?;
         if status != 200 {
             return Err(SalesforceError::Api {
                 operation: DESCRIBE,
@@ -179,26 +168,14 @@ impl SalesforceClient {
         // The external id goes in as one strictly encoded path segment.
         let url = url::Url::parse(&format!("{}/{}", url.as_str(), encode_segment(external_id)))
             .map_err(|e| SalesforceError::Unexpected { operation, detail: e.to_string() })?;
-        let result = self
+        let request = self
             .inner
             .http
             .patch(url)
             .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
             .header(CONTENT_TYPE, "application/json")
-            .json(body)
-            .send()
-            .await;
-        let response = match result {
-            Ok(r) => r,
-            Err(source) => {
-                m::salesforce_request(operation, if source.is_timeout() { "timeout" } else { "network" });
-                return Err(SalesforceError::Transport { operation, source });
-            }
-        };
-        let status = response.status().as_u16();
-        record_limits(response.headers());
-        m::salesforce_request(operation, &status.to_string());
-        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation, source })?;
+            .json(body);
+        let (status, bytes) = exchange(operation, request, true).await?;
         match status {
             200 | 201 | 204 => Ok(parse_upsert_body(status, &bytes)),
             _ => Err(SalesforceError::Api {
@@ -237,23 +214,8 @@ impl SalesforceClient {
             .signer
             .assertion()
             .map_err(|reason| SalesforceError::Key { path: config.private_key_file.clone(), reason })?;
-        let result = self
-            .inner
-            .http
-            .post(self.inner.token_url.clone())
-            .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())])
-            .send()
-            .await;
-        let response = match result {
-            Ok(r) => r,
-            Err(source) => {
-                m::salesforce_request(TOKEN, if source.is_timeout() { "timeout" } else { "network" });
-                return Err(SalesforceError::Transport { operation: TOKEN, source });
-            }
-        };
-        let status = response.status().as_u16();
-        m::salesforce_request(TOKEN, &status.to_string());
-        let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation: TOKEN, source })?;
+        let request = self.inner.http.post(self.inner.token_url.clone()).form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())]);
+        let (status, bytes) = exchange(TOKEN, request, false).await?;
         if status != 200 {
             let answer: auth::TokenError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SalesforceError::Login {
@@ -294,6 +256,26 @@ fn record_limits(headers: &HeaderMap) {
     {
         m::api_usage(used, limit);
     }
+}
+
+/// Sends one request to Salesforce and reads its answer whole, counting it
+/// by `operation` and status (or `timeout`/`network` when there is none);
+/// `data` requests also carry the org's `Sforce-Limit-Info`.
+async fn exchange(operation: &'static str, request: reqwest::RequestBuilder, data: bool) -> Result<(u16, Vec<u8>), SalesforceError> {
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(source) => {
+            m::salesforce_request(operation, if source.is_timeout() { "timeout" } else { "network" });
+            return Err(SalesforceError::Transport { operation, source });
+        }
+    };
+    let status = response.status().as_u16();
+    if data {
+        record_limits(response.headers());
+    }
+    m::salesforce_request(operation, &status.to_string());
+    let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation, source })?;
+    Ok((status, bytes.to_vec()))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, so an

@@ -442,44 +442,7 @@ impl Call {
         let to_tag = new_tag();
         let dialog = Dialog::as_uas(&invite, &to_tag, source)
             .ok_or_else(|| SetupError { code: 400, reason: "Bad Request (From, To or CSeq unusable)".into() })?;
-        Ok(Call {
-            id,
-            local,
-            timers,
-            state: State::Routing,
-            a: CallerLeg {
-                uas: Some(Uas { invite, source, to_tag, dialog }),
-                offer,
-                last_response: None,
-                provisional: None,
-                final_status: None,
-                ok_retransmit: None,
-                sdp_version: 1,
-                answer_sdp: None,
-                reinvite: None,
-                reinvite_ack: None,
-            },
-            forks: Vec::new(),
-            winner: None,
-            early_media_fork: None,
-            media: None,
-            offer_sdp: String::new(),
-            ring_deadline: None,
-            voicemail: false,
-            in_voicemail: false,
-            placed: None,
-            screen_forks: Vec::new(),
-            screening: None,
-            caller_fork: None,
-            replacement: None,
-            anchors: [None, None],
-            last_formats: [Vec::new(), Vec::new()],
-            parked: None,
-            agent_forks: Vec::new(),
-            linger_until: None,
-            ended: false,
-            ring_timeout,
-        })
+        Ok(Call::with_caller_leg(id, local, timers, ring_timeout, Some(Uas { invite, source, to_tag, dialog }), offer))
     }
 
     /// A call the gateway places itself (click-to-dial, RFC 3725 third-party
@@ -491,13 +454,19 @@ impl Call {
     pub fn originate(id: String, local: Local, timers: Timers, ring_timeout: Duration) -> Call {
         let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
         let offer = AudioDescription { rtp: nowhere, formats: Vec::new(), direction: Direction::SendRecv, ptime: None, rtcp_mux: false, rtcp: None };
+        Call::with_caller_leg(id, local, timers, ring_timeout, None, offer)
+    }
+
+    /// A call before routing: leg A is the caller's UAS dialog, or none yet
+    /// (an originated call, whose leg A a fork will carry).
+    fn with_caller_leg(id: String, local: Local, timers: Timers, ring_timeout: Duration, uas: Option<Uas>, offer: AudioDescription) -> Call {
         Call {
             id,
             local,
             timers,
             state: State::Routing,
             a: CallerLeg {
-                uas: None,
+                uas,
                 offer,
                 last_response: None,
                 provisional: None,

@@ -702,3 +702,18 @@ pub fn digits_received(phone: &Baresip) -> String {
     phone.events.iter().filter(|e| e["type"] == "CALL_DTMF_START").filter_map(|e| e["param"].as_str()).collect()
 }
 
+
+/// A phone beyond the trunk answering calls for `number` by itself (it never
+/// registers; the gateway reaches it as the trunk, see [`trunk_to`]).
+pub async fn far_end_phone(workdir: &Path, number: &str, mic: &Path) -> Baresip {
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    Baresip::start_with_audio(workdir, "far-end", unused, PhoneAccount { username: number, password: "unused", answermode: "auto", register: false }, mic).await
+}
+
+/// Configures the outbound trunk to `address` (calls from 127.0.0.1 are
+/// trusted as the trunk's), without keep-alives, so every request the far
+/// end gets is a call's.
+pub fn trunk_to(config: &mut GatewayConfig, address: String) {
+    config.sip.trunks = vec![TrunkConfig { name: "carrier".into(), address: Some(address), inbound_from: vec!["127.0.0.1/32".into()], ..Default::default() }];
+    config.sip.trunk_options_interval_secs = 0;
+}
