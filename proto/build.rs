@@ -2,9 +2,9 @@
 //! and generates the prost types into OUT_DIR.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let schema = "schema/switchboard/events/v1/call_event.proto";
+    let schemas = ["schema/switchboard/events/v1/call_event.proto", "schema/switchboard/events/v1/task_sync.proto"];
     println!("cargo:rerun-if-changed=schema");
-    let descriptors = protox::compile([schema], ["schema"])?;
+    let descriptors = protox::compile(schemas, ["schema"])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Call events of Switchboard, generated from `schema/` by prost.
 //!
 //! The schema is the contract between the gateway (producer) and every
-//! consumer of the call-event topic, including the Salesforce connector.
+//! consumer of the call-event topic, including the Salesforce connector,
+//! and between the connector (producer of `TaskSyncStatus`) and the gateway
+//! reading the status topic.
 
 /// `switchboard.events.v1`
 pub mod v1 {
@@ -9,7 +11,7 @@ pub mod v1 {
 }
 
 pub use prost::Message;
-pub use v1::{call_event::Kind, CallEvent};
+pub use v1::{call_event::Kind, CallEvent, TaskSyncState, TaskSyncStatus};
 
 impl v1::CallEvent {
     /// A short name of the event kind, used in logs, metrics and the outbox.
