@@ -85,6 +85,25 @@ pub struct SalesforceConfig {
     /// seconds: retrying sooner only burns requests.
     #[serde(default = "default_limit_backoff_secs")]
     pub limit_backoff_secs: u64,
+    /// Task upserts per sObject Collections request, 1 to 200: a batch is
+    /// written once it holds this many ended calls.
+    #[serde(default = "default_batch_max_tasks")]
+    pub batch_max_tasks: usize,
+    /// How long events are gathered before their writes go out, in
+    /// milliseconds, counted from the first event of the batch: the delay
+    /// between a hang-up and its Task is at most about this. Longer batches
+    /// make fewer API requests per call.
+    #[serde(default = "default_batch_deadline_ms")]
+    pub batch_deadline_ms: u64,
+    /// Percentage of the org's daily API limit from which the connector
+    /// spaces its requests out so the rest lasts a whole 24-hour window.
+    #[serde(default = "default_slow_down_at_percent")]
+    pub slow_down_at_percent: u8,
+    /// Percentage of the org's daily API limit the connector leaves to the
+    /// org's other integrations; once only that is left, one request per
+    /// `limit_backoff_secs`.
+    #[serde(default = "default_limit_reserve_percent")]
+    pub limit_reserve_percent: u8,
 }
 
 fn default_login_url() -> String {
@@ -111,6 +130,18 @@ fn default_retry_max_ms() -> u64 {
 fn default_limit_backoff_secs() -> u64 {
     600
 }
+fn default_batch_max_tasks() -> usize {
+    200
+}
+fn default_batch_deadline_ms() -> u64 {
+    1_500
+}
+fn default_slow_down_at_percent() -> u8 {
+    80
+}
+fn default_limit_reserve_percent() -> u8 {
+    10
+}
 
 impl SalesforceConfig {
     /// A configuration with the documented defaults for everything but the
@@ -129,6 +160,10 @@ impl SalesforceConfig {
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
             limit_backoff_secs: default_limit_backoff_secs(),
+            batch_max_tasks: default_batch_max_tasks(),
+            batch_deadline_ms: default_batch_deadline_ms(),
+            slow_down_at_percent: default_slow_down_at_percent(),
+            limit_reserve_percent: default_limit_reserve_percent(),
         }
     }
 }
@@ -158,6 +193,10 @@ pub struct KafkaConsumerConfig {
     /// Topic receiving records that cannot be applied (undecodable, or
     /// refused by Salesforce for good), with the reason in a header.
     pub dead_letter_topic: String,
+    /// Topic the connector publishes each Task's sync status on
+    /// (`TaskSyncStatus`, keyed by call id) for the gateway to show agents.
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
     /// Client id shown in broker logs and quotas.
     #[serde(default = "default_client_id")]
     pub client_id: String,
@@ -169,6 +208,9 @@ pub struct KafkaConsumerConfig {
 
 fn default_group_id() -> String {
     "switchboard-connector".to_owned()
+}
+fn default_status_topic() -> String {
+    "switchboard.task-sync".to_owned()
 }
 fn default_client_id() -> String {
     "switchboard-connector".to_owned()
@@ -182,6 +224,7 @@ impl KafkaConsumerConfig {
             topic: topic.into(),
             group_id: default_group_id(),
             dead_letter_topic: dead_letter_topic.into(),
+            status_topic: default_status_topic(),
             client_id: default_client_id(),
             properties: BTreeMap::new(),
         }
@@ -277,6 +320,21 @@ impl SalesforceConfig {
         if self.limit_backoff_secs == 0 {
             return Err(invalid("salesforce.limit_backoff_secs", "must be at least 1 second"));
         }
+        if !(1..=crate::salesforce::COLLECTION_LIMIT).contains(&self.batch_max_tasks) {
+            return Err(invalid("salesforce.batch_max_tasks", "must be between 1 and 200 (sObject Collections take 200 records a request)"));
+        }
+        if self.batch_deadline_ms == 0 || self.batch_deadline_ms > 60_000 {
+            return Err(invalid("salesforce.batch_deadline_ms", "must be between 1 and 60000 milliseconds"));
+        }
+        if !(1..=100).contains(&self.slow_down_at_percent) {
+            return Err(invalid("salesforce.slow_down_at_percent", "must be a percentage of the daily API limit from 1 to 100, e.g. 80"));
+        }
+        if u16::from(self.limit_reserve_percent) + u16::from(self.slow_down_at_percent) > 100 {
+            return Err(invalid(
+                "salesforce.limit_reserve_percent",
+                "must leave room above salesforce.slow_down_at_percent (the two add up to 100 at most), e.g. 10",
+            ));
+        }
         Ok(())
     }
 }
@@ -295,6 +353,12 @@ impl KafkaConsumerConfig {
         }
         if self.dead_letter_topic == self.topic {
             return Err(invalid("kafka.dead_letter_topic", "must differ from kafka.topic"));
+        }
+        if !is_topic_name(&self.status_topic) {
+            return Err(invalid("kafka.status_topic", "must be a topic name of letters, digits, '.', '_' or '-'"));
+        }
+        if self.status_topic == self.topic || self.status_topic == self.dead_letter_topic {
+            return Err(invalid("kafka.status_topic", "must differ from kafka.topic and kafka.dead_letter_topic"));
         }
         if self.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id", "must name the consumer group"));
@@ -396,6 +460,18 @@ mod tests {
 
         let config = ConnectorConfig { poll_interval_ms: 0, ..Default::default() };
         assert_eq!(config.validate().unwrap_err().key, "poll_interval_ms");
+
+        let mut sf = salesforce();
+        sf.batch_max_tasks = 201;
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.batch_max_tasks");
+        sf.batch_max_tasks = 200;
+        sf.batch_deadline_ms = 0;
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.batch_deadline_ms");
+        sf.batch_deadline_ms = 1_500;
+        sf.slow_down_at_percent = 95;
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.limit_reserve_percent");
+        sf.limit_reserve_percent = 5;
+        sf.validate().unwrap();
     }
 
     #[test]

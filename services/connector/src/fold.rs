@@ -952,6 +952,14 @@ impl CallState {
         case.message = Some(message.to_owned());
     }
 
+    /// The new Case to write before the call's Tasks: the call ended and
+    /// its latest assignment asks for a Case Salesforce neither holds nor
+    /// refused. [`CallState::plan`] plans no Task while one is due.
+    pub fn case_to_create(&self) -> Option<CaseWrite> {
+        self.ended.as_ref()?;
+        self.case_due()
+    }
+
     /// The new Case to create now: the latest assignment asks for one that
     /// Salesforce neither holds nor refused.
     fn case_due(&self) -> Option<CaseWrite> {

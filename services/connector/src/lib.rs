@@ -3,13 +3,16 @@
 //!
 //! The rooms, from input to output:
 //! - [`source`]: the event log, either the outbox table or the Kafka topic;
-//! - [`pipeline`]: one record at a time through decode, fold, write;
+//! - [`pipeline`]: records folded one at a time, written in batches;
 //! - [`fold`]: the pure state machine deciding what each Task holds;
 //! - [`store`]: the folded state, cursors and dead letters in the database;
-//! - [`sink`]: retries a Task write until Salesforce accepts or refuses it;
+//! - [`sink`]: sObject Collections upserts of a batch's Tasks, retried
+//!   record by record until Salesforce accepts or refuses each;
+//! - [`pacing`]: spaces requests out as the org's daily API usage nears its limit;
 //! - [`salesforce`]: the REST client (JWT login, upsert, describe, error bodies);
 //! - [`preflight`]: the start-up check that the org can take the writes;
-//! - [`dead_letter`]: where refused events go.
+//! - [`dead_letter`]: where refused events go;
+//! - [`status`]: each Task's sync status on the status topic, for the gateway.
 //!
 //! The binary calls [`Connector::start`] with its [`ConnectorConfig`] and
 //! waits on the [`RunningConnector`].
@@ -20,13 +23,16 @@ pub mod config;
 pub mod dead_letter;
 pub mod fold;
 pub mod metrics;
+pub mod pacing;
 pub mod pipeline;
 pub mod preflight;
 pub mod salesforce;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_store::{Database, StoreError};
@@ -37,11 +43,13 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 
 use crate::dead_letter::DeadLetterQueue;
-use crate::pipeline::Pipeline;
+use crate::pacing::{Pacer, PacingPolicy};
+use crate::pipeline::{BatchPolicy, Pipeline};
 use crate::salesforce::{SalesforceClient, SalesforceError};
 use crate::sink::{RetryPolicy, TaskSink};
 use crate::source::kafka::KafkaSource;
 use crate::source::outbox::OutboxSource;
+use crate::status::StatusPublisher;
 use crate::store::SyncStore;
 
 /// Why the connector could not start or stopped abnormally.
@@ -86,12 +94,16 @@ pub struct RunningConnector {
 pub struct Progress {
     /// The connector reads its log (false while no Salesforce org is configured).
     pub consuming: bool,
-    /// Records handled and committed since start (applied, duplicate or dead-lettered).
+    /// Records handled and committed since start (applied, duplicate or
+    /// dead-lettered), counted when the batch holding them is written.
     pub records: u64,
     /// Dead letters stored since start.
     pub dead_letters: u64,
     /// The outbox cursor (outbox source only): every row up to it is handled.
     pub outbox_position: Option<i64>,
+    /// The wait before the next Salesforce request while the org's daily
+    /// API usage is near its limit; `None` when requests are not held back.
+    pub pacing: Option<Duration>,
 }
 
 impl Connector {
@@ -131,6 +143,15 @@ impl Connector {
             max: Duration::from_millis(salesforce.retry_max_ms),
             limit: Duration::from_secs(salesforce.limit_backoff_secs),
         };
+        let pacer = Pacer::new(PacingPolicy {
+            slow_down_at: f64::from(salesforce.slow_down_at_percent) / 100.0,
+            reserve: f64::from(salesforce.limit_reserve_percent) / 100.0,
+            max_spacing: Duration::from_secs(salesforce.limit_backoff_secs),
+        });
+        let batching = BatchPolicy {
+            max_calls: salesforce.batch_max_tasks,
+            deadline: Duration::from_millis(salesforce.batch_deadline_ms),
+        };
         let client = SalesforceClient::new(salesforce)?;
         match preflight::run(&client, preflight::TIMEOUT).await {
             preflight::Verdict::Ready => tracing::info!("Salesforce preflight passed: Task and Case take the connector's writes"),
@@ -140,19 +161,21 @@ impl Connector {
                 "Salesforce preflight skipped: the org could not be asked; starting anyway, writes are retried until Salesforce answers"
             ),
         }
-        let sink = TaskSink::new(client, policy, shutdown.clone());
+        let progress_tx = Arc::new(progress_tx);
+        let sink = TaskSink::new(client, policy, pacer, progress_tx.clone(), shutdown.clone());
         let store = SyncStore::new(db.clone());
 
         let task = match config.source {
             SourceConfig::Outbox => {
-                let pipeline = Pipeline::new(store.clone(), sink, DeadLetterQueue::Table(store), shutdown.clone());
+                let pipeline = Pipeline::new(store.clone(), sink, DeadLetterQueue::Table(store), StatusPublisher::Table, batching, shutdown.clone());
                 let source = OutboxSource::new(&db, Duration::from_millis(config.poll_interval_ms));
                 tokio::spawn(source.run(pipeline, progress_tx, shutdown))
             }
             SourceConfig::Kafka(kafka) => {
                 let (source, producer) = KafkaSource::connect(&kafka)?;
+                let statuses = StatusPublisher::Topic { producer: producer.clone(), topic: kafka.status_topic.clone() };
                 let dead_letters = DeadLetterQueue::Topic { producer, topic: kafka.dead_letter_topic.clone() };
-                let pipeline = Pipeline::new(store, sink, dead_letters, shutdown.clone());
+                let pipeline = Pipeline::new(store, sink, dead_letters, statuses, batching, shutdown.clone());
                 tokio::spawn(source.run(pipeline, progress_tx, shutdown))
             }
         };

@@ -3,13 +3,15 @@
 //! Recorded through the `metrics` facade; the binary installs the Prometheus
 //! exporter. Label values are small closed sets (no call ids).
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// Events read from the log, by `kind` (e.g. `call.ended`) and `outcome`
 /// (`applied`, `duplicate`, `ignored`, `invalid`, `undecodable`).
 pub const EVENTS_TOTAL: &str = "switchboard_connector_events_total";
-/// HTTP requests to Salesforce, by `operation` (`token`, `upsert_task`,
-/// `upsert_case`, `describe`) and
+/// HTTP requests to Salesforce, by `operation` (`token`, `upsert_tasks`: an
+/// sObject Collections upsert of up to 200 Tasks, `upsert_case`, `describe`) and
 /// `status` (HTTP status, `timeout` or `network`).
 pub const SALESFORCE_REQUESTS_TOTAL: &str = "switchboard_connector_salesforce_requests_total";
 /// API requests used in the org's 24-hour window, from `Sforce-Limit-Info`.
@@ -33,6 +35,23 @@ pub const SALESFORCE_RETRIES_TOTAL: &str = "switchboard_connector_salesforce_ret
 /// Failures of the connector's own database or broker that stall progress
 /// until they clear, by `component` (`store`, `kafka`).
 pub const STALLS_TOTAL: &str = "switchboard_connector_stalls_total";
+/// Calls whose first Task Salesforce accepted: with
+/// `switchboard_connector_salesforce_requests_total{operation!="token"}`,
+/// the API requests per logged call.
+pub const CALLS_LOGGED_TOTAL: &str = "switchboard_connector_calls_logged_total";
+/// Batches written (events folded, their Tasks upserted, positions
+/// committed).
+pub const BATCHES_TOTAL: &str = "switchboard_connector_batches_total";
+/// Task writes per batch.
+pub const BATCH_TASKS: &str = "switchboard_connector_batch_tasks";
+/// Seconds from a batch's first event until its writes were accepted.
+pub const BATCH_SECONDS: &str = "switchboard_connector_batch_seconds";
+/// Seconds the connector waits between Salesforce requests because the
+/// org's daily API usage is near its limit (0 when it is not).
+pub const PACING_SECONDS: &str = "switchboard_connector_salesforce_pacing_seconds";
+/// Task sync statuses published for the gateway, by `outcome` (`sent`,
+/// `failed`: the status topic did not take it in time).
+pub const STATUS_PUBLISHED_TOTAL: &str = "switchboard_connector_status_published_total";
 /// Start-up preflights (describe of Task and Case), by `result`: `ready`,
 /// `misconfigured` (the start fails) or `unchecked` (Salesforce could not
 /// be asked; the connector starts anyway).
@@ -51,6 +70,12 @@ pub fn describe() {
     describe_counter!(TASKS_SKIPPED_TOTAL, "Agents of a call that get no Task, by reason");
     describe_counter!(SALESFORCE_RETRIES_TOTAL, "Salesforce failures that are retried, by class");
     describe_counter!(PREFLIGHT_TOTAL, "Start-up checks of the org's fields and permissions, by result");
+    describe_counter!(CALLS_LOGGED_TOTAL, "Calls whose first Task Salesforce accepted");
+    describe_counter!(BATCHES_TOTAL, "Batches of events folded and written to Salesforce");
+    describe_histogram!(BATCH_TASKS, "Task writes per batch");
+    describe_histogram!(BATCH_SECONDS, "Seconds from a batch's first event until Salesforce accepted its writes");
+    describe_gauge!(PACING_SECONDS, "Wait between Salesforce requests while the org's daily API usage is near its limit");
+    describe_counter!(STATUS_PUBLISHED_TOTAL, "Task sync statuses published on the status topic, by outcome");
     describe_counter!(STALLS_TOTAL, "Database or broker failures that stall the connector until they clear");
 }
 
@@ -93,4 +118,22 @@ pub(crate) fn stall(component: &'static str) {
 
 pub(crate) fn preflight(result: &'static str) {
     counter!(PREFLIGHT_TOTAL, "result" => result).increment(1);
+}
+
+pub(crate) fn calls_logged(calls: u64) {
+    counter!(CALLS_LOGGED_TOTAL).increment(calls);
+}
+
+pub(crate) fn batch(tasks: usize, elapsed: Duration) {
+    counter!(BATCHES_TOTAL).increment(1);
+    histogram!(BATCH_TASKS).record(tasks as f64);
+    histogram!(BATCH_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn pacing_wait(wait: Duration) {
+    gauge!(PACING_SECONDS).set(wait.as_secs_f64());
+}
+
+pub(crate) fn status_published(outcome: &'static str) {
+    counter!(STATUS_PUBLISHED_TOTAL, "outcome" => outcome).increment(1);
 }

@@ -1,30 +1,41 @@
-//! One record through the connector: decode, fold, persist, write to
-//! Salesforce, dead-letter what cannot be applied.
+//! Records through the connector in batches: decode and fold each record
+//! as it comes, then write the batch's Tasks to Salesforce together, store
+//! the folded state and let the source commit past the whole batch.
 //!
 //! Both sources (outbox and Kafka) hand every record to
-//! [`Pipeline::handle`] and commit their position only after it returned
-//! `Ok`: by then the event is applied and Salesforce accepted the writes it
-//! called for, or it is stored as a dead letter with its reason.
+//! [`Pipeline::handle`], which folds it into the state of its call, kept in
+//! memory until the batch is written; [`Pipeline::flush`] writes the batch
+//! once it [`is_full`](Pipeline::is_full) (as many ended calls as one
+//! sObject Collections request takes) or its [`deadline`](Pipeline::deadline)
+//! passed. The source commits its position (offsets, cursor) only after
+//! `flush` returned `Ok`: by then every event of the batch is applied and
+//! Salesforce accepted the writes they called for, or they are stored as
+//! dead letters with the reason.
 //!
-//! Crash safety: the folded state is saved before Salesforce is called and
-//! each Task status after Salesforce answered (after the dead letter, for a
-//! refusal). If the process dies in between, the redelivered event is a
-//! duplicate for the fold, but the write still due is derived from the state
-//! ([`CallState::plan`] compares with what Salesforce last accepted) and is
-//! made then.
+//! Crash safety: nothing is committed before the batch is written, so a
+//! crash redelivers every event of an unfinished batch. The events a
+//! stored state already holds are duplicates for the fold, but the writes
+//! still due are derived from the state ([`CallState::plan`] compares with
+//! what Salesforce last accepted), and upserts by external id make a write
+//! repeated after a crash update the same Task.
 //!
 //! A new Case an agent asked for is created before the Tasks that link to
-//! it, by an upsert on its assignment id; its id is saved before any Task is
-//! written. A crash between the two finds the same Case on the retry.
+//! it, by an upsert on its assignment id: a crash between the two finds the
+//! same Case on the retry.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use switchboard_proto::{CallEvent, Message};
-use switchboard_store::sqlx;
+use switchboard_store::{now_ms, sqlx};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetter, DeadLetterError, DeadLetterQueue};
-use crate::fold::{self, Applied, CallState};
+use crate::fold::{self, CallState, TaskWrite};
 use crate::metrics as m;
-use crate::sink::{ShutdownRequested, SinkOutcome, TaskSink};
+use crate::sink::{BatchWrite, ShutdownRequested, SinkOutcome, TaskSink};
+use crate::status::{self, StatusPublisher};
 use crate::store::SyncStore;
 
 /// Why a record could not be handled now; the source retries it or stops.
@@ -70,24 +81,114 @@ pub struct Handled {
     pub dead_lettered: usize,
 }
 
+/// When a batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Ended calls (each with at least one Task to write) that fill a batch.
+    pub max_calls: usize,
+    /// How long after its first record a batch is written at the latest.
+    pub deadline: Duration,
+}
+
+/// Calls of any state a batch holds at most, bounding its memory while
+/// long calls are only in progress.
+const MAX_OPEN_CALLS: usize = 10_000;
+
+/// What a written batch amounted to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Records of the batch, now all handled: the source may commit them.
+    pub records: u64,
+    /// Dead letters stored for them.
+    pub dead_lettered: u64,
+    /// Task writes Salesforce accepted.
+    pub tasks: usize,
+}
+
+/// The state of one call of the batch, with the record that last touched
+/// it (set aside with the reason if Salesforce refuses the call's writes).
+#[derive(Debug)]
+struct Open {
+    state: CallState,
+    payload: Vec<u8>,
+    origin: String,
+}
+
 /// The fold and the sink over the connector's tables.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pipeline {
     store: SyncStore,
     sink: TaskSink,
     dead_letters: DeadLetterQueue,
+    statuses: StatusPublisher,
+    policy: BatchPolicy,
     shutdown: CancellationToken,
+    /// Calls touched since the last batch was written, by call id.
+    open: BTreeMap<String, Open>,
+    /// How many of them have ended.
+    ended: usize,
+    /// When the first record of the batch was handled.
+    opened_at: Option<Instant>,
+    /// Records handled since the last batch was written.
+    records: u64,
+    /// Dead letters stored for them so far.
+    dead_lettered: u64,
 }
 
 impl Pipeline {
-    /// A pipeline keeping its state in `store`, writing through `sink` and
-    /// setting refused events aside in `dead_letters`.
-    pub fn new(store: SyncStore, sink: TaskSink, dead_letters: DeadLetterQueue, shutdown: CancellationToken) -> Self {
-        Self { store, sink, dead_letters, shutdown }
+    /// A pipeline keeping its state in `store`, writing through `sink` in
+    /// batches by `policy`, setting refused events aside in `dead_letters`
+    /// and telling `statuses` each Task's new sync status.
+    pub fn new(
+        store: SyncStore,
+        sink: TaskSink,
+        dead_letters: DeadLetterQueue,
+        statuses: StatusPublisher,
+        policy: BatchPolicy,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            sink,
+            dead_letters,
+            statuses,
+            policy,
+            shutdown,
+            open: BTreeMap::new(),
+            ended: 0,
+            opened_at: None,
+            records: 0,
+            dead_lettered: 0,
+        }
     }
 
-    /// Handles one record; `Ok` means the source may commit past it.
-    pub async fn handle(&self, record: Record<'_>) -> Result<Handled, PipelineError> {
+    /// Records handled and not yet written as a batch.
+    pub fn pending(&self) -> u64 {
+        self.records
+    }
+
+    /// The batch holds as many ended calls (or calls at all) as it takes.
+    pub fn is_full(&self) -> bool {
+        self.ended >= self.policy.max_calls || self.open.len() >= MAX_OPEN_CALLS
+    }
+
+    /// When the batch in hand must be written; `None` when there is none.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|at| at + self.policy.deadline)
+    }
+
+    /// Folds one record into the batch; `Ok` means it is part of the batch
+    /// and will be committed with it. Records that cannot be applied are
+    /// dead-lettered at once.
+    pub async fn handle(&mut self, record: Record<'_>) -> Result<Handled, PipelineError> {
+        let handled = self.fold(record).await?;
+        self.records += 1;
+        self.dead_lettered += handled.dead_lettered as u64;
+        self.opened_at.get_or_insert_with(Instant::now);
+        Ok(handled)
+    }
+
+    async fn fold(&mut self, record: Record<'_>) -> Result<Handled, PipelineError> {
         let event = match CallEvent::decode(record.payload) {
             Ok(event) => event,
             Err(e) => {
@@ -107,15 +208,19 @@ impl Pipeline {
             self.dead_letter(record, call_id, "invalid_event", None, reason).await?;
             return Ok(Handled { kind, outcome: "invalid", dead_lettered: 1 });
         }
-        self.fold_and_write(record, &event).await
-    }
-
-    /// Folds a decoded, valid event and makes the writes it calls for.
-    async fn fold_and_write(&self, record: Record<'_>, event: &CallEvent) -> Result<Handled, PipelineError> {
         let call_id = event.call_id.as_str();
-        let kind = event.kind_name();
-        let mut state = self.store.load(call_id).await?.unwrap_or_else(|| CallState::new(call_id));
-        let applied = match state.apply(event) {
+        let open = match self.open.entry(call_id.to_owned()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let state = self.store.load(call_id).await?.unwrap_or_else(|| CallState::new(call_id));
+                if state.ended.is_some() {
+                    self.ended += 1;
+                }
+                entry.insert(Open { state, payload: Vec::new(), origin: String::new() })
+            }
+        };
+        let was_ended = open.state.ended.is_some();
+        let applied = match open.state.apply(&event) {
             Ok(applied) => applied,
             Err(e) => {
                 // Unreachable in practice: validated above, state loaded by call id.
@@ -124,69 +229,134 @@ impl Pipeline {
                 return Ok(Handled { kind, outcome: "invalid", dead_lettered: 1 });
             }
         };
-        let mut plan = state.plan();
+        open.payload = record.payload.to_vec();
+        open.origin = record.origin.to_owned();
+        if !was_ended && open.state.ended.is_some() {
+            self.ended += 1;
+        }
+        tracing::debug!(call_id, sequence = event.sequence, kind, outcome = applied.as_str(), "event folded");
+        m::event(kind, applied.as_str());
+        Ok(Handled { kind, outcome: applied.as_str(), dead_lettered: 0 })
+    }
+
+    /// Writes the batch: the new Cases it calls for, then every Task whose
+    /// fields changed, together; stores the folded state and each Task's
+    /// status; dead-letters what Salesforce refused for good. `Ok` means
+    /// the source may commit every record of the batch. After an error
+    /// the batch is still in hand and `flush` may be called again.
+    pub async fn flush(&mut self) -> Result<Flushed, PipelineError> {
+        let started = self.opened_at.unwrap_or_else(Instant::now);
+        let mut dead_lettered = 0u64;
+        let logged_before: HashSet<String> =
+            self.open.iter().filter(|(_, o)| o.state.tasks.values().any(|t| t.created)).map(|(id, _)| id.clone()).collect();
+
+        let before = status::snapshot(self.open.values().map(|o| &o.state));
+        let call_ids: Vec<String> = self.open.keys().cloned().collect();
+        let mut writes: Vec<(String, TaskWrite)> = Vec::new();
+        for call_id in &call_ids {
+            dead_lettered += self.write_cases(call_id).await?;
+            let Some(open) = self.open.get_mut(call_id) else { continue };
+            let plan = open.state.plan();
+            for skip in &plan.skipped {
+                tracing::info!(call_id = %call_id, user_id = %skip.user_id, reason = %skip.reason, "no Salesforce Task for this agent");
+                m::task_skipped(skip.label);
+            }
+            writes.extend(plan.writes.into_iter().map(|w| (call_id.clone(), w)));
+        }
+
+        let mut accepted: HashSet<(String, String)> = HashSet::new();
+        if !writes.is_empty() {
+            let batch: Vec<BatchWrite<'_>> = writes.iter().map(|(call_id, write)| BatchWrite { call_id, write }).collect();
+            let outcomes = self.sink.write_tasks(&batch).await?;
+            for ((call_id, write), outcome) in writes.iter().zip(outcomes) {
+                match outcome {
+                    SinkOutcome::Accepted(result) => {
+                        if let Some(open) = self.open.get_mut(call_id) {
+                            open.state.record_accepted(write, result.id);
+                        }
+                        accepted.insert((call_id.clone(), write.user_id.clone()));
+                    }
+                    SinkOutcome::Rejected { error_code, message } => {
+                        let reason = format!(
+                            "Salesforce refused the Task {} of user {}: {error_code}: {message}",
+                            write.external_id, write.user_id
+                        );
+                        self.dead_letter_call(call_id, "salesforce_rejected", Some(error_code.clone()), reason).await?;
+                        dead_lettered += 1;
+                        if let Some(open) = self.open.get_mut(call_id) {
+                            open.state.record_rejected(write, &error_code, &message);
+                        }
+                    }
+                }
+            }
+        }
+        self.store.save_batch(self.open.values().map(|o| &o.state), &accepted).await?;
+        self.statuses.publish_changes(&before, status::snapshot(self.open.values().map(|o| &o.state)), now_ms()).await;
+
+        let logged = self
+            .open
+            .iter()
+            .filter(|(id, o)| !logged_before.contains(*id) && o.state.tasks.values().any(|t| t.created))
+            .count();
+        m::calls_logged(logged as u64);
+        m::batch(writes.len(), started.elapsed());
+        let flushed = Flushed { records: self.records, dead_lettered: self.dead_lettered + dead_lettered, tasks: accepted.len() };
+        if !writes.is_empty() {
+            tracing::debug!(records = flushed.records, calls = self.open.len(), tasks = writes.len(), "batch written");
+        }
+        self.open.clear();
+        self.ended = 0;
+        self.opened_at = None;
+        self.records = 0;
+        self.dead_lettered = 0;
+        Ok(flushed)
+    }
+
+    /// Creates the new Case the call's latest assignment asks for, if any,
+    /// before its Tasks are planned; returns the dead letters stored.
+    async fn write_cases(&mut self, call_id: &str) -> Result<u64, PipelineError> {
         let mut dead_lettered = 0;
-        while let Some(case) = plan.case.take() {
-            self.store.save(&state).await?;
+        loop {
+            let Some(open) = self.open.get_mut(call_id) else { return Ok(dead_lettered) };
+            let Some(case) = open.state.case_to_create() else { return Ok(dead_lettered) };
             match self.sink.write_case(call_id, &case).await? {
-                SinkOutcome::Accepted(result) => match result.id {
-                    Some(id) => state.record_case_created(&case.assignment_id, id),
-                    // Only an API before 46.0 answers without the id, and
-                    // the configuration refuses those.
-                    None => state.record_case_rejected(&case.assignment_id, "NO_RECORD_ID", "Salesforce did not answer the Case's id"),
-                },
+                SinkOutcome::Accepted(result) => {
+                    let Some(open) = self.open.get_mut(call_id) else { return Ok(dead_lettered) };
+                    match result.id {
+                        Some(id) => open.state.record_case_created(&case.assignment_id, id),
+                        // Only an API before 46.0 answers without the id, and
+                        // the configuration refuses those.
+                        None => open.state.record_case_rejected(&case.assignment_id, "NO_RECORD_ID", "Salesforce did not answer the Case's id"),
+                    }
+                }
                 SinkOutcome::Rejected { error_code, message } => {
                     let reason = format!(
                         "Salesforce refused the new Case of assignment {}: {error_code}: {message}",
                         case.assignment_id
                     );
-                    self.dead_letter(record, call_id, "salesforce_rejected", Some(error_code.clone()), reason).await?;
+                    self.dead_letter_call(call_id, "salesforce_rejected", Some(error_code.clone()), reason).await?;
                     dead_lettered += 1;
-                    state.record_case_rejected(&case.assignment_id, &error_code, &message);
+                    if let Some(open) = self.open.get_mut(call_id) {
+                        open.state.record_case_rejected(&case.assignment_id, &error_code, &message);
+                    }
                 }
             }
-            self.store.save(&state).await?;
-            plan = state.plan();
         }
-        for skip in &plan.skipped {
-            tracing::info!(call_id, user_id = %skip.user_id, reason = %skip.reason, "no Salesforce Task for this agent");
-            m::task_skipped(skip.label);
-        }
-        if applied != Applied::Duplicate || !plan.skipped.is_empty() {
-            self.store.save(&state).await?;
-        }
-        tracing::debug!(
-            call_id,
-            sequence = event.sequence,
-            kind,
-            outcome = applied.as_str(),
-            writes = plan.writes.len(),
-            "event folded"
-        );
+    }
 
-        for write in &plan.writes {
-            let accepted = match self.sink.write(call_id, write).await? {
-                SinkOutcome::Accepted(result) => {
-                    state.record_accepted(write, result.id);
-                    true
-                }
-                SinkOutcome::Rejected { error_code, message } => {
-                    let reason = format!(
-                        "Salesforce refused the Task {} of user {}: {error_code}: {message}",
-                        write.external_id, write.user_id
-                    );
-                    self.dead_letter(record, call_id, "salesforce_rejected", Some(error_code.clone()), reason).await?;
-                    dead_lettered += 1;
-                    state.record_rejected(write, &error_code, &message);
-                    false
-                }
-            };
-            if let Some(sync) = state.tasks.get(&write.user_id) {
-                self.store.save_task(call_id, &write.user_id, sync, accepted).await?;
-            }
-        }
-        m::event(kind, applied.as_str());
-        Ok(Handled { kind, outcome: applied.as_str(), dead_lettered })
+    /// Sets aside the record that last touched `call_id` in this batch.
+    async fn dead_letter_call(
+        &self,
+        call_id: &str,
+        label: &'static str,
+        error_code: Option<String>,
+        reason: String,
+    ) -> Result<(), PipelineError> {
+        let (payload, origin) = match self.open.get(call_id) {
+            Some(open) => (open.payload.as_slice(), open.origin.as_str()),
+            None => (&[][..], ""),
+        };
+        self.dead_letter(Record { call_id, payload, origin }, call_id, label, error_code, reason).await
     }
 
     async fn dead_letter(

@@ -1,20 +1,31 @@
-//! The Task sink: carries one planned write to Salesforce until it is
+//! The Task sink: carries planned writes to Salesforce until each is
 //! accepted or refused for good.
 //!
-//! Transient failures are retried with capped exponential backoff and jitter
-//! for as long as the process runs; an exhausted API limit or a refused login
-//! waits long between attempts. Only a permanent refusal comes back as
-//! [`SinkOutcome::Rejected`], for the caller to dead-letter. Shutdown
-//! interrupts the waiting, and the event is then left uncommitted.
+//! Tasks go out in sObject Collections upserts of up to 200 records with
+//! `allOrNone` false, so each record is accepted or refused on its own: a
+//! record refused for a passing reason (a locked row) is sent again in the
+//! next round, one refused for good comes back as [`SinkOutcome::Rejected`]
+//! for the caller to dead-letter, and the others are done. A failure of the
+//! whole request (5xx, network, an expired session renewed once) sends the
+//! same records again. Transient failures are retried with capped
+//! exponential backoff and jitter for as long as the process runs; an
+//! exhausted API limit or a refused login waits long between attempts.
+//! Every request first waits for the [`Pacer`], which spaces requests out
+//! as the org's daily API usage nears its limit. Shutdown interrupts the
+//! waiting, and the events are then left uncommitted.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::{CaseWrite, TaskWrite};
 use crate::metrics as m;
-use crate::salesforce::{ErrorClass, SalesforceClient, SalesforceError, UpsertResult};
+use crate::pacing::Pacer;
+use crate::Progress;
+use crate::salesforce::{ErrorClass, SalesforceClient, SalesforceError, UpsertResult, COLLECTION_LIMIT};
 
 /// Backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,76 +75,174 @@ pub enum SinkOutcome {
 #[error("shutting down before Salesforce accepted the write")]
 pub struct ShutdownRequested;
 
-/// Writes Tasks through one client with one retry policy.
+/// One Task write of a batch, with the call it belongs to (for logs).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchWrite<'a> {
+    /// The call of the Task.
+    pub call_id: &'a str,
+    /// The upsert.
+    pub write: &'a TaskWrite,
+}
+
+/// Writes Tasks and Cases through one client with one retry policy and one
+/// pacer.
 #[derive(Debug, Clone)]
 pub struct TaskSink {
     client: SalesforceClient,
     policy: RetryPolicy,
+    pacer: Arc<Mutex<Pacer>>,
+    progress: Arc<watch::Sender<Progress>>,
     shutdown: CancellationToken,
 }
 
 impl TaskSink {
-    /// A sink writing through `client`; `shutdown` ends its retry waits.
-    pub fn new(client: SalesforceClient, policy: RetryPolicy, shutdown: CancellationToken) -> Self {
-        Self { client, policy, shutdown }
+    /// A sink writing through `client`, spacing requests by `pacer` and
+    /// showing each wait for it on `progress`; `shutdown` ends its waits.
+    pub fn new(
+        client: SalesforceClient,
+        policy: RetryPolicy,
+        pacer: Pacer,
+        progress: Arc<watch::Sender<Progress>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { client, policy, pacer: Arc::new(Mutex::new(pacer)), progress, shutdown }
     }
 
-    /// Upserts `write`, retrying until Salesforce accepts or refuses it for
-    /// good. When Salesforce refuses `TaskSubtype` on a write believed to be
-    /// a create (the Task existed after all, or the org locks the field), the
-    /// write is retried once without it.
-    pub async fn write(&self, call_id: &str, write: &TaskWrite) -> Result<SinkOutcome, ShutdownRequested> {
-        let mut include_subtype = write.create;
+    /// The shortest time between two requests at the org's last reported
+    /// API usage; zero while usage is below the slow-down threshold.
+    pub fn spacing(&self) -> Duration {
+        self.pacer.lock().unwrap_or_else(|e| e.into_inner()).spacing()
+    }
+
+    /// Upserts every write of `writes` in sObject Collections requests of up
+    /// to 200 records, retrying what failed for a passing reason, until each
+    /// is accepted or refused for good; the outcomes come in the order of
+    /// `writes`. A record believed new whose `TaskSubtype` Salesforce refuses
+    /// (the Task existed after all, or the org locks the field) is sent
+    /// again without it.
+    pub async fn write_tasks(&self, writes: &[BatchWrite<'_>]) -> Result<Vec<SinkOutcome>, ShutdownRequested> {
+        let mut outcomes: Vec<Option<SinkOutcome>> = vec![None; writes.len()];
+        let mut include_subtype: Vec<bool> = writes.iter().map(|w| w.write.create).collect();
+        let mut todo: Vec<usize> = (0..writes.len()).collect();
         let mut attempt: u32 = 0;
+        while !todo.is_empty() {
+            let mut again = Vec::new();
+            let mut failure: Option<(String, SalesforceError)> = None;
+            for chunk in todo.chunks(COLLECTION_LIMIT) {
+                let records: Vec<(&str, serde_json::Value)> = chunk
+                    .iter()
+                    .map(|&i| (writes[i].write.external_id.as_str(), writes[i].write.body(include_subtype[i])))
+                    .collect();
+                self.pace().await?;
+                let answer = tokio::select! {
+                    _ = self.shutdown.cancelled() => return Err(ShutdownRequested),
+                    answer = self.client.upsert_tasks(&records) => answer,
+                };
+                self.observe_usage();
+                let results = match answer {
+                    Ok(results) => results,
+                    Err(error) if error.class() == ErrorClass::Permanent => {
+                        // The request as a whole is refused (no record was
+                        // written): each of its writes is refused with it.
+                        for &i in chunk {
+                            outcomes[i] = Some(self.rejected(writes[i], &error));
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        again.extend_from_slice(chunk);
+                        failure = Some((writes[chunk[0]].call_id.to_owned(), error));
+                        continue;
+                    }
+                };
+                for (&i, result) in chunk.iter().zip(results) {
+                    let BatchWrite { call_id, write } = writes[i];
+                    if result.success {
+                        m::task_write(if result.created { "created" } else { "updated" });
+                        tracing::info!(
+                            call_id,
+                            user_id = %write.user_id,
+                            salesforce_id = result.id.as_deref().unwrap_or(""),
+                            created = result.created,
+                            "Task written to Salesforce"
+                        );
+                        outcomes[i] = Some(SinkOutcome::Accepted(UpsertResult { id: result.id, created: result.created }));
+                        continue;
+                    }
+                    let error = SalesforceError::record("upsert_tasks", result.errors);
+                    if error.class() == ErrorClass::Permanent {
+                        if include_subtype[i] && error.refuses_field("TaskSubtype") {
+                            tracing::info!(call_id, user_id = %write.user_id, "Salesforce refuses TaskSubtype; writing the Task without it");
+                            include_subtype[i] = false;
+                            again.push(i);
+                        } else {
+                            outcomes[i] = Some(self.rejected(writes[i], &error));
+                        }
+                    } else {
+                        again.push(i);
+                        failure = Some((call_id.to_owned(), error));
+                    }
+                }
+            }
+            if let Some((call_id, error)) = failure {
+                self.wait_to_retry(&call_id, &error, &mut attempt).await?;
+            }
+            todo = again;
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(SinkOutcome::Rejected { error_code: "NOT_WRITTEN".to_owned(), message: String::new() })).collect())
+    }
+
+    fn rejected(&self, write: BatchWrite<'_>, error: &SalesforceError) -> SinkOutcome {
+        m::task_write("rejected");
+        let error_code = error.error_code();
+        tracing::warn!(
+            call_id = write.call_id,
+            user_id = %write.write.user_id,
+            error_code = %error_code,
+            error = %error,
+            "Salesforce refused the Task for good; dead-lettering the event"
+        );
+        SinkOutcome::Rejected { error_code, message: error.detail() }
+    }
+
+    /// Waits until the pacer lets the next request go, then books it.
+    async fn pace(&self) -> Result<(), ShutdownRequested> {
         loop {
-            if self.shutdown.is_cancelled() {
-                return Err(ShutdownRequested);
-            }
-            let body = write.body(include_subtype);
-            // Shutdown may abandon a request in flight: the event stays
-            // uncommitted and the upsert is idempotent when it comes again.
-            let answer = tokio::select! {
+            let now = Instant::now();
+            let next = {
+                let mut pacer = self.pacer.lock().unwrap_or_else(|e| e.into_inner());
+                match pacer.next_allowed(now) {
+                    None => {
+                        pacer.sent(now);
+                        m::pacing_wait(Duration::ZERO);
+                        self.progress.send_if_modified(|p| p.pacing.take().is_some());
+                        return Ok(());
+                    }
+                    Some(at) => at,
+                }
+            };
+            let wait = next - now;
+            m::pacing_wait(wait);
+            self.progress.send_modify(|p| p.pacing = Some(wait));
+            tracing::warn!(
+                wait_ms = wait.as_millis() as u64,
+                "the org's daily API usage is near its limit; spacing Salesforce requests out (calls are logged later, in bigger batches)"
+            );
+            tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(ShutdownRequested),
-                answer = self.client.upsert_task(&write.external_id, &body) => answer,
-            };
-            let error = match answer {
-                Ok(result) => {
-                    m::task_write(if result.created { "created" } else { "updated" });
-                    tracing::info!(
-                        call_id,
-                        user_id = %write.user_id,
-                        salesforce_id = result.id.as_deref().unwrap_or(""),
-                        created = result.created,
-                        "Task written to Salesforce"
-                    );
-                    return Ok(SinkOutcome::Accepted(result));
-                }
-                Err(error) => error,
-            };
-            let class = error.class();
-            if class == ErrorClass::Permanent {
-                if include_subtype && error.refuses_field("TaskSubtype") {
-                    tracing::info!(call_id, user_id = %write.user_id, "Salesforce refuses TaskSubtype; writing the Task without it");
-                    include_subtype = false;
-                    continue;
-                }
-                m::task_write("rejected");
-                let error_code = error.error_code();
-                tracing::warn!(
-                    call_id,
-                    user_id = %write.user_id,
-                    error_code = %error_code,
-                    error = %error,
-                    "Salesforce refused the Task for good; dead-lettering the event"
-                );
-                return Ok(SinkOutcome::Rejected { error_code, message: error.detail() });
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
-            self.wait_to_retry(call_id, &error, &mut attempt).await?;
+        }
+    }
+
+    fn observe_usage(&self) {
+        if let Some(usage) = self.client.api_usage() {
+            self.pacer.lock().unwrap_or_else(|e| e.into_inner()).observe(usage);
         }
     }
 
     /// Upserts the new Case of `write` by its assignment id, retrying like
-    /// [`TaskSink::write`] until Salesforce accepts or refuses it for good.
+    /// [`TaskSink::write_tasks`] until Salesforce accepts or refuses it for good.
     /// An accepted upsert that was no create means an earlier attempt (before
     /// a crash, or a replay) had created the Case: it is the same Case.
     pub async fn write_case(&self, call_id: &str, write: &CaseWrite) -> Result<SinkOutcome, ShutdownRequested> {
@@ -143,10 +252,12 @@ impl TaskSink {
             if self.shutdown.is_cancelled() {
                 return Err(ShutdownRequested);
             }
+            self.pace().await?;
             let answer = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(ShutdownRequested),
                 answer = self.client.upsert_case(&write.assignment_id, &body) => answer,
             };
+            self.observe_usage();
             let error = match answer {
                 Ok(result) => {
                     m::case_write(if result.created { "created" } else { "found" });

@@ -6,6 +6,8 @@
 //! Queries are written once for SQLite and PostgreSQL (`$1` placeholders,
 //! `ON CONFLICT … DO UPDATE`), like the rest of the store.
 
+use std::collections::HashSet;
+
 use switchboard_store::sqlx::{self, Row};
 use switchboard_store::{now_ms, Database};
 
@@ -68,19 +70,33 @@ impl SyncStore {
     /// Stores the call facts and every Task status of `state` in one
     /// transaction.
     pub async fn save(&self, state: &CallState) -> Result<(), sqlx::Error> {
+        self.save_batch(std::iter::once(state), &HashSet::new()).await
+    }
+
+    /// Stores the states of a written batch, with every Task status, in
+    /// one transaction; the Tasks in `accepted` (call id, user id) get
+    /// `last_synced_at` stamped.
+    pub async fn save_batch<'a>(
+        &self,
+        states: impl Iterator<Item = &'a CallState>,
+        accepted: &HashSet<(String, String)>,
+    ) -> Result<(), sqlx::Error> {
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO sync_calls (call_id, state, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        )
-        .bind(state.call_id.as_str())
-        .bind(to_json(state))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (user_id, sync) in &state.tasks {
-            save_task(&mut tx, &state.call_id, user_id, sync, now, None).await?;
+        for state in states {
+            sqlx::query(
+                "INSERT INTO sync_calls (call_id, state, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(state.call_id.as_str())
+            .bind(to_json(state))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for (user_id, sync) in &state.tasks {
+                let synced_at = accepted.contains(&(state.call_id.clone(), user_id.clone())).then_some(now);
+                save_task(&mut tx, &state.call_id, user_id, sync, now, synced_at).await?;
+            }
         }
         tx.commit().await
     }

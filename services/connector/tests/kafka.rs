@@ -1,6 +1,7 @@
 //! The connector's Kafka source: records in a consumer group, Tasks in the
-//! Salesforce emulator, undecodable records on the dead-letter topic,
-//! offsets committed so a restart resumes after the last handled record.
+//! Salesforce emulator, undecodable records on the dead-letter topic, each
+//! Task's sync status on the status topic, offsets committed so a restart
+//! resumes after the last handled record.
 //!
 //! Runs against the broker named by `SWITCHBOARD_TEST_KAFKA` (bootstrap
 //! address, e.g. a tansu broker) when set, else against librdkafka's
@@ -20,7 +21,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_connector::dead_letter::{HEADER_LABEL, HEADER_ORIGIN, HEADER_REASON};
 use switchboard_connector::{ConnectorConfig, KafkaConsumerConfig, SourceConfig};
-use switchboard_proto::{CallEvent, Message as _};
+use switchboard_proto::{CallEvent, Message as _, TaskSyncState, TaskSyncStatus};
 
 /// The broker of this run: a real one from the environment, or a mock
 /// cluster kept alive by the returned guard.
@@ -97,6 +98,8 @@ async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_r
     let dead_letter_topic = format!("call-events-dead-letters-{suffix}");
     broker.create_topic(&topic).await;
     broker.create_topic(&dead_letter_topic).await;
+    let status_topic = format!("task-sync-{suffix}");
+    broker.create_topic(&status_topic).await;
 
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("test producer");
@@ -106,6 +109,7 @@ async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_r
 
     let mut kafka = KafkaConsumerConfig::new(&bootstrap, &topic, &dead_letter_topic);
     kafka.group_id = format!("connector-{suffix}");
+    kafka.status_topic = status_topic.clone();
     kafka.properties.extend(broker.consumer_properties());
     let config = ConnectorConfig {
         salesforce: Some(world.salesforce()),
@@ -149,6 +153,27 @@ async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_r
     assert!(header(HEADER_REASON).starts_with("undecodable CallEvent"), "{}", header(HEADER_REASON));
     assert_eq!(header(HEADER_LABEL), "undecodable");
     assert_eq!(header(HEADER_ORIGIN), format!("{topic}/0@5"));
+
+    // The Task's status is on the status topic for the gateway: synced,
+    // with the Task's id, keyed by the call.
+    let statuses: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("status-reader-{suffix}"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("status reader");
+    statuses.subscribe(&[status_topic.as_str()]).unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(60), statuses.recv())
+        .await
+        .expect("a status arrives")
+        .expect("status");
+    assert_eq!(record.key(), Some(first.as_bytes()));
+    let status = TaskSyncStatus::decode(record.payload().expect("payload")).expect("a TaskSyncStatus");
+    assert_eq!((status.call_id.as_str(), status.user_id.as_str()), (first, "u-ann"));
+    assert_eq!(status.state(), TaskSyncState::Synced);
+    assert_eq!(status.task_id, tasks[0]["Id"].as_str().unwrap());
+    assert!(status.updated_at_ms > 0);
 
     // A restart resumes after the committed offsets: only the new call's
     // records are handled.

@@ -22,7 +22,13 @@ async fn metrics_count_events_requests_writes_and_dead_letters() {
     world.write_outbox(&call_events("0193f0a2-cccc-7000-8000-000000000003", "u-nobody", "")[..4]).await;
     let last = last + 4;
 
-    let mut running = Running::start(world.outbox_config(), &world.db).await;
+    // One batch: full when both calls have ended, at the last row.
+    let mut config = world.outbox_config();
+    if let Some(sf) = config.salesforce.as_mut() {
+        sf.batch_max_tasks = 2;
+        sf.batch_deadline_ms = 20_000;
+    }
+    let mut running = Running::start(config, &world.db).await;
     running.until_outbox_position(last).await;
     running.stop().await;
 
@@ -35,10 +41,13 @@ async fn metrics_count_events_requests_writes_and_dead_letters() {
     expect(r#"switchboard_connector_events_total{kind="call.ended",outcome="applied"}"#, 2.0);
     expect(r#"switchboard_connector_dead_letters_total{reason="undecodable"}"#, 1.0);
     expect(r#"switchboard_connector_salesforce_requests_total{operation="token",status="200"}"#, 1.0);
-    expect(r#"switchboard_connector_salesforce_requests_total{operation="upsert_task",status="201"}"#, 1.0);
-    expect(r#"switchboard_connector_salesforce_requests_total{operation="upsert_task",status="200"}"#, 1.0);
+    expect(r#"switchboard_connector_salesforce_requests_total{operation="upsert_tasks",status="200"}"#, 1.0);
     expect(r#"switchboard_connector_task_writes_total{outcome="created"}"#, 1.0);
-    expect(r#"switchboard_connector_task_writes_total{outcome="updated"}"#, 1.0);
+    expect("switchboard_connector_calls_logged_total", 1.0);
+    expect("switchboard_connector_batches_total", 1.0);
+    expect("switchboard_connector_batch_tasks_count", 1.0);
+    expect("switchboard_connector_batch_tasks_sum", 1.0);
+    expect("switchboard_connector_salesforce_pacing_seconds", 0.0);
     expect(r#"switchboard_connector_tasks_skipped_total{reason="agent_not_linked"}"#, 1.0);
     expect(r#"switchboard_connector_preflight_total{result="ready"}"#, 1.0);
     expect(r#"switchboard_connector_salesforce_requests_total{operation="describe",status="200"}"#, 2.0);

@@ -111,9 +111,9 @@ async fn transient_failures_are_retried_until_accepted() {
     assert_eq!(tasks.len(), 1);
     assert!(tasks[0]["Description"].as_str().unwrap().contains("recordings/"));
     assert!(world.dead_letters().await.is_empty());
-    // Two writes (end, recording) plus the failed attempts: 2 × 503, one
-    // locked row, one limit answer.
-    assert!(world.emulator.api_calls() >= PREFLIGHT_API_CALLS + 6, "api calls: {}", world.emulator.api_calls());
+    // The writes (end and recording, in one batch or two) plus the failed
+    // attempts: 2 × 503, one locked record, one limit answer.
+    assert!(world.emulator.api_calls() >= PREFLIGHT_API_CALLS + 5, "api calls: {}", world.emulator.api_calls());
 }
 
 #[tokio::test]
@@ -222,8 +222,8 @@ async fn shutdown_during_retries_leaves_the_event_for_the_next_run() {
     let emulator = world.emulator.clone();
     eventually("the connector retries the write", || emulator.api_calls() >= PREFLIGHT_API_CALLS + 3).await;
     running.stop().await;
-    // The three events before `ended` were committed; `ended` was not.
-    assert_eq!(world.scalar_i64(&format!("SELECT position FROM connector_cursors WHERE name = '{CURSOR}'")).await, last - 1);
+    // The batch holding `ended` was not committed.
+    assert!(world.scalar_i64(&format!("SELECT COALESCE(MAX(position), 0) FROM connector_cursors WHERE name = '{CURSOR}'")).await < last);
     assert!(world.emulator.tasks().is_empty());
 
     world.emulator.clear_faults();
@@ -273,7 +273,7 @@ async fn shutdown_abandons_a_slow_request_without_committing() {
     let stopping = std::time::Instant::now();
     running.stop().await;
     assert!(stopping.elapsed() < std::time::Duration::from_secs(5), "stopped in {:?}", stopping.elapsed());
-    assert_eq!(world.scalar_i64(&format!("SELECT position FROM connector_cursors WHERE name = '{CURSOR}'")).await, last - 1);
+    assert!(world.scalar_i64(&format!("SELECT COALESCE(MAX(position), 0) FROM connector_cursors WHERE name = '{CURSOR}'")).await < last);
 
     let mut running = Running::start(config, &world.db).await;
     running.until_outbox_position(last).await;

@@ -152,6 +152,9 @@ pub struct KafkaSection {
     pub group_id: String,
     /// Where the connector puts records it cannot apply.
     pub dead_letter_topic: String,
+    /// Where the connector publishes each Task's sync status for the
+    /// gateway to show agents.
+    pub status_topic: String,
     /// Client id in broker logs; defaults to the role's name
     /// (`switchboard-gateway`, `switchboard-connector`).
     pub client_id: Option<String>,
@@ -166,6 +169,7 @@ impl Default for KafkaSection {
         let consumer = KafkaConsumerConfig::new(&producer.brokers, &producer.topic, "");
         Self {
             dead_letter_topic: format!("{}.dead-letter", producer.topic),
+            status_topic: consumer.status_topic.clone(),
             brokers: producer.brokers,
             topic: producer.topic,
             group_id: consumer.group_id,
@@ -416,6 +420,7 @@ impl Config {
                 let mut kafka =
                     KafkaConsumerConfig::new(&self.kafka.brokers, &self.kafka.topic, &self.kafka.dead_letter_topic);
                 kafka.group_id = self.kafka.group_id.clone();
+                kafka.status_topic = self.kafka.status_topic.clone();
                 if let Some(client_id) = &self.kafka.client_id {
                     kafka.client_id = client_id.clone();
                 }

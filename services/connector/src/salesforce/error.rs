@@ -182,6 +182,12 @@ impl SalesforceError {
             _ => false,
         }
     }
+
+    /// The refusal of one record of an sObject Collections request, read
+    /// like the answer of a single-record call would be.
+    pub fn record(operation: &'static str, errors: Vec<ApiErrorItem>) -> SalesforceError {
+        SalesforceError::Api { operation, status: 400, errors, body: String::new() }
+    }
 }
 
 /// Classifies an error answer of the REST API by status and error codes.

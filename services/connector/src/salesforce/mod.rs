@@ -20,13 +20,16 @@ use tokio::sync::Mutex;
 pub use auth::{AccessToken, JwtSigner, JWT_BEARER_GRANT};
 pub use describe::{FieldDescribe, ObjectDescribe};
 pub use error::{classify, ErrorClass, SalesforceError};
-pub use response::{parse_error_body, parse_limit_info, parse_upsert_body, ApiErrorItem, UpsertResult};
+pub use response::{parse_collection_body, parse_error_body, parse_limit_info, parse_upsert_body, ApiErrorItem, RecordResult, UpsertResult};
 
 use crate::config::SalesforceConfig;
 use crate::metrics as m;
 
-const UPSERT_TASK: &str = "upsert_task";
 const UPSERT_CASE: &str = "upsert_case";
+const UPSERT_TASKS: &str = "upsert_tasks";
+
+/// Records one sObject Collections request may carry.
+pub const COLLECTION_LIMIT: usize = 200;
 const DESCRIBE: &str = "describe";
 const TOKEN: &str = "token";
 
@@ -44,6 +47,17 @@ struct Inner {
     token_url: url::Url,
     /// The cached session; the lock also makes concurrent renewals log in once.
     token: Mutex<Option<Arc<AccessToken>>>,
+    /// The org's API usage as the last data answer reported it.
+    usage: std::sync::Mutex<Option<ApiUsage>>,
+}
+
+/// The org's API requests in its 24-hour window, from `Sforce-Limit-Info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUsage {
+    /// Requests used.
+    pub used: u64,
+    /// Requests allowed.
+    pub limit: u64,
 }
 
 impl SalesforceClient {
@@ -65,19 +79,12 @@ impl SalesforceClient {
             .user_agent(concat!("switchboard-connector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SalesforceError::Client)?;
-        Ok(Self { inner: Arc::new(Inner { http, config, signer, token_url, token: Mutex::new(None) }) })
+        Ok(Self { inner: Arc::new(Inner { http, config, signer, token_url, token: Mutex::new(None), usage: std::sync::Mutex::new(None) }) })
     }
 
     /// The configuration the client was built from.
     pub fn config(&self) -> &SalesforceConfig {
         &self.inner.config
-    }
-
-    /// Upserts the Task whose external id field (from the configuration)
-    /// holds `external_id`, with `body` as its fields.
-    pub async fn upsert_task(&self, external_id: &str, body: &serde_json::Value) -> Result<UpsertResult, SalesforceError> {
-        let field = self.inner.config.task_external_id_field.clone();
-        self.upsert(UPSERT_TASK, "Task", &field, external_id, body).await
     }
 
     /// Upserts the Case whose external id field (from the configuration)
@@ -86,6 +93,81 @@ impl SalesforceClient {
     pub async fn upsert_case(&self, external_id: &str, body: &serde_json::Value) -> Result<UpsertResult, SalesforceError> {
         let field = self.inner.config.case_external_id_field.clone();
         self.upsert(UPSERT_CASE, "Case", &field, external_id, body).await
+    }
+
+    /// Upserts up to [`COLLECTION_LIMIT`] Tasks by their external id field
+    /// (from the configuration) in one sObject Collections request,
+    /// `allOrNone` false: each record is written or refused on its own.
+    /// `records` pair each external id with the Task's fields. The results
+    /// come in the records' order.
+    pub async fn upsert_tasks(&self, records: &[(&str, serde_json::Value)]) -> Result<Vec<RecordResult>, SalesforceError> {
+        let field = self.inner.config.task_external_id_field.clone();
+        let records: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(external_id, fields)| {
+                let mut record = fields.clone();
+                if let Some(map) = record.as_object_mut() {
+                    map.insert("attributes".to_owned(), serde_json::json!({"type": "Task"}));
+                    map.insert(field.clone(), serde_json::Value::from(*external_id));
+                }
+                record
+            })
+            .collect();
+        let body = serde_json::json!({"allOrNone": false, "records": records});
+        let expected = records.len();
+        self.with_session(|token| {
+            let (field, body) = (&field, &body);
+            async move { self.try_upsert_collection(&token, "Task", field, body, expected).await }
+        })
+        .await
+    }
+
+    /// The org's API usage as Salesforce last reported it, if it did.
+    pub fn api_usage(&self) -> Option<ApiUsage> {
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn try_upsert_collection(
+        &self,
+        token: &AccessToken,
+        sobject: &str,
+        field: &str,
+        body: &serde_json::Value,
+        expected: usize,
+    ) -> Result<Vec<RecordResult>, SalesforceError> {
+        let config = &self.inner.config;
+        let mut url = token.instance_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| SalesforceError::Unexpected { operation: UPSERT_TASKS, detail: "instance_url cannot be a base".into() })?
+            .pop_if_empty()
+            .extend(["services", "data", &format!("v{}", config.api_version), "composite", "sobjects", sobject, field]);
+        let request = self
+            .inner
+            .http
+            .patch(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
+            .header(CONTENT_TYPE, "application/json")
+            .json(body);
+        let (status, bytes) = self.exchange(UPSERT_TASKS, request).await?;
+        if status != 200 {
+            return Err(SalesforceError::Api {
+                operation: UPSERT_TASKS,
+                status,
+                errors: parse_error_body(&bytes),
+                body: response::snippet(&bytes, 500),
+            });
+        }
+        match parse_collection_body(&bytes) {
+            Some(results) if results.len() == expected => Ok(results),
+            Some(results) => Err(SalesforceError::Unexpected {
+                operation: UPSERT_TASKS,
+                detail: format!("{} results for {expected} records", results.len()),
+            }),
+            None => Err(SalesforceError::Unexpected {
+                operation: UPSERT_TASKS,
+                detail: format!("the answer is not a list of record results: {}", response::snippet(&bytes, 200)),
+            }),
+        }
     }
 
     async fn upsert(
@@ -133,7 +215,7 @@ impl SalesforceClient {
             .map_err(|_| SalesforceError::Unexpected { operation: DESCRIBE, detail: "instance_url cannot be a base".into() })?
             .pop_if_empty()
             .extend(["services", "data", &format!("v{}", config.api_version), "sobjects", sobject, "describe"]);
-        let (status, bytes) = exchange(DESCRIBE, self.inner.http.get(url).header(AUTHORIZATION, format!("Bearer {}", token.access_token)), true).await?;
+        let (status, bytes) = self.exchange(DESCRIBE, self.inner.http.get(url).header(AUTHORIZATION, format!("Bearer {}", token.access_token))).await?;
         if status != 200 {
             return Err(SalesforceError::Api {
                 operation: DESCRIBE,
@@ -175,7 +257,7 @@ impl SalesforceClient {
             .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
             .header(CONTENT_TYPE, "application/json")
             .json(body);
-        let (status, bytes) = exchange(operation, request, true).await?;
+        let (status, bytes) = self.exchange(operation, request).await?;
         match status {
             200 | 201 | 204 => Ok(parse_upsert_body(status, &bytes)),
             _ => Err(SalesforceError::Api {
@@ -215,7 +297,7 @@ impl SalesforceClient {
             .assertion()
             .map_err(|reason| SalesforceError::Key { path: config.private_key_file.clone(), reason })?;
         let request = self.inner.http.post(self.inner.token_url.clone()).form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())]);
-        let (status, bytes) = exchange(TOKEN, request, false).await?;
+        let (status, bytes) = send(TOKEN, request).await.map(|(status, _, bytes)| (status, bytes))?;
         if status != 200 {
             let answer: auth::TokenError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SalesforceError::Login {
@@ -248,20 +330,22 @@ impl SalesforceClient {
     }
 }
 
-fn record_limits(headers: &HeaderMap) {
-    if let Some((used, limit)) = headers
-        .get("Sforce-Limit-Info")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_limit_info)
-    {
-        m::api_usage(used, limit);
+impl SalesforceClient {
+    /// Sends one data request and reads its answer whole; remembers the
+    /// org's API usage the answer reports (`Sforce-Limit-Info`).
+    async fn exchange(&self, operation: &'static str, request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), SalesforceError> {
+        let (status, headers, bytes) = send(operation, request).await?;
+        if let Some((used, limit)) = headers.get("Sforce-Limit-Info").and_then(|v| v.to_str().ok()).and_then(parse_limit_info) {
+            m::api_usage(used, limit);
+            *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(ApiUsage { used, limit });
+        }
+        Ok((status, bytes))
     }
 }
 
 /// Sends one request to Salesforce and reads its answer whole, counting it
-/// by `operation` and status (or `timeout`/`network` when there is none);
-/// `data` requests also carry the org's `Sforce-Limit-Info`.
-async fn exchange(operation: &'static str, request: reqwest::RequestBuilder, data: bool) -> Result<(u16, Vec<u8>), SalesforceError> {
+/// by `operation` and status (or `timeout`/`network` when there is none).
+async fn send(operation: &'static str, request: reqwest::RequestBuilder) -> Result<(u16, HeaderMap, Vec<u8>), SalesforceError> {
     let response = match request.send().await {
         Ok(r) => r,
         Err(source) => {
@@ -270,12 +354,10 @@ async fn exchange(operation: &'static str, request: reqwest::RequestBuilder, dat
         }
     };
     let status = response.status().as_u16();
-    if data {
-        record_limits(response.headers());
-    }
+    let headers = response.headers().clone();
     m::salesforce_request(operation, &status.to_string());
     let bytes = response.bytes().await.map_err(|source| SalesforceError::Transport { operation, source })?;
-    Ok((status, bytes.to_vec()))
+    Ok((status, headers, bytes.to_vec()))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, so an

@@ -90,6 +90,46 @@ pub fn parse_upsert_body(status: u16, body: &[u8]) -> UpsertResult {
     UpsertResult { id, created }
 }
 
+/// The outcome of one record of an sObject Collections request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordResult {
+    /// The record's id; Salesforce leaves it null for a refused record.
+    pub id: Option<String>,
+    /// Salesforce wrote the record.
+    pub success: bool,
+    /// An upsert inserted the record rather than updating one.
+    pub created: bool,
+    /// Why the record was refused (empty on success).
+    pub errors: Vec<ApiErrorItem>,
+}
+
+/// Reads a 200 answer of sObject Collections: one result per record, in
+/// the order of the request. `None` when the body is not that array, which
+/// the caller reports as an unexpected answer (nothing is known written).
+pub fn parse_collection_body(body: &[u8]) -> Option<Vec<RecordResult>> {
+    let Ok(Value::Array(entries)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let object = entry.as_object()?;
+            let success = object.get("success").and_then(Value::as_bool)?;
+            let mut errors = Vec::new();
+            collect(entry, &mut errors);
+            if !success && errors.is_empty() {
+                errors.push(ApiErrorItem { error_code: "UNKNOWN_ERROR".to_owned(), message: "Salesforce refused the record without a reason".to_owned(), fields: Vec::new() });
+            }
+            Some(RecordResult {
+                id: object.get("id").and_then(Value::as_str).map(str::to_owned),
+                success,
+                created: object.get("created").and_then(Value::as_bool).unwrap_or(false),
+                errors: if success { Vec::new() } else { errors },
+            })
+        })
+        .collect()
+}
+
 /// Reads `Sforce-Limit-Info: api-usage=N/M` into `(used, limit)`.
 pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
     header.split(',').find_map(|part| {
@@ -160,6 +200,25 @@ mod tests {
         assert!(!updated.created);
         assert_eq!(parse_upsert_body(204, b""), UpsertResult { id: None, created: false });
         assert_eq!(parse_upsert_body(201, b"garbage"), UpsertResult { id: None, created: true });
+    }
+
+    #[test]
+    fn collection_answers() {
+        let body = br#"[{"id":"00T5g00000AbCdEFGH","success":true,"errors":[],"created":true},
+                        {"id":"00T5g00000AbCdEFGI","success":true,"errors":[],"created":false},
+                        {"id":null,"success":false,"errors":[{"statusCode":"UNABLE_TO_LOCK_ROW","message":"unable to obtain exclusive access to this record","fields":[]}]},
+                        {"success":false}]"#;
+        let results = parse_collection_body(body).expect("a collection answer");
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[0], RecordResult { id: Some("00T5g00000AbCdEFGH".into()), success: true, created: true, errors: vec![] });
+        assert!(results[1].success && !results[1].created);
+        assert!(!results[2].success && results[2].id.is_none());
+        assert_eq!(results[2].errors[0].error_code, "UNABLE_TO_LOCK_ROW");
+        assert_eq!(results[3].errors[0].error_code, "UNKNOWN_ERROR");
+        assert_eq!(parse_collection_body(b"{}"), None);
+        assert_eq!(parse_collection_body(b"[1]"), None);
+        assert_eq!(parse_collection_body(br#"[{"id":"x"}]"#), None);
+        assert_eq!(parse_collection_body(b"[]"), Some(vec![]));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! The call-event topic, consumed in a consumer group (production).
 //!
-//! Automatic commits are off: the offset after a record is committed only
-//! once the pipeline handled it (applied and accepted by Salesforce, or
-//! dead-lettered). Records of one call share a key, hence a partition, and
-//! are handled one at a time in offset order. A record that does not decode
-//! goes to the dead-letter topic and its offset is committed, so one bad
-//! record never blocks a partition.
+//! Automatic commits are off: the offsets after a batch's records are
+//! committed only once the pipeline wrote the batch (every event applied and
+//! its writes accepted by Salesforce, or dead-lettered). Records of one call
+//! share a key, hence a partition, and are folded in offset order. A record
+//! that does not decode goes to the dead-letter topic and is committed with
+//! its batch, so one bad record never blocks a partition.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -19,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{pause, stall_delay};
+use super::{flush, pause, stall_delay, until};
 use crate::config::KafkaConsumerConfig;
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
@@ -94,17 +95,32 @@ impl KafkaSource {
         Ok((Self { consumer: Arc::new(consumer), topic: config.topic.clone() }, producer))
     }
 
-    /// Feeds every record to `pipeline` until `shutdown`, committing each
-    /// offset after its record was handled and reporting it on `progress`;
-    /// on the way out the last handled offsets are committed synchronously.
-    pub async fn run(self, pipeline: Pipeline, progress: watch::Sender<Progress>, shutdown: CancellationToken) {
+    /// Feeds every record to `pipeline` until `shutdown`, writing a batch
+    /// when it is full or due and then committing the offsets after its
+    /// records and reporting them on `progress`; on the way out the last
+    /// committed offsets are committed again synchronously.
+    pub async fn run(self, mut pipeline: Pipeline, progress: Arc<watch::Sender<Progress>>, shutdown: CancellationToken) {
         tracing::info!(topic = %self.topic, "connector consuming call events from Kafka");
         progress.send_modify(|p| p.consuming = true);
-        let mut handled: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // Offsets after the records of the batch in hand, and after the
+        // records of written batches.
+        let mut in_batch: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut failures = 0u32;
         'consume: loop {
+            if pipeline.pending() > 0 && (pipeline.is_full() || pipeline.deadline().is_some_and(|at| at <= Instant::now())) {
+                let Some(flushed) = flush(&mut pipeline, &shutdown).await else { break };
+                self.commit(&in_batch);
+                committed.append(&mut in_batch);
+                progress.send_modify(|p| {
+                    p.records += flushed.records;
+                    p.dead_letters += flushed.dead_lettered;
+                });
+                continue;
+            }
             let received = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = until(pipeline.deadline()) => continue,
                 received = self.consumer.recv() => received,
             };
             let message = match received {
@@ -124,12 +140,12 @@ impl KafkaSource {
             let payload = message.payload().unwrap_or_default();
             let origin = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
             let mut attempts = 0u32;
-            let handled_record = loop {
+            loop {
                 let record = Record { call_id: &key, payload, origin: &origin };
                 match pipeline.handle(record).await {
                     Ok(handled) => {
                         tracing::trace!(call_id = %key, origin, outcome = handled.outcome, "record handled");
-                        break handled;
+                        break;
                     }
                     Err(PipelineError::Shutdown(_)) => break 'consume,
                     Err(PipelineError::Store(error)) => {
@@ -141,20 +157,26 @@ impl KafkaSource {
                         attempts = attempts.saturating_add(1);
                     }
                 }
-            };
-            let mut next = TopicPartitionList::new();
-            let _ = next.add_partition_offset(message.topic(), message.partition(), Offset::Offset(message.offset() + 1));
-            if let Err(error) = self.consumer.commit(&next, CommitMode::Async) {
-                tracing::warn!(%error, origin, "offset commit failed; the record may be delivered again");
             }
-            handled.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-            progress.send_modify(|p| {
-                p.records += 1;
-                p.dead_letters += handled_record.dead_lettered as u64;
-            });
+            in_batch.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         }
-        self.commit_final(handled).await;
+        self.commit_final(committed).await;
         tracing::info!(topic = %self.topic, "connector stopped consuming");
+    }
+
+    /// Commits `offsets` without waiting: a lost commit only means the
+    /// records are delivered again, and they are idempotent.
+    fn commit(&self, offsets: &BTreeMap<(String, i32), i64>) {
+        if offsets.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(%error, "offset commit failed; the batch's records may be delivered again");
+        }
     }
 
     /// Commits the offsets after the last handled records and waits for the

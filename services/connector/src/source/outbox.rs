@@ -2,7 +2,7 @@
 //!
 //! Rows are read in id order after the cursor stored in
 //! `connector_cursors`; the cursor moves past a row only once the pipeline
-//! handled it. New rows are noticed by polling, which costs one indexed
+//! wrote the batch holding it. New rows are noticed by polling, which costs one indexed
 //! query per interval on an idle SQLite file.
 //!
 //! The outbox id is a commit-ordered position on SQLite (one writer at a
@@ -11,13 +11,14 @@
 //! on: run the outbox source on SQLite, and use Kafka (fed by the relay)
 //! with PostgreSQL.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use switchboard_store::{Database, Outbox};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{pause, stall_delay};
+use super::{flush, pause, stall_delay, until};
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
 use crate::store::SyncStore;
@@ -43,9 +44,10 @@ impl OutboxSource {
     }
 
     /// Feeds every row after the cursor to `pipeline` until `shutdown`,
-    /// reporting each committed row on `progress`. Database failures stall
+    /// writing a batch when it is full or due and then moving the cursor
+    /// past its rows, reporting them on `progress`. Database failures stall
     /// the loop (logged, counted, retried); they never skip a row.
-    pub async fn run(self, pipeline: Pipeline, progress: watch::Sender<Progress>, shutdown: CancellationToken) {
+    pub async fn run(self, mut pipeline: Pipeline, progress: Arc<watch::Sender<Progress>>, shutdown: CancellationToken) {
         let mut failures = 0u32;
         let mut cursor = loop {
             match self.store.cursor(CURSOR).await {
@@ -65,12 +67,27 @@ impl OutboxSource {
             p.consuming = true;
             p.outbox_position = Some(cursor);
         });
+        // The last row folded into the batch in hand (the cursor until one is).
+        let mut read = cursor;
         failures = 0;
         'read: while !shutdown.is_cancelled() {
-            let rows = match self.outbox.read_after(cursor, BATCH).await {
+            if pipeline.pending() > 0 && (pipeline.is_full() || pipeline.deadline().is_some_and(|at| at <= Instant::now())) {
+                let Some(flushed) = flush(&mut pipeline, &shutdown).await else { break };
+                if !self.advance(read, &shutdown).await {
+                    break;
+                }
+                cursor = read;
+                progress.send_modify(|p| {
+                    p.records += flushed.records;
+                    p.dead_letters += flushed.dead_lettered;
+                    p.outbox_position = Some(cursor);
+                });
+                continue;
+            }
+            let rows = match self.outbox.read_after(read, BATCH).await {
                 Ok(rows) => rows,
                 Err(error) => {
-                    tracing::error!(%error, cursor, "cannot read the outbox; retrying");
+                    tracing::error!(%error, cursor = read, "cannot read the outbox; retrying");
                     m::stall("store");
                     if !pause(&shutdown, stall_delay(failures)).await {
                         break;
@@ -81,8 +98,10 @@ impl OutboxSource {
             };
             failures = 0;
             if rows.is_empty() {
-                if !pause(&shutdown, self.poll_interval).await {
-                    break;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = until(pipeline.deadline()) => {}
                 }
                 continue;
             }
@@ -90,18 +109,9 @@ impl OutboxSource {
                 let origin = format!("outbox row {}", row.id);
                 loop {
                     let record = Record { call_id: &row.call_id, payload: &row.payload, origin: &origin };
-                    let result = match pipeline.handle(record).await {
-                        Ok(handled) => self.store.advance(CURSOR, row.id).await.map(|()| handled).map_err(PipelineError::from),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        Ok(handled) => {
+                    match pipeline.handle(record).await {
+                        Ok(_) => {
                             failures = 0;
-                            progress.send_modify(|p| {
-                                p.records += 1;
-                                p.dead_letters += handled.dead_lettered as u64;
-                                p.outbox_position = Some(row.id);
-                            });
                             break;
                         }
                         Err(PipelineError::Shutdown(_)) => break 'read,
@@ -115,9 +125,32 @@ impl OutboxSource {
                         }
                     }
                 }
-                cursor = row.id;
+                read = row.id;
+                if pipeline.is_full() {
+                    // Written at the top of the loop before more is read.
+                    break;
+                }
             }
         }
         tracing::info!(cursor, "connector stopped reading the outbox");
+    }
+
+    /// Moves the stored cursor to `position`, retrying while the database
+    /// fails; `false` means shutdown came first.
+    async fn advance(&self, position: i64, shutdown: &CancellationToken) -> bool {
+        let mut failures = 0u32;
+        loop {
+            match self.store.advance(CURSOR, position).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::error!(%error, position, "cannot move the outbox cursor; retrying");
+                    m::stall("store");
+                    if !pause(shutdown, stall_delay(failures)).await {
+                        return false;
+                    }
+                    failures += 1;
+                }
+            }
+        }
     }
 }

@@ -75,6 +75,7 @@ impl World {
         sf.retry_initial_ms = 10;
         sf.retry_max_ms = 100;
         sf.limit_backoff_secs = 1;
+        sf.batch_deadline_ms = 50;
         sf
     }
 
