@@ -204,6 +204,13 @@ pub struct AgentFacts {
     /// Sequence of the event `privacy_mode` came from.
     #[serde(default)]
     pub privacy_mode_seq: u64,
+    /// When the agent got the call: its earliest `answered`, or the
+    /// transfer that handed the call to it (Unix ms).
+    #[serde(default)]
+    pub talking_since_ms: Option<i64>,
+    /// When the agent handed the call over, latest transfer away (Unix ms).
+    #[serde(default)]
+    pub handed_over_at_ms: Option<i64>,
 }
 
 impl AgentFacts {
@@ -710,7 +717,9 @@ impl CallState {
                 self.answered = true;
                 self.answered_at_ms = Some(self.answered_at_ms.map_or(at, |t| t.min(at)));
                 if let Some(agent) = answered.agent.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
-                    self.note_agent(agent, seq).answered = true;
+                    let facts = self.note_agent(agent, seq);
+                    facts.answered = true;
+                    facts.talking_since_ms = Some(facts.talking_since_ms.map_or(at, |t| t.min(at)));
                 }
             }
             Kind::Ended(ended) => {
@@ -733,11 +742,13 @@ impl CallState {
                 if let Some(agent) = transferred.from.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
                     let facts = self.note_agent(agent, seq);
                     facts.transferred_away_seq = facts.transferred_away_seq.max(seq);
+                    facts.handed_over_at_ms = Some(facts.handed_over_at_ms.map_or(at, |t| t.max(at)));
                 }
                 if let Some(agent) = transferred.to.as_ref().filter(|a| !a.user_id.trim().is_empty()) {
                     let facts = self.note_agent(agent, seq);
                     facts.answered = true;
                     facts.transferred_in_seq = facts.transferred_in_seq.max(seq);
+                    facts.talking_since_ms = Some(facts.talking_since_ms.map_or(at, |t| t.min(at)));
                 }
             }
             Kind::Note(note) => {
@@ -1101,6 +1112,28 @@ impl CallState {
         });
     }
 
+    /// The talk time of one agent who answered. Without a transfer it is
+    /// the call's (the gateway measures it). Once the call changed hands,
+    /// each agent's share runs from when it got the call (answer, or the
+    /// transfer to it) to when it handed it over or the call ended, within
+    /// the call's talk time.
+    fn talk_seconds(&self, agent: &AgentFacts, is_owner: bool) -> u32 {
+        let Some(ended) = self.ended.as_ref() else { return 0 };
+        let total = ended.talk_seconds;
+        if !self.agents.values().any(|a| a.transferred_in_seq > 0 || a.transferred_away_seq > 0) {
+            return total;
+        }
+        let start = agent.talking_since_ms.or(if is_owner { self.answered_at_ms } else { None });
+        let end = if agent.handed_over() { agent.handed_over_at_ms } else { Some(ended.ended_at_ms) };
+        match (start, end) {
+            (Some(start), Some(end)) if end >= start => {
+                let seconds = (end - start + 500) / 1000;
+                u32::try_from(seconds).unwrap_or(u32::MAX).min(total)
+            }
+            _ => total,
+        }
+    }
+
     /// The Task of `user_id`, or why there is none.
     fn task_fields(&self, user_id: &str, links: &Links) -> Result<TaskFields, (&'static str, String)> {
         let agent = self.agents.get(user_id).cloned().unwrap_or_default();
@@ -1142,7 +1175,7 @@ impl CallState {
                 _ => "missed",
             }
         };
-        let talk = if agent_answered { ended.map_or(0, |e| e.talk_seconds) } else { 0 };
+        let talk = if agent_answered { self.talk_seconds(&agent, is_owner) } else { 0 };
 
         let private = agent.privacy_mode;
         let subject = match self.direction {
@@ -1615,6 +1648,38 @@ mod tests {
         assert_eq!(by_user.len(), 2, "{by_user:?}");
         assert_eq!(by_user["u2"].call_disposition, "answered");
         assert_eq!(by_user["u2"].owner_id, "005000000000002AAA");
+    }
+
+    #[test]
+    fn each_agent_of_a_transferred_call_gets_its_own_talk_time() {
+        let at = |seq: u64, ms: i64, kind: Kind| CallEvent { occurred_at_ms: T0 + ms, ..event(seq, kind) };
+        let events = vec![
+            at(1, 0, started(v1::Direction::Inbound, agent("u1", SF_USER)).kind.unwrap()),
+            at(2, 5_000, Kind::Answered(CallAnswered { agent: agent("u1", SF_USER) })),
+            at(
+                3,
+                35_000,
+                Kind::Transferred(v1::CallTransferred {
+                    from: agent("u1", SF_USER),
+                    to: agent("u2", "005000000000002AAA"),
+                    kind: v1::TransferKind::Blind as i32,
+                    to_number: String::new(),
+                }),
+            ),
+            at(4, 125_000, Kind::Ended(CallEnded { reason: v1::EndReason::Completed as i32, talk_seconds: 120, ..Default::default() })),
+        ];
+        let (_, plan) = fold(&events);
+        let by_user: BTreeMap<_, _> = plan.writes.iter().map(|w| (w.user_id.as_str(), &w.fields)).collect();
+        assert_eq!(by_user["u1"].call_duration_in_seconds, 30, "answer to transfer");
+        assert_eq!(by_user["u2"].call_duration_in_seconds, 90, "transfer to hang-up");
+        assert_eq!(by_user["u1"].call_disposition, "transferred");
+
+        // Any order of arrival gives the same shares.
+        let mut reversed = events.clone();
+        reversed.reverse();
+        let (_, plan) = fold(&reversed);
+        let again: BTreeMap<_, _> = plan.writes.iter().map(|w| (w.user_id.as_str(), w.fields.call_duration_in_seconds)).collect();
+        assert_eq!((again["u1"], again["u2"]), (30, 90));
     }
 
     #[test]
@@ -2205,7 +2270,9 @@ mod tests {
     fn call_handed_to_a_private_agent() -> Vec<CallEvent> {
         let u2 = || private(agent("u2", "005000000000002AAA"));
         let mut events = answered_call();
+        // Ended after the transfer (at 4 s): u2 talked for the call's 125 s.
         events[3].sequence = 9;
+        events[3].occurred_at_ms = T0 + 4_000 + 125_000;
         events.extend([
             transferred(4, agent("u1", SF_USER), u2()),
             recording(5, "r1", false),
