@@ -407,7 +407,8 @@ pub struct S3Config {
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// `outbox`: the outbox table is the event log (embedded default).
-    /// `kafka`: a relay publishes outbox rows to the Kafka topic.
+    /// `kafka`: a relay publishes outbox rows to the Kafka topic, and the
+    /// connector's Task sync statuses are read from the status topic.
     pub log: EventLogKind,
     pub kafka: KafkaProducerConfig,
 }
@@ -420,13 +421,18 @@ pub enum EventLogKind {
     Kafka,
 }
 
-/// The relay's Kafka producer.
+/// The gateway's Kafka clients: the relay's producer and the reader of the
+/// connector's status topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaProducerConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
+    /// The call-event topic the relay publishes to.
     pub topic: String,
+    /// The topic the connector publishes each Task's sync status to
+    /// (`TaskSyncStatus`); every gateway reads all of it.
+    pub status_topic: String,
     pub client_id: String,
 }
 
@@ -435,6 +441,7 @@ impl Default for KafkaProducerConfig {
         Self {
             brokers: "127.0.0.1:9092".to_owned(),
             topic: "switchboard.call-events".to_owned(),
+            status_topic: "switchboard.task-sync".to_owned(),
             client_id: "switchboard-gateway".to_owned(),
         }
     }
@@ -590,6 +597,12 @@ impl GatewayConfig {
             if self.events.kafka.topic.trim().is_empty() {
                 return Err(ConfigError::new("kafka.topic", "a topic name (events.log is kafka)"));
             }
+            if self.events.kafka.status_topic.trim().is_empty() {
+                return Err(ConfigError::new("kafka.status_topic", "a topic name (events.log is kafka), e.g. switchboard.task-sync"));
+            }
+            if self.events.kafka.status_topic == self.events.kafka.topic {
+                return Err(ConfigError::new("kafka.status_topic", "a topic of its own: the connector's Task sync statuses, not the call-event topic"));
+            }
         }
         Ok(())
     }
@@ -641,5 +654,18 @@ mod tests {
         let mut c = GatewayConfig::default();
         c.recordings.store = RecordingStoreKind::S3;
         assert_eq!(c.validate().unwrap_err().key, "recordings.s3.bucket");
+    }
+
+    #[test]
+    fn the_status_topic_is_a_topic_of_its_own_when_events_go_to_kafka() {
+        let mut c = GatewayConfig::default();
+        c.events.kafka.status_topic = " ".into();
+        c.validate().unwrap();
+        c.events.log = EventLogKind::Kafka;
+        assert_eq!(c.validate().unwrap_err().key, "kafka.status_topic");
+        c.events.kafka.status_topic = c.events.kafka.topic.clone();
+        assert_eq!(c.validate().unwrap_err().key, "kafka.status_topic");
+        c.events.kafka.status_topic = KafkaProducerConfig::default().status_topic;
+        c.validate().unwrap();
     }
 }

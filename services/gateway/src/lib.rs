@@ -247,7 +247,14 @@ impl Gateway {
             sf.match_cache_entries,
         );
         tasks.spawn(salesforce::matcher::run(live.clone(), salesforce.clone(), shutdown.clone()));
-        tasks.spawn(salesforce::sync::run(db.clone(), live.clone(), Duration::from_secs(1), shutdown.clone()));
+        // The Task sync status comes the way the call events go: on the
+        // connector's status topic with Kafka, else from `sync_tasks`.
+        if config.events.log == EventLogKind::Kafka {
+            let consumer = salesforce::sync_topic::consumer(&config.events.kafka)?;
+            tasks.spawn(salesforce::sync_topic::run(consumer, config.events.kafka.status_topic.clone(), live.clone(), shutdown.clone()));
+        } else {
+            tasks.spawn(salesforce::sync::run(db.clone(), live.clone(), Duration::from_secs(1), shutdown.clone()));
+        }
         let agent_api = api::agent::AgentApi::new(
             sessions,
             login,

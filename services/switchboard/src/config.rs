@@ -140,7 +140,8 @@ pub struct EventsSection {
 }
 
 /// `[kafka]`: the call-event topic, used when `events.log = "kafka"`. Feeds
-/// the gateway's relay (producer) and the connector (consumer group).
+/// the gateway's relay (producer) and the connector (consumer group), and
+/// the gateway's reader of the connector's status topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
@@ -148,13 +149,13 @@ pub struct KafkaSection {
     pub brokers: String,
     /// The call-event topic the relay writes and the connector reads.
     pub topic: String,
+    /// The Task sync status topic the connector writes and every gateway
+    /// reads (the agents' `call.synced`).
+    pub status_topic: String,
     /// The connectors' consumer group.
     pub group_id: String,
     /// Where the connector puts records it cannot apply.
     pub dead_letter_topic: String,
-    /// Where the connector publishes each Task's sync status for the
-    /// gateway to show agents.
-    pub status_topic: String,
     /// Client id in broker logs; defaults to the role's name
     /// (`switchboard-gateway`, `switchboard-connector`).
     pub client_id: Option<String>,
@@ -169,9 +170,9 @@ impl Default for KafkaSection {
         let consumer = KafkaConsumerConfig::new(&producer.brokers, &producer.topic, "");
         Self {
             dead_letter_topic: format!("{}.dead-letter", producer.topic),
-            status_topic: consumer.status_topic.clone(),
             brokers: producer.brokers,
             topic: producer.topic,
+            status_topic: producer.status_topic,
             group_id: consumer.group_id,
             client_id: None,
             properties: BTreeMap::new(),
@@ -405,6 +406,7 @@ impl Config {
                 kafka: KafkaProducerConfig {
                     brokers: self.kafka.brokers.clone(),
                     topic: self.kafka.topic.clone(),
+                    status_topic: self.kafka.status_topic.clone(),
                     client_id: self.kafka.client_id.clone().unwrap_or(producer_default.client_id),
                 },
             },
@@ -451,6 +453,9 @@ impl Config {
             return Err(ConfigProblem::invalid("database.url", "a SQLite file path after sqlite://"));
         }
         self.gateway().validate().map_err(|e| ConfigProblem::invalid(&e.key, &e.expected))?;
+        if self.events.log == EventLogKind::Kafka && self.kafka.status_topic == self.kafka.dead_letter_topic {
+            return Err(ConfigProblem::invalid("kafka.status_topic", "a topic of its own: the connector's Task sync statuses, not its dead-letter topic"));
+        }
         self.connector().validate().map_err(|e| {
             let key = if e.key.contains('.') { e.key.to_owned() } else { format!("connector.{}", e.key) };
             ConfigProblem::invalid(&key, &e.expected)
@@ -545,6 +550,11 @@ mod tests {
             ("k1:9092,k2:9092", gateway.events.kafka.topic.as_str(), "sb-7")
         );
         assert_ne!(consumer.dead_letter_topic, consumer.topic);
+        assert_eq!(gateway.events.kafka.status_topic, "switchboard.task-sync");
+        config.kafka.status_topic = "sb.task-sync".into();
+        assert_eq!(config.gateway().events.kafka.status_topic, "sb.task-sync");
+        config.kafka.status_topic = config.kafka.dead_letter_topic.clone();
+        assert!(config.validate().unwrap_err().to_string().contains("`kafka.status_topic`"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod kafka;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
