@@ -148,9 +148,11 @@ pub struct KafkaSection {
     pub brokers: String,
     /// The call-event topic the relay writes and the connector reads.
     pub topic: String,
-    /// The connectors' consumer group.
+    /// The connectors' consumer group; `switchboard replay` reads the
+    /// dead-letter topic in `<group_id>.replay`.
     pub group_id: String,
-    /// Where the connector puts records it cannot apply.
+    /// Where the connector puts records it cannot apply, until
+    /// `switchboard replay` feeds them back.
     pub dead_letter_topic: String,
     /// Client id in broker logs; defaults to the role's name
     /// (`switchboard-gateway`, `switchboard-connector`).
