@@ -135,15 +135,88 @@ impl SyncStore {
 
     /// Sets `letter` aside in the `dead_letters` table for `switchboard replay`.
     pub async fn insert_dead_letter(&self, letter: &DeadLetter) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO dead_letters (call_id, payload, reason, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(letter.call_id.as_str())
-            .bind(letter.payload.clone())
-            .bind(letter.reason.as_str())
-            .bind(now_ms())
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (call_id, payload, reason, label, error_code, origin, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(letter.call_id.as_str())
+        .bind(letter.payload.clone())
+        .bind(letter.reason.as_str())
+        .bind(letter.label)
+        .bind(letter.error_code.clone())
+        .bind(letter.origin.as_str())
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
         Ok(())
     }
+
+    /// Forgets the refusals recorded for `call_id`: the Task fields
+    /// Salesforce refused for good ([`TaskSync::rejected`]) and the new
+    /// Cases it refused. The fold does not send refused fields again
+    /// ([`CallState::plan`]), so once the cause is fixed in the org this
+    /// makes the next event of the call (a replayed dead letter, or a
+    /// duplicate of any event) write them again. Runs in the caller's
+    /// transaction, so `switchboard replay` clears and re-queues the event
+    /// at once. States that do not parse are left alone; the connector
+    /// rebuilds them from the events anyway.
+    pub async fn clear_rejections(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        call_id: &str,
+    ) -> Result<ClearedRejections, sqlx::Error> {
+        let now = now_ms();
+        let mut cleared = ClearedRejections::default();
+        let rows = sqlx::query("SELECT user_id, state FROM sync_tasks WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in rows {
+            let user_id: String = row.try_get("user_id")?;
+            let text: String = row.try_get("state")?;
+            let Ok(mut sync) = serde_json::from_str::<TaskSync>(&text) else { continue };
+            if sync.rejected.take().is_none() {
+                continue;
+            }
+            // updated_at moves so the agent's softphone hears the Task is pending again.
+            sqlx::query("UPDATE sync_tasks SET state = $1, updated_at = $2 WHERE call_id = $3 AND user_id = $4")
+                .bind(to_json(&sync))
+                .bind(now)
+                .bind(call_id)
+                .bind(user_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+            cleared.tasks += 1;
+        }
+        let text: Option<String> = sqlx::query_scalar("SELECT state FROM sync_calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(mut state) = text.and_then(|t| serde_json::from_str::<CallState>(&t).ok()) {
+            for case in state.cases.values_mut().filter(|c| c.salesforce_id.is_none() && c.error_code.is_some()) {
+                case.error_code = None;
+                case.message = None;
+                cleared.cases += 1;
+            }
+            if cleared.cases > 0 {
+                sqlx::query("UPDATE sync_calls SET state = $1, updated_at = $2 WHERE call_id = $3")
+                    .bind(to_json(&state))
+                    .bind(now)
+                    .bind(call_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(cleared)
+    }
+}
+
+/// What [`SyncStore::clear_rejections`] forgot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClearedRejections {
+    /// Tasks whose refused fields will be written again.
+    pub tasks: usize,
+    /// New Cases that will be created again.
+    pub cases: usize,
 }
 
 async fn save_task(

@@ -3,8 +3,8 @@
 //! of its own, dropped afterwards).
 
 use switchboard_connector::dead_letter::DeadLetter;
-use switchboard_connector::fold::CallState;
-use switchboard_connector::store::SyncStore;
+use switchboard_connector::fold::{CallState, CaseSync};
+use switchboard_connector::store::{ClearedRejections, SyncStore};
 use switchboard_proto::v1::{self, call_event::Kind};
 use switchboard_proto::CallEvent;
 use switchboard_store::sqlx::{self, Row};
@@ -127,10 +127,55 @@ async fn exercise(db: &Database) {
         origin: "outbox row 9".into(),
     };
     store.insert_dead_letter(&letter).await.unwrap();
-    let row = sqlx::query("SELECT payload, reason, replayed_at FROM dead_letters").fetch_one(db.pool()).await.unwrap();
+    let row = sqlx::query("SELECT payload, reason, label, error_code, origin, replayed_at FROM dead_letters")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(row.get::<Vec<u8>, _>("payload"), payload);
     assert_eq!(row.get::<String, _>("reason"), "undecodable CallEvent: test");
+    assert_eq!(row.get::<String, _>("label"), "undecodable");
+    assert_eq!(row.get::<Option<String>, _>("error_code"), None);
+    assert_eq!(row.get::<Option<String>, _>("origin").as_deref(), Some("outbox row 9"));
     assert_eq!(row.get::<Option<i64>, _>("replayed_at"), None);
+    store
+        .insert_dead_letter(&DeadLetter { label: "salesforce_rejected", error_code: Some("INVALID_FIELD".into()), ..letter })
+        .await
+        .unwrap();
+    let code: Option<String> = sqlx::query_scalar("SELECT error_code FROM dead_letters WHERE label = $1")
+        .bind("salesforce_rejected")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("INVALID_FIELD"));
+
+    // Recorded refusals are forgotten on demand, in the caller's transaction,
+    // so the refused Task and new Case are due again.
+    let mut refused = ended_call();
+    let write = refused.plan().writes.remove(0);
+    refused.record_rejected(&write, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Subject required");
+    let case = CaseSync { salesforce_id: None, error_code: Some("REQUIRED_FIELD_MISSING".into()), message: Some("Product".into()) };
+    refused.cases.insert("assignment-1".into(), case);
+    let created = CaseSync { salesforce_id: Some("500000000000001AAA".into()), ..Default::default() };
+    refused.cases.insert("assignment-0".into(), created.clone());
+    store.save(&refused).await.unwrap();
+    assert!(store.load(CALL).await.unwrap().unwrap().plan().writes.is_empty(), "a refusal is not retried by itself");
+    let mut tx = db.pool().begin().await.unwrap();
+    let cleared = SyncStore::clear_rejections(&mut tx, CALL).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(cleared, ClearedRejections { tasks: 1, cases: 1 });
+    assert!(store.load(CALL).await.unwrap().unwrap().plan().writes.is_empty(), "rolled back with the caller's transaction");
+    let mut tx = db.pool().begin().await.unwrap();
+    SyncStore::clear_rejections(&mut tx, CALL).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut reloaded = store.load(CALL).await.unwrap().unwrap();
+    assert_eq!(reloaded.tasks["u1"].rejected, None);
+    assert_eq!(reloaded.cases["assignment-1"], CaseSync::default());
+    assert_eq!(reloaded.cases["assignment-0"], created, "a Case Salesforce holds stays");
+    assert_eq!(reloaded.plan().writes.len(), 1, "the refused fields are due again");
+    let mut tx = db.pool().begin().await.unwrap();
+    assert_eq!(SyncStore::clear_rejections(&mut tx, CALL).await.unwrap(), ClearedRejections::default());
+    assert_eq!(SyncStore::clear_rejections(&mut tx, "no-such-call").await.unwrap(), ClearedRejections::default());
+    tx.commit().await.unwrap();
 
     // A state row that no longer parses is rebuilt, not fatal.
     sqlx::query("UPDATE sync_calls SET state = $1 WHERE call_id = $2")

@@ -53,6 +53,24 @@ impl Outbox {
         Ok(id)
     }
 
+    /// Appends a dead-lettered event again, inside the caller's transaction,
+    /// for the connector to read like a new row (`switchboard replay`).
+    ///
+    /// The event's own sequence is already taken in the outbox by the row
+    /// it was first read from, so the row's `sequence` is minus
+    /// `dead_letter_id` (unique per letter, never a gateway sequence, which
+    /// counts from 1); the payload keeps the event, with its own sequence,
+    /// which is what the connector reads.
+    pub async fn insert_replay(
+        tx: &mut Transaction<'_, Any>,
+        call_id: &str,
+        dead_letter_id: i64,
+        kind: &str,
+        payload: &[u8],
+    ) -> Result<i64, sqlx::Error> {
+        Self::insert(tx, call_id, dead_letter_id.saturating_neg(), kind, payload).await
+    }
+
     /// The oldest rows not yet published to the broker, in id order.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let rows = sqlx::query(
@@ -135,5 +153,12 @@ mod tests {
         // The same sequence of a call cannot be written twice.
         let mut tx = db.pool().begin().await.unwrap();
         assert!(super::Outbox::insert(&mut tx, "c1", 2, "call.ended", b"").await.is_err());
+        drop(tx);
+        // A replayed event goes in again, under minus its dead letter's id.
+        let mut tx = db.pool().begin().await.unwrap();
+        let replayed = super::Outbox::insert_replay(&mut tx, "c1", 7, "call.ended", b"\x03").await.unwrap();
+        tx.commit().await.unwrap();
+        let rows = outbox.read_after(b, 10).await.unwrap();
+        assert_eq!((rows.len(), rows[0].id, rows[0].sequence, rows[0].payload.as_slice()), (1, replayed, -7, &b"\x03"[..]));
     }
 }

@@ -336,7 +336,7 @@ fn time(ms: i64) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, headed by `header`.
-fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
     if rows.is_empty() {
         return format!("{empty}\n");
     }

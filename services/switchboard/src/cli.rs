@@ -48,6 +48,31 @@ pub enum Command {
     /// Provision users, devices, groups and numbers directly in the
     /// configured database.
     Admin(AdminArgs),
+    /// Feed dead letters (events the connector set aside) back to the
+    /// connector once their cause is fixed.
+    ///
+    /// The connector sets aside what it cannot apply: undecodable records,
+    /// invalid events, and events whose Salesforce write was refused for
+    /// good (a validation rule, a missing field permission). After fixing
+    /// the cause in the org, `switchboard replay` lists the matching dead
+    /// letters (call id, label or error code, origin, reason), feeds them
+    /// back and prints how many; `--dry-run` only lists them.
+    ///
+    /// With events.log = "outbox" each letter's event is appended to the
+    /// outbox again and the letter is stamped replayed, in one transaction;
+    /// with "kafka" the dead-letter topic is read to its end in the consumer
+    /// group `<kafka.group_id>.replay` and each letter's record goes back to
+    /// the call-event topic, its offset committed once the broker took it.
+    /// Either way each letter is replayed once; an event that fails again
+    /// comes back as a new letter. For a refused write, the refusal
+    /// recorded for the call is cleared first, so the connector writes the
+    /// Task (or the new Case) again instead of skipping fields it already
+    /// saw refused.
+    ///
+    /// Undecodable letters are left out unless `--label undecodable` is
+    /// given: the same bytes only dead-letter again, unless a newer
+    /// connector reads them. The connector may keep running meanwhile.
+    Replay(ReplayArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -71,6 +96,34 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
+
+/// Options of `switchboard replay`: which dead letters, and whether to
+/// replay them or only list them. Filters combine (all must match).
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Only the dead letters of this call.
+    #[arg(long, value_name = "ID")]
+    pub call_id: Option<String>,
+    /// Only dead letters with this label; undecodable ones are replayed
+    /// only when named here.
+    #[arg(long, value_parser = LABELS)]
+    pub label: Option<String>,
+    /// Only writes Salesforce refused with this error code, e.g.
+    /// FIELD_CUSTOM_VALIDATION_EXCEPTION (case is ignored).
+    #[arg(long, value_name = "CODE")]
+    pub error_code: Option<String>,
+    /// List what would be replayed and change nothing: no event is fed
+    /// back, no letter stamped, no offset committed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replay at most this many dead letters, the oldest first; the rest
+    /// wait for the next run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// The labels of dead letters, as the connector writes them.
+pub const LABELS: [&str; 3] = ["undecodable", "invalid_event", "salesforce_rejected"];
 
 /// `switchboard admin`.
 #[derive(Debug, Args)]

@@ -152,9 +152,11 @@ pub struct KafkaSection {
     /// The Task sync status topic the connector writes and every gateway
     /// reads (the agents' `call.synced`).
     pub status_topic: String,
-    /// The connectors' consumer group.
+    /// The connectors' consumer group; `switchboard replay` reads the
+    /// dead-letter topic in `<group_id>.replay`.
     pub group_id: String,
-    /// Where the connector puts records it cannot apply.
+    /// Where the connector puts records it cannot apply, until
+    /// `switchboard replay` feeds them back.
     pub dead_letter_topic: String,
     /// Client id in broker logs; defaults to the role's name
     /// (`switchboard-gateway`, `switchboard-connector`).

@@ -10,6 +10,7 @@ mod admin;
 mod cli;
 mod config;
 mod logging;
+mod replay;
 mod roles;
 mod signals;
 
@@ -25,7 +26,7 @@ const EXIT_CONFIG: u8 = 2;
 /// Status for every other failure.
 const EXIT_FAILURE: u8 = 1;
 
-/// Log level of one-shot commands (`migrate`, `admin`, `config`) unless
+/// Log level of one-shot commands (`migrate`, `admin`, `replay`, `config`) unless
 /// RUST_LOG says otherwise: their output is what they print.
 const ONE_SHOT_LOG_LEVEL: &str = "warn";
 
@@ -72,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Connector => roles::connector(config).await,
             Command::Migrate => roles::migrate(&config).await,
             Command::Admin(args) => admin::run(&config, args).await,
+            Command::Replay(args) => replay::run(&config, args).await,
             Command::Config { command: ConfigCommand::Check } => config_check(&config),
         }
     })

@@ -60,7 +60,8 @@ fn json(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
 fn help_lists_every_subcommand_and_option() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &[&str])] = &[
-        (&["--help"], &["up", "gateway", "connector", "migrate", "admin", "config", "--config", "SWITCHBOARD_CONFIG", "--version"]),
+        (&["--help"], &["up", "gateway", "connector", "migrate", "admin", "replay", "config", "--config", "SWITCHBOARD_CONFIG", "--version"]),
+        (&["replay", "--help"], &["--call-id", "--label", "salesforce_rejected", "--error-code", "--dry-run", "--limit", "<kafka.group_id>.replay", "--config"]),
         (&["up", "--help"], &["--sip", "--http", "--data-dir", "--config"]),
         (&["gateway", "--help"], &["--config"]),
         (&["connector", "--help"], &["--config", "/healthz"]),
