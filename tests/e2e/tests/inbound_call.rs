@@ -18,12 +18,13 @@ use switchboard_e2e::switchboard::{provision_agent, Agent, Config, Service};
 use switchboard_e2e::tansu::Tansu;
 use switchboard_e2e::wav::{WavSummary, AUDIBLE_RMS};
 use switchboard_e2e::{eventually, TestContext};
-use switchboard_proto::{CallEvent, Kind};
+use switchboard_proto::{CallEvent, Kind, Message as _, TaskSyncState, TaskSyncStatus};
 
 const NUMBER: &str = "+14155550100";
 const DIALLED: &str = "14155550100";
 const TOPIC: &str = "switchboard.call-events";
 const DEAD_LETTER_TOPIC: &str = "switchboard.call-events.dead-letter";
+const STATUS_TOPIC: &str = "switchboard.task-sync";
 const BUCKET: &str = "recordings";
 const PREFIX: &str = "recordings/";
 /// The uac_pcap scenario talks for 9 s; everything after hangup must follow
@@ -50,6 +51,7 @@ impl Deployment {
         let tansu = Tansu::start(ctx).await?;
         tansu.create_topic(ctx, TOPIC, 3).await?;
         tansu.create_topic(ctx, DEAD_LETTER_TOPIC, 3).await?;
+        tansu.create_topic(ctx, STATUS_TOPIC, 3).await?;
         let s3 = S3Server::start(ctx, BUCKET).await?;
         let salesforce = Salesforce::start(ctx).await?;
         let phone = Uas::start(ctx, "desk-phone").await?;
@@ -71,6 +73,7 @@ impl Deployment {
             .set("kafka.topic", TOPIC)
             .set("kafka.group_id", "switchboard-connector")
             .set("kafka.dead_letter_topic", DEAD_LETTER_TOPIC)
+            .set("kafka.status_topic", STATUS_TOPIC)
             .set("http.admin_token", format!("e2e-admin-{}", switchboard_e2e::random_secret(24)))
             .set("log.level", "info");
         salesforce.configure(&mut config);
@@ -290,6 +293,16 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     check_task(&task, first_call, &deployment.agent, &first_url)?;
     let tasks = deployment.salesforce.tasks();
     anyhow::ensure!(tasks.len() == 1, "one call, {} Tasks: {tasks:#?}", tasks.len());
+    // The connector published the Task's status for the gateway.
+    let task_id = task["Id"].as_str().unwrap_or_default().to_owned();
+    eventually("the Task's sync status on the status topic", SETTLE, || async {
+        let statuses = deployment.tansu.read_all(STATUS_TOPIC).await?;
+        Ok(statuses.iter().find_map(|r| {
+            let status = TaskSyncStatus::decode(r.payload.as_slice()).ok()?;
+            (r.key.as_deref() == Some(first_call.as_str()) && status.state() == TaskSyncState::Synced && status.task_id == task_id).then_some(())
+        }))
+    })
+    .await?;
 
     // Second call: a second Task.
     deployment.call(ctx, "call-2").await?;
