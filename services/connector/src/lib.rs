@@ -7,7 +7,8 @@
 //! - [`fold`]: the pure state machine deciding what each Task holds;
 //! - [`store`]: the folded state, cursors and dead letters in the database;
 //! - [`sink`]: retries a Task write until Salesforce accepts or refuses it;
-//! - [`salesforce`]: the REST client (JWT login, upsert, describe, error bodies);
+//! - [`salesforce`]: the REST client (JWT bearer or client credentials login,
+//!   upsert, describe, error bodies);
 //! - [`preflight`]: the start-up check that the org can take the writes;
 //! - [`dead_letter`]: where refused events go.
 //!
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
+pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceAuth, SalesforceConfig, Secret, SourceConfig};
 
 use crate::dead_letter::DeadLetterQueue;
 use crate::pipeline::Pipeline;
