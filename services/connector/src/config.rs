@@ -6,7 +6,7 @@
 //! request to Salesforce or Kafka.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,23 +41,94 @@ fn default_poll_interval_ms() -> u64 {
     200
 }
 
-/// The connection to one Salesforce org through a connected app that allows
-/// the OAuth 2.0 JWT bearer flow for a pre-authorised integration user.
+/// How the connector logs in to the org (`salesforce.auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceAuth {
+    /// The OAuth 2.0 JWT bearer flow (the default): a JWT signed with the
+    /// private key whose certificate the connected app holds, for the
+    /// pre-authorised user `username`. Needs `username` and
+    /// `private_key_file`.
+    #[default]
+    JwtBearer,
+    /// The OAuth 2.0 client credentials flow: the connected app's consumer
+    /// key and secret; the app's "Run As" user is the integration user.
+    /// Needs `client_secret_file` (or `client_secret`) and the org's My
+    /// Domain as `login_url`.
+    ClientCredentials,
+}
+
+impl SalesforceAuth {
+    /// The configuration value, e.g. `jwt_bearer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SalesforceAuth::JwtBearer => "jwt_bearer",
+            SalesforceAuth::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// A secret configuration value: its `Debug` shows `<redacted>`, so a
+/// configuration printed with `{:?}` or logged as a field never shows it.
+/// Serialized as the plain text (the binary's `config check` replaces it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The connection to one Salesforce org through a connected app: with the
+/// OAuth 2.0 JWT bearer flow for a pre-authorised integration user (the
+/// default), or with the client credentials flow as the app's Run As user
+/// ([`SalesforceAuth`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SalesforceConfig {
     /// Where tokens are requested: `https://login.salesforce.com`,
-    /// `https://test.salesforce.com` for sandboxes, or the org's My Domain.
-    /// It is also the `aud` of the JWT.
+    /// `https://test.salesforce.com` for sandboxes, or the org's My Domain
+    /// (which the client credentials flow requires). It is also the `aud`
+    /// of the JWT.
     #[serde(default = "default_login_url")]
     pub login_url: String,
-    /// The connected app's consumer key (the JWT `iss`).
+    /// The login flow: `jwt_bearer` (default) or `client_credentials`.
+    #[serde(default)]
+    pub auth: SalesforceAuth,
+    /// The connected app's consumer key (the JWT `iss`, the `client_id`).
     pub consumer_key: String,
-    /// The integration user the connector acts as (the JWT `sub`).
+    /// JWT bearer: the integration user the connector acts as (the JWT
+    /// `sub`). Not used with client credentials, whose user is the app's
+    /// Run As user.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
-    /// PEM file with the RSA private key whose certificate is uploaded to
-    /// the connected app.
+    /// JWT bearer: PEM file with the RSA private key whose certificate is
+    /// uploaded to the connected app.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub private_key_file: PathBuf,
+    /// Client credentials: a file holding the connected app's consumer
+    /// secret (surrounding whitespace ignored), read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Client credentials: the consumer secret itself, instead of
+    /// `client_secret_file`; meant to come from the environment
+    /// (`SWITCHBOARD_SALESFORCE__CLIENT_SECRET`) rather than a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
     /// REST API version, e.g. `62.0`; upserts report `created` from 46.0 on.
     #[serde(default = "default_api_version")]
     pub api_version: String,
@@ -106,6 +177,9 @@ pub struct SalesforceConfig {
     pub limit_reserve_percent: u8,
 }
 
+fn is_empty_path(path: &Path) -> bool {
+    path.as_os_str().is_empty()
+}
 fn default_login_url() -> String {
     "https://login.salesforce.com".to_owned()
 }
@@ -144,15 +218,18 @@ fn default_limit_reserve_percent() -> u8 {
 }
 
 impl SalesforceConfig {
-    /// A configuration with the documented defaults for everything but the
-    /// credentials, for callers that build it in code (tests, the binary's
-    /// environment overrides).
+    /// A JWT bearer configuration with the documented defaults for
+    /// everything but the credentials, for callers that build it in code
+    /// (tests, the binary's environment overrides).
     pub fn new(consumer_key: impl Into<String>, username: impl Into<String>, private_key_file: impl Into<PathBuf>) -> Self {
         Self {
             login_url: default_login_url(),
+            auth: SalesforceAuth::JwtBearer,
             consumer_key: consumer_key.into(),
             username: username.into(),
             private_key_file: private_key_file.into(),
+            client_secret_file: None,
+            client_secret: None,
             api_version: default_api_version(),
             task_external_id_field: default_task_external_id_field(),
             case_external_id_field: default_case_external_id_field(),
@@ -164,6 +241,36 @@ impl SalesforceConfig {
             batch_deadline_ms: default_batch_deadline_ms(),
             slow_down_at_percent: default_slow_down_at_percent(),
             limit_reserve_percent: default_limit_reserve_percent(),
+        }
+    }
+
+    /// A client credentials configuration with the documented defaults:
+    /// the org's My Domain URL (`https://MyDomainName.my.salesforce.com`,
+    /// where Salesforce serves this flow), the consumer key, and the file
+    /// holding the consumer secret.
+    pub fn client_credentials(
+        login_url: impl Into<String>,
+        consumer_key: impl Into<String>,
+        client_secret_file: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            login_url: login_url.into(),
+            auth: SalesforceAuth::ClientCredentials,
+            username: String::new(),
+            private_key_file: PathBuf::new(),
+            client_secret_file: Some(client_secret_file.into()),
+            ..Self::new(consumer_key, "", "")
+        }
+    }
+
+    /// Who the connector acts as, for messages: the username (JWT bearer),
+    /// or the connected app's Run As user (client credentials).
+    pub fn integration_user(&self) -> String {
+        match self.auth {
+            SalesforceAuth::JwtBearer => self.username.clone(),
+            SalesforceAuth::ClientCredentials => {
+                format!("the Run As user of connected app {}", self.consumer_key)
+            }
         }
     }
 }
@@ -287,11 +394,9 @@ impl SalesforceConfig {
         if self.consumer_key.trim().is_empty() {
             return Err(invalid("salesforce.consumer_key", "must be the connected app's consumer key"));
         }
-        if self.username.trim().is_empty() {
-            return Err(invalid("salesforce.username", "must be the integration user's Salesforce username"));
-        }
-        if self.private_key_file.as_os_str().is_empty() {
-            return Err(invalid("salesforce.private_key_file", "must be the path of a PEM RSA private key"));
+        match self.auth {
+            SalesforceAuth::JwtBearer => self.validate_jwt_bearer()?,
+            SalesforceAuth::ClientCredentials => self.validate_client_credentials(&url)?,
         }
         if !is_api_version(&self.api_version) {
             return Err(invalid("salesforce.api_version", "must look like 62.0 (46.0 or later)"));
@@ -333,6 +438,65 @@ impl SalesforceConfig {
             return Err(invalid(
                 "salesforce.limit_reserve_percent",
                 "must leave room above salesforce.slow_down_at_percent (the two add up to 100 at most), e.g. 10",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys of `auth = "jwt_bearer"`: a username and a private key,
+    /// and no client secret.
+    fn validate_jwt_bearer(&self) -> Result<(), ConfigError> {
+        if self.username.trim().is_empty() {
+            return Err(invalid("salesforce.username", "must be the integration user's Salesforce username"));
+        }
+        if self.private_key_file.as_os_str().is_empty() {
+            return Err(invalid("salesforce.private_key_file", "must be the path of a PEM RSA private key"));
+        }
+        let only_client_credentials = "is only used with salesforce.auth = \"client_credentials\"; remove it, or set salesforce.auth";
+        if self.client_secret_file.is_some() {
+            return Err(invalid("salesforce.client_secret_file", only_client_credentials));
+        }
+        if self.client_secret.is_some() {
+            return Err(invalid("salesforce.client_secret", only_client_credentials));
+        }
+        Ok(())
+    }
+
+    /// The keys of `auth = "client_credentials"`: one source of the
+    /// consumer secret, a My Domain login URL, and none of the JWT keys.
+    fn validate_client_credentials(&self, login_url: &url::Url) -> Result<(), ConfigError> {
+        match (&self.client_secret_file, &self.client_secret) {
+            (None, None) => {
+                return Err(invalid(
+                    "salesforce.client_secret_file",
+                    "must be the path of a file holding the connected app's consumer secret when salesforce.auth = \"client_credentials\" (or set salesforce.client_secret instead)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "salesforce.client_secret",
+                    "must not be set together with salesforce.client_secret_file; set one of them",
+                ))
+            }
+            (Some(path), None) if path.as_os_str().is_empty() => {
+                return Err(invalid("salesforce.client_secret_file", "must be the path of a file holding the consumer secret"))
+            }
+            (None, Some(secret)) if secret.expose().trim().is_empty() => {
+                return Err(invalid("salesforce.client_secret", "must be the connected app's consumer secret"))
+            }
+            _ => {}
+        }
+        let only_jwt = "is only used with salesforce.auth = \"jwt_bearer\"; with client credentials the connector acts as the connected app's Run As user, so remove it";
+        if !self.username.is_empty() {
+            return Err(invalid("salesforce.username", only_jwt));
+        }
+        if !self.private_key_file.as_os_str().is_empty() {
+            return Err(invalid("salesforce.private_key_file", only_jwt));
+        }
+        if matches!(login_url.host_str(), Some("login.salesforce.com" | "test.salesforce.com")) {
+            return Err(invalid(
+                "salesforce.login_url",
+                "must be the org's My Domain URL (https://MyDomainName.my.salesforce.com) when salesforce.auth = \"client_credentials\": Salesforce refuses this flow on login.salesforce.com and test.salesforce.com",
             ));
         }
         Ok(())
@@ -484,6 +648,102 @@ mod tests {
         assert_eq!(ok.task_external_id_field, "Switchboard_Key__c");
         assert_eq!(ok.case_external_id_field, "Switchboard_Assignment_Id__c");
         assert_eq!(ok.api_version, "62.0");
+    }
+
+    fn client_credentials() -> SalesforceConfig {
+        SalesforceConfig::client_credentials("https://acme.my.salesforce.com", "key", "/run/secrets/sf-secret")
+    }
+
+    #[test]
+    fn client_credentials_need_one_secret_and_a_my_domain() {
+        let sf = client_credentials();
+        sf.validate().unwrap();
+        assert_eq!(sf.auth, SalesforceAuth::ClientCredentials);
+        assert_eq!(sf.api_version, "62.0");
+
+        let mut inline = client_credentials();
+        inline.client_secret_file = None;
+        inline.client_secret = Some(Secret::new("from-the-environment"));
+        inline.validate().unwrap();
+
+        let mut sf = client_credentials();
+        sf.client_secret_file = None;
+        let err = sf.validate().unwrap_err();
+        assert_eq!(err.key, "salesforce.client_secret_file");
+        assert!(err.expected.contains("salesforce.client_secret"), "{err}");
+        sf.client_secret = Some(Secret::new("  "));
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.client_secret");
+
+        let mut sf = client_credentials();
+        sf.client_secret = Some(Secret::new("both"));
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.client_secret");
+
+        let mut sf = client_credentials();
+        sf.username = "integration@example.com".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.username");
+        let mut sf = client_credentials();
+        sf.private_key_file = "/k.pem".into();
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.private_key_file");
+
+        for host in ["https://login.salesforce.com", "https://test.salesforce.com"] {
+            let mut sf = client_credentials();
+            sf.login_url = host.into();
+            let err = sf.validate().unwrap_err();
+            assert_eq!(err.key, "salesforce.login_url");
+            assert!(err.expected.contains("My Domain"), "{err}");
+        }
+        let mut sf = client_credentials();
+        sf.login_url = "http://127.0.0.1:8443".into();
+        sf.validate().unwrap();
+    }
+
+    #[test]
+    fn jwt_bearer_stays_the_default_and_needs_its_keys() {
+        let ok: SalesforceConfig =
+            serde_json::from_str(r#"{"consumer_key":"k","username":"u","private_key_file":"/k.pem"}"#).unwrap();
+        assert_eq!(ok.auth, SalesforceAuth::JwtBearer);
+        assert_eq!(ok, SalesforceConfig::new("k", "u", "/k.pem"));
+
+        let no_key: SalesforceConfig = serde_json::from_str(r#"{"consumer_key":"k","username":"u"}"#).unwrap();
+        assert_eq!(no_key.validate().unwrap_err().key, "salesforce.private_key_file");
+        let no_user: SalesforceConfig = serde_json::from_str(r#"{"consumer_key":"k","private_key_file":"/k.pem"}"#).unwrap();
+        assert_eq!(no_user.validate().unwrap_err().key, "salesforce.username");
+
+        let mut sf = salesforce();
+        sf.client_secret_file = Some("/run/secrets/sf".into());
+        let err = sf.validate().unwrap_err();
+        assert_eq!(err.key, "salesforce.client_secret_file");
+        assert!(err.expected.contains("client_credentials"), "{err}");
+        let mut sf = salesforce();
+        sf.client_secret = Some(Secret::new("s"));
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.client_secret");
+
+        let cc: SalesforceConfig = serde_json::from_str(
+            r#"{"auth":"client_credentials","login_url":"https://acme.my.salesforce.com","consumer_key":"k","client_secret_file":"/s"}"#,
+        )
+        .unwrap();
+        assert_eq!(cc, SalesforceConfig::client_credentials("https://acme.my.salesforce.com", "k", "/s"));
+        let err = serde_json::from_str::<SalesforceConfig>(r#"{"auth":"password","consumer_key":"k"}"#).unwrap_err();
+        assert!(err.to_string().contains("jwt_bearer"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_is_redacted_from_debug_output() {
+        let mut sf = client_credentials();
+        sf.client_secret_file = None;
+        sf.client_secret = Some(Secret::new("s3cr3t-consumer-value"));
+        let config = ConnectorConfig { salesforce: Some(sf.clone()), ..Default::default() };
+        for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{sf:?}")] {
+            assert!(!shown.contains("s3cr3t-consumer-value"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert!(format!("{sf:?}").contains("client_secret: Some(<redacted>)"));
+        // It still reads back from what the binary parses.
+        let text = serde_json::to_string(&sf).unwrap();
+        assert_eq!(serde_json::from_str::<SalesforceConfig>(&text).unwrap(), sf);
+        assert_eq!(sf.client_secret.as_ref().map(Secret::expose), Some("s3cr3t-consumer-value"));
+        // The unused keys of the other flow are left out when printed.
+        assert!(!text.contains("username") && !text.contains("private_key_file"), "{text}");
     }
 
     #[test]

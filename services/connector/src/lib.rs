@@ -9,7 +9,8 @@
 //! - [`sink`]: sObject Collections upserts of a batch's Tasks, retried
 //!   record by record until Salesforce accepts or refuses each;
 //! - [`pacing`]: spaces requests out as the org's daily API usage nears its limit;
-//! - [`salesforce`]: the REST client (JWT login, upsert, describe, error bodies);
+//! - [`salesforce`]: the REST client (JWT bearer or client credentials login,
+//!   upsert, describe, error bodies);
 //! - [`preflight`]: the start-up check that the org can take the writes;
 //! - [`dead_letter`]: where refused events go;
 //! - [`status`]: each Task's sync status on the status topic, for the gateway.
@@ -40,7 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
+pub use config::{ConfigError, ConnectorConfig, KafkaConsumerConfig, SalesforceAuth, SalesforceConfig, Secret, SourceConfig};
 
 use crate::dead_letter::DeadLetterQueue;
 use crate::pacing::{Pacer, PacingPolicy};

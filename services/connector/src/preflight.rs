@@ -13,7 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::SalesforceConfig;
+use crate::config::{SalesforceAuth, SalesforceConfig};
 use crate::fold::{WrittenField, CASE_FIELDS, TASK_FIELDS};
 use crate::metrics as m;
 use crate::salesforce::{ErrorClass, ObjectDescribe, SalesforceClient};
@@ -196,10 +196,13 @@ pub fn check_object(
 
 /// The message for an administrator: every problem, then what to do.
 pub fn report(problems: &[Problem], config: &SalesforceConfig) -> String {
-    let mut text = format!(
-        "the Salesforce org cannot take the connector's writes as the integration user {}:\n",
-        config.username
-    );
+    // With client credentials the connector does not know the Run As
+    // user's username: the administrator fills it in.
+    let (who, on_behalf_of) = match config.auth {
+        SalesforceAuth::JwtBearer => (format!("the integration user {}", config.username), config.username.clone()),
+        SalesforceAuth::ClientCredentials => (config.integration_user(), "<the Run As user's username>".to_owned()),
+    };
+    let mut text = format!("the Salesforce org cannot take the connector's writes as {who}:\n");
     for p in problems {
         text.push_str(&format!("  - {p}\n"));
     }
@@ -208,8 +211,7 @@ pub fn report(problems: &[Problem], config: &SalesforceConfig) -> String {
          Case.Switchboard_Assignment_Id__c, and the permission set {PERMISSION_SET}) with\n    \
          sf project deploy start --source-dir deploy/salesforce\n\
          and assign the permission set to the integration user with\n    \
-         sf org assign permset --name {PERMISSION_SET} --on-behalf-of {}\n",
-        config.username
+         sf org assign permset --name {PERMISSION_SET} --on-behalf-of {on_behalf_of}\n"
     ));
     let external_ids = problems.iter().any(|p| matches!(p, Problem::ExternalIdMissing { .. } | Problem::NotExternalId { .. }));
     if external_ids {
@@ -313,6 +315,11 @@ mod tests {
 
         let text = report(&problems[1..], &config);
         assert!(!text.contains("or set salesforce.task_external_id_field"), "{text}");
+
+        let config = SalesforceConfig::client_credentials("https://acme.my.salesforce.com", "3MVG9key", "/run/secrets/sf");
+        let text = report(&problems, &config);
+        assert!(text.contains("writes as the Run As user of connected app 3MVG9key:"), "{text}");
+        assert!(text.contains("--on-behalf-of <the Run As user's username>"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Empty, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
-use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
+use switchboard_connector::config::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, Secret, SourceConfig};
 use switchboard_gateway::config::{
     AuthConfig, EventLogKind, EventsConfig, GatewayConfig, LookupConfig, HttpConfig, KafkaProducerConfig, MediaConfig, RecordingStoreKind,
     RecordingsConfig, SipConfig, VoicemailConfig,
@@ -485,6 +485,9 @@ impl Config {
         if let Some(secret) = shown.auth.salesforce.as_mut().and_then(|s| s.client_secret.as_mut()) {
             *secret = REDACTED.to_owned();
         }
+        if let Some(secret) = shown.salesforce.as_mut().and_then(|s| s.client_secret.as_mut()) {
+            *secret = Secret::new(REDACTED);
+        }
         if !shown.recordings.s3.secret_access_key.is_empty() {
             shown.recordings.s3.secret_access_key = REDACTED.to_owned();
         }
@@ -613,12 +616,19 @@ mod tests {
         config.http.admin_token = Some("a-very-secret-admin-token".into());
         config.recordings.s3.secret_access_key = "s3-secret".into();
         config.kafka.properties.insert("sasl.password".into(), "kafka-secret".into());
+        let mut salesforce = SalesforceConfig::client_credentials("https://acme.my.salesforce.com", "key", "");
+        salesforce.client_secret_file = None;
+        salesforce.client_secret = Some(Secret::new("sf-consumer-secret"));
+        config.salesforce = Some(salesforce);
         let text = config.to_redacted_toml().unwrap();
-        for secret in ["hunter2", "a-very-secret-admin-token", "s3-secret", "kafka-secret"] {
+        for secret in ["hunter2", "a-very-secret-admin-token", "s3-secret", "kafka-secret", "sf-consumer-secret"] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains("postgres://sb:***@db/sb"), "{text}");
         let parsed: Config = toml::from_str(&text).expect("the printed configuration reads back");
         assert_eq!(parsed.http.admin_token.as_deref(), Some(REDACTED));
+        let salesforce = parsed.salesforce.expect("salesforce");
+        assert_eq!(salesforce.client_secret.as_ref().map(Secret::expose), Some(REDACTED));
+        assert!(text.contains("auth = \"client_credentials\""), "{text}");
     }
 }

@@ -157,7 +157,7 @@ fn print_banner(config: &Config, gateway: &RunningGateway) {
         EventLogKind::Kafka => format!("Kafka topic {} at {}", config.kafka.topic, config.kafka.brokers),
     };
     let salesforce = match &config.salesforce {
-        Some(sf) => format!("configured: {} as {}", sf.login_url, sf.username),
+        Some(sf) => format!("configured: {} as {} ({})", sf.login_url, sf.integration_user(), sf.auth.as_str()),
         None => "not configured: call events are kept and sync once [salesforce] is set".to_owned(),
     };
     let banner = format!(

@@ -130,6 +130,16 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["config", "check"], vec![("SWITCHBOARD_SIPP__UDP", "127.0.0.1:5060")], vec!["sipp", "SWITCHBOARD_SIPP"]),
         (vec!["connector"], vec![("SWITCHBOARD_SALESFORCE__USERNAME", "int@example.com")], vec!["salesforce.consumer_key"]),
         (
+            vec!["connector"],
+            vec![
+                ("SWITCHBOARD_SALESFORCE__AUTH", "client_credentials"),
+                ("SWITCHBOARD_SALESFORCE__LOGIN_URL", "https://acme.my.salesforce.com"),
+                ("SWITCHBOARD_SALESFORCE__CONSUMER_KEY", "key"),
+            ],
+            vec!["salesforce.client_secret_file", "SWITCHBOARD_SALESFORCE__CLIENT_SECRET_FILE"],
+        ),
+        (vec!["config", "check"], vec![("SWITCHBOARD_SALESFORCE__AUTH", "password")], vec!["salesforce.auth", "client_credentials"]),
+        (
             vec!["config", "check"],
             vec![("SWITCHBOARD_EVENTS__LOG", "kafka"), ("SWITCHBOARD_KAFKA__DEAD_LETTER_TOPIC", "switchboard.call-events")],
             vec!["kafka.dead_letter_topic"],
@@ -192,6 +202,24 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
     // An all-digit secret from the environment is still a string.
     let text = ok(dir.path(), &["config", "check"], &[("SWITCHBOARD_HTTP__ADMIN_TOKEN", "12345678901234567890")]);
     assert!(text.contains("admin_token = \"<redacted>\""), "{text}");
+
+    // The client credentials flow, its secret from the environment.
+    let text = ok(
+        dir.path(),
+        &["config", "check"],
+        &[
+            ("SWITCHBOARD_SALESFORCE__AUTH", "client_credentials"),
+            ("SWITCHBOARD_SALESFORCE__LOGIN_URL", "https://acme.my.salesforce.com"),
+            ("SWITCHBOARD_SALESFORCE__CONSUMER_KEY", "3MVG9key"),
+            ("SWITCHBOARD_SALESFORCE__CLIENT_SECRET", "0123456789ABCDEF0123456789ABCDEF"),
+        ],
+    );
+    assert!(!text.contains("0123456789ABCDEF"), "secret printed:\n{text}");
+    let body: String = text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let effective: toml::Table = toml::from_str(&body).unwrap_or_else(|e| panic!("not TOML ({e}):\n{text}"));
+    assert_eq!(effective["salesforce"]["auth"].as_str(), Some("client_credentials"));
+    assert_eq!(effective["salesforce"]["client_secret"].as_str(), Some("<redacted>"));
+    assert_eq!(effective["salesforce"].get("username"), None, "no JWT keys are shown");
 
     // Without a file the database defaults to a SQLite file in data_dir.
     let text = ok(dir.path(), &["config", "check"], &[("SWITCHBOARD_DATA_DIR", "/var/lib/sb")]);

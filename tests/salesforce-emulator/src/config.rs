@@ -45,7 +45,8 @@ pub struct EmulatorConfig {
     /// listening address (behind docker-compose service names or a proxy).
     /// It becomes `instance_url` and an accepted JWT `aud`.
     pub public_url: Option<String>,
-    /// Connected apps for the web-server (authorization code) flow. The app
+    /// Connected apps for the web-server (authorization code) and client
+    /// credentials flows. The app
     /// of [`consumer_key`](Self::consumer_key) is always there: when this
     /// list has no app with that key, one with [`ConnectedApp::new`]'s
     /// settings is added at start.
@@ -84,8 +85,9 @@ impl EmulatorConfig {
 
 /// The OAuth settings of a connected app, as an admin sets them under
 /// Setup → App Manager: consumer key and secret, callback URLs, selected
-/// scopes, the secret and PKCE requirements of the web-server flow and the
-/// refresh token policy.
+/// scopes, the secret and PKCE requirements of the web-server flow, the
+/// refresh token policy, and the client credentials flow with its Run As
+/// user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectedApp {
     /// The consumer key, the OAuth `client_id`.
@@ -120,12 +122,23 @@ pub struct ConnectedApp {
     /// token and invalidates the one used.
     #[serde(default)]
     pub rotate_refresh_tokens: bool,
+    /// "Enable Client Credentials Flow" (off for a new app): the token
+    /// endpoint's `client_credentials` grant is refused without it.
+    #[serde(default)]
+    pub client_credentials_enabled: bool,
+    /// The "Run As" user of the client credentials flow (Manage → Edit
+    /// Policies → Client Credentials Flow), by username: the user the
+    /// flow's access tokens act as. None is set on a new app, and the grant
+    /// is refused until one is.
+    #[serde(default)]
+    pub client_credentials_user: Option<String>,
 }
 
 impl ConnectedApp {
     /// An app with Salesforce's defaults for a new connected app: a random
     /// secret required in both flows, PKCE required, refresh tokens valid
-    /// until revoked and not rotated, the scopes `api`, `id`, `profile`,
+    /// until revoked and not rotated, the client credentials flow off and
+    /// no Run As user, the scopes `api`, `id`, `profile`,
     /// `email`, `address`, `phone`, `openid`, `refresh_token`,
     /// `offline_access`, `web` and `full` selected, and no callback URL yet.
     pub fn new(consumer_key: impl Into<String>) -> ConnectedApp {
@@ -139,12 +152,22 @@ impl ConnectedApp {
             require_pkce: true,
             refresh_token_policy: RefreshTokenPolicy::default(),
             rotate_refresh_tokens: false,
+            client_credentials_enabled: false,
+            client_credentials_user: None,
         }
     }
 
     /// The same app with one more callback URL.
     pub fn with_callback_url(mut self, url: impl Into<String>) -> ConnectedApp {
         self.callback_urls.push(url.into());
+        self
+    }
+
+    /// The same app with the client credentials flow enabled, its tokens
+    /// acting as the user `run_as` (a username of the org).
+    pub fn with_client_credentials(mut self, run_as: impl Into<String>) -> ConnectedApp {
+        self.client_credentials_enabled = true;
+        self.client_credentials_user = Some(run_as.into());
         self
     }
 }

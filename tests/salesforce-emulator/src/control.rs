@@ -171,8 +171,24 @@ impl Shared {
     /// Adds or replaces a connected app.
     pub(crate) fn register_app(&self, app: ConnectedApp) -> Result<(), EmulatorError> {
         check_app(&app)?;
+        self.check_run_as(&app)?;
         self.lock().apps.insert(app.consumer_key.clone(), app);
         Ok(())
+    }
+
+    /// Checks that an app's Run As user of the client credentials flow, if
+    /// it names one, is a user of the org, as Setup's lookup field only
+    /// offers existing users.
+    pub(crate) fn check_run_as(&self, app: &ConnectedApp) -> Result<(), EmulatorError> {
+        match &app.client_credentials_user {
+            Some(name) if self.lock().store.user_by_username(name).is_none() => {
+                Err(EmulatorError::Config(format!(
+                    "the Run As user {name:?} of connected app {} is no user of the org",
+                    app.consumer_key
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Adds a callback URL to an app (once).

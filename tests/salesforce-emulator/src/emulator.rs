@@ -219,6 +219,9 @@ impl Emulator {
         for seed in &config.extra_users {
             shared.add_user(&seed.username, seed.id.as_deref())?;
         }
+        for app in &config.connected_apps {
+            shared.check_run_as(app)?;
+        }
 
         let router = crate::router::build(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -286,7 +289,8 @@ impl Emulator {
     }
 
     /// Adds a connected app, or replaces the one with its consumer key.
-    /// Callback URLs must be absolute URLs.
+    /// Callback URLs must be absolute URLs, and a Run As user of the client
+    /// credentials flow a user of the org.
     pub fn register_connected_app(&self, app: ConnectedApp) -> Result<(), EmulatorError> {
         self.shared.register_app(app)
     }

@@ -1,5 +1,6 @@
-//! A Salesforce org in a process: the OAuth 2.0 JWT bearer flow, the
-//! web-server (authorization code) flow with PKCE, refresh tokens and OpenID
+//! A Salesforce org in a process: the OAuth 2.0 JWT bearer flow, the client
+//! credentials flow, the web-server (authorization code) flow with PKCE,
+//! refresh tokens and OpenID
 //! Connect ID tokens, the UserInfo endpoint and identity URLs, and the REST
 //! API resources Switchboard uses, with Salesforce's documented status codes,
 //! both error body shapes, upsert semantics, the `Sforce-Limit-Info` header,
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod authorize;
+mod client_credentials;
 mod collections;
 mod config;
 mod control;
@@ -54,6 +56,7 @@ mod store;
 mod validation;
 mod web_server;
 
+pub use client_credentials::CLIENT_CREDENTIALS_GRANT;
 pub use collections::MAX_RECORDS;
 pub use config::{
     ConnectedApp, CustomField, CustomFieldType, EmulatorConfig, RefreshTokenPolicy, UserSeed,

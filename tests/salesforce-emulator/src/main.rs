@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "salesforce-emulator",
     version,
-    about = "An emulated Salesforce org (OAuth JWT bearer and web-server flows, REST API) for testing Switchboard"
+    about = "An emulated Salesforce org (OAuth JWT bearer, client credentials and web-server flows, REST API) for testing Switchboard"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -93,6 +93,11 @@ struct ServeArgs {
     /// Answer each refresh with a new refresh token, invalidating the used one.
     #[arg(long)]
     rotate_refresh_tokens: bool,
+    /// Enable the client credentials flow on the connected app, its tokens
+    /// acting as this user (the app's "Run As" user; the integration user or
+    /// one given with --user).
+    #[arg(long, env = "SF_EMULATOR_CLIENT_CREDENTIALS_USER")]
+    client_credentials_user: Option<String>,
     /// Username signed in to the emulated browser of the authorization endpoint.
     #[arg(long, env = "SF_EMULATOR_BROWSER_USER")]
     browser_user: Option<String>,
@@ -169,6 +174,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.require_secret_for_refresh = args.require_secret;
     app.require_pkce = args.require_pkce;
     app.rotate_refresh_tokens = args.rotate_refresh_tokens;
+    if let Some(run_as) = args.client_credentials_user {
+        app = app.with_client_credentials(run_as);
+    }
     config.connected_apps = vec![app];
     let consumer_key = config.consumer_key.clone();
     let username = config.username.clone();

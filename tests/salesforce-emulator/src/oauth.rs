@@ -1,9 +1,10 @@
 //! The OAuth 2.0 token endpoint, `POST /services/oauth2/token`, and token
 //! revocation, `POST /services/oauth2/revoke`.
 //!
-//! Three grants are served: the JWT bearer flow Switchboard's connector uses
-//! (below), and the web-server flow's `authorization_code` and
-//! `refresh_token` grants ([`crate::web_server`]).
+//! Four grants are served: the JWT bearer flow Switchboard's connector uses
+//! by default (below), the client credentials flow it can use instead
+//! ([`crate::client_credentials`]), and the web-server flow's
+//! `authorization_code` and `refresh_token` grants ([`crate::web_server`]).
 //!
 //! A JWT assertion is checked as Salesforce checks it: the `iss` must be the
 //! connected app's consumer key (else `invalid_client_id`), the RS256
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -30,6 +31,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::client_credentials::{self, CLIENT_CREDENTIALS_GRANT};
 use crate::id_token;
 use crate::state::{Inner, Session, Shared};
 use crate::web_server::{self, Issued};
@@ -106,7 +108,12 @@ pub(crate) fn parameters(uri: &Uri, body: &[u8]) -> HashMap<String, String> {
 }
 
 /// `POST /services/oauth2/token`.
-pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn token(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let failure = {
         let mut inner = shared.lock();
         inner.token_calls += 1;
@@ -129,6 +136,9 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, uri: Uri, body: Byt
             }),
         Some("authorization_code") => web_server::authorization_code(&shared, &params),
         Some("refresh_token") => web_server::refresh_token(&shared, &params),
+        Some(CLIENT_CREDENTIALS_GRANT) => {
+            client_credentials::client_credentials(&shared, &headers, &params)
+        }
         _ => Err(OAuthError::new(
             "unsupported_grant_type",
             "grant type not supported",

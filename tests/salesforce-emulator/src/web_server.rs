@@ -151,7 +151,7 @@ fn id_token_claims(
 }
 
 /// The JSON answer of a successful grant.
-fn answer(
+pub(crate) fn answer(
     shared: &Shared,
     app: &ConnectedApp,
     user_id: &str,

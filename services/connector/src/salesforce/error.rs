@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::response::ApiErrorItem;
+use crate::config::SalesforceAuth;
 
 /// What to do about a failed request: the sink's retry policy reads this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,16 +54,26 @@ pub enum SalesforceError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The consumer secret of the client credentials flow cannot be read.
+    #[error("cannot read the Salesforce client secret from {}: {reason}", secret_source(.path))]
+    ClientSecret {
+        /// The configured `salesforce.client_secret_file`; `None` for
+        /// `salesforce.client_secret`.
+        path: Option<PathBuf>,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The HTTP client cannot be built (TLS setup).
     #[error("cannot build the HTTP client for Salesforce: {0}")]
     Client(#[source] reqwest::Error),
-    /// The token endpoint refused the JWT.
-    #[error(
-        "Salesforce refused the login of {username} ({status} {error}: {description}); check the connected app's \
-         consumer key and certificate, and that the user is pre-authorised for the app"
-    )]
+    /// The token endpoint refused the login (the JWT, or the client
+    /// credentials).
+    #[error("Salesforce refused the login of {username} ({status} {error}: {description}); {}", login_hint(*.auth))]
     Login {
-        /// The integration user that tried to log in.
+        /// The login flow that was refused.
+        auth: SalesforceAuth,
+        /// Who tried to log in: the integration user, or the Run As user of
+        /// the connected app ([`crate::config::SalesforceConfig::integration_user`]).
         username: String,
         /// HTTP status of the token answer.
         status: u16,
@@ -103,6 +114,26 @@ pub enum SalesforceError {
     },
 }
 
+fn secret_source(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(path) => path.display().to_string(),
+        None => "salesforce.client_secret".to_owned(),
+    }
+}
+
+/// What to check when the token endpoint refuses a login.
+fn login_hint(auth: SalesforceAuth) -> &'static str {
+    match auth {
+        SalesforceAuth::JwtBearer => {
+            "check the connected app's consumer key and certificate, and that the user is pre-authorised for the app"
+        }
+        SalesforceAuth::ClientCredentials => {
+            "check the connected app's consumer key and secret, that it has the client credentials flow enabled with \
+             a Run As user, and that salesforce.login_url is the org's My Domain"
+        }
+    }
+}
+
 fn summary(errors: &[ApiErrorItem], body: &str) -> String {
     if errors.is_empty() {
         return if body.is_empty() { "no body".to_owned() } else { body.to_owned() };
@@ -124,9 +155,10 @@ impl SalesforceError {
     /// How the connector treats this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            SalesforceError::KeyFile { .. } | SalesforceError::Key { .. } | SalesforceError::Client(_) => {
-                ErrorClass::Limit
-            }
+            SalesforceError::KeyFile { .. }
+            | SalesforceError::Key { .. }
+            | SalesforceError::ClientSecret { .. }
+            | SalesforceError::Client(_) => ErrorClass::Limit,
             SalesforceError::Login { status, .. } if *status >= 500 => ErrorClass::Retryable,
             SalesforceError::Login { .. } => ErrorClass::Limit,
             SalesforceError::Transport { .. } => ErrorClass::Retryable,
@@ -152,9 +184,10 @@ impl SalesforceError {
             SalesforceError::Transport { source, .. } if source.is_timeout() => "TIMEOUT".to_owned(),
             SalesforceError::Transport { .. } => "NETWORK".to_owned(),
             SalesforceError::Unexpected { .. } => "UNEXPECTED_RESPONSE".to_owned(),
-            SalesforceError::KeyFile { .. } | SalesforceError::Key { .. } | SalesforceError::Client(_) => {
-                "CONFIGURATION".to_owned()
-            }
+            SalesforceError::KeyFile { .. }
+            | SalesforceError::Key { .. }
+            | SalesforceError::ClientSecret { .. }
+            | SalesforceError::Client(_) => "CONFIGURATION".to_owned(),
         }
     }
 
@@ -248,6 +281,7 @@ mod tests {
         assert!(multiple.detail().contains("/a"));
 
         let login = SalesforceError::Login {
+            auth: SalesforceAuth::JwtBearer,
             username: "u".into(),
             status: 400,
             error: "invalid_grant".into(),
@@ -255,5 +289,33 @@ mod tests {
         };
         assert_eq!(login.class(), ErrorClass::Limit);
         assert_eq!(login.error_code(), "invalid_grant");
+        assert!(login.to_string().contains("certificate"), "{login}");
+
+        // A refused client credentials login waits as long as a refused JWT.
+        let login = SalesforceError::Login {
+            auth: SalesforceAuth::ClientCredentials,
+            username: "the Run As user of connected app 3MVG9key".into(),
+            status: 400,
+            error: "invalid_client".into(),
+            description: "invalid client credentials".into(),
+        };
+        assert_eq!(login.class(), ErrorClass::Limit);
+        assert_eq!(login.error_code(), "invalid_client");
+        let shown = login.to_string();
+        assert!(shown.contains("(400 invalid_client: invalid client credentials)"), "{shown}");
+        assert!(shown.contains("client credentials flow enabled with a Run As user"), "{shown}");
+        let unavailable = SalesforceError::Login {
+            auth: SalesforceAuth::ClientCredentials,
+            username: "the Run As user of connected app 3MVG9key".into(),
+            status: 503,
+            error: "HTTP_503".into(),
+            description: "down".into(),
+        };
+        assert_eq!(unavailable.class(), ErrorClass::Retryable);
+
+        let secret = SalesforceError::ClientSecret { path: Some("/run/secrets/sf".into()), reason: "the file is empty".into() };
+        assert_eq!(secret.class(), ErrorClass::Limit);
+        assert_eq!(secret.error_code(), "CONFIGURATION");
+        assert!(secret.to_string().contains("/run/secrets/sf: the file is empty"), "{secret}");
     }
 }

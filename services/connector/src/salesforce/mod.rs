@@ -1,8 +1,9 @@
 //! The Salesforce REST client of the connector.
 //!
-//! One client per org: it logs in with the JWT bearer flow, caches the
-//! access token, renews it once when Salesforce answers 401 and retries the
-//! request, and records every request and the org's API usage as metrics.
+//! One client per org: it logs in with the JWT bearer or client credentials
+//! flow (`salesforce.auth`), caches the access token, renews it once when
+//! Salesforce answers 401 and retries the request, and records every
+//! request and the org's API usage as metrics.
 //! It makes exactly one attempt per call otherwise; retry policy lives in the
 //! sink, which knows about shutdown and dead letters.
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use tokio::sync::Mutex;
 
-pub use auth::{AccessToken, JwtSigner, JWT_BEARER_GRANT};
+pub use auth::{AccessToken, Credentials, JwtSigner, CLIENT_CREDENTIALS_GRANT, JWT_BEARER_GRANT};
 pub use describe::{FieldDescribe, ObjectDescribe};
 pub use error::{classify, ErrorClass, SalesforceError};
 pub use response::{parse_collection_body, parse_error_body, parse_limit_info, parse_upsert_body, ApiErrorItem, RecordResult, UpsertResult};
@@ -43,7 +44,7 @@ pub struct SalesforceClient {
 struct Inner {
     http: reqwest::Client,
     config: SalesforceConfig,
-    signer: JwtSigner,
+    credentials: Credentials,
     token_url: url::Url,
     /// The cached session; the lock also makes concurrent renewals log in once.
     token: Mutex<Option<Arc<AccessToken>>>,
@@ -61,16 +62,12 @@ pub struct ApiUsage {
 }
 
 impl SalesforceClient {
-    /// Prepares the client: loads and checks the private key, builds the
-    /// HTTP client. Does not contact Salesforce, so the connector starts
-    /// while Salesforce is unreachable and catches up later.
+    /// Prepares the client: loads and checks the private key (or reads the
+    /// client secret), builds the HTTP client. Does not contact Salesforce,
+    /// so the connector starts while Salesforce is unreachable and catches
+    /// up later.
     pub fn new(config: SalesforceConfig) -> Result<Self, SalesforceError> {
-        let signer = JwtSigner::from_key_file(
-            &config.private_key_file,
-            &config.consumer_key,
-            &config.username,
-            &config.login_url,
-        )?;
+        let credentials = Credentials::from_config(&config)?;
         let token_url = url::Url::parse(&format!("{}/services/oauth2/token", config.login_url.trim_end_matches('/')))
             .map_err(|e| SalesforceError::Unexpected { operation: TOKEN, detail: format!("login_url: {e}") })?;
         let http = reqwest::Client::builder()
@@ -79,7 +76,7 @@ impl SalesforceClient {
             .user_agent(concat!("switchboard-connector/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SalesforceError::Client)?;
-        Ok(Self { inner: Arc::new(Inner { http, config, signer, token_url, token: Mutex::new(None), usage: std::sync::Mutex::new(None) }) })
+        Ok(Self { inner: Arc::new(Inner { http, config, credentials, token_url, token: Mutex::new(None), usage: std::sync::Mutex::new(None) }) })
     }
 
     /// The configuration the client was built from.
@@ -288,20 +285,21 @@ impl SalesforceClient {
         }
     }
 
-    /// Trades a fresh JWT for an access token.
+    /// Trades a fresh JWT (or the client credentials) for an access token.
     pub async fn login(&self) -> Result<AccessToken, SalesforceError> {
         let config = &self.inner.config;
-        let assertion = self
+        let form = self
             .inner
-            .signer
-            .assertion()
+            .credentials
+            .token_form()
             .map_err(|reason| SalesforceError::Key { path: config.private_key_file.clone(), reason })?;
-        let request = self.inner.http.post(self.inner.token_url.clone()).form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.as_str())]);
+        let request = self.inner.http.post(self.inner.token_url.clone()).form(&form);
         let (status, bytes) = send(TOKEN, request).await.map(|(status, _, bytes)| (status, bytes))?;
         if status != 200 {
             let answer: auth::TokenError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SalesforceError::Login {
-                username: config.username.clone(),
+                auth: config.auth,
+                username: config.integration_user(),
                 status,
                 error: if answer.error.is_empty() { format!("HTTP_{status}") } else { answer.error },
                 description: if answer.error_description.is_empty() {
@@ -325,7 +323,7 @@ impl SalesforceClient {
             operation: TOKEN,
             detail: format!("instance_url {instance_url:?} is not a URL: {e}"),
         })?;
-        tracing::info!(instance_url = %instance_url, username = %config.username, "logged in to Salesforce");
+        tracing::info!(instance_url = %instance_url, user = %config.integration_user(), auth = config.auth.as_str(), "logged in to Salesforce");
         Ok(AccessToken { access_token, instance_url })
     }
 }

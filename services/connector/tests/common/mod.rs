@@ -83,6 +83,29 @@ impl World {
         ConnectorConfig { salesforce: Some(self.salesforce()), source: SourceConfig::Outbox, poll_interval_ms: 10 }
     }
 
+    /// Turns on the client credentials flow of the org's connected app, its
+    /// tokens acting as `run_as` (a username of the org), as an admin does
+    /// under Manage → Edit Policies.
+    pub fn enable_client_credentials(&self, run_as: &str) {
+        let app = self.emulator.connected_app(&self.emulator.consumer_key()).expect("the connected app");
+        self.emulator.register_connected_app(app.with_client_credentials(run_as)).expect("client credentials enabled");
+    }
+
+    /// The connector's Salesforce section for the client credentials flow,
+    /// with `secret` in a file (newline-terminated, as `echo` writes it)
+    /// and fast retries.
+    pub fn client_credentials(&self, secret: &str) -> SalesforceConfig {
+        let secret_file = self.dir.path().join("consumer-secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+        let mut sf = SalesforceConfig::client_credentials(self.emulator.url(), self.emulator.consumer_key(), secret_file);
+        let jwt = self.salesforce();
+        sf.request_timeout_secs = jwt.request_timeout_secs;
+        sf.retry_initial_ms = jwt.retry_initial_ms;
+        sf.retry_max_ms = jwt.retry_max_ms;
+        sf.limit_backoff_secs = jwt.limit_backoff_secs;
+        sf
+    }
+
     /// Appends events to the outbox like the gateway does; returns the last row id.
     pub async fn write_outbox(&self, events: &[CallEvent]) -> i64 {
         let mut tx = self.db.pool().begin().await.unwrap();

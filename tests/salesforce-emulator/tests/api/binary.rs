@@ -1,6 +1,6 @@
 //! The `salesforce-emulator` binary: writes credentials, serves an org that
 //! trusts them, and logs its URL; its connected app and browser options make
-//! the web-server flow work without control calls.
+//! the web-server and client credentials flows work without control calls.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -56,6 +56,8 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
                 "--require-pkce",
                 "false",
                 "--browser-user",
+                "agent@example.com",
+                "--client-credentials-user",
                 "agent@example.com",
             ])
             .arg("--certificate")
@@ -176,5 +178,22 @@ async fn the_binary_serves_an_org_trusting_its_generated_certificate() {
         "{exchanged}"
     );
     assert!(exchanged["refresh_token"].is_string(), "{exchanged}");
+
+    // The client credentials flow, its Run As user from the command line.
+    let server_to_server = client
+        .post(format!("{url}/services/oauth2/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .basic_auth("ck-bin", Some("s3cr3t"))
+        .send()
+        .await
+        .expect("client credentials");
+    assert_eq!(server_to_server.status(), StatusCode::OK);
+    let server_to_server: serde_json::Value = server_to_server.json().await.expect("json");
+    assert!(
+        server_to_server["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("0055g00000AgEnT")),
+        "{server_to_server}"
+    );
     drop(child);
 }

@@ -2,6 +2,7 @@
 //! started org.
 
 mod binary;
+mod client_credentials;
 mod collections;
 mod control;
 mod harness;
