@@ -138,13 +138,7 @@ impl SalesforceClient {
             .map_err(|_| SalesforceError::Unexpected { operation: UPSERT_TASKS, detail: "instance_url cannot be a base".into() })?
             .pop_if_empty()
             .extend(["services", "data", &format!("v{}", config.api_version), "composite", "sobjects", sobject, field]);
-        let request = self
-            .inner
-            .http
-            .patch(url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
-            .header(CONTENT_TYPE, "application/json")
-            .json(body);
+        let request = self.patch_json(token, url, body);
         let (status, bytes) = self.exchange(UPSERT_TASKS, request).await?;
         if status != 200 {
             return Err(SalesforceError::Api {
@@ -247,13 +241,7 @@ impl SalesforceClient {
         // The external id goes in as one strictly encoded path segment.
         let url = url::Url::parse(&format!("{}/{}", url.as_str(), encode_segment(external_id)))
             .map_err(|e| SalesforceError::Unexpected { operation, detail: e.to_string() })?;
-        let request = self
-            .inner
-            .http
-            .patch(url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
-            .header(CONTENT_TYPE, "application/json")
-            .json(body);
+        let request = self.patch_json(token, url, body);
         let (status, bytes) = self.exchange(operation, request).await?;
         match status {
             200 | 201 | 204 => Ok(parse_upsert_body(status, &bytes)),
@@ -329,6 +317,16 @@ impl SalesforceClient {
 }
 
 impl SalesforceClient {
+    /// A `PATCH` of `body` as JSON to `url` in the session of `token`.
+    fn patch_json(&self, token: &AccessToken, url: url::Url, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.inner
+            .http
+            .patch(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.access_token))
+            .header(CONTENT_TYPE, "application/json")
+            .json(body)
+    }
+
     /// Sends one data request and reads its answer whole; remembers the
     /// org's API usage the answer reports (`Sforce-Limit-Info`).
     async fn exchange(&self, operation: &'static str, request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), SalesforceError> {
