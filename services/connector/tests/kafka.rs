@@ -4,105 +4,37 @@
 //! resumes after the last handled record.
 //!
 //! Runs against the broker named by `SWITCHBOARD_TEST_KAFKA` (bootstrap
-//! address, e.g. a tansu broker) when set, else against librdkafka's
-//! in-process mock cluster.
+//! address) when set, else against a tansu broker of its own when
+//! `SWITCHBOARD_TEST_TANSU_BIN` names one (as `scripts/test` does), else
+//! against librdkafka's in-process mock cluster.
 
 mod common;
 
 use std::time::Duration;
 
+use common::kafka::{produce, produce_events, Broker};
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_connector::dead_letter::{HEADER_LABEL, HEADER_ORIGIN, HEADER_REASON};
 use switchboard_connector::{ConnectorConfig, KafkaConsumerConfig, SourceConfig};
-use switchboard_proto::{CallEvent, Message as _, TaskSyncState, TaskSyncStatus};
-
-/// The broker of this run: a real one from the environment, or a mock
-/// cluster kept alive by the returned guard.
-enum Broker {
-    External(String),
-    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
-}
-
-impl Broker {
-    fn get() -> Broker {
-        match std::env::var("SWITCHBOARD_TEST_KAFKA") {
-            Ok(bootstrap) if !bootstrap.trim().is_empty() => {
-                println!("using the Kafka broker at {bootstrap} (SWITCHBOARD_TEST_KAFKA)");
-                Broker::External(bootstrap)
-            }
-            _ => {
-                println!("SWITCHBOARD_TEST_KAFKA is not set: using librdkafka's in-process mock cluster");
-                Broker::Mock(MockCluster::new(1).expect("mock cluster"))
-            }
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        match self {
-            Broker::External(b) => b.clone(),
-            Broker::Mock(m) => m.bootstrap_servers(),
-        }
-    }
-
-    async fn create_topic(&self, name: &str) {
-        match self {
-            Broker::Mock(m) => m.create_topic(name, 1, 1).expect("mock topic"),
-            Broker::External(bootstrap) => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-                let results = admin
-                    .create_topics(&[NewTopic::new(name, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
-                    .await
-                    .expect("create topics");
-                for result in results {
-                    result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic} failed: {code}"));
-                }
-            }
-        }
-    }
-
-    /// Session timeout short enough for a test (the default makes a
-    /// restarted member wait for the old one's session to expire).
-    fn consumer_properties(&self) -> Vec<(String, String)> {
-        vec![("session.timeout.ms".into(), "6000".into()), ("heartbeat.interval.ms".into(), "500".into())]
-    }
-}
-
-async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
-    producer
-        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|(e, _)| panic!("producing to {topic} failed: {e}"));
-}
-
-async fn produce_events(producer: &FutureProducer, topic: &str, events: &[CallEvent]) {
-    for e in events {
-        produce(producer, topic, &e.call_id, &e.encode_to_vec()).await;
-    }
-}
+use switchboard_proto::{Message as _, TaskSyncState, TaskSyncStatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_restart() {
     let world = World::new().await;
-    let broker = Broker::get();
+    let broker = Broker::any(world.dir.path()).await;
     let bootstrap = broker.bootstrap();
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let topic = format!("call-events-{suffix}");
     let dead_letter_topic = format!("call-events-dead-letters-{suffix}");
-    broker.create_topic(&topic).await;
-    broker.create_topic(&dead_letter_topic).await;
+    broker.create_topic(&topic, 1).await;
+    broker.create_topic(&dead_letter_topic, 1).await;
     let status_topic = format!("task-sync-{suffix}");
-    broker.create_topic(&status_topic).await;
+    broker.create_topic(&status_topic, 1).await;
 
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("test producer");
+    let producer = broker.producer();
     let first = "0193f0a2-aaaa-7000-8000-000000000001";
     produce_events(&producer, &topic, &call_events(first, "u-ann", &world.agent_sf_id)).await;
     produce(&producer, &topic, "0193f0a2-aaaa-7000-8000-0000000000ff", b"\x08\x96\x01 not a CallEvent \xff").await;

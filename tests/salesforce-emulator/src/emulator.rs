@@ -60,6 +60,33 @@ struct Server {
 pub struct Emulator {
     shared: Arc<Shared>,
     server: Arc<Mutex<Option<Server>>>,
+    /// The address the server is bound to, bound again by
+    /// [`Emulator::resume`].
+    bound: SocketAddr,
+}
+
+/// Serves `shared` on `listener` in a background task until stopped.
+fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Server {
+    let router = crate::router::build(shared);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the Salesforce emulator stopped serving");
+        }
+    });
+    Server { stop, task }
+}
+
+/// Stops `server`: no new connection is accepted, requests in progress are
+/// answered, idle connections are closed.
+async fn stop(server: Server) {
+    let _ = server.stop.send(());
+    if let Err(e) = server.task.await {
+        tracing::error!(error = %e, "the Salesforce emulator task failed");
+    }
 }
 
 impl std::fmt::Debug for Emulator {
@@ -223,20 +250,12 @@ impl Emulator {
             shared.check_run_as(app)?;
         }
 
-        let router = crate::router::build(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the Salesforce emulator stopped serving");
-            }
-        });
+        let server = serve(listener, shared.clone());
         tracing::info!(url = %shared.base_url, "Salesforce emulator listening");
         Ok(Emulator {
             shared,
-            server: Arc::new(Mutex::new(Some(Server { stop, task }))),
+            server: Arc::new(Mutex::new(Some(server))),
+            bound,
         })
     }
 
@@ -389,15 +408,54 @@ impl Emulator {
         self.shared.lock().usage.set_used(used);
     }
 
+    /// The address the org is served on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound
+    }
+
+    /// Takes the org off the network, as a Salesforce that is down: its
+    /// port refuses connections until [`Emulator::resume`]. Requests in
+    /// progress are answered first and idle connections closed. Records,
+    /// sessions, usage counters and queued faults are kept; the handle stays
+    /// usable for inspection and steering.
+    pub async fn suspend(&self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(server) = server {
+            stop(server).await;
+        }
+        tracing::info!(url = %self.shared.base_url, "Salesforce emulator stopped serving");
+    }
+
+    /// Serves the same org again on the same address after
+    /// [`Emulator::suspend`]; nothing is lost, issued tokens stay valid.
+    /// Binding is retried for up to 10 s, in case a socket of a client
+    /// briefly holds the port. Does nothing while the org is served.
+    pub async fn resume(&self) -> Result<(), EmulatorError> {
+        if self.server.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.bound).await {
+                Ok(listener) => break listener,
+                Err(source) if tokio::time::Instant::now() >= deadline => {
+                    return Err(EmulatorError::Bind {
+                        addr: self.bound,
+                        source,
+                    })
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        let server = serve(listener, self.shared.clone());
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        tracing::info!(url = %self.shared.base_url, "Salesforce emulator serving again");
+        Ok(())
+    }
+
     /// Stops serving and waits for the server task to end. Other clones of
     /// the handle stay usable for inspection.
     pub async fn shutdown(self) {
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(server) = server {
-            let _ = server.stop.send(());
-            if let Err(e) = server.task.await {
-                tracing::error!(error = %e, "the Salesforce emulator task failed");
-            }
-        }
+        self.suspend().await;
     }
 }

@@ -1,8 +1,15 @@
 //! Test harness: a Salesforce emulator with a throwaway connected-app key,
 //! a fresh SQLite database, call events written like the gateway writes
-//! them, and a connector started on them.
+//! them, and a connector started on them; [`kafka`] adds a Kafka-protocol
+//! broker, [`process`] the connector as a `switchboard` process on
+//! PostgreSQL.
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -54,12 +61,17 @@ impl World {
     /// A world whose org is configured by `change` (missing fields,
     /// field-level security).
     pub async fn with(change: impl FnOnce(&mut EmulatorConfig)) -> World {
+        World::listening_on("127.0.0.1:0".parse().unwrap(), change).await
+    }
+
+    /// A world whose org listens on `listen`.
+    pub async fn listening_on(listen: SocketAddr, change: impl FnOnce(&mut EmulatorConfig)) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key_file, certificate_pem) = openssl_credentials(dir.path());
         let mut config = EmulatorConfig::new(certificate_pem);
         change(&mut config);
         let username = config.username.clone();
-        let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("emulator starts");
+        let emulator = Emulator::start(config, listen).await.expect("emulator starts");
         let agent_sf_id = emulator.add_user("ann.agent@switchboard.test").expect("agent user");
         let url = format!("sqlite://{}", dir.path().join("switchboard.db").display());
         let db = Database::connect(&url).await.expect("database");
@@ -210,6 +222,49 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Polls `check` every 20 ms until it yields a value, for at most `timeout`;
+/// panics naming `what` (and the last `Err` it gave) when time runs out.
+pub async fn await_condition<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port nobody listens on now, picked by the kernel.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port()
+}
+
+/// A free loopback address whose port lies below Linux's ephemeral range
+/// (32768–60999), so no outgoing connection takes it while a server that
+/// listened there is down and comes back.
+pub fn address_outside_ephemeral_range() -> SocketAddr {
+    for _ in 0..1000 {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between 20000 and 32000");
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// 2024-03-01T10:00:00Z

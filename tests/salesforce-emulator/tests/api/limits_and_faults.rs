@@ -171,3 +171,44 @@ async fn delays_and_token_errors_can_be_injected() {
     assert_eq!(refused.body["error"], "temporarily_unavailable");
     assert_eq!(org.token_request(&assertion).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_suspended_org_refuses_connections_and_comes_back_as_it_was() {
+    let org = Org::start().await;
+    let token = org.token().await;
+    let key = "v62.0/sobjects/Task/Switchboard_Key__c/outage";
+    let body = json!({"Subject": "before the outage", "OwnerId": org.emulator.user_id()});
+    let created = org.call(Method::PATCH, key, &token, Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let addr = org.emulator.local_addr();
+    assert_eq!(org.emulator.url(), format!("http://{addr}"));
+
+    org.emulator.suspend().await;
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the suspended org still accepts connections");
+    let failed = org
+        .client
+        .get(format!("{}/services/data/v62.0/limits", org.emulator.url()))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(failed.is_err(), "a request reached the suspended org: {failed:?}");
+    // Steering and inspection go on meanwhile.
+    org.emulator.inject_fault(Fault::ServerUnavailable { times: 1 });
+    assert_eq!(org.emulator.tasks().len(), 1);
+    let calls = org.emulator.api_calls();
+
+    org.emulator.resume().await.expect("serving again");
+    org.emulator.resume().await.expect("resuming a served org does nothing");
+    assert_eq!(org.emulator.local_addr(), addr);
+    // Same token, same records, the queued fault first.
+    let unavailable = org.call(Method::GET, "v62.0/limits", &token, None).await;
+    assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = json!({"Subject": "after the outage"});
+    let updated = org.call(Method::PATCH, key, &token, Some(body)).await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    let tasks = org.emulator.tasks();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["Subject"], "after the outage");
+    assert_eq!(org.emulator.api_calls(), calls + 2);
+}
