@@ -3,8 +3,8 @@
 //! binary: seed and inspect records, add users, register connected apps and
 //! their callback URLs, sign a user in to the emulated browser of the
 //! authorization endpoint (or make them deny access), end sessions, queue
-//! faults, read and set the call counters. Not part of Salesforce's API:
-//! nothing here needs a token.
+//! faults, read and set the call counters, watch record writes (in process
+//! only). Not part of Salesforce's API: nothing here needs a token.
 
 use std::sync::Arc;
 
@@ -46,6 +46,24 @@ pub struct Stats {
     /// Refresh tokens not revoked.
     #[serde(default)]
     pub refresh_tokens: usize,
+}
+
+/// A record the org created or changed, as
+/// [`Emulator::watch_writes`](crate::Emulator::watch_writes) reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordWrite {
+    /// The object, e.g. `Task`.
+    pub sobject: String,
+    /// The record's 18-character id.
+    pub id: String,
+    /// Whether this write created the record (else it changed it).
+    pub created: bool,
+    /// When the org stored the write, on this process's monotonic clock
+    /// (`LastModifiedDate` is the wall-clock time the request arrived).
+    pub at: std::time::Instant,
+    /// The record as the write left it, shaped as the API reads it
+    /// (`attributes`, every field, `null` where unset).
+    pub record: Value,
 }
 
 /// Checks a connected app's settings: a consumer key and secret, and
@@ -109,6 +127,7 @@ impl Shared {
             now: Utc::now(),
         };
         let result = self.lock().store.create(&self.schema, object, body, writer);
+        self.report_writes();
         result.map_err(rejected)
     }
 
@@ -156,10 +175,12 @@ impl Shared {
                 "username {username} exists already"
             )));
         }
-        inner
+        let result = inner
             .store
-            .create_with_id(&self.schema, object, &body, id.clone(), writer)
-            .map_err(rejected)
+            .create_with_id(&self.schema, object, &body, id.clone(), writer);
+        drop(inner);
+        self.report_writes();
+        result.map_err(rejected)
     }
 
     /// Ends every session: all issued tokens answer 401 from now on.
@@ -222,6 +243,49 @@ impl Shared {
         }
         inner.browser = browser;
         Ok(())
+    }
+
+    /// A new receiver of every record write from now on.
+    pub(crate) fn watch_writes(&self) -> tokio::sync::mpsc::UnboundedReceiver<RecordWrite> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        inner.write_watchers.push(sender);
+        inner.store.keep_journal(true);
+        receiver
+    }
+
+    /// Hands the writes made since the last call to the watchers; called
+    /// once a request that may have written is done.
+    pub(crate) fn report_writes(&self) {
+        let (written, watchers) = {
+            let mut inner = self.lock();
+            if inner.write_watchers.is_empty() {
+                return;
+            }
+            inner.write_watchers.retain(|w| !w.is_closed());
+            if inner.write_watchers.is_empty() {
+                inner.store.keep_journal(false);
+                return;
+            }
+            (inner.store.take_journal(), inner.write_watchers.clone())
+        };
+        let version = self.newest_version();
+        for w in written {
+            let Some(object) = self.schema.object(w.object) else {
+                continue;
+            };
+            let write = RecordWrite {
+                sobject: w.object.to_owned(),
+                id: w.record.id().to_owned(),
+                created: w.created,
+                at: w.at,
+                record: w.record.to_json(object, version),
+            };
+            for watcher in &watchers {
+                // A receiver dropped meanwhile is removed on the next report.
+                let _ = watcher.send(write.clone());
+            }
+        }
     }
 
     /// The org's counters.

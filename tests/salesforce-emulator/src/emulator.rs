@@ -14,7 +14,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::config::{ConnectedApp, EmulatorConfig};
-use crate::control::{check_app, Stats};
+use crate::control::{check_app, RecordWrite, Stats};
 use crate::faults::Fault;
 use crate::ids;
 use crate::schema::Schema;
@@ -385,6 +385,18 @@ impl Emulator {
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
+    }
+
+    /// Reports every record created or changed from now on (through the
+    /// REST API, sObject Collections included, or this handle), in the
+    /// order the org stored them, each with the time it was stored and the
+    /// record as the write left it. Writes of one request are delivered once
+    /// the request has been handled, before its answer is sent; a write an
+    /// `allOrNone` request rolled back is never reported. Deletes are not
+    /// reported. The org keeps copies for reporting only while a receiver
+    /// is alive.
+    pub fn watch_writes(&self) -> tokio::sync::mpsc::UnboundedReceiver<RecordWrite> {
+        self.shared.watch_writes()
     }
 
     /// Authenticated REST data calls since start (token calls not included).

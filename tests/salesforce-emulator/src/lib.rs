@@ -9,7 +9,9 @@
 //!
 //! Tests start one with [`Emulator::start`] on port 0, give the connector its
 //! [`Emulator::url`] as login host, and assert on [`Emulator::tasks`]; faults
-//! ([`Fault`]) make the org fail on demand. For the web-server flow a test
+//! ([`Fault`]) make the org fail on demand. [`Emulator::watch_writes`]
+//! reports each record write as it happens, with its time, for latency
+//! measurements. For the web-server flow a test
 //! registers its callback URL ([`Emulator::add_callback_url`]) and signs a
 //! user in to the emulated browser ([`Emulator::sign_in_browser`]) or names
 //! one with `login_hint`; the authorization endpoint then redirects with a
@@ -61,7 +63,7 @@ pub use collections::MAX_RECORDS;
 pub use config::{
     ConnectedApp, CustomField, CustomFieldType, EmulatorConfig, RefreshTokenPolicy, UserSeed,
 };
-pub use control::Stats;
+pub use control::{RecordWrite, Stats};
 pub use credentials::{
     sign_assertion, token_request_form, AssertionClaims, CredentialsError, TestCredentials,
 };

@@ -2,7 +2,8 @@
 //! must include `api` or `full`), the API version, the daily call count with
 //! its `Sforce-Limit-Info` header, and injected request faults. Written as one
 //! middleware layer so that handlers only see authenticated, counted requests
-//! for a served version.
+//! for a served version; once a handler is done, the records it wrote are
+//! reported to the write watchers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,7 +113,9 @@ pub(crate) async fn gate(
         None => {}
     }
     request.extensions_mut().insert(Caller { user_id, version });
-    with_limit_info(next.run(request).await)
+    let response = next.run(request).await;
+    shared.report_writes();
+    with_limit_info(response)
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub(crate) struct Inner {
     /// only the records it owns, except the integration user, who has
     /// "View All Data" as a system administrator does.
     pub private_objects: std::collections::HashSet<String>,
+    /// Receivers of [`Emulator::watch_writes`](crate::Emulator::watch_writes).
+    pub write_watchers: Vec<tokio::sync::mpsc::UnboundedSender<crate::RecordWrite>>,
 }
 
 impl Inner {
@@ -165,6 +167,7 @@ impl Inner {
             api_calls: 0,
             token_calls: 0,
             private_objects: std::collections::HashSet::new(),
+            write_watchers: Vec::new(),
         }
     }
 }

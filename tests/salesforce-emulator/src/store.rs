@@ -6,7 +6,9 @@
 //! `WhatId`, create-only fields, upsert matching by external id, and the
 //! platform-maintained fields (`CreatedDate`, `Name`, `CaseNumber`…).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -69,9 +71,30 @@ enum Mode {
 /// All records of the org, by object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Store {
-    tables: HashMap<&'static str, BTreeMap<String, Record>>,
+    /// Records are shared between copies of the store (an sObject
+    /// Collections request works on a copy) and replaced, never changed.
+    tables: HashMap<&'static str, BTreeMap<String, Arc<Record>>>,
     next_number: u64,
     next_case_number: u64,
+    external_ids: ExternalIdIndex,
+    /// Writes not yet reported to the write watchers; `None` while nobody
+    /// watches. It travels with the copy an sObject Collections request
+    /// works on, so a rolled-back write is never reported.
+    journal: Option<Vec<Written>>,
+}
+
+/// Object → external id field → lowercased text value → ids of the records
+/// holding it, so an upsert finds its record without reading every record
+/// of the object.
+type ExternalIdIndex = HashMap<&'static str, HashMap<String, HashMap<String, BTreeSet<String>>>>;
+
+/// A record as one write left it, kept until the request is done.
+#[derive(Clone, Debug)]
+pub(crate) struct Written {
+    pub object: &'static str,
+    pub created: bool,
+    pub at: Instant,
+    pub record: Arc<Record>,
 }
 
 /// Who writes and when: the token's user and the request time.
@@ -88,17 +111,53 @@ impl Store {
             tables: HashMap::new(),
             next_number: 1,
             next_case_number: 1001,
+            external_ids: HashMap::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts (`true`) or stops keeping a journal of writes.
+    pub(crate) fn keep_journal(&mut self, keep: bool) {
+        if !keep {
+            self.journal = None;
+        } else if self.journal.is_none() {
+            self.journal = Some(Vec::new());
+        }
+    }
+
+    /// The writes made since the last call, oldest first.
+    pub(crate) fn take_journal(&mut self) -> Vec<Written> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note_write(&mut self, object: &'static str, created: bool, record: &Arc<Record>) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(Written {
+                object,
+                created,
+                at: Instant::now(),
+                record: Arc::clone(record),
+            });
         }
     }
 
     /// The records of one object, oldest first.
     pub(crate) fn records(&self, object: &str) -> impl Iterator<Item = &Record> {
-        self.tables.get(object).into_iter().flat_map(|t| t.values())
+        self.tables
+            .get(object)
+            .into_iter()
+            .flat_map(|t| t.values().map(Arc::as_ref))
     }
 
     /// One record by its 18-character id.
     pub(crate) fn get(&self, object: &str, id: &str) -> Option<&Record> {
-        self.tables.get(object).and_then(|t| t.get(id))
+        self.tables
+            .get(object)
+            .and_then(|t| t.get(id))
+            .map(Arc::as_ref)
     }
 
     /// The user with this username, compared without regard to case as
@@ -125,8 +184,19 @@ impl Store {
     }
 
     /// Ids of the records whose `field` equals `value` (text compared without
-    /// regard to case, as non-case-sensitive external ids are).
+    /// regard to case, as non-case-sensitive external ids are), in id order.
     pub(crate) fn find_by_field(&self, object: &str, field: &str, value: &Value) -> Vec<String> {
+        let indexed = self
+            .external_ids
+            .get(object)
+            .and_then(|fields| fields.get(field));
+        if let (Value::String(text), Some(values)) = (value, indexed) {
+            // Text equals text only: the index holds every match.
+            return values
+                .get(&text.to_ascii_lowercase())
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default();
+        }
         self.records(object)
             .filter(|r| r.fields.get(field).is_some_and(|v| same_value(v, value)))
             .map(|r| r.id().to_owned())
@@ -247,11 +317,13 @@ impl Store {
 
     /// Deletes the record `id`.
     pub(crate) fn delete(&mut self, object: &ObjectType, id: &str) -> Result<(), WriteError> {
-        self.tables
+        let removed = self
+            .tables
             .get_mut(object.name)
             .and_then(|t| t.remove(id))
-            .map(|_| ())
-            .ok_or(WriteError::NotFound)
+            .ok_or(WriteError::NotFound)?;
+        index_external_ids(&mut self.external_ids, object, id, Some(&removed), None);
+        Ok(())
     }
 
     fn insert_prepared(
@@ -297,10 +369,13 @@ impl Store {
             self.next_case_number += 1;
         }
         compute_name(object, &mut fields);
+        let record = Arc::new(Record { fields });
+        self.note_write(object.name, true, &record);
+        index_external_ids(&mut self.external_ids, object, &id, None, Some(&record));
         self.tables
             .entry(object.name)
             .or_default()
-            .insert(id.clone(), Record { fields });
+            .insert(id.clone(), record);
         Ok(id)
     }
 
@@ -326,10 +401,12 @@ impl Store {
         );
         fields.insert("SystemModstamp".to_owned(), now);
         compute_name(object, &mut fields);
-        self.tables
-            .entry(object.name)
-            .or_default()
-            .insert(id.to_owned(), Record { fields });
+        let record = Arc::new(Record { fields });
+        self.note_write(object.name, false, &record);
+        let table = self.tables.entry(object.name).or_default();
+        let previous = table.get(id).map(Arc::as_ref);
+        index_external_ids(&mut self.external_ids, object, id, previous, Some(&record));
+        table.insert(id.to_owned(), record);
         Ok(())
     }
 
@@ -449,6 +526,39 @@ fn not_writable(name: &str) -> RecordError {
 fn take_ci(body: &mut Map<String, Value>, name: &str) -> Option<Value> {
     let key = body.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone();
     body.remove(&key)
+}
+
+/// Moves the record `id` in the external id index from the values of
+/// `before` to those of `after` (`None`: not stored).
+fn index_external_ids(
+    index: &mut ExternalIdIndex,
+    object: &ObjectType,
+    id: &str,
+    before: Option<&Record>,
+    after: Option<&Record>,
+) {
+    let text = |record: Option<&Record>, field: &str| match record?.fields.get(field) {
+        Some(Value::String(value)) => Some(value.to_ascii_lowercase()),
+        _ => None,
+    };
+    for field in object.fields.iter().filter(|f| f.external_id) {
+        let values = index
+            .entry(object.name)
+            .or_default()
+            .entry(field.name.clone())
+            .or_default();
+        if let Some(old) = text(before, &field.name) {
+            if let Some(ids) = values.get_mut(&old) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    values.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = text(after, &field.name) {
+            values.entry(new).or_default().insert(id.to_owned());
+        }
+    }
 }
 
 /// Equality of stored values, text without regard to case.
@@ -620,6 +730,62 @@ mod tests {
             code(store.create(&schema, &lead_type, &body(json!({"LastName": "X"})), writer)),
             "REQUIRED_FIELD_MISSING"
         );
+    }
+
+    #[test]
+    fn external_id_lookups_follow_updates_and_deletes() {
+        let (schema, mut store, user) = setup();
+        let writer = Writer {
+            user_id: &user,
+            now: Utc::now(),
+        };
+        let task = schema.object("Task").expect("task").clone();
+        let key = |v: &str| Value::String(v.to_owned());
+        let id = store
+            .create(
+                &schema,
+                &task,
+                &body(json!({"Switchboard_Key__c": "Call-1:U1"})),
+                writer,
+            )
+            .expect("task");
+        let find =
+            |store: &Store, v: &str| store.find_by_field("Task", "Switchboard_Key__c", &key(v));
+        assert_eq!(find(&store, "call-1:u1"), std::slice::from_ref(&id));
+        store
+            .update(
+                &schema,
+                &task,
+                &id,
+                &body(json!({"Switchboard_Key__c": "call-2:u1"})),
+                writer,
+            )
+            .expect("update");
+        assert!(find(&store, "call-1:u1").is_empty());
+        assert_eq!(find(&store, "CALL-2:U1"), std::slice::from_ref(&id));
+        store
+            .update(
+                &schema,
+                &task,
+                &id,
+                &body(json!({"Switchboard_Key__c": null})),
+                writer,
+            )
+            .expect("clear");
+        assert!(find(&store, "call-2:u1").is_empty());
+        store
+            .update(
+                &schema,
+                &task,
+                &id,
+                &body(json!({"Switchboard_Key__c": "call-3:u1"})),
+                writer,
+            )
+            .expect("set again");
+        let copy = store.clone();
+        store.delete(&task, &id).expect("delete");
+        assert!(find(&store, "call-3:u1").is_empty());
+        assert_eq!(find(&copy, "call-3:u1"), [id], "a copy keeps its own index");
     }
 
     #[test]

@@ -12,4 +12,5 @@ mod oauth;
 mod openid;
 mod query_and_search;
 mod sobjects;
+mod watch;
 mod web_server;
