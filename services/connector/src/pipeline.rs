@@ -125,6 +125,8 @@ pub struct Pipeline {
     shutdown: CancellationToken,
     /// Calls touched since the last batch was written, by call id.
     open: BTreeMap<String, Open>,
+    /// Calls [`Pipeline::prefetch`] found no stored state for.
+    unseen: HashSet<String>,
     /// How many of them have ended.
     ended: usize,
     /// When the first record of the batch was handled.
@@ -155,6 +157,7 @@ impl Pipeline {
             policy,
             shutdown,
             open: BTreeMap::new(),
+            unseen: HashSet::new(),
             ended: 0,
             opened_at: None,
             records: 0,
@@ -175,6 +178,33 @@ impl Pipeline {
     /// When the batch in hand must be written; `None` when there is none.
     pub fn deadline(&self) -> Option<Instant> {
         self.opened_at.map(|at| at + self.policy.deadline)
+    }
+
+    /// Loads the stored states of the calls of `call_ids` (the keys of
+    /// records about to be handled) that the batch does not hold yet, in one
+    /// round trip instead of one per call.
+    pub async fn prefetch(&mut self, call_ids: &[&str]) -> Result<(), PipelineError> {
+        let mut wanted: Vec<&str> = call_ids.iter().copied().filter(|id| !id.is_empty() && !self.open.contains_key(*id) && !self.unseen.contains(*id)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut found = self.store.load_many(&wanted).await?;
+        for call_id in wanted {
+            match found.remove(call_id) {
+                Some(state) => {
+                    if state.ended.is_some() {
+                        self.ended += 1;
+                    }
+                    self.open.insert(call_id.to_owned(), Open { state, payload: Vec::new(), origin: String::new() });
+                }
+                None => {
+                    self.unseen.insert(call_id.to_owned());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Folds one record into the batch; `Ok` means it is part of the batch
@@ -212,7 +242,8 @@ impl Pipeline {
         let open = match self.open.entry(call_id.to_owned()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let state = self.store.load(call_id).await?.unwrap_or_else(|| CallState::new(call_id));
+                let stored = if self.unseen.contains(call_id) { None } else { self.store.load(call_id).await? };
+                let state = stored.unwrap_or_else(|| CallState::new(call_id));
                 if state.ended.is_some() {
                     self.ended += 1;
                 }
@@ -305,6 +336,7 @@ impl Pipeline {
             tracing::debug!(records = flushed.records, calls = self.open.len(), tasks = writes.len(), "batch written");
         }
         self.open.clear();
+        self.unseen.clear();
         self.ended = 0;
         self.opened_at = None;
         self.records = 0;

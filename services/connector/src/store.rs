@@ -6,7 +6,7 @@
 //! Queries are written once for SQLite and PostgreSQL (`$1` placeholders,
 //! `ON CONFLICT … DO UPDATE`), like the rest of the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use switchboard_store::sqlx::{self, Row};
 use switchboard_store::{now_ms, Database};
@@ -31,30 +31,47 @@ impl SyncStore {
     /// newer build) is logged and treated as absent: the state is rebuilt
     /// from the events, and the upserts are idempotent.
     pub async fn load(&self, call_id: &str) -> Result<Option<CallState>, sqlx::Error> {
+        Ok(self.load_many(&[call_id]).await?.remove(call_id))
+    }
+
+    /// The stored states of the calls of `call_ids` that were seen before,
+    /// with their Tasks, by call id, in two queries; see [`SyncStore::load`].
+    pub async fn load_many(&self, call_ids: &[&str]) -> Result<HashMap<String, CallState>, sqlx::Error> {
+        let mut states = HashMap::new();
+        if call_ids.is_empty() {
+            return Ok(states);
+        }
         let pool = self.db.pool();
-        let row = sqlx::query("SELECT state FROM sync_calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(pool)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let text: String = row.try_get("state")?;
-        let mut state: CallState = match serde_json::from_str(&text) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(call_id, error = %e, "stored call state does not parse; rebuilding it from the events");
-                return Ok(None);
+        let placeholders = (1..=call_ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT call_id, state FROM sync_calls WHERE call_id IN ({placeholders})");
+        let mut query = sqlx::query(&sql);
+        for call_id in call_ids {
+            query = query.bind(*call_id);
+        }
+        for row in query.fetch_all(pool).await? {
+            let call_id: String = row.try_get("call_id")?;
+            let text: String = row.try_get("state")?;
+            match serde_json::from_str::<CallState>(&text) {
+                Ok(mut state) => {
+                    state.call_id = call_id.clone();
+                    states.insert(call_id, state);
+                }
+                Err(e) => tracing::error!(call_id, error = %e, "stored call state does not parse; rebuilding it from the events"),
             }
-        };
-        state.call_id = call_id.to_owned();
-        let rows = sqlx::query("SELECT user_id, state FROM sync_tasks WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_all(pool)
-            .await?;
-        for row in rows {
+        }
+        if states.is_empty() {
+            return Ok(states);
+        }
+        let sql = format!("SELECT call_id, user_id, state FROM sync_tasks WHERE call_id IN ({placeholders})");
+        let mut query = sqlx::query(&sql);
+        for call_id in call_ids {
+            query = query.bind(*call_id);
+        }
+        for row in query.fetch_all(pool).await? {
+            let call_id: String = row.try_get("call_id")?;
             let user_id: String = row.try_get("user_id")?;
             let text: String = row.try_get("state")?;
+            let Some(state) = states.get_mut(&call_id) else { continue };
             match serde_json::from_str::<TaskSync>(&text) {
                 Ok(sync) => {
                     state.tasks.insert(user_id, sync);
@@ -64,7 +81,7 @@ impl SyncStore {
                 }
             }
         }
-        Ok(Some(state))
+        Ok(states)
     }
 
     /// Stores the call facts and every Task status of `state` in one

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -25,6 +26,9 @@ use crate::config::KafkaConsumerConfig;
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
 use crate::Progress;
+
+/// Records taken from the consumer at once when it already holds them.
+const PREFETCH: usize = 500;
 
 /// A consumer subscribed to the call-event topic.
 pub struct KafkaSource {
@@ -136,29 +140,49 @@ impl KafkaSource {
                 }
             };
             failures = 0;
-            let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-            let payload = message.payload().unwrap_or_default();
-            let origin = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
-            let mut attempts = 0u32;
-            loop {
-                let record = Record { call_id: &key, payload, origin: &origin };
-                match pipeline.handle(record).await {
-                    Ok(handled) => {
-                        tracing::trace!(call_id = %key, origin, outcome = handled.outcome, "record handled");
+            // What else the consumer already holds goes with it, so the
+            // states of their calls are loaded in one round trip.
+            let mut messages = vec![message];
+            while messages.len() < PREFETCH {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => messages.push(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Kafka consumer error");
                         break;
                     }
-                    Err(PipelineError::Shutdown(_)) => break 'consume,
-                    Err(PipelineError::Store(error)) => {
-                        tracing::error!(%error, call_id = %key, origin, "connector database failed; retrying the record");
-                        m::stall("store");
-                        if !pause(&shutdown, stall_delay(attempts)).await {
-                            break 'consume;
-                        }
-                        attempts = attempts.saturating_add(1);
-                    }
+                    None => break,
                 }
             }
-            in_batch.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            let keys: Vec<String> = messages.iter().map(|m| m.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned()).collect();
+            let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            if let Err(error) = pipeline.prefetch(&key_refs).await {
+                // Each record loads its own state then.
+                tracing::warn!(%error, "loading the states of the next records' calls failed");
+            }
+            for (message, key) in messages.iter().zip(&keys) {
+                let payload = message.payload().unwrap_or_default();
+                let origin = format!("{}/{}@{}", message.topic(), message.partition(), message.offset());
+                let mut attempts = 0u32;
+                loop {
+                    let record = Record { call_id: key, payload, origin: &origin };
+                    match pipeline.handle(record).await {
+                        Ok(handled) => {
+                            tracing::trace!(call_id = %key, origin, outcome = handled.outcome, "record handled");
+                            break;
+                        }
+                        Err(PipelineError::Shutdown(_)) => break 'consume,
+                        Err(PipelineError::Store(error)) => {
+                            tracing::error!(%error, call_id = %key, origin, "connector database failed; retrying the record");
+                            m::stall("store");
+                            if !pause(&shutdown, stall_delay(attempts)).await {
+                                break 'consume;
+                            }
+                            attempts = attempts.saturating_add(1);
+                        }
+                    }
+                }
+                in_batch.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            }
         }
         self.commit_final(committed).await;
         tracing::info!(topic = %self.topic, "connector stopped consuming");

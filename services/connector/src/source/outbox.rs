@@ -105,6 +105,11 @@ impl OutboxSource {
                 }
                 continue;
             }
+            let keys: Vec<&str> = rows.iter().map(|row| row.call_id.as_str()).collect();
+            if let Err(error) = pipeline.prefetch(&keys).await {
+                // Each record loads its own state then.
+                tracing::warn!(%error, "loading the states of the next outbox rows failed");
+            }
             for row in rows {
                 let origin = format!("outbox row {}", row.id);
                 loop {
