@@ -99,21 +99,34 @@ impl SyncStore {
         accepted: &HashSet<(String, String)>,
     ) -> Result<(), sqlx::Error> {
         let now = now_ms();
+        let states: Vec<&CallState> = states.collect();
+        let tasks: Vec<(&str, &str, &TaskSync)> =
+            states.iter().flat_map(|s| s.tasks.iter().map(|(user_id, sync)| (s.call_id.as_str(), user_id.as_str(), sync))).collect();
         let mut tx = self.db.pool().begin().await?;
-        for state in states {
-            sqlx::query(
-                "INSERT INTO sync_calls (call_id, state, updated_at) VALUES ($1, $2, $3) \
+        // Many rows a statement: one round trip per ROWS rows, not per row.
+        for chunk in states.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO sync_calls (call_id, state, updated_at) VALUES {} \
                  ON CONFLICT (call_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            )
-            .bind(state.call_id.as_str())
-            .bind(to_json(state))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for (user_id, sync) in &state.tasks {
-                let synced_at = accepted.contains(&(state.call_id.clone(), user_id.clone())).then_some(now);
-                save_task(&mut tx, &state.call_id, user_id, sync, now, synced_at).await?;
+                values(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for state in chunk {
+                query = query.bind(state.call_id.as_str()).bind(to_json(*state)).bind(now);
             }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in tasks.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO sync_tasks (call_id, user_id, state, salesforce_id, last_synced_at, updated_at) VALUES {} {TASK_CONFLICT}",
+                values(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for (call_id, user_id, sync) in chunk {
+                let synced_at = accepted.contains(&((*call_id).to_owned(), (*user_id).to_owned())).then_some(now);
+                query = query.bind(*call_id).bind(*user_id).bind(to_json(*sync)).bind(sync.salesforce_id.clone()).bind(synced_at).bind(now);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -236,6 +249,24 @@ pub struct ClearedRejections {
     pub cases: usize,
 }
 
+/// Rows written by one statement of [`SyncStore::save_batch`].
+const ROWS: usize = 100;
+
+/// What an upsert of `sync_tasks` does to a row already there: the new
+/// state, keeping the Task id and the last sync time when the new row has none.
+const TASK_CONFLICT: &str = "ON CONFLICT (call_id, user_id) DO UPDATE SET state = excluded.state, \
+     salesforce_id = COALESCE(excluded.salesforce_id, sync_tasks.salesforce_id), \
+     last_synced_at = COALESCE(excluded.last_synced_at, sync_tasks.last_synced_at), \
+     updated_at = excluded.updated_at";
+
+/// `($1, $2, …), (…)`: `rows` tuples of `columns` numbered placeholders.
+fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=columns).map(|c| format!("${}", r * columns + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn save_task(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     call_id: &str,
@@ -244,14 +275,8 @@ async fn save_task(
     now: i64,
     synced_at: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sync_tasks (call_id, user_id, state, salesforce_id, last_synced_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (call_id, user_id) DO UPDATE SET state = excluded.state, \
-         salesforce_id = COALESCE(excluded.salesforce_id, sync_tasks.salesforce_id), \
-         last_synced_at = COALESCE(excluded.last_synced_at, sync_tasks.last_synced_at), \
-         updated_at = excluded.updated_at",
-    )
+    let sql = format!("INSERT INTO sync_tasks (call_id, user_id, state, salesforce_id, last_synced_at, updated_at) VALUES {} {TASK_CONFLICT}", values(1, 6));
+    sqlx::query(&sql)
     .bind(call_id)
     .bind(user_id)
     .bind(to_json(sync))
