@@ -133,3 +133,41 @@ async fn near_the_daily_limit_requests_are_spaced_out_and_nothing_is_lost() {
     assert_eq!(world.emulator.tasks().len(), 2);
     assert!(world.dead_letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn events_arriving_while_their_calls_batch_is_written_go_into_the_next_one() {
+    let world = World::new().await;
+    let early = call_id(20);
+    let late = call_id(21);
+    let mut running = Running::start(world.outbox_config(), &world.db).await;
+
+    // The first batch's request is answered two seconds late ...
+    world.emulator.inject_fault(Fault::Delay { millis: 2_000, times: 1 });
+    let events = call_events(&early, "u-ann", &world.agent_sf_id);
+    world.write_outbox(&events[..4]).await;
+    await_condition("the first batch's request reaches the org", Duration::from_secs(20), || async {
+        let calls = world.emulator.api_calls();
+        (calls > PREFLIGHT_API_CALLS).then_some(()).ok_or(format!("{calls} requests"))
+    })
+    .await;
+    // ... and meanwhile the call's recording and another call come in.
+    world.write_outbox(&events[4..]).await;
+    let last = world.write_outbox(&call_events(&late, "u-ann", &world.agent_sf_id)).await;
+    running.until_outbox_position(last).await;
+    running.stop().await;
+
+    // The recording was folded onto the state the first write left (the
+    // Task known as created), not onto the state stored before it: one more
+    // request updates the Task and creates the other call's.
+    assert_eq!(world.emulator.api_calls() - PREFLIGHT_API_CALLS, 2);
+    let tasks = tasks_for(&world.emulator, &early, "u-ann");
+    assert_eq!(tasks.len(), 1);
+    let description = tasks[0]["Description"].as_str().unwrap();
+    assert!(description.contains(&format!("recordings/{early}")), "{description}");
+    assert_eq!(tasks_for(&world.emulator, &late, "u-ann").len(), 1);
+    assert!(world.dead_letters().await.is_empty());
+    let unsynced = world.scalar_i64("SELECT COUNT(*) FROM sync_tasks WHERE last_synced_at IS NULL OR salesforce_id IS NULL").await;
+    assert_eq!(unsynced, 0);
+    let stored = world.scalar_i64("SELECT COUNT(*) FROM sync_calls").await;
+    assert_eq!(stored, 2);
+}

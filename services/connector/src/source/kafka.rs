@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::FutureExt;
 use rdkafka::config::ClientConfig;
@@ -21,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{flush, pause, stall_delay, until};
+use super::{pause, stall_delay, until};
 use crate::config::KafkaConsumerConfig;
 use crate::metrics as m;
 use crate::pipeline::{Pipeline, PipelineError, Record};
@@ -99,33 +98,45 @@ impl KafkaSource {
         Ok((Self { consumer: Arc::new(consumer), topic: config.topic.clone() }, producer))
     }
 
-    /// Feeds every record to `pipeline` until `shutdown`, writing a batch
-    /// when it is full or due and then committing the offsets after its
-    /// records and reporting them on `progress`; on the way out the last
-    /// committed offsets are committed again synchronously.
+    /// Feeds every record to `pipeline` until `shutdown`, having a batch
+    /// written when it is full or due (while the next one is read) and then
+    /// committing the offsets after its records and reporting them on
+    /// `progress`; on the way out the last committed offsets are committed
+    /// again synchronously.
     pub async fn run(self, mut pipeline: Pipeline, progress: Arc<watch::Sender<Progress>>, shutdown: CancellationToken) {
         tracing::info!(topic = %self.topic, "connector consuming call events from Kafka");
         progress.send_modify(|p| p.consuming = true);
-        // Offsets after the records of the batch in hand, and after the
-        // records of written batches.
+        // Offsets after the records of the batch in hand, of the batch being
+        // written, and of written batches.
         let mut in_batch: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut writing: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut failures = 0u32;
         'consume: loop {
-            if pipeline.pending() > 0 && (pipeline.is_full() || pipeline.deadline().is_some_and(|at| at <= Instant::now())) {
-                let Some(flushed) = flush(&mut pipeline, &shutdown).await else { break };
-                self.commit(&in_batch);
-                committed.append(&mut in_batch);
-                progress.send_modify(|p| {
-                    p.records += flushed.records;
-                    p.dead_letters += flushed.dead_lettered;
-                });
+            if !pipeline.is_writing() && pipeline.is_due() {
+                pipeline.start_write();
+                writing = std::mem::take(&mut in_batch);
                 continue;
             }
+            // While a batch is written the next one is read until it is due
+            // as well; then only the write is awaited.
+            let read = !(pipeline.is_writing() && pipeline.is_due());
+            let (deadline, writing_now) = (pipeline.deadline(), pipeline.is_writing());
             let received = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                _ = until(pipeline.deadline()) => continue,
-                received = self.consumer.recv() => received,
+                flushed = pipeline.written() => {
+                    let Some(flushed) = flushed else { break };
+                    self.commit(&writing);
+                    committed.append(&mut writing);
+                    progress.send_modify(|p| {
+                        p.records += flushed.records;
+                        p.dead_letters += flushed.dead_lettered;
+                    });
+                    continue;
+                }
+                _ = until(deadline), if !writing_now => continue,
+                received = self.consumer.recv(), if read => received,
             };
             let message = match received {
                 Ok(message) => message,
@@ -183,6 +194,11 @@ impl KafkaSource {
                 }
                 in_batch.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
             }
+        }
+        // A write still in flight ends soon once shut down; committed if it
+        // got through.
+        if pipeline.is_writing() && pipeline.written().await.is_some() {
+            committed.append(&mut writing);
         }
         self.commit_final(committed).await;
         tracing::info!(topic = %self.topic, "connector stopped consuming");

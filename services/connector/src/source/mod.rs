@@ -1,7 +1,8 @@
 //! Where call events come from: the outbox table (`switchboard up`) or the
 //! Kafka topic (production). Both read in order, hand each record to the
-//! [`Pipeline`], write it in batches, and move their position (cursor row,
-//! committed offset) only past records of a written batch.
+//! [`Pipeline`](crate::pipeline::Pipeline), have it written in batches (one
+//! being written while the next is read), and move their position (cursor
+//! row, committed offset) only past records of a written batch.
 
 pub mod kafka;
 pub mod outbox;
@@ -10,34 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics as m;
-use crate::pipeline::{Flushed, Pipeline, PipelineError};
-
 /// Delay before retrying after the connector's own database or broker
 /// failed: 200 ms doubling to 10 s.
 pub(crate) fn stall_delay(attempt: u32) -> Duration {
     let ms = 200u64.saturating_mul(1u64 << attempt.min(6));
     Duration::from_millis(ms.min(10_000))
-}
-
-/// Writes the batch in hand, retrying while the connector's own database
-/// fails; `None` means shutdown came first and nothing may be committed.
-pub(crate) async fn flush(pipeline: &mut Pipeline, shutdown: &CancellationToken) -> Option<Flushed> {
-    let mut failures = 0u32;
-    loop {
-        match pipeline.flush().await {
-            Ok(flushed) => return Some(flushed),
-            Err(PipelineError::Shutdown(_)) => return None,
-            Err(PipelineError::Store(error)) => {
-                tracing::error!(%error, "connector database failed while writing a batch; retrying the batch");
-                m::stall("store");
-                if !pause(shutdown, stall_delay(failures)).await {
-                    return None;
-                }
-                failures = failures.saturating_add(1);
-            }
-        }
-    }
 }
 
 /// Resolves at `deadline`, or never when there is none.

@@ -12,15 +12,15 @@
 //! with PostgreSQL.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_store::{Database, Outbox};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{flush, pause, stall_delay, until};
+use super::{pause, stall_delay, until};
 use crate::metrics as m;
-use crate::pipeline::{Pipeline, PipelineError, Record};
+use crate::pipeline::{Flushed, Pipeline, PipelineError, Record};
 use crate::store::SyncStore;
 use crate::Progress;
 
@@ -44,9 +44,10 @@ impl OutboxSource {
     }
 
     /// Feeds every row after the cursor to `pipeline` until `shutdown`,
-    /// writing a batch when it is full or due and then moving the cursor
-    /// past its rows, reporting them on `progress`. Database failures stall
-    /// the loop (logged, counted, retried); they never skip a row.
+    /// having a batch written when it is full or due (while the next one is
+    /// read) and then moving the cursor past its rows, reporting them on
+    /// `progress`. Database failures stall the loop (logged, counted,
+    /// retried); they never skip a row.
     pub async fn run(self, mut pipeline: Pipeline, progress: Arc<watch::Sender<Progress>>, shutdown: CancellationToken) {
         let mut failures = 0u32;
         let mut cursor = loop {
@@ -67,21 +68,23 @@ impl OutboxSource {
             p.consuming = true;
             p.outbox_position = Some(cursor);
         });
-        // The last row folded into the batch in hand (the cursor until one is).
+        // The last row folded into the batch in hand (the cursor until one
+        // is), and the last row of the batch being written.
         let mut read = cursor;
+        let mut writing_to = cursor;
         failures = 0;
         'read: while !shutdown.is_cancelled() {
-            if pipeline.pending() > 0 && (pipeline.is_full() || pipeline.deadline().is_some_and(|at| at <= Instant::now())) {
-                let Some(flushed) = flush(&mut pipeline, &shutdown).await else { break };
-                if !self.advance(read, &shutdown).await {
+            if pipeline.is_writing() && (pipeline.is_due() || pipeline.write_finished()) {
+                let Some(flushed) = pipeline.written().await else { break };
+                if !self.written(flushed, writing_to, &progress, &shutdown).await {
                     break;
                 }
-                cursor = read;
-                progress.send_modify(|p| {
-                    p.records += flushed.records;
-                    p.dead_letters += flushed.dead_lettered;
-                    p.outbox_position = Some(cursor);
-                });
+                cursor = writing_to;
+                continue;
+            }
+            if !pipeline.is_writing() && pipeline.is_due() {
+                pipeline.start_write();
+                writing_to = read;
                 continue;
             }
             let rows = match self.outbox.read_after(read, BATCH).await {
@@ -98,10 +101,18 @@ impl OutboxSource {
             };
             failures = 0;
             if rows.is_empty() {
+                let (deadline, writing) = (pipeline.deadline(), pipeline.is_writing());
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(self.poll_interval) => {}
-                    _ = until(pipeline.deadline()) => {}
+                    _ = until(deadline), if !writing => {}
+                    flushed = pipeline.written(), if writing => {
+                        let Some(flushed) = flushed else { break };
+                        if !self.written(flushed, writing_to, &progress, &shutdown).await {
+                            break;
+                        }
+                        cursor = writing_to;
+                    }
                 }
                 continue;
             }
@@ -137,7 +148,30 @@ impl OutboxSource {
                 }
             }
         }
+        // A write still in flight ends soon once shut down; its rows are
+        // passed if it got through.
+        if pipeline.is_writing() {
+            if let Some(flushed) = pipeline.written().await {
+                if self.written(flushed, writing_to, &progress, &shutdown).await {
+                    cursor = writing_to;
+                }
+            }
+        }
         tracing::info!(cursor, "connector stopped reading the outbox");
+    }
+
+    /// Moves the cursor past a written batch ending at row `position` and
+    /// reports it; `false` means shutdown came first.
+    async fn written(&self, flushed: Flushed, position: i64, progress: &watch::Sender<Progress>, shutdown: &CancellationToken) -> bool {
+        if !self.advance(position, shutdown).await {
+            return false;
+        }
+        progress.send_modify(|p| {
+            p.records += flushed.records;
+            p.dead_letters += flushed.dead_lettered;
+            p.outbox_position = Some(position);
+        });
+        true
     }
 
     /// Moves the stored cursor to `position`, retrying while the database
