@@ -161,11 +161,19 @@ pub struct SalesforceConfig {
     #[serde(default = "default_batch_max_tasks")]
     pub batch_max_tasks: usize,
     /// How long events are gathered before their writes go out, in
-    /// milliseconds, counted from the first event of the batch: the delay
+    /// milliseconds, counted from the first hang-up of the batch: the delay
     /// between a hang-up and its Task is at most about this. Longer batches
     /// make fewer API requests per call.
     #[serde(default = "default_batch_deadline_ms")]
     pub batch_deadline_ms: u64,
+    /// How long events that only change Tasks already written (recording,
+    /// voicemail, note, rating, quality, assignment) wait for a batch with
+    /// a hang-up to ride along, in milliseconds from the first event of the
+    /// batch; at least `batch_deadline_ms`. While calls end, batches go out
+    /// every `batch_deadline_ms` anyway; when they stop, the trickle of
+    /// later updates costs one request per this long instead.
+    #[serde(default = "default_batch_update_deadline_ms")]
+    pub batch_update_deadline_ms: u64,
     /// Percentage of the org's daily API limit from which the connector
     /// spaces its requests out so the rest lasts a whole 24-hour window.
     #[serde(default = "default_slow_down_at_percent")]
@@ -210,6 +218,9 @@ fn default_batch_max_tasks() -> usize {
 fn default_batch_deadline_ms() -> u64 {
     1_500
 }
+fn default_batch_update_deadline_ms() -> u64 {
+    5_000
+}
 fn default_slow_down_at_percent() -> u8 {
     80
 }
@@ -239,6 +250,7 @@ impl SalesforceConfig {
             limit_backoff_secs: default_limit_backoff_secs(),
             batch_max_tasks: default_batch_max_tasks(),
             batch_deadline_ms: default_batch_deadline_ms(),
+            batch_update_deadline_ms: default_batch_update_deadline_ms(),
             slow_down_at_percent: default_slow_down_at_percent(),
             limit_reserve_percent: default_limit_reserve_percent(),
         }
@@ -430,6 +442,12 @@ impl SalesforceConfig {
         }
         if self.batch_deadline_ms == 0 || self.batch_deadline_ms > 60_000 {
             return Err(invalid("salesforce.batch_deadline_ms", "must be between 1 and 60000 milliseconds"));
+        }
+        if self.batch_update_deadline_ms < self.batch_deadline_ms || self.batch_update_deadline_ms > 300_000 {
+            return Err(invalid(
+                "salesforce.batch_update_deadline_ms",
+                "must be at least salesforce.batch_deadline_ms and at most 300000 milliseconds, e.g. 5000",
+            ));
         }
         if !(1..=100).contains(&self.slow_down_at_percent) {
             return Err(invalid("salesforce.slow_down_at_percent", "must be a percentage of the daily API limit from 1 to 100, e.g. 80"));
@@ -632,6 +650,9 @@ mod tests {
         sf.batch_deadline_ms = 0;
         assert_eq!(sf.validate().unwrap_err().key, "salesforce.batch_deadline_ms");
         sf.batch_deadline_ms = 1_500;
+        sf.batch_update_deadline_ms = 1_000;
+        assert_eq!(sf.validate().unwrap_err().key, "salesforce.batch_update_deadline_ms");
+        sf.batch_update_deadline_ms = 5_000;
         sf.slow_down_at_percent = 95;
         assert_eq!(sf.validate().unwrap_err().key, "salesforce.limit_reserve_percent");
         sf.limit_reserve_percent = 5;

@@ -152,6 +152,7 @@ impl Connector {
         let batching = BatchPolicy {
             max_calls: salesforce.batch_max_tasks,
             deadline: Duration::from_millis(salesforce.batch_deadline_ms),
+            update_deadline: Duration::from_millis(salesforce.batch_update_deadline_ms),
         };
         let client = SalesforceClient::new(salesforce)?;
         match preflight::run(&client, preflight::TIMEOUT).await {

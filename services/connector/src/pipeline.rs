@@ -96,8 +96,25 @@ pub struct Handled {
 pub struct BatchPolicy {
     /// Ended calls (each with at least one Task to write) that fill a batch.
     pub max_calls: usize,
-    /// How long after its first record a batch is written at the latest.
+    /// How long after its first hang-up a batch is written at the latest.
     pub deadline: Duration,
+    /// How long after its first record a batch is written at the latest
+    /// (records that only update Tasks already written wait this long for
+    /// a hang-up to share a request with).
+    pub update_deadline: Duration,
+}
+
+impl BatchPolicy {
+    /// When a batch opened at `opened_at` whose first hang-up came at
+    /// `ended_at` is due.
+    fn deadline_of(&self, opened_at: Option<Instant>, ended_at: Option<Instant>) -> Option<Instant> {
+        let updates = opened_at.map(|at| at + self.update_deadline);
+        let ended = ended_at.map(|at| at + self.deadline);
+        match (updates, ended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Calls of any state a batch holds at most, bounding its memory while
@@ -135,6 +152,8 @@ struct Batch {
     ended: usize,
     /// When the first record of the batch was handled.
     opened_at: Option<Instant>,
+    /// When the first hang-up of the batch was folded: its Task is due.
+    ended_at: Option<Instant>,
     /// Records of the batch.
     records: u64,
     /// Dead letters stored for them so far.
@@ -215,9 +234,11 @@ impl Pipeline {
         self.batch.ended >= self.policy.max_calls || self.batch.open.len() >= MAX_OPEN_CALLS
     }
 
-    /// When the batch in hand must be written; `None` when there is none.
+    /// When the batch in hand must be written: `deadline` after its first
+    /// hang-up, `update_deadline` after its first record at the latest;
+    /// `None` when there is none.
     pub fn deadline(&self) -> Option<Instant> {
-        self.batch.opened_at.map(|at| at + self.policy.deadline)
+        self.policy.deadline_of(self.batch.opened_at, self.batch.ended_at)
     }
 
     /// The batch in hand has records and is full or past its deadline.
@@ -293,6 +314,7 @@ impl Pipeline {
                     open.origin = deferred.origin;
                     if !was_ended && open.state.ended.is_some() {
                         self.batch.ended += 1;
+                        self.batch.ended_at.get_or_insert_with(Instant::now);
                     }
                     m::event(kind, applied.as_str());
                 }
@@ -415,6 +437,7 @@ impl Pipeline {
         open.origin = record.origin.to_owned();
         if !was_ended && open.state.ended.is_some() {
             self.batch.ended += 1;
+            self.batch.ended_at.get_or_insert_with(Instant::now);
         }
         tracing::debug!(call_id, sequence = event.sequence, kind, outcome = applied.as_str(), "event folded");
         m::event(kind, applied.as_str());
@@ -604,4 +627,24 @@ async fn dead_letter(
     };
     queue.put(&letter, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hang_up_makes_the_batch_due_sooner_than_updates_alone() {
+        let policy = BatchPolicy { max_calls: 200, deadline: Duration::from_millis(1_500), update_deadline: Duration::from_secs(5) };
+        let opened = Instant::now();
+        assert_eq!(policy.deadline_of(None, None), None);
+        // Only updates of written Tasks: they wait for a hang-up to ride with.
+        assert_eq!(policy.deadline_of(Some(opened), None), Some(opened + Duration::from_secs(5)));
+        // A hang-up two seconds in: due 1.5 s later.
+        let hang_up = opened + Duration::from_secs(2);
+        assert_eq!(policy.deadline_of(Some(opened), Some(hang_up)), Some(hang_up + Duration::from_millis(1_500)));
+        // A hang-up late in the batch does not hold the updates back longer.
+        let late = opened + Duration::from_secs(4);
+        assert_eq!(policy.deadline_of(Some(opened), Some(late)), Some(opened + Duration::from_secs(5)));
+    }
 }

@@ -25,6 +25,7 @@ async fn calls_are_written_two_hundred_tasks_a_request() {
     if let Some(sf) = config.salesforce.as_mut() {
         // Only a full batch is written before the end: the deadline is far.
         sf.batch_deadline_ms = 20_000;
+        sf.batch_update_deadline_ms = 20_000;
     }
 
     let mut running = Running::start(config, &world.db).await;

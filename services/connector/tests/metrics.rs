@@ -27,6 +27,7 @@ async fn metrics_count_events_requests_writes_and_dead_letters() {
     if let Some(sf) = config.salesforce.as_mut() {
         sf.batch_max_tasks = 2;
         sf.batch_deadline_ms = 20_000;
+        sf.batch_update_deadline_ms = 20_000;
     }
     let mut running = Running::start(config, &world.db).await;
     running.until_outbox_position(last).await;

@@ -191,6 +191,7 @@ async fn outbox_letters_are_replayed_once_and_the_refused_task_is_written_after_
     salesforce.login_url = emulator.url();
     salesforce.retry_initial_ms = 10;
     salesforce.retry_max_ms = 100;
+    salesforce.batch_update_deadline_ms = salesforce.batch_deadline_ms;
     let connector_config = ConnectorConfig { salesforce: Some(salesforce), source: SourceConfig::Outbox, poll_interval_ms: 10 };
     let shutdown = CancellationToken::new();
     let connector = Connector::start(connector_config, db.clone(), shutdown.clone()).await.expect("connector starts");

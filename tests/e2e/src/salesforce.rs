@@ -107,7 +107,10 @@ impl Salesforce {
             .set("salesforce.login_url", self.url())
             .set("salesforce.consumer_key", CONSUMER_KEY)
             .set("salesforce.username", USERNAME)
-            .set("salesforce.private_key_file", self.key.private_key_file.display());
+            .set("salesforce.private_key_file", self.key.private_key_file.display())
+            // Updates of written Tasks (recording links) without waiting
+            // for a hang-up to share a request with.
+            .set("salesforce.batch_update_deadline_ms", 1_500);
     }
 }
 

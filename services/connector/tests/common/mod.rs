@@ -88,6 +88,7 @@ impl World {
         sf.retry_max_ms = 100;
         sf.limit_backoff_secs = 1;
         sf.batch_deadline_ms = 50;
+        sf.batch_update_deadline_ms = 50;
         sf
     }
 
