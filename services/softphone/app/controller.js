@@ -256,6 +256,9 @@ export function createController({ store, api, phone, registration, cti, rington
     return view;
   }
 
+  /** Calls whose transfer the agent cancelled: the transfer request's 409 is expected then. */
+  const cancelledTransfers = new Set();
+
   async function transfer(callId, mode, picked = null) {
     const x = extras(callId);
     const to = transferTarget(picked ?? x?.drafts.transferTo);
@@ -264,9 +267,10 @@ export function createController({ store, api, phone, registration, cti, rington
       return undefined;
     }
     const label = picked?.name ?? (to.number || to.salesforce_user_id || to.user_id);
+    cancelledTransfers.delete(callId);
     dispatch({ type: 'call_extras', callId, patch: { transfer: { mode, label, phase: 'ringing' } } });
     const view = await run(`transfer:${callId}`, () => api.transfer(callId, to, mode, newKey()), {
-      quiet: (err) => err?.code === 'transfer_failed' && extras(callId)?.transfer?.cancelled,
+      quiet: (err) => err?.code === 'transfer_failed' && cancelledTransfers.has(callId),
     });
     if (!view) {
       dispatch({ type: 'call_extras', callId, patch: { transfer: null } });
@@ -288,8 +292,7 @@ export function createController({ store, api, phone, registration, cti, rington
   }
 
   async function cancelTransfer(callId) {
-    const t = extras(callId)?.transfer;
-    if (t) dispatch({ type: 'call_extras', callId, patch: { transfer: { ...t, cancelled: true } } });
+    cancelledTransfers.add(callId);
     const view = await run(`transfer-cancel:${callId}`, () => api.cancelTransfer(callId, newKey()));
     if (view) {
       dispatch({ type: 'call_extras', callId, patch: { transfer: null } });
@@ -532,6 +535,7 @@ export function createController({ store, api, phone, registration, cti, rington
       dispatch({ type: 'select_caller_id', number: n });
     },
     focus(callId) {
+      if (extras(callId)?.dismissed) dispatch({ type: 'call_extras', callId, patch: { dismissed: false } });
       dispatch({ type: 'ui', patch: { focusCallId: callId } });
     },
     dismiss(callId) {

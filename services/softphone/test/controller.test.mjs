@@ -401,3 +401,35 @@ test('click-to-dial while signed out asks the agent to sign in', async () => {
   assert.equal(state(t).ui.dialNumber, '4155550100');
   assert.match(state(t).errors.at(-1).detail, /Connect with Salesforce/);
 });
+
+test('cancelling a ringing transfer does not report the transfer request’s expected failure', async () => {
+  const answered = view('c1', { state: 'answered', agent_user_id: 'u-ada' });
+  let rejectTransfer;
+  const t = setup({
+    calls: [answered],
+    api: {
+      transfer: () => new Promise((_, reject) => (rejectTransfer = reject)),
+      cancelTransfer: answered,
+    },
+  });
+  t.ctl.ui.setDraft('c1', { transferTo: '204' });
+  const pending = t.ctl.transfer('c1', 'blind');
+  await flush();
+  assert.equal(state(t).extras.c1.transfer.phase, 'ringing');
+  await t.ctl.cancelTransfer('c1');
+  rejectTransfer(Object.assign(new Error('x'), { status: 409, code: 'transfer_failed', detail: 'the transfer was cancelled' }));
+  await pending;
+  assert.deepEqual(state(t).errors, []);
+  assert.equal(state(t).extras.c1.transfer, null);
+  assert.equal(state(t).extras.c1.handedOver, false);
+});
+
+test('a dismissed call opens again from Recent', () => {
+  const ended = view('c1', { state: 'ended', agent_user_id: 'u-ada', answered_at_ms: 2000, ended_at_ms: 3000 });
+  const t = setup({ calls: [ended] });
+  t.ctl.ui.dismiss('c1');
+  assert.equal(state(t).extras.c1.dismissed, true);
+  t.ctl.ui.focus('c1');
+  assert.equal(state(t).extras.c1.dismissed, false);
+  assert.equal(state(t).ui.focusCallId, 'c1');
+});
