@@ -19,6 +19,7 @@ pub mod recordings;
 pub mod registrations;
 pub mod salesforce;
 pub mod sip;
+pub mod webrtc;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
