@@ -327,11 +327,26 @@ pub struct MediaConfig {
     /// Threads relaying RTP, each owning its share of the calls; 0 (the
     /// default) means two per CPU.
     pub threads: usize,
+    /// Browser phones (the softphone page's WebRTC leg) on or off.
+    pub webrtc: bool,
+    /// The one UDP port every browser sends its media to, on `bind_ip`
+    /// (announced at `advertised_ip`); 0 (the default) picks a free one at
+    /// start, which suits one machine; behind a firewall, fix it and open it.
+    pub webrtc_port: u16,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), advertised_ip: None, port_min: 20_000, port_max: 29_999, hold_music: None, threads: 0 }
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: None,
+            port_min: 20_000,
+            port_max: 29_999,
+            hold_music: None,
+            threads: 0,
+            webrtc: true,
+            webrtc_port: 0,
+        }
     }
 }
 
@@ -457,6 +472,9 @@ impl GatewayConfig {
         crate::sip::tls::TlsSettings::check(&self.sip)?;
         if !(512..=1_048_576).contains(&self.sip.max_message_bytes) {
             return Err(ConfigError::new("sip.max_message_bytes", "a size between 512 and 1048576 bytes"));
+        }
+        if self.media.webrtc && self.media.webrtc_port != 0 && (self.media.port_min..=self.media.port_max).contains(&self.media.webrtc_port) {
+            return Err(ConfigError::new("media.webrtc_port", "a port outside media.port_min..media.port_max (the RTP ports), e.g. 10000"));
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return Err(ConfigError::new("sip.ring_timeout_secs", "seconds between 1 and 600"));

@@ -401,6 +401,26 @@ impl Directory {
         Ok(device)
     }
 
+    /// The user's browser phone: the device its softphone pages register
+    /// as (no SIP credentials, no provisioned contact; each open page is a
+    /// binding), created the first time a page asks.
+    pub async fn browser_device(&self, user_id: &str) -> Result<Device, DirectoryError> {
+        if let Some(device) = self.list_devices(Some(user_id)).await?.into_iter().find(|d| d.name == BROWSER_DEVICE_NAME && d.contact_uri.is_empty()) {
+            return Ok(device);
+        }
+        let device = Device { id: new_id(), user_id: user_id.to_owned(), name: BROWSER_DEVICE_NAME.to_owned(), contact_uri: String::new(), created_at: now_ms() };
+        sqlx::query("INSERT INTO devices (id, user_id, name, contact_uri, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&device.id)
+            .bind(&device.user_id)
+            .bind(&device.name)
+            .bind(&device.contact_uri)
+            .bind(device.created_at)
+            .execute(self.db.pool())
+            .await?;
+        tracing::info!(device_id = %device.id, user_id = %device.user_id, "browser phone device created");
+        Ok(device)
+    }
+
     /// Sets the digest credentials a device registers and calls with.
     /// Only H(username:realm:password) is stored, for MD5 and SHA-256.
     pub async fn set_device_credentials(&self, device_id: &str, username: &str, password: &str, realm: &str) -> Result<(), DirectoryError> {
@@ -1085,6 +1105,9 @@ impl Owner<'_> {
         }
     }
 }
+
+/// The name of every user's browser phone device.
+pub const BROWSER_DEVICE_NAME: &str = "Browser phone";
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -256,6 +256,22 @@ impl Gateway {
         } else {
             tasks.spawn(salesforce::sync::run(db.clone(), live.clone(), Duration::from_secs(1), shutdown.clone()));
         }
+        // Browser phones: reached through the SIP UDP listener.
+        let phones = match (config.media.webrtc, transport.udp_addr()) {
+            (true, Some(_)) => {
+                let listen = std::net::SocketAddr::new(config.media.bind_ip, config.media.webrtc_port);
+                let announce_ip = config.media.advertised_ip.unwrap_or(media_ip);
+                let phones = webrtc::BrowserPhones::start(listen, Some(std::net::SocketAddr::new(announce_ip, config.media.webrtc_port)), directory.clone(), Registrations::new(db.clone()), live.clone(), shutdown.clone())
+                    .await
+                    .with_context(|| format!("cannot listen for browser media on UDP {listen}; change media.webrtc_port or set media.webrtc = false"))?;
+                Some(phones)
+            }
+            (true, None) => {
+                tracing::warn!("browser phones are off: they are reached over SIP on UDP, and sip.udp is not set");
+                None
+            }
+            (false, _) => None,
+        };
         let agent_api = api::agent::AgentApi::new(
             sessions,
             login,
@@ -271,9 +287,11 @@ impl Gateway {
             sealer,
             config.auth.rate_limit_per_minute,
         );
+        let agent_api = agent_api.with_phones(phones);
         tasks.spawn(api::agent::housekeeping(agent_api.clone(), shutdown.clone()));
         let app = api::ops_routes()
             .merge(api::agent::router(agent_api))
+            .merge(api::page::router())
             .nest("/admin/v1", api::admin::router(directory, config.sip.realm.clone(), config.http.admin_token.clone()))
             .merge(api::recordings::router(db.clone(), recordings.store(), config.http.admin_token.clone()))
             .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agent;
 pub mod auth;
+pub mod page;
 pub mod problem;
 pub mod recordings;
 

@@ -263,6 +263,13 @@ pub enum AgentEventKind {
     /// agent retrieves it (`call.transferred` follows).
     #[serde(rename = "call.parked")]
     Parked,
+    /// A browser leg for one of the user's softphone pages: `leg` holds
+    /// the gateway's WebRTC offer.
+    #[serde(rename = "webrtc.offer")]
+    WebRtcOffer,
+    /// A browser leg is over: the page closes its peer connection.
+    #[serde(rename = "webrtc.ended")]
+    WebRtcEnded,
 }
 
 impl AgentEventKind {
@@ -287,6 +294,8 @@ impl AgentEventKind {
             AgentEventKind::Synced => "call.synced",
             AgentEventKind::Transferred => "call.transferred",
             AgentEventKind::Parked => "call.parked",
+            AgentEventKind::WebRtcOffer => "webrtc.offer",
+            AgentEventKind::WebRtcEnded => "webrtc.ended",
         }
     }
 }
@@ -330,12 +339,33 @@ pub struct AgentEvent {
     /// The rating given (`call.rated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<RatingView>,
+    /// The browser leg offered or ended (`webrtc.offer`, `webrtc.ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<WebRtcLegView>,
+}
+
+/// A browser leg as the softphone page sees it: the WebRTC offer of the
+/// gateway's to answer (`POST /v1/webrtc/legs/{id}/answer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebRtcLegView {
+    pub id: String,
+    /// The Switchboard call.
+    pub call_id: String,
+    /// The page it is for (`POST /v1/softphone`).
+    pub instance: String,
+    /// The SDP offer (`webrtc.offer` only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sdp: String,
+    /// Answer at once: the agent asked for the call here (placed it,
+    /// answered or moved it from the softphone); else it rings.
+    #[serde(default)]
+    pub auto_answer: bool,
 }
 
 impl AgentEvent {
     /// A `snapshot` of `calls` including every event up to `seq`.
     pub fn snapshot(seq: u64, at_ms: i64, calls: Vec<CallView>) -> AgentEvent {
-        AgentEvent { kind: AgentEventKind::Snapshot, seq, at_ms, call: None, calls: Some(calls), recording_id: None, rating: None }
+        AgentEvent { kind: AgentEventKind::Snapshot, seq, at_ms, call: None, calls: Some(calls), recording_id: None, rating: None, leg: None }
     }
 }
 
@@ -544,7 +574,7 @@ impl Inner {
         if !call.visible.iter().any(|u| self.hubs.contains_key(u)) {
             return; // nobody connected sees it
         }
-        let shared = Arc::new(AgentEvent { kind, seq: self.seq, at_ms, call: Some(call.view.clone()), calls: None, recording_id, rating });
+        let shared = Arc::new(AgentEvent { kind, seq: self.seq, at_ms, call: Some(call.view.clone()), calls: None, recording_id, rating, leg: None });
         let mut gone = Vec::new();
         for user in &call.visible {
             if let Some(hub) = self.hubs.get(user) {
@@ -776,7 +806,7 @@ impl LiveCalls {
         call.matches.insert(user_id.to_owned(), matches);
         inner.seq += 1;
         if let Some(hub) = inner.hubs.get(user_id) {
-            let event = AgentEvent { kind: AgentEventKind::Matched, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None };
+            let event = AgentEvent { kind: AgentEventKind::Matched, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None, leg: None };
             let _ = hub.send(Arc::new(event));
         }
     }
@@ -795,7 +825,21 @@ impl LiveCalls {
         call.sync.insert(user_id.to_owned(), sync);
         inner.seq += 1;
         if let Some(hub) = inner.hubs.get(user_id) {
-            let event = AgentEvent { kind: AgentEventKind::Synced, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None };
+            let event = AgentEvent { kind: AgentEventKind::Synced, seq: inner.seq, at_ms: now, call: Some(call.view_for(user_id)), calls: None, recording_id: None, rating: None, leg: None };
+            let _ = hub.send(Arc::new(event));
+        }
+    }
+
+    /// Tells `user_id`'s streams about a browser leg (`webrtc.offer`,
+    /// `webrtc.ended`). Not part of snapshots: a page that reconnects asks
+    /// for the call again (answer or move to the browser).
+    pub fn send_leg(&self, user_id: &str, kind: AgentEventKind, leg: WebRtcLegView) {
+        let now = (self.clock)();
+        let mut guard = self.lock();
+        let inner: &mut Inner = &mut guard;
+        inner.seq += 1;
+        if let Some(hub) = inner.hubs.get(user_id) {
+            let event = AgentEvent { kind, seq: inner.seq, at_ms: now, call: None, calls: None, recording_id: None, rating: None, leg: Some(leg) };
             let _ = hub.send(Arc::new(event));
         }
     }

@@ -1,5 +1,15 @@
 //! The browser leg: WebRTC media for the softphone page (decision 0022).
 //!
-//! `peer.rs` is one leg's ICE-lite, DTLS and SRTP, sans-IO.
+//! | module | role | I/O? |
+//! |---|---|---|
+//! | `peer.rs` | one leg's ICE-lite, DTLS, SRTP and RTP (str0m) | sans-IO |
+//! | `ua.rs` | the SIP user agent every softphone page is registered through | sans-IO |
+//! | `edge.rs` | the shared WebRTC UDP port, every leg's peer and its loopback RTP socket towards the media bridge | thread |
+//! | `service.rs` | pages' registrations, legs, offers to the pages' event streams, answers from them | task |
 
+pub mod edge;
 pub mod peer;
+pub mod service;
+pub mod ua;
+
+pub use service::{BrowserPhones, PhoneError, Registered};

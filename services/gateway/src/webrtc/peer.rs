@@ -46,6 +46,13 @@ impl AudioCodec {
     }
 
     /// The SDP encoding name.
+    /// The codec a SIP format describes, if a browser leg carries it.
+    pub fn of_format(format: &crate::media::sdp::Format) -> Option<AudioCodec> {
+        [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]
+            .into_iter()
+            .find(|c| format.encoding.eq_ignore_ascii_case(c.name()) && format.clock_rate == c.clock_rate())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AudioCodec::Opus => "opus",
@@ -147,29 +154,28 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    /// A new leg and its SDP offer, `first` the codec listed first.
-    pub fn offer(now: Instant, setup: &PeerSetup, first: AudioCodec) -> Result<(Peer, String), PeerError> {
+    /// A new leg and its SDP offer of `codecs`, in that order (at least
+    /// one).
+    pub fn offer(now: Instant, setup: &PeerSetup, codecs: &[AudioCodec]) -> Result<(Peer, String), PeerError> {
+        if codecs.is_empty() {
+            return Err(PeerError::NoCodec);
+        }
         let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(setup.cert.clone())
             .set_crypto_provider(setup.crypto.clone())
             .clear_codecs();
-        let codecs = config.codec_config();
-        let order = match first {
-            AudioCodec::Opus => [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma],
-            AudioCodec::Pcmu => [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus],
-            AudioCodec::Pcma => [AudioCodec::Pcma, AudioCodec::Pcmu, AudioCodec::Opus],
-        };
-        for codec in order {
+        let params = config.codec_config();
+        for &codec in codecs {
             match codec {
-                AudioCodec::Opus => codecs.enable_opus(true, false),
-                AudioCodec::Pcmu => codecs.enable_pcmu(true, false),
-                AudioCodec::Pcma => codecs.enable_pcma(true, false),
+                AudioCodec::Opus => params.enable_opus(true, false),
+                AudioCodec::Pcmu => params.enable_pcmu(true, false),
+                AudioCodec::Pcma => params.enable_pcma(true, false),
             }
         }
         for (pt, rate) in [(PT_TELEPHONE_EVENT_48K, Frequency::FORTY_EIGHT_KHZ), (PT_TELEPHONE_EVENT_8K, Frequency::EIGHT_KHZ)] {
-            codecs.add_config(pt.into(), None, Codec::Tele, rate, None, FormatParams::parse_line("0-16"));
+            params.add_config(pt.into(), None, Codec::Tele, rate, None, FormatParams::parse_line("0-16"));
         }
         let mut rtc = config.build(now);
         let udp = Candidate::host(setup.udp, "udp").map_err(|e| PeerError::Sdp(format!("UDP candidate {}: {e}", setup.udp)))?;
@@ -485,7 +491,7 @@ mod tests {
     #[test]
     fn a_browser_answers_connects_and_audio_flows_both_ways() {
         let mut now = Instant::now();
-        let (mut gateway, offer) = Peer::offer(now, &setup(), AudioCodec::Opus).unwrap();
+        let (mut gateway, offer) = Peer::offer(now, &setup(), &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).unwrap();
         assert!(offer.contains("a=ice-lite"), "{offer}");
         assert!(offer.contains("a=setup:actpass"), "{offer}");
         assert!(offer.contains("a=rtcp-mux") && offer.contains("a=group:BUNDLE"), "{offer}");
@@ -521,7 +527,7 @@ mod tests {
     #[test]
     fn g711_first_is_kept_when_the_browser_takes_it_and_an_answer_without_audio_is_refused() {
         let mut now = Instant::now();
-        let (mut gateway, offer) = Peer::offer(now, &setup(), AudioCodec::Pcma).unwrap();
+        let (mut gateway, offer) = Peer::offer(now, &setup(), &[AudioCodec::Pcma, AudioCodec::Pcmu, AudioCodec::Opus]).unwrap();
         assert!(offer.find("PCMA/8000").unwrap() < offer.find("opus/48000/2").unwrap(), "{offer}");
         let mut browser = Browser::new(now, "198.51.100.7:50000".parse().unwrap(), &[AudioCodec::Pcma, AudioCodec::Opus]);
         let answer = browser.answer(&offer);
@@ -531,14 +537,14 @@ mod tests {
         // Answered twice: nothing is pending any more.
         assert!(matches!(gateway.accept_answer(&answer), Err(PeerError::NoPendingOffer)));
 
-        let (mut other, _) = Peer::offer(now, &setup(), AudioCodec::Opus).unwrap();
+        let (mut other, _) = Peer::offer(now, &setup(), &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).unwrap();
         assert!(matches!(other.accept_answer("v=0\r\nnot sdp"), Err(PeerError::Sdp(_))));
     }
 
     #[test]
     fn an_ice_restart_from_the_browser_keeps_the_leg_and_its_codec() {
         let mut now = Instant::now();
-        let (mut gateway, offer) = Peer::offer(now, &setup(), AudioCodec::Opus).unwrap();
+        let (mut gateway, offer) = Peer::offer(now, &setup(), &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).unwrap();
         let mut browser = Browser::new(now, "198.51.100.7:50000".parse().unwrap(), &[AudioCodec::Opus]);
         let answer = browser.answer(&offer);
         let chosen = gateway.accept_answer(&answer).unwrap();

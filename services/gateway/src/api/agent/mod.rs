@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod me;
 pub mod recordings;
 pub mod signin;
+pub mod softphone;
 pub mod stream;
 
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,8 @@ pub struct AgentApi {
     pub max_body_bytes: usize,
     sealer: Sealer,
     limiter: Arc<Mutex<RateLimiter<String>>>,
+    /// Browser phones (WebRTC), when on.
+    pub phones: Option<crate::webrtc::BrowserPhones>,
 }
 
 impl axum::extract::FromRef<AgentApi> for LiveCalls {
@@ -122,7 +125,14 @@ impl AgentApi {
             max_body_bytes,
             sealer,
             limiter: Arc::new(Mutex::new(RateLimiter::new(policy))),
+            phones: None,
         }
+    }
+
+    /// The same API with browser phones.
+    pub fn with_phones(mut self, phones: Option<crate::webrtc::BrowserPhones>) -> AgentApi {
+        self.phones = phones;
+        self
     }
 
     /// Whether the browser may be sent to `url` with a session token.
@@ -232,7 +242,11 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(context::opportunities))
         .routes(routes!(recordings::list))
         .routes(routes!(stream::sse))
-        .routes(routes!(stream::websocket));
+        .routes(routes!(stream::websocket))
+        .routes(routes!(softphone::register))
+        .routes(routes!(softphone::unregister))
+        .routes(routes!(softphone::answer_leg))
+        .routes(routes!(softphone::reoffer_leg));
     (public, private)
 }
 
