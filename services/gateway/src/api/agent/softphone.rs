@@ -23,6 +23,7 @@ use crate::webrtc::{BrowserPhones, PhoneError};
 /// `POST /v1/softphone`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"instance": "3f6c2a1e-8d4b-4e0a-9b7c-2d5e8f1a4c6b"}))]
 pub struct SoftphoneRegistration {
     /// A random id the page made for itself when it loaded (letters,
     /// digits, `-` and `_`, 8 to 64).
@@ -42,6 +43,7 @@ pub struct SoftphoneRegistered {
 /// An SDP answer or offer of the page's.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"sdp": "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 110 126\r\n…"}))]
 pub struct SessionDescription {
     pub sdp: String,
 }
