@@ -16,6 +16,7 @@
 //! the directory and prints the tail of every log, so a failure can be read
 //! without rerunning it.
 
+pub mod browser;
 pub mod context;
 pub mod env;
 pub mod events;
