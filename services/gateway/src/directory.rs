@@ -382,13 +382,7 @@ impl Directory {
             return Err(DirectoryError::not_found("user", user_id));
         }
         let device = Device { id: new_id(), user_id, name, contact_uri, created_at: now_ms() };
-        sqlx::query("INSERT INTO devices (id, user_id, name, contact_uri, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&device.id)
-            .bind(&device.user_id)
-            .bind(&device.name)
-            .bind(&device.contact_uri)
-            .bind(device.created_at)
-            .execute(self.db.pool())
+        self.insert_device(&device)
             .await
             .map_err(|e| match &e {
                 // The user was deleted between the check and the insert.
@@ -401,6 +395,18 @@ impl Directory {
         Ok(device)
     }
 
+    async fn insert_device(&self, device: &Device) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO devices (id, user_id, name, contact_uri, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&device.id)
+            .bind(&device.user_id)
+            .bind(&device.name)
+            .bind(&device.contact_uri)
+            .bind(device.created_at)
+            .execute(self.db.pool())
+            .await
+            .map(|_| ())
+    }
+
     /// The user's browser phone: the device its softphone pages register
     /// as (no SIP credentials, no provisioned contact; each open page is a
     /// binding), created the first time a page asks.
@@ -409,14 +415,7 @@ impl Directory {
             return Ok(device);
         }
         let device = Device { id: new_id(), user_id: user_id.to_owned(), name: BROWSER_DEVICE_NAME.to_owned(), contact_uri: String::new(), created_at: now_ms() };
-        sqlx::query("INSERT INTO devices (id, user_id, name, contact_uri, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&device.id)
-            .bind(&device.user_id)
-            .bind(&device.name)
-            .bind(&device.contact_uri)
-            .bind(device.created_at)
-            .execute(self.db.pool())
-            .await?;
+        self.insert_device(&device).await?;
         tracing::info!(device_id = %device.id, user_id = %device.user_id, "browser phone device created");
         Ok(device)
     }

@@ -158,13 +158,8 @@ impl EventLoop {
     fn run(mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
-            let timeout = self.timers.peek().map(|Reverse((t, _))| {
-                let d = t.saturating_duration_since(Instant::now());
-                rustix::time::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 }
-            });
-            events.clear();
-            match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
-                Ok(_) => {}
+            match wait(&self.epoll, &mut events, self.timers.peek().map(|Reverse((t, _))| *t)) {
+                Ok(()) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "a media thread cannot wait for its sockets; its calls have no audio");
@@ -262,6 +257,17 @@ impl EventLoop {
             rearm(slot, id, &mut self.timers);
         }
     }
+}
+
+/// Waits on `epoll` until a socket is ready or `deadline` passed (forever
+/// without one), filling `events`.
+pub(crate) fn wait(epoll: &OwnedFd, events: &mut Vec<epoll::Event>, deadline: Option<Instant>) -> Result<(), Errno> {
+    let timeout = deadline.map(|t| {
+        let d = t.saturating_duration_since(Instant::now());
+        rustix::time::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 }
+    });
+    events.clear();
+    epoll::wait(epoll, spare_capacity(events), timeout.as_ref()).map(|_| ())
 }
 
 /// Puts the call's next deadline in the heap if it changed.

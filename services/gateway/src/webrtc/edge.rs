@@ -19,7 +19,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustix::buffer::spare_capacity;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::io::Errno;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -185,13 +184,8 @@ impl EdgeLoop {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut buf = vec![0u8; 2048];
         loop {
-            let timeout = self.timers.peek().map(|Reverse((t, _))| {
-                let d = t.saturating_duration_since(Instant::now());
-                rustix::time::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 }
-            });
-            events.clear();
-            match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
-                Ok(_) => {}
+            match crate::media::threads::wait(&self.epoll, &mut events, self.timers.peek().map(|Reverse((t, _))| *t)) {
+                Ok(()) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "the WebRTC edge cannot wait for its sockets; browser legs have no audio");
