@@ -114,6 +114,27 @@ impl Salesforce {
     }
 }
 
+impl Salesforce {
+    /// Adds the `[auth.salesforce]` keys of "Connect with Salesforce" for a
+    /// gateway at `public_url` (its callback registered with the connected
+    /// app), and has the org's login page sign the agent user in at once,
+    /// as a browser with a Salesforce session would.
+    pub fn configure_agent_login(&self, config: &mut Config, public_url: &str) -> anyhow::Result<()> {
+        self.emulator
+            .add_callback_url(CONSUMER_KEY, &format!("{public_url}/v1/auth/salesforce/callback"))
+            .context("registering the gateway's callback URL")?;
+        self.emulator
+            .set_browser(salesforce_emulator::Browser { username: Some(AGENT_USERNAME.to_owned()), deny: false })
+            .context("signing the agent in at the org")?;
+        config
+            .set("auth.salesforce.login_url", self.url())
+            .set("auth.salesforce.client_id", CONSUMER_KEY)
+            .set("auth.salesforce.client_secret", self.emulator.consumer_secret())
+            .set("auth.salesforce.organization_id", self.emulator.org_id());
+        Ok(())
+    }
+}
+
 /// True when two Salesforce ids name the same record: the 15-character
 /// case-sensitive prefix of an 18-character id is the same id.
 pub fn same_id(a: &str, b: &str) -> bool {
