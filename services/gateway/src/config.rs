@@ -333,6 +333,18 @@ pub struct MediaConfig {
     /// (announced at `advertised_ip`); 0 (the default) picks a free one at
     /// start, which suits one machine; behind a firewall, fix it and open it.
     pub webrtc_port: u16,
+    /// TURN servers the softphone pages relay through when they cannot
+    /// reach `webrtc_port` directly (agents behind NAT or strict
+    /// firewalls), e.g. `["turn:turn.example.com:3478?transport=udp",
+    /// "turns:turn.example.com:5349?transport=tcp"]`.
+    pub turn_urls: Vec<String>,
+    /// The shared secret of the TURN servers' REST credentials (coturn's
+    /// `static-auth-secret` with `use-auth-secret`): each page gets a
+    /// username and password valid for `turn_ttl_secs`. Env
+    /// `SWITCHBOARD_MEDIA__TURN_SECRET`.
+    pub turn_secret: Option<String>,
+    /// How long a page's TURN credentials last, in seconds.
+    pub turn_ttl_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -346,6 +358,9 @@ impl Default for MediaConfig {
             threads: 0,
             webrtc: true,
             webrtc_port: 0,
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 12 * 3600,
         }
     }
 }
@@ -475,6 +490,15 @@ impl GatewayConfig {
         }
         if self.media.webrtc && self.media.webrtc_port != 0 && (self.media.port_min..=self.media.port_max).contains(&self.media.webrtc_port) {
             return Err(ConfigError::new("media.webrtc_port", "a port outside media.port_min..media.port_max (the RTP ports), e.g. 10000"));
+        }
+        if !self.media.turn_urls.is_empty() && self.media.turn_secret.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ConfigError::new("media.turn_secret", "the TURN servers' shared secret (coturn static-auth-secret) when media.turn_urls is set"));
+        }
+        if let Some(url) = self.media.turn_urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+            return Err(ConfigError::new("media.turn_urls", format!("turn: or turns: URLs, e.g. turn:turn.example.com:3478?transport=udp (not {url:?})")));
+        }
+        if self.media.turn_ttl_secs < 60 || self.media.turn_ttl_secs > 7 * 86_400 {
+            return Err(ConfigError::new("media.turn_ttl_secs", "seconds between 60 and 604800"));
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return Err(ConfigError::new("sip.ring_timeout_secs", "seconds between 1 and 600"));

@@ -259,9 +259,14 @@ impl Gateway {
         // Browser phones: reached through the SIP UDP listener.
         let phones = match (config.media.webrtc, transport.udp_addr()) {
             (true, Some(_)) => {
+                let turn = config.media.turn_secret.clone().filter(|_| !config.media.turn_urls.is_empty()).map(|secret| webrtc::turn::Turn {
+                    urls: config.media.turn_urls.clone(),
+                    secret,
+                    ttl_secs: config.media.turn_ttl_secs,
+                });
                 let listen = std::net::SocketAddr::new(config.media.bind_ip, config.media.webrtc_port);
                 let announce_ip = config.media.advertised_ip.unwrap_or(media_ip);
-                let phones = webrtc::BrowserPhones::start(listen, Some(std::net::SocketAddr::new(announce_ip, config.media.webrtc_port)), directory.clone(), Registrations::new(db.clone()), live.clone(), shutdown.clone())
+                let phones = webrtc::BrowserPhones::start(listen, Some(std::net::SocketAddr::new(announce_ip, config.media.webrtc_port)), directory.clone(), Registrations::new(db.clone()), live.clone(), turn, shutdown.clone())
                     .await
                     .with_context(|| format!("cannot listen for browser media on UDP {listen}; change media.webrtc_port or set media.webrtc = false"))?;
                 Some(phones)

@@ -491,6 +491,9 @@ impl Config {
         if !shown.recordings.s3.secret_access_key.is_empty() {
             shown.recordings.s3.secret_access_key = REDACTED.to_owned();
         }
+        if shown.media.turn_secret.is_some() {
+            shown.media.turn_secret = Some(REDACTED.to_owned());
+        }
         for (key, value) in shown.kafka.properties.iter_mut() {
             let key = key.to_ascii_lowercase();
             if key.contains("password") || key.contains("secret") || key.contains("token") {
@@ -615,13 +618,14 @@ mod tests {
         config.database.url = Some("postgres://sb:hunter2@db/sb".into());
         config.http.admin_token = Some("a-very-secret-admin-token".into());
         config.recordings.s3.secret_access_key = "s3-secret".into();
+        config.media.turn_secret = Some("turn-shared-secret".into());
         config.kafka.properties.insert("sasl.password".into(), "kafka-secret".into());
         let mut salesforce = SalesforceConfig::client_credentials("https://acme.my.salesforce.com", "key", "");
         salesforce.client_secret_file = None;
         salesforce.client_secret = Some(Secret::new("sf-consumer-secret"));
         config.salesforce = Some(salesforce);
         let text = config.to_redacted_toml().unwrap();
-        for secret in ["hunter2", "a-very-secret-admin-token", "s3-secret", "kafka-secret", "sf-consumer-secret"] {
+        for secret in ["hunter2", "a-very-secret-admin-token", "s3-secret", "kafka-secret", "sf-consumer-secret", "turn-shared-secret"] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains("postgres://sb:***@db/sb"), "{text}");

@@ -19,6 +19,8 @@ pub const S3S_BIN: &str = "SWITCHBOARD_TEST_S3S_BIN";
 pub const SIPP_BIN: &str = "SWITCHBOARD_TEST_SIPP_BIN";
 /// Path of the built `switchboard` binary.
 pub const SWITCHBOARD_BIN: &str = "SWITCHBOARD_BIN";
+/// coturn's `turnserver` (Debian's `coturn`).
+pub const TURNSERVER_BIN: &str = "SWITCHBOARD_TEST_TURNSERVER_BIN";
 
 /// The value of `name`, or an error saying how to run the tests.
 pub fn required(name: &str) -> anyhow::Result<String> {

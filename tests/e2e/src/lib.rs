@@ -28,6 +28,7 @@ pub mod salesforce;
 pub mod sipp;
 pub mod switchboard;
 pub mod tansu;
+pub mod turn;
 pub mod wait;
 pub mod wav;
 

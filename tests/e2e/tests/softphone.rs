@@ -5,22 +5,155 @@
 //! answers it, and audio goes both ways over WebRTC: the page receives the
 //! carrier's audio, and the call's recording holds the page's fake
 //! microphone on the agent's channel. The Open CTI calls the page makes
-//! are recorded by a stand-in for `sforce.opencti`. Screenshots of the
-//! main states are kept under `target/test-artefacts/browser/`.
+//! are recorded by a stand-in for `sforce.opencti`. A second test makes
+//! the browser relay-only: the media then goes through coturn with the
+//! TURN credentials the gateway hands the page. Screenshots of the main
+//! states are kept under `target/test-artefacts/browser/`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchboard_e2e::browser::{speech_wav, Browser, WaitState, OPENCTI_STAND_IN};
+use switchboard_e2e::browser::{speech_wav, Browser, Page, RtcAudioStats, WaitState, OPENCTI_STAND_IN};
 use switchboard_e2e::salesforce::{self, Salesforce};
 use switchboard_e2e::sipp::{self, Scenario};
-use switchboard_e2e::switchboard::{provision_agent, Config};
+use switchboard_e2e::switchboard::{provision_agent, Config, Service};
+use switchboard_e2e::turn::TurnServer;
 use switchboard_e2e::wav::{WavSummary, AUDIBLE_RMS};
 use switchboard_e2e::{eventually, TestContext};
 
 const NUMBER: &str = "+14155550123";
 const DIALLED: &str = "14155550123";
+
+/// `switchboard up` (SQLite, every call recorded) with the org's agent
+/// able to connect with Salesforce, and the page open in Chromium.
+struct Softphone {
+    _salesforce: Salesforce,
+    up: Service,
+    sip: SocketAddr,
+    data: PathBuf,
+    browser: Browser,
+    page: Page,
+}
+
+impl Softphone {
+    /// Starts everything; `tune` adjusts the configuration, `init` runs in
+    /// the page before its scripts (after the Open CTI stand-in).
+    async fn start(ctx: &TestContext, tune: impl FnOnce(&mut Config), init: Option<&str>) -> anyhow::Result<Self> {
+        let salesforce = Salesforce::start(ctx).await?;
+        let data = ctx.subdir("data")?;
+        let mut config = Config::new();
+        config.set("data_dir", data.display()).set("recordings.record_all", true).set("log.level", "info");
+        let sip = config.use_free_gateway_ports()?;
+        let http = config.get("http.listen").context("http.listen")?.to_owned();
+        let public_url = format!("http://{http}");
+        config.set("http.public_url", &public_url);
+        salesforce.configure(&mut config);
+        salesforce.configure_agent_login(&mut config, &public_url)?;
+        tune(&mut config);
+        config.run(ctx, &["migrate"]).await?;
+        // A desk phone that never answers: the call is the browser's to take.
+        provision_agent(&config, ctx, salesforce::AGENT_USER_ID, "sip:desk@127.0.0.1:9", NUMBER).await?;
+        let up = config.spawn(ctx, "up").await?;
+        ctx.step("switchboard up");
+
+        let microphone = speech_wav(ctx, "Good morning, this is the browser speaking. How can I help you today?").await?;
+        let browser = Browser::launch(ctx, &microphone).await?;
+        browser.add_init_script(OPENCTI_STAND_IN).await?;
+        if let Some(init) = init {
+            browser.add_init_script(init).await?;
+        }
+        let page = browser.new_page(&format!("{public_url}/softphone/")).await?;
+        page.wait_for("[data-testid=signin-button]", WaitState::Visible, Duration::from_secs(15)).await?;
+        page.screenshot("01-signed-out").await?;
+        page.click("[data-testid=signin-button]").await?;
+        page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))
+            .await
+            .context("the page signs in and registers as the browser phone")?;
+        page.wait_for("[data-testid=dialer]", WaitState::Visible, Duration::from_secs(10)).await?;
+        page.screenshot("02-ready").await?;
+        ctx.step("signed in, registered");
+        Ok(Self { _salesforce: salesforce, up, sip, data, browser, page })
+    }
+
+    /// The carrier calls the agent's number with nine seconds of recorded
+    /// speech while the agent answers in the page; returns the browser
+    /// leg's audio statistics once 150 packets came in.
+    async fn answer_carrier_call(&self, ctx: &TestContext) -> anyhow::Result<AnsweredCall> {
+        let page = &self.page;
+        let carrier = sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, self.sip, 1, Duration::from_secs(60));
+        let answer = async {
+            page.wait_for("[data-testid=incoming-call]", WaitState::Visible, Duration::from_secs(20)).await.context("the page rings")?;
+            page.screenshot("03-ringing").await?;
+            page.click("[data-testid=incoming-call] [data-testid=answer]").await?;
+            page.wait_for_function::<bool>(
+                "[...window.switchboard.peerConnections.values()].some(pc => pc.connectionState === 'connected')",
+                Duration::from_secs(15),
+            )
+            .await
+            .context("the browser leg connects (ICE, DTLS)")?;
+            page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(10)).await?;
+            // Half way through the carrier's nine seconds of speech.
+            let stats = eventually("150 packets of the carrier's audio at the browser", Duration::from_secs(20), || async {
+                let stats = page.rtc_stats(FIRST_PC).await?;
+                let enough = stats.inbound.as_ref().is_some_and(|i| i.packets_received >= 150);
+                Ok(enough.then_some(stats))
+            })
+            .await?;
+            page.screenshot("04-in-call").await?;
+            let local_candidate: String = page
+                .evaluate(&format!(
+                    "(async () => {{ const s = [...(await {FIRST_PC}.getStats()).values()]; \
+                       const pair = s.find(r => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded'); \
+                       const local = pair && s.find(r => r.id === pair.localCandidateId); \
+                       return local ? local.candidateType : 'none'; }})()"
+                ))
+                .await?;
+            anyhow::Ok(AnsweredCall { stats, local_candidate })
+        };
+        let (run, call) = tokio::join!(carrier, answer);
+        let (run, call) = (run?, call?);
+        anyhow::ensure!(run.succeeded(), "the carrier's call failed (SIPp exit {:?})", run.status);
+        ctx.step(format!("call answered in the browser over a {} candidate: {:?}", call.local_candidate, call.stats));
+        let inbound = call.stats.inbound.as_ref().context("no inbound audio stats")?;
+        let outbound = call.stats.outbound.as_ref().context("no outbound audio stats")?;
+        anyhow::ensure!(inbound.total_audio_energy.unwrap_or(0.0) > 0.0, "the carrier's audio is sound, not silence: {inbound:?}");
+        anyhow::ensure!(outbound.packets_sent >= 150, "{outbound:?}");
+        Ok(call)
+    }
+
+    /// After the carrier hung up: the page shows the ended call and the
+    /// browser leg is gone.
+    async fn call_ended(&self) -> anyhow::Result<()> {
+        self.page.wait_for("[data-testid=wrapup]", WaitState::Visible, Duration::from_secs(20)).await.context("the page shows the ended call")?;
+        self.page
+            .wait_for_function::<bool>("window.switchboard.peerConnections.size === 0", Duration::from_secs(10))
+            .await
+            .context("the browser leg is closed (webrtc.ended)")?;
+        self.page.screenshot("05-wrap-up").await?;
+        Ok(())
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let console = self.page.console().await?;
+        anyhow::ensure!(console.errors.is_empty(), "the page had errors: {}", console.lines());
+        self.browser.close().await?;
+        self.up.process().ensure_running()?;
+        self.up.stop().await
+    }
+}
+
+/// A call answered in the page, seen from the browser half way through.
+struct AnsweredCall {
+    stats: RtcAudioStats,
+    /// `candidateType` of the browser's side of the selected pair: `host`,
+    /// `srflx`, `prflx` or `relay`.
+    local_candidate: String,
+}
+
+/// The page's first (only) peer connection.
+const FIRST_PC: &str = "[...window.switchboard.peerConnections.values()][0]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_softphone_page_rings_answers_and_carries_audio_both_ways() {
@@ -30,97 +163,62 @@ async fn the_softphone_page_rings_answers_and_carries_audio_both_ways() {
 }
 
 async fn inbound(ctx: &TestContext) -> anyhow::Result<()> {
-    let salesforce = Salesforce::start(ctx).await?;
-    let data = ctx.subdir("data")?;
-    let mut config = Config::new();
-    config.set("data_dir", data.display()).set("recordings.record_all", true).set("log.level", "info");
-    let sip = config.use_free_gateway_ports()?;
-    let http = config.get("http.listen").context("http.listen")?.to_owned();
-    let public_url = format!("http://{http}");
-    config.set("http.public_url", &public_url);
-    salesforce.configure(&mut config);
-    salesforce.configure_agent_login(&mut config, &public_url)?;
-    config.run(ctx, &["migrate"]).await?;
-    // A desk phone that never answers: the call is the browser's to take.
-    provision_agent(&config, ctx, salesforce::AGENT_USER_ID, "sip:desk@127.0.0.1:9", NUMBER).await?;
-    let mut up = config.spawn(ctx, "up").await?;
-    ctx.step("switchboard up");
-
-    let microphone = speech_wav(ctx, "Good morning, this is the browser speaking. How can I help you today?").await?;
-    let browser = Browser::launch(ctx, &microphone).await?;
-    browser.add_init_script(OPENCTI_STAND_IN).await?;
-    let page = browser.new_page(&format!("{public_url}/softphone/")).await?;
-    page.wait_for("[data-testid=signin-button]", WaitState::Visible, Duration::from_secs(15)).await?;
-    page.screenshot("01-signed-out").await?;
-    page.click("[data-testid=signin-button]").await?;
-    page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))
-        .await
-        .context("the page signs in and registers as the browser phone")?;
-    page.wait_for("[data-testid=dialer]", WaitState::Visible, Duration::from_secs(10)).await?;
-    page.screenshot("02-ready").await?;
-    ctx.step("signed in, registered");
-
-    // The carrier calls while the test answers in the page.
-    let carrier = sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, sip, 1, Duration::from_secs(60));
-    let answer = async {
-        page.wait_for("[data-testid=incoming-call]", WaitState::Visible, Duration::from_secs(20)).await.context("the page rings")?;
-        page.screenshot("03-ringing").await?;
-        page.click("[data-testid=incoming-call] [data-testid=answer]").await?;
-        page.wait_for_function::<bool>(
-            "[...window.switchboard.peerConnections.values()].some(pc => pc.connectionState === 'connected')",
-            Duration::from_secs(15),
-        )
-        .await
-        .context("the browser leg connects (ICE, DTLS)")?;
-        page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(10)).await?;
-        // Half way through the carrier's nine seconds of speech.
-        let stats = eventually("150 packets of the carrier's audio at the browser", Duration::from_secs(20), || async {
-            let stats = page.rtc_stats("[...window.switchboard.peerConnections.values()][0]").await?;
-            let enough = stats.inbound.as_ref().is_some_and(|i| i.packets_received >= 150);
-            Ok(enough.then_some(stats))
-        })
-        .await?;
-        page.screenshot("04-in-call").await?;
-        anyhow::Ok(stats)
-    };
-    let (run, stats) = tokio::join!(carrier, answer);
-    let (run, stats) = (run?, stats?);
-    anyhow::ensure!(run.succeeded(), "the carrier's call failed (SIPp exit {:?})", run.status);
-    ctx.step(format!("call answered in the browser: {stats:?}"));
-    let inbound = stats.inbound.context("no inbound audio stats")?;
-    let outbound = stats.outbound.context("no outbound audio stats")?;
-    anyhow::ensure!(inbound.packets_received >= 150, "{inbound:?}");
-    anyhow::ensure!(inbound.total_audio_energy.unwrap_or(0.0) > 0.0, "the carrier's audio is sound, not silence: {inbound:?}");
-    anyhow::ensure!(outbound.packets_sent >= 150, "{outbound:?}");
+    let phone = Softphone::start(ctx, |_| {}, None).await?;
+    let call = phone.answer_carrier_call(ctx).await?;
+    anyhow::ensure!(call.local_candidate != "relay", "no relay without TURN");
+    let inbound = call.stats.inbound.context("no inbound audio stats")?;
     anyhow::ensure!(inbound.codec.as_deref().is_some_and(|c| c.eq_ignore_ascii_case("audio/PCMA")), "A-law passes through untranscoded: {inbound:?}");
-
-    // The carrier hung up: the page shows the call ended.
-    page.wait_for("[data-testid=wrapup]", WaitState::Visible, Duration::from_secs(20)).await.context("the page shows the ended call")?;
-    page.wait_for_function::<bool>("window.switchboard.peerConnections.size === 0", Duration::from_secs(10))
-        .await
-        .context("the browser leg is closed (webrtc.ended)")?;
-    page.screenshot("05-wrap-up").await?;
+    phone.call_ended().await?;
 
     // The recording: the carrier on one channel, the browser's speech on the other.
-    let wav = eventually("the call's recording", Duration::from_secs(30), || async { Ok(find_wav(&data)) }).await?;
+    let wav = eventually("the call's recording", Duration::from_secs(30), || async { Ok(find_wav(&phone.data)) }).await?;
     let summary = WavSummary::parse(&std::fs::read(&wav)?)?;
     anyhow::ensure!(summary.channels == 2, "{summary:?}");
     anyhow::ensure!(summary.rms.iter().all(|&rms| rms > AUDIBLE_RMS), "both sides are audible in the recording: {summary:?}");
 
     // Open CTI: click-to-dial enabled and the panel shown for the call.
-    let calls = page.opencti_calls().await?;
+    let calls = phone.page.opencti_calls().await?;
     let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
     anyhow::ensure!(methods.contains(&"enableClickToDial"), "Open CTI calls: {methods:?}");
     anyhow::ensure!(
         calls.iter().any(|c| c.method == "setSoftphonePanelVisibility" && c.args["visible"] == true),
         "the panel is shown for the incoming call: {methods:?}"
     );
-    let console = page.console().await?;
-    anyhow::ensure!(console.errors.is_empty(), "the page had errors: {}", console.lines());
-    browser.close().await?;
-    up.process().ensure_running()?;
-    up.stop().await?;
-    Ok(())
+    phone.stop().await
+}
+
+/// Makes every peer connection of the page relay-only, as a browser on a
+/// network that lets nothing but the TURN server through.
+const RELAY_ONLY: &str = r#"(() => {
+  const Native = window.RTCPeerConnection;
+  const Relayed = function (config, ...rest) { return new Native({ ...(config || {}), iceTransportPolicy: 'relay' }, ...rest); };
+  Relayed.prototype = Native.prototype;
+  window.RTCPeerConnection = Relayed;
+})();"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_can_only_relay_reaches_the_gateway_through_turn() {
+    let ctx = TestContext::new("softphone_turn");
+    let result = through_turn(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+async fn through_turn(ctx: &TestContext) -> anyhow::Result<()> {
+    let secret = switchboard_e2e::random_secret(24);
+    let mut turn = TurnServer::start(ctx, &secret).await?;
+    let url = turn.url();
+    let phone = Softphone::start(ctx, |c| {
+        c.set("media.turn_urls", format!("[\"{url}\"]")).set("media.turn_secret", &secret);
+    }, Some(RELAY_ONLY))
+    .await?;
+    let servers: serde_json::Value = phone.page.evaluate("window.switchboard.state.device.iceServers").await?;
+    anyhow::ensure!(servers[0]["urls"][0] == url.as_str() && servers[0]["credential"].as_str().is_some_and(|c| !c.is_empty()), "the registration hands out TURN credentials: {servers}");
+    let call = phone.answer_carrier_call(ctx).await?;
+    let local = call.local_candidate;
+    anyhow::ensure!(local == "relay", "the media goes through the TURN relay, not {local}");
+    phone.call_ended().await?;
+    turn.process().ensure_running()?;
+    phone.stop().await
 }
 
 /// The first WAV file under `dir` (the local recordings store).

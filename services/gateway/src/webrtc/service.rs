@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::edge::{Edge, EdgeEvent};
 use super::peer::AudioCodec;
+use super::turn::{IceServer, Turn};
 use super::ua::{BrowserUa, Incoming, UaEvent, UaOutput};
 use crate::calls::live::{AgentEventKind, LiveCalls, WebRtcLegView};
 use crate::directory::Directory;
@@ -55,6 +56,8 @@ pub struct Registered {
     pub device_id: String,
     pub instance: String,
     pub expires_in_secs: u64,
+    /// TURN servers with fresh credentials, when configured.
+    pub ice_servers: Vec<IceServer>,
 }
 
 enum Request {
@@ -81,6 +84,7 @@ impl BrowserPhones {
         directory: Directory,
         registrations: Registrations,
         live: LiveCalls,
+        turn: Option<Turn>,
         shutdown: CancellationToken,
     ) -> std::io::Result<BrowserPhones> {
         let (edge_tx, edge_rx) = mpsc::unbounded_channel();
@@ -101,6 +105,7 @@ impl BrowserPhones {
             legs: HashMap::new(),
             by_dialog: HashMap::new(),
             cseq: 0,
+            turn,
         };
         tokio::spawn(service.run(rx, edge_rx, shutdown));
         tracing::info!(sip = %local, "browser phones ready");
@@ -162,6 +167,7 @@ struct Service {
     legs: HashMap<String, Leg>,
     by_dialog: HashMap<String, String>,
     cseq: u32,
+    turn: Option<Turn>,
 }
 
 impl Service {
@@ -337,7 +343,8 @@ impl Service {
         };
         self.registrations.apply(&device.id, &[Change::Upsert(binding)]).await.map_err(|e| PhoneError::Store(e.to_string()))?;
         self.instances.insert(instance.to_owned(), Instance { user_id: user_id.to_owned(), device_id: device.id.clone() });
-        Ok(Registered { device_id: device.id, instance: instance.to_owned(), expires_in_secs: REGISTRATION_SECS })
+        let ice_servers = self.turn.iter().map(|t| t.credentials(user_id, now)).collect();
+        Ok(Registered { device_id: device.id, instance: instance.to_owned(), expires_in_secs: REGISTRATION_SECS, ice_servers })
     }
 
     async fn answer(&mut self, user_id: &str, leg_id: &str, sdp: String) -> Result<(), PhoneError> {

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use super::AgentApi;
 use crate::api::auth::Principal;
 use crate::api::problem::{Json, Problem};
+use crate::webrtc::turn::IceServer;
 use crate::webrtc::{BrowserPhones, PhoneError};
 
 /// `POST /v1/softphone`.
@@ -38,6 +39,9 @@ pub struct SoftphoneRegistered {
     pub instance: String,
     /// Register again before this runs out.
     pub expires_in_secs: u64,
+    /// TURN servers to give `RTCPeerConnection` (`iceServers`), with
+    /// credentials valid for `media.turn_ttl_secs`; empty without TURN.
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// An SDP answer or offer of the page's.
@@ -77,7 +81,12 @@ fn phone_problem(e: PhoneError) -> Problem {
 pub async fn register(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Json(r): Json<SoftphoneRegistration>) -> Result<Json<SoftphoneRegistered>, Problem> {
     let instance = valid_instance(&r.instance)?;
     let registered = phones(&api)?.register(&me.user_id, instance).await.map_err(phone_problem)?;
-    Ok(Json(SoftphoneRegistered { device_id: registered.device_id, instance: registered.instance, expires_in_secs: registered.expires_in_secs }))
+    Ok(Json(SoftphoneRegistered {
+        device_id: registered.device_id,
+        instance: registered.instance,
+        expires_in_secs: registered.expires_in_secs,
+        ice_servers: registered.ice_servers,
+    }))
 }
 
 /// The page is closing: calls no longer ring in it.
