@@ -251,9 +251,14 @@ export function createController({ store, api, phone, registration, cti, rington
       dispatch({ type: 'error', detail: d.error ?? 'This browser is not registered as your phone yet; try again in a moment.', code: 'no_browser_phone' });
       return undefined;
     }
-    const view = await run(`move:${callId}`, () => api.move(callId, d.deviceId, newKey()));
-    if (view?.id) dispatch({ type: 'call_view', call: view });
-    return view;
+    phone.expect(callId);
+    try {
+      const view = await run(`move:${callId}`, () => api.move(callId, d.deviceId, newKey()));
+      if (view?.id) dispatch({ type: 'call_view', call: view });
+      return view;
+    } finally {
+      phone.expect(callId, false);
+    }
   }
 
   /** Calls whose transfer the agent cancelled: the transfer request's 409 is expected then. */

@@ -87,7 +87,10 @@ export function createPhone({
     if (!raw || raw.instance !== instance || !raw.id || !raw.sdp) return 'ignored';
     const existing = legs.get(raw.id);
     if (existing && existing.state !== 'offered') return 'ignored'; // a replayed offer of a leg already answered
-    const leg = { id: raw.id, callId: raw.call_id, autoAnswer: !!raw.auto_answer, sdp: raw.sdp, state: 'offered', streams: [], restarting: false };
+    // The agent asked for this call here (moved or retrieved it from this
+    // page): answered at once even when the gateway rings it like a phone.
+    const asked = expected.has(raw.call_id);
+    const leg = { id: raw.id, callId: raw.call_id, autoAnswer: !!raw.auto_answer || asked, sdp: raw.sdp, state: 'offered', streams: [], restarting: false };
     legs.set(leg.id, leg);
     if (leg.autoAnswer) {
       answer(leg.id);
@@ -95,6 +98,16 @@ export function createPhone({
     }
     report(leg);
     return 'pending';
+  }
+
+  /** Calls the agent asked to bring here; their offers are answered at once. */
+  const expected = new Set();
+
+  /** The agent asked for `callId` in this browser (move, retrieve): until
+   * `expect(callId, false)`, an offer for it is answered without ringing. */
+  function expect(callId, on = true) {
+    if (on) expected.add(callId);
+    else expected.delete(callId);
   }
 
   /** The offered (not yet answered) leg of a call. */
@@ -266,5 +279,5 @@ export function createPhone({
     for (const id of [...legs.keys()]) close(id);
   }
 
-  return { peerConnections, legs, offer, answer, pendingFor, activeFor, restartIce, restartAll, close, dropPending, endCall, sendDtmf, closeAll };
+  return { peerConnections, legs, offer, answer, expect, pendingFor, activeFor, restartIce, restartAll, close, dropPending, endCall, sendDtmf, closeAll };
 }

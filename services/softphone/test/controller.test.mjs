@@ -58,6 +58,7 @@ function fakePhone() {
     endCall: (callId) => calls.push(['endCall', callId]),
     sendDtmf: () => false,
     closeAll: () => calls.push(['closeAll']),
+    expect: (callId, on = true) => calls.push(['expect', callId, on]),
   };
 }
 
@@ -277,6 +278,8 @@ test('Call in Salesforce moves the call to this browser', async () => {
   const t = setup({ calls: [answered], api: { move: answered } });
   await t.ctl.moveHere('c1');
   assert.deepEqual(apiCalls(t, 'move')[0].slice(1, 3), ['c1', 'dev-browser']);
+  const expects = t.phone.calls.filter((c) => c[0] === 'expect');
+  assert.deepEqual(expects, [['expect', 'c1', true], ['expect', 'c1', false]], 'the offer that follows is answered at once, only while the move is asked');
   const off = setup({ calls: [answered], device: { registered: false, deviceId: null, error: 'no WebRTC' } });
   await off.ctl.moveHere('c1');
   assert.equal(apiCalls(off, 'move').length, 0);

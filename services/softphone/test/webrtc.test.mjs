@@ -86,6 +86,17 @@ test('an offer without auto-answer waits for the agent', async () => {
   assert.equal(phone.pendingFor('c1'), null);
 });
 
+test('an offer for a call the agent asked for here is answered without ringing', async () => {
+  const { phone, instances, posted } = setup();
+  phone.expect('c1');
+  assert.equal(phone.offer(offer({ auto_answer: false })), 'answering');
+  await flush();
+  assert.equal(instances.length, 1, 'answered at once');
+  assert.equal(posted.length, 1);
+  phone.expect('c1', false);
+  assert.equal(phone.offer(offer({ id: 'leg-2', auto_answer: false })), 'pending', 'once the request is over, offers ring again');
+});
+
 test('ICE gathering is waited for at most 2 s', async () => {
   const { phone, timers, posted } = setup({ gathering: 'gathering' });
   phone.offer(offer());

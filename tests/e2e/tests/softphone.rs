@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use switchboard_e2e::browser::{speech_wav, Browser, Page, RtcAudioStats, WaitState, OPENCTI_STAND_IN};
 use switchboard_e2e::salesforce::{self, Salesforce};
-use switchboard_e2e::sipp::{self, Scenario};
+use switchboard_e2e::sipp::{self, Scenario, Uas};
 use switchboard_e2e::switchboard::{provision_agent, Config, Service};
 use switchboard_e2e::turn::TurnServer;
 use switchboard_e2e::wav::{WavSummary, AUDIBLE_RMS};
@@ -40,7 +40,7 @@ struct Softphone {
 impl Softphone {
     /// Starts everything; `tune` adjusts the configuration, `init` runs in
     /// the page before its scripts (after the Open CTI stand-in).
-    async fn start(ctx: &TestContext, tune: impl FnOnce(&mut Config), init: Option<&str>) -> anyhow::Result<Self> {
+    async fn start(ctx: &TestContext, desk_phone: &str, tune: impl FnOnce(&mut Config), init: Option<&str>) -> anyhow::Result<Self> {
         let salesforce = Salesforce::start(ctx).await?;
         let data = ctx.subdir("data")?;
         let mut config = Config::new();
@@ -53,8 +53,7 @@ impl Softphone {
         salesforce.configure_agent_login(&mut config, &public_url)?;
         tune(&mut config);
         config.run(ctx, &["migrate"]).await?;
-        // A desk phone that never answers: the call is the browser's to take.
-        provision_agent(&config, ctx, salesforce::AGENT_USER_ID, "sip:desk@127.0.0.1:9", NUMBER).await?;
+        provision_agent(&config, ctx, salesforce::AGENT_USER_ID, desk_phone, NUMBER).await?;
         let up = config.spawn(ctx, "up").await?;
         ctx.step("switchboard up");
 
@@ -152,6 +151,9 @@ struct AnsweredCall {
     local_candidate: String,
 }
 
+/// A desk phone that never answers: the call is the browser's to take.
+const SILENT_DESK_PHONE: &str = "sip:desk@127.0.0.1:9";
+
 /// The page's first (only) peer connection.
 const FIRST_PC: &str = "[...window.switchboard.peerConnections.values()][0]";
 
@@ -163,7 +165,7 @@ async fn the_softphone_page_rings_answers_and_carries_audio_both_ways() {
 }
 
 async fn inbound(ctx: &TestContext) -> anyhow::Result<()> {
-    let phone = Softphone::start(ctx, |_| {}, None).await?;
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |_| {}, None).await?;
     let call = phone.answer_carrier_call(ctx).await?;
     anyhow::ensure!(call.local_candidate != "relay", "no relay without TURN");
     let inbound = call.stats.inbound.context("no inbound audio stats")?;
@@ -207,7 +209,7 @@ async fn through_turn(ctx: &TestContext) -> anyhow::Result<()> {
     let secret = switchboard_e2e::random_secret(24);
     let mut turn = TurnServer::start(ctx, &secret).await?;
     let url = turn.url();
-    let phone = Softphone::start(ctx, |c| {
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
         c.set("media.turn_urls", format!("[\"{url}\"]")).set("media.turn_secret", &secret);
     }, Some(RELAY_ONLY))
     .await?;
@@ -218,6 +220,52 @@ async fn through_turn(ctx: &TestContext) -> anyhow::Result<()> {
     anyhow::ensure!(local == "relay", "the media goes through the TURN relay, not {local}");
     phone.call_ended().await?;
     turn.process().ensure_running()?;
+    phone.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_in_salesforce_moves_a_call_from_the_desk_phone_to_the_browser() {
+    let ctx = TestContext::new("softphone_move");
+    let result = move_here(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// F16: the desk phone (SIPp, echoing) answers the carrier's call; the
+/// agent clicks "Call in Salesforce" in the page, the browser takes the
+/// call over and the carrier's dialog goes on to its normal end.
+async fn move_here(ctx: &TestContext) -> anyhow::Result<()> {
+    let mut desk = Uas::start(ctx, "desk-phone").await?;
+    let phone = Softphone::start(ctx, &desk.contact(), |_| {}, None).await?;
+    let page = &phone.page;
+    let carrier = sipp::uac(ctx, "carrier", Scenario::Builtin("uac_pcap"), DIALLED, phone.sip, 1, Duration::from_secs(60));
+    let take_over = async {
+        page.wait_for("[data-testid=move-here]", WaitState::Visible, Duration::from_secs(20))
+            .await
+            .context("the page offers to take the call answered on the desk phone")?;
+        anyhow::ensure!(page.evaluate::<usize>("window.switchboard.peerConnections.size").await? == 0, "no browser leg while the desk phone has the call");
+        page.screenshot("03-on-the-desk-phone").await?;
+        page.click("[data-testid=move-here]").await?;
+        page.wait_for_function::<bool>(
+            "[...window.switchboard.peerConnections.values()].some(pc => pc.connectionState === 'connected')",
+            Duration::from_secs(15),
+        )
+        .await
+        .context("the browser takes the call (auto-answered offer)")?;
+        let stats = eventually("100 packets of the carrier's audio at the browser", Duration::from_secs(10), || async {
+            let stats = page.rtc_stats(FIRST_PC).await?;
+            Ok(stats.inbound.as_ref().filter(|i| i.packets_received >= 100).map(|_| stats.clone()))
+        })
+        .await?;
+        page.screenshot("04-moved-here").await?;
+        anyhow::Ok(stats)
+    };
+    let (run, stats) = tokio::join!(carrier, take_over);
+    let (run, stats) = (run?, stats?);
+    anyhow::ensure!(run.succeeded(), "the carrier's call ended badly after the move (SIPp exit {:?})", run.status);
+    let inbound = stats.inbound.context("no inbound audio stats")?;
+    anyhow::ensure!(inbound.total_audio_energy.unwrap_or(0.0) > 0.0, "the carrier's speech reaches the browser after the move: {inbound:?}");
+    phone.call_ended().await?;
+    desk.process().ensure_running()?;
     phone.stop().await
 }
 
