@@ -271,7 +271,9 @@ export function createPhone({
     const sender = pc.getSenders?.().find((s) => s.track?.kind === 'audio' || s.dtmf);
     const dtmf = sender?.dtmf;
     if (!dtmf || dtmf.canInsertDTMF === false) return false;
-    dtmf.insertDTMF(digits, 100, 70);
+    // insertDTMF replaces the tones still queued: keys pressed faster than
+    // they play are queued behind them, not lost.
+    dtmf.insertDTMF(`${dtmf.toneBuffer ?? ''}${digits}`, 100, 70);
     return true;
   }
 

@@ -147,7 +147,8 @@ export function fakePeerConnectionClass({ gathering = 'complete' } = {}) {
       instances.push(this);
     }
     addTrack(track) {
-      const dtmf = { canInsertDTMF: true, inserted: [], insertDTMF(d, dur, gap) { this.inserted.push([d, dur, gap]); } };
+      // Like the browser's: insertDTMF replaces what is still queued.
+      const dtmf = { canInsertDTMF: true, toneBuffer: '', inserted: [], insertDTMF(d, dur, gap) { this.inserted.push([d, dur, gap]); this.toneBuffer = d; } };
       const sender = { track, dtmf };
       this.senders.push(sender);
       return sender;

@@ -172,6 +172,9 @@ test('keypad digits go in-band on a browser call, and nowhere else', async () =>
   assert.equal(phone.sendDtmf('c1', '#'), true);
   assert.equal(phone.sendDtmf('c1', 'x'), false);
   assert.deepEqual(instances[0].senders[0].dtmf.inserted, [['#', 100, 70]]);
+  // Keys pressed while tones still play join the queue.
+  assert.equal(phone.sendDtmf('c1', '1'), true);
+  assert.deepEqual(instances[0].senders[0].dtmf.inserted.at(-1), ['#1', 100, 70]);
   assert.equal(phone.sendDtmf('other-call', '1'), false);
   assert.ok(offersTelephoneEvent(OFFER));
   assert.ok(!offersTelephoneEvent('v=0\r\na=rtpmap:0 PCMU/8000\r\n'));

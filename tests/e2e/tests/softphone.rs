@@ -32,6 +32,7 @@ struct Softphone {
     _salesforce: Salesforce,
     up: Service,
     sip: SocketAddr,
+    http: String,
     data: PathBuf,
     browser: Browser,
     page: Page,
@@ -73,7 +74,7 @@ impl Softphone {
         page.wait_for("[data-testid=dialer]", WaitState::Visible, Duration::from_secs(10)).await?;
         page.screenshot("02-ready").await?;
         ctx.step("signed in, registered");
-        Ok(Self { _salesforce: salesforce, up, sip, data, browser, page })
+        Ok(Self { _salesforce: salesforce, up, sip, http, data, browser, page })
     }
 
     /// The carrier calls the agent's number with nine seconds of recorded
@@ -132,6 +133,12 @@ impl Softphone {
             .context("the browser leg is closed (webrtc.ended)")?;
         self.page.screenshot("05-wrap-up").await?;
         Ok(())
+    }
+
+    /// A sample of the gateway's `/metrics` (0 when absent).
+    async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.http)).await?.text().await?;
+        Ok(text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0))
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
@@ -266,6 +273,72 @@ async fn move_here(ctx: &TestContext) -> anyhow::Result<()> {
     anyhow::ensure!(inbound.total_audio_energy.unwrap_or(0.0) > 0.0, "the carrier's speech reaches the browser after the move: {inbound:?}");
     phone.call_ended().await?;
     desk.process().ensure_running()?;
+    phone.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_dial_places_a_browser_call_and_the_keypad_sends_each_digit_once() {
+    let ctx = TestContext::new("softphone_click_to_dial");
+    let result = click_to_dial(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// F3 through Open CTI: Salesforce's click-to-dial event makes the page
+/// place the call from the browser; the far end beyond the trunk (SIPp)
+/// answers; the keypad's digits go in band (RFC 4733) and the gateway
+/// takes each once; the agent hangs up in the page.
+async fn click_to_dial(ctx: &TestContext) -> anyhow::Result<()> {
+    let mut pstn = Uas::start_scenario(ctx, "pstn", Scenario::Builtin("uas"), false).await?;
+    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
+        c.set("sip.trunks", &trunk);
+    }, None)
+    .await?;
+    let page = &phone.page;
+    let listeners = page.opencti_fire("onClickToDial", &serde_json::json!({ "number": "(415) 555-0199", "objectType": "Contact", "recordId": "0035g00000E2eCt" })).await?;
+    anyhow::ensure!(listeners == 1, "the page listens for click-to-dial ({listeners} listeners)");
+    page.wait_for_function::<bool>(
+        "[...window.switchboard.peerConnections.values()].some(pc => pc.connectionState === 'connected')",
+        Duration::from_secs(20),
+    )
+    .await
+    .context("the browser leg of the placed call connects")?;
+    page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
+    let stats = eventually("100 packets of the browser's audio sent", Duration::from_secs(10), || async {
+        let stats = page.rtc_stats(FIRST_PC).await?;
+        Ok(stats.outbound.as_ref().filter(|o| o.packets_sent >= 100).map(|_| stats.clone()))
+    })
+    .await?;
+    page.screenshot("03-placed-call").await?;
+    ctx.step(format!("placed call up: {stats:?}"));
+
+    let digits = "switchboard_dtmf_digits_total{via=\"rfc4733\"}";
+    let before = phone.metric(digits).await?;
+    page.click("[data-testid=keypad-toggle]").await?;
+    for key in ["1", "2", "3"] {
+        page.click(&format!("[data-testid=keypad-key-{key}]")).await?;
+    }
+    anyhow::ensure!(page.text("[data-testid=keypad-digits]").await?.contains("123"), "the keypad shows what was sent");
+    page.screenshot("04-keypad").await?;
+    let arrived = eventually("three digits at the gateway", Duration::from_secs(10), || async {
+        let now = phone.metric(digits).await?;
+        Ok((now >= before + 3.0).then_some(()))
+    })
+    .await;
+    if arrived.is_err() {
+        let text = reqwest::get(format!("http://{}/metrics", phone.http)).await?.text().await?;
+        let relevant: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && (l.contains("dtmf") || l.contains("webrtc"))).collect();
+        let senders: serde_json::Value = page
+            .evaluate(&format!("(() => {{ const pc = {FIRST_PC}; return pc.getSenders().map(s => ({{ kind: s.track && s.track.kind, dtmf: !!s.dtmf, can: s.dtmf && s.dtmf.canInsertDTMF, buffer: s.dtmf && s.dtmf.toneBuffer }})); }})()"))
+            .await?;
+        let sdp: String = page.evaluate(&format!("{FIRST_PC}.currentRemoteDescription.sdp")).await?;
+        anyhow::bail!("no digits at the gateway: metrics {relevant:?}, senders {senders}, gateway offer:\n{sdp}");
+    }
+    page.click("[data-testid=hangup]").await?;
+    phone.call_ended().await?;
+    let after = phone.metric(digits).await?;
+    anyhow::ensure!(after == before + 3.0, "each digit once: {before} → {after}");
+    pstn.process().ensure_running()?;
     phone.stop().await
 }
 
