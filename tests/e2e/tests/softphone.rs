@@ -342,6 +342,51 @@ async fn click_to_dial(ctx: &TestContext) -> anyhow::Result<()> {
     phone.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_in_the_page_silences_what_the_far_end_hears() {
+    let ctx = TestContext::new("softphone_mute");
+    let result = mute(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// The agent dials from the page's dialer; the far end beyond the trunk
+/// (SIPp) echoes what it hears, so the browser hears what the far end
+/// heard: its own speech, and nothing while the agent is muted.
+async fn mute(ctx: &TestContext) -> anyhow::Result<()> {
+    let mut pstn = Uas::start(ctx, "pstn").await?;
+    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
+        c.set("sip.trunks", &trunk);
+    }, None)
+    .await?;
+    let page = &phone.page;
+    page.fill("[data-testid=dial-input]", "+1 415 555 0199").await?;
+    page.click("[data-testid=dial-call]").await?;
+    page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
+    // Energy of what the browser hears over the next 200 packets (4 s).
+    let heard = || async {
+        let start = page.rtc_stats(FIRST_PC).await?.inbound.unwrap_or_default();
+        let end = eventually("200 more packets at the browser", Duration::from_secs(15), || async {
+            let now = page.rtc_stats(FIRST_PC).await?.inbound.unwrap_or_default();
+            Ok((now.packets_received >= start.packets_received + 200).then_some(now))
+        })
+        .await?;
+        anyhow::Ok(end.total_audio_energy.unwrap_or(0.0) - start.total_audio_energy.unwrap_or(0.0))
+    };
+    let speaking = heard().await?;
+    page.click("[data-testid=mute]").await?;
+    page.wait_for("[data-testid=mute][aria-pressed=true]", WaitState::Visible, Duration::from_secs(5)).await?;
+    page.screenshot("03-muted").await?;
+    let muted = heard().await?;
+    ctx.step(format!("energy heard back: {speaking:.4} speaking, {muted:.4} muted"));
+    anyhow::ensure!(speaking > 0.001, "the far end hears the browser's speech (echoed back): {speaking}");
+    anyhow::ensure!(muted < speaking / 20.0, "muted, the far end hears (almost) nothing: {muted} against {speaking}");
+    page.click("[data-testid=hangup]").await?;
+    phone.call_ended().await?;
+    pstn.process().ensure_running()?;
+    phone.stop().await
+}
+
 /// The first WAV file under `dir` (the local recordings store).
 fn find_wav(dir: &Path) -> Option<PathBuf> {
     let mut stack = vec![dir.to_owned()];
