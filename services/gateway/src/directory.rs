@@ -411,7 +411,7 @@ impl Directory {
     /// as (no SIP credentials, no provisioned contact; each open page is a
     /// binding), created the first time a page asks.
     pub async fn browser_device(&self, user_id: &str) -> Result<Device, DirectoryError> {
-        if let Some(device) = self.list_devices(Some(user_id)).await?.into_iter().find(|d| d.name == BROWSER_DEVICE_NAME && d.contact_uri.is_empty()) {
+        if let Some(device) = self.list_devices(Some(user_id)).await?.into_iter().find(Device::is_browser_phone) {
             return Ok(device);
         }
         let device = Device { id: new_id(), user_id: user_id.to_owned(), name: BROWSER_DEVICE_NAME.to_owned(), contact_uri: String::new(), created_at: now_ms() };
@@ -1102,6 +1102,14 @@ impl Owner<'_> {
             Owner::User(_) => "user",
             Owner::Group(_) => "group",
         }
+    }
+}
+
+impl Device {
+    /// The user's browser phone (softphone pages), see
+    /// [`Directory::browser_device`].
+    pub fn is_browser_phone(&self) -> bool {
+        self.name == BROWSER_DEVICE_NAME && self.contact_uri.is_empty()
     }
 }
 

@@ -387,6 +387,53 @@ async fn mute(ctx: &TestContext) -> anyhow::Result<()> {
     phone.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_the_page_shows_the_call_again_and_takes_it_back() {
+    let ctx = TestContext::new("softphone_reload");
+    let result = reload(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// The agent reloads the page in the middle of a call it placed from the
+/// browser: the page comes back signed in, shows the call from the
+/// stream's snapshot, and "Call in Salesforce" brings the audio back to
+/// the new page while the far end stays on the line.
+async fn reload(ctx: &TestContext) -> anyhow::Result<()> {
+    let mut pstn = Uas::start(ctx, "pstn").await?;
+    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
+        c.set("sip.trunks", &trunk);
+    }, None)
+    .await?;
+    let page = &phone.page;
+    page.fill("[data-testid=dial-input]", "+1 415 555 0199").await?;
+    page.click("[data-testid=dial-call]").await?;
+    page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
+    let call_id: String = page.evaluate("Object.keys(window.switchboard.state.calls)[0]").await?;
+
+    let url: String = page.evaluate("location.href.split('#')[0]").await?;
+    page.goto(&url).await?;
+    page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))
+        .await
+        .context("the reloaded page is signed in and registered again")?;
+    page.wait_for("[data-testid=move-here]", WaitState::Visible, Duration::from_secs(15)).await.context("the page shows the call again")?;
+    let shown: bool = page.evaluate(&format!("!!window.switchboard.state.calls[{}]", serde_json::to_string(&call_id)?)).await?;
+    anyhow::ensure!(shown, "the same call {call_id} is shown after the reload");
+    page.screenshot("03-after-reload").await?;
+    page.click("[data-testid=move-here]").await?;
+    let stats = eventually("the far end's echo at the reloaded page", Duration::from_secs(20), || async {
+        let stats = page.rtc_stats(FIRST_PC).await.ok();
+        Ok(stats.filter(|s| s.inbound.as_ref().is_some_and(|i| i.packets_received >= 100 && i.total_audio_energy.unwrap_or(0.0) > 0.0)))
+    })
+    .await?;
+    ctx.step(format!("audio back after the reload: {stats:?}"));
+    page.screenshot("04-taken-back").await?;
+    page.click("[data-testid=hangup]").await?;
+    phone.call_ended().await?;
+    pstn.process().ensure_running()?;
+    phone.stop().await
+}
+
 /// The first WAV file under `dir` (the local recordings store).
 fn find_wav(dir: &Path) -> Option<PathBuf> {
     let mut stack = vec![dir.to_owned()];

@@ -452,18 +452,19 @@ impl Router {
             TransferTo::Devices { user_id, device_id, except } => {
                 let user = self.directory.get_user(user_id).await.map_err(lookup)?;
                 let devices = self.directory.list_devices(Some(user_id)).await.map_err(lookup)?;
+                // The browser phone is every open softphone page of the
+                // user: a call on one page may move to another (a reloaded
+                // page takes its call back), so it is never "already there".
+                let here = |d: &crate::directory::Device| except.as_ref() == Some(&d.id) && !d.is_browser_phone();
                 if let Some(wanted) = device_id {
-                    if !devices.iter().any(|d| &d.id == wanted) {
+                    let Some(device) = devices.iter().find(|d| &d.id == wanted) else {
                         return Err(format!("device {wanted} is not one of yours"));
-                    }
-                    if except.as_ref() == Some(wanted) {
+                    };
+                    if here(device) {
                         return Err(format!("the call is already on device {wanted}"));
                     }
                 }
-                let devices = devices
-                    .into_iter()
-                    .filter(|d| device_id.as_ref().is_none_or(|w| &d.id == w) && except.as_ref() != Some(&d.id))
-                    .collect();
+                let devices = devices.into_iter().filter(|d| device_id.as_ref().is_none_or(|w| &d.id == w) && !here(d)).collect();
                 let member = crate::directory::Member { user, devices };
                 let members = std::slice::from_ref(&member);
                 let private = self.private_members(members).await?;
