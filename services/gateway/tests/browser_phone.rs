@@ -2,15 +2,17 @@
 //! registers over the agent API, a SIP phone (baresip) calls its agent, the
 //! page's WebRTC offer arrives on the agent's event stream, a WebRTC peer
 //! answers it over the API and audio flows both ways over ICE, DTLS and
-//! SRTP on the gateway's WebRTC port, until the caller hangs up.
+//! SRTP on the gateway's WebRTC port, until the caller hangs up: once over
+//! UDP, once over ICE-TCP only (a browser on a network that blocks UDP).
 //!
 //! The browser here is a WebRTC peer of its own (str0m as a full ICE
-//! agent, as Chrome is, on its own UDP socket); the same exchange with
+//! agent, as Chrome is, on its own socket); the same exchange with
 //! Chromium and the softphone page is in the end-to-end browser tests.
 
 mod support;
 
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,21 +20,121 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use str0m::change::SdpOffer;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use support::audio::speech;
-use support::{softphone, softphone_user, TestGateway};
+use support::{softphone, softphone_user, Baresip, TestGateway};
 use switchboard_gateway::api::auth::seal::Sealer;
 use switchboard_gateway::api::auth::Sessions;
-use switchboard_gateway::calls::live::AgentEventKind;
-use switchboard_gateway::directory::NewUser;
+use switchboard_gateway::calls::live::{AgentEventKind, AgentEvents, WebRtcLegView};
+use switchboard_gateway::directory::{Directory, NewUser};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// How the stand-in browser reaches the gateway.
+enum Link {
+    /// A UDP socket of its own, its host candidate.
+    Udp(UdpSocket),
+    /// One TCP connection to the gateway's passive candidate, its own end
+    /// announced as an active candidate (RFC 6544); every packet preceded
+    /// by its length, 16 bits big-endian (RFC 4571). `read` holds what
+    /// came and is not a whole packet yet.
+    Tcp { stream: TcpStream, gateway: SocketAddr, read: Vec<u8> },
+}
+
+impl Link {
+    fn udp() -> Link {
+        Link::Udp(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Connects to the passive TCP candidate of `offer`.
+    fn tcp(offer: &str) -> Link {
+        let gateway = offer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .find(|l| l.contains(" tcp ") && l.contains(" tcptype passive"))
+            .and_then(|l| {
+                let fields: Vec<&str> = l.split(' ').collect();
+                format!("{}:{}", fields[4], fields[5]).parse::<SocketAddr>().ok()
+            })
+            .unwrap_or_else(|| panic!("a passive TCP candidate in the offer: {offer}"));
+        let stream = TcpStream::connect(gateway).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Link::Tcp { stream, gateway, read: Vec::new() }
+    }
+
+    fn local(&self) -> SocketAddr {
+        match self {
+            Link::Udp(socket) => socket.local_addr().unwrap(),
+            Link::Tcp { stream, .. } => stream.local_addr().unwrap(),
+        }
+    }
+
+    fn candidate(&self) -> Candidate {
+        match self {
+            Link::Udp(_) => Candidate::host(self.local(), "udp").unwrap(),
+            Link::Tcp { .. } => Candidate::builder().tcp().host(self.local()).tcptype(TcpType::Active).build().unwrap(),
+        }
+    }
+
+    fn send(&mut self, t: &Transmit) {
+        match self {
+            Link::Udp(socket) => {
+                let _ = socket.send_to(&t.contents, t.destination);
+            }
+            Link::Tcp { stream, .. } => {
+                assert_eq!(t.proto, Protocol::Tcp, "a browser with only a TCP candidate sends over TCP");
+                let mut framed = (t.contents.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&t.contents);
+                // Fails once the gateway closed the connection (hung up).
+                let _ = stream.write_all(&framed);
+            }
+        }
+    }
+
+    /// The next packet from the gateway, waiting at most `wait`: its
+    /// protocol, source and bytes.
+    fn recv(&mut self, wait: Duration) -> Option<(Protocol, SocketAddr, Vec<u8>)> {
+        match self {
+            Link::Udp(socket) => {
+                let mut buf = vec![0u8; 2048];
+                socket.set_read_timeout(Some(wait)).unwrap();
+                let (n, source) = socket.recv_from(&mut buf).ok()?;
+                buf.truncate(n);
+                Some((Protocol::Udp, source, buf))
+            }
+            Link::Tcp { stream, gateway, read } => {
+                let take = |read: &mut Vec<u8>| {
+                    let len = usize::from(u16::from_be_bytes([*read.first()?, *read.get(1)?]));
+                    (read.len() >= 2 + len).then(|| read.drain(..2 + len).skip(2).collect::<Vec<u8>>())
+                };
+                let packet = match take(read) {
+                    Some(packet) => packet,
+                    None => {
+                        let mut buf = vec![0u8; 4096];
+                        stream.set_read_timeout(Some(wait)).unwrap();
+                        match stream.read(&mut buf) {
+                            Ok(0) => {
+                                // Closed by the gateway (the call ended).
+                                std::thread::sleep(wait);
+                                return None;
+                            }
+                            Ok(n) => read.extend_from_slice(&buf[..n]),
+                            Err(_) => return None,
+                        }
+                        take(read)?
+                    }
+                };
+                Some((Protocol::Tcp, *gateway, packet))
+            }
+        }
+    }
+}
+
 /// A WebRTC peer answering the gateway's offer like a browser that only
-/// speaks PCMU, on a thread of its own: sends a 20 ms PCMU packet every
-/// 20 ms once connected and counts what it receives.
+/// speaks PCMU, on a thread of its own, over `link`: sends a 20 ms PCMU
+/// packet every 20 ms once connected and counts what it receives.
 struct Browser {
     received: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
@@ -43,28 +145,24 @@ struct Browser {
 }
 
 impl Browser {
-    fn answer(offer: &str) -> Browser {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let local = socket.local_addr().unwrap();
+    fn answer(offer: &str, mut link: Link) -> Browser {
+        let local = link.local();
         let mut config = Rtc::builder().set_rtp_mode(true).clear_codecs();
         config.codec_config().enable_pcmu(true, false);
         let mut rtc = config.build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        rtc.add_local_candidate(link.candidate());
         let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(offer).unwrap()).unwrap().to_sdp_string();
         let mid = offer.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| str0m::media::Mid::from(m.trim()));
         let (received, sent, connected, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (r, s, c, st) = (received.clone(), sent.clone(), connected.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 2048];
             let mut next_send = Instant::now();
             let mut seq: u64 = 1;
             while !st.load(Ordering::Relaxed) {
                 let timeout = loop {
                     match rtc.poll_output().unwrap() {
                         Output::Timeout(t) => break t,
-                        Output::Transmit(t) => {
-                            let _ = socket.send_to(&t.contents, t.destination);
-                        }
+                        Output::Transmit(t) => link.send(&t),
                         Output::Event(Event::Connected) => c.store(true, Ordering::Relaxed),
                         Output::Event(Event::RtpPacket(_)) => {
                             r.fetch_add(1, Ordering::Relaxed);
@@ -88,12 +186,10 @@ impl Browser {
                     }
                 }
                 let wait = timeout.min(next_send).saturating_duration_since(now).clamp(Duration::from_millis(1), Duration::from_millis(20));
-                socket.set_read_timeout(Some(wait)).unwrap();
-                let input = match socket.recv_from(&mut buf) {
-                    Ok((n, source)) => Input::Receive(Instant::now(), Receive::new(Protocol::Udp, source, local, &buf[..n]).unwrap()),
-                    Err(_) => Input::Timeout(Instant::now()),
+                let _ = match link.recv(wait) {
+                    Some((proto, source, bytes)) => rtc.handle_input(Input::Receive(Instant::now(), Receive::new(proto, source, local, &bytes).unwrap())),
+                    None => rtc.handle_input(Input::Timeout(Instant::now())),
                 };
-                let _ = rtc.handle_input(input);
             }
         });
         Browser { received, sent, connected, stop, answer, thread: Some(thread) }
@@ -117,8 +213,21 @@ async fn eventually(what: &str, secs: u64, check: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sip_call_rings_the_browser_phone_and_audio_flows_both_ways() {
+/// Bob's browser phone ringing for a call from Ada (baresip): the page
+/// registered and has the gateway's offer.
+struct Ringing {
+    gw: TestGateway,
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    sessions: Sessions,
+    directory: Directory,
+    ada: Baresip,
+    events: AgentEvents,
+    offer: WebRtcLegView,
+}
+
+async fn ring() -> Ringing {
     let gw = TestGateway::start(|c| {
         c.auth.token_key = Some(KEY.into());
         c.sip.digest_algorithms = vec!["MD5".into()];
@@ -156,15 +265,15 @@ async fn a_sip_call_rings_the_browser_phone_and_audio_flows_both_ways() {
     assert_eq!(offer.instance, "page-0001-abcd");
     assert!(!offer.auto_answer, "a call for the agent rings");
     assert!(offer.sdp.contains("a=ice-lite") && offer.sdp.contains("PCMU/8000"), "{}", offer.sdp);
+    Ringing { gw, http, base, token, sessions, directory, ada, events, offer }
+}
 
-    // Someone else's session cannot answer it.
-    let eve = directory.create_user(NewUser { name: "Eve".into(), ..Default::default() }).await.unwrap();
-    let (eve_token, _) = sessions.create(&eve.id, None).await.unwrap();
-    let browser = Browser::answer(&offer.sdp);
-    let answer_url = format!("{base}/v1/webrtc/legs/{}/answer", offer.id);
-    let r = http.post(&answer_url).bearer_auth(&eve_token).json(&json!({"sdp": browser.answer})).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = http.post(&answer_url).bearer_auth(&token).json(&json!({"sdp": browser.answer})).send().await.unwrap();
+/// The page answers with `browser`'s SDP; audio flows both ways until Ada
+/// hangs up, and what she heard is the browser's. Returns the gateway,
+/// still running.
+async fn answer_talk_and_hang_up(call: Ringing, browser: Browser) -> TestGateway {
+    let Ringing { gw, http, base, token, mut ada, mut events, offer, .. } = call;
+    let r = http.post(format!("{base}/v1/webrtc/legs/{}/answer", offer.id)).bearer_auth(&token).json(&json!({"sdp": browser.answer})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", r.text().await.unwrap());
     ada.event("CALL_ESTABLISHED", 20).await;
 
@@ -191,5 +300,47 @@ async fn a_sip_call_rings_the_browser_phone_and_audio_flows_both_ways() {
 
     let metrics = gw.metrics().await;
     assert!(metrics.contains("switchboard_webrtc_legs_answered_total{codec=\"PCMU\"} 1"), "{metrics}");
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_call_rings_the_browser_phone_and_audio_flows_both_ways() {
+    let call = ring().await;
+    // Someone else's session cannot answer it.
+    let eve = call.directory.create_user(NewUser { name: "Eve".into(), ..Default::default() }).await.unwrap();
+    let (eve_token, _) = call.sessions.create(&eve.id, None).await.unwrap();
+    let browser = Browser::answer(&call.offer.sdp, Link::udp());
+    let r = call.http.post(format!("{}/v1/webrtc/legs/{}/answer", call.base, call.offer.id)).bearer_auth(&eve_token).json(&json!({"sdp": browser.answer})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    answer_talk_and_hang_up(call, browser).await.stop().await;
+}
+
+/// A browser whose network blocks UDP: its only candidate is an active TCP
+/// one, and everything (STUN, DTLS, SRTP both ways) goes over one TCP
+/// connection to the gateway's WebRTC port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_only_has_tcp_talks_over_ice_tcp() {
+    let call = ring().await;
+    assert!(call.offer.sdp.contains("typ host tcptype passive"), "the gateway offers ICE-TCP: {}", call.offer.sdp);
+    let link = Link::tcp(&call.offer.sdp);
+    let Link::Tcp { stream, .. } = &link else { unreachable!() };
+    let mut connection = stream.try_clone().unwrap();
+    let browser = Browser::answer(&call.offer.sdp, link);
+    assert!(browser.answer.contains(" tcp ") && !browser.answer.contains(" udp "), "TCP is all the browser offers: {}", browser.answer);
+    let gw = answer_talk_and_hang_up(call, browser).await;
+
+    // The leg is over: the gateway closes its connection (read to the end,
+    // the browser's thread being gone).
+    connection.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match connection.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the gateway keeps the TCP connection of a leg that ended: {e}"),
+        }
+    }
+    let metrics = gw.metrics().await;
+    assert!(!metrics.contains("reason=\"tcp_"), "nothing dropped on TCP: {metrics}");
     gw.stop().await;
 }

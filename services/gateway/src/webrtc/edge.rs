@@ -1,10 +1,16 @@
 //! The browser legs' media edge: one thread owning the UDP port every
-//! browser reaches (ICE-lite host candidate), each leg's [`Peer`], and each
-//! leg's plain-RTP socket on the loopback towards the call's media bridge.
+//! browser reaches (ICE-lite host candidate), the TCP listener on the same
+//! port (a passive ICE-TCP candidate, RFC 6544, for browsers on networks
+//! that block UDP), each leg's [`Peer`], and each leg's plain-RTP socket on
+//! the loopback towards the call's media bridge.
 //!
 //! A datagram on the shared port goes to the leg that already talks to its
 //! source address, else to the leg whose ICE credentials its STUN check
-//! names; nothing else is taken. RTP from the browser leaves SRTP and goes
+//! names; nothing else is taken. A TCP connection carries packets framed as
+//! RFC 4571 says ([`framing`](super::framing)) and is routed the same way:
+//! to its leg once one took a packet from it, else by the STUN check. A
+//! connection no leg takes within [`TCP_IDLE`] is closed, and so are a
+//! leg's connections when the leg ends. RTP from the browser leaves SRTP and goes
 //! to the bridge with the payload types of the SIP side; RTP from the
 //! bridge goes to the browser with the browser's. RTCP from the bridge is
 //! dropped: str0m reports to the browser itself. One `epoll` loop, as the
@@ -13,22 +19,37 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::io::Errno;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use super::framing::{self, Deframer};
 use super::peer::{AudioCodec, Chosen, Peer, PeerOutput, PeerSetup, Transport};
 use crate::media::rtp;
 use crate::media::sdp::Format;
 
 const WAKE: u64 = u64::MAX;
 const PUBLIC: u64 = u64::MAX - 1;
+const LISTENER: u64 = u64::MAX - 2;
+
+/// How long a TCP connection may stay without a leg taking a packet from
+/// it (a browser's first check arrives within a second of its connecting).
+const TCP_IDLE: Duration = Duration::from_secs(30);
+/// Framed packets waiting for a slow connection beyond this (some 25 s of
+/// G.711) are not worth sending any more: the connection is closed.
+const TCP_BACKLOG: usize = 256 * 1024;
+/// TCP connections at once; more are refused, so that a flood of them
+/// cannot take the process's file descriptors.
+const TCP_CONNECTIONS: usize = 4096;
+/// Connections taken per wake-up: a flood of them does not hold up media.
+const TCP_ACCEPTS: usize = 64;
 
 /// What the edge tells the browser-phone service about a leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,29 +99,43 @@ impl Drop for Inner {
 }
 
 impl Edge {
-    /// Binds `listen` (UDP) and starts the thread; browsers are told to
-    /// reach `announce` (the same port seen from outside; `listen` itself
-    /// when `None`). Events go to `events`.
+    /// Binds `listen` (UDP, then TCP on the same port) and starts the
+    /// thread; browsers are told to reach `announce` (the same port seen
+    /// from outside, for both; `listen` itself when `None`). Without the
+    /// TCP port (taken) browsers have UDP only. Events go to `events`.
     pub fn start(listen: SocketAddr, announce: Option<SocketAddr>, events: tokio_mpsc::UnboundedSender<EdgeEvent>) -> std::io::Result<Edge> {
         let socket = UdpSocket::bind(listen)?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
+        // After the UDP socket, so that a port of 0 is the one UDP got.
+        let listener = match TcpListener::bind(local).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "no ICE-TCP for browser phones: the TCP port cannot be had; browsers that cannot use UDP get no audio");
+                None
+            }
+        };
         // A port of 0 was a free one: announce the one bound.
         let announce = announce.map(|a| if a.port() == 0 { SocketAddr::new(a.ip(), local.port()) } else { a }).unwrap_or(local);
-        let setup = PeerSetup::new(announce, None).ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
+        let setup = PeerSetup::new(announce, listener.as_ref().map(|_| announce)).ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
         epoll::add(&epoll, &socket, epoll::EventData::new_u64(PUBLIC), epoll::EventFlags::IN)?;
+        if let Some(l) = &listener {
+            epoll::add(&epoll, l, epoll::EventData::new_u64(LISTENER), epoll::EventFlags::IN)?;
+        }
+        let tcp = listener.map(|listener| TcpSide { listener, conns: HashMap::new(), by_peer: HashMap::new(), next_token: 0 });
         let (tx, rx) = mpsc::channel();
         let wake_reader = rustix::io::dup(&wake)?;
-        let mut state = EdgeLoop { epoll, wake: wake_reader, inbox: rx, public: socket, local, announce, setup, legs: HashMap::new(), by_source: HashMap::new(), timers: BinaryHeap::new(), events };
+        let mut state = EdgeLoop { epoll, wake: wake_reader, inbox: rx, public: socket, tcp, local, announce, setup, legs: HashMap::new(), by_source: HashMap::new(), timers: BinaryHeap::new(), events };
+        let transports = if state.tcp.is_some() { "UDP and TCP" } else { "UDP" };
         std::thread::Builder::new().name("webrtc-edge".into()).spawn(move || state.run())?;
-        tracing::info!(%local, %announce, "browser phones' WebRTC media on UDP");
+        tracing::info!(%local, %announce, transports, "browser phones' WebRTC media");
         Ok(Edge { inner: Arc::new(Inner { tx, wake, local }) })
     }
 
-    /// The UDP address the edge listens on.
+    /// The address the edge listens on (UDP, and TCP when it could).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
     }
@@ -165,11 +200,94 @@ struct Leg {
     source: Option<SocketAddr>,
 }
 
+/// One browser's ICE-TCP connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    deframer: Deframer,
+    /// Framed packets the socket did not take yet.
+    backlog: Vec<u8>,
+    /// Whether epoll also watches for room to write (`backlog` not empty).
+    writing: bool,
+    /// The leg that took a packet from it.
+    leg: Option<u64>,
+}
+
+/// The ICE-TCP listener and its connections, by epoll token.
+struct TcpSide {
+    listener: TcpListener,
+    conns: HashMap<u64, Conn>,
+    by_peer: HashMap<SocketAddr, u64>,
+    next_token: u64,
+}
+
+impl TcpSide {
+    /// Sends `packet` framed to the connection from `destination`, what
+    /// the socket does not take now kept for when it has room.
+    fn send(&mut self, epoll: &OwnedFd, destination: SocketAddr, packet: &[u8]) {
+        let Some(&token) = self.by_peer.get(&destination) else {
+            metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "tcp_closed").increment(1);
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        if c.backlog.len() + 2 + packet.len() > TCP_BACKLOG {
+            metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "tcp_backlog").increment(1);
+            tracing::debug!(peer = %destination, "a browser's TCP connection does not keep up; closed");
+            self.close(epoll, token);
+            return;
+        }
+        if !framing::frame(packet, &mut c.backlog) {
+            return;
+        }
+        if self.flush(epoll, token).is_err() {
+            self.close(epoll, token);
+        }
+    }
+
+    /// Writes what the connection's socket takes of its backlog; epoll
+    /// watches for room while some is left.
+    fn flush(&mut self, epoll: &OwnedFd, token: u64) -> std::io::Result<()> {
+        let Some(c) = self.conns.get_mut(&token) else { return Ok(()) };
+        let mut written = 0;
+        while written < c.backlog.len() {
+            match (&c.stream).write(&c.backlog[written..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        c.backlog.drain(..written);
+        let want = !c.backlog.is_empty();
+        if want != c.writing {
+            let flags = if want { epoll::EventFlags::IN | epoll::EventFlags::OUT } else { epoll::EventFlags::IN };
+            epoll::modify(epoll, &c.stream, epoll::EventData::new_u64(token), flags)?;
+            c.writing = want;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, epoll: &OwnedFd, token: u64) {
+        let Some(c) = self.conns.remove(&token) else { return };
+        // What is left (a DTLS close_notify) goes if the socket takes it.
+        if !c.backlog.is_empty() {
+            let _ = (&c.stream).write(&c.backlog);
+        }
+        let _ = epoll::delete(epoll, &c.stream);
+        if self.by_peer.get(&c.peer) == Some(&token) {
+            self.by_peer.remove(&c.peer);
+        }
+    }
+}
+
 struct EdgeLoop {
     epoll: OwnedFd,
     wake: OwnedFd,
     inbox: mpsc::Receiver<Command>,
     public: UdpSocket,
+    /// None when the TCP port could not be had.
+    tcp: Option<TcpSide>,
     local: SocketAddr,
     announce: SocketAddr,
     setup: PeerSetup,
@@ -194,9 +312,12 @@ impl EdgeLoop {
             }
             let mut woken = false;
             for ev in &events {
+                let flags = ev.flags;
                 match ev.data.u64() {
                     WAKE => woken = true,
                     PUBLIC => self.public_readable(&mut buf),
+                    LISTENER => self.accept(),
+                    token if self.tcp.as_ref().is_some_and(|t| t.conns.contains_key(&token)) => self.conn_ready(token, flags, &mut buf),
                     leg => self.inner_readable(leg, &mut buf),
                 }
             }
@@ -242,6 +363,124 @@ impl EdgeLoop {
         self.after(id, now);
     }
 
+    /// Takes the browsers' new TCP connections.
+    fn accept(&mut self) {
+        let Some(tcp) = self.tcp.as_mut() else { return };
+        // Level-triggered: what is left waits for the next wake-up.
+        for _ in 0..TCP_ACCEPTS {
+            let (stream, peer) = match tcp.listener.accept() {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "taking a TCP connection on the WebRTC port failed");
+                    return;
+                }
+            };
+            if tcp.conns.len() >= TCP_CONNECTIONS {
+                tracing::debug!(%peer, "too many TCP connections on the WebRTC port; refused");
+                continue;
+            }
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            // Audio is sent as it comes, not gathered into segments.
+            let _ = stream.set_nodelay(true);
+            // Tokens share epoll's data with the legs' random ids.
+            let mut token = tcp.next_token;
+            while token >= LISTENER || self.legs.contains_key(&token) || tcp.conns.contains_key(&token) {
+                token = token.wrapping_add(1);
+            }
+            tcp.next_token = token.wrapping_add(1);
+            if let Err(e) = epoll::add(&self.epoll, &stream, epoll::EventData::new_u64(token), epoll::EventFlags::IN) {
+                tracing::debug!(error = %e, "a TCP connection on the WebRTC port cannot be watched");
+                continue;
+            }
+            if let Some(old) = tcp.by_peer.insert(peer, token) {
+                // The same address again: the old connection is gone.
+                tcp.close(&self.epoll, old);
+            }
+            tcp.conns.insert(token, Conn { stream, peer, deframer: Deframer::new(), backlog: Vec::new(), writing: false, leg: None });
+            self.timers.push(Reverse((Instant::now() + TCP_IDLE, token)));
+        }
+    }
+
+    /// A TCP connection can be read (or was closed) or has room to write.
+    fn conn_ready(&mut self, token: u64, flags: epoll::EventFlags, buf: &mut [u8]) {
+        let Some(tcp) = self.tcp.as_mut() else { return };
+        if flags.contains(epoll::EventFlags::OUT) && tcp.flush(&self.epoll, token).is_err() {
+            tcp.close(&self.epoll, token);
+            return;
+        }
+        if !flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR) {
+            return;
+        }
+        let Some(c) = tcp.conns.get_mut(&token) else { return };
+        // Level-triggered: one read per wake-up keeps connections fair.
+        match (&c.stream).read(c.deframer.spare()) {
+            Ok(0) => {
+                tcp.close(&self.epoll, token);
+                return;
+            }
+            Ok(n) => c.deframer.filled(n),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
+            Err(_) => {
+                tcp.close(&self.epoll, token);
+                return;
+            }
+        }
+        let now = Instant::now();
+        loop {
+            let Some(tcp) = self.tcp.as_mut() else { return };
+            let Some(c) = tcp.conns.get_mut(&token) else { return };
+            let n = match c.deframer.next_packet() {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    buf[..packet.len()].copy_from_slice(packet);
+                    packet.len()
+                }
+                Err(e) => {
+                    metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "tcp_framing").increment(1);
+                    tracing::debug!(peer = %c.peer, error = %e, "a TCP connection on the WebRTC port does not speak RFC 4571; closed");
+                    tcp.close(&self.epoll, token);
+                    return;
+                }
+            };
+            let (source, leg) = (c.peer, c.leg);
+            self.tcp_packet(now, token, source, leg, &buf[..n]);
+        }
+    }
+
+    /// A packet from a browser's TCP connection: as a datagram on the UDP
+    /// port, but a connection no leg knows that sends anything but STUN is
+    /// not a browser's and is closed.
+    fn tcp_packet(&mut self, now: Instant, token: u64, source: SocketAddr, leg: Option<u64>, bytes: &[u8]) {
+        let id = match leg {
+            Some(id) => Some(id),
+            None => self.legs.iter().find(|(_, l)| l.peer.accepts(now, Transport::Tcp, source, self.announce, bytes)).map(|(&id, _)| id),
+        };
+        let Some(id) = id.filter(|id| self.legs.contains_key(id)) else {
+            if is_stun(bytes) {
+                // A check that came before the page's answer, or a stale one.
+                metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "unknown_source").increment(1);
+            } else {
+                metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "tcp_not_stun").increment(1);
+                tracing::debug!(peer = %source, "a TCP connection on the WebRTC port sent no STUN; closed");
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.close(&self.epoll, token);
+                }
+            }
+            return;
+        };
+        let Some(l) = self.legs.get_mut(&id) else { return };
+        if l.peer.receive(now, Transport::Tcp, source, self.announce, bytes) && leg.is_none() {
+            if let Some(c) = self.tcp.as_mut().and_then(|t| t.conns.get_mut(&token)) {
+                c.leg = Some(id);
+            }
+        }
+        self.after(id, now);
+    }
+
     fn inner_readable(&mut self, id: u64, buf: &mut [u8]) {
         let Some(l) = self.legs.get_mut(&id) else { return };
         let n = match l.inner.recv_from(buf) {
@@ -268,11 +507,7 @@ impl EdgeLoop {
         let mut closed = false;
         while let Some(out) = l.peer.poll() {
             match out {
-                PeerOutput::Transmit { destination, bytes, .. } => {
-                    if let Err(e) = self.public.send_to(&bytes, destination) {
-                        tracing::debug!(error = %e, %destination, "sending to a browser failed");
-                    }
-                }
+                PeerOutput::Transmit { transport, destination, bytes, .. } => transmit(&self.public, &mut self.tcp, &self.epoll, transport, destination, &bytes),
                 PeerOutput::Rtp { pt, seq, timestamp, marker, payload } => {
                     let Some(&sip_pt) = l.to_sip.get(&pt) else { continue };
                     let mut packet = rtp::build(sip_pt, seq, timestamp, l.ssrc, &payload);
@@ -313,6 +548,15 @@ impl EdgeLoop {
                 break;
             }
             self.timers.pop();
+            if let Some(tcp) = self.tcp.as_mut() {
+                if let Some(c) = tcp.conns.get(&id) {
+                    if c.leg.is_none() {
+                        tracing::debug!(peer = %c.peer, "a TCP connection on the WebRTC port that no leg took; closed");
+                        tcp.close(&self.epoll, id);
+                    }
+                    continue;
+                }
+            }
             let Some(l) = self.legs.get_mut(&id) else { continue };
             if l.armed != Some(at) {
                 continue;
@@ -358,8 +602,10 @@ impl EdgeLoop {
                 Command::Close { leg } => {
                     if let Some(l) = self.legs.get_mut(&leg) {
                         l.peer.close();
-                        while let Some(PeerOutput::Transmit { destination, bytes, .. }) = l.peer.poll() {
-                            let _ = self.public.send_to(&bytes, destination);
+                        while let Some(out) = l.peer.poll() {
+                            if let PeerOutput::Transmit { transport, destination, bytes, .. } = out {
+                                transmit(&self.public, &mut self.tcp, &self.epoll, transport, destination, &bytes);
+                            }
                         }
                     }
                     self.remove(leg);
@@ -371,6 +617,9 @@ impl EdgeLoop {
     }
 
     fn create(&mut self, now: Instant, leg: u64, codecs: &[AudioCodec], bridge: SocketAddr, sip_offer: Vec<Format>) -> Result<(String, SocketAddr), String> {
+        if leg >= LISTENER || self.legs.contains_key(&leg) || self.tcp.as_ref().is_some_and(|t| t.conns.contains_key(&leg)) {
+            return Err(format!("the leg id {leg} is taken"));
+        }
         let (peer, offer) = Peer::offer(now, &self.setup, codecs).map_err(|e| e.to_string())?;
         let loopback = if bridge.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
         let inner = UdpSocket::bind(loopback).map_err(|e| format!("no loopback socket for the leg: {e}"))?;
@@ -389,8 +638,34 @@ impl EdgeLoop {
         if let Some(source) = l.source {
             self.by_source.remove(&source);
         }
+        if let Some(tcp) = self.tcp.as_mut() {
+            let conns: Vec<u64> = tcp.conns.iter().filter(|(_, c)| c.leg == Some(id)).map(|(&token, _)| token).collect();
+            for token in conns {
+                tcp.close(&self.epoll, token);
+            }
+        }
         metrics::gauge!("switchboard_webrtc_legs").decrement(1.0);
     }
+}
+
+/// Sends a leg's packet to its browser, over UDP or framed on the TCP
+/// connection from `destination`.
+fn transmit(public: &UdpSocket, tcp: &mut Option<TcpSide>, epoll: &OwnedFd, transport: Transport, destination: SocketAddr, bytes: &[u8]) {
+    match (transport, tcp) {
+        (Transport::Udp, _) => {
+            if let Err(e) = public.send_to(bytes, destination) {
+                tracing::debug!(error = %e, %destination, "sending to a browser failed");
+            }
+        }
+        (Transport::Tcp, Some(tcp)) => tcp.send(epoll, destination, bytes),
+        (Transport::Tcp, None) => {}
+    }
+}
+
+/// Whether `bytes` is a STUN message (RFC 5389: two zero bits, a length
+/// that is a multiple of 4, the magic cookie).
+fn is_stun(bytes: &[u8]) -> bool {
+    bytes.len() >= 20 && bytes[0] < 2 && bytes[3].is_multiple_of(4) && bytes[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// Maps the browser's choice onto the SIP offer's formats.
@@ -413,4 +688,76 @@ fn settle(l: &mut Leg, chosen: Chosen) -> Result<Settled, String> {
     let mut sip_formats = vec![codec];
     sip_formats.extend(dtmf);
     Ok(Settled { chosen, sip_formats })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Waits for the edge to close `stream` (end of stream, or a reset when
+    /// it had not read everything).
+    fn closed(stream: &mut TcpStream) -> bool {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+
+    #[test]
+    fn tcp_is_on_the_udp_port_and_what_is_not_rfc_4571_stun_is_closed() {
+        let (tx, _rx) = tokio_mpsc::unbounded_channel();
+        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx).unwrap();
+        let addr = edge.local_addr();
+
+        // An HTTP request reads as a frame of 18 245 bytes.
+        let mut http = TcpStream::connect(addr).unwrap();
+        http.write_all(b"GET / HTTP/1.1\r\nHost: switchboard\r\n\r\n").unwrap();
+        assert!(closed(&mut http));
+        // One byte over the limit, sent in two pieces.
+        let mut long = TcpStream::connect(addr).unwrap();
+        long.write_all(&[0x05]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        long.write_all(&[0xdd, 0, 0, 0]).unwrap();
+        assert!(closed(&mut long));
+        // Well framed, but a first packet that is not a STUN check.
+        let mut junk = TcpStream::connect(addr).unwrap();
+        junk.write_all(&[0, 4, 0x80, 0, 0, 1]).unwrap();
+        assert!(closed(&mut junk));
+
+        // A STUN check no leg takes (it may have come before the page's
+        // answer): dropped, and the connection stays for a while.
+        let mut early = TcpStream::connect(addr).unwrap();
+        let mut check = vec![0, 20, 0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        check.extend_from_slice(&[7; 12]);
+        early.write_all(&check).unwrap();
+        early.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 16];
+        let err = early.read(&mut buf).expect_err("no answer, and not closed");
+        assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_offer_has_a_passive_tcp_candidate_on_the_udp_port_unless_tcp_is_taken() {
+        let (tx, _rx) = tokio_mpsc::unbounded_channel();
+        let bridge: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx.clone()).unwrap();
+        let (offer, _) = edge.create(1, vec![AudioCodec::Pcmu], bridge, Vec::new()).await.unwrap();
+        let candidate = |proto: &str| offer.lines().find(|l| l.starts_with("a=candidate:") && l.contains(&format!(" {proto} "))).unwrap_or_default().to_owned();
+        let port = edge.local_addr().port();
+        assert!(candidate("udp").contains(&format!(" 127.0.0.1 {port} typ host")), "{offer}");
+        assert!(candidate("tcp").contains(&format!(" 127.0.0.1 {port} typ host tcptype passive")), "{offer}");
+
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let edge = Edge::start(taken.local_addr().unwrap(), None, tx).unwrap();
+        assert_eq!(edge.local_addr(), taken.local_addr().unwrap(), "UDP is had all the same");
+        let (offer, _) = edge.create(1, vec![AudioCodec::Pcmu], bridge, Vec::new()).await.unwrap();
+        assert!(offer.contains(" udp ") && !offer.contains("tcptype"), "UDP only: {offer}");
+    }
 }

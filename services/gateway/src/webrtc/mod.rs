@@ -10,6 +10,7 @@
 //! | `service.rs` | pages' registrations, legs, offers to the pages' event streams, answers from them | task |
 
 pub mod edge;
+pub mod framing;
 pub mod peer;
 pub mod service;
 pub mod turn;
