@@ -582,7 +582,15 @@ export function createController({ store, api, phone, registration, cti, rington
       }
       case 'webrtc.offer': {
         const r = phone.offer(e.leg);
-        if (r === 'pending') cti.showPanel(true).catch(() => {});
+        if (r === 'pending') {
+          // A colleague's transfer rings here before the call is this
+          // agent's (the stream shows it once handed over): ring it from
+          // the offer alone.
+          if (!s.calls[e.leg.call_id]) {
+            dispatch({ type: 'call_view', call: { id: e.leg.call_id, direction: 'inbound', state: 'ringing', from_number: '', to_number: '', agent_user_id: null, started_at_ms: Date.now(), held: null, muted: [], recording: 'off', screening: false, recording_ids: [], voicemail_id: null, transfer_offer: true } });
+          }
+          cti.showPanel(true).catch(() => {});
+        }
         break;
       }
       case 'webrtc.ended':

@@ -436,3 +436,12 @@ test('a dismissed call opens again from Recent', () => {
   assert.equal(state(t).extras.c1.dismissed, false);
   assert.equal(state(t).ui.focusCallId, 'c1');
 });
+
+test('a transfer offered before the call is this agent\'s rings from the offer alone', () => {
+  const t = setup();
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-9', call_id: 'c9', instance: 'inst-1', sdp: 'v=0', auto_answer: false } });
+  const call = state(t).calls.c9;
+  assert.ok(call, 'the call is shown');
+  assert.equal(call.state, 'ringing');
+  assert.ok(t.log.some(([k, v]) => k === 'showPanel' && v === true), 'the panel opens');
+});

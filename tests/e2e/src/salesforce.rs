@@ -29,6 +29,10 @@ pub const INTEGRATION_USER_ID: &str = "0055g00000E2eIn";
 pub const AGENT_USER_ID: &str = "0055g00000E2eAg";
 /// The agent's Salesforce login.
 pub const AGENT_USERNAME: &str = "agent@switchboard.e2e";
+/// A colleague of the agent's (transfers between agents).
+pub const COLLEAGUE_USER_ID: &str = "0055g00000E2eCo";
+/// The colleague's Salesforce login.
+pub const COLLEAGUE_USERNAME: &str = "colleague@switchboard.e2e";
 
 /// A key pair for the JWT bearer flow.
 pub struct SigningKey {
@@ -86,6 +90,7 @@ impl Salesforce {
         config.username = USERNAME.to_owned();
         config.user_id = INTEGRATION_USER_ID.to_owned();
         config.extra_users.push(UserSeed { username: AGENT_USERNAME.to_owned(), id: Some(AGENT_USER_ID.to_owned()) });
+        config.extra_users.push(UserSeed { username: COLLEAGUE_USERNAME.to_owned(), id: Some(COLLEAGUE_USER_ID.to_owned()) });
         let addr = SocketAddr::from((LOCALHOST, free_tcp_port()?));
         let emulator = Emulator::start(config, addr).await.context("starting the Salesforce emulator")?;
         Ok(Self { emulator, key })
@@ -123,15 +128,20 @@ impl Salesforce {
         self.emulator
             .add_callback_url(CONSUMER_KEY, &format!("{public_url}/v1/auth/salesforce/callback"))
             .context("registering the gateway's callback URL")?;
-        self.emulator
-            .set_browser(salesforce_emulator::Browser { username: Some(AGENT_USERNAME.to_owned()), deny: false })
-            .context("signing the agent in at the org")?;
+        self.browser_signs_in_as(AGENT_USERNAME)?;
         config
             .set("auth.salesforce.login_url", self.url())
             .set("auth.salesforce.client_id", CONSUMER_KEY)
             .set("auth.salesforce.client_secret", self.emulator.consumer_secret())
             .set("auth.salesforce.organization_id", self.emulator.org_id());
         Ok(())
+    }
+
+    /// The org's login page signs `username` in at once from now on.
+    pub fn browser_signs_in_as(&self, username: &str) -> anyhow::Result<()> {
+        self.emulator
+            .set_browser(salesforce_emulator::Browser { username: Some(username.to_owned()), deny: false })
+            .with_context(|| format!("signing {username} in at the org"))
     }
 }
 

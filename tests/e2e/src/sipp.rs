@@ -196,6 +196,22 @@ pub async fn uac(
     calls: u32,
     timeout: Duration,
 ) -> anyhow::Result<UacRun> {
+    uac_with(ctx, label, scenario, service, target, calls, timeout, &[]).await
+}
+
+/// [`uac`] with more SIPp arguments (e.g. `-d 20000`, the pause of
+/// `carrier_uac_long_call.xml`).
+#[allow(clippy::too_many_arguments)]
+pub async fn uac_with(
+    ctx: &TestContext,
+    label: &str,
+    scenario: Scenario,
+    service: &str,
+    target: SocketAddr,
+    calls: u32,
+    timeout: Duration,
+    extra: &[&str],
+) -> anyhow::Result<UacRun> {
     let sip_port = free_sip_port()?;
     let media_port = free_udp_range(MEDIA_PORTS)?;
     let mut command = base_command(ctx, label, &scenario, sip_port, media_port)?;
@@ -207,6 +223,7 @@ pub async fn uac(
         .arg("-timeout")
         .arg(format!("{}s", timeout.as_secs().max(1)))
         .arg("-timeout_error")
+        .args(extra)
         .arg(target.to_string());
     let mut process = Process::spawn(ctx, &format!("sipp {label} ({})", scenario.name()), command)?;
     // SIPp enforces its own timeout; the extra margin covers its start-up.

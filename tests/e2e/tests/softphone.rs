@@ -29,7 +29,9 @@ const DIALLED: &str = "14155550123";
 /// `switchboard up` (SQLite, every call recorded) with the org's agent
 /// able to connect with Salesforce, and the page open in Chromium.
 struct Softphone {
-    _salesforce: Salesforce,
+    salesforce: Salesforce,
+    config: Config,
+    public_url: String,
     up: Service,
     sip: SocketAddr,
     http: String,
@@ -58,23 +60,15 @@ impl Softphone {
         let up = config.spawn(ctx, "up").await?;
         ctx.step("switchboard up");
 
-        let microphone = speech_wav(ctx, "Good morning, this is the browser speaking. How can I help you today?").await?;
-        let browser = Browser::launch(ctx, &microphone).await?;
-        browser.add_init_script(OPENCTI_STAND_IN).await?;
-        if let Some(init) = init {
-            browser.add_init_script(init).await?;
-        }
-        let page = browser.new_page(&format!("{public_url}/softphone/")).await?;
-        page.wait_for("[data-testid=signin-button]", WaitState::Visible, Duration::from_secs(15)).await?;
-        page.screenshot("01-signed-out").await?;
-        page.click("[data-testid=signin-button]").await?;
-        page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))
-            .await
-            .context("the page signs in and registers as the browser phone")?;
-        page.wait_for("[data-testid=dialer]", WaitState::Visible, Duration::from_secs(10)).await?;
-        page.screenshot("02-ready").await?;
-        ctx.step("signed in, registered");
-        Ok(Self { _salesforce: salesforce, up, sip, http, data, browser, page })
+        let (browser, page) = open_page(ctx, &public_url, init, "Good morning, this is the browser speaking. How can I help you today?").await?;
+        Ok(Self { salesforce, config, public_url, up, sip, http, data, browser, page })
+    }
+
+    /// Another agent's page in a browser of its own, signed in as
+    /// `username` at the org.
+    async fn colleague_page(&self, ctx: &TestContext, username: &str) -> anyhow::Result<(Browser, Page)> {
+        self.salesforce.browser_signs_in_as(username)?;
+        open_page(ctx, &self.public_url, None, "Hello, colleague here, I can take that call.").await
     }
 
     /// The carrier calls the agent's number with nine seconds of recorded
@@ -148,6 +142,29 @@ impl Softphone {
         self.up.process().ensure_running()?;
         self.up.stop().await
     }
+}
+
+/// Chromium with a fake microphone speaking `speech`, the Open CTI
+/// stand-in (and `init`), on the softphone page, signed in through the org
+/// and registered as the browser phone.
+async fn open_page(ctx: &TestContext, public_url: &str, init: Option<&str>, speech: &str) -> anyhow::Result<(Browser, Page)> {
+    let microphone = speech_wav(ctx, speech).await?;
+    let browser = Browser::launch(ctx, &microphone).await?;
+    browser.add_init_script(OPENCTI_STAND_IN).await?;
+    if let Some(init) = init {
+        browser.add_init_script(init).await?;
+    }
+    let page = browser.new_page(&format!("{public_url}/softphone/")).await?;
+    page.wait_for("[data-testid=signin-button]", WaitState::Visible, Duration::from_secs(15)).await?;
+    page.screenshot("01-signed-out").await?;
+    page.click("[data-testid=signin-button]").await?;
+    page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))
+        .await
+        .context("the page signs in and registers as the browser phone")?;
+    page.wait_for("[data-testid=dialer]", WaitState::Visible, Duration::from_secs(10)).await?;
+    page.screenshot("02-ready").await?;
+    ctx.step("signed in, registered");
+    Ok((browser, page))
 }
 
 /// A call answered in the page, seen from the browser half way through.
@@ -431,6 +448,71 @@ async fn reload(ctx: &TestContext) -> anyhow::Result<()> {
     page.click("[data-testid=hangup]").await?;
     phone.call_ended().await?;
     pstn.process().ensure_running()?;
+    phone.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_hands_the_call_to_a_colleagues_browser() {
+    let ctx = TestContext::new("softphone_warm_transfer");
+    let result = warm_transfer(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// F8 between two browser agents: Ada answers a carrier's call in her
+/// page, consults Bob (his page rings, he answers and hears her), then
+/// completes the transfer: the call is Bob's, Ada's leg is gone, and the
+/// carrier's dialog went on untouched (its scenario fails on any request
+/// from the gateway) until it hangs up.
+async fn warm_transfer(ctx: &TestContext) -> anyhow::Result<()> {
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |_| {}, None).await?;
+    phone
+        .config
+        .admin_json(ctx, &["user", "add", "--name", "Bob Colleague", "--extension", "202", "--salesforce-user-id", salesforce::COLLEAGUE_USER_ID])
+        .await?;
+    let (bob_browser, bob) = phone.colleague_page(ctx, salesforce::COLLEAGUE_USERNAME).await?;
+    let ada = &phone.page;
+    let scenario = Scenario::File(sipp::scenario_dir().join("carrier_uac_long_call.xml"));
+    let carrier = sipp::uac_with(ctx, "carrier", scenario, DIALLED, phone.sip, 1, Duration::from_secs(90), &["-d", "25000"]);
+    let connected = "[...window.switchboard.peerConnections.values()].some(pc => pc.connectionState === 'connected')";
+    let flow = async {
+        ada.wait_for("[data-testid=incoming-call]", WaitState::Visible, Duration::from_secs(20)).await.context("Ada's page rings")?;
+        ada.click("[data-testid=incoming-call] [data-testid=answer]").await?;
+        ada.wait_for_function::<bool>(connected, Duration::from_secs(15)).await.context("Ada's browser takes the call")?;
+        ada.click("[data-testid=transfer-toggle]").await?;
+        ada.fill("[data-testid=transfer-input]", "Bob").await?;
+        ada.wait_for("[data-testid=transfer-entry]", WaitState::Visible, Duration::from_secs(10)).await.context("the directory finds Bob")?;
+        ada.screenshot("03-transfer-to-bob").await?;
+        ada.click("[data-testid=transfer-entry] [data-testid=transfer-entry-warm]").await?;
+        bob.wait_for("[data-testid=incoming-call]", WaitState::Visible, Duration::from_secs(20)).await.context("Bob's page rings")?;
+        bob.screenshot("03-bob-ringing").await?;
+        bob.click("[data-testid=incoming-call] [data-testid=answer]").await?;
+        bob.wait_for_function::<bool>(connected, Duration::from_secs(15)).await.context("Bob's browser answers the consultation")?;
+        let consulting = eventually("Ada's voice at Bob's browser", Duration::from_secs(15), || async {
+            let stats = bob.rtc_stats(FIRST_PC).await?;
+            Ok(stats.inbound.filter(|i| i.packets_received >= 50 && i.total_audio_energy.unwrap_or(0.0) > 0.0))
+        })
+        .await?;
+        ctx.step(format!("consulting: Bob hears Ada: {consulting:?}"));
+        ada.wait_for("[data-testid=transfer-complete]", WaitState::Visible, Duration::from_secs(10)).await?;
+        ada.screenshot("04-consulting").await?;
+        ada.click("[data-testid=transfer-complete]").await?;
+        ada.wait_for_function::<bool>("window.switchboard.peerConnections.size === 0", Duration::from_secs(15))
+            .await
+            .context("Ada's browser leg ends once Bob has the call")?;
+        bob.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(10)).await?;
+        anyhow::ensure!(bob.evaluate::<bool>(connected).await?, "Bob's leg carries the call");
+        bob.screenshot("05-bob-has-the-call").await?;
+        // The carrier hangs up at the end of its call: Bob's page shows it.
+        bob.wait_for("[data-testid=wrapup]", WaitState::Visible, Duration::from_secs(40)).await.context("Bob's page shows the ended call")?;
+        anyhow::Ok(())
+    };
+    let (run, flow) = tokio::join!(carrier, flow);
+    flow?;
+    let run = run?;
+    anyhow::ensure!(run.succeeded(), "the carrier's dialog was disturbed by the transfer (SIPp exit {:?})", run.status);
+    let console = bob.console().await?;
+    anyhow::ensure!(console.errors.is_empty(), "Bob's page had errors: {}", console.lines());
+    bob_browser.close().await?;
     phone.stop().await
 }
 
