@@ -409,11 +409,18 @@ impl Browser {
     /// unprompted. Its screenshots go to `<`[`artefact_root`]`>/browser/<test
     /// name>/`.
     pub async fn launch(ctx: &TestContext, fake_mic_wav: &Path) -> anyhow::Result<Self> {
+        Self::launch_with_args(ctx, fake_mic_wav, &[]).await
+    }
+
+    /// [`launch`](Self::launch) with more Chromium switches, e.g.
+    /// `--webrtc-ip-handling-policy=disable_non_proxied_udp` for a browser
+    /// whose WebRTC may only use TCP.
+    pub async fn launch_with_args(ctx: &TestContext, fake_mic_wav: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let wav = std::fs::canonicalize(fake_mic_wav)
             .with_context(|| format!("the fake microphone WAV {} does not exist", fake_mic_wav.display()))?;
         let chromium = chromium_binary()?;
         let driver = Driver::start(ctx).await?;
-        let params = json!({ "fake_audio": wav, "executable": chromium });
+        let params = json!({ "fake_audio": wav, "executable": chromium, "args": args });
         let launched = driver.request("launch", params, LAUNCH_TIMEOUT).await?;
         let id = launched["browser"].as_u64().context("`launch` answered no browser id")?;
         let group = launched["process_group"].as_u64().map(|g| g as u32);

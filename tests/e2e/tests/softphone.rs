@@ -44,6 +44,11 @@ impl Softphone {
     /// Starts everything; `tune` adjusts the configuration, `init` runs in
     /// the page before its scripts (after the Open CTI stand-in).
     async fn start(ctx: &TestContext, desk_phone: &str, tune: impl FnOnce(&mut Config), init: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(ctx, desk_phone, tune, init, &[]).await
+    }
+
+    /// [`start`](Self::start) with more Chromium switches.
+    async fn start_with(ctx: &TestContext, desk_phone: &str, tune: impl FnOnce(&mut Config), init: Option<&str>, chromium_args: &[&str]) -> anyhow::Result<Self> {
         let salesforce = Salesforce::start(ctx).await?;
         let data = ctx.subdir("data")?;
         let mut config = Config::new();
@@ -60,7 +65,7 @@ impl Softphone {
         let up = config.spawn(ctx, "up").await?;
         ctx.step("switchboard up");
 
-        let (browser, page) = open_page(ctx, &public_url, init, "Good morning, this is the browser speaking. How can I help you today?").await?;
+        let (browser, page) = open_page(ctx, &public_url, init, "Good morning, this is the browser speaking. How can I help you today?", chromium_args).await?;
         Ok(Self { salesforce, config, public_url, up, sip, http, data, browser, page })
     }
 
@@ -68,7 +73,7 @@ impl Softphone {
     /// `username` at the org.
     async fn colleague_page(&self, ctx: &TestContext, username: &str) -> anyhow::Result<(Browser, Page)> {
         self.salesforce.browser_signs_in_as(username)?;
-        open_page(ctx, &self.public_url, None, "Hello, colleague here, I can take that call.").await
+        open_page(ctx, &self.public_url, None, "Hello, colleague here, I can take that call.", &[]).await
     }
 
     /// The carrier calls the agent's number with nine seconds of recorded
@@ -96,15 +101,15 @@ impl Softphone {
             })
             .await?;
             page.screenshot("04-in-call").await?;
-            let local_candidate: String = page
+            let (local_candidate, local_protocol): (String, String) = page
                 .evaluate(&format!(
                     "(async () => {{ const s = [...(await {FIRST_PC}.getStats()).values()]; \
                        const pair = s.find(r => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded'); \
                        const local = pair && s.find(r => r.id === pair.localCandidateId); \
-                       return local ? local.candidateType : 'none'; }})()"
+                       return local ? [local.candidateType, local.protocol] : ['none', 'none']; }})()"
                 ))
                 .await?;
-            anyhow::Ok(AnsweredCall { stats, local_candidate })
+            anyhow::Ok(AnsweredCall { stats, local_candidate, local_protocol })
         };
         let (run, call) = tokio::join!(carrier, answer);
         let (run, call) = (run?, call?);
@@ -147,9 +152,9 @@ impl Softphone {
 /// Chromium with a fake microphone speaking `speech`, the Open CTI
 /// stand-in (and `init`), on the softphone page, signed in through the org
 /// and registered as the browser phone.
-async fn open_page(ctx: &TestContext, public_url: &str, init: Option<&str>, speech: &str) -> anyhow::Result<(Browser, Page)> {
+async fn open_page(ctx: &TestContext, public_url: &str, init: Option<&str>, speech: &str, args: &[&str]) -> anyhow::Result<(Browser, Page)> {
     let microphone = speech_wav(ctx, speech).await?;
-    let browser = Browser::launch(ctx, &microphone).await?;
+    let browser = Browser::launch_with_args(ctx, &microphone, args).await?;
     browser.add_init_script(OPENCTI_STAND_IN).await?;
     if let Some(init) = init {
         browser.add_init_script(init).await?;
@@ -173,6 +178,8 @@ struct AnsweredCall {
     /// `candidateType` of the browser's side of the selected pair: `host`,
     /// `srflx`, `prflx` or `relay`.
     local_candidate: String,
+    /// Its transport: `udp` or `tcp`.
+    local_protocol: String,
 }
 
 /// A desk phone that never answers: the call is the browser's to take.
@@ -244,6 +251,24 @@ async fn through_turn(ctx: &TestContext) -> anyhow::Result<()> {
     anyhow::ensure!(local == "relay", "the media goes through the TURN relay, not {local}");
     phone.call_ended().await?;
     turn.process().ensure_running()?;
+    phone.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_may_not_use_udp_reaches_the_gateway_over_tcp() {
+    let ctx = TestContext::new("softphone_tcp");
+    let result = over_tcp(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// A network that lets no UDP out: Chromium uses the passive TCP
+/// candidate of the gateway's offer (RFC 6544) and the call carries audio
+/// both ways over one TCP connection.
+async fn over_tcp(ctx: &TestContext) -> anyhow::Result<()> {
+    let phone = Softphone::start_with(ctx, SILENT_DESK_PHONE, |_| {}, None, &["--webrtc-ip-handling-policy=disable_non_proxied_udp"]).await?;
+    let call = phone.answer_carrier_call(ctx).await?;
+    anyhow::ensure!(call.local_protocol == "tcp", "the media goes over TCP, not {}", call.local_protocol);
+    phone.call_ended().await?;
     phone.stop().await
 }
 
