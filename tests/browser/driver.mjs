@@ -178,7 +178,7 @@ const commands = {
     return { node: process.versions.node, playwright: playwrightVersion };
   },
 
-  // {fake_audio?, noloop?, executable?, args?} -> {browser, version, process_group, user_data_dir}
+  // {fake_audio?, noloop?, executable?, args?, viewport?} -> {browser, version, process_group, user_data_dir}
   async launch(req) {
     const executable = req.executable ?? DEFAULT_CHROMIUM;
     if (!(await stat(executable).catch(() => null))?.isFile()) {
@@ -213,6 +213,8 @@ const commands = {
         executablePath: executable,
         headless: true,
         args,
+        // {width, height}: e.g. the 400×600 of Lightning's utility bar.
+        ...(req.viewport ? { viewport: { width: Number(req.viewport.width), height: Number(req.viewport.height) } } : {}),
         timeout: timeoutOf({ timeout: req.timeout ?? 30_000 }),
         // Chromium's own output, for the driver's log.
         logger: {

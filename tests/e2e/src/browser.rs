@@ -420,7 +420,9 @@ impl Browser {
             .with_context(|| format!("the fake microphone WAV {} does not exist", fake_mic_wav.display()))?;
         let chromium = chromium_binary()?;
         let driver = Driver::start(ctx).await?;
-        let params = json!({ "fake_audio": wav, "executable": chromium, "args": args });
+        // The page is made for Lightning's utility bar: screenshots show it
+        // at that size.
+        let params = json!({ "fake_audio": wav, "executable": chromium, "args": args, "viewport": { "width": 400, "height": 640 } });
         let launched = driver.request("launch", params, LAUNCH_TIMEOUT).await?;
         let id = launched["browser"].as_u64().context("`launch` answered no browser id")?;
         let group = launched["process_group"].as_u64().map(|g| g as u32);

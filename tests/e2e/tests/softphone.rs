@@ -452,7 +452,14 @@ async fn reload(ctx: &TestContext) -> anyhow::Result<()> {
     page.click("[data-testid=dial-call]").await?;
     page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
     let call_id: String = page.evaluate("Object.keys(window.switchboard.state.calls)[0]").await?;
+    eventually("the far end's echo at the page", Duration::from_secs(15), || async {
+        let stats = page.rtc_stats(FIRST_PC).await.ok();
+        Ok(stats.filter(|s| s.inbound.as_ref().is_some_and(|i| i.packets_received >= 50)).map(|_| ()))
+    })
+    .await?;
 
+    // The reload closes the page's peer connection (DTLS close_notify):
+    // the call waits for the agent instead of ending.
     let url: String = page.evaluate("location.href.split('#')[0]").await?;
     page.goto(&url).await?;
     page.wait_for_function::<bool>("window.switchboard?.state?.device?.registered === true", Duration::from_secs(20))

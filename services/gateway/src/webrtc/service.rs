@@ -11,7 +11,8 @@
 //! stream (`webrtc.offer`), and its answer (`POST
 //! /v1/webrtc/legs/{id}/answer`) turns into the agent's 200 OK, with the
 //! leg's loopback RTP address as the media. A leg whose browser stops
-//! answering for `DISCONNECT_GRACE` (no ICE restart came) is hung up.
+//! answering or closes it (a reload) is hung up after `DISCONNECT_GRACE`
+//! unless an ICE restart or a move to a new page came first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -283,8 +284,11 @@ impl Service {
                 leg.quiet_since.get_or_insert_with(Instant::now);
             }
             _ => {
-                let dialog = leg.dialog.clone();
-                self.ua.hang_up(Instant::now(), &dialog);
+                // The page went away (reload, closed tab, crash): the call
+                // waits as for a lost network, so a reloaded page can take
+                // it back ("Call in Salesforce") before it is hung up.
+                tracing::info!(call_id = %leg.view.call_id, leg = %leg.view.id, "the browser closed its leg; the call waits for the agent to take it back");
+                leg.quiet_since.get_or_insert_with(Instant::now);
             }
         }
     }
