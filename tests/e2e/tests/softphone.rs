@@ -69,6 +69,25 @@ impl Softphone {
         Ok(Self { salesforce, config, public_url, up, sip, http, data, browser, page })
     }
 
+    /// The page with a far end beyond the trunk (SIPp answering, echoing
+    /// what it hears when `echo`), for calls the agent places.
+    async fn with_far_end(ctx: &TestContext, echo: bool) -> anyhow::Result<(Self, Uas)> {
+        let pstn = Uas::start_scenario(ctx, "pstn", Scenario::Builtin("uas"), echo).await?;
+        let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
+        let phone = Self::start(ctx, SILENT_DESK_PHONE, |c| {
+            c.set("sip.trunks", &trunk);
+        }, None)
+        .await?;
+        Ok((phone, pstn))
+    }
+
+    /// Dials the far end from the page's dialer and waits until it answers.
+    async fn dial_out(&self) -> anyhow::Result<()> {
+        self.page.fill("[data-testid=dial-input]", "+1 415 555 0199").await?;
+        self.page.click("[data-testid=dial-call]").await?;
+        self.page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")
+    }
+
     /// Another agent's page in a browser of its own, signed in as
     /// `username` at the org.
     async fn colleague_page(&self, ctx: &TestContext, username: &str) -> anyhow::Result<(Browser, Page)> {
@@ -330,12 +349,7 @@ async fn click_to_dial_places_a_browser_call_and_the_keypad_sends_each_digit_onc
 /// answers; the keypad's digits go in band (RFC 4733) and the gateway
 /// takes each once; the agent hangs up in the page.
 async fn click_to_dial(ctx: &TestContext) -> anyhow::Result<()> {
-    let mut pstn = Uas::start_scenario(ctx, "pstn", Scenario::Builtin("uas"), false).await?;
-    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
-    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
-        c.set("sip.trunks", &trunk);
-    }, None)
-    .await?;
+    let (phone, mut pstn) = Softphone::with_far_end(ctx, false).await?;
     let page = &phone.page;
     let listeners = page.opencti_fire("onClickToDial", &serde_json::json!({ "number": "(415) 555-0199", "objectType": "Contact", "recordId": "0035g00000E2eCt" })).await?;
     anyhow::ensure!(listeners == 1, "the page listens for click-to-dial ({listeners} listeners)");
@@ -395,16 +409,9 @@ async fn mute_in_the_page_silences_what_the_far_end_hears() {
 /// (SIPp) echoes what it hears, so the browser hears what the far end
 /// heard: its own speech, and nothing while the agent is muted.
 async fn mute(ctx: &TestContext) -> anyhow::Result<()> {
-    let mut pstn = Uas::start(ctx, "pstn").await?;
-    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
-    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
-        c.set("sip.trunks", &trunk);
-    }, None)
-    .await?;
+    let (phone, mut pstn) = Softphone::with_far_end(ctx, true).await?;
     let page = &phone.page;
-    page.fill("[data-testid=dial-input]", "+1 415 555 0199").await?;
-    page.click("[data-testid=dial-call]").await?;
-    page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
+    phone.dial_out().await?;
     // Energy of what the browser hears over the next 200 packets (4 s).
     let heard = || async {
         let start = page.rtc_stats(FIRST_PC).await?.inbound.unwrap_or_default();
@@ -441,16 +448,9 @@ async fn after_a_reload_the_page_shows_the_call_again_and_takes_it_back() {
 /// stream's snapshot, and "Call in Salesforce" brings the audio back to
 /// the new page while the far end stays on the line.
 async fn reload(ctx: &TestContext) -> anyhow::Result<()> {
-    let mut pstn = Uas::start(ctx, "pstn").await?;
-    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "127.0.0.1:{}" }}]"#, pstn.sip_port());
-    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
-        c.set("sip.trunks", &trunk);
-    }, None)
-    .await?;
+    let (phone, mut pstn) = Softphone::with_far_end(ctx, true).await?;
     let page = &phone.page;
-    page.fill("[data-testid=dial-input]", "+1 415 555 0199").await?;
-    page.click("[data-testid=dial-call]").await?;
-    page.wait_for("[data-testid=call-controls]", WaitState::Visible, Duration::from_secs(20)).await.context("the far end answers")?;
+    phone.dial_out().await?;
     let call_id: String = page.evaluate("Object.keys(window.switchboard.state.calls)[0]").await?;
     eventually("the far end's echo at the page", Duration::from_secs(15), || async {
         let stats = page.rtc_stats(FIRST_PC).await.ok();
