@@ -1,0 +1,558 @@
+//! The coordinator: opens every agent's page, ramps the calls up in steps
+//! (each step measured for a window once all its calls are up), holds the
+//! last step, stops the senders, drains, and hangs up; the report has one
+//! row per window and the totals.
+//!
+//! A call is *up* once its browser connected (ICE, DTLS), received media,
+//! and (with the built-in far end) the far end got its ACK and received
+//! media from the gateway. From the start of the next window on, both its
+//! ends count what they send and receive. Loss is counted per direction:
+//! packets one end sent while measuring against packets the other end
+//! received while measuring; a relay's own sequence numbers give a second
+//! figure (gaps on the last hop). A window's edges cut a few packets in
+//! flight (about a transit time's worth per call, well under 0.01 %); the
+//! totals are taken after the senders stopped and the relay drained.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::browser::{Browsers, Codec};
+use crate::farend::FarEnd;
+use crate::janus::JanusPage;
+use crate::media::{CallShared, MediaPool};
+use crate::stats::{self, Percentiles};
+use crate::switchboard::{Agent, Page, Placed};
+
+pub enum Target {
+    Switchboard { base: String, agents: Vec<Agent> },
+    Janus { base: String },
+}
+
+pub struct Plan {
+    pub calls: usize,
+    pub step: usize,
+    pub rate: f64,
+    pub step_hold: Duration,
+    pub hold: Duration,
+    pub setup_timeout: Duration,
+    pub drain: Duration,
+    pub loss_limit_pct: f64,
+    /// The far end's SIP address (built-in, or SIPp echoing).
+    pub far_end: SocketAddr,
+    /// A SIPp far end echoing: no far end here, loss is the round trip.
+    pub echo: bool,
+    pub to_prefix: String,
+    pub watch_pid: Option<u32>,
+    pub concurrency: usize,
+}
+
+/// One direction of a window (or of the totals).
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct Direction {
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    /// Last hop only: the relay's sequence numbers.
+    pub gap_expected: u64,
+    pub gap_lost: i64,
+    pub added_jitter_us: Percentiles,
+    /// RFC 3550 interarrival jitter of each call at the window's end.
+    pub rfc3550_jitter_p50_us: f64,
+    pub rfc3550_jitter_p99_us: f64,
+    /// RTP timestamp units per packet the receiver saw (over each measured
+    /// call's whole sequence span), and what its codec's 20 ms are.
+    pub rtp_ts_per_packet: f64,
+    pub rtp_ts_expected: u32,
+}
+
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct Window {
+    pub label: String,
+    pub calls_target: usize,
+    pub calls_up: usize,
+    pub calls_lost: usize,
+    pub seconds: f64,
+    /// Browser → far end, and far end → browser (with an echoing far end:
+    /// the round trip, in `to_browser`).
+    pub to_far: Direction,
+    pub to_browser: Direction,
+    pub cpu_target_pct: f64,
+    pub cpu_client_pct: f64,
+    pub cpu_other_pct: f64,
+    pub send_lateness_us: Percentiles,
+    pub udp_rcvbuf_errors: u64,
+    pub passed: bool,
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub codec: Codec,
+    pub echo: bool,
+    pub calls: usize,
+    pub step: usize,
+    pub rate: f64,
+    pub media_threads: usize,
+    pub pages_opened: usize,
+    pub calls_up: usize,
+    pub setup_ms: Percentiles,
+    pub failures: Vec<(String, usize)>,
+    pub windows: Vec<Window>,
+    pub totals: Window,
+    /// The first step (calls) whose window failed, if any.
+    pub first_failing_step: Option<usize>,
+    pub far_end: Option<FarEndReport>,
+    pub hung_up: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FarEndReport {
+    pub invites: u64,
+    pub answered: u64,
+    pub refused_codec: u64,
+    pub unknown_call: u64,
+    pub byes: u64,
+    pub options: u64,
+}
+
+enum PageKind {
+    Switchboard(Page),
+    Janus(JanusPage),
+}
+
+/// Cumulative measured counters over every call.
+#[derive(Debug, Default, Clone, Copy)]
+struct Snapshot {
+    b_sent: u64,
+    b_received: u64,
+    b_expected: u64,
+    f_sent: u64,
+    f_received: u64,
+    f_expected: u64,
+    target_ticks: u64,
+    client_ticks: u64,
+    machine_busy: u64,
+    machine_total: u64,
+    udp_drops: u64,
+    at: Option<Instant>,
+}
+
+fn snapshot(calls: &[Arc<CallShared>], watch: Option<u32>) -> Snapshot {
+    let mut s = Snapshot::default();
+    for c in calls {
+        s.b_sent += c.browser.sent.load(Ordering::Relaxed);
+        s.b_received += c.browser.received.load(Ordering::Relaxed);
+        s.b_expected += c.browser.expected.load(Ordering::Relaxed);
+        s.f_sent += c.far.sent.load(Ordering::Relaxed);
+        s.f_received += c.far.received.load(Ordering::Relaxed);
+        s.f_expected += c.far.expected.load(Ordering::Relaxed);
+    }
+    s.target_ticks = watch.and_then(stats::process_ticks).unwrap_or(0);
+    s.client_ticks = stats::process_ticks(std::process::id()).unwrap_or(0);
+    (s.machine_busy, s.machine_total) = stats::machine_ticks();
+    s.udp_drops = stats::udp_rcvbuf_errors();
+    s.at = Some(Instant::now());
+    s
+}
+
+fn loss(sent: u64, received: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        (sent as f64 - received as f64) / sent as f64 * 100.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+struct Coordinator {
+    plan: Plan,
+    calls: Arc<Vec<Arc<CallShared>>>,
+    media: Arc<MediaPool>,
+    echo: bool,
+    ticks: f64,
+    cores: f64,
+    /// RTP units of the browsers' 20 ms (960 for Opus, 160 for PCMU).
+    browser_samples: u32,
+}
+
+impl Coordinator {
+    fn up(&self, c: &CallShared) -> bool {
+        c.browser_connected.load(Ordering::Relaxed)
+            && c.browser.received_all.load(Ordering::Relaxed) > 0
+            && (self.echo || c.far_answered.load(Ordering::Relaxed) && c.far.received_all.load(Ordering::Relaxed) > 0)
+    }
+
+    fn lost(&self, c: &CallShared) -> bool {
+        c.browser_lost.load(Ordering::Relaxed) || c.far_ended.load(Ordering::Relaxed)
+    }
+
+    fn window(&self, label: &str, target: usize, a: &Snapshot, b: &Snapshot, hists: crate::media::Hists) -> Window {
+        let measured: Vec<&Arc<CallShared>> = self.calls.iter().filter(|c| c.measuring.load(Ordering::Relaxed)).collect();
+        let jitters = |far: bool| {
+            let mut v: Vec<f64> = measured
+                .iter()
+                .map(|c| if far { &c.far } else { &c.browser })
+                .filter(|x| x.received.load(Ordering::Relaxed) > 0)
+                .map(|x| x.jitter_us())
+                .collect();
+            v.sort_by(|x, y| x.total_cmp(y));
+            (percentile(&v, 50.0), percentile(&v, 99.0))
+        };
+        let (bj50, bj99) = jitters(false);
+        let (fj50, fj99) = jitters(true);
+        let ts_per_packet = |far: bool| {
+            let (mut units, mut packets) = (0u64, 0u64);
+            for c in &measured {
+                let x = if far { &c.far } else { &c.browser };
+                let span = x.expected.load(Ordering::Relaxed);
+                if span > 1 {
+                    units += x.ts_span.load(Ordering::Relaxed);
+                    packets += span - 1;
+                }
+            }
+            if packets == 0 {
+                0.0
+            } else {
+                units as f64 / packets as f64
+            }
+        };
+        let to_far = Direction {
+            sent: b.b_sent - a.b_sent,
+            received: b.f_received - a.f_received,
+            loss_pct: loss(b.b_sent - a.b_sent, b.f_received - a.f_received),
+            gap_expected: b.f_expected - a.f_expected,
+            gap_lost: (b.f_expected - a.f_expected) as i64 - (b.f_received - a.f_received) as i64,
+            added_jitter_us: hists.at_far.summary(),
+            rfc3550_jitter_p50_us: fj50,
+            rfc3550_jitter_p99_us: fj99,
+            rtp_ts_per_packet: ts_per_packet(true),
+            rtp_ts_expected: 160,
+        };
+        // With an echoing far end the browser hears its own packets back.
+        let to_browser_sent = if self.echo { b.b_sent - a.b_sent } else { b.f_sent - a.f_sent };
+        let to_browser = Direction {
+            sent: to_browser_sent,
+            received: b.b_received - a.b_received,
+            loss_pct: loss(to_browser_sent, b.b_received - a.b_received),
+            gap_expected: b.b_expected - a.b_expected,
+            gap_lost: (b.b_expected - a.b_expected) as i64 - (b.b_received - a.b_received) as i64,
+            added_jitter_us: hists.at_browser.summary(),
+            rfc3550_jitter_p50_us: bj50,
+            rfc3550_jitter_p99_us: bj99,
+            rtp_ts_per_packet: ts_per_packet(false),
+            rtp_ts_expected: self.browser_samples,
+        };
+        let wall = b.at.zip(a.at).map(|(b, a)| (b - a).as_secs_f64()).unwrap_or(0.0);
+        let pct = |t: u64| if wall > 0.0 { t as f64 / self.ticks / wall * 100.0 } else { 0.0 };
+        let cpu_target = pct(b.target_ticks - a.target_ticks);
+        let cpu_client = pct(b.client_ticks - a.client_ticks);
+        let total = (b.machine_total - a.machine_total) as f64;
+        let busy = if total > 0.0 { (b.machine_busy - a.machine_busy) as f64 / total * self.cores * 100.0 } else { 0.0 };
+        let calls_up = measured.iter().filter(|c| self.up(c)).count();
+        let calls_lost = measured.iter().filter(|c| self.lost(c)).count();
+        let mut reasons = Vec::new();
+        if calls_up < target {
+            reasons.push(format!("{} of {target} calls up", calls_up));
+        }
+        if calls_lost > 0 {
+            reasons.push(format!("{calls_lost} calls dropped"));
+        }
+        let limit = self.plan.loss_limit_pct;
+        if to_far.loss_pct >= limit && !self.echo {
+            reasons.push(format!("loss browser→far end {:.3} % ≥ {limit} %", to_far.loss_pct));
+        }
+        if to_browser.loss_pct >= limit {
+            let what = if self.echo { "round trip" } else { "far end→browser" };
+            reasons.push(format!("loss {what} {:.3} % ≥ {limit} %", to_browser.loss_pct));
+        }
+        Window {
+            label: label.to_owned(),
+            calls_target: target,
+            calls_up,
+            calls_lost,
+            seconds: wall,
+            to_far,
+            to_browser,
+            cpu_target_pct: cpu_target,
+            cpu_client_pct: cpu_client,
+            cpu_other_pct: (busy - cpu_target - cpu_client).max(0.0),
+            send_lateness_us: hists.send_lateness.summary(),
+            udp_rcvbuf_errors: b.udp_drops - a.udp_drops,
+            passed: reasons.is_empty(),
+            verdict: if reasons.is_empty() { "pass".into() } else { reasons.join("; ") },
+        }
+    }
+
+    /// Measures every call that is up, for `length`.
+    async fn measure(&self, label: &str, target: usize, length: Duration) -> Window {
+        for c in self.calls.iter().take(target) {
+            if self.up(c) && !self.lost(c) {
+                c.measuring.store(true, Ordering::Relaxed);
+            }
+        }
+        let _ = self.media.take_hists();
+        let a = snapshot(&self.calls, self.plan.watch_pid);
+        tokio::time::sleep(length).await;
+        let b = snapshot(&self.calls, self.plan.watch_pid);
+        let w = self.window(label, target, &a, &b, self.media.take_hists());
+        eprintln!(
+            "[{label} {target}] up {}/{target}, lost {}; browser→far {} sent {} received ({:.4} %), far→browser {} sent {} received ({:.4} %); added jitter p99 {:.2}/{:.2} ms; CPU target {:.0} % client {:.0} % other {:.0} %; {}",
+            w.calls_up,
+            w.calls_lost,
+            w.to_far.sent,
+            w.to_far.received,
+            w.to_far.loss_pct,
+            w.to_browser.sent,
+            w.to_browser.received,
+            w.to_browser.loss_pct,
+            w.to_far.added_jitter_us.p99 as f64 / 1000.0,
+            w.to_browser.added_jitter_us.p99 as f64 / 1000.0,
+            w.cpu_target_pct,
+            w.cpu_client_pct,
+            w.cpu_other_pct,
+            w.verdict
+        );
+        w
+    }
+}
+
+struct Outcome {
+    index: usize,
+    result: Result<Duration, String>,
+    placed: Option<Placed>,
+}
+
+pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<MediaPool>, threads: usize) -> anyhow::Result<Report> {
+    let n = plan.calls;
+    let calls: Arc<Vec<Arc<CallShared>>> = Arc::new((0..n).map(|i| Arc::new(CallShared::new(i))).collect());
+    let far = if plan.echo {
+        None
+    } else {
+        let audio = crate::media::Audio { frames: Arc::new(crate::audio::pcmu_frames().into_iter().map(Arc::from).collect()), samples: 160 };
+        Some(FarEnd::start(plan.far_end, calls.clone(), media.clone(), audio)?)
+    };
+    let browsers = Arc::new(browsers);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(plan.concurrency * 2).build()?;
+    let label = match &target {
+        Target::Switchboard { .. } => "switchboard",
+        Target::Janus { .. } => "janus",
+    };
+
+    // Every agent's page first, as agents sign in before they call.
+    eprintln!("opening {n} pages");
+    let run_tag = std::process::id();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let mut opening = Vec::with_capacity(n);
+    for i in 0..n {
+        let (http, sem) = (http.clone(), semaphore.clone());
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<PageKind>> + Send>> = match &target {
+            Target::Switchboard { base, agents } => {
+                let (base, agent) = (base.clone(), agents.get(i).cloned());
+                Box::pin(async move {
+                    let _p = sem.acquire().await?;
+                    let agent = agent.ok_or_else(|| anyhow::anyhow!("fewer provisioned agents than calls"))?;
+                    Ok(PageKind::Switchboard(Page::open(http, &base, &agent, format!("bench-{run_tag}-{i:05}")).await?))
+                })
+            }
+            Target::Janus { base } => {
+                let (base, user) = (base.clone(), format!("sip:browser{i:04}@{}", plan.far_end.ip()));
+                Box::pin(async move {
+                    let _p = sem.acquire().await?;
+                    Ok(PageKind::Janus(JanusPage::open(http, &base, &user).await?))
+                })
+            }
+        };
+        opening.push(tokio::spawn(fut));
+    }
+    let mut pages = Vec::with_capacity(n);
+    let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
+    for (i, o) in opening.into_iter().enumerate() {
+        match o.await? {
+            Ok(p) => pages.push(Some(Arc::new(p))),
+            Err(e) => {
+                if failures.is_empty() {
+                    eprintln!("page {i}: {e:#}");
+                }
+                *failures.entry(format!("page: {e}")).or_default() += 1;
+                pages.push(None);
+            }
+        }
+    }
+    let pages_opened = pages.iter().filter(|p| p.is_some()).count();
+    eprintln!("{pages_opened} of {n} pages open");
+
+    let co = Coordinator { plan, calls: calls.clone(), media: media.clone(), echo: far.is_none(), ticks: stats::clock_ticks(), browser_samples: browsers.audio.samples, cores: std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) as f64 };
+    let plan = &co.plan;
+    let mut steps: Vec<usize> = (1..).map(|k| k * plan.step.max(1)).take_while(|&s| s < n).collect();
+    steps.push(n);
+    let mut windows = Vec::new();
+    let mut placed: Vec<Option<Placed>> = (0..n).map(|_| None).collect();
+    let mut setup = Vec::new();
+    let mut first_failing_step = None;
+    let mut next = 0;
+    let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.01));
+    for (k, &target) in steps.iter().enumerate() {
+        eprintln!("ramping to {target} calls");
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(interval);
+        while next < target {
+            tick.tick().await;
+            let i = next;
+            next += 1;
+            let Some(page) = pages[i].clone() else { continue };
+            let (shared, browsers, media, calls_for_up) = (calls[i].clone(), browsers.clone(), media.clone(), calls.clone());
+            let (to, far_end, timeout, echo) = (format!("{}{i:04}", plan.to_prefix), plan.far_end, plan.setup_timeout, co.echo);
+            tasks.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let placed = match &*page {
+                    PageKind::Switchboard(p) => p.call(&to, &browsers, &media, shared.clone(), timeout).await.map(Some),
+                    PageKind::Janus(p) => p.call(&format!("sip:{to}@{far_end}"), &browsers, &media, shared.clone(), timeout).await.map(|_| None),
+                };
+                let placed = match placed {
+                    Ok(p) => p,
+                    Err(e) => return Outcome { index: i, result: Err(format!("{e:#}")), placed: None },
+                };
+                let c = &calls_for_up[i];
+                let deadline = started + timeout;
+                loop {
+                    let up = c.browser_connected.load(Ordering::Relaxed)
+                        && c.browser.received_all.load(Ordering::Relaxed) > 0
+                        && (echo || c.far_answered.load(Ordering::Relaxed) && c.far.received_all.load(Ordering::Relaxed) > 0);
+                    if up {
+                        return Outcome { index: i, result: Ok(started.elapsed()), placed };
+                    }
+                    if Instant::now() >= deadline {
+                        let why = if !c.browser_connected.load(Ordering::Relaxed) {
+                            "the browser's ICE/DTLS did not connect"
+                        } else if c.browser.received_all.load(Ordering::Relaxed) == 0 {
+                            "no media reached the browser"
+                        } else if !echo && !c.far_answered.load(Ordering::Relaxed) {
+                            "the far end was not called (or not ACKed)"
+                        } else {
+                            "no media reached the far end"
+                        };
+                        return Outcome { index: i, result: Err(why.into()), placed };
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let o = t.await?;
+            match o.result {
+                Ok(d) => setup.push(d.as_secs_f64() * 1000.0),
+                Err(why) => {
+                    if failures.values().sum::<usize>() < 3 {
+                        eprintln!("call {}: {why}", o.index);
+                    }
+                    *failures.entry(why).or_default() += 1;
+                    calls[o.index].ended.store(true, Ordering::Relaxed);
+                }
+            }
+            placed[o.index] = o.placed;
+        }
+        let last = k + 1 == steps.len();
+        let (label, length) = if last { ("hold", plan.hold) } else { ("step", plan.step_hold) };
+        let w = co.measure(label, target, length).await;
+        if !w.passed && first_failing_step.is_none() {
+            first_failing_step = Some(target);
+        }
+        windows.push(w);
+    }
+
+    // The totals: senders stop, what is in flight arrives.
+    let before = snapshot(&calls, None);
+    for c in calls.iter() {
+        c.silent.store(true, Ordering::Relaxed);
+    }
+    tokio::time::sleep(plan.drain).await;
+    let mut totals = co.window("total", n, &Snapshot { at: before.at, ..Snapshot::default() }, &snapshot(&calls, None), crate::media::Hists::default());
+    // Counts only: the windows have the CPU figures.
+    (totals.seconds, totals.cpu_target_pct, totals.cpu_client_pct, totals.cpu_other_pct, totals.udp_rcvbuf_errors) = (0.0, 0.0, 0.0, 0.0, 0);
+    let calls_up = calls.iter().filter(|c| c.measuring.load(Ordering::Relaxed)).count();
+
+    // Hang up.
+    eprintln!("hanging up");
+    let mut hangups = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        let Some(page) = page.clone() else { continue };
+        let p = placed[i].take();
+        let sem = semaphore.clone();
+        hangups.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.ok()?;
+            match (&*page, p) {
+                (PageKind::Switchboard(page), Some(p)) => page.hang_up(&p).await.ok(),
+                (PageKind::Janus(page), _) => page.hang_up().await.ok(),
+                _ => None,
+            }
+        }));
+    }
+    let mut hung_up = 0;
+    for h in hangups {
+        if let Ok(Some(())) = h.await {
+            hung_up += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in calls.iter() {
+        c.ended.store(true, Ordering::Relaxed);
+    }
+    for page in pages.into_iter().flatten() {
+        if let Ok(PageKind::Janus(p)) = Arc::try_unwrap(page) {
+            p.close().await;
+        }
+    }
+    let far_end = far.map(|f| {
+        let s = &f.stats;
+        let r = FarEndReport {
+            invites: s.invites.load(Ordering::Relaxed),
+            answered: s.answered.load(Ordering::Relaxed),
+            refused_codec: s.refused_codec.load(Ordering::Relaxed),
+            unknown_call: s.unknown_call.load(Ordering::Relaxed),
+            byes: s.byes.load(Ordering::Relaxed),
+            options: s.options.load(Ordering::Relaxed),
+        };
+        f.stop();
+        r
+    });
+    setup.sort_by(|a, b| a.total_cmp(b));
+    let setup_ms = Percentiles {
+        count: setup.len() as u64,
+        p50: percentile(&setup, 50.0) as u64,
+        p99: percentile(&setup, 99.0) as u64,
+        p999: percentile(&setup, 99.9) as u64,
+        max: setup.last().copied().unwrap_or(0.0) as u64,
+    };
+    let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
+    failures.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(Report {
+        target: label.into(),
+        codec: browsers.codec,
+        echo: co.echo,
+        calls: n,
+        step: co.plan.step,
+        rate: co.plan.rate,
+        media_threads: threads,
+        pages_opened,
+        calls_up,
+        setup_ms,
+        failures,
+        windows,
+        totals,
+        first_failing_step,
+        far_end,
+        hung_up,
+    })
+}

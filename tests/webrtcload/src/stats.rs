@@ -1,0 +1,251 @@
+//! Measuring: per-stream reception (loss by sequence gaps, RFC 3550
+//! interarrival jitter, each packet's transit above the stream's minimum),
+//! histograms, and CPU from /proc.
+//!
+//! Packets cross a transcoder, so no send time can ride in the payload:
+//! a packet's *transit* is its arrival time minus its media time (its
+//! place in the stream, 20 ms per sequence number), and what a relay adds
+//! to it beyond the stream's smallest transit is its *added jitter* (the
+//! first packets of a stream only set that minimum): the queueing the
+//! relay and the kernel add, and any unevenness of the sender.
+
+use serde::Serialize;
+
+/// Packets of a measured stream that only set its minimum transit.
+pub const WARMUP: u32 = 25;
+
+/// A histogram of microseconds: 10 µs buckets up to 100 ms, then 1 ms
+/// buckets up to 10 s; beyond is the last bucket.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+const FINE: u64 = 10_000; // buckets of 10 µs up to 100 ms
+const COARSE: u64 = 9_900; // buckets of 1 ms from 100 ms to 10 s
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: vec![0; (FINE + COARSE + 1) as usize], count: 0, max: 0 }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, us: u64) {
+        let i = if us < 100_000 { us / 10 } else { (FINE + (us - 100_000) / 1_000).min(FINE + COARSE) };
+        self.buckets[i as usize] += 1;
+        self.count += 1;
+        self.max = self.max.max(us);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
+    /// Upper edge of the bucket holding the `p`-th percentile (never an
+    /// underestimate), in µs; 0 when empty.
+    pub fn percentile(&self, p: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0 * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let i = i as u64;
+                let edge = if i < FINE { (i + 1) * 10 } else if i < FINE + COARSE { 100_000 + (i - FINE + 1) * 1_000 } else { self.max };
+                return edge.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    pub fn summary(&self) -> Percentiles {
+        Percentiles { count: self.count, p50: self.percentile(50.0), p99: self.percentile(99.0), p999: self.percentile(99.9), max: self.max }
+    }
+}
+
+/// Percentiles of a histogram, µs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// One direction of one call as its receiver sees it.
+///
+/// A packet's media time is its sequence number times 20 ms (every sender
+/// here sends 20 ms packets, and relays keep sequence gaps), not its RTP
+/// timestamp: the timestamps are checked on their own (`ts_span`), since a
+/// transcoding relay that keeps the input codec's timestamp increments
+/// would otherwise show as seconds of jitter.
+#[derive(Debug, Default)]
+pub struct Reception {
+    /// Every packet, measured or not.
+    pub all: u64,
+    /// Measured packets, and the extended sequence numbers they span.
+    pub measured: u64,
+    first_seq: u64,
+    max_seq: u64,
+    /// RTP timestamp units between the first measured packet and the
+    /// highest sequence number's.
+    first_ts: i64,
+    ts_at_max: i64,
+    /// For extending 16-bit sequence numbers and 32-bit timestamps.
+    last_seq16: Option<u16>,
+    seq_ext: u64,
+    last_ts32: Option<u32>,
+    ts_ext: i64,
+    min_transit: i64,
+    warm: u32,
+    last_transit: Option<i64>,
+    /// RFC 3550 §6.4.1 interarrival jitter, µs.
+    pub jitter_us: f64,
+}
+
+impl Reception {
+    /// Extends a 16-bit sequence number (plain RTP).
+    pub fn extend_seq(&mut self, seq: u16) -> u64 {
+        match self.last_seq16 {
+            None => self.seq_ext = seq as u64 + (1 << 16),
+            Some(last) => self.seq_ext = (self.seq_ext as i64 + seq.wrapping_sub(last) as i16 as i64) as u64,
+        }
+        self.last_seq16 = Some(seq);
+        self.seq_ext
+    }
+
+    /// A packet: its extended sequence number, RTP timestamp and arrival
+    /// (µs on one clock); `jitter` gets its added jitter when measured.
+    pub fn packet(&mut self, seq: u64, ts: u32, arrival_us: i64, measuring: bool, ptime_us: i64, jitter: &mut Histogram) {
+        self.all += 1;
+        match self.last_ts32 {
+            None => self.ts_ext = ts as i64,
+            Some(last) => self.ts_ext += ts.wrapping_sub(last) as i32 as i64,
+        }
+        self.last_ts32 = Some(ts);
+        if !measuring {
+            return;
+        }
+        if self.measured == 0 {
+            (self.first_seq, self.max_seq, self.first_ts, self.ts_at_max) = (seq, seq, self.ts_ext, self.ts_ext);
+        } else if seq > self.max_seq {
+            (self.max_seq, self.ts_at_max) = (seq, self.ts_ext);
+        }
+        self.measured += 1;
+        let transit = arrival_us - (seq as i64 - self.first_seq as i64) * ptime_us;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs() as f64;
+            self.jitter_us += (d - self.jitter_us) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        if self.warm < WARMUP {
+            self.min_transit = if self.warm == 0 { transit } else { self.min_transit.min(transit) };
+            self.warm += 1;
+        } else {
+            self.min_transit = self.min_transit.min(transit);
+            jitter.record((transit - self.min_transit) as u64);
+        }
+    }
+
+    /// Packets expected from the measured sequence numbers' span.
+    pub fn expected(&self) -> u64 {
+        if self.measured == 0 {
+            0
+        } else {
+            self.max_seq - self.first_seq + 1
+        }
+    }
+
+    /// RTP timestamp units over the measured sequence span.
+    pub fn ts_span(&self) -> i64 {
+        self.ts_at_max - self.first_ts
+    }
+}
+
+/// CPU ticks (user + system) of a process, all its threads; None when it is gone.
+pub fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// (busy, total) ticks of the whole machine.
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else { return (0, 0) };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Ticks per second of /proc's CPU figures.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Datagrams the kernel dropped for full UDP receive buffers (all sockets).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let rows: Vec<Vec<&str>> = snmp.lines().filter(|l| l.starts_with("Udp:")).map(|l| l.split_whitespace().collect()).collect();
+    if rows.len() < 2 {
+        return 0;
+    }
+    rows[0].iter().position(|h| *h == "RcvbufErrors").and_then(|i| rows[1].get(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_bucket_edges() {
+        let mut h = Histogram::default();
+        for us in [5, 15, 25, 35, 45, 55, 65, 75, 85, 150_500] {
+            h.record(us);
+        }
+        assert_eq!(h.percentile(50.0), 50);
+        assert_eq!(h.percentile(90.0), 90);
+        assert_eq!(h.percentile(100.0), 150_500);
+    }
+
+    #[test]
+    fn gaps_and_jitter() {
+        let mut r = Reception::default();
+        let mut h = Histogram::default();
+        // 40 packets 20 ms apart in RTP time, one missing, arrivals steady
+        // but for one packet 3 ms late.
+        for i in 0..40u16 {
+            if i == 30 {
+                continue;
+            }
+            let seq = r.extend_seq(i.wrapping_add(65_500));
+            let late = if i == 35 { 3_000 } else { 0 };
+            r.packet(seq, (i as u32).wrapping_mul(960).wrapping_sub(5_000), 1_000 + i as i64 * 20_000 + late, true, 20_000, &mut h);
+        }
+        assert_eq!(r.measured, 39);
+        assert_eq!(r.expected(), 40);
+        assert_eq!(h.count, 39 - WARMUP as u64);
+        assert_eq!(h.max, 3_000);
+        assert!(r.jitter_us > 0.0);
+        assert_eq!(r.ts_span(), 39 * 960);
+    }
+}
