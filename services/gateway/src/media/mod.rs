@@ -6,12 +6,13 @@
 //! `encode` file encoder), voicemail (`voicemail`), RTCP sessions and
 //! quality (`rtcp`, `quality`) and transcoding (`codec`). `relay` is its
 //! I/O edge: the sockets of a call, on one of the media threads
-//! (`threads`, an event loop each). Also SDP offer and
+//! (`threads`, an event loop each, with a `deadlines` heap). Also SDP offer and
 //! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
 //! allocation (`ports`). Everything but `relay`, `threads`, `spooler` and `ports` is sans-IO.
 
 pub mod bridge;
 pub mod codec;
+pub(crate) mod deadlines;
 pub mod dtmf;
 pub mod encode;
 pub mod g711;

@@ -12,8 +12,7 @@
 //! (hold, record, stop…) arrive through a channel and an eventfd that wakes
 //! the loop. Uploads and everything else stay on the main runtime.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -25,6 +24,7 @@ use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::io::Errno;
 use tokio::runtime::Handle;
 
+use super::deadlines::Deadlines;
 use super::relay::{CallMedia, Control, Flow};
 use super::spooler::Spooler;
 
@@ -147,18 +147,18 @@ struct EventLoop {
     inbox: mpsc::Receiver<Inbox>,
     calls: HashMap<u64, Slot>,
     /// Deadlines by call; an entry is stale when it is not the call's `armed`.
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Deadlines,
 }
 
 impl EventLoop {
     fn new(epoll: OwnedFd, wake: Arc<OwnedFd>, inbox: mpsc::Receiver<Inbox>) -> EventLoop {
-        EventLoop { epoll, wake, inbox, calls: HashMap::new(), timers: BinaryHeap::new() }
+        EventLoop { epoll, wake, inbox, calls: HashMap::new(), timers: Deadlines::default() }
     }
 
     fn run(mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
-            match wait(&self.epoll, &mut events, self.timers.peek().map(|Reverse((t, _))| *t)) {
+            match wait(&self.epoll, &mut events, self.timers.next()) {
                 Ok(()) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -240,14 +240,7 @@ impl EventLoop {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        // Bounded, so a call whose deadline stays in the past cannot hold
-        // the loop here; it comes round again after the next wait.
-        for _ in 0..self.timers.len() {
-            let Some(&Reverse((at, id))) = self.timers.peek() else { break };
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        for (at, id) in self.timers.due(now) {
             let Some(slot) = self.calls.get_mut(&id) else { continue };
             if slot.armed != Some(at) {
                 continue; // stale: the call's deadline moved
@@ -271,12 +264,7 @@ pub(crate) fn wait(epoll: &OwnedFd, events: &mut Vec<epoll::Event>, deadline: Op
 }
 
 /// Puts the call's next deadline in the heap if it changed.
-fn rearm(slot: &mut Slot, id: u64, timers: &mut BinaryHeap<Reverse<(Instant, u64)>>) {
+fn rearm(slot: &mut Slot, id: u64, timers: &mut Deadlines) {
     let next = slot.media.next_deadline();
-    if next != slot.armed {
-        slot.armed = next;
-        if let Some(at) = next {
-            timers.push(Reverse((at, id)));
-        }
-    }
+    timers.arm(id, &mut slot.armed, next);
 }

@@ -17,8 +17,7 @@
 //! media threads (decision 0012), with a deadline heap for the peers'
 //! timers and an eventfd for commands.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,6 +31,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::framing::{self, Deframer};
 use super::peer::{AudioCodec, Chosen, Peer, PeerOutput, PeerSetup, Transport};
+use crate::media::deadlines::Deadlines;
 use crate::media::rtp;
 use crate::media::sdp::Format;
 
@@ -128,7 +128,7 @@ impl Edge {
         let tcp = listener.map(|listener| TcpSide { listener, conns: HashMap::new(), by_peer: HashMap::new(), next_token: 0 });
         let (tx, rx) = mpsc::channel();
         let wake_reader = rustix::io::dup(&wake)?;
-        let mut state = EdgeLoop { epoll, wake: wake_reader, inbox: rx, public: socket, tcp, local, announce, setup, legs: HashMap::new(), by_source: HashMap::new(), timers: BinaryHeap::new(), events };
+        let mut state = EdgeLoop { epoll, wake: wake_reader, inbox: rx, public: socket, tcp, local, announce, setup, legs: HashMap::new(), by_source: HashMap::new(), timers: Deadlines::default(), events };
         let transports = if state.tcp.is_some() { "UDP and TCP" } else { "UDP" };
         std::thread::Builder::new().name("webrtc-edge".into()).spawn(move || state.run())?;
         tracing::info!(%local, %announce, transports, "browser phones' WebRTC media");
@@ -293,7 +293,7 @@ struct EdgeLoop {
     setup: PeerSetup,
     legs: HashMap<u64, Leg>,
     by_source: HashMap<SocketAddr, u64>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Deadlines,
     events: tokio_mpsc::UnboundedSender<EdgeEvent>,
 }
 
@@ -302,7 +302,7 @@ impl EdgeLoop {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut buf = vec![0u8; 2048];
         loop {
-            match crate::media::threads::wait(&self.epoll, &mut events, self.timers.peek().map(|Reverse((t, _))| *t)) {
+            match crate::media::threads::wait(&self.epoll, &mut events, self.timers.next()) {
                 Ok(()) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -401,7 +401,7 @@ impl EdgeLoop {
                 tcp.close(&self.epoll, old);
             }
             tcp.conns.insert(token, Conn { stream, peer, deframer: Deframer::new(), backlog: Vec::new(), writing: false, leg: None });
-            self.timers.push(Reverse((Instant::now() + TCP_IDLE, token)));
+            self.timers.push(token, Instant::now() + TCP_IDLE);
         }
     }
 
@@ -532,22 +532,12 @@ impl EdgeLoop {
             return;
         }
         let next = l.peer.next_timeout();
-        if next != l.armed {
-            l.armed = next;
-            if let Some(at) = next {
-                self.timers.push(Reverse((at, id)));
-            }
-        }
+        self.timers.arm(id, &mut l.armed, next);
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        for _ in 0..self.timers.len() {
-            let Some(&Reverse((at, id))) = self.timers.peek() else { break };
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        for (at, id) in self.timers.due(now) {
             if let Some(tcp) = self.tcp.as_mut() {
                 if let Some(c) = tcp.conns.get(&id) {
                     if c.leg.is_none() {
