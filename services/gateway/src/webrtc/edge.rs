@@ -37,6 +37,12 @@ use crate::media::sdp::Format;
 
 const WAKE: u64 = u64::MAX;
 const PUBLIC: u64 = u64::MAX - 1;
+/// Datagrams read from the shared port per wake-up.
+const PUBLIC_BATCH: usize = 64;
+/// Receive buffer of the shared port: a burst of every browser's packets
+/// waits here while the loop is busy (the kernel caps it at
+/// `net.core.rmem_max` unless the gateway may raise it).
+const PUBLIC_RCVBUF: usize = 8 << 20;
 const LISTENER: u64 = u64::MAX - 2;
 
 /// How long a TCP connection may stay without a leg taking a packet from
@@ -106,6 +112,9 @@ impl Edge {
     pub fn start(listen: SocketAddr, announce: Option<SocketAddr>, events: tokio_mpsc::UnboundedSender<EdgeEvent>) -> std::io::Result<Edge> {
         let socket = UdpSocket::bind(listen)?;
         socket.set_nonblocking(true)?;
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, PUBLIC_RCVBUF).is_err() {
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, PUBLIC_RCVBUF);
+        }
         let local = socket.local_addr()?;
         // After the UDP socket, so that a port of 0 is the one UDP got.
         let listener = match TcpListener::bind(local).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
@@ -315,7 +324,7 @@ impl EdgeLoop {
                 let flags = ev.flags;
                 match ev.data.u64() {
                     WAKE => woken = true,
-                    PUBLIC => self.public_readable(&mut buf),
+                    PUBLIC => self.public_readable_batch(&mut buf),
                     LISTENER => self.accept(),
                     token if self.tcp.as_ref().is_some_and(|t| t.conns.contains_key(&token)) => self.conn_ready(token, flags, &mut buf),
                     leg => self.inner_readable(leg, &mut buf),
@@ -332,14 +341,25 @@ impl EdgeLoop {
         }
     }
 
-    fn public_readable(&mut self, buf: &mut [u8]) {
-        // Level-triggered: one datagram per wake-up keeps legs fair.
+    /// Reads what the shared port holds, up to a batch: every browser's
+    /// packets arrive on this one socket (fifty a second per call), so one
+    /// datagram per wake-up would leave the queue to overflow.
+    fn public_readable_batch(&mut self, buf: &mut [u8]) {
+        for _ in 0..PUBLIC_BATCH {
+            if !self.public_readable(buf) {
+                return;
+            }
+        }
+    }
+
+    /// Handles one datagram of the shared port; false when there was none.
+    fn public_readable(&mut self, buf: &mut [u8]) -> bool {
         let (n, source) = match self.public.recv_from(buf) {
             Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 tracing::debug!(error = %e, "reading the WebRTC port failed");
-                return;
+                return false;
             }
         };
         let now = Instant::now();
@@ -350,9 +370,9 @@ impl EdgeLoop {
         };
         let Some(id) = leg else {
             metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "unknown_source").increment(1);
-            return;
+            return true;
         };
-        let Some(l) = self.legs.get_mut(&id) else { return };
+        let Some(l) = self.legs.get_mut(&id) else { return true };
         // The announced address is what str0m knows itself as.
         if l.peer.receive(now, Transport::Udp, source, self.announce, bytes) && l.source != Some(source) {
             if let Some(old) = l.source.replace(source) {
@@ -361,6 +381,7 @@ impl EdgeLoop {
             self.by_source.insert(source, id);
         }
         self.after(id, now);
+        true
     }
 
     /// Takes the browsers' new TCP connections.
