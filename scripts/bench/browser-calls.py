@@ -5,7 +5,7 @@ through the gateway to a G.711 far end, the browsers speaking only Opus
 the same kind of calls.
 
     python3 scripts/bench/browser-calls.py [--quick] [--calls 300] [--step 50]
-        [--rate 10] [--step-hold 10] [--hold 60]
+        [--step 25] [--rate 10] [--step-hold 10] [--hold 60]
         [--only switchboard-opus,switchboard-pcmu,janus-pcmu] [--far-end builtin|sipp]
         [--bin <target>/release/switchboard] [--webrtcload <target>/release/webrtcload]
         [--out results.md]
@@ -41,7 +41,8 @@ Runs (--only):
 
 The calls ramp up in steps of --step at --rate calls/s; once a step's
 calls are up, all calls are measured for --step-hold seconds, the last
-step (--calls) for --hold seconds. A window passes when every call is up
+step (--calls) for --hold seconds. Every sender pauses 300 ms at each
+window's edges, so that the counters are read with nothing in flight. A window passes when every call is up
 and loss is below --loss % in each direction. CPU of the relay (all its
 threads), of the load client and of everything else comes from /proc per
 window. The Markdown block printed at the end is what docs/benchmarks.md
@@ -74,6 +75,7 @@ status_kib, free_tcp_port, check_udp_free = cps.status_kib, cps.free_tcp_port, c
 HOST = cps.HOST
 
 GW_SIP_PORT = 5560
+GW_WEBRTC_PORT = 30000      # the gateway's one WebRTC UDP port, named in the report
 FAR_END_PORT = 5090
 JANUS_HTTP_PORT = 8088
 MAIN_LINE = "+14155550100"
@@ -170,6 +172,7 @@ bind_ip = "{HOST}"
 port_min = 20000
 port_max = 29999
 webrtc = true
+webrtc_port = {GW_WEBRTC_PORT}
 
 [http]
 listen = "{HOST}:{self.http}"
@@ -402,23 +405,23 @@ def capacity(res):
 def window_table(res):
     r = res["report"]
     echo = r["echo"]
-    head = "| window | calls up | browser → far end: sent / received (loss %) | far end → browser: sent / received (loss %) | added jitter p50 / p99 (ms), to far end · to browser | RFC 3550 jitter p99 (ms), to far end · to browser | CPU relay / client / other (% of a core) | relay CPU per call | send lateness p99 (ms) | result |"
+    head = "| window | calls up | browser → far end: sent / received (loss %) | far end → browser: sent / received (loss %) | added jitter p50 / p99 (ms), to far end · to browser | RFC 3550 jitter p99 (ms), to far end · to browser | CPU relay / client / other (% of a core) | relay CPU per call | UDP drops at relay / client sockets | send lateness p99 (ms) | result |"
     if echo:
         head = head.replace("far end → browser", "round trip (SIPp echo)")
-    rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in r["windows"] + [r["totals"]]:
         tf, tb = w["to_far"], w["to_browser"]
         label = "total (senders stopped, drained)" if w["label"] == "total" else f"{w['label']} {w['calls_target']}, {w['seconds']:.0f} s"
         far = "—" if echo else f"{tf['sent']} / {tf['received']} ({tf['loss_pct']:.4f})"
         cpu = "" if w["label"] == "total" else f"{w['cpu_target_pct']:.0f} / {w['cpu_client_pct']:.0f} / {w['cpu_other_pct']:.0f}"
         per_call = "" if w["label"] == "total" or not w["calls_up"] else f"{w['cpu_target_pct'] / w['calls_up']:.2f} %"
-        jit = "" if w["label"] == "total" else f"{ms(tf['added_jitter_us']['p50'])} / {ms(tf['added_jitter_us']['p99'])} · {ms(tb['added_jitter_us']['p50'])} / {ms(tb['added_jitter_us']['p99'])}"
-        rfc = "" if w["label"] == "total" else f"{ms(tf['rfc3550_jitter_p99_us'])} · {ms(tb['rfc3550_jitter_p99_us'])}"
+        jf = "—" if echo else f"{ms(tf['added_jitter_us']['p50'])} / {ms(tf['added_jitter_us']['p99'])}"
+        jit = "" if w["label"] == "total" else f"{jf} · {ms(tb['added_jitter_us']['p50'])} / {ms(tb['added_jitter_us']['p99'])}"
+        rf = "—" if echo else ms(tf['rfc3550_jitter_p99_us'])
+        rfc = "" if w["label"] == "total" else f"{rf} · {ms(tb['rfc3550_jitter_p99_us'])}"
         late = "" if w["label"] == "total" else ms(w["send_lateness_us"]["p99"])
-        verdict = w["verdict"]
-        if w["label"] != "total" and w["udp_rcvbuf_errors"]:
-            verdict += f" ({w['udp_rcvbuf_errors']} UDP receive-buffer drops)"
-        rows.append(f"| {label} | {w['calls_up']} | {far} | {tb['sent']} / {tb['received']} ({tb['loss_pct']:.4f}) | {jit} | {rfc} | {cpu} | {per_call} | {late} | {verdict} |")
+        drops = "" if w["label"] == "total" else f"{w['udp_drops_relay']} / {w['udp_drops_client']}"
+        rows.append(f"| {label} | {w['calls_up']} | {far} | {tb['sent']} / {tb['received']} ({tb['loss_pct']:.4f}) | {jit} | {rfc} | {cpu} | {per_call} | {drops} | {late} | {w['verdict']} |")
     return "\n".join(rows)
 
 
@@ -467,6 +470,13 @@ def markdown(args, results, cmdline):
                 ts.append(f"{tf['rtp_ts_per_packet']:.0f} per 20 ms packet at the far end (PCMU: {tf['rtp_ts_expected']})")
             ts.append(f"{tb['rtp_ts_per_packet']:.0f} at the browsers ({r['codec'].upper()}: {tb['rtp_ts_expected']})")
             extra.append("RTP timestamp units " + ", ".join(ts))
+        for w in r["windows"]:
+            if w["calls_target"] == capacity(res)[0] or w is r["windows"][-1]:
+                threads = ", ".join(f"{name.strip() or '?'} ×{n} {p:.0f}" for name, n, p in w["relay_threads"][:6])
+                extra.append(f"relay threads at {w['calls_target']} calls (name × threads, % of a core): {threads}")
+                if w["relay_drop_ports"]:
+                    ports = ", ".join(f"{'the WebRTC port ' if port == GW_WEBRTC_PORT and res['system'] == 'switchboard' else 'port '}{port}: {d}" for port, d in w["relay_drop_ports"])
+                    extra.append(f"relay sockets dropping most at {w['calls_target']} calls: {ports}")
         if r["failures"]:
             extra.append("failures: " + "; ".join(f"{n}× {why}" for why, n in r["failures"][:3]))
         if r.get("far_end"):
@@ -474,8 +484,8 @@ def markdown(args, results, cmdline):
             extra.append(f"far end: {fe['invites']} INVITEs, {fe['answered']} answered, {fe['refused_codec']} refused for want of PCMU, {fe['byes']} BYEs")
         out.append("; ".join(extra) + ".")
         out.append("")
-    out.append("| run | calls at < " + f"{args.loss} % loss" + " | relay CPU at that step (% of a core) | relay CPU per call | first failing step |")
-    out.append("|---|---|---|---|---|")
+    out.append("| run | calls at < " + f"{args.loss} % loss" + " | relay CPU at that step (% of a core) | relay CPU per call | added jitter p99 at that step, to far end · to browser (ms) | first failing step |")
+    out.append("|---|---|---|---|---|---|")
     caps = {}
     for res in results:
         n, failed = capacity(res)
@@ -484,13 +494,32 @@ def markdown(args, results, cmdline):
         w = next((w for w in (r["windows"] if r else []) if w["calls_target"] == n), None)
         cpu = f"{w['cpu_target_pct']:.0f}" if w else ""
         per = f"{w['cpu_target_pct'] / max(w['calls_up'], 1):.2f} %" if w else ""
+        jit = f"{ms(w['to_far']['added_jitter_us']['p99'])} · {ms(w['to_browser']['added_jitter_us']['p99'])}" if w else ""
         first = r["first_failing_step"] if r and r.get("first_failing_step") else ("—" if r else "no report")
-        out.append(f"| {res['run']} | {n}{'' if failed else ' (all steps passed)'} | {cpu} | {per} | {first} |")
+        out.append(f"| {res['run']} | {n}{'' if failed else ' (all steps passed)'} | {cpu} | {per} | {jit} | {first} |")
     for a, b in (("switchboard-opus", "janus-pcmu"), ("switchboard-pcmu", "janus-pcmu")):
         if a in caps and b in caps and caps[b][0]:
             ratio = caps[a][0] / caps[b][0]
-            bound = "" if caps[a][1] and caps[b][1] else (" (at least: " + ", ".join(x for x, y in ((a, caps[a][1]), (b, caps[b][1])) if not y) + " did not fail)")
-            out.append(f"| ratio {a} / {b} | {ratio:.2f}{bound} | | | |")
+            a_open, b_open = not caps[a][1], not caps[b][1]
+            if a_open and b_open:
+                text = f"{ratio:.2f} (neither failed up to {args.calls} calls: not known)"
+            elif b_open:
+                text = f"≤ {ratio:.2f} ({b} did not fail up to {args.calls} calls)"
+            elif a_open:
+                text = f"≥ {ratio:.2f} ({a} did not fail up to {args.calls} calls)"
+            else:
+                text = f"{ratio:.2f}"
+            out.append(f"| ratio {a} / {b}, calls at < {args.loss} % loss | {text} | | | | |")
+    same = [res for res in results if res.get("report") and capacity(res)[0]]
+    if len(same) > 1:
+        # The largest step every run passed: CPU per call of calls that all work.
+        n = min(capacity(res)[0] for res in same)
+        row = []
+        for res in same:
+            w = next((w for w in res["report"]["windows"] if w["calls_target"] == n), None)
+            if w and w["calls_up"]:
+                row.append(f"{res['run']} {w['cpu_target_pct'] / w['calls_up']:.2f} %")
+        out.append(f"| relay CPU per call at {n} calls (every run passing) | {', '.join(row)} | | | | |")
     out.append("")
     return "\n".join(out)
 
@@ -503,7 +532,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a smoke run: 20 calls in steps of 10, 5 s windows, 10 s hold")
     ap.add_argument("--only", default="switchboard-opus,switchboard-pcmu,janus-pcmu", help=f"comma-separated, of {', '.join(RUNS)}")
     ap.add_argument("--calls", type=int, default=300)
-    ap.add_argument("--step", type=int, default=50)
+    ap.add_argument("--step", type=int, default=25)
     ap.add_argument("--rate", type=float, default=10, help="calls placed per second during the ramp")
     ap.add_argument("--step-hold", type=float, default=10, help="seconds each intermediate step is measured")
     ap.add_argument("--hold", type=float, default=60, help="seconds the last step is held and measured")

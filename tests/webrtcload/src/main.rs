@@ -124,6 +124,10 @@ struct Load {
     /// Milliseconds for packets in flight after the senders stop.
     #[arg(long, default_value_t = 1000)]
     drain_ms: u64,
+    /// Milliseconds the senders pause at each window's edges, so that no
+    /// packet is in flight when the counters are read.
+    #[arg(long, default_value_t = 300)]
+    pause_ms: u64,
     /// Pass: loss below this (%) in each direction.
     #[arg(long, default_value_t = 0.1)]
     loss: f64,
@@ -171,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         hold: Duration::from_secs_f64(load.hold),
         setup_timeout: Duration::from_secs(load.setup_timeout),
         drain: Duration::from_millis(load.drain_ms),
+        pause: Duration::from_millis(load.pause_ms),
         loss_limit_pct: load.loss,
         far_end: load.far_end,
         echo: load.echo,

@@ -25,6 +25,10 @@ use crate::stats::{Histogram, Reception};
 
 const PTIME: Duration = Duration::from_millis(20);
 const PTIME_US: i64 = 20_000;
+
+/// Pauses of every sender so far (the coordinator's, around each window):
+/// receivers start their delay baseline afresh after one.
+pub static PAUSES: AtomicU64 = AtomicU64::new(0);
 /// A sender this far behind its schedule skips ahead instead of bursting.
 const MAX_BEHIND: Duration = Duration::from_millis(100);
 
@@ -178,12 +182,16 @@ impl Endpoint {
             if now >= due {
                 let late = now - due;
                 if late > MAX_BEHIND {
-                    self.next_send = Some(now + PTIME);
+                    // Back from a pause (or far behind): the missed slots are
+                    // skipped and the sender keeps its place in the 20 ms, so
+                    // that the calls do not all send at once.
+                    let missed = (late.as_nanos() / PTIME.as_nanos()) as u32 + 1;
+                    self.next_send = Some(due + PTIME * missed);
                 } else {
                     self.next_send = Some(due + PTIME);
+                    hists.lock().unwrap().send_lateness.record(late.as_micros() as u64);
+                    self.send(now, epoch, hists);
                 }
-                hists.lock().unwrap().send_lateness.record(late.as_micros() as u64);
-                self.send(now, epoch, hists);
             }
         }
         let mut next = now + PTIME;
@@ -247,7 +255,7 @@ impl Endpoint {
                 let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
                 let measuring = self.shared.measuring.load(Ordering::Relaxed);
                 let arrival = now.duration_since(epoch).as_micros() as i64;
-                self.rx.packet(seq, ts, arrival, measuring, PTIME_US, &mut hists.lock().unwrap().at_far);
+                self.rx.packet(seq, ts, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_far);
                 let c = &self.shared.far;
                 c.received_all.fetch_add(1, Ordering::Relaxed);
                 c.publish(&self.rx);
@@ -277,7 +285,7 @@ impl Endpoint {
                 Ok(Output::Event(Event::RtpPacket(p))) => {
                     let measuring = self.shared.measuring.load(Ordering::Relaxed);
                     let arrival = p.timestamp.saturating_duration_since(epoch).as_micros() as i64;
-                    self.rx.packet(*p.seq_no, p.header.timestamp, arrival, measuring, PTIME_US, &mut hists.lock().unwrap().at_browser);
+                    self.rx.packet(*p.seq_no, p.header.timestamp, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_browser);
                     let c = &self.shared.browser;
                     c.received_all.fetch_add(1, Ordering::Relaxed);
                     c.publish(&self.rx);

@@ -8,10 +8,13 @@
 //! media from the gateway. From the start of the next window on, both its
 //! ends count what they send and receive. Loss is counted per direction:
 //! packets one end sent while measuring against packets the other end
-//! received while measuring; a relay's own sequence numbers give a second
-//! figure (gaps on the last hop). A window's edges cut a few packets in
-//! flight (about a transit time's worth per call, well under 0.01 %); the
-//! totals are taken after the senders stopped and the relay drained.
+//! received while measuring. The counters are read with every sender
+//! paused (`--pause-ms`) and nothing in flight, at both edges of each
+//! window, so the two counts are of the same packets; the senders then go
+//! on where they were in their 20 ms, and the receivers measure delay from
+//! a fresh baseline. The relays' sequence numbers give a second figure
+//! (gaps), which the gateway's WebRTC edge hides towards the browser: it
+//! numbers what it sends itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -40,6 +43,8 @@ pub struct Plan {
     pub hold: Duration,
     pub setup_timeout: Duration,
     pub drain: Duration,
+    /// How long senders pause around each window's counter readings.
+    pub pause: Duration,
     pub loss_limit_pct: f64,
     /// The far end's SIP address (built-in, or SIPp echoing).
     pub far_end: SocketAddr,
@@ -84,7 +89,15 @@ pub struct Window {
     pub cpu_client_pct: f64,
     pub cpu_other_pct: f64,
     pub send_lateness_us: Percentiles,
+    /// Machine-wide, and at the relay's and the client's own sockets.
     pub udp_rcvbuf_errors: u64,
+    pub udp_drops_relay: u64,
+    pub udp_drops_client: u64,
+    /// The relay's sockets that dropped most: (local port, drops).
+    pub relay_drop_ports: Vec<(u16, u64)>,
+    /// The relay's threads by name without digits: (name, threads, % of a
+    /// core), busiest first.
+    pub relay_threads: Vec<(String, usize, f64)>,
     pub passed: bool,
     pub verdict: String,
 }
@@ -126,7 +139,7 @@ enum PageKind {
 }
 
 /// Cumulative measured counters over every call.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Snapshot {
     b_sent: u64,
     b_received: u64,
@@ -139,6 +152,9 @@ struct Snapshot {
     machine_busy: u64,
     machine_total: u64,
     udp_drops: u64,
+    relay_drops: std::collections::HashMap<u16, u64>,
+    client_drops: std::collections::HashMap<u16, u64>,
+    threads: std::collections::BTreeMap<String, (u64, usize)>,
     at: Option<Instant>,
 }
 
@@ -156,8 +172,21 @@ fn snapshot(calls: &[Arc<CallShared>], watch: Option<u32>) -> Snapshot {
     s.client_ticks = stats::process_ticks(std::process::id()).unwrap_or(0);
     (s.machine_busy, s.machine_total) = stats::machine_ticks();
     s.udp_drops = stats::udp_rcvbuf_errors();
+    if let Some(pid) = watch {
+        s.relay_drops = stats::udp_drops_of(pid);
+        s.threads = stats::thread_ticks(pid);
+    }
+    s.client_drops = stats::udp_drops_of(std::process::id());
     s.at = Some(Instant::now());
     s
+}
+
+/// Drops per port between two readings, most first (ports that appeared
+/// count from zero; closed ones are gone).
+fn port_deltas(a: &std::collections::HashMap<u16, u64>, b: &std::collections::HashMap<u16, u64>) -> Vec<(u16, u64)> {
+    let mut v: Vec<(u16, u64)> = b.iter().map(|(p, d)| (*p, d.saturating_sub(a.get(p).copied().unwrap_or(0)))).filter(|(_, d)| *d > 0).collect();
+    v.sort_by(|x, y| y.1.cmp(&x.1));
+    v
 }
 
 fn loss(sent: u64, received: u64) -> f64 {
@@ -256,8 +285,8 @@ impl Coordinator {
         };
         let wall = b.at.zip(a.at).map(|(b, a)| (b - a).as_secs_f64()).unwrap_or(0.0);
         let pct = |t: u64| if wall > 0.0 { t as f64 / self.ticks / wall * 100.0 } else { 0.0 };
-        let cpu_target = pct(b.target_ticks - a.target_ticks);
-        let cpu_client = pct(b.client_ticks - a.client_ticks);
+        let cpu_target = pct(b.target_ticks.saturating_sub(a.target_ticks));
+        let cpu_client = pct(b.client_ticks.saturating_sub(a.client_ticks));
         let total = (b.machine_total - a.machine_total) as f64;
         let busy = if total > 0.0 { (b.machine_busy - a.machine_busy) as f64 / total * self.cores * 100.0 } else { 0.0 };
         let calls_up = measured.iter().filter(|c| self.up(c)).count();
@@ -289,26 +318,76 @@ impl Coordinator {
             cpu_client_pct: cpu_client,
             cpu_other_pct: (busy - cpu_target - cpu_client).max(0.0),
             send_lateness_us: hists.send_lateness.summary(),
-            udp_rcvbuf_errors: b.udp_drops - a.udp_drops,
+            udp_rcvbuf_errors: b.udp_drops.saturating_sub(a.udp_drops),
+            udp_drops_relay: port_deltas(&a.relay_drops, &b.relay_drops).iter().map(|(_, d)| d).sum(),
+            udp_drops_client: port_deltas(&a.client_drops, &b.client_drops).iter().map(|(_, d)| d).sum(),
+            relay_drop_ports: port_deltas(&a.relay_drops, &b.relay_drops).into_iter().take(3).collect(),
+            relay_threads: {
+                let mut t: Vec<(String, usize, f64)> = b
+                    .threads
+                    .iter()
+                    .map(|(name, (ticks, n))| (name.clone(), *n, pct(ticks.saturating_sub(a.threads.get(name).map_or(0, |x| x.0)))))
+                    .filter(|(_, _, p)| *p >= 0.5)
+                    .collect();
+                t.sort_by(|x, y| y.2.total_cmp(&x.2));
+                t
+            },
             passed: reasons.is_empty(),
             verdict: if reasons.is_empty() { "pass".into() } else { reasons.join("; ") },
         }
     }
 
     /// Measures every call that is up, for `length`.
+    /// Every sender stops until what is in flight has arrived.
+    async fn pause(&self) {
+        for c in self.calls.iter() {
+            c.silent.store(true, Ordering::Relaxed);
+        }
+        tokio::time::sleep(self.plan.pause).await;
+    }
+
+    /// The senders go on; what arrives from now on is measured against a
+    /// fresh delay baseline (packets still in flight before would not be).
+    fn resume(&self) {
+        crate::media::PAUSES.fetch_add(1, Ordering::SeqCst);
+        for c in self.calls.iter() {
+            c.silent.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Measures every call that is up, for `length`. The counters are read
+    /// with every sender paused and nothing in flight (at both edges), so
+    /// that what one end sent and the other received are the same packets;
+    /// CPU is read while the calls talk.
     async fn measure(&self, label: &str, target: usize, length: Duration) -> Window {
+        self.pause().await;
         for c in self.calls.iter().take(target) {
             if self.up(c) && !self.lost(c) {
                 c.measuring.store(true, Ordering::Relaxed);
             }
         }
         let _ = self.media.take_hists();
+        let a_counts = snapshot(&self.calls, None);
+        self.resume();
         let a = snapshot(&self.calls, self.plan.watch_pid);
         tokio::time::sleep(length).await;
         let b = snapshot(&self.calls, self.plan.watch_pid);
-        let w = self.window(label, target, &a, &b, self.media.take_hists());
+        self.pause().await;
+        let b_counts = snapshot(&self.calls, None);
+        let hists = self.media.take_hists();
+        self.resume();
+        let with_counts = |sys: Snapshot, c: &Snapshot| Snapshot {
+            b_sent: c.b_sent,
+            b_received: c.b_received,
+            b_expected: c.b_expected,
+            f_sent: c.f_sent,
+            f_received: c.f_received,
+            f_expected: c.f_expected,
+            ..sys
+        };
+        let w = self.window(label, target, &with_counts(a, &a_counts), &with_counts(b, &b_counts), hists);
         eprintln!(
-            "[{label} {target}] up {}/{target}, lost {}; browser→far {} sent {} received ({:.4} %), far→browser {} sent {} received ({:.4} %); added jitter p99 {:.2}/{:.2} ms; CPU target {:.0} % client {:.0} % other {:.0} %; {}",
+            "[{label} {target}] up {}/{target}, lost {}; browser→far {} sent {} received ({:.4} %), far→browser {} sent {} received ({:.4} %); added jitter p99 {:.2}/{:.2} ms; CPU target {:.0} % client {:.0} % other {:.0} %; UDP drops relay {} client {}; {}",
             w.calls_up,
             w.calls_lost,
             w.to_far.sent,
@@ -322,8 +401,12 @@ impl Coordinator {
             w.cpu_target_pct,
             w.cpu_client_pct,
             w.cpu_other_pct,
+            w.udp_drops_relay,
+            w.udp_drops_client,
             w.verdict
         );
+        let threads: Vec<String> = w.relay_threads.iter().take(8).map(|(name, n, p)| format!("{name} ×{n} {p:.0}")).collect();
+        eprintln!("    relay threads (% of a core): {}; drops by relay port: {:?}", threads.join(", "), w.relay_drop_ports);
         w
     }
 }
@@ -481,6 +564,7 @@ pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<Medi
     let mut totals = co.window("total", n, &Snapshot { at: before.at, ..Snapshot::default() }, &snapshot(&calls, None), crate::media::Hists::default());
     // Counts only: the windows have the CPU figures.
     (totals.seconds, totals.cpu_target_pct, totals.cpu_client_pct, totals.cpu_other_pct, totals.udp_rcvbuf_errors) = (0.0, 0.0, 0.0, 0.0, 0);
+    (totals.udp_drops_relay, totals.udp_drops_client, totals.relay_threads, totals.relay_drop_ports) = (0, 0, Vec::new(), Vec::new());
     let calls_up = calls.iter().filter(|c| c.measuring.load(Ordering::Relaxed)).count();
 
     // Hang up.

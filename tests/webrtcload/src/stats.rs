@@ -109,6 +109,8 @@ pub struct Reception {
     min_transit: i64,
     warm: u32,
     last_transit: Option<i64>,
+    /// The senders' pause count at this stream's last packet.
+    pauses: u64,
     /// RFC 3550 §6.4.1 interarrival jitter, µs.
     pub jitter_us: f64,
 }
@@ -126,7 +128,10 @@ impl Reception {
 
     /// A packet: its extended sequence number, RTP timestamp and arrival
     /// (µs on one clock); `jitter` gets its added jitter when measured.
-    pub fn packet(&mut self, seq: u64, ts: u32, arrival_us: i64, measuring: bool, ptime_us: i64, jitter: &mut Histogram) {
+    /// After a pause of the senders (`pauses` moved on), the stream's
+    /// transit is measured from a fresh baseline: the pause moved it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn packet(&mut self, seq: u64, ts: u32, arrival_us: i64, measuring: bool, ptime_us: i64, pauses: u64, jitter: &mut Histogram) {
         self.all += 1;
         match self.last_ts32 {
             None => self.ts_ext = ts as i64,
@@ -142,6 +147,11 @@ impl Reception {
             (self.max_seq, self.ts_at_max) = (seq, self.ts_ext);
         }
         self.measured += 1;
+        if pauses != self.pauses {
+            self.pauses = pauses;
+            self.warm = 0;
+            self.last_transit = None;
+        }
         let transit = arrival_us - (seq as i64 - self.first_seq as i64) * ptime_us;
         if let Some(last) = self.last_transit {
             let d = (transit - last).abs() as f64;
@@ -179,6 +189,58 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of a process's threads and how many there are, by thread
+/// name (`comm`) without its digits (`media-0`…`media-3` are `media-`).
+pub fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, (u64, usize)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let (Ok(comm), Ok(stat)) = (std::fs::read_to_string(dir.join("comm")), std::fs::read_to_string(dir.join("stat"))) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let name: String = comm.trim().chars().filter(|c| !c.is_ascii_digit()).collect();
+        let e = out.entry(name.trim_end_matches([' ', '-', '_', '#']).to_owned()).or_insert((0, 0));
+        e.0 += ticks;
+        e.1 += 1;
+    }
+    out
+}
+
+/// Datagrams dropped at the UDP sockets a process holds (full receive
+/// buffers), by local port, from the `drops` column of /proc/net/udp and
+/// udp6; sockets closed meanwhile take their counts with them.
+pub fn udp_drops_of(pid: u32) -> std::collections::HashMap<u16, u64> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy();
+                if let Some(inode) = link.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Ok(i) = inode.parse::<u64>() {
+                        inodes.insert(i);
+                    }
+                }
+            }
+        }
+    }
+    let mut drops = std::collections::HashMap::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(inode), Some(d)) = (f.get(9).and_then(|v| v.parse::<u64>().ok()), f.last().and_then(|v| v.parse::<u64>().ok())) else { continue };
+            // local_address is ADDR:PORT in hex.
+            let port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+            if inodes.contains(&inode) {
+                *drops.entry(port).or_default() += d;
+            }
+        }
+    }
+    drops
 }
 
 /// (busy, total) ticks of the whole machine.
@@ -239,7 +301,7 @@ mod tests {
             }
             let seq = r.extend_seq(i.wrapping_add(65_500));
             let late = if i == 35 { 3_000 } else { 0 };
-            r.packet(seq, (i as u32).wrapping_mul(960).wrapping_sub(5_000), 1_000 + i as i64 * 20_000 + late, true, 20_000, &mut h);
+            r.packet(seq, (i as u32).wrapping_mul(960).wrapping_sub(5_000), 1_000 + i as i64 * 20_000 + late, true, 20_000, 0, &mut h);
         }
         assert_eq!(r.measured, 39);
         assert_eq!(r.expected(), 40);
