@@ -131,6 +131,9 @@ struct Load {
     /// Pass: loss below this (%) in each direction.
     #[arg(long, default_value_t = 0.1)]
     loss: f64,
+    /// Second verdict: added jitter p99 below this (ms) each way as well.
+    #[arg(long, default_value_t = 50.0)]
+    jitter_ms: f64,
     /// The relay's process, whose CPU each window reports.
     #[arg(long)]
     watch_pid: Option<u32>,
@@ -177,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         drain: Duration::from_millis(load.drain_ms),
         pause: Duration::from_millis(load.pause_ms),
         loss_limit_pct: load.loss,
+        jitter_limit_ms: load.jitter_ms,
         far_end: load.far_end,
         echo: load.echo,
         to_prefix: load.to_prefix.clone(),

@@ -255,7 +255,7 @@ impl Endpoint {
                 let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
                 let measuring = self.shared.measuring.load(Ordering::Relaxed);
                 let arrival = now.duration_since(epoch).as_micros() as i64;
-                self.rx.packet(seq, ts, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_far);
+                self.rx.packet(seq, ts, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_far, &crate::stats::PEAK_AT_FAR);
                 let c = &self.shared.far;
                 c.received_all.fetch_add(1, Ordering::Relaxed);
                 c.publish(&self.rx);
@@ -285,7 +285,7 @@ impl Endpoint {
                 Ok(Output::Event(Event::RtpPacket(p))) => {
                     let measuring = self.shared.measuring.load(Ordering::Relaxed);
                     let arrival = p.timestamp.saturating_duration_since(epoch).as_micros() as i64;
-                    self.rx.packet(*p.seq_no, p.header.timestamp, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_browser);
+                    self.rx.packet(*p.seq_no, p.header.timestamp, arrival, measuring, PTIME_US, PAUSES.load(Ordering::Relaxed), &mut hists.lock().unwrap().at_browser, &crate::stats::PEAK_AT_BROWSER);
                     let c = &self.shared.browser;
                     c.received_all.fetch_add(1, Ordering::Relaxed);
                     c.publish(&self.rx);
@@ -308,6 +308,8 @@ pub struct MediaPool {
     pub hists: Vec<Arc<Mutex<Hists>>>,
     quit: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The clock origin of arrival times.
+    pub epoch: Instant,
 }
 
 impl MediaPool {
@@ -326,7 +328,7 @@ impl MediaPool {
             hists.push(h);
             handles.push(handle);
         }
-        MediaPool { senders, next: AtomicU64::new(0), hists, quit, threads: handles }
+        MediaPool { senders, next: AtomicU64::new(0), hists, quit, threads: handles, epoch }
     }
 
     fn add(&self, e: Endpoint) {

@@ -46,6 +46,8 @@ pub struct Plan {
     /// How long senders pause around each window's counter readings.
     pub pause: Duration,
     pub loss_limit_pct: f64,
+    /// Added jitter p99 limit of the second verdict, ms.
+    pub jitter_limit_ms: f64,
     /// The far end's SIP address (built-in, or SIPp echoing).
     pub far_end: SocketAddr,
     /// A SIPp far end echoing: no far end here, loss is the round trip.
@@ -98,7 +100,16 @@ pub struct Window {
     /// The relay's threads by name without digits: (name, threads, % of a
     /// core), busiest first.
     pub relay_threads: Vec<(String, usize, f64)>,
+    /// The window's seconds (from its start) whose peak added jitter passed
+    /// the jitter limit: (second, peak at the far ends, peak at the
+    /// browsers), ms.
+    pub stalls: Vec<(u64, f64, f64)>,
+    /// What the load client sent, in % of what was due (calls up × 50/s).
+    pub sent_pct: f64,
+    /// Every call up, loss below the limit each way, the load as asked.
     pub passed: bool,
+    /// That, and added jitter p99 below --jitter-ms each way.
+    pub passed_with_jitter: bool,
     pub verdict: String,
 }
 
@@ -119,6 +130,8 @@ pub struct Report {
     pub totals: Window,
     /// The first step (calls) whose window failed, if any.
     pub first_failing_step: Option<usize>,
+    /// The same with the jitter limit too.
+    pub first_failing_step_with_jitter: Option<usize>,
     pub far_end: Option<FarEndReport>,
     pub hung_up: usize,
 }
@@ -306,6 +319,25 @@ impl Coordinator {
             let what = if self.echo { "round trip" } else { "far end→browser" };
             reasons.push(format!("loss {what} {:.3} % ≥ {limit} %", to_browser.loss_pct));
         }
+        // The load itself: each end of each call sends 50 packets a second.
+        // A starved client (the relay took the machine) sends fewer, and its
+        // figures are no longer those of the load asked for.
+        let due = calls_up as f64 * wall * 50.0;
+        let sent_pct = if due > 0.0 {
+            let far_sent = if self.echo { f64::INFINITY } else { to_browser.sent as f64 };
+            (to_far.sent as f64).min(far_sent) / due * 100.0
+        } else {
+            100.0
+        };
+        if label != "total" && sent_pct < 99.0 {
+            reasons.push(format!("the load client sent only {sent_pct:.1} % of its packets (machine saturated)"));
+        }
+        let passed = reasons.is_empty();
+        let jitter_limit = (self.plan.jitter_limit_ms * 1000.0) as u64;
+        let jitter_p99 = to_far.added_jitter_us.p99.max(to_browser.added_jitter_us.p99);
+        if label != "total" && jitter_p99 >= jitter_limit {
+            reasons.push(format!("added jitter p99 {:.1} ms ≥ {} ms", jitter_p99 as f64 / 1000.0, self.plan.jitter_limit_ms));
+        }
         Window {
             label: label.to_owned(),
             calls_target: target,
@@ -332,7 +364,22 @@ impl Coordinator {
                 t.sort_by(|x, y| y.2.total_cmp(&x.2));
                 t
             },
-            passed: reasons.is_empty(),
+            sent_pct,
+            stalls: {
+                let (from, to) = match (a.at, b.at) {
+                    (Some(a), Some(b)) => (a.duration_since(self.media.epoch).as_secs(), b.duration_since(self.media.epoch).as_secs()),
+                    _ => (0, 0),
+                };
+                let limit = (self.plan.jitter_limit_ms * 1000.0) as u32;
+                (from..to.min(stats::SERIES_SECONDS as u64))
+                    .filter_map(|sec| {
+                        let (f, br) = (stats::PEAK_AT_FAR[sec as usize].load(Ordering::Relaxed), stats::PEAK_AT_BROWSER[sec as usize].load(Ordering::Relaxed));
+                        (f >= limit || br >= limit).then(|| (sec - from, f as f64 / 1000.0, br as f64 / 1000.0))
+                    })
+                    .collect()
+            },
+            passed,
+            passed_with_jitter: reasons.is_empty(),
             verdict: if reasons.is_empty() { "pass".into() } else { reasons.join("; ") },
         }
     }
@@ -407,6 +454,10 @@ impl Coordinator {
         );
         let threads: Vec<String> = w.relay_threads.iter().take(8).map(|(name, n, p)| format!("{name} ×{n} {p:.0}")).collect();
         eprintln!("    relay threads (% of a core): {}; drops by relay port: {:?}", threads.join(", "), w.relay_drop_ports);
+        if !w.stalls.is_empty() {
+            let stalls: Vec<String> = w.stalls.iter().take(20).map(|(t, f, b)| format!("{t}s {f:.0}/{b:.0}")).collect();
+            eprintln!("    seconds with a packet ≥ {} ms late (far end/browser ms): {}", self.plan.jitter_limit_ms, stalls.join(", "));
+        }
         w
     }
 }
@@ -484,6 +535,7 @@ pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<Medi
     let mut placed: Vec<Option<Placed>> = (0..n).map(|_| None).collect();
     let mut setup = Vec::new();
     let mut first_failing_step = None;
+    let mut first_failing_step_with_jitter = None;
     let mut next = 0;
     let interval = Duration::from_secs_f64(1.0 / plan.rate.max(0.01));
     for (k, &target) in steps.iter().enumerate() {
@@ -549,6 +601,9 @@ pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<Medi
         let last = k + 1 == steps.len();
         let (label, length) = if last { ("hold", plan.hold) } else { ("step", plan.step_hold) };
         let w = co.measure(label, target, length).await;
+        if !w.passed_with_jitter && first_failing_step_with_jitter.is_none() {
+            first_failing_step_with_jitter = Some(target);
+        }
         if !w.passed && first_failing_step.is_none() {
             first_failing_step = Some(target);
         }
@@ -564,7 +619,7 @@ pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<Medi
     let mut totals = co.window("total", n, &Snapshot { at: before.at, ..Snapshot::default() }, &snapshot(&calls, None), crate::media::Hists::default());
     // Counts only: the windows have the CPU figures.
     (totals.seconds, totals.cpu_target_pct, totals.cpu_client_pct, totals.cpu_other_pct, totals.udp_rcvbuf_errors) = (0.0, 0.0, 0.0, 0.0, 0);
-    (totals.udp_drops_relay, totals.udp_drops_client, totals.relay_threads, totals.relay_drop_ports) = (0, 0, Vec::new(), Vec::new());
+    (totals.udp_drops_relay, totals.udp_drops_client, totals.relay_threads, totals.relay_drop_ports, totals.stalls) = (0, 0, Vec::new(), Vec::new(), Vec::new());
     let calls_up = calls.iter().filter(|c| c.measuring.load(Ordering::Relaxed)).count();
 
     // Hang up.
@@ -636,6 +691,7 @@ pub async fn run(target: Target, plan: Plan, browsers: Browsers, media: Arc<Medi
         windows,
         totals,
         first_failing_step,
+        first_failing_step_with_jitter,
         far_end,
         hung_up,
     })

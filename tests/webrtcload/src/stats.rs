@@ -11,6 +11,15 @@
 
 use serde::Serialize;
 
+/// Seconds of the run the peak series covers.
+pub const SERIES_SECONDS: usize = 7200;
+
+/// The largest added jitter of any packet in each second of the run (µs,
+/// by arrival, seconds since the media threads' epoch): at the far ends
+/// and at the browsers. Shows when a relay stalled, and how often.
+pub static PEAK_AT_FAR: [std::sync::atomic::AtomicU32; SERIES_SECONDS] = [const { std::sync::atomic::AtomicU32::new(0) }; SERIES_SECONDS];
+pub static PEAK_AT_BROWSER: [std::sync::atomic::AtomicU32; SERIES_SECONDS] = [const { std::sync::atomic::AtomicU32::new(0) }; SERIES_SECONDS];
+
 /// Packets of a measured stream that only set its minimum transit.
 pub const WARMUP: u32 = 25;
 
@@ -131,7 +140,7 @@ impl Reception {
     /// After a pause of the senders (`pauses` moved on), the stream's
     /// transit is measured from a fresh baseline: the pause moved it.
     #[allow(clippy::too_many_arguments)]
-    pub fn packet(&mut self, seq: u64, ts: u32, arrival_us: i64, measuring: bool, ptime_us: i64, pauses: u64, jitter: &mut Histogram) {
+    pub fn packet(&mut self, seq: u64, ts: u32, arrival_us: i64, measuring: bool, ptime_us: i64, pauses: u64, jitter: &mut Histogram, peaks: &[std::sync::atomic::AtomicU32]) {
         self.all += 1;
         match self.last_ts32 {
             None => self.ts_ext = ts as i64,
@@ -163,7 +172,11 @@ impl Reception {
             self.warm += 1;
         } else {
             self.min_transit = self.min_transit.min(transit);
-            jitter.record((transit - self.min_transit) as u64);
+            let added = (transit - self.min_transit) as u64;
+            jitter.record(added);
+            if let Some(slot) = peaks.get((arrival_us / 1_000_000).max(0) as usize) {
+                slot.fetch_max(added.min(u32::MAX as u64) as u32, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
@@ -301,7 +314,7 @@ mod tests {
             }
             let seq = r.extend_seq(i.wrapping_add(65_500));
             let late = if i == 35 { 3_000 } else { 0 };
-            r.packet(seq, (i as u32).wrapping_mul(960).wrapping_sub(5_000), 1_000 + i as i64 * 20_000 + late, true, 20_000, 0, &mut h);
+            r.packet(seq, (i as u32).wrapping_mul(960).wrapping_sub(5_000), 1_000 + i as i64 * 20_000 + late, true, 20_000, 0, &mut h, &[]);
         }
         assert_eq!(r.measured, 39);
         assert_eq!(r.expected(), 40);
