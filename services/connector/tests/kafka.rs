@@ -12,7 +12,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::kafka::{produce, produce_events, Broker};
 use common::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -20,6 +19,7 @@ use rdkafka::message::{Headers, Message};
 use switchboard_connector::dead_letter::{HEADER_LABEL, HEADER_ORIGIN, HEADER_REASON};
 use switchboard_connector::{ConnectorConfig, KafkaConsumerConfig, SourceConfig};
 use switchboard_proto::{Message as _, TaskSyncState, TaskSyncStatus};
+use switchboard_test_support::kafka::{produce, Broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_become_tasks_bad_ones_are_dead_lettered_and_offsets_survive_a_restart() {

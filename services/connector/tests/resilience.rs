@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::kafka::{produce_events, Broker, Placed};
 use common::process::{toml_string, ConnectorProcess, PostgresDb};
 use common::*;
 use rdkafka::producer::FutureProducer;
@@ -35,6 +34,7 @@ use serde_json::{json, Value};
 use switchboard_connector::{ConnectorConfig, KafkaConsumerConfig, SalesforceConfig, SourceConfig};
 use switchboard_proto::v1::{self, call_event::Kind};
 use switchboard_proto::CallEvent;
+use switchboard_test_support::kafka::{Broker, Placed};
 
 const ANN: &str = "u-ann";
 const BOB: &str = "u-bob";
@@ -338,7 +338,7 @@ async fn a_new_consumer_group_replaying_the_topic_from_offset_zero_changes_nothi
     replay.stop().await;
     assert_eq!(progress.records, records, "the whole topic was read again");
     assert_eq!(progress.dead_letters, 0);
-    assert!(broker.caught_up("connector-replay", &topics.events).await, "the replay committed the whole topic");
+    assert!(broker.caught_up("connector-replay", &topics.events).await.unwrap(), "the replay committed the whole topic");
 
     let after = serde_json::to_string_pretty(&world.emulator.tasks()).unwrap();
     assert!(before == after, "the replay changed the Tasks:\nbefore: {before}\nafter: {after}");
@@ -350,7 +350,7 @@ async fn a_new_consumer_group_replaying_the_topic_from_offset_zero_changes_nothi
         PREFLIGHT_API_CALLS,
         "the replay made no request to Salesforce but the start-up preflight: the state says Salesforce holds every Task"
     );
-    assert_eq!(broker.record_count(&topics.dead_letters).await, 0, "no dead letter");
+    assert_eq!(broker.record_count(&topics.dead_letters).await.unwrap(), 0, "no dead letter");
 }
 
 // --- 2. kill -9 -------------------------------------------------------------------
@@ -477,10 +477,10 @@ async fn a_connector_killed_with_sigkill_mid_write_loses_nothing_and_duplicates_
     let connector = ConnectorProcess::start(&config_file, http, world.dir.path(), "connector-2").await;
     until_tasks(&world.emulator, &workload, Duration::from_secs(60)).await;
     await_condition("the group to commit the whole topic", Duration::from_secs(30), || async {
-        if broker.caught_up(group, &topics.events).await {
+        if broker.caught_up(group, &topics.events).await.unwrap() {
             Ok(())
         } else {
-            Err(format!("committed {:?}", broker.committed_offsets(group, &topics.events).await))
+            Err(format!("committed {:?}", broker.committed_offsets(group, &topics.events).await.unwrap()))
         }
     })
     .await;
@@ -490,7 +490,7 @@ async fn a_connector_killed_with_sigkill_mid_write_loses_nothing_and_duplicates_
     check_tasks(&world.emulator, &workload).unwrap();
     assert_eq!(world.emulator.tasks().len(), task_count(&workload));
     assert!(world.emulator.records("Case").is_empty(), "no Case was asked for");
-    assert_eq!(broker.record_count(&topics.dead_letters).await, 0, "no dead letter");
+    assert_eq!(broker.record_count(&topics.dead_letters).await.unwrap(), 0, "no dead letter");
     let stored: i64 = switchboard_store::sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
         .fetch_one(postgres.db.pool())
         .await
@@ -598,7 +598,7 @@ async fn salesforce_down_for_a_minute_holds_the_calls_back_and_loses_none() {
     // Nothing given up on: no dead letter.
     let progress = running.progress.borrow().clone();
     assert_eq!(progress.dead_letters, 0, "{progress:?}");
-    assert_eq!(broker.record_count(&topics.dead_letters).await, 0, "no dead letter");
+    assert_eq!(broker.record_count(&topics.dead_letters).await.unwrap(), 0, "no dead letter");
     // Nothing committed past a call that is not logged: in each partition
     // the committed offset stays at or before the first `ended` record of
     // a call that ended during the outage (its Task could not be written).
@@ -609,8 +609,8 @@ async fn salesforce_down_for_a_minute_holds_the_calls_back_and_loses_none() {
         let first = unlogged.entry(at.partition).or_insert(at.offset);
         *first = (*first).min(at.offset);
     }
-    let high = broker.high_watermarks(&topics.events).await;
-    let committed = broker.committed_offsets("connector-outage", &topics.events).await;
+    let high = broker.high_watermarks(&topics.events).await.unwrap();
+    let committed = broker.committed_offsets("connector-outage", &topics.events).await.unwrap();
     let mut committable = 0;
     for (partition, high) in &high {
         let bound = unlogged.get(partition).copied().unwrap_or(*high);
@@ -641,7 +641,7 @@ async fn salesforce_down_for_a_minute_holds_the_calls_back_and_loses_none() {
 
     check_tasks(&world.emulator, &all).unwrap();
     assert_eq!(progress.dead_letters, 0);
-    assert_eq!(broker.record_count(&topics.dead_letters).await, 0, "no dead letter");
+    assert_eq!(broker.record_count(&topics.dead_letters).await.unwrap(), 0, "no dead letter");
     // The calls logged before the outage were not written again.
     let tasks = world.emulator.tasks();
     let before_keys: BTreeSet<String> =

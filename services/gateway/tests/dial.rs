@@ -300,7 +300,7 @@ async fn click_to_dial_out_through_the_trunk_presents_the_chosen_caller_id() {
     std::fs::create_dir_all(&audio).unwrap();
     let bob_mic = speech(&audio, "bob", "Hello, this is Bob from Acme, returning your call about the order.", 10);
     let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
-    let mut outside = support::far_end_phone(workdir.path(), OUTSIDE, &outside_mic).await;
+    let mut outside = Baresip::far_end(workdir.path(), OUTSIDE, &outside_mic).await;
     let carrier_at = outside.sip.to_string();
     let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;

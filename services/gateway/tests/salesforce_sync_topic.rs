@@ -19,7 +19,7 @@ use switchboard_gateway::config::EventLogKind;
 use switchboard_gateway::directory::{NewDevice, NewUser};
 use switchboard_gateway::salesforce::sync_topic::PARTITIONS_EVERY;
 use switchboard_proto::{Message as _, TaskSyncState, TaskSyncStatus};
-use support::kafka::{produce, Broker};
+use switchboard_test_support::kafka::{produce, Broker};
 use support::{free_udp_port, Sipp, SippRun, TestGateway, CARRIER_IP};
 
 /// Partitions of the status topic: more than one, so the gateway must read
@@ -109,7 +109,7 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_sees_its_task_status_from_the_status_topic_and_a_record_that_is_no_status_is_skipped() {
     let scratch = tempfile::tempdir().unwrap();
-    let broker = Broker::start(scratch.path()).await;
+    let broker = Broker::real(scratch.path()).await;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let status_topic = format!("task-sync-{suffix}");
     broker.create_topic(&status_topic, STATUS_PARTITIONS).await;
@@ -139,7 +139,7 @@ async fn the_agent_sees_its_task_status_from_the_status_topic_and_a_record_that_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_topic_created_after_the_gateway_started_is_read_from_the_gateways_start() {
     let scratch = tempfile::tempdir().unwrap();
-    let broker = Broker::start(scratch.path()).await;
+    let broker = Broker::real(scratch.path()).await;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let status_topic = format!("task-sync-{suffix}");
     // The gateway starts before the connector's status topic exists: it

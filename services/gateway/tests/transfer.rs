@@ -648,7 +648,7 @@ async fn an_agent_moves_its_outbound_call_and_the_far_end_notices_nothing() {
     let desk_mic = speech(&audio, "desk", "Hello, Ada from Switchboard here, calling about the order you placed.", 10);
     let cell_mic = speech(&audio, "cell", "Ada again, from my mobile now, walking to the meeting room.", 10);
     // The far end answers calls for the customer's number; it never registers.
-    let mut customer = support::far_end_phone(workdir.path(), CUSTOMER, &customer_mic).await;
+    let mut customer = Baresip::far_end(workdir.path(), CUSTOMER, &customer_mic).await;
     let carrier_at = customer.sip.to_string();
     let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;
@@ -919,7 +919,7 @@ async fn a_blind_transfer_to_an_outside_number_leaves_through_the_trunk() {
     let ada_mic = speech(&audio, "ada", "Hello, this is Ada from accounts. I am calling about the invoice for March.", 10);
     let bob_mic = speech(&audio, "bob", "Bob speaking. Our supplier can answer that, I will put you through.", 10);
     let outside_mic = speech(&audio, "outside", "Good morning, Northwind Traders, how can I help you today?", 10);
-    let mut outside = support::far_end_phone(workdir.path(), OUTSIDE, &outside_mic).await;
+    let mut outside = Baresip::far_end(workdir.path(), OUTSIDE, &outside_mic).await;
     let carrier_at = outside.sip.to_string();
     let api = Api::start_with(move |c| support::trunk_to(c, carrier_at)).await;
     let gw = &api.gw;

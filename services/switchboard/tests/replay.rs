@@ -3,21 +3,15 @@
 //! once the cause is gone), and letters of the Kafka dead-letter topic
 //! produced back to the call-event topic once, against a real broker
 //! (`SWITCHBOARD_TEST_KAFKA`, else a tansu broker started from
-//! `SWITCHBOARD_TEST_TANSU_BIN`).
+//! `SWITCHBOARD_TEST_TANSU_BIN`, else librdkafka's mock cluster; see
+//! `switchboard_test_support::kafka`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message as _};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 use salesforce_emulator::{Emulator, EmulatorConfig, Fault, TestCredentials};
 use switchboard_connector::dead_letter::{DeadLetter, DeadLetterQueue};
 use switchboard_connector::fold::CallState;
@@ -27,6 +21,7 @@ use switchboard_proto::v1::{self, call_event::Kind};
 use switchboard_proto::{CallEvent, Message as _};
 use switchboard_store::sqlx::{self, Row};
 use switchboard_store::{Database, Outbox};
+use switchboard_test_support::kafka::Broker;
 use tokio_util::sync::CancellationToken;
 
 /// Bound on waits for the connector and the broker; the happy path takes far less.
@@ -427,152 +422,11 @@ async fn outbox_replay_on_postgres_feeds_an_event_back_once_for_all_its_letters(
     pg.drop_database().await;
 }
 
-/// The broker of the Kafka test: the one `SWITCHBOARD_TEST_KAFKA` names, else
-/// a tansu broker of its own (`SWITCHBOARD_TEST_TANSU_BIN`, as `scripts/test`
-/// sets up), else librdkafka's mock cluster, which listens on TCP too.
-enum Broker {
-    External(String),
-    Tansu { process: std::process::Child, bootstrap: String },
-    Mock(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
-}
-
-impl Broker {
-    async fn start(logs: &Path) -> Broker {
-        if let Some(bootstrap) = std::env::var("SWITCHBOARD_TEST_KAFKA").ok().filter(|b| !b.trim().is_empty()) {
-            println!("using the Kafka broker at {bootstrap} (SWITCHBOARD_TEST_KAFKA)");
-            return Broker::External(bootstrap);
-        }
-        let Some(bin) = std::env::var_os("SWITCHBOARD_TEST_TANSU_BIN") else {
-            println!("neither SWITCHBOARD_TEST_KAFKA nor SWITCHBOARD_TEST_TANSU_BIN is set: using librdkafka's mock cluster");
-            return Broker::Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster"));
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let listener = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(logs.join("tansu.log")).unwrap();
-        let process = std::process::Command::new(&bin)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", "memory://tansu/"])
-            .env_remove("CLUSTER_ID")
-            .env_remove("STORAGE_ENGINE")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        let mut broker = Broker::Tansu { process, bootstrap: format!("127.0.0.1:{port}") };
-        // Ready once it accepts connections; nothing to await but the port.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if let Broker::Tansu { process, .. } = &mut broker {
-                assert!(process.try_wait().unwrap().is_none(), "tansu exited; see {}", logs.join("tansu.log").display());
-            }
-            assert!(tokio::time::Instant::now() < deadline, "tansu did not listen on port {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!("using a tansu broker at 127.0.0.1:{port}");
-        broker
-    }
-
-    fn bootstrap(&self) -> String {
-        match self {
-            Broker::External(bootstrap) | Broker::Tansu { bootstrap, .. } => bootstrap.clone(),
-            Broker::Mock(mock) => mock.bootstrap_servers(),
-        }
-    }
-
-    /// Creates a topic and waits until the broker lists its partitions.
-    async fn create_topic(&self, name: &str, partitions: i32) {
-        if let Broker::Mock(mock) = self {
-            mock.create_topic(name, partitions, 1).expect("mock topic");
-            return;
-        }
-        let bootstrap = self.bootstrap();
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin client");
-        let results = admin
-            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-            .await
-            .expect("create topics");
-        for result in results {
-            result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic} failed: {code}"));
-        }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let (bootstrap, topic) = (bootstrap.clone(), name.to_owned());
-            let listed = tokio::task::spawn_blocking(move || {
-                let probe: rdkafka::consumer::BaseConsumer =
-                    ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("metadata client");
-                probe
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .map(|m| m.topics().iter().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).sum::<usize>())
-                    .unwrap_or(0)
-            })
-            .await
-            .unwrap();
-            if listed == partitions as usize {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "topic {name} does not list {partitions} partitions");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Tansu { process, .. } = self {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-}
-
-/// One record as read back: partition, key, payload and headers.
-type Record = (i32, String, Vec<u8>, BTreeMap<String, String>);
-
-/// Every record of `topic` from the start to its end; those of one
-/// partition in offset order.
-async fn read_topic(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Record> {
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("replay-test-reader-{}", uuid::Uuid::now_v7().simple()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("reader");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    reader.assign(&assignment).unwrap();
-    let mut open: Vec<i32> = (0..partitions).collect();
-    let mut records = Vec::new();
-    while !open.is_empty() {
-        let received = tokio::time::timeout(PATIENCE, reader.recv()).await.expect("the topic is read to its end");
-        match received {
-            Ok(m) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                records.push((m.partition(), key, m.payload().unwrap_or_default().to_vec(), headers));
-            }
-            Err(KafkaError::PartitionEOF(p)) => open.retain(|o| *o != p),
-            Err(e) => panic!("reading {topic}: {e}"),
-        }
-    }
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_letters_are_produced_back_to_the_call_event_topic_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d).await;
+    let broker = Broker::any(d).await;
     let bootstrap = broker.bootstrap();
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let topic = format!("replay-call-events-{suffix}");
@@ -639,13 +493,13 @@ async fn kafka_letters_are_produced_back_to_the_call_event_topic_once() {
     // again by the next run, which must pass it over: pick such a letter
     // (with four letters on two partitions there always is one besides the
     // undecodable letter).
-    let layout = read_topic(&bootstrap, &dead_letter_topic, 2).await;
+    let layout = broker.read_all(&dead_letter_topic).await.unwrap();
     assert_eq!(layout.len(), 4);
-    let first_of = |partition: i32| layout.iter().find(|r| r.0 == partition).map(|r| r.1.as_str());
+    let first_of = |partition: i32| layout.iter().find(|r| r.partition == partition).and_then(|r| r.key.as_deref());
     let first = layout
         .iter()
-        .find(|r| r.1 != garbage && first_of(r.0) != Some(r.1.as_str()))
-        .map(|r| letters.iter().find(|l| l.0 == r.1.as_str()).unwrap().0)
+        .find(|r| r.key.as_deref() != Some(garbage) && first_of(r.partition) != r.key.as_deref())
+        .map(|r| letters.iter().find(|l| Some(l.0) == r.key.as_deref()).unwrap().0)
         .expect("a letter behind another in its partition");
 
     // A dry run lists them and produces nothing.
@@ -659,7 +513,7 @@ async fn kafka_letters_are_produced_back_to_the_call_event_topic_once() {
     assert!(text.contains("would replay 3 dead letters") && text.contains("1 undecodable dead letter(s) left out"), "{text}");
     let text = ok(d, &["replay", "--dry-run", "--error-code", "invalid_field_for_insert_update"], &env).await;
     assert!(row_of(&text, other).is_some() && text.contains("would replay 1 dead letter"), "{text}");
-    assert!(read_topic(&bootstrap, &topic, 1).await.is_empty(), "a dry run produces nothing");
+    assert!(broker.read_all(&topic).await.unwrap().is_empty(), "a dry run produces nothing");
 
     // That letter first, then the rest: each letter once.
     let text = ok(d, &["replay", "--call-id", first], &env).await;
@@ -673,20 +527,21 @@ async fn kafka_letters_are_produced_back_to_the_call_event_topic_once() {
     let text = ok(d, &["replay"], &env).await;
     assert!(text.contains("no dead letters to replay"), "{text}");
 
-    let replayed = read_topic(&bootstrap, &topic, 1).await;
-    let mut keys: Vec<&str> = replayed.iter().map(|r| r.1.as_str()).collect();
+    let replayed = broker.read_all(&topic).await.unwrap();
+    let mut keys: Vec<&str> = replayed.iter().filter_map(|r| r.key.as_deref()).collect();
     keys.sort_unstable();
     let mut expected = vec![refused, invalid, other];
     expected.sort_unstable();
     assert_eq!(keys, expected, "each letter once");
-    for (_, key, payload, headers) in &replayed {
-        let letter = letters.iter().find(|l| l.0 == key.as_str()).unwrap();
-        assert_eq!(payload, &letter.1, "{key}: the payload as dead-lettered");
+    for record in &replayed {
+        let (key, headers) = (record.key.as_deref().unwrap_or_default(), &record.headers);
+        let letter = letters.iter().find(|l| l.0 == key).unwrap();
+        assert_eq!(record.payload, letter.1, "{key}: the payload as dead-lettered");
         assert!(headers.get("switchboard-replayed-from").is_some_and(|h| h.starts_with(&format!("{dead_letter_topic}/"))), "{headers:?}");
         assert!(headers.contains_key("kind"), "{headers:?}");
     }
-    let refused_record = replayed.iter().find(|r| r.1 == refused).unwrap();
-    assert_eq!(refused_record.3["kind"], "call.ended");
+    let refused_record = replayed.iter().find(|r| r.key.as_deref() == Some(refused)).unwrap();
+    assert_eq!(refused_record.headers["kind"], "call.ended");
 
     // The refusal is cleared: the replayed event makes the write again.
     assert_eq!(store.load(refused).await.unwrap().unwrap().plan().writes.len(), 1);
@@ -695,37 +550,15 @@ async fn kafka_letters_are_produced_back_to_the_call_event_topic_once() {
     // has committed the whole topic.
     let text = ok(d, &["replay", "--label", "undecodable"], &env).await;
     assert!(row_of(&text, garbage).is_some() && text.contains("replayed 1 dead letter"), "{text}");
-    assert_eq!(read_topic(&bootstrap, &topic, 1).await.len(), 4);
-    let probe: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", format!("{group}.replay"))
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..2 {
-        partitions.add_partition(&dead_letter_topic, p);
+    assert_eq!(broker.read_all(&topic).await.unwrap().len(), 4);
+    let committed = broker.committed_offsets(&format!("{group}.replay"), &dead_letter_topic).await.unwrap();
+    let ends = broker.high_watermarks(&dead_letter_topic).await.unwrap();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    for (partition, end) in &ends {
+        let offset = committed.iter().find(|(p, _)| p == partition).and_then(|(_, o)| *o);
+        assert!(offset == Some(*end) || (*end == 0 && offset.is_none()), "partition {partition}: committed {offset:?}, end {end}");
     }
-    let probed = dead_letter_topic.clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        let committed = probe.committed_offsets(partitions, Duration::from_secs(30)).expect("committed offsets");
-        let ends: Vec<i64> = (0..2)
-            .map(|p| probe.fetch_watermarks(&probed, p, Duration::from_secs(30)).expect("watermarks").1)
-            .collect();
-        (committed, ends)
-    })
-    .await
-    .unwrap();
-    let (committed, ends) = committed;
-    for element in committed.elements() {
-        let end = ends[element.partition() as usize];
-        let offset = element.offset();
-        assert!(
-            offset == Offset::Offset(end) || (end == 0 && offset == Offset::Invalid),
-            "partition {}: committed {offset:?}, end {end}",
-            element.partition()
-        );
-    }
-    assert_eq!(ends.iter().sum::<i64>(), 4);
+    assert_eq!(ends.iter().map(|(_, end)| end).sum::<i64>(), 4);
     db.close().await;
 
     // An unreachable broker names its key.

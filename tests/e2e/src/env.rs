@@ -11,8 +11,8 @@ use std::path::PathBuf;
 /// e.g. `postgres://postgres@127.0.0.1:5432/postgres` (the
 /// database in the URL, if any, is only used to create and drop others).
 pub const POSTGRES_URL: &str = "SWITCHBOARD_TEST_POSTGRES_URL";
-/// Path of the tansu broker binary.
-pub const TANSU_BIN: &str = "SWITCHBOARD_TEST_TANSU_BIN";
+// The tansu broker's (`SWITCHBOARD_TEST_TANSU_BIN`) is read by
+// `switchboard_test_support::kafka`.
 /// Path of the s3s-fs binary.
 pub const S3S_BIN: &str = "SWITCHBOARD_TEST_S3S_BIN";
 /// Path of the SIPp binary.

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions as _, Row as _};
 use switchboard_proto::{CallEvent, Kind, Message as _};
 
-use crate::tansu::Record;
+use crate::kafka::Record;
 
 /// The kinds, in order, an answered and recorded inbound call produces.
 pub const ANSWERED_CALL: [&str; 6] =

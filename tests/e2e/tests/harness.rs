@@ -14,7 +14,7 @@ use switchboard_e2e::ports::LOCALHOST;
 use switchboard_e2e::postgres::PostgresDatabase;
 use switchboard_e2e::s3::S3Server;
 use switchboard_e2e::sipp::{self, Scenario, Uas};
-use switchboard_e2e::tansu::Tansu;
+use switchboard_e2e::kafka::Broker;
 use switchboard_e2e::{eventually, TestContext};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,11 +45,12 @@ async fn postgres_gives_each_test_its_own_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_round_trips_a_keyed_record_and_stops_on_drop() {
     let ctx = TestContext::new("tansu_round_trip");
-    let tansu = Tansu::start(&ctx).await.unwrap();
-    tansu.create_topic(&ctx, "probe", 3).await.unwrap();
+    let tansu = Broker::tansu(&ctx.subdir("tansu").unwrap()).await;
+    ctx.register_log("tansu", tansu.log().unwrap().to_owned());
+    tansu.create_topic("probe", 3).await;
 
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", tansu.brokers())
+        .set("bootstrap.servers", tansu.bootstrap())
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "10000")
         .create()
@@ -75,7 +76,7 @@ async fn tansu_round_trips_a_keyed_record_and_stops_on_drop() {
     let total: i64 = tansu.high_watermarks("probe").await.unwrap().iter().map(|(_, hw)| hw).sum();
     assert_eq!(total, 3);
 
-    let port: SocketAddr = tansu.brokers().parse().unwrap();
+    let port: SocketAddr = tansu.bootstrap().parse().unwrap();
     drop(producer);
     drop(tansu);
     assert!(TcpStream::connect(port).is_err(), "the broker still listens after its handle was dropped");

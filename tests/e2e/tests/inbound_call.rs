@@ -15,7 +15,7 @@ use switchboard_e2e::s3::{self, S3Server};
 use switchboard_e2e::salesforce::{self, Salesforce};
 use switchboard_e2e::sipp::{self, Scenario, Uas};
 use switchboard_e2e::switchboard::{provision_agent, Agent, Config, Service};
-use switchboard_e2e::tansu::Tansu;
+use switchboard_e2e::kafka::Broker;
 use switchboard_e2e::wav::{WavSummary, AUDIBLE_RMS};
 use switchboard_e2e::{eventually, TestContext};
 use switchboard_proto::{CallEvent, Kind, Message as _, TaskSyncState, TaskSyncStatus};
@@ -33,7 +33,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 /// The backends and the two roles of one test.
 struct Deployment {
-    tansu: Tansu,
+    tansu: Broker,
     s3: S3Server,
     salesforce: Salesforce,
     phone: Uas,
@@ -48,10 +48,13 @@ struct Deployment {
 impl Deployment {
     async fn start(ctx: &TestContext) -> anyhow::Result<Self> {
         let db = PostgresDatabase::create().await?;
-        let tansu = Tansu::start(ctx).await?;
-        tansu.create_topic(ctx, TOPIC, 3).await?;
-        tansu.create_topic(ctx, DEAD_LETTER_TOPIC, 3).await?;
-        tansu.create_topic(ctx, STATUS_TOPIC, 3).await?;
+        let tansu = Broker::real(&ctx.subdir("tansu")?).await;
+        if let Some(log) = tansu.log() {
+            ctx.register_log("tansu", log.to_owned());
+        }
+        tansu.create_topic(TOPIC, 3).await;
+        tansu.create_topic(DEAD_LETTER_TOPIC, 3).await;
+        tansu.create_topic(STATUS_TOPIC, 3).await;
         let s3 = S3Server::start(ctx, BUCKET).await?;
         let salesforce = Salesforce::start(ctx).await?;
         let phone = Uas::start(ctx, "desk-phone").await?;
@@ -69,7 +72,7 @@ impl Deployment {
             .set("recordings.s3.prefix", PREFIX)
             .set("recordings.s3.path_style", true)
             .set("events.log", "kafka")
-            .set("kafka.brokers", tansu.brokers())
+            .set("kafka.brokers", tansu.bootstrap())
             .set("kafka.topic", TOPIC)
             .set("kafka.group_id", "switchboard-connector")
             .set("kafka.dead_letter_topic", DEAD_LETTER_TOPIC)
@@ -137,7 +140,7 @@ impl Deployment {
 /// Checks a call's events as published: order, numbering, one partition,
 /// who and what.
 fn check_call_events(
-    records: &[switchboard_e2e::tansu::Record],
+    records: &[switchboard_e2e::kafka::Record],
     call_id: &str,
     events: &[CallEvent],
     agent: &Agent,
@@ -319,7 +322,7 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     ctx.step("task of call 2 completed");
     check_task(&task, second_call, &deployment.agent, &second_url)?;
     eventually("the connector to commit everything it consumed", SETTLE, || async {
-        Ok(deployment.tansu.group_caught_up("switchboard-connector", TOPIC).await?.then_some(()))
+        Ok(deployment.tansu.caught_up("switchboard-connector", TOPIC).await?.then_some(()))
     })
     .await?;
     ctx.step("connector committed everything");
@@ -335,7 +338,7 @@ async fn inbound_call(ctx: &TestContext) -> anyhow::Result<()> {
     let _replaying = replay.spawn(ctx, "connector").await?;
     ctx.step("replaying connector up");
     eventually("the replaying connector to consume the whole topic", SETTLE, || async {
-        Ok(deployment.tansu.group_caught_up("switchboard-connector-replay", TOPIC).await?.then_some(()))
+        Ok(deployment.tansu.caught_up("switchboard-connector-replay", TOPIC).await?.then_some(()))
     })
     .await?;
     ctx.step("replaying connector caught up");

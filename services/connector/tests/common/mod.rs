@@ -1,11 +1,11 @@
 //! Test harness: a Salesforce emulator with a throwaway connected-app key,
 //! a fresh SQLite database, call events written like the gateway writes
-//! them, and a connector started on them; [`kafka`] adds a Kafka-protocol
-//! broker, [`process`] the connector as a `switchboard` process on
-//! PostgreSQL.
+//! them (to the outbox, or to a topic with [`produce_events`]), and a
+//! connector started on them; [`process`] adds the connector as a
+//! `switchboard` process on PostgreSQL. The Kafka-protocol broker comes
+//! from the workspace's `switchboard-test-support` crate.
 #![allow(dead_code)]
 
-pub mod kafka;
 pub mod process;
 
 use std::future::Future;
@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
 use salesforce_emulator::{Emulator, EmulatorConfig};
 use switchboard_connector::{Connector, ConnectorConfig, Progress, RunningConnector, SalesforceConfig, SourceConfig};
 use switchboard_proto::v1::{self, call_event::Kind};
 use switchboard_proto::{CallEvent, Message};
 use switchboard_store::{Database, Outbox};
+use switchboard_test_support::kafka::{produce, Placed};
 use tempfile::TempDir;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -341,4 +343,14 @@ pub fn call_events(call_id: &str, user_id: &str, salesforce_user_id: &str) -> Ve
 pub fn tasks_for(emulator: &Emulator, call_id: &str, user_id: &str) -> Vec<serde_json::Value> {
     let key = format!("{call_id}:{user_id}");
     emulator.tasks().into_iter().filter(|t| t["Switchboard_Key__c"] == key.as_str()).collect()
+}
+
+/// Produces `events` in order, each keyed by its call id, as the gateway's
+/// relay does; returns where each landed.
+pub async fn produce_events(producer: &FutureProducer, topic: &str, events: &[CallEvent]) -> Vec<Placed> {
+    let mut placed = Vec::with_capacity(events.len());
+    for e in events {
+        placed.push(produce(producer, topic, &e.call_id, &e.encode_to_vec()).await);
+    }
+    placed
 }
