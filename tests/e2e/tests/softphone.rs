@@ -7,20 +7,23 @@
 //! microphone on the agent's channel. The Open CTI calls the page makes
 //! are recorded by a stand-in for `sforce.opencti`. A second test makes
 //! the browser relay-only: the media then goes through coturn with the
-//! TURN credentials the gateway hands the page. Screenshots of the main
-//! states are kept under `target/test-artefacts/browser/`.
+//! TURN credentials the gateway hands the page. Calls the agent places go
+//! out through the trunk to SIPp, or to baresip where what the far end
+//! heard is analysed (hold music). Screenshots of the main states are kept
+//! under `target/test-artefacts/browser/`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use switchboard_e2e::baresip::Baresip;
 use switchboard_e2e::browser::{speech_wav, Browser, Page, RtcAudioStats, WaitState, OPENCTI_STAND_IN};
 use switchboard_e2e::salesforce::{self, Salesforce};
 use switchboard_e2e::sipp::{self, Scenario, Uas};
 use switchboard_e2e::switchboard::{provision_agent, Config, Service};
 use switchboard_e2e::turn::TurnServer;
-use switchboard_e2e::wav::{WavSummary, AUDIBLE_RMS};
+use switchboard_e2e::wav::{self, WavSummary, AUDIBLE_RMS};
 use switchboard_e2e::{eventually, TestContext};
 
 const NUMBER: &str = "+14155550123";
@@ -434,6 +437,135 @@ async fn mute(ctx: &TestContext) -> anyhow::Result<()> {
     phone.call_ended().await?;
     pstn.process().ensure_running()?;
     phone.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_in_the_page_plays_music_to_the_far_end_and_resumes() {
+    let ctx = TestContext::new("softphone_hold");
+    let result = hold(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// The gateway's hold music in [`hold`]: a pure tone of this frequency.
+const HOLD_TONE_HZ: f64 = 600.0;
+/// What the far end speaks in [`hold`]: another tone, far from the music's.
+const FAR_END_TONE_HZ: f64 = 400.0;
+
+/// The agent dials out from the page to a far end beyond the trunk
+/// (baresip, answering by itself, speaking a tone and writing what it
+/// hears), talks, holds the call in the page, resumes it and talks again.
+/// Second by second, the far end heard the agent's speech, then the hold
+/// music (a 600 Hz tone configured as `media.hold_music`) for as long as
+/// the hold lasted, then the agent again; while held the browser heard
+/// (almost) nothing of the far end, as the bridge cuts both directions.
+/// The browser's own packets sent are the test's clock.
+async fn hold(ctx: &TestContext) -> anyhow::Result<()> {
+    let audio = ctx.subdir("audio")?;
+    let music = audio.join("hold-tone.wav");
+    write_tone(&music, HOLD_TONE_HZ, 10)?;
+    // baresip ends the call when its microphone file runs out: longer than the test.
+    let far_end_speech = audio.join("far-end-tone.wav");
+    write_tone(&far_end_speech, FAR_END_TONE_HZ, 180)?;
+    let mut far_end = Baresip::far_end(&ctx.subdir("far-end")?, "+14155550199", &far_end_speech).await;
+    ctx.register_log("far-end baresip", far_end.dir.join("baresip.log"));
+    let trunk = format!(r#"[{{ name = "test-carrier", inbound_from = ["127.0.0.1/32"], address = "{}" }}]"#, far_end.sip);
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |c| {
+        // No OPTIONS keep-alives: every request the far end gets is the call's.
+        c.set("sip.trunks", &trunk).set("sip.trunk_options_interval_secs", 0).set("media.hold_music", music.display());
+    }, None)
+    .await?;
+    let page = &phone.page;
+
+    phone.dial_out().await?;
+    far_end.event("CALL_ESTABLISHED", 20).await;
+    let answered = Instant::now();
+    // What the browser hears of the far end while it sends `packets` more
+    // of its own (20 ms each): energy and packets received.
+    let heard_while_sending = |packets: u64| async move {
+        let start = page.rtc_stats(FIRST_PC).await?;
+        let sent = start.outbound.as_ref().map_or(0, |o| o.packets_sent);
+        let end = eventually(&format!("{packets} more packets sent by the browser"), Duration::from_secs(20), || async {
+            let now = page.rtc_stats(FIRST_PC).await?;
+            Ok(now.outbound.as_ref().is_some_and(|o| o.packets_sent >= sent + packets).then_some(now))
+        })
+        .await?;
+        let (before, after) = (start.inbound.unwrap_or_default(), end.inbound.unwrap_or_default());
+        anyhow::Ok((
+            after.total_audio_energy.unwrap_or(0.0) - before.total_audio_energy.unwrap_or(0.0),
+            after.packets_received.saturating_sub(before.packets_received),
+        ))
+    };
+    let talking = heard_while_sending(250).await?;
+    page.screenshot("03-talking").await?;
+
+    page.click("[data-testid=hold]").await?;
+    page.wait_for("[data-testid=hold][aria-pressed=true]", WaitState::Visible, Duration::from_secs(5)).await.context("the page shows the call held")?;
+    let held_at = Instant::now();
+    page.screenshot("04-held").await?;
+    // The browser conceals the last packets it got for a moment; then it
+    // hears what the gateway sends it while held.
+    heard_while_sending(50).await?;
+    let held = heard_while_sending(250).await?;
+    page.click("[data-testid=hold]").await?;
+    page.wait_for("[data-testid=hold][aria-pressed=false]", WaitState::Visible, Duration::from_secs(5)).await.context("the page shows the call resumed")?;
+    let resumed_at = Instant::now();
+    page.screenshot("05-resumed").await?;
+    let resumed = heard_while_sending(250).await?;
+    page.click("[data-testid=hangup]").await?;
+    far_end.event("CALL_CLOSED", 20).await;
+    let hung_up = Instant::now();
+    phone.call_ended().await?;
+    ctx.step(format!("browser heard of the far end (energy, packets): talking {talking:?}, held {held:?}, resumed {resumed:?}"));
+
+    // The browser: the far end's tone before and after, (almost) nothing while held.
+    anyhow::ensure!(talking.0 > 0.001 && resumed.0 > 0.001, "the browser hears the far end before and after the hold: {talking:?}, {resumed:?}");
+    anyhow::ensure!(held.0 < talking.0.min(resumed.0) / 20.0, "held, the browser hears (almost) nothing of the far end: {held:?} against {talking:?}");
+    anyhow::ensure!(held.1 < 50, "held, (almost) no packets of the far end reach the browser: {held:?}");
+
+    // The far end, second by second: speech, the tone while held, speech.
+    // baresip writes what it decodes, so its file has no time where no
+    // packet came (before the browser's audio flowed); it ends when the
+    // call closed, which places it on the test's clock.
+    let heard = std::fs::read(far_end.heard())?;
+    let seconds = wav::windows(&heard, HOLD_TONE_HZ, Duration::from_secs(1))?;
+    let (hold_from, hold_to) = ((held_at - answered).as_secs_f64(), (resumed_at - answered).as_secs_f64());
+    let end = (hung_up - answered).as_secs_f64();
+    let offset = end - WavSummary::parse(&heard)?.duration.as_secs_f64();
+    let table: Vec<String> = seconds.iter().map(|w| format!("{:5.1}s rms {:6.0} tone {:.2}", w.start + offset, w.rms, w.tone_share)).collect();
+    ctx.step(format!("the far end heard (call {end:.1} s, file from {offset:.1} s; hold {hold_from:.1}–{hold_to:.1} s):\n{}", table.join("\n")));
+    // A second counts for a phase when it lies within it, a margin away
+    // from the clicks (the page's request, the bridge's next packet).
+    const MARGIN: f64 = 1.0;
+    let within = |w: &&wav::Window, from: f64, to: f64| w.start + offset >= from + MARGIN && w.start + offset + 1.0 <= to - MARGIN;
+    let before: Vec<&wav::Window> = seconds.iter().filter(|w| within(w, 0.0, hold_from)).collect();
+    let during: Vec<&wav::Window> = seconds.iter().filter(|w| within(w, hold_from, hold_to)).collect();
+    let after: Vec<&wav::Window> = seconds.iter().filter(|w| within(w, hold_to, end)).collect();
+    anyhow::ensure!(before.len() >= 2 && during.len() >= 3 && after.len() >= 2, "too few whole seconds in a phase: {} before, {} held, {} after\n{}", before.len(), during.len(), after.len(), table.join("\n"));
+    for w in &during {
+        anyhow::ensure!(w.tone_share > 0.7 && w.rms > AUDIBLE_RMS, "held, the far end hears the music at {:.0} s: {w:?}\n{}", w.start, table.join("\n"));
+    }
+    for (phase, windows) in [("before the hold", &before), ("after resuming", &after)] {
+        for w in windows.iter() {
+            anyhow::ensure!(w.tone_share < 0.3, "{phase}, the far end hears no music at {:.0} s: {w:?}\n{}", w.start, table.join("\n"));
+        }
+        // Speech has pauses: most seconds are audible.
+        let audible = windows.iter().filter(|w| w.rms > AUDIBLE_RMS).count();
+        anyhow::ensure!(audible * 3 >= windows.len() * 2, "{phase}, the far end hears the agent: {audible} of {} seconds audible\n{}", windows.len(), table.join("\n"));
+    }
+    far_end.quit().await;
+    phone.stop().await
+}
+
+/// Writes `seconds` of a pure tone at `frequency` as an 8 kHz mono 16-bit
+/// WAV (the format of `media.hold_music`, and what baresip speaks).
+fn write_tone(path: &Path, frequency: f64, seconds: u32) -> anyhow::Result<()> {
+    let spec = hound::WavSpec { channels: 1, sample_rate: 8_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut writer = hound::WavWriter::create(path, spec)?;
+    for i in 0..seconds * 8_000 {
+        writer.write_sample((8_000.0 * (2.0 * std::f64::consts::PI * frequency * i as f64 / 8_000.0).sin()) as i16)?;
+    }
+    writer.finalize()?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
