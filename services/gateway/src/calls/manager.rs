@@ -59,6 +59,8 @@ pub struct ManagerDeps {
     pub recording_format: RecordingFormat,
     /// What a held party hears.
     pub hold_music: Arc<Prompt>,
+    /// How Opus is encoded towards browsers (`media.opus_complexity`).
+    pub opus: crate::media::codec::OpusSettings,
     /// Where calls' media runs.
     pub media_threads: crate::media::threads::MediaThreads,
     /// Voicemail for unanswered calls to a user; `None` turns it off.
@@ -703,6 +705,7 @@ impl Manager {
                     started_at_ms: entry.started_at_ms,
                     customer,
                     hold_music: self.deps.hold_music.clone(),
+                    opus: self.deps.opus,
                     recordings: self.deps.recordings.clone(),
                     recording_format: self.deps.recording_format,
                     writer: entry.writer.clone(),
@@ -1419,6 +1422,7 @@ impl Manager {
             started_at_ms: e.started_at_ms,
             customer: Side::B,
             hold_music: self.deps.hold_music.clone(),
+            opus: self.deps.opus,
             recordings: self.deps.recordings.clone(),
             recording_format: self.deps.recording_format,
             writer: None,
@@ -1716,6 +1720,7 @@ impl Manager {
             started_at_ms: e.started_at_ms,
             customer: super::control::customer_side(e.direction == pb::Direction::Outbound),
             hold_music: self.deps.hold_music.clone(),
+            opus: self.deps.opus,
             recordings: self.deps.recordings.clone(),
             recording_format: self.deps.recording_format,
             writer: e.writer.clone(),

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::codec::{Codec, Decoder, Encoder};
+use super::codec::{Codec, Decoder, Encoder, OpusSettings};
 use super::dtmf::{self, DtmfReceiver, DtmfSender};
 use super::encode::{self, HeaderPatch, RecordingFormat, StreamEncoder};
 use super::g711;
@@ -158,6 +158,9 @@ struct Leg {
     decoder: Option<Decoder>,
     /// Encodes what the leg receives when it is not relayed as is.
     encoder: Option<Encoder>,
+    /// Timestamps of what the leg receives, moved to its own clock when
+    /// the other leg's differs (transcoding).
+    ts_scale: TsScale,
     /// The gateway plays to this leg instead of relaying (hold, prompts).
     player: Option<Player>,
     next_frame: Option<Instant>,
@@ -185,11 +188,51 @@ impl Leg {
             dtmf_out: DtmfSender::new(codec.dtmf_payload_type.unwrap_or(101), codec.dtmf_clock_rate),
             decoder: None,
             encoder: None,
+            ts_scale: TsScale::default(),
             player: None,
             next_frame: None,
             muted: false,
             last_digit: None,
             last_packet: None,
+        }
+    }
+}
+
+/// Carries RTP timestamps across a hop between different clocks (Opus at
+/// 48 kHz ↔ G.711 at 8 kHz): each packet's timestamp is as far from the
+/// source's first one, in time, as the input's was, so that a receiver's
+/// jitter buffer sees 20 ms as 20 ms. Audio and telephone-events of one
+/// source share it (RFC 4733 events run on the audio's clock).
+#[derive(Debug, Default)]
+struct TsScale {
+    /// (source SSRC, input timestamp, output timestamp) the others are
+    /// measured from.
+    anchor: Option<(u32, u32, u32)>,
+}
+
+impl TsScale {
+    /// `ts` of source `ssrc` at `from_rate`, at `to_rate`.
+    fn map(&mut self, ssrc: u32, ts: u32, from_rate: u32, to_rate: u32) -> u32 {
+        if from_rate == to_rate || from_rate == 0 {
+            return ts;
+        }
+        match self.anchor {
+            Some((source, at_in, at_out)) if source == ssrc => {
+                let delta = ts.wrapping_sub(at_in) as i32 as i64;
+                let out = at_out.wrapping_add((delta * to_rate as i64 / from_rate as i64) as u32);
+                // Far from the anchor (hours), measure from here on: the
+                // difference must stay within an i32.
+                if delta.abs() > 1 << 30 {
+                    self.anchor = Some((ssrc, ts, out));
+                }
+                out
+            }
+            // A new source: any start will do, the outgoing stream's
+            // rewrite moves it onto its own timeline.
+            _ => {
+                self.anchor = Some((ssrc, ts, ts));
+                ts
+            }
         }
     }
 }
@@ -232,6 +275,7 @@ pub struct Bridge {
     epoch_wall: std::time::SystemTime,
     pcm: Vec<i16>,
     scratch: Vec<u8>,
+    opus: OpusSettings,
 }
 
 impl Bridge {
@@ -253,7 +297,14 @@ impl Bridge {
             epoch_wall: wall,
             pcm: Vec::with_capacity(960),
             scratch: Vec::with_capacity(1500),
+            opus: OpusSettings::default(),
         }
+    }
+
+    /// Encodes Opus towards Opus legs as `opus` says.
+    pub fn with_opus(mut self, opus: OpusSettings) -> Bridge {
+        self.opus = opus;
+        self
     }
 
     /// Sets where a leg's peer receives RTP (from its SDP); ignored once
@@ -300,7 +351,11 @@ impl Bridge {
         if leg.codec.codec != codec.codec {
             leg.decoder = None;
             leg.encoder = None;
+            // Either direction's clocks may differ now.
+            leg.ts_scale = TsScale::default();
+            self.legs[side.other() as usize].ts_scale = TsScale::default();
         }
+        let leg = &mut self.legs[side as usize];
         leg.codec = codec;
         if let Some(rtp) = leg.rtp_remote.filter(|_| !leg.latched) {
             self.set_remote(side, rtp);
@@ -586,9 +641,12 @@ impl Bridge {
         } else {
             match self.transcode(from, to, &buf[payload_at..payload_at + payload_len], muted) {
                 Some(n) => {
-                    // A fresh header: no CSRC, extension or padding.
+                    // A fresh header: no CSRC, extension or padding, and
+                    // the timestamp on the output codec's clock.
+                    let out_ts = self.legs[to as usize].ts_scale.map(ssrc, ts, from_codec.clock_rate(), to_codec.codec.clock_rate());
                     buf[0] = 0x80;
                     buf[1] = (buf[1] & 0x80) | to_codec.payload_type;
+                    buf[4..8].copy_from_slice(&out_ts.to_be_bytes());
                     buf[12..12 + n].copy_from_slice(&self.scratch[..n]);
                     12 + n
                 }
@@ -631,6 +689,9 @@ impl Bridge {
         if from_rate != to_rate {
             let scaled = dtmf::rescale_duration(event.duration, from_rate, to_rate);
             buf[payload_at + 2..payload_at + 4].copy_from_slice(&scaled.to_be_bytes());
+            let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            let out_ts = self.legs[to as usize].ts_scale.map(ssrc, ts, from_rate, to_rate);
+            buf[4..8].copy_from_slice(&out_ts.to_be_bytes());
         }
         buf[1] = (buf[1] & 0x80) | pt;
         let leg = &mut self.legs[to as usize];
@@ -736,7 +797,7 @@ impl Bridge {
         }
         let leg = &mut self.legs[to as usize];
         if leg.encoder.is_none() {
-            leg.encoder = Encoder::new(to_codec).ok();
+            leg.encoder = Encoder::with_opus(to_codec, self.opus).ok();
         }
         self.scratch.clear();
         leg.encoder.as_mut()?.encode(&self.pcm, &mut self.scratch).ok()?;
@@ -832,7 +893,7 @@ impl Bridge {
                     } else {
                         let pcm: Vec<i16> = frame.iter().map(|b| g711::ulaw_to_linear(*b)).collect();
                         if leg.encoder.is_none() {
-                            leg.encoder = Encoder::new(codec.codec).ok();
+                            leg.encoder = Encoder::with_opus(codec.codec, self.opus).ok();
                         }
                         let Some(enc) = leg.encoder.as_mut() else { break };
                         let mut b = Vec::with_capacity(200);
@@ -862,7 +923,7 @@ impl Bridge {
                         break;
                     }
                     if leg.encoder.is_none() {
-                        leg.encoder = Encoder::new(codec.codec).ok();
+                        leg.encoder = Encoder::with_opus(codec.codec, self.opus).ok();
                     }
                     let Some(enc) = leg.encoder.as_mut() else { break };
                     let mut b = Vec::with_capacity(200);
@@ -1189,6 +1250,54 @@ mod tests {
         assert!(bytes.len() > 16_000, "about a second of 16-bit audio");
         assert!(!b.in_voicemail());
         assert!(matches!(send(&mut b, Side::B, &rtp::build(0, 99, 0, 2, &[0x22; 160]), ms(t0, 1900)).0, Verdict::Forward { to: Side::A, .. }), "picked up: bridged");
+    }
+
+    /// Opus runs on a 48 kHz RTP clock and G.711 on 8 kHz: a transcoded
+    /// 20 ms packet moves the timestamp on by 160 towards the G.711 leg and
+    /// by 960 towards the Opus leg, and telephone-events keep to the
+    /// audio's timeline.
+    #[test]
+    fn transcoded_packets_carry_timestamps_on_the_output_clock() {
+        let t0 = Instant::now();
+        let mut b = bridge(t0);
+        b.set_codec(Side::B, LegCodec { payload_type: 111, codec: Codec::Opus, dtmf_payload_type: Some(110), dtmf_clock_rate: 48_000, rtcp_mux: true });
+        let mut opus = Encoder::new(Codec::Opus).unwrap();
+        let tone: Vec<i16> = (0..160).map(|i| ((i as f64 * 0.3).sin() * 8000.0) as i16).collect();
+        let timestamps = |b: &mut Bridge, from: Side, step: u32, first: u32, opus: &mut Encoder| -> Vec<u32> {
+            (0..10u32)
+                .map(|i| {
+                    let payload = if from == Side::B {
+                        let mut p = Vec::new();
+                        opus.encode(&tone, &mut p).unwrap();
+                        p
+                    } else {
+                        vec![0x55; 160]
+                    };
+                    let pt = if from == Side::B { 111 } else { 0 };
+                    let pkt = rtp::build(pt, 500 + i as u16, first.wrapping_add(step * i), 0xb0b, &payload);
+                    let (v, out) = send(b, from, &pkt, ms(t0, 20 * i as u64));
+                    assert!(matches!(v, Verdict::Forward { .. }), "packet {i} from {from:?} relayed: {v:?}");
+                    rtp::parse(&out).unwrap().timestamp
+                })
+                .collect()
+        };
+        // Near the wrap of the 32-bit timestamp, to show it does not matter.
+        let to_g711 = timestamps(&mut b, Side::B, 960, u32::MAX - 4 * 960, &mut opus);
+        let steps: Vec<u32> = to_g711.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert_eq!(steps, vec![160; 9], "Opus → PCMU: 20 ms is 160 at 8 kHz");
+        let to_opus = timestamps(&mut b, Side::A, 160, 7_000, &mut opus);
+        let steps: Vec<u32> = to_opus.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert_eq!(steps, vec![960; 9], "PCMU → Opus: 20 ms is 960 at 48 kHz");
+
+        // A digit from the Opus leg, begun where the next audio packet would be.
+        let event_ts = (u32::MAX - 4 * 960).wrapping_add(10 * 960);
+        let pkt = rtp::build(110, 510, event_ts, 0xb0b, &[1, 0x0a, 0x03, 0xc0]);
+        let (v, out) = send(&mut b, Side::B, &pkt, ms(t0, 200));
+        assert!(matches!(v, Verdict::Forward { to: Side::A, .. }), "{v:?}");
+        let p = rtp::parse(&out).unwrap();
+        assert_eq!(p.payload_type, 101, "the G.711 leg's telephone-event");
+        assert_eq!(p.timestamp.wrapping_sub(*to_g711.last().unwrap()), 160, "the event starts 20 ms after the last audio, at 8 kHz");
+        assert_eq!(u16::from_be_bytes([p.payload[2], p.payload[3]]), 0x03c0 / 6, "duration at 8 kHz");
     }
 
     /// Whatever arrives — garbage, RTP of any payload type and length,

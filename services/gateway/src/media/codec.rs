@@ -38,6 +38,26 @@ const OPUS_FRAME_SIZES: [usize; 9] = [20, 40, 80, 160, 320, 480, 640, 800, 960];
 /// the telephone network gains nothing audible above this.
 const OPUS_BITRATE: i32 = 16_000;
 
+/// libopus's encoder complexity (0–10) unless configured
+/// (`media.opus_complexity`). Encoding is most of what a transcoded call
+/// costs: 8 kHz speech at 16 kbit/s took 140 µs a 20 ms frame at libopus's
+/// own default of 10 and 74 µs at 5 on the benchmark machine
+/// (docs/decisions/0024-opus-complexity.md).
+pub const DEFAULT_OPUS_COMPLEXITY: u8 = 5;
+
+/// How the gateway encodes Opus towards Opus legs (browsers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusSettings {
+    /// libopus complexity, 0 (cheapest) to 10 (best).
+    pub complexity: u8,
+}
+
+impl Default for OpusSettings {
+    fn default() -> Self {
+        OpusSettings { complexity: DEFAULT_OPUS_COMPLEXITY }
+    }
+}
+
 /// A voice codec negotiated on a leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -260,8 +280,14 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Opus: mono, VoIP application, 8 kHz input, 16 kbit/s.
+    /// Opus: mono, VoIP application, 8 kHz input, 16 kbit/s, the default
+    /// complexity.
     pub fn new(codec: Codec) -> Result<Encoder, CodecError> {
+        Encoder::with_opus(codec, OpusSettings::default())
+    }
+
+    /// [`Encoder::new`] with the Opus encoder set up as `opus` says.
+    pub fn with_opus(codec: Codec, opus: OpusSettings) -> Result<Encoder, CodecError> {
         let kind = match codec {
             Codec::Pcmu => EncoderKind::G711(g711::linear_to_ulaw),
             Codec::Pcma => EncoderKind::G711(g711::linear_to_alaw),
@@ -269,6 +295,7 @@ impl Encoder {
                 let init = |source| CodecError::OpusInit { what: "encoder", source };
                 let mut encoder = opus::Encoder::new(PCM_RATE, opus::Channels::Mono, opus::Application::Voip).map_err(init)?;
                 encoder.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE)).map_err(init)?;
+                encoder.set_complexity(opus.complexity.min(10) as i32).map_err(init)?;
                 EncoderKind::Opus { encoder, repacketizer: None, scratch: Vec::new() }
             }
         };

@@ -40,6 +40,8 @@ pub struct MediaContext {
     /// The side recorded on the left channel.
     pub customer: Side,
     pub hold_music: Arc<Prompt>,
+    /// How Opus is encoded towards Opus legs (browsers).
+    pub opus: crate::media::codec::OpusSettings,
     pub recordings: RecordingSink,
     pub recording_format: RecordingFormat,
     pub writer: Option<CallWriter>,
@@ -154,7 +156,7 @@ impl MediaRelay {
         let (thread, id) = ctx.threads.place();
         let (a_port, b_port) = (a.port, b.port);
         let now = Instant::now();
-        let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now());
+        let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now()).with_opus(ctx.opus);
         bridge.set_remote(Side::A, a_remote);
         let media = CallMedia {
             ctx,
