@@ -264,6 +264,7 @@ async fn ring() -> Ringing {
     };
     assert_eq!(offer.instance, "page-0001-abcd");
     assert!(!offer.auto_answer, "a call for the agent rings");
+    assert_eq!(offer.caller_number, "201", "the offer says who calls (Ada's extension)");
     assert!(offer.sdp.contains("a=ice-lite") && offer.sdp.contains("PCMU/8000"), "{}", offer.sdp);
     Ringing { gw, http, base, token, sessions, directory, ada, events, offer }
 }
@@ -313,6 +314,36 @@ async fn a_sip_call_rings_the_browser_phone_and_audio_flows_both_ways() {
     let r = call.http.post(format!("{}/v1/webrtc/legs/{}/answer", call.base, call.offer.id)).bearer_auth(&eve_token).json(&json!({"sdp": browser.answer})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     answer_talk_and_hang_up(call, browser).await.stop().await;
+}
+
+/// The agent declines in the page: the gateway refuses the call's offer to
+/// the page with 603, the leg ends on the agent's stream, and the caller,
+/// whom no other device of Bob's could take, is turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declining_a_ringing_leg_turns_the_call_away_from_the_page() {
+    let Ringing { gw, http, base, token, mut ada, mut events, offer, .. } = ring().await;
+    let decline = |id: &str| http.post(format!("{base}/v1/webrtc/legs/{id}/decline")).bearer_auth(&token).send();
+    let r = decline("00000000deadbeef").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "not a leg of Bob's");
+    let r = decline(&offer.id).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", r.text().await.unwrap());
+    let ended = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("webrtc.ended").expect("open");
+        if event.kind == AgentEventKind::WebRtcEnded {
+            break event.leg.clone().expect("the leg");
+        }
+    };
+    assert_eq!(ended.id, offer.id);
+    let closed = ada.event("CALL_CLOSED", 15).await;
+    assert!(!ada.events.iter().any(|e| e["type"] == "CALL_ESTABLISHED"), "nobody answered: {closed}");
+    let r = decline(&offer.id).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "the leg is gone");
+    let r = http.post(format!("{base}/v1/webrtc/legs/{}/answer", offer.id)).bearer_auth(&token).json(&json!({"sdp": "v=0"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a declined leg cannot be answered");
+    ada.quit().await;
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("switchboard_webrtc_legs_declined_total 1"), "{metrics}");
+    gw.stop().await;
 }
 
 /// A browser whose network blocks UDP: its only candidate is an active TCP

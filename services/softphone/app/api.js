@@ -180,5 +180,6 @@ export function createApi({ base, fetch, getToken, onUnauthorized = () => {}, ne
     unregisterSoftphone: (instance) => request('DELETE', `/v1/softphone/${enc(instance)}`, { keepalive: true, retry: false }),
     answerLeg: (legId, sdp, key) => post(`/v1/webrtc/legs/${enc(legId)}/answer`, { sdp }, key),
     offerLeg: (legId, sdp, key) => post(`/v1/webrtc/legs/${enc(legId)}/offer`, { sdp }, key),
+    declineLeg: (legId, key) => post(`/v1/webrtc/legs/${enc(legId)}/decline`, undefined, key),
   };
 }

@@ -190,6 +190,14 @@ export function createController({ store, api, phone, registration, cti, rington
   }
 
   async function decline(callId) {
+    if (call(callId)?.transfer_offer) {
+      // A colleague's transfer: not this agent's call yet, so only its leg
+      // here can be declined (the transfer fails back to the colleague).
+      const leg = phone.pendingFor(callId);
+      phone.dropPending(callId);
+      dispatch({ type: 'drop_offer', callId });
+      return leg ? run(`decline:${callId}`, () => api.declineLeg(leg.id, newKey())) : undefined;
+    }
     phone.dropPending(callId);
     return run(`decline:${callId}`, () => api.decline(callId, newKey()));
   }
@@ -585,9 +593,9 @@ export function createController({ store, api, phone, registration, cti, rington
         if (r === 'pending') {
           // A colleague's transfer rings here before the call is this
           // agent's (the stream shows it once handed over): ring it from
-          // the offer alone.
+          // the offer alone, which says who calls.
           if (!s.calls[e.leg.call_id]) {
-            dispatch({ type: 'call_view', call: { id: e.leg.call_id, direction: 'inbound', state: 'ringing', from_number: '', to_number: '', agent_user_id: null, started_at_ms: Date.now(), held: null, muted: [], recording: 'off', screening: false, recording_ids: [], voicemail_id: null, transfer_offer: true } });
+            dispatch({ type: 'call_view', call: { id: e.leg.call_id, direction: 'inbound', state: 'ringing', from_number: e.leg.caller_number ?? '', from_display: e.leg.caller_name ?? null, to_number: '', agent_user_id: null, started_at_ms: Date.now(), held: null, muted: [], recording: 'off', screening: false, recording_ids: [], voicemail_id: null, transfer_offer: true } });
           }
           cti.showPanel(true).catch(() => {});
         }
@@ -595,6 +603,7 @@ export function createController({ store, api, phone, registration, cti, rington
       }
       case 'webrtc.ended':
         if (e.leg?.id) phone.close(e.leg.id);
+        if (e.leg?.call_id) dispatch({ type: 'drop_offer', callId: e.leg.call_id });
         break;
       case 'call.answered':
         // Answered on another device (or by a colleague): the offer here is moot.

@@ -205,6 +205,9 @@ function upsertCall(state, view) {
   const old = state.calls[view.id];
   // The stream's view is authoritative; keep fields a partial answer may lack.
   const merged = old ? { ...old, ...view } : { ...view };
+  // A call rung from a transfer's offer alone is the stream's from its
+  // first view on.
+  if (old?.transfer_offer && !view.transfer_offer) delete merged.transfer_offer;
   let s = { ...state, calls: { ...state.calls, [view.id]: merged } };
   if (!s.extras[view.id]) s = { ...s, extras: { ...s.extras, [view.id]: blankExtras() } };
   return s;
@@ -415,6 +418,10 @@ export function reduce(state, action) {
         return { ...x, notes };
       });
     }
+    case 'drop_offer':
+      // A transfer's offer is over (declined, cancelled, taken elsewhere)
+      // before the stream ever showed the call.
+      return state.calls[action.callId]?.transfer_offer ? removeCall(state, action.callId) : state;
     case 'dismiss_call': {
       let s = withExtras(state, action.callId, { dismissed: true, panel: null });
       if (s.ui.focusCallId === action.callId) s = { ...s, ui: { ...s.ui, focusCallId: null } };

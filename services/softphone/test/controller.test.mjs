@@ -437,11 +437,35 @@ test('a dismissed call opens again from Recent', () => {
   assert.equal(state(t).ui.focusCallId, 'c1');
 });
 
-test('a transfer offered before the call is this agent\'s rings from the offer alone', () => {
+test('a transfer offered before the call is this agent\'s rings from the offer alone, with who calls', () => {
   const t = setup();
-  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-9', call_id: 'c9', instance: 'inst-1', sdp: 'v=0', auto_answer: false } });
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-9', call_id: 'c9', instance: 'inst-1', sdp: 'v=0', auto_answer: false, caller_number: '+14155550123', caller_name: 'Ada Lovelace' } });
   const call = state(t).calls.c9;
   assert.ok(call, 'the call is shown');
   assert.equal(call.state, 'ringing');
+  assert.equal(call.from_number, '+14155550123');
+  assert.equal(call.from_display, 'Ada Lovelace');
   assert.ok(t.log.some(([k, v]) => k === 'showPanel' && v === true), 'the panel opens');
+});
+
+test('declining a transfer\'s offer declines its leg and forgets the call; an offer that ends does too', async () => {
+  const t = setup();
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-9', call_id: 'c9', instance: 'inst-1', sdp: 'v=0', auto_answer: false, caller_number: '+14155550123' } });
+  await t.ctl.decline('c9');
+  assert.deepEqual(apiCalls(t, 'declineLeg').map((c) => c[1]), ['leg-9'], 'the leg, not the call (not this agent\'s yet)');
+  assert.equal(apiCalls(t, 'decline').length, 0);
+  assert.equal(state(t).calls.c9, undefined, 'no longer shown');
+
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-10', call_id: 'c10', instance: 'inst-1', sdp: 'v=0', auto_answer: false } });
+  assert.ok(state(t).calls.c10);
+  t.ctl.onEvent({ type: 'webrtc.ended', leg: { id: 'leg-10', call_id: 'c10', instance: 'inst-1' } });
+  assert.equal(state(t).calls.c10, undefined, 'the colleague cancelled: it stops ringing');
+
+  // Handed over: the stream's view makes it an ordinary call, which an
+  // ended leg no longer removes.
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-11', call_id: 'c11', instance: 'inst-1', sdp: 'v=0', auto_answer: false } });
+  t.ctl.onEvent({ type: 'call.transferred', seq: 5, at_ms: 6000, call: view('c11', { state: 'answered', agent_user_id: 'u-ada' }) });
+  assert.equal(state(t).calls.c11.transfer_offer, undefined);
+  t.ctl.onEvent({ type: 'webrtc.ended', leg: { id: 'leg-11', call_id: 'c11', instance: 'inst-1' } });
+  assert.ok(state(t).calls.c11, 'still shown');
 });

@@ -360,6 +360,13 @@ pub struct WebRtcLegView {
     /// answered or moved it from the softphone); else it rings.
     #[serde(default)]
     pub auto_answer: bool,
+    /// Who calls, as presented to this agent (`webrtc.offer` only): the
+    /// page shows it while a call it does not see yet rings (a
+    /// colleague's transfer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub caller_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
 }
 
 impl AgentEvent {

@@ -66,6 +66,7 @@ enum Request {
     Unregister { user_id: String, instance: String },
     Answer { user_id: String, leg: String, sdp: String, reply: oneshot::Sender<Result<(), PhoneError>> },
     Reoffer { user_id: String, leg: String, sdp: String, reply: oneshot::Sender<Result<String, PhoneError>> },
+    Decline { user_id: String, leg: String, reply: oneshot::Sender<Result<(), PhoneError>> },
 }
 
 /// Handle for the agent API.
@@ -129,6 +130,14 @@ impl BrowserPhones {
     pub async fn answer(&self, user_id: &str, leg: &str, sdp: String) -> Result<(), PhoneError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Answer { user_id: user_id.into(), leg: leg.into(), sdp, reply }).map_err(|_| PhoneError::Down)?;
+        rx.await.map_err(|_| PhoneError::Down)?
+    }
+
+    /// The agent declines a leg that rings (603 Decline to the call, which
+    /// rings its other devices on, or fails the transfer that offered it).
+    pub async fn decline(&self, user_id: &str, leg: &str) -> Result<(), PhoneError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Decline { user_id: user_id.into(), leg: leg.into(), reply }).map_err(|_| PhoneError::Down)?;
         rx.await.map_err(|_| PhoneError::Down)?
     }
 
@@ -247,7 +256,7 @@ impl Service {
         let leg_id = format!("{id:016x}");
         match self.edge.create(id, codecs, incoming.offer.rtp, incoming.offer.formats.clone()).await {
             Ok((sdp, inner)) => {
-                let view = WebRtcLegView { id: leg_id.clone(), call_id: incoming.call_id.clone(), instance: incoming.instance.clone(), sdp, auto_answer: incoming.auto_answer };
+                let view = WebRtcLegView { id: leg_id.clone(), call_id: incoming.call_id.clone(), instance: incoming.instance.clone(), sdp, auto_answer: incoming.auto_answer, caller_number: incoming.caller_number.clone(), caller_name: incoming.caller_name.clone() };
                 tracing::info!(call_id = %incoming.call_id, leg = %leg_id, user_id = %user_id, auto_answer = incoming.auto_answer, "browser leg offered");
                 metrics::counter!("switchboard_webrtc_legs_offered_total").increment(1);
                 self.live.send_leg(&user_id, AgentEventKind::WebRtcOffer, view.clone());
@@ -266,7 +275,7 @@ impl Service {
         let Some(leg) = self.legs.remove(&leg_id) else { return };
         self.edge.close(leg.id);
         tracing::info!(call_id = %leg.view.call_id, leg = %leg_id, "browser leg ended");
-        let view = WebRtcLegView { sdp: String::new(), ..leg.view };
+        let view = WebRtcLegView { sdp: String::new(), caller_number: String::new(), caller_name: None, ..leg.view };
         self.live.send_leg(&leg.user_id, AgentEventKind::WebRtcEnded, view);
     }
 
@@ -325,6 +334,21 @@ impl Service {
                     Some(l) => self.edge.reoffer(l.id, sdp).await.map_err(PhoneError::Refused),
                 };
                 let _ = reply.send(result);
+            }
+            Request::Decline { user_id, leg, reply } => {
+                let result = match self.legs.get(&leg).filter(|l| l.user_id == user_id) {
+                    None => Err(PhoneError::NoLeg(leg)),
+                    Some(l) if l.answered => Err(PhoneError::Refused(format!("browser leg {leg} is answered already; hang up the call instead"))),
+                    Some(l) => {
+                        tracing::info!(call_id = %l.view.call_id, leg = %leg, "browser leg declined");
+                        metrics::counter!("switchboard_webrtc_legs_declined_total").increment(1);
+                        let dialog = l.dialog.clone();
+                        self.ua.refuse(Instant::now(), &dialog, 603);
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+                self.flush().await;
             }
         }
     }

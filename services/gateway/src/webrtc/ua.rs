@@ -44,6 +44,10 @@ pub struct Incoming {
     /// The manager asks the page to answer at once (`answer-after=0`:
     /// placed, answered or moved from the softphone).
     pub auto_answer: bool,
+    /// Who calls, as the INVITE's From presents it: the number (the URI's
+    /// user part) and the display name, if any.
+    pub caller_number: String,
+    pub caller_name: Option<String>,
     /// The manager's offer: where its media bridge takes RTP, and the
     /// formats it sends.
     pub offer: AudioDescription,
@@ -333,6 +337,9 @@ impl BrowserUa {
         let switchboard_call = invite.header("X-Switchboard-Call-ID").unwrap_or_default().to_owned();
         let auto_answer = invite.header_values("Call-Info").iter().any(|v| v.contains("answer-after=0"))
             || invite.header_values("Alert-Info").iter().any(|v| v.contains("alert-autoanswer"));
+        let from = invite.header("From").and_then(NameAddr::parse);
+        let caller_number = from.as_ref().and_then(|f| SipUri::parse(&f.uri)).and_then(|u| u.user).unwrap_or_default();
+        let caller_name = from.and_then(|f| f.display).filter(|d| !d.trim().is_empty());
         let ringing = make_response(&invite, 180, Some(&to_tag), SERVER);
         self.out.push_back(UaOutput::Send { to: peer, bytes: ringing.encode() });
         self.out.push_back(UaOutput::Event(UaEvent::Incoming(Incoming {
@@ -340,6 +347,8 @@ impl BrowserUa {
             instance,
             call_id: switchboard_call,
             auto_answer,
+            caller_number,
+            caller_name,
             offer,
         })));
         self.dialogs.insert(

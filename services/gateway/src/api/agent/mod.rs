@@ -246,6 +246,7 @@ fn documented() -> (OpenApiRouter<AgentApi>, OpenApiRouter<AgentApi>) {
         .routes(routes!(softphone::register))
         .routes(routes!(softphone::unregister))
         .routes(routes!(softphone::answer_leg))
+        .routes(routes!(softphone::decline_leg))
         .routes(routes!(softphone::reoffer_leg));
     (public, private)
 }

@@ -108,6 +108,18 @@ pub async fn answer_leg(State(api): State<AgentApi>, Extension(me): Extension<Pr
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Declines a browser leg that rings: the gateway answers the call's offer
+/// to this page with 603 Decline. A call for the agent goes on ringing the
+/// agent's other devices, if any; a colleague's transfer fails back to the
+/// colleague.
+#[utoipa::path(post, path = "/v1/webrtc/legs/{id}/decline", tag = "softphone", security(("session" = [])), params(("id" = String, Path, description = "leg id")),
+    responses((status = 204), (status = 404, description = "no such leg of the agent's", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "the leg is answered already", body = Problem, content_type = "application/problem+json")))]
+pub async fn decline_leg(State(api): State<AgentApi>, Extension(me): Extension<Principal>, Path(id): Path<String>) -> Result<StatusCode, Problem> {
+    phones(&api)?.decline(&me.user_id, &id).await.map_err(phone_problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A new offer of the page's on a leg (ICE restart after a network
 /// change); answers the gateway's SDP.
 #[utoipa::path(post, path = "/v1/webrtc/legs/{id}/offer", tag = "softphone", security(("session" = [])), params(("id" = String, Path, description = "leg id")),
