@@ -145,8 +145,9 @@ def wait_http(url, proc, what, timeout=30, data=None):
 class Gateway:
     """`switchboard gateway` on a fresh SQLite data directory; a trunk to the far end."""
 
-    def __init__(self, binary, workdir, name, far_port):
+    def __init__(self, binary, workdir, name, far_port, opus_complexity=None):
         self.binary = binary
+        complexity = "" if opus_complexity is None else f"opus_complexity = {opus_complexity}\n"
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.http = free_tcp_port()
@@ -173,7 +174,7 @@ port_min = 20000
 port_max = 29999
 webrtc = true
 webrtc_port = {GW_WEBRTC_PORT}
-
+{complexity}
 [http]
 listen = "{HOST}:{self.http}"
 
@@ -306,7 +307,7 @@ def run_one(args, workdir, run):
     d = os.path.join(workdir, run)
     os.makedirs(d, exist_ok=True)
     far_port = FAR_END_PORT
-    relay = Gateway(args.bin, workdir, f"{run}-relay", far_port) if system == "switchboard" else Janus(workdir, f"{run}-relay", args.janus_event_loops)
+    relay = Gateway(args.bin, workdir, f"{run}-relay", far_port, args.opus_complexity) if system == "switchboard" else Janus(workdir, f"{run}-relay", args.janus_event_loops)
     sipp = Sipp(workdir, f"{run}-sipp") if args.far_end == "sipp" else None
     result = {"run": run, "system": system, "codec": codec, "calls": calls, "dir": d}
     try:
@@ -455,7 +456,11 @@ def markdown(args, results, cmdline):
                f"CPU in % of one core (the machine has {os.cpu_count()}); \"other\" is everything else on the machine.")
     out.append("")
     for res in results:
-        out.append(f"{TITLES.get(res['run'], res['run'])}:")
+        title = TITLES.get(res['run'], res['run'])
+        if res["run"] == "switchboard-opus":
+            title = title[:-1] + (f", Opus complexity {args.opus_complexity})" if args.opus_complexity is not None
+                                  else ", Opus at the default complexity, media.opus_complexity)")
+        out.append(f"{title}:")
         out.append("")
         if "report" not in res:
             out.append(f"Failed: {res.get('error', 'no report')}.")
@@ -483,7 +488,7 @@ def markdown(args, results, cmdline):
                     ports = ", ".join(f"{'the WebRTC port ' if port == GW_WEBRTC_PORT and res['system'] == 'switchboard' else 'port '}{port}: {d}" for port, d in w["relay_drop_ports"])
                     extra.append(f"relay sockets dropping most at {w['calls_target']} calls: {ports}")
         if hold and hold["stalls"]:
-            stalls = ", ".join(f"{t} s ({f:.0} · {b:.0})" for t, f, b in hold["stalls"][:12])
+            stalls = ", ".join(f"{t} s ({f:.0f} · {b:.0f})" for t, f, b in hold["stalls"][:12])
             more = f" and {len(hold['stalls']) - 12} more" if len(hold["stalls"]) > 12 else ""
             extra.append(f"seconds of the hold with a packet ≥ {args.jitter_ms:g} ms late (peak ms at the far end · at the browsers): {stalls}{more}")
         if r["failures"]:
@@ -552,6 +557,8 @@ def main():
                     help="nice value of the load client (default -10 as root, else 0): the client is the instrument, "
                          "and a relay with hundreds of busy threads would otherwise starve its two media threads")
     ap.add_argument("--threads", type=int, default=2, help="media threads of the load client")
+    ap.add_argument("--opus-complexity", type=int, default=None,
+                    help="the gateway's media.opus_complexity (default: not set, the gateway's default)")
     ap.add_argument("--far-end", choices=["builtin", "sipp"], default="builtin")
     ap.add_argument("--janus-event-loops", type=int, default=0, help="janus.jcfg event_loops (0: a thread per handle, the default)")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /tmp, kept)")
