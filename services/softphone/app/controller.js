@@ -190,7 +190,10 @@ export function createController({ store, api, phone, registration, cti, rington
   }
 
   async function decline(callId) {
-    if (call(callId)?.transfer_offer) {
+    const c = call(callId);
+    const me = getState().me?.user_id;
+    const colleagues = c && (c.transfer_offer || (c.state === 'answered' && c.agent_user_id && c.agent_user_id !== me));
+    if (colleagues && phone.pendingFor(callId)) {
       // A colleague's transfer: not this agent's call yet, so only its leg
       // here can be declined (the transfer fails back to the colleague).
       const leg = phone.pendingFor(callId);

@@ -298,6 +298,9 @@ function applyCallEvent(state, e) {
       s = withExtras(s, id, (x) => ({ ...x, transfer: null, screenWanted: false, answering: false, parkedSlot: null, panel: x.panel === 'keypad' || x.panel === 'transfer' ? null : x.panel }));
       s = announce(s, `Call ended: ${describe(s, call)}`);
       break;
+    case 'call.withdrawn':
+      // A colleague's transfer that rang here ended without this agent.
+      return isMine(s, call) ? s : announce(removeCall(s, id), `Transfer of the call from ${describe(s, call)} withdrawn`);
     case 'call.transferred': {
       const wasMine = before?.agent_user_id === me;
       if (me && call.agent_user_id === me) {

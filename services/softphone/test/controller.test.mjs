@@ -469,3 +469,16 @@ test('declining a transfer\'s offer declines its leg and forgets the call; an of
   t.ctl.onEvent({ type: 'webrtc.ended', leg: { id: 'leg-11', call_id: 'c11', instance: 'inst-1' } });
   assert.ok(state(t).calls.c11, 'still shown');
 });
+
+test('a colleague\'s transfer on the stream: it rings as theirs, its leg is what Decline refuses, and call.withdrawn takes it away', async () => {
+  const t = setup();
+  const theirs = view('c12', { state: 'answered', agent_user_id: 'u-bob' });
+  t.ctl.onEvent({ type: 'call.ringing', seq: 2, at_ms: 6000, call: theirs });
+  t.ctl.onEvent({ type: 'webrtc.offer', leg: { id: 'leg-12', call_id: 'c12', instance: 'inst-1', sdp: 'v=0', auto_answer: false } });
+  assert.deepEqual(incomingCalls(state(t)).map((c) => c.id), ['c12'], 'rings for Ada');
+  await t.ctl.decline('c12');
+  assert.deepEqual(apiCalls(t, 'declineLeg').map((c) => c[1]), ['leg-12']);
+  assert.equal(apiCalls(t, 'decline').length, 0, 'not a call of Ada\'s to decline');
+  t.ctl.onEvent({ type: 'call.withdrawn', seq: 3, at_ms: 6100, call: theirs });
+  assert.equal(state(t).calls.c12, undefined, 'gone once the gateway says so');
+});

@@ -32,6 +32,20 @@ function recorder() {
 
 const click = (tree, id) => byTestId(tree, id).props.onclick({ preventDefault() {} });
 
+test('a colleague\'s transfer rings with Answer, and Decline only while its browser leg is offered here', () => {
+  const { a, calls } = recorder();
+  const theirs = call('c2', { state: 'answered', agent_user_id: 'u-bob', answered_at_ms: 2000 });
+  const noLeg = byTestId(view(stateWith([theirs]), a), 'incoming-call');
+  assert.match(textOf(noLeg), /Transferred call/);
+  assert.equal(byTestId(noLeg, 'decline'), null, 'nothing here to decline');
+  assert.equal(byTestId(noLeg, 'screen'), null, 'not a call to send to voicemail');
+  const tree = view(stateWith([theirs], [{ type: 'leg', leg: { id: 'leg-2', callId: 'c2', state: 'offered' } }]), a);
+  const decline = byTestId(byTestId(tree, 'incoming-call'), 'decline');
+  assert.equal(decline.props['aria-label'], 'Decline the transfer');
+  click(tree, 'decline');
+  assert.deepEqual(calls, [['decline', 'c2']]);
+});
+
 test('signed out: only the Connect with Salesforce button, which signs in', () => {
   const { a, calls } = recorder();
   let s = initialState({ now: 0 });

@@ -649,6 +649,11 @@ async fn warm_transfer(ctx: &TestContext) -> anyhow::Result<()> {
         ada.click("[data-testid=transfer-entry] [data-testid=transfer-entry-warm]").await?;
         bob.wait_for("[data-testid=incoming-call]", WaitState::Visible, Duration::from_secs(20)).await.context("Bob's page rings")?;
         bob.screenshot("03-bob-ringing").await?;
+        let party = bob.text("[data-testid=incoming-call] [data-testid=call-party]").await?;
+        let label = bob.text("[data-testid=incoming-call]").await?;
+        ctx.step(format!("Bob's page rings: {label:?}"));
+        anyhow::ensure!(label.to_lowercase().contains("transferred call"), "Bob sees a colleague's call being transferred: {label:?}");
+        anyhow::ensure!(!party.is_empty() && party != "Unknown", "Bob sees who calls: {party:?}");
         bob.click("[data-testid=incoming-call] [data-testid=answer]").await?;
         bob.wait_for_function::<bool>(connected, Duration::from_secs(15)).await.context("Bob's browser answers the consultation")?;
         let consulting = eventually("Ada's voice at Bob's browser", Duration::from_secs(15), || async {

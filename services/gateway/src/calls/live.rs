@@ -263,6 +263,10 @@ pub enum AgentEventKind {
     /// agent retrieves it (`call.transferred` follows).
     #[serde(rename = "call.parked")]
     Parked,
+    /// A transfer that rang this agent ended without it (declined, not
+    /// answered, cancelled): the call leaves its stream and its list.
+    #[serde(rename = "call.withdrawn")]
+    Withdrawn,
     /// A browser leg for one of the user's softphone pages: `leg` holds
     /// the gateway's WebRTC offer.
     #[serde(rename = "webrtc.offer")]
@@ -294,6 +298,7 @@ impl AgentEventKind {
             AgentEventKind::Synced => "call.synced",
             AgentEventKind::Transferred => "call.transferred",
             AgentEventKind::Parked => "call.parked",
+            AgentEventKind::Withdrawn => "call.withdrawn",
             AgentEventKind::WebRtcOffer => "webrtc.offer",
             AgentEventKind::WebRtcEnded => "webrtc.ended",
         }
@@ -498,6 +503,9 @@ struct LiveCall {
     /// The user who placed the call (outbound, internal), who stays in it
     /// whoever answers.
     caller: Option<String>,
+    /// Users a transfer rings, who see the call until it is handed over or
+    /// the transfer ends without them.
+    offered: Vec<String>,
 }
 
 impl LiveCall {
@@ -665,7 +673,7 @@ impl LiveCalls {
                 CallDirection::Outbound => Some(to_number.clone()),
                 CallDirection::Internal => None,
             };
-            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), sync: HashMap::new(), added: Vec::new(), caller: caller_user_id.clone() };
+            let mut call = LiveCall { view, visible: Vec::new(), customer, matches: HashMap::new(), sync: HashMap::new(), added: Vec::new(), caller: caller_user_id.clone(), offered: Vec::new() };
             call.show_to(&owner.user_id);
             for user in participants {
                 call.show_to(user);
@@ -767,6 +775,8 @@ impl LiveCalls {
             }
             CallUpdate::Transferred { from, to, .. } => {
                 call.view.agent_user_id = to.as_ref().map(|a| a.user_id.clone());
+                // The transfer's other targets stop seeing it with this event.
+                let offered: Vec<String> = std::mem::take(&mut call.offered).into_iter().filter(|u| to.as_ref().is_none_or(|t| &t.user_id != u)).collect();
                 if let Some(to) = to {
                     call.show_to(&to.user_id);
                 }
@@ -774,14 +784,36 @@ impl LiveCalls {
                 // handed it over included; then that agent no longer sees it.
                 let released = from.as_ref().map(|a| a.user_id.clone()).filter(|u| to.as_ref().is_none_or(|t| &t.user_id != u));
                 inner.publish(call_id, AgentEventKind::Transferred, at_ms, None, None);
-                if let (Some(user), Some(call)) = (released, inner.calls.get_mut(call_id)) {
-                    call.visible.retain(|u| *u != user);
+                if let Some(call) = inner.calls.get_mut(call_id) {
+                    call.visible.retain(|u| Some(u) != released.as_ref() && !offered.contains(u));
                 }
                 // The receiving agent's own caller lookup.
                 inner.ask_lookups(call_id);
                 return;
             }
             CallUpdate::Parked { .. } => (AgentEventKind::Parked, None, None),
+            CallUpdate::TransferRinging { agents } => {
+                for agent in agents {
+                    if !call.visible.iter().any(|u| *u == agent.user_id) {
+                        call.offered.push(agent.user_id.clone());
+                    }
+                    call.show_to(&agent.user_id);
+                }
+                (AgentEventKind::Ringing, None, None)
+            }
+            CallUpdate::TransferWithdrawn => {
+                let offered = std::mem::take(&mut call.offered);
+                if offered.is_empty() {
+                    return;
+                }
+                // They hear of it, then no longer see the call.
+                inner.publish(call_id, AgentEventKind::Withdrawn, at_ms, None, None);
+                if let Some(call) = inner.calls.get_mut(call_id) {
+                    call.visible.retain(|u| !offered.contains(u));
+                    call.matches.retain(|u, _| !offered.contains(u));
+                }
+                return;
+            }
             // Media quality and notes are for the call log, not the
             // softphone (the tab that wrote a note has it already).
             CallUpdate::Quality { .. } | CallUpdate::Note { .. } => return,
@@ -789,6 +821,11 @@ impl LiveCalls {
         inner.publish(call_id, kind, at_ms, recording_id, rating);
         if let CallUpdate::Answered { agent } = update {
             inner.answered_by(call_id, &agent.user_id);
+        }
+        if let (CallUpdate::Ended { .. }, Some(call)) = (update, inner.calls.get_mut(call_id)) {
+            // Agents a transfer was ringing heard it end; it was never theirs.
+            let offered = std::mem::take(&mut call.offered);
+            call.visible.retain(|u| !offered.contains(u));
         }
         inner.ask_lookups(call_id);
     }
@@ -1244,6 +1281,47 @@ mod tests {
         let moved = CallUpdate::Transferred { from: Some(agent("carol")), to: Some(agent("carol")), kind: pb::TransferKind::Move, to_number: String::new() };
         live.apply("m", &moved, T + 5);
         assert!(live.visible("m", "carol"));
+    }
+
+    #[test]
+    fn agents_a_transfer_rings_see_the_call_until_one_takes_it_or_the_transfer_ends() {
+        let live = live_at(T);
+        let mut bob = live.subscribe("bob");
+        let mut carol = live.subscribe("carol");
+        let mut dave = live.subscribe("dave");
+        live.apply("c", &started("bob", &[]), T);
+        live.apply("c", &CallUpdate::Answered { agent: agent("bob") }, T + 1);
+        let _ = (next(&mut bob.events), next(&mut bob.events));
+        live.apply("c", &CallUpdate::TransferRinging { agents: vec![agent("carol"), agent("dave")] }, T + 2);
+        for events in [&mut carol.events, &mut dave.events] {
+            let e = next(events);
+            assert_eq!(e.kind, AgentEventKind::Ringing, "the call rings for the transfer's targets");
+            assert_eq!(e.call.as_ref().unwrap().agent_user_id.as_deref(), Some("bob"), "still Bob's");
+        }
+        assert!(live.visible("c", "carol") && live.visible("c", "dave"));
+        assert_eq!(live.for_user("dave").len(), 1, "in a reconnecting page's snapshot too");
+        // Carol takes it: Dave hears so, then no longer sees it; nor does Bob.
+        let transferred =
+            CallUpdate::Transferred { from: Some(agent("bob")), to: Some(agent("carol")), kind: pb::TransferKind::Blind, to_number: String::new() };
+        live.apply("c", &transferred, T + 3);
+        assert_eq!(next(&mut dave.events).kind, AgentEventKind::Transferred);
+        assert!(!live.visible("c", "dave") && !live.visible("c", "bob"));
+        assert!(live.visible("c", "carol"));
+
+        // A transfer nobody takes: its targets are told and lose the call,
+        // whose agent keeps it.
+        live.apply("d", &started("bob", &[]), T + 4);
+        live.apply("d", &CallUpdate::Answered { agent: agent("bob") }, T + 5);
+        live.apply("d", &CallUpdate::TransferRinging { agents: vec![agent("dave"), agent("bob")] }, T + 6);
+        assert_eq!(next(&mut dave.events).kind, AgentEventKind::Ringing);
+        live.apply("d", &CallUpdate::TransferWithdrawn, T + 7);
+        let e = next(&mut dave.events);
+        assert_eq!(e.kind, AgentEventKind::Withdrawn);
+        assert_eq!(e.kind.as_str(), "call.withdrawn");
+        assert!(!live.visible("d", "dave"), "Dave no longer sees it");
+        assert!(live.visible("d", "bob"), "Bob, also rung (his other devices), keeps his call");
+        live.apply("d", &CallUpdate::TransferWithdrawn, T + 8);
+        nothing_more(&mut dave.events);
     }
 
     #[test]

@@ -1369,6 +1369,11 @@ impl Manager {
             e.consult_ports = consult_ports;
             hold_customer(e, true);
         }
+        // The agents it rings see the call while it rings for them.
+        let ringing: Vec<AgentInfo> = agents.iter().flatten().cloned().collect();
+        if let (Some(w), false) = (&e.writer, ringing.is_empty()) {
+            w.record(CallUpdate::TransferRinging { agents: ringing });
+        }
         // The new forks follow the call's others, in target order.
         let first_new = e.call.fork_call_ids().count() - agents.len();
         e.fork_agents.resize(first_new, None);
@@ -1459,6 +1464,9 @@ impl Manager {
     fn replace_failed(&mut self, id: &str, status: u16) {
         let Some(e) = self.calls.get_mut(id) else { return };
         if let Some(t) = e.transfer.take() {
+            if let Some(w) = &e.writer {
+                w.record(CallUpdate::TransferWithdrawn);
+            }
             if matches!(t.handover, Handover::Warm(_)) {
                 // A warm transfer's target never answered: the far end,
                 // held while it rang, is given back to the agent.

@@ -113,6 +113,13 @@ pub enum CallUpdate {
     Transferred { from: Option<AgentInfo>, to: Option<AgentInfo>, kind: pb::TransferKind, to_number: String },
     /// F4: the agent `by` parked the call in `slot`.
     Parked { slot: u32, by: Option<AgentInfo> },
+    /// A transfer rings these agents' devices: they see the call while it
+    /// rings for them. For the live view only (`call.transferred` says who
+    /// took it).
+    TransferRinging { agents: Vec<AgentInfo> },
+    /// The transfer that rang them ended without them (declined, not
+    /// answered, cancelled): they no longer see the call. Live view only.
+    TransferWithdrawn,
 }
 
 /// An assignment of a call to a Case or an Opportunity.
@@ -318,7 +325,7 @@ async fn write(
     update: &CallUpdate,
     at: i64,
 ) -> Result<Option<(i64, &'static str)>, sqlx_error::Error> {
-    if let CallUpdate::Voicemail { .. } = update {
+    if let CallUpdate::Voicemail { .. } | CallUpdate::TransferRinging { .. } | CallUpdate::TransferWithdrawn = update {
         return Ok(None);
     }
     let seq: i64 = if matches!(update, CallUpdate::Started { .. }) {
@@ -477,7 +484,7 @@ async fn write(
             })
         }
         CallUpdate::Parked { slot, by } => pb::call_event::Kind::Parked(pb::CallParked { slot: *slot, by: by.as_ref().map(AgentInfo::to_proto) }),
-        CallUpdate::Voicemail { .. } => return Ok(None),
+        CallUpdate::Voicemail { .. } | CallUpdate::TransferRinging { .. } | CallUpdate::TransferWithdrawn => return Ok(None),
     };
     q("UPDATE calls SET next_seq = $2 WHERE id = $1").bind(call_id).bind(seq + 1).execute(&mut **tx).await?;
     let event = pb::CallEvent {

@@ -32,7 +32,8 @@ export function incomingCard(state, call, a) {
   const x = state.extras[call.id] ?? {};
   const pending = legFor(state, call.id, ['offered']);
   const answering = x.answering || !!state.busy[`answer:${call.id}`];
-  const transferred = call.state === 'answered';
+  // A colleague's call being transferred here: still theirs.
+  const transferred = call.state === 'answered' || !!call.transfer_offer;
   const busy = answering || !!state.busy[`decline:${call.id}`];
   return h(
     'section',
@@ -56,7 +57,9 @@ export function incomingCard(state, call, a) {
           { class: 'sb-row sb-row--actions' },
           button('Answer', { testid: 'answer', variant: 'success', disabled: busy, onclick: () => a.answer(call.id), ariaLabel: `Answer the call from ${otherName(call)}` }),
           transferred ? null : button('Screen', { testid: 'screen', disabled: busy || x.screenWanted, onclick: () => a.screen(call.id), ariaLabel: 'Screen: send to voicemail and listen in' }),
-          transferred ? null : button('Decline', { testid: 'decline', variant: 'destructive', disabled: busy, onclick: () => a.decline(call.id), ariaLabel: 'Decline: send to voicemail' }),
+          transferred && !pending
+            ? null
+            : button('Decline', { testid: 'decline', variant: 'destructive', disabled: busy, onclick: () => a.decline(call.id), ariaLabel: transferred ? 'Decline the transfer' : 'Decline: send to voicemail' }),
         ),
   );
 }
