@@ -589,19 +589,8 @@ def main():
         results.append(res)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    shown, skip = [], False  # the command line as recorded: without paths
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif a.split("=")[0] in ("--bin", "--webrtcload", "--workdir", "--out", "--jobs"):
-            skip = "=" not in a
-        else:
-            shown.append(a)
-    md = markdown(args, results, ("python3 scripts/bench/browser-calls.py " + " ".join(shown)).strip())
-    print(md)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(md + "\n")
+    cmdline = cps.command_line("browser-calls.py", ("--bin", "--webrtcload", "--workdir", "--out", "--jobs"))
+    cps.publish(markdown(args, results, cmdline), args.out)
 
 
 if __name__ == "__main__":

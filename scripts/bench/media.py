@@ -606,19 +606,8 @@ def main():
     log(f"done in {(time.monotonic() - t0) / 60:.1f} min")
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
-    shown, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif a.split("=")[0] in ("--bin", "--rtpload", "--workdir", "--out"):
-            skip = "=" not in a
-        else:
-            shown.append(a)
-    md = markdown(args, report, ("python3 scripts/bench/media.py " + " ".join(shown)).strip())
-    print(md)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(md + "\n")
+    cmdline = cps.command_line("media.py", ("--bin", "--rtpload", "--workdir", "--out"))
+    cps.publish(markdown(args, report, cmdline), args.out)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,28 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def command_line(script, local_options):
+    """How the run was invoked, as docs/benchmarks.md records it: without
+    the options that name paths on this machine (`local_options`)."""
+    shown, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a.split("=")[0] in local_options:
+            skip = "=" not in a
+        else:
+            shown.append(a)
+    return (f"python3 scripts/bench/{script} " + " ".join(shown)).strip()
+
+
+def publish(md, out):
+    """Prints the Markdown block and writes it to `out` too, if given."""
+    print(md)
+    if out:
+        with open(out, "w") as f:
+            f.write(md + "\n")
+
+
 def free_tcp_port():
     with socket.socket() as s:
         s.bind((HOST, 0))

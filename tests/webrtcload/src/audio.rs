@@ -39,38 +39,12 @@ pub fn opus_frames() -> anyhow::Result<Vec<Vec<u8>>> {
 
 /// The loop as PCMU payloads (160 bytes each).
 pub fn pcmu_frames() -> Vec<Vec<u8>> {
-    (0..FRAMES).map(|n| frame(8_000, n).into_iter().map(mulaw).collect()).collect()
-}
-
-/// G.711 µ-law of one linear sample (ITU-T G.711, with the usual bias of 0x84).
-fn mulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32_635;
-    let mut s = sample as i32;
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    let exponent = (7 - (s as u32).leading_zeros().saturating_sub(17).min(7)) as i32;
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) | mantissa) as u8
+    (0..FRAMES).map(|n| frame(8_000, n).into_iter().map(switchboard_gateway::media::g711::linear_to_ulaw).collect()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mulaw_matches_known_codes() {
-        assert_eq!(mulaw(0), 0xff);
-        assert_eq!(mulaw(-1), 0x7f);
-        assert_eq!(mulaw(32_767), 0x80);
-        assert_eq!(mulaw(-32_768), 0x00);
-        assert_eq!(mulaw(1_000), 0xce);
-    }
 
     #[test]
     fn the_loop_is_encoded() {

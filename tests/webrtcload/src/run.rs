@@ -76,6 +76,25 @@ pub struct Direction {
     pub rtp_ts_expected: u32,
 }
 
+impl Direction {
+    /// A direction from its counter deltas: sent at one end, received and
+    /// expected (sequence span) at the other.
+    fn of(sent: u64, received: u64, expected: u64, added_jitter_us: Percentiles, (j50, j99): (f64, f64), rtp_ts_per_packet: f64, rtp_ts_expected: u32) -> Direction {
+        Direction {
+            sent,
+            received,
+            loss_pct: loss(sent, received),
+            gap_expected: expected,
+            gap_lost: expected as i64 - received as i64,
+            added_jitter_us,
+            rfc3550_jitter_p50_us: j50,
+            rfc3550_jitter_p99_us: j99,
+            rtp_ts_per_packet,
+            rtp_ts_expected,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct Window {
     pub label: String,
@@ -270,32 +289,11 @@ impl Coordinator {
                 units as f64 / packets as f64
             }
         };
-        let to_far = Direction {
-            sent: b.b_sent - a.b_sent,
-            received: b.f_received - a.f_received,
-            loss_pct: loss(b.b_sent - a.b_sent, b.f_received - a.f_received),
-            gap_expected: b.f_expected - a.f_expected,
-            gap_lost: (b.f_expected - a.f_expected) as i64 - (b.f_received - a.f_received) as i64,
-            added_jitter_us: hists.at_far.summary(),
-            rfc3550_jitter_p50_us: fj50,
-            rfc3550_jitter_p99_us: fj99,
-            rtp_ts_per_packet: ts_per_packet(true),
-            rtp_ts_expected: 160,
-        };
+        let to_far = Direction::of(b.b_sent - a.b_sent, b.f_received - a.f_received, b.f_expected - a.f_expected, hists.at_far.summary(), (fj50, fj99), ts_per_packet(true), 160);
         // With an echoing far end the browser hears its own packets back.
         let to_browser_sent = if self.echo { b.b_sent - a.b_sent } else { b.f_sent - a.f_sent };
-        let to_browser = Direction {
-            sent: to_browser_sent,
-            received: b.b_received - a.b_received,
-            loss_pct: loss(to_browser_sent, b.b_received - a.b_received),
-            gap_expected: b.b_expected - a.b_expected,
-            gap_lost: (b.b_expected - a.b_expected) as i64 - (b.b_received - a.b_received) as i64,
-            added_jitter_us: hists.at_browser.summary(),
-            rfc3550_jitter_p50_us: bj50,
-            rfc3550_jitter_p99_us: bj99,
-            rtp_ts_per_packet: ts_per_packet(false),
-            rtp_ts_expected: self.browser_samples,
-        };
+        let to_browser =
+            Direction::of(to_browser_sent, b.b_received - a.b_received, b.b_expected - a.b_expected, hists.at_browser.summary(), (bj50, bj99), ts_per_packet(false), self.browser_samples);
         let wall = b.at.zip(a.at).map(|(b, a)| (b - a).as_secs_f64()).unwrap_or(0.0);
         let pct = |t: u64| if wall > 0.0 { t as f64 / self.ticks / wall * 100.0 } else { 0.0 };
         let cpu_target = pct(b.target_ticks.saturating_sub(a.target_ticks));
