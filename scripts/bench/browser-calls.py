@@ -459,7 +459,7 @@ def markdown(args, results, cmdline):
         title = TITLES.get(res['run'], res['run'])
         if res["run"] == "switchboard-opus":
             title = title[:-1] + (f", Opus complexity {args.opus_complexity})" if args.opus_complexity is not None
-                                  else ", Opus at the default complexity, media.opus_complexity)")
+                                  else ", Opus at the gateway's defaults: media.opus_complexity 0, media.opus_bitrate 24000)")
         out.append(f"{title}:")
         out.append("")
         if "report" not in res:

@@ -140,7 +140,7 @@ impl Gateway {
             recording_format: config.recordings.format,
             media_threads: crate::media::threads::MediaThreads::start(config.media.threads)
                 .context("starting the media threads")?,
-            opus: crate::media::codec::OpusSettings { complexity: config.media.opus_complexity },
+            opus: crate::media::codec::OpusSettings { complexity: config.media.opus_complexity, bitrate: config.media.opus_bitrate },
             hold_music: Arc::new(match &config.media.hold_music {
                 Some(path) => crate::media::player::Prompt::load(path)?,
                 None => crate::media::player::Prompt::bundled_hold_music(),

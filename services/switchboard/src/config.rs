@@ -161,8 +161,9 @@ pub struct KafkaSection {
     /// Client id in broker logs; defaults to the role's name
     /// (`switchboard-gateway`, `switchboard-connector`).
     pub client_id: Option<String>,
-    /// Extra librdkafka settings for the connector (`security.protocol`,
-    /// `sasl.*`…).
+    /// Extra librdkafka settings of both roles' clients
+    /// (`security.protocol`, `sasl.*`, `ssl.*`…); each role refuses those
+    /// it sets itself.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -410,6 +411,7 @@ impl Config {
                     topic: self.kafka.topic.clone(),
                     status_topic: self.kafka.status_topic.clone(),
                     client_id: self.kafka.client_id.clone().unwrap_or(producer_default.client_id),
+                    properties: self.kafka.properties.clone(),
                 },
             },
         }
@@ -548,11 +550,14 @@ mod tests {
         config.events.log = EventLogKind::Kafka;
         config.kafka.brokers = "k1:9092,k2:9092".into();
         config.kafka.client_id = Some("sb-7".into());
+        config.kafka.properties.insert("security.protocol".into(), "SASL_SSL".into());
         config.validate().unwrap();
         let gateway = config.gateway();
         assert_eq!(gateway.events.kafka.brokers, "k1:9092,k2:9092");
         assert_eq!(gateway.events.kafka.client_id, "sb-7");
         let SourceConfig::Kafka(consumer) = config.connector().source else { panic!("kafka source") };
+        assert_eq!(gateway.events.kafka.properties, consumer.properties, "both roles' clients get the properties");
+        assert_eq!(consumer.properties.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
         assert_eq!(
             (consumer.brokers.as_str(), consumer.topic.as_str(), consumer.client_id.as_str()),
             ("k1:9092,k2:9092", gateway.events.kafka.topic.as_str(), "sb-7")

@@ -276,6 +276,64 @@ async fn through_turn(ctx: &TestContext) -> anyhow::Result<()> {
     phone.stop().await
 }
 
+/// Takes G.711 (and its telephone-event) out of every offer the page's
+/// peer connections are given, as for a browser that has Opus only: the
+/// answer, and what the browser sends, are then Opus.
+const OPUS_ONLY: &str = r#"(() => {
+  const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = function (desc, ...rest) {
+    if (desc && desc.type === 'offer' && desc.sdp) {
+      const lines = desc.sdp.split('\r\n');
+      const drop = new Set(lines.map((l) => /^a=rtpmap:(\d+) (PCMU|PCMA|telephone-event)\/8000/i.exec(l)).filter(Boolean).map((m) => m[1]));
+      const sdp = lines
+        .filter((l) => { const m = /^a=(rtpmap|fmtp|rtcp-fb):(\d+) /.exec(l); return !(m && drop.has(m[2])); })
+        .map((l) => (l.startsWith('m=audio ') ? l.split(' ').filter((t, i) => i < 3 || !drop.has(t)).join(' ') : l))
+        .join('\r\n');
+      desc = { type: desc.type, sdp };
+    }
+    return setRemote.call(this, desc, ...rest);
+  };
+})();"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_speaking_only_opus_is_transcoded_and_sends_narrowband() {
+    let ctx = TestContext::new("softphone_opus");
+    let result = opus_only(&ctx).await;
+    ctx.check(result).unwrap();
+}
+
+/// The carrier speaks A-law, the browser only Opus: the gateway transcodes
+/// both ways, and since the call is narrowband its offer asks the browser
+/// for narrowband Opus, which Chromium sends.
+async fn opus_only(ctx: &TestContext) -> anyhow::Result<()> {
+    let phone = Softphone::start(ctx, SILENT_DESK_PHONE, |_| {}, Some(OPUS_ONLY)).await?;
+    let call = phone.answer_carrier_call(ctx).await?;
+    let inbound = call.stats.inbound.context("no inbound audio stats")?;
+    let outbound = call.stats.outbound.context("no outbound audio stats")?;
+    let opus = |c: &Option<String>| c.as_deref().is_some_and(|c| c.eq_ignore_ascii_case("audio/opus"));
+    anyhow::ensure!(opus(&inbound.codec) && opus(&outbound.codec), "the browser speaks Opus both ways: {inbound:?} {outbound:?}");
+    phone.call_ended().await?;
+
+    // What the gateway decoded from the browser: narrowband, nothing wider.
+    let narrowband = eventually("the browser's Opus counted at the gateway", Duration::from_secs(10), || async {
+        let n = phone.metric("switchboard_opus_packets_decoded_total{bandwidth=\"narrowband\"}").await?;
+        Ok((n > 0.0).then_some(n))
+    })
+    .await?;
+    let mut wider = 0.0;
+    for bandwidth in ["mediumband", "wideband", "superwideband", "fullband"] {
+        wider += phone.metric(&format!("switchboard_opus_packets_decoded_total{{bandwidth=\"{bandwidth}\"}}")).await?;
+    }
+    ctx.step(format!("Opus packets decoded from the browser: {narrowband} narrowband, {wider} wider"));
+    anyhow::ensure!(narrowband >= 150.0 && wider == 0.0, "Chromium honours maxplaybackrate=8000: {narrowband} narrowband, {wider} wider");
+
+    // Transcoded both ways: the recording (G.711 side) hears both parties.
+    let wav = eventually("the call's recording", Duration::from_secs(30), || async { Ok(find_wav(&phone.data)) }).await?;
+    let summary = WavSummary::parse(&std::fs::read(&wav)?)?;
+    anyhow::ensure!(summary.rms.iter().all(|&rms| rms > AUDIBLE_RMS), "both sides are audible in the recording: {summary:?}");
+    phone.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_may_not_use_udp_reaches_the_gateway_over_tcp() {
     let ctx = TestContext::new("softphone_tcp");

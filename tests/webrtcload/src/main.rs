@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(load.calls > 0 && load.calls <= 10_000, "--calls must be 1 to 10000 (the dialled number carries the call in four digits)");
     let audio = match load.codec {
-        Codec::Opus => Audio { frames: Arc::new(audio::opus_frames()?.into_iter().map(Arc::from).collect()), samples: 960 },
+        Codec::Opus => Audio { frames: Arc::new(audio::opus_frames(audio::OpusTarget::default())?.into_iter().map(Arc::from).collect()), samples: 960 },
         Codec::Pcmu => Audio { frames: Arc::new(audio::pcmu_frames().into_iter().map(Arc::from).collect()), samples: 160 },
     };
     let browsers = Browsers::new(load.codec, load.ip, audio)?;

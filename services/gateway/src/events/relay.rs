@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use switchboard_store::Outbox;
 use tokio::sync::Notify;
@@ -19,7 +18,7 @@ use crate::config::KafkaProducerConfig;
 
 /// The relay could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the Kafka producer for {brokers}: {source}; check kafka.brokers")]
+#[error("cannot create the Kafka producer for {brokers}: {source}; check kafka.brokers and kafka.properties")]
 pub struct RelayError {
     brokers: String,
     #[source]
@@ -31,7 +30,7 @@ const BATCH: i64 = 500;
 
 /// Builds the idempotent producer.
 pub fn producer(cfg: &KafkaProducerConfig) -> Result<FutureProducer, RelayError> {
-    ClientConfig::new()
+    cfg.client()
         .set("bootstrap.servers", &cfg.brokers)
         .set("client.id", &cfg.client_id)
         .set("enable.idempotence", "true")
@@ -113,4 +112,20 @@ pub async fn run(outbox: Outbox, producer: FutureProducer, topic: String, commit
     }
     let _ = producer.flush(Duration::from_secs(5));
     info!("outbox relay stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_properties_reach_both_clients() {
+        let mut cfg = KafkaProducerConfig::default();
+        let _producer = producer(&cfg).expect("a producer; it connects only when it sends");
+        cfg.properties.insert("security.protocol".into(), "carrier-pigeon".into());
+        let e = producer(&cfg).err().expect("refused").to_string();
+        assert!(e.contains("security.protocol") && e.contains("kafka.properties"), "{e}");
+        let e = crate::salesforce::sync_topic::consumer(&cfg).err().expect("refused").to_string();
+        assert!(e.contains("security.protocol") && e.contains("kafka.properties"), "{e}");
+    }
 }

@@ -34,27 +34,33 @@ const OPUS_MAX_PACKET_BYTES: usize = 4_000;
 /// 2.5, 5, 10, 20, 40, 60, 80, 100 and 120 ms.
 const OPUS_FRAME_SIZES: [usize; 9] = [20, 40, 80, 160, 320, 480, 640, 800, 960];
 
-/// Bit rate of the Opus encoder towards an Opus leg. Narrowband speech from
-/// the telephone network gains nothing audible above this.
-const OPUS_BITRATE: i32 = 16_000;
+/// Bit rate of the Opus encoder towards Opus legs unless configured
+/// (`media.opus_bitrate`). Narrowband speech from the telephone network,
+/// encoded at complexity 0, scores as well at 24 kbit/s (PESQ 4.38) as at
+/// complexity 10 and 16 kbit/s, for half the encoder's work
+/// (docs/decisions/0025-narrowband-opus-towards-browsers.md).
+pub const DEFAULT_OPUS_BITRATE: u32 = 24_000;
+
+/// The bit rates libopus takes.
+pub const OPUS_BITRATES: std::ops::RangeInclusive<u32> = 6_000..=510_000;
 
 /// libopus's encoder complexity (0–10) unless configured
 /// (`media.opus_complexity`). Encoding is most of what a transcoded call
-/// costs: 8 kHz speech at 16 kbit/s took 140 µs a 20 ms frame at libopus's
-/// own default of 10 and 74 µs at 5 on the benchmark machine
-/// (docs/decisions/0024-opus-complexity.md).
-pub const DEFAULT_OPUS_COMPLEXITY: u8 = 5;
+/// costs; complexity 0 does half the work of 5 (decisions 0024 and 0025).
+pub const DEFAULT_OPUS_COMPLEXITY: u8 = 0;
 
 /// How the gateway encodes Opus towards Opus legs (browsers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpusSettings {
     /// libopus complexity, 0 (cheapest) to 10 (best).
     pub complexity: u8,
+    /// Bits per second, within [`OPUS_BITRATES`].
+    pub bitrate: u32,
 }
 
 impl Default for OpusSettings {
     fn default() -> Self {
-        OpusSettings { complexity: DEFAULT_OPUS_COMPLEXITY }
+        OpusSettings { complexity: DEFAULT_OPUS_COMPLEXITY, bitrate: DEFAULT_OPUS_BITRATE }
     }
 }
 
@@ -157,7 +163,82 @@ enum DecoderKind {
         /// Consecutive concealed packets since the last real one.
         lost: u32,
     },
-    Opus(opus::Decoder),
+    Opus { decoder: opus::Decoder, bandwidths: BandwidthCounts },
+}
+
+/// The audio bandwidth an Opus packet's TOC byte declares (RFC 6716 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpusBandwidth {
+    Narrowband,
+    Mediumband,
+    Wideband,
+    SuperWideband,
+    Fullband,
+}
+
+impl OpusBandwidth {
+    const ALL: [OpusBandwidth; 5] =
+        [OpusBandwidth::Narrowband, OpusBandwidth::Mediumband, OpusBandwidth::Wideband, OpusBandwidth::SuperWideband, OpusBandwidth::Fullband];
+
+    /// From the first byte of an Opus packet: its configuration number
+    /// (the top five bits) names mode, bandwidth and frame size.
+    pub fn of_toc(toc: u8) -> OpusBandwidth {
+        match toc >> 3 {
+            0..=3 | 16..=19 => OpusBandwidth::Narrowband,
+            4..=7 => OpusBandwidth::Mediumband,
+            8..=11 | 20..=23 => OpusBandwidth::Wideband,
+            12..=13 | 24..=27 => OpusBandwidth::SuperWideband,
+            _ => OpusBandwidth::Fullband,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpusBandwidth::Narrowband => "narrowband",
+            OpusBandwidth::Mediumband => "mediumband",
+            OpusBandwidth::Wideband => "wideband",
+            OpusBandwidth::SuperWideband => "superwideband",
+            OpusBandwidth::Fullband => "fullband",
+        }
+    }
+}
+
+/// Opus packets decoded per bandwidth, told to the metrics in bulk (every
+/// [`BandwidthCounts::FLUSH`] packets and when the decoder ends) rather than
+/// per packet: `switchboard_opus_packets_decoded_total{bandwidth}` shows
+/// whether browsers send the narrowband the gateway asks them for.
+#[derive(Debug, Default)]
+struct BandwidthCounts {
+    counts: [u64; 5],
+    pending: u32,
+}
+
+impl BandwidthCounts {
+    const FLUSH: u32 = 500;
+
+    fn count(&mut self, toc: u8) {
+        self.counts[OpusBandwidth::of_toc(toc) as usize] += 1;
+        self.pending += 1;
+        if self.pending >= Self::FLUSH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (bandwidth, n) in OpusBandwidth::ALL.iter().zip(self.counts.iter_mut()) {
+            if *n > 0 {
+                metrics::counter!("switchboard_opus_packets_decoded_total", "bandwidth" => bandwidth.as_str()).increment(*n);
+                *n = 0;
+            }
+        }
+        self.pending = 0;
+    }
+}
+
+impl Drop for BandwidthCounts {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl std::fmt::Debug for Decoder {
@@ -171,10 +252,11 @@ impl Decoder {
         let kind = match codec {
             Codec::Pcmu => DecoderKind::G711 { decode: g711::ulaw_to_linear, history: Vec::new(), lost: 0 },
             Codec::Pcma => DecoderKind::G711 { decode: g711::alaw_to_linear, history: Vec::new(), lost: 0 },
-            Codec::Opus => DecoderKind::Opus(
-                opus::Decoder::new(PCM_RATE, opus::Channels::Mono)
+            Codec::Opus => DecoderKind::Opus {
+                decoder: opus::Decoder::new(PCM_RATE, opus::Channels::Mono)
                     .map_err(|source| CodecError::OpusInit { what: "decoder", source })?,
-            ),
+                bandwidths: BandwidthCounts::default(),
+            },
         };
         Ok(Decoder { codec, kind })
     }
@@ -196,11 +278,11 @@ impl Decoder {
                 }
                 Ok(payload.len())
             }
-            DecoderKind::Opus(decoder) => {
-                if payload.is_empty() {
-                    return Err(CodecError::EmptyOpusPayload);
-                }
-                decode_opus_into(decoder, payload, OPUS_MAX_PACKET_SAMPLES, out)
+            DecoderKind::Opus { decoder, bandwidths } => {
+                let Some(&toc) = payload.first() else { return Err(CodecError::EmptyOpusPayload) };
+                let n = decode_opus_into(decoder, payload, OPUS_MAX_PACKET_SAMPLES, out)?;
+                bandwidths.count(toc);
+                Ok(n)
             }
         }
     }
@@ -221,7 +303,7 @@ impl Decoder {
                 }
                 Ok(samples)
             }
-            DecoderKind::Opus(decoder) => {
+            DecoderKind::Opus { decoder, .. } => {
                 // libopus conceals in steps of 2.5 ms (20 samples at 8 kHz).
                 let start = out.len();
                 let mut left = samples;
@@ -280,8 +362,8 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Opus: mono, VoIP application, 8 kHz input, 16 kbit/s, the default
-    /// complexity.
+    /// Opus: mono, VoIP application, 8 kHz input, the default bit rate and
+    /// complexity ([`OpusSettings::default`]).
     pub fn new(codec: Codec) -> Result<Encoder, CodecError> {
         Encoder::with_opus(codec, OpusSettings::default())
     }
@@ -294,7 +376,8 @@ impl Encoder {
             Codec::Opus => {
                 let init = |source| CodecError::OpusInit { what: "encoder", source };
                 let mut encoder = opus::Encoder::new(PCM_RATE, opus::Channels::Mono, opus::Application::Voip).map_err(init)?;
-                encoder.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE)).map_err(init)?;
+                let bitrate = opus.bitrate.clamp(*OPUS_BITRATES.start(), *OPUS_BITRATES.end());
+                encoder.set_bitrate(opus::Bitrate::Bits(bitrate as i32)).map_err(init)?;
                 encoder.set_complexity(opus.complexity.min(10) as i32).map_err(init)?;
                 EncoderKind::Opus { encoder, repacketizer: None, scratch: Vec::new() }
             }
@@ -602,6 +685,51 @@ mod tests {
         assert_eq!(hz, 440.0);
         assert!(margin > 100.0, "440 Hz only {margin}x the next");
         assert!(rms(tail) > 0.5 * rms(&pcm), "level {} of {}", rms(tail), rms(&pcm));
+    }
+
+    #[test]
+    fn the_toc_byte_names_the_bandwidth_the_gateway_sends_narrowband_at_its_bit_rate() {
+        // RFC 6716 §3.1, configurations by mode.
+        let of = |config: u8| OpusBandwidth::of_toc(config << 3);
+        assert_eq!([0, 3, 16, 19].map(of), [OpusBandwidth::Narrowband; 4]);
+        assert_eq!([4, 7].map(of), [OpusBandwidth::Mediumband; 2]);
+        assert_eq!([8, 11, 20, 23].map(of), [OpusBandwidth::Wideband; 4]);
+        assert_eq!([12, 13, 24, 27].map(of), [OpusBandwidth::SuperWideband; 4]);
+        assert_eq!([14, 15, 28, 31].map(of), [OpusBandwidth::Fullband; 4]);
+
+        // The gateway's own packets: narrowband (8 kHz input), and more
+        // bits at a higher bit rate, never above it (VBR: a steady tone
+        // takes fewer).
+        let pcm = sine(300.0, 8000, 160 * 100, 8000.0);
+        let mut rates = Vec::new();
+        for bitrate in [12_000, DEFAULT_OPUS_BITRATE] {
+            let mut enc = Encoder::with_opus(Codec::Opus, OpusSettings { bitrate, ..OpusSettings::default() }).unwrap();
+            let mut bytes = 0;
+            for (i, frame) in pcm.chunks(160).enumerate() {
+                let mut payload = Vec::new();
+                enc.encode(frame, &mut payload).unwrap();
+                assert_eq!(OpusBandwidth::of_toc(payload[0]), OpusBandwidth::Narrowband);
+                if i >= 50 {
+                    bytes += payload.len();
+                }
+            }
+            rates.push(bytes * 8); // bits in the last 50 frames: one second
+        }
+        assert!(rates[0] * 3 / 2 < rates[1], "more bits at a higher bit rate: {rates:?}");
+        assert!(rates[0] <= 12_000 * 11 / 10 && rates[1] <= DEFAULT_OPUS_BITRATE as usize * 11 / 10, "{rates:?}");
+
+        // A browser's default: 48 kHz capture at 32 kbit/s is wider.
+        let mut browser = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        browser.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        let mut packet = vec![0u8; 1500];
+        let mut dec = Decoder::new(Codec::Opus).unwrap();
+        let mut out = Vec::new();
+        for frame in sine(300.0, 48_000, 960 * 10, 8000.0).chunks(960) {
+            let len = browser.encode(frame, &mut packet).unwrap();
+            assert_eq!(dec.decode(&packet[..len], &mut out).unwrap(), 160, "decoded to 8 kHz");
+        }
+        let wide = OpusBandwidth::of_toc(packet[0]);
+        assert!(matches!(wide, OpusBandwidth::SuperWideband | OpusBandwidth::Fullband), "{wide:?}");
     }
 
     #[test]

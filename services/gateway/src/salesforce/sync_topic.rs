@@ -31,7 +31,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -54,7 +53,7 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The reader of the status topic could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the Kafka consumer of the status topic {topic} at {brokers}: {source}; check kafka.brokers and kafka.status_topic")]
+#[error("cannot create the Kafka consumer of the status topic {topic} at {brokers}: {source}; check kafka.brokers, kafka.status_topic and kafka.properties")]
 pub struct StatusTopicError {
     topic: String,
     brokers: String,
@@ -64,7 +63,7 @@ pub struct StatusTopicError {
 
 /// The consumer of the status topic. The broker need not be reachable yet.
 pub fn consumer(cfg: &KafkaProducerConfig) -> Result<StreamConsumer, StatusTopicError> {
-    ClientConfig::new()
+    cfg.client()
         .set("bootstrap.servers", &cfg.brokers)
         .set("client.id", format!("{}-task-sync", cfg.client_id))
         // Never joined (no subscribe) and never committed to: see the module.
