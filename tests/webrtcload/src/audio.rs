@@ -106,9 +106,9 @@ mod tests {
         let narrow = opus_frames(OpusTarget::from_fmtp(Some("minptime=10;maxplaybackrate=8000"))).unwrap();
         let bytes = |frames: &[Vec<u8>]| frames.iter().map(Vec::len).sum::<usize>();
         assert!(bytes(&narrow) * 2 < bytes(&opus), "12 against 32 kbit/s: {} and {} bytes", bytes(&narrow), bytes(&opus));
-        // The TOC byte's configuration (RFC 6716 §3.1): 0–3 SILK narrowband, 14–15 hybrid fullband.
-        assert!(narrow.iter().all(|f| matches!(f[0] >> 3, 0..=3 | 16..=19)), "narrowband throughout");
-        assert!(opus.iter().any(|f| matches!(f[0] >> 3, 14 | 15 | 28..=31)), "fullband without parameters");
+        let bandwidth = |f: &Vec<u8>| opus::packet::get_bandwidth(f).unwrap();
+        assert!(narrow.iter().all(|f| bandwidth(f) == opus::Bandwidth::Narrowband), "narrowband throughout");
+        assert!(opus.iter().any(|f| bandwidth(f) == opus::Bandwidth::Fullband), "fullband without parameters");
         let pcmu = pcmu_frames();
         assert!(pcmu.iter().all(|f| f.len() == 160));
     }

@@ -166,42 +166,15 @@ enum DecoderKind {
     Opus { decoder: opus::Decoder, bandwidths: BandwidthCounts },
 }
 
-/// The audio bandwidth an Opus packet's TOC byte declares (RFC 6716 §3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpusBandwidth {
-    Narrowband,
-    Mediumband,
-    Wideband,
-    SuperWideband,
-    Fullband,
-}
-
-impl OpusBandwidth {
-    const ALL: [OpusBandwidth; 5] =
-        [OpusBandwidth::Narrowband, OpusBandwidth::Mediumband, OpusBandwidth::Wideband, OpusBandwidth::SuperWideband, OpusBandwidth::Fullband];
-
-    /// From the first byte of an Opus packet: its configuration number
-    /// (the top five bits) names mode, bandwidth and frame size.
-    pub fn of_toc(toc: u8) -> OpusBandwidth {
-        match toc >> 3 {
-            0..=3 | 16..=19 => OpusBandwidth::Narrowband,
-            4..=7 => OpusBandwidth::Mediumband,
-            8..=11 | 20..=23 => OpusBandwidth::Wideband,
-            12..=13 | 24..=27 => OpusBandwidth::SuperWideband,
-            _ => OpusBandwidth::Fullband,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpusBandwidth::Narrowband => "narrowband",
-            OpusBandwidth::Mediumband => "mediumband",
-            OpusBandwidth::Wideband => "wideband",
-            OpusBandwidth::SuperWideband => "superwideband",
-            OpusBandwidth::Fullband => "fullband",
-        }
-    }
-}
+/// The labels of `switchboard_opus_packets_decoded_total`, by the audio
+/// bandwidth libopus reads from a packet's TOC byte.
+const BANDWIDTHS: [(opus::Bandwidth, &str); 5] = [
+    (opus::Bandwidth::Narrowband, "narrowband"),
+    (opus::Bandwidth::Mediumband, "mediumband"),
+    (opus::Bandwidth::Wideband, "wideband"),
+    (opus::Bandwidth::Superwideband, "superwideband"),
+    (opus::Bandwidth::Fullband, "fullband"),
+];
 
 /// Opus packets decoded per bandwidth, told to the metrics in bulk (every
 /// [`BandwidthCounts::FLUSH`] packets and when the decoder ends) rather than
@@ -216,8 +189,11 @@ struct BandwidthCounts {
 impl BandwidthCounts {
     const FLUSH: u32 = 500;
 
-    fn count(&mut self, toc: u8) {
-        self.counts[OpusBandwidth::of_toc(toc) as usize] += 1;
+    /// Counts a packet libopus decoded.
+    fn count(&mut self, packet: &[u8]) {
+        let Ok(bandwidth) = opus::packet::get_bandwidth(packet) else { return };
+        let Some(i) = BANDWIDTHS.iter().position(|(b, _)| *b == bandwidth) else { return };
+        self.counts[i] += 1;
         self.pending += 1;
         if self.pending >= Self::FLUSH {
             self.flush();
@@ -225,9 +201,9 @@ impl BandwidthCounts {
     }
 
     fn flush(&mut self) {
-        for (bandwidth, n) in OpusBandwidth::ALL.iter().zip(self.counts.iter_mut()) {
+        for ((_, label), n) in BANDWIDTHS.iter().zip(self.counts.iter_mut()) {
             if *n > 0 {
-                metrics::counter!("switchboard_opus_packets_decoded_total", "bandwidth" => bandwidth.as_str()).increment(*n);
+                metrics::counter!("switchboard_opus_packets_decoded_total", "bandwidth" => *label).increment(*n);
                 *n = 0;
             }
         }
@@ -279,9 +255,11 @@ impl Decoder {
                 Ok(payload.len())
             }
             DecoderKind::Opus { decoder, bandwidths } => {
-                let Some(&toc) = payload.first() else { return Err(CodecError::EmptyOpusPayload) };
+                if payload.is_empty() {
+                    return Err(CodecError::EmptyOpusPayload);
+                }
                 let n = decode_opus_into(decoder, payload, OPUS_MAX_PACKET_SAMPLES, out)?;
-                bandwidths.count(toc);
+                bandwidths.count(payload);
                 Ok(n)
             }
         }
@@ -688,15 +666,8 @@ mod tests {
     }
 
     #[test]
-    fn the_toc_byte_names_the_bandwidth_the_gateway_sends_narrowband_at_its_bit_rate() {
-        // RFC 6716 §3.1, configurations by mode.
-        let of = |config: u8| OpusBandwidth::of_toc(config << 3);
-        assert_eq!([0, 3, 16, 19].map(of), [OpusBandwidth::Narrowband; 4]);
-        assert_eq!([4, 7].map(of), [OpusBandwidth::Mediumband; 2]);
-        assert_eq!([8, 11, 20, 23].map(of), [OpusBandwidth::Wideband; 4]);
-        assert_eq!([12, 13, 24, 27].map(of), [OpusBandwidth::SuperWideband; 4]);
-        assert_eq!([14, 15, 28, 31].map(of), [OpusBandwidth::Fullband; 4]);
-
+    fn the_gateway_sends_narrowband_at_its_bit_rate_and_counts_what_it_decodes() {
+        let bandwidth = |packet: &[u8]| opus::packet::get_bandwidth(packet).unwrap();
         // The gateway's own packets: narrowband (8 kHz input), and more
         // bits at a higher bit rate, never above it (VBR: a steady tone
         // takes fewer).
@@ -708,7 +679,7 @@ mod tests {
             for (i, frame) in pcm.chunks(160).enumerate() {
                 let mut payload = Vec::new();
                 enc.encode(frame, &mut payload).unwrap();
-                assert_eq!(OpusBandwidth::of_toc(payload[0]), OpusBandwidth::Narrowband);
+                assert_eq!(bandwidth(&payload), opus::Bandwidth::Narrowband);
                 if i >= 50 {
                     bytes += payload.len();
                 }
@@ -724,12 +695,16 @@ mod tests {
         let mut packet = vec![0u8; 1500];
         let mut dec = Decoder::new(Codec::Opus).unwrap();
         let mut out = Vec::new();
+        let mut expected = [0u64; 5];
         for frame in sine(300.0, 48_000, 960 * 10, 8000.0).chunks(960) {
             let len = browser.encode(frame, &mut packet).unwrap();
             assert_eq!(dec.decode(&packet[..len], &mut out).unwrap(), 160, "decoded to 8 kHz");
+            expected[BANDWIDTHS.iter().position(|(b, _)| *b == bandwidth(&packet[..len])).unwrap()] += 1;
         }
-        let wide = OpusBandwidth::of_toc(packet[0]);
-        assert!(matches!(wide, OpusBandwidth::SuperWideband | OpusBandwidth::Fullband), "{wide:?}");
+        assert_eq!(expected[0] + expected[1] + expected[2], 0, "wider than wideband: {expected:?}");
+        // The decoder counted each packet under its bandwidth (not flushed yet).
+        let DecoderKind::Opus { bandwidths, .. } = &dec.kind else { panic!("an Opus decoder") };
+        assert_eq!(bandwidths.counts, expected);
     }
 
     #[test]
