@@ -122,6 +122,10 @@ impl Gateway {
             }
         });
 
+        // Datagrams between the gateway's own sockets (a browser leg's and
+        // its call's bridge) go in memory; the bridge is told to browsers'
+        // legs at `media_ip`, its sockets are bound to `bind_ip`.
+        let local_net = crate::media::local::LocalNet::new(vec![(media_ip, config.media.bind_ip)]);
         let deps = ManagerDeps {
             transport: transport.clone(),
             directory: directory.clone(),
@@ -138,7 +142,7 @@ impl Gateway {
             recordings: recordings.clone(),
             record_all: config.recordings.record_all,
             recording_format: config.recordings.format,
-            media_threads: crate::media::threads::MediaThreads::start(config.media.threads)
+            media_threads: crate::media::threads::MediaThreads::start_with(config.media.threads, local_net.clone())
                 .context("starting the media threads")?,
             opus: crate::media::codec::OpusSettings { complexity: config.media.opus_complexity, bitrate: config.media.opus_bitrate },
             hold_music: Arc::new(match &config.media.hold_music {
@@ -267,7 +271,7 @@ impl Gateway {
                 });
                 let listen = std::net::SocketAddr::new(config.media.bind_ip, config.media.webrtc_port);
                 let announce_ip = config.media.advertised_ip.unwrap_or(media_ip);
-                let phones = webrtc::BrowserPhones::start(listen, Some(std::net::SocketAddr::new(announce_ip, config.media.webrtc_port)), directory.clone(), Registrations::new(db.clone()), live.clone(), turn, shutdown.clone())
+                let phones = webrtc::BrowserPhones::start(listen, Some(std::net::SocketAddr::new(announce_ip, config.media.webrtc_port)), directory.clone(), Registrations::new(db.clone()), live.clone(), turn, local_net.clone(), shutdown.clone())
                     .await
                     .with_context(|| format!("cannot listen for browser media on UDP {listen}; change media.webrtc_port or set media.webrtc = false"))?;
                 Some(phones)

@@ -205,6 +205,11 @@ impl Drop for Browser {
     }
 }
 
+/// The value of an unlabelled series on the metrics page (0 when absent).
+fn metric_value(page: &str, name: &str) -> f64 {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 async fn eventually(what: &str, secs: u64, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !check() {
@@ -301,6 +306,10 @@ async fn answer_talk_and_hang_up(call: Ringing, browser: Browser) -> TestGateway
 
     let metrics = gw.metrics().await;
     assert!(metrics.contains("switchboard_webrtc_legs_answered_total{codec=\"PCMU\"} 1"), "{metrics}");
+    // The plain RTP between the WebRTC edge and the call's bridge went in
+    // memory, both ways: at least what the browser and the caller heard.
+    let local = metric_value(&metrics, "switchboard_media_local_datagrams_total");
+    assert!(local >= 200.0, "{local} datagrams in memory: {metrics}");
     gw
 }
 

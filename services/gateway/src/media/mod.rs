@@ -8,7 +8,8 @@
 //! I/O edge: the sockets of a call, on one of the media threads
 //! (`threads`, an event loop each, with a `deadlines` heap). Also SDP offer and
 //! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
-//! allocation (`ports`). Everything but `relay`, `threads`, `spooler` and `ports` is sans-IO.
+//! allocation (`ports`); `local` carries datagrams between the gateway's own
+//! sockets in memory. Everything but `relay`, `threads`, `spooler`, `local` and `ports` is sans-IO.
 
 pub mod bridge;
 pub mod codec;
@@ -16,6 +17,7 @@ pub(crate) mod deadlines;
 pub mod dtmf;
 pub mod encode;
 pub mod g711;
+pub mod local;
 pub mod player;
 pub mod ports;
 pub mod quality;

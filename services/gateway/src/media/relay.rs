@@ -6,7 +6,9 @@
 //!
 //! Symmetric RTP: each leg sends to where its peer's packets come from
 //! (latching), which gets media through NATs; until the first packet the
-//! address from the peer's SDP is used.
+//! address from the peer's SDP is used. A peer that is another socket of
+//! the gateway's (a browser leg's, on the WebRTC edge) gets its datagrams
+//! in memory and sends them so ([`super::local`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, BridgeEvent, LegCodec, Outgoing, Verdict};
 use super::encode::RecordingFormat;
+use super::local::{Deliver, LocalNet, Registration};
 use super::player::Prompt;
 use super::ports::PortPair;
 use super::threads::{Inbox, MediaThread, MediaThreads, SOCKETS};
@@ -158,10 +161,17 @@ impl MediaRelay {
         let now = Instant::now();
         let mut bridge = Bridge::new(ctx.customer, ctx.hold_music.clone(), now, std::time::SystemTime::now()).with_opus(ctx.opus);
         bridge.set_remote(Side::A, a_remote);
+        let sockets = [a.rtp, a.rtcp, b.rtp, b.rtcp];
+        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+        let addrs = [0, 1, 2, 3].map(|i| sockets[i].local_addr().unwrap_or(unbound));
+        let local = ctx.threads.local.clone();
         let media = CallMedia {
             ctx,
             bridge,
-            sockets: [a.rtp, a.rtcp, b.rtp, b.rtcp],
+            sockets,
+            addrs,
+            local,
+            registrations: Vec::new(),
             buf: vec![0u8; 1500].into_boxed_slice(),
             recordings: [None, None],
             voicemail: None,
@@ -272,6 +282,11 @@ pub(super) struct CallMedia {
     ctx: MediaContext,
     bridge: Bridge,
     sockets: [UdpSocket; SOCKETS],
+    /// Where each socket is bound: the source of what it sends.
+    addrs: [SocketAddr; SOCKETS],
+    local: Arc<LocalNet>,
+    /// The sockets' entries in `local`, while the call is on its thread.
+    registrations: Vec<Registration>,
     buf: Box<[u8]>,
     /// The agent's recording and the admin-only one (index: `admin_only`),
     /// written by the spool thread.
@@ -281,9 +296,13 @@ pub(super) struct CallMedia {
     outgoing: Vec<Outgoing>,
 }
 
-/// Sends a datagram without waiting: a full socket buffer drops the packet
-/// (late audio is worthless) and counts it.
-fn send(socket: &UdpSocket, bytes: &[u8], dest: SocketAddr) {
+/// Sends a datagram without waiting, in memory when `dest` is a socket of
+/// the gateway's: a full socket buffer drops the packet (late audio is
+/// worthless) and counts it.
+fn send(local: &LocalNet, socket: &UdpSocket, from: SocketAddr, bytes: &[u8], dest: SocketAddr) {
+    if local.send(from, dest, bytes) {
+        return;
+    }
     if let Err(e) = socket.send_to(bytes, dest) {
         let reason = if e.kind() == std::io::ErrorKind::WouldBlock { "buffer_full" } else { "error" };
         metrics::counter!("switchboard_media_send_drops_total", "reason" => reason).increment(1);
@@ -304,24 +323,44 @@ impl CallMedia {
         self.bridge.next_deadline()
     }
 
+    /// Registers the sockets in the gateway's [`LocalNet`], as `target`'s
+    /// keys `first`, `first + 1`… in the order of [`CallMedia::sockets`].
+    pub(super) fn register(&mut self, local: &Arc<LocalNet>, target: &Arc<dyn Deliver>, first: u64) {
+        self.registrations = self.addrs.iter().zip(first..).map(|(addr, key)| local.register(*addr, target.clone(), key)).collect();
+    }
+
     /// Socket `index` has a datagram: one is read, judged by the bridge and
     /// forwarded. More waiting datagrams wake the loop again.
     pub(super) fn readable(&mut self, index: usize, now: Instant) {
-        let (side, rtcp) = match index {
-            0 => (Side::A, false),
-            1 => (Side::A, true),
-            2 => (Side::B, false),
-            _ => (Side::B, true),
-        };
         let (n, src) = match self.sockets[index].recv_from(&mut self.buf) {
             Ok(r) => r,
             // Spurious readiness, or an error the socket reported (an ICMP
             // message about an earlier send): nothing to forward.
             Err(_) => return,
         };
+        self.judge(index, src, n, now);
+    }
+
+    /// A datagram for socket `index` from another socket of the gateway's,
+    /// taken as if read from it.
+    pub(super) fn datagram(&mut self, index: usize, src: SocketAddr, bytes: &[u8], now: Instant) {
+        let Some(buf) = self.buf.get_mut(..bytes.len()) else { return };
+        buf.copy_from_slice(bytes);
+        self.judge(index, src, bytes.len(), now);
+    }
+
+    /// Lets the bridge judge the `n` bytes in the buffer that socket `index`
+    /// got from `src`, and forwards them if it says so.
+    fn judge(&mut self, index: usize, src: SocketAddr, n: usize, now: Instant) {
+        let (side, rtcp) = match index {
+            0 => (Side::A, false),
+            1 => (Side::A, true),
+            2 => (Side::B, false),
+            _ => (Side::B, true),
+        };
         if let Verdict::Forward { to, dest, len, rtcp } = self.bridge.on_datagram(side, rtcp, src, &mut self.buf, n, now) {
-            let socket = &self.sockets[to as usize * 2 + rtcp as usize];
-            send(socket, &self.buf[..len], dest);
+            let i = to as usize * 2 + rtcp as usize;
+            send(&self.local, &self.sockets[i], self.addrs[i], &self.buf[..len], dest);
             match side {
                 Side::A => self.report.packets_a_to_b += 1,
                 Side::B => self.report.packets_b_to_a += 1,
@@ -509,7 +548,8 @@ impl CallMedia {
     pub(super) fn flush(&mut self, now: Instant) {
         self.bridge.poll(now, &mut self.outgoing);
         for o in self.outgoing.drain(..) {
-            send(&self.sockets[o.side as usize * 2 + o.rtcp as usize], &o.bytes, o.dest);
+            let i = o.side as usize * 2 + o.rtcp as usize;
+            send(&self.local, &self.sockets[i], self.addrs[i], &o.bytes, o.dest);
         }
         for admin_only in [false, true] {
             let Some(bytes) = self.bridge.take_recording(admin_only) else { continue };

@@ -9,22 +9,25 @@
 //! task wake-up, no waker and no second read that only finds the socket
 //! empty (decision 0012). Timers (played audio, RTCP, recorder drains) are
 //! one heap of per-call deadlines. Commands from the rest of the gateway
-//! (hold, record, stop…) arrive through a channel and an eventfd that wakes
-//! the loop. Uploads and everything else stay on the main runtime.
+//! (hold, record, stop…) arrive through the thread's [`Mailbox`], and so
+//! do datagrams from the gateway's own sockets (the WebRTC edge's), carried
+//! in memory ([`LocalNet`]). Uploads and everything else stay on the main
+//! runtime.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustix::buffer::spare_capacity;
-use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::event::epoll;
 use rustix::io::Errno;
 use tokio::runtime::Handle;
 
 use super::deadlines::Deadlines;
+use super::local::{Deliver, LocalNet, Mailbox, MailboxReader, Offer, DATAGRAM_BACKLOG};
 use super::relay::{CallMedia, Control, Flow};
 use super::spooler::Spooler;
 
@@ -44,6 +47,8 @@ pub struct MediaThreads {
     pub main: Handle,
     /// Recordings' file I/O, off the media threads.
     pub spooler: Spooler,
+    /// The process's sockets that take datagrams in memory.
+    pub local: Arc<LocalNet>,
 }
 
 #[derive(Debug)]
@@ -62,8 +67,7 @@ impl Drop for Threads {
 /// One media thread's inbox.
 #[derive(Debug, Clone)]
 pub(super) struct MediaThread {
-    tx: mpsc::Sender<Inbox>,
-    wake: Arc<OwnedFd>,
+    mailbox: Arc<Mailbox<Inbox>>,
 }
 
 pub(super) enum Inbox {
@@ -73,6 +77,9 @@ pub(super) enum Inbox {
     Control(u64, Control),
     /// The call's handle is gone: finish its media.
     Closed(u64),
+    /// A datagram for a call's socket (`key`, as epoll's) from another
+    /// socket of the gateway's.
+    Datagram { key: u64, from: SocketAddr, bytes: Vec<u8> },
     Shutdown,
 }
 
@@ -82,6 +89,7 @@ impl std::fmt::Debug for Inbox {
             Inbox::Start(id, _) => write!(f, "Start({id})"),
             Inbox::Control(id, _) => write!(f, "Control({id})"),
             Inbox::Closed(id) => write!(f, "Closed({id})"),
+            Inbox::Datagram { key, from, bytes } => write!(f, "Datagram({key}, {from}, {} bytes)", bytes.len()),
             Inbox::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -90,37 +98,41 @@ impl std::fmt::Debug for Inbox {
 impl MediaThread {
     /// Hands a message to the thread; false when the thread is gone.
     pub(super) fn send(&self, message: Inbox) -> bool {
-        if self.tx.send(message).is_err() {
-            return false;
-        }
-        // A full counter (never, at 2^64 - 1) or a closed fd only means
-        // the loop is already awake or gone.
-        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
-        true
+        self.mailbox.send(message)
+    }
+}
+
+impl Deliver for Mailbox<Inbox> {
+    fn deliver(&self, key: u64, from: SocketAddr, bytes: &[u8]) -> Offer {
+        self.offer(Inbox::Datagram { key, from, bytes: bytes.to_vec() }, DATAGRAM_BACKLOG)
     }
 }
 
 impl MediaThreads {
     /// Starts `count` media threads (two per CPU when 0: measured better
-    /// than one per CPU, see decision 0012). Call from within the main
+    /// than one per CPU, see decision 0012), whose calls' sockets take
+    /// datagrams in memory through `local`. Call from within the main
     /// runtime.
-    pub fn start(count: usize) -> std::io::Result<MediaThreads> {
+    pub fn start_with(count: usize, local: Arc<LocalNet>) -> std::io::Result<MediaThreads> {
         let count = if count == 0 { 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) } else { count };
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-            let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
-            epoll::add(&epoll, &*wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
-            let (tx, rx) = mpsc::channel();
-            let waker = wake.clone();
-            std::thread::Builder::new()
-                .name(format!("media-{i}"))
-                .spawn(move || EventLoop::new(epoll, waker, rx).run())?;
-            threads.push(MediaThread { tx, wake });
+            let (mailbox, inbox) = Mailbox::new()?;
+            epoll::add(&epoll, inbox.fd(), epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
+            let state = EventLoop { epoll, inbox, me: mailbox.clone(), local: local.clone(), calls: HashMap::new(), timers: Deadlines::default() };
+            std::thread::Builder::new().name(format!("media-{i}")).spawn(move || state.run())?;
+            threads.push(MediaThread { mailbox });
         }
         let main = Handle::current();
         let spooler = Spooler::start(main.clone())?;
-        Ok(MediaThreads { inner: Arc::new(Threads { threads }), next: Arc::new(AtomicUsize::new(0)), main, spooler })
+        Ok(MediaThreads { inner: Arc::new(Threads { threads }), next: Arc::new(AtomicUsize::new(0)), main, spooler, local })
+    }
+
+    /// [`MediaThreads::start_with`] a registry of their own, for sockets
+    /// reached at the addresses they are bound to.
+    pub fn start(count: usize) -> std::io::Result<MediaThreads> {
+        MediaThreads::start_with(count, LocalNet::new(Vec::new()))
     }
 
     /// The thread the next call goes to, and the call's id there.
@@ -143,18 +155,16 @@ struct Slot {
 
 struct EventLoop {
     epoll: OwnedFd,
-    wake: Arc<OwnedFd>,
-    inbox: mpsc::Receiver<Inbox>,
+    inbox: MailboxReader<Inbox>,
+    /// The thread's own mailbox, where its calls' sockets are registered.
+    me: Arc<Mailbox<Inbox>>,
+    local: Arc<LocalNet>,
     calls: HashMap<u64, Slot>,
     /// Deadlines by call; an entry is stale when it is not the call's `armed`.
     timers: Deadlines,
 }
 
 impl EventLoop {
-    fn new(epoll: OwnedFd, wake: Arc<OwnedFd>, inbox: mpsc::Receiver<Inbox>) -> EventLoop {
-        EventLoop { epoll, wake, inbox, calls: HashMap::new(), timers: Deadlines::default() }
-    }
-
     fn run(mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
@@ -180,12 +190,8 @@ impl EventLoop {
                     rearm(slot, id, &mut self.timers);
                 }
             }
-            if woken {
-                let mut counter = [0u8; 8];
-                let _ = rustix::io::read(&*self.wake, &mut counter);
-                if !self.drain_inbox() {
-                    return;
-                }
+            if woken && !self.drain_inbox() {
+                return;
             }
             self.fire_timers();
         }
@@ -193,9 +199,17 @@ impl EventLoop {
 
     /// Handles every queued message; false on shutdown.
     fn drain_inbox(&mut self) -> bool {
-        while let Ok(message) = self.inbox.try_recv() {
+        self.inbox.reset();
+        while let Some(message) = self.inbox.try_recv() {
             let now = Instant::now();
             match message {
+                Inbox::Datagram { key, from, bytes } => {
+                    let id = key / SOCKETS as u64;
+                    if let Some(slot) = self.calls.get_mut(&id) {
+                        slot.media.datagram(key as usize % SOCKETS, from, &bytes, now);
+                        rearm(slot, id, &mut self.timers);
+                    }
+                }
                 Inbox::Start(id, media) => self.add(id, media),
                 Inbox::Control(id, c) => {
                     let Some(slot) = self.calls.get_mut(&id) else { continue };
@@ -216,7 +230,7 @@ impl EventLoop {
         true
     }
 
-    fn add(&mut self, id: u64, media: Box<CallMedia>) {
+    fn add(&mut self, id: u64, mut media: Box<CallMedia>) {
         for (i, socket) in media.sockets().iter().enumerate() {
             let key = epoll::EventData::new_u64(id * SOCKETS as u64 + i as u64);
             if let Err(e) = epoll::add(&self.epoll, socket.as_fd(), key, epoll::EventFlags::IN) {
@@ -224,6 +238,9 @@ impl EventLoop {
                 return;
             }
         }
+        // After the call is here: a datagram for it finds it.
+        let target: Arc<dyn Deliver> = self.me.clone();
+        media.register(&self.local, &target, id * SOCKETS as u64);
         let mut slot = Slot { media, armed: None };
         rearm(&mut slot, id, &mut self.timers);
         self.calls.insert(id, slot);

@@ -13,25 +13,29 @@
 //! leg's connections when the leg ends. RTP from the browser leaves SRTP and goes
 //! to the bridge with the payload types of the SIP side; RTP from the
 //! bridge goes to the browser with the browser's. RTCP from the bridge is
-//! dropped: str0m reports to the browser itself. One `epoll` loop, as the
-//! media threads (decision 0012), with a deadline heap for the peers'
-//! timers and an eventfd for commands.
+//! dropped: str0m reports to the browser itself. The bridge is a socket of
+//! the gateway's, so the plain RTP between them is carried in memory
+//! ([`LocalNet`], decision 0026); the leg's loopback socket is its address
+//! all the same, and takes what comes through the kernel. One `epoll`
+//! loop, as the media threads (decision 0012), with a deadline heap for
+//! the peers' timers and a [`Mailbox`] for commands and the bridge's
+//! datagrams.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::event::epoll;
 use rustix::io::Errno;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::framing::{self, Deframer};
 use super::peer::{AudioCodec, Chosen, Peer, PeerOutput, PeerSetup, Transport};
 use crate::media::deadlines::Deadlines;
+use crate::media::local::{Deliver, LocalNet, Mailbox, MailboxReader, Offer, Registration, DATAGRAM_BACKLOG};
 use crate::media::rtp;
 use crate::media::sdp::Format;
 
@@ -80,7 +84,15 @@ enum Command {
     Reoffer { leg: u64, sdp: String, reply: oneshot::Sender<Result<String, String>> },
     Retarget { leg: u64, bridge: SocketAddr },
     Close { leg: u64 },
+    /// RTP for the leg from the bridge, in memory.
+    Datagram { leg: u64, bytes: Vec<u8> },
     Shutdown,
+}
+
+impl Deliver for Mailbox<Command> {
+    fn deliver(&self, leg: u64, _from: SocketAddr, bytes: &[u8]) -> Offer {
+        self.offer(Command::Datagram { leg, bytes: bytes.to_vec() }, DATAGRAM_BACKLOG)
+    }
 }
 
 /// Handle to the edge thread; cheap to clone. The thread stops when the
@@ -92,15 +104,13 @@ pub struct Edge {
 
 #[derive(Debug)]
 struct Inner {
-    tx: mpsc::Sender<Command>,
-    wake: OwnedFd,
+    mailbox: Arc<Mailbox<Command>>,
     local: SocketAddr,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.tx.send(Command::Shutdown);
-        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        self.mailbox.send(Command::Shutdown);
     }
 }
 
@@ -108,8 +118,9 @@ impl Edge {
     /// Binds `listen` (UDP, then TCP on the same port) and starts the
     /// thread; browsers are told to reach `announce` (the same port seen
     /// from outside, for both; `listen` itself when `None`). Without the
-    /// TCP port (taken) browsers have UDP only. Events go to `events`.
-    pub fn start(listen: SocketAddr, announce: Option<SocketAddr>, events: tokio_mpsc::UnboundedSender<EdgeEvent>) -> std::io::Result<Edge> {
+    /// TCP port (taken) browsers have UDP only. Events go to `events`; the
+    /// bridges' sockets are found in `net`.
+    pub fn start(listen: SocketAddr, announce: Option<SocketAddr>, events: tokio_mpsc::UnboundedSender<EdgeEvent>, net: Arc<LocalNet>) -> std::io::Result<Edge> {
         let socket = UdpSocket::bind(listen)?;
         socket.set_nonblocking(true)?;
         if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, PUBLIC_RCVBUF).is_err() {
@@ -128,20 +139,32 @@ impl Edge {
         let announce = announce.map(|a| if a.port() == 0 { SocketAddr::new(a.ip(), local.port()) } else { a }).unwrap_or(local);
         let setup = PeerSetup::new(announce, listener.as_ref().map(|_| announce)).ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
+        let (mailbox, inbox) = Mailbox::new()?;
+        epoll::add(&epoll, inbox.fd(), epoll::EventData::new_u64(WAKE), epoll::EventFlags::IN)?;
         epoll::add(&epoll, &socket, epoll::EventData::new_u64(PUBLIC), epoll::EventFlags::IN)?;
         if let Some(l) = &listener {
             epoll::add(&epoll, l, epoll::EventData::new_u64(LISTENER), epoll::EventFlags::IN)?;
         }
         let tcp = listener.map(|listener| TcpSide { listener, conns: HashMap::new(), by_peer: HashMap::new(), next_token: 0 });
-        let (tx, rx) = mpsc::channel();
-        let wake_reader = rustix::io::dup(&wake)?;
-        let mut state = EdgeLoop { epoll, wake: wake_reader, inbox: rx, public: socket, tcp, local, announce, setup, legs: HashMap::new(), by_source: HashMap::new(), timers: Deadlines::default(), events };
+        let mut state = EdgeLoop {
+            epoll,
+            inbox,
+            me: mailbox.clone(),
+            net,
+            public: socket,
+            tcp,
+            local,
+            announce,
+            setup,
+            legs: HashMap::new(),
+            by_source: HashMap::new(),
+            timers: Deadlines::default(),
+            events,
+        };
         let transports = if state.tcp.is_some() { "UDP and TCP" } else { "UDP" };
         std::thread::Builder::new().name("webrtc-edge".into()).spawn(move || state.run())?;
         tracing::info!(%local, %announce, transports, "browser phones' WebRTC media");
-        Ok(Edge { inner: Arc::new(Inner { tx, wake, local }) })
+        Ok(Edge { inner: Arc::new(Inner { mailbox, local }) })
     }
 
     /// The address the edge listens on (UDP, and TCP when it could).
@@ -150,11 +173,7 @@ impl Edge {
     }
 
     fn send(&self, command: Command) -> bool {
-        if self.inner.tx.send(command).is_err() {
-            return false;
-        }
-        let _ = rustix::io::write(&self.inner.wake, &1u64.to_ne_bytes());
-        true
+        self.inner.mailbox.send(command)
     }
 
     /// A new leg towards the bridge at `bridge` whose SIP offer lists
@@ -198,6 +217,10 @@ impl Edge {
 struct Leg {
     peer: Peer,
     inner: UdpSocket,
+    /// Where `inner` is bound: the leg's address towards the bridge.
+    inner_addr: SocketAddr,
+    /// `inner_addr` in the gateway's `LocalNet`.
+    _registration: Registration,
     bridge: SocketAddr,
     sip_offer: Vec<Format>,
     /// Browser payload type → SIP payload type, and back.
@@ -292,8 +315,10 @@ impl TcpSide {
 
 struct EdgeLoop {
     epoll: OwnedFd,
-    wake: OwnedFd,
-    inbox: mpsc::Receiver<Command>,
+    inbox: MailboxReader<Command>,
+    /// The edge's own mailbox, where the legs' addresses are registered.
+    me: Arc<Mailbox<Command>>,
+    net: Arc<LocalNet>,
     public: UdpSocket,
     /// None when the TCP port could not be had.
     tcp: Option<TcpSide>,
@@ -330,12 +355,8 @@ impl EdgeLoop {
                     leg => self.inner_readable(leg, &mut buf),
                 }
             }
-            if woken {
-                let mut counter = [0u8; 8];
-                let _ = rustix::io::read(&self.wake, &mut counter);
-                if !self.drain_inbox() {
-                    return;
-                }
+            if woken && !self.drain_inbox() {
+                return;
             }
             self.fire_timers();
         }
@@ -509,10 +530,16 @@ impl EdgeLoop {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(_) => return,
         };
-        if rtp::is_rtcp(&buf[..n]) {
+        self.from_bridge(id, &buf[..n]);
+    }
+
+    /// A datagram from the bridge: RTP goes on to the browser.
+    fn from_bridge(&mut self, id: u64, bytes: &[u8]) {
+        let Some(l) = self.legs.get_mut(&id) else { return };
+        if rtp::is_rtcp(bytes) {
             return;
         }
-        let Some(packet) = rtp::parse(&buf[..n]) else { return };
+        let Some(packet) = rtp::parse(bytes) else { return };
         let Some(&pt) = l.to_web.get(&packet.payload_type) else {
             metrics::counter!("switchboard_webrtc_datagrams_dropped_total", "reason" => "payload_type").increment(1);
             return;
@@ -535,7 +562,9 @@ impl EdgeLoop {
                     if marker {
                         packet[1] |= 0x80;
                     }
-                    let _ = l.inner.send_to(&packet, l.bridge);
+                    if !self.net.send(l.inner_addr, l.bridge, &packet) {
+                        let _ = l.inner.send_to(&packet, l.bridge);
+                    }
                 }
                 PeerOutput::Connected => {
                     let _ = self.events.send(EdgeEvent::Connected(id));
@@ -579,9 +608,11 @@ impl EdgeLoop {
     }
 
     fn drain_inbox(&mut self) -> bool {
-        while let Ok(command) = self.inbox.try_recv() {
+        self.inbox.reset();
+        while let Some(command) = self.inbox.try_recv() {
             let now = Instant::now();
             match command {
+                Command::Datagram { leg, bytes } => self.from_bridge(leg, &bytes),
                 Command::Create { leg, codecs, bridge, sip_offer, reply } => {
                     let _ = reply.send(self.create(now, leg, &codecs, bridge, sip_offer));
                     self.after(leg, now);
@@ -637,7 +668,9 @@ impl EdgeLoop {
         inner.set_nonblocking(true).map_err(|e| e.to_string())?;
         let inner_addr = inner.local_addr().map_err(|e| e.to_string())?;
         epoll::add(&self.epoll, inner.as_fd(), epoll::EventData::new_u64(leg), epoll::EventFlags::IN).map_err(|e| e.to_string())?;
-        let l = Leg { peer, inner, bridge, sip_offer, to_sip: HashMap::new(), to_web: HashMap::new(), ssrc: rand::random(), armed: None, source: None };
+        let me: Arc<dyn Deliver> = self.me.clone();
+        let registration = self.net.register(inner_addr, me, leg);
+        let l = Leg { peer, inner, inner_addr, _registration: registration, bridge, sip_offer, to_sip: HashMap::new(), to_web: HashMap::new(), ssrc: rand::random(), armed: None, source: None };
         self.legs.insert(leg, l);
         metrics::gauge!("switchboard_webrtc_legs").increment(1.0);
         Ok((offer, inner_addr))
@@ -724,7 +757,7 @@ mod tests {
     #[test]
     fn tcp_is_on_the_udp_port_and_what_is_not_rfc_4571_stun_is_closed() {
         let (tx, _rx) = tokio_mpsc::unbounded_channel();
-        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx).unwrap();
+        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx, LocalNet::new(Vec::new())).unwrap();
         let addr = edge.local_addr();
 
         // An HTTP request reads as a frame of 18 245 bytes.
@@ -758,7 +791,7 @@ mod tests {
     async fn the_offer_has_a_passive_tcp_candidate_on_the_udp_port_unless_tcp_is_taken() {
         let (tx, _rx) = tokio_mpsc::unbounded_channel();
         let bridge: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx.clone()).unwrap();
+        let edge = Edge::start("127.0.0.1:0".parse().unwrap(), None, tx.clone(), LocalNet::new(Vec::new())).unwrap();
         let (offer, _) = edge.create(1, vec![AudioCodec::Pcmu], bridge, Vec::new()).await.unwrap();
         let candidate = |proto: &str| offer.lines().find(|l| l.starts_with("a=candidate:") && l.contains(&format!(" {proto} "))).unwrap_or_default().to_owned();
         let port = edge.local_addr().port();
@@ -766,7 +799,7 @@ mod tests {
         assert!(candidate("tcp").contains(&format!(" 127.0.0.1 {port} typ host tcptype passive")), "{offer}");
 
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let edge = Edge::start(taken.local_addr().unwrap(), None, tx).unwrap();
+        let edge = Edge::start(taken.local_addr().unwrap(), None, tx, LocalNet::new(Vec::new())).unwrap();
         assert_eq!(edge.local_addr(), taken.local_addr().unwrap(), "UDP is had all the same");
         let (offer, _) = edge.create(1, vec![AudioCodec::Pcmu], bridge, Vec::new()).await.unwrap();
         assert!(offer.contains(" udp ") && !offer.contains("tcptype"), "UDP only: {offer}");

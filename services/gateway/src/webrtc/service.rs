@@ -28,6 +28,7 @@ use super::turn::{IceServer, Turn};
 use super::ua::{BrowserUa, Incoming, UaEvent, UaOutput};
 use crate::calls::live::{AgentEventKind, LiveCalls, WebRtcLegView};
 use crate::directory::Directory;
+use crate::media::local::LocalNet;
 use crate::media::sdp::{self, Direction};
 use crate::registrations::Registrations;
 use crate::sip::registrar::{Binding, Change};
@@ -79,7 +80,8 @@ pub struct BrowserPhones {
 
 impl BrowserPhones {
     /// Starts the agent (SIP on the loopback) and the edge (WebRTC media on
-    /// `listen`, announced as `announce`).
+    /// `listen`, announced as `announce`, in memory to the media threads'
+    /// sockets in `net`).
     pub async fn start(
         listen: SocketAddr,
         announce: Option<SocketAddr>,
@@ -87,10 +89,11 @@ impl BrowserPhones {
         registrations: Registrations,
         live: LiveCalls,
         turn: Option<Turn>,
+        net: std::sync::Arc<LocalNet>,
         shutdown: CancellationToken,
     ) -> std::io::Result<BrowserPhones> {
         let (edge_tx, edge_rx) = mpsc::unbounded_channel();
-        let edge = Edge::start(listen, announce, edge_tx)?;
+        let edge = Edge::start(listen, announce, edge_tx, net)?;
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
