@@ -7,6 +7,7 @@ the same kind of calls.
     python3 scripts/bench/browser-calls.py [--quick] [--calls 300] [--step 50]
         [--step 25] [--rate 10] [--step-hold 10] [--hold 60]
         [--only switchboard-opus,switchboard-pcmu,janus-pcmu] [--far-end builtin|sipp]
+        [--opus-complexity N] [--opus-bitrate N] [--media-threads N]
         [--bin <target>/release/switchboard] [--webrtcload <target>/release/webrtcload]
         [--out results.md]
 
@@ -145,10 +146,11 @@ def wait_http(url, proc, what, timeout=30, data=None):
 class Gateway:
     """`switchboard gateway` on a fresh SQLite data directory; a trunk to the far end."""
 
-    def __init__(self, binary, workdir, name, far_port, opus_complexity=None, opus_bitrate=None):
+    def __init__(self, binary, workdir, name, far_port, opus_complexity=None, opus_bitrate=None, media_threads=None):
         self.binary = binary
         complexity = "" if opus_complexity is None else f"opus_complexity = {opus_complexity}\n"
         complexity += "" if opus_bitrate is None else f"opus_bitrate = {opus_bitrate}\n"
+        complexity += "" if media_threads is None else f"threads = {media_threads}\n"
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.http = free_tcp_port()
@@ -308,7 +310,7 @@ def run_one(args, workdir, run):
     d = os.path.join(workdir, run)
     os.makedirs(d, exist_ok=True)
     far_port = FAR_END_PORT
-    relay = Gateway(args.bin, workdir, f"{run}-relay", far_port, args.opus_complexity, args.opus_bitrate) if system == "switchboard" else Janus(workdir, f"{run}-relay", args.janus_event_loops)
+    relay = Gateway(args.bin, workdir, f"{run}-relay", far_port, args.opus_complexity, args.opus_bitrate, args.media_threads) if system == "switchboard" else Janus(workdir, f"{run}-relay", args.janus_event_loops)
     sipp = Sipp(workdir, f"{run}-sipp") if args.far_end == "sipp" else None
     result = {"run": run, "system": system, "codec": codec, "calls": calls, "dir": d}
     try:
@@ -460,9 +462,10 @@ def markdown(args, results, cmdline):
         title = TITLES.get(res['run'], res['run'])
         if res["run"] == "switchboard-opus":
             chosen = [f"media.opus_complexity {args.opus_complexity}" if args.opus_complexity is not None else None,
-                      f"media.opus_bitrate {args.opus_bitrate}" if args.opus_bitrate is not None else None]
+                      f"media.opus_bitrate {args.opus_bitrate}" if args.opus_bitrate is not None else None,
+                      f"media.threads {args.media_threads}" if args.media_threads is not None else None]
             chosen = [c for c in chosen if c]
-            title = title[:-1] + (f", Opus encoded with {' and '.join(chosen)})" if chosen
+            title = title[:-1] + (f", the gateway with {' and '.join(chosen)})" if chosen
                                   else ", Opus at the gateway's defaults: media.opus_complexity 0, media.opus_bitrate 24000)")
         out.append(f"{title}:")
         out.append("")
@@ -565,6 +568,8 @@ def main():
                     help="the gateway's media.opus_complexity (default: not set, the gateway's default)")
     ap.add_argument("--opus-bitrate", type=int, default=None,
                     help="the gateway's media.opus_bitrate (default: not set, the gateway's default)")
+    ap.add_argument("--media-threads", type=int, default=None,
+                    help="the gateway's media.threads (default: not set, two per CPU)")
     ap.add_argument("--far-end", choices=["builtin", "sipp"], default="builtin")
     ap.add_argument("--janus-event-loops", type=int, default=0, help="janus.jcfg event_loops (0: a thread per handle, the default)")
     ap.add_argument("--workdir", help="scratch directory (default: a new one under /tmp, kept)")
