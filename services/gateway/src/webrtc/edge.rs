@@ -121,20 +121,8 @@ impl Edge {
     /// TCP port (taken) browsers have UDP only. Events go to `events`; the
     /// bridges' sockets are found in `net`.
     pub fn start(listen: SocketAddr, announce: Option<SocketAddr>, events: tokio_mpsc::UnboundedSender<EdgeEvent>, net: Arc<LocalNet>) -> std::io::Result<Edge> {
-        let socket = UdpSocket::bind(listen)?;
-        socket.set_nonblocking(true)?;
-        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, PUBLIC_RCVBUF).is_err() {
-            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, PUBLIC_RCVBUF);
-        }
+        let (socket, listener) = bind(listen)?;
         let local = socket.local_addr()?;
-        // After the UDP socket, so that a port of 0 is the one UDP got.
-        let listener = match TcpListener::bind(local).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(%local, error = %e, "no ICE-TCP for browser phones: the TCP port cannot be had; browsers that cannot use UDP get no audio");
-                None
-            }
-        };
         // A port of 0 was a free one: announce the one bound.
         let announce = announce.map(|a| if a.port() == 0 { SocketAddr::new(a.ip(), local.port()) } else { a }).unwrap_or(local);
         let setup = PeerSetup::new(announce, listener.as_ref().map(|_| announce)).ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
@@ -694,6 +682,44 @@ impl EdgeLoop {
 
 /// Sends a leg's packet to its browser, over UDP or framed on the TCP
 /// connection from `destination`.
+/// Tries for this many free ports on which TCP is free as well, when the
+/// configured port is 0.
+const FREE_PORT_TRIES: usize = 16;
+
+/// The UDP socket on `listen` and, when it can be had, the TCP listener on
+/// the same port. For a port of 0 the port UDP got may be in use for TCP
+/// (an outgoing connection of anyone's), so another free one is tried
+/// before browsers are left without ICE-TCP.
+fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, Option<TcpListener>)> {
+    let tries = if listen.port() == 0 { FREE_PORT_TRIES } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let socket = UdpSocket::bind(listen)?;
+        let local = socket.local_addr()?;
+        // After the UDP socket, so that a port of 0 is the one UDP got.
+        match TcpListener::bind(local).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => {
+                prepare(&socket)?;
+                return Ok((socket, Some(l)));
+            }
+            Err(e) => last = Some((socket, e)),
+        }
+    }
+    let (socket, e) = last.expect("at least one try");
+    let local = socket.local_addr()?;
+    tracing::warn!(%local, error = %e, "no ICE-TCP for browser phones: the TCP port cannot be had; browsers that cannot use UDP get no audio");
+    prepare(&socket)?;
+    Ok((socket, None))
+}
+
+fn prepare(socket: &UdpSocket) -> std::io::Result<()> {
+    socket.set_nonblocking(true)?;
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, PUBLIC_RCVBUF).is_err() {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, PUBLIC_RCVBUF);
+    }
+    Ok(())
+}
+
 fn transmit(public: &UdpSocket, tcp: &mut Option<TcpSide>, epoll: &OwnedFd, transport: Transport, destination: SocketAddr, bytes: &[u8]) {
     match (transport, tcp) {
         (Transport::Udp, _) => {
