@@ -680,8 +680,6 @@ impl EdgeLoop {
     }
 }
 
-/// Sends a leg's packet to its browser, over UDP or framed on the TCP
-/// connection from `destination`.
 /// Tries for this many free ports on which TCP is free as well, when the
 /// configured port is 0.
 const FREE_PORT_TRIES: usize = 16;
@@ -720,6 +718,8 @@ fn prepare(socket: &UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends a leg's packet to its browser, over UDP or framed on the TCP
+/// connection from `destination`.
 fn transmit(public: &UdpSocket, tcp: &mut Option<TcpSide>, epoll: &OwnedFd, transport: Transport, destination: SocketAddr, bytes: &[u8]) {
     match (transport, tcp) {
         (Transport::Udp, _) => {
