@@ -9,7 +9,9 @@
 //! (`threads`, an event loop each, with a `deadlines` heap). Also SDP offer and
 //! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
 //! allocation (`ports`); `local` carries datagrams between the gateway's own
-//! sockets in memory. Everything but `relay`, `threads`, `spooler`, `local` and `ports` is sans-IO.
+//! sockets in memory, and `outbox` sends a turn's datagrams of one socket with
+//! one system call. Everything but `relay`, `threads`, `spooler`, `local`,
+//! `outbox` and `ports` is sans-IO.
 
 pub mod bridge;
 pub mod codec;
@@ -18,6 +20,7 @@ pub mod dtmf;
 pub mod encode;
 pub mod g711;
 pub mod local;
+pub mod outbox;
 pub mod player;
 pub mod ports;
 pub mod quality;

@@ -36,6 +36,7 @@ use super::framing::{self, Deframer};
 use super::peer::{AudioCodec, Chosen, Peer, PeerOutput, PeerSetup, Transport};
 use crate::media::deadlines::Deadlines;
 use crate::media::local::{Deliver, LocalNet, Mailbox, MailboxReader, Offer, Registration, DATAGRAM_BACKLOG};
+use crate::media::outbox::Outbox;
 use crate::media::rtp;
 use crate::media::sdp::Format;
 
@@ -140,6 +141,7 @@ impl Edge {
             me: mailbox.clone(),
             net,
             public: socket,
+            outbox: Outbox::new(),
             tcp,
             local,
             announce,
@@ -308,6 +310,8 @@ struct EdgeLoop {
     me: Arc<Mailbox<Command>>,
     net: Arc<LocalNet>,
     public: UdpSocket,
+    /// The browsers' datagrams of this turn, for the public socket.
+    outbox: Outbox,
     /// None when the TCP port could not be had.
     tcp: Option<TcpSide>,
     local: SocketAddr,
@@ -344,9 +348,11 @@ impl EdgeLoop {
                 }
             }
             if woken && !self.drain_inbox() {
+                self.outbox.flush(&self.public);
                 return;
             }
             self.fire_timers();
+            self.outbox.flush(&self.public);
         }
     }
 
@@ -543,7 +549,7 @@ impl EdgeLoop {
         let mut closed = false;
         while let Some(out) = l.peer.poll() {
             match out {
-                PeerOutput::Transmit { transport, destination, bytes, .. } => transmit(&self.public, &mut self.tcp, &self.epoll, transport, destination, &bytes),
+                PeerOutput::Transmit { transport, destination, bytes, .. } => transmit(&self.public, &mut self.outbox, &mut self.tcp, &self.epoll, transport, destination, bytes),
                 PeerOutput::Rtp { pt, seq, timestamp, marker, payload } => {
                     let Some(&sip_pt) = l.to_sip.get(&pt) else { continue };
                     let mut packet = rtp::build(sip_pt, seq, timestamp, l.ssrc, &payload);
@@ -634,7 +640,7 @@ impl EdgeLoop {
                         l.peer.close();
                         while let Some(out) = l.peer.poll() {
                             if let PeerOutput::Transmit { transport, destination, bytes, .. } = out {
-                                transmit(&self.public, &mut self.tcp, &self.epoll, transport, destination, &bytes);
+                                transmit(&self.public, &mut self.outbox, &mut self.tcp, &self.epoll, transport, destination, bytes);
                             }
                         }
                     }
@@ -720,14 +726,11 @@ fn prepare(socket: &UdpSocket) -> std::io::Result<()> {
 
 /// Sends a leg's packet to its browser, over UDP or framed on the TCP
 /// connection from `destination`.
-fn transmit(public: &UdpSocket, tcp: &mut Option<TcpSide>, epoll: &OwnedFd, transport: Transport, destination: SocketAddr, bytes: &[u8]) {
+/// UDP waits in `outbox` for the end of the loop's turn.
+fn transmit(public: &UdpSocket, outbox: &mut Outbox, tcp: &mut Option<TcpSide>, epoll: &OwnedFd, transport: Transport, destination: SocketAddr, bytes: Vec<u8>) {
     match (transport, tcp) {
-        (Transport::Udp, _) => {
-            if let Err(e) = public.send_to(bytes, destination) {
-                tracing::debug!(error = %e, %destination, "sending to a browser failed");
-            }
-        }
-        (Transport::Tcp, Some(tcp)) => tcp.send(epoll, destination, bytes),
+        (Transport::Udp, _) => outbox.push(public, destination, bytes),
+        (Transport::Tcp, Some(tcp)) => tcp.send(epoll, destination, &bytes),
         (Transport::Tcp, None) => {}
     }
 }
