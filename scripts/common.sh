@@ -58,9 +58,8 @@ apt_install() {
 }
 
 # What building the workspace needs besides Rust: a C toolchain for the
-# bundled librdkafka, SQLite and LAME, pkg-config, libopus's headers (the
-# gateway links the system libopus, found by pkg-config) and certificates
-# for downloads.
+# bundled librdkafka, SQLite and LAME, CMake for the bundled libopus
+# (decision 0028), pkg-config and certificates for downloads.
 ensure_build_tools() {
-  apt_install ca-certificates gcc g++ make pkg-config libopus-dev
+  apt_install ca-certificates gcc g++ make cmake pkg-config
 }

@@ -6,6 +6,7 @@
 //! PCMU.
 
 use anyhow::Context;
+use switchboard_gateway::media::opus;
 
 /// Frames in the loop every sender plays (3 s).
 const FRAMES: usize = 150;
@@ -77,8 +78,8 @@ impl OpusTarget {
 
 /// The loop as Opus packets (20 ms each) for `target`.
 pub fn opus_frames(target: OpusTarget) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).context("an Opus encoder")?;
-    encoder.set_bitrate(opus::Bitrate::Bits(target.bitrate as i32)).context("Opus bitrate")?;
+    let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono).context("an Opus encoder")?;
+    encoder.set_bitrate(target.bitrate as i32).context("Opus bitrate")?;
     encoder.set_max_bandwidth(target.bandwidth()).context("Opus bandwidth")?;
     let mut out = Vec::with_capacity(FRAMES);
     let mut buf = vec![0u8; 1500];
@@ -106,7 +107,7 @@ mod tests {
         let narrow = opus_frames(OpusTarget::from_fmtp(Some("minptime=10;maxplaybackrate=8000"))).unwrap();
         let bytes = |frames: &[Vec<u8>]| frames.iter().map(Vec::len).sum::<usize>();
         assert!(bytes(&narrow) * 2 < bytes(&opus), "12 against 32 kbit/s: {} and {} bytes", bytes(&narrow), bytes(&opus));
-        let bandwidth = |f: &Vec<u8>| opus::packet::get_bandwidth(f).unwrap();
+        let bandwidth = |f: &Vec<u8>| opus::packet::bandwidth(f).unwrap();
         assert!(narrow.iter().all(|f| bandwidth(f) == opus::Bandwidth::Narrowband), "narrowband throughout");
         assert!(opus.iter().any(|f| bandwidth(f) == opus::Bandwidth::Fullband), "fullband without parameters");
         let pcmu = pcmu_frames();

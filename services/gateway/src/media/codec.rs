@@ -17,6 +17,7 @@
 use std::sync::LazyLock;
 
 use super::g711;
+use super::opus;
 
 /// The rate every codec here decodes to and encodes from.
 pub const PCM_RATE: u32 = 8_000;
@@ -191,7 +192,7 @@ impl BandwidthCounts {
 
     /// Counts a packet libopus decoded.
     fn count(&mut self, packet: &[u8]) {
-        let Ok(bandwidth) = opus::packet::get_bandwidth(packet) else { return };
+        let Ok(bandwidth) = opus::packet::bandwidth(packet) else { return };
         let Some(i) = BANDWIDTHS.iter().position(|(b, _)| *b == bandwidth) else { return };
         self.counts[i] += 1;
         self.pending += 1;
@@ -353,9 +354,9 @@ impl Encoder {
             Codec::Pcma => EncoderKind::G711(g711::linear_to_alaw),
             Codec::Opus => {
                 let init = |source| CodecError::OpusInit { what: "encoder", source };
-                let mut encoder = opus::Encoder::new(PCM_RATE, opus::Channels::Mono, opus::Application::Voip).map_err(init)?;
+                let mut encoder = opus::Encoder::new(PCM_RATE, opus::Channels::Mono).map_err(init)?;
                 let bitrate = opus.bitrate.clamp(*OPUS_BITRATES.start(), *OPUS_BITRATES.end());
-                encoder.set_bitrate(opus::Bitrate::Bits(bitrate as i32)).map_err(init)?;
+                encoder.set_bitrate(bitrate as i32).map_err(init)?;
                 encoder.set_complexity(opus.complexity.min(10) as i32).map_err(init)?;
                 EncoderKind::Opus { encoder, repacketizer: None, scratch: Vec::new() }
             }
@@ -391,15 +392,15 @@ impl Encoder {
                         Some(rp) => rp,
                         None => repacketizer.insert(opus::Repacketizer::new().map_err(|source| CodecError::OpusInit { what: "repacketizer", source })?),
                     };
-                    let mut state = rp.begin();
-                    let mut begin = 0;
-                    for end in &ends[..n / 80] {
-                        state.cat(&scratch[begin..*end])?;
-                        begin = *end;
-                    }
+                    let ends = &ends[..n / 80];
+                    let frames = ends.iter().scan(0, |begin, &end| {
+                        let frame = &scratch[*begin..end];
+                        *begin = end;
+                        Some(frame)
+                    });
                     let start = out.len();
                     out.resize(start + OPUS_MAX_PACKET_BYTES, 0);
-                    match state.out(&mut out[start..]) {
+                    match rp.join(frames, &mut out[start..]) {
                         Ok(len) => out.truncate(start + len),
                         Err(e) => {
                             out.truncate(start);
@@ -477,7 +478,7 @@ impl Transcoder {
         match &mut self.path {
             Path::Copy => {
                 let ticks = match self.from {
-                    Codec::Opus => opus::packet::get_nb_samples(payload, Codec::Opus.clock_rate())? as u32,
+                    Codec::Opus => opus::packet::samples(payload, Codec::Opus.clock_rate())? as u32,
                     Codec::Pcmu | Codec::Pcma => payload.len() as u32,
                 };
                 out.extend_from_slice(payload);
@@ -667,7 +668,7 @@ mod tests {
 
     #[test]
     fn the_gateway_sends_narrowband_at_its_bit_rate_and_counts_what_it_decodes() {
-        let bandwidth = |packet: &[u8]| opus::packet::get_bandwidth(packet).unwrap();
+        let bandwidth = |packet: &[u8]| opus::packet::bandwidth(packet).unwrap();
         // The gateway's own packets: narrowband (8 kHz input), and more
         // bits at a higher bit rate, never above it (VBR: a steady tone
         // takes fewer).
@@ -690,8 +691,8 @@ mod tests {
         assert!(rates[0] <= 12_000 * 11 / 10 && rates[1] <= DEFAULT_OPUS_BITRATE as usize * 11 / 10, "{rates:?}");
 
         // A browser's default: 48 kHz capture at 32 kbit/s is wider.
-        let mut browser = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        browser.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        let mut browser = opus::Encoder::new(48_000, opus::Channels::Mono).unwrap();
+        browser.set_bitrate(32_000).unwrap();
         let mut packet = vec![0u8; 1500];
         let mut dec = Decoder::new(Codec::Opus).unwrap();
         let mut out = Vec::new();
@@ -715,7 +716,7 @@ mod tests {
         for frame in sine(1000.0, 8000, 240 * 20, 10000.0).chunks(240) {
             let mut payload = Vec::new();
             assert_eq!(enc.encode(frame, &mut payload).unwrap(), 1440);
-            assert_eq!(opus::packet::get_nb_frames(&payload).unwrap(), 3);
+            assert_eq!(opus::packet::frames(&payload).unwrap(), 3);
             assert_eq!(dec.decode(&payload, &mut decoded).unwrap(), 240);
         }
         assert_eq!(dominant(&decoded[1200..], 8000, &CANDIDATES).0, 1000.0);
@@ -811,7 +812,7 @@ mod tests {
     #[test]
     fn opus_state_fits_a_thousand_calls() {
         // SAFETY: both functions only compute a size from the channel count.
-        let (enc_heap, dec_heap) = unsafe { (audiopus_sys::opus_encoder_get_size(1), audiopus_sys::opus_decoder_get_size(1)) };
+        let (enc_heap, dec_heap) = opus::state_sizes(opus::Channels::Mono);
         let inline = std::mem::size_of::<Encoder>() + std::mem::size_of::<Decoder>();
         let pair = inline + enc_heap as usize + dec_heap as usize;
         // A transcoded call holds one pair: an encoder towards the Opus leg,

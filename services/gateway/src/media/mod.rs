@@ -4,7 +4,8 @@
 //! continuity (`stream`), hold music and prompts (`player`), mute, DTMF
 //! (`dtmf`, RFC 4733 and SIP INFO), the recorder (`timeline` into an
 //! `encode` file encoder), voicemail (`voicemail`), RTCP sessions and
-//! quality (`rtcp`, `quality`) and transcoding (`codec`). `relay` is its
+//! quality (`rtcp`, `quality`) and transcoding (`codec`, over libopus
+//! wrapped in `opus`). `relay` is its
 //! I/O edge: the sockets of a call, on one of the media threads
 //! (`threads`, an event loop each, with a `deadlines` heap). Also SDP offer and
 //! answer (`sdp`), the RTP header (`rtp`), G.711 (`g711`) and RTP port
@@ -20,6 +21,7 @@ pub mod dtmf;
 pub mod encode;
 pub mod g711;
 pub mod local;
+pub mod opus;
 pub mod outbox;
 pub mod player;
 pub mod ports;

@@ -79,9 +79,9 @@ pub enum EncodeError {
     #[error("the WAV recording reached the format's 4 GiB limit; configure ogg-opus or mp3 for calls this long")]
     WavTooLong,
     #[error("cannot set up the Opus encoder: {0} (check the libopus installation)")]
-    OpusInit(opus::Error),
+    OpusInit(crate::media::opus::Error),
     #[error("Opus encoding failed: {0}")]
-    Opus(opus::Error),
+    Opus(crate::media::opus::Error),
     #[error("cannot set up the MP3 encoder: {0}")]
     Mp3Init(String),
     #[error("MP3 encoding failed: {0}")]

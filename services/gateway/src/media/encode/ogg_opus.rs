@@ -11,6 +11,7 @@
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 
 use super::{whole_frames, EncodeError, HeaderPatch, StreamEncoder};
+use crate::media::opus;
 
 /// Input rates libopus encodes directly.
 pub(super) const SAMPLE_RATES: [u32; 5] = [8_000, 12_000, 16_000, 24_000, 48_000];
@@ -52,11 +53,11 @@ pub(super) struct OggOpusEncoder {
 impl OggOpusEncoder {
     pub(super) fn new(channels: u16, sample_rate: u32, bitrate: Option<u32>) -> Result<OggOpusEncoder, EncodeError> {
         let layout = if channels == 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
-        let mut encoder = opus::Encoder::new(sample_rate, layout, opus::Application::Voip).map_err(EncodeError::OpusInit)?;
+        let mut encoder = opus::Encoder::new(sample_rate, layout).map_err(EncodeError::OpusInit)?;
         let bitrate = bitrate.unwrap_or(BITRATE_PER_CHANNEL * channels as u32).clamp(6_000, 256_000);
-        encoder.set_bitrate(opus::Bitrate::Bits(bitrate as i32)).map_err(EncodeError::OpusInit)?;
+        encoder.set_bitrate(bitrate as i32).map_err(EncodeError::OpusInit)?;
         encoder.set_force_channels(Some(layout)).map_err(EncodeError::OpusInit)?;
-        let lookahead = encoder.get_lookahead().map_err(EncodeError::OpusInit)?.max(0) as u64;
+        let lookahead = encoder.lookahead().map_err(EncodeError::OpusInit)?.max(0) as u64;
         let frame = (sample_rate * FRAME_MS / 1000) as usize;
         Ok(OggOpusEncoder {
             encoder,
@@ -181,6 +182,7 @@ mod tests {
     use std::io::Cursor;
 
     use super::super::tests::*;
+    use crate::media::opus;
     use super::super::*;
 
     struct Decoded {
