@@ -100,6 +100,8 @@ def build(args):
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target-bench")
     packages = [p for p, given in (("switchboard", args.bin), ("webrtcload", args.webrtcload)) if not given]
     if packages:
+        if not ensure_apt("cmake", "cmake"):
+            raise SystemExit("building needs CMake (libopus is built from source): apt-get install cmake")
         # One invocation: the load client links the gateway's library, built once.
         cmd = ["cargo", "build", "--release"] + [x for p in packages for x in ("-p", p)]
         if args.jobs:

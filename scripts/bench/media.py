@@ -109,6 +109,8 @@ def build(args):
     # One cargo invocation per package: built together, their shared
     # dependencies would get the union of features and differ from (and
     # later be rebuilt for) a plain `cargo build --release -p switchboard`.
+    if packages and not shutil.which("cmake"):
+        raise SystemExit("building needs CMake (libopus is built from source): apt-get install cmake")
     for package in packages:
         cmd = ["cargo", "build", "--release", "-p", package]
         log(f"building: {' '.join(cmd)}")

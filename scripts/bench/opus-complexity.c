@@ -5,7 +5,11 @@
  *     cc -O2 scripts/bench/opus-complexity.c -o /tmp/opus-complexity -lopus -lm
  *     /tmp/opus-complexity
  *
- * Needs libopus's headers (Debian: libopus-dev). Prints µs per frame and
+ * That links Debian's libopus (libopus-dev, 1.3.1 on Debian 12). The
+ * gateway links libopus 1.5 from libopus_sys's vendored sources (decision
+ * 0028); to measure that one, build the gateway and replace `-lopus` with
+ * `-I<out>/include <out>/lib/libopus.a`, <out> being
+ * target-bench/release/build/libopus_sys-<hash>/out. Prints µs per frame and
  * the share of one core a stream takes, twice over (the second pass is the
  * one to read: the first warms caches and clocks).
  */

@@ -6,7 +6,12 @@
 #
 #     scripts/bench/opus-quality.sh [work-dir]
 #
-# Needs espeak-ng, sox, libopus-dev, a C compiler and python3 (the script
+# Links the libopus the gateway is built with (libopus 1.5 from
+# libopus_sys's vendored sources, decision 0028): LIBOPUS_DIR names its
+# build output, by default the newest one under target-bench or target.
+# LIBOPUS_DIR=system links Debian's libopus (libopus-dev) instead.
+#
+# Needs espeak-ng, sox, a C compiler and python3 (the script
 # makes a venv for pesq under ~/.cache/switchboard). Prints one line per
 # setting: encoder µs per 20 ms frame, bytes per packet, PESQ MOS-LQO.
 set -euo pipefail
@@ -17,12 +22,22 @@ mkdir -p "$work/out"
 venv="$HOME/.cache/switchboard/venv-pesq"
 
 for tool in espeak-ng sox cc python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing (Debian: apt-get install espeak-ng sox gcc libopus-dev)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "$tool is missing (Debian: apt-get install espeak-ng sox gcc)" >&2; exit 1; }
 done
+repo=$(cd "$here/../.." && pwd)
+libopus=${LIBOPUS_DIR:-$(ls -dt "$repo"/target-bench/release/build/libopus_sys-*/out "$repo"/target/*/build/libopus_sys-*/out 2>/dev/null | head -1)}
+if [ "$libopus" = system ]; then
+  link=(-lopus)
+elif [ -f "$libopus/lib/libopus.a" ]; then
+  link=(-I"$libopus/include" "$libopus/lib/libopus.a" -lm)
+else
+  echo "no libopus build found: cargo build --release -p switchboard first, or set LIBOPUS_DIR (system: Debian's libopus-dev)" >&2
+  exit 1
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c 'import pesq, numpy' 2>/dev/null || "$venv/bin/pip" install -q 'pesq==0.0.4' numpy
 
-cc -O2 "$here/opus-quality.c" -o "$work/opus-quality" -lopus
+cc -O2 "$here/opus-quality.c" -o "$work/opus-quality" "${link[@]}"
 
 # About 40 s of speech from two voices, at 8 kHz, through G.711 µ-law.
 cat > "$work/speech.txt" <<'TEXT'
