@@ -4,7 +4,10 @@
 # narrowband, the `pesq` package from PyPI) of each decoded stream against
 # the same speech after G.711, which is what the gateway encodes.
 #
-#     scripts/bench/opus-quality.sh [work-dir]
+#     [OPUS_BITRATE=24000] scripts/bench/opus-quality.sh [work-dir]
+#
+# OPUS_BITRATE is the encoder's bit rate (default 16000; the gateway's
+# media.opus_bitrate defaults to 24000).
 #
 # Links the libopus the gateway is built with (libopus 1.5 from
 # libopus_sys's vendored sources, decision 0028): LIBOPUS_DIR names its
@@ -57,7 +60,7 @@ done
 sox "${parts[@]}" -r 8000 -c 1 -b 16 "$work/speech-8k.wav" norm -3
 sox "$work/speech-8k.wav" -e u-law -t raw - | sox -t raw -r 8000 -c 1 -e u-law - -t raw -e signed -b 16 "$work/speech-g711.raw"
 
-"$work/opus-quality" "$work/speech-g711.raw" "$work/out" | tee "$work/encoder.txt"
+"$work/opus-quality" "$work/speech-g711.raw" "$work/out" "${OPUS_BITRATE:-16000}" | tee "$work/encoder.txt"
 
 "$venv/bin/python" - "$work" <<'PY'
 import re, sys, pathlib
