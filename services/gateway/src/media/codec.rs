@@ -134,9 +134,9 @@ impl Codec {
 /// Why a payload could not be decoded, encoded or transcoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// libopus refused to set up a decoder or an encoder: a broken libopus
-    /// installation, since the parameters are fixed.
-    #[error("cannot create the Opus {what}: {source} (check the libopus installation)")]
+    /// libopus refused to set up a decoder or an encoder. It is linked in
+    /// and the parameters are fixed, so what is left is memory.
+    #[error("cannot create the Opus {what}: {source} (libopus is built in and its parameters are fixed, so it could not allocate its state: check the process's memory limit)")]
     OpusInit { what: &'static str, source: opus::Error },
     /// libopus rejected a packet (corrupt or not Opus: check the payload
     /// type mapping of the leg).
@@ -811,10 +811,9 @@ mod tests {
 
     #[test]
     fn opus_state_fits_a_thousand_calls() {
-        // SAFETY: both functions only compute a size from the channel count.
         let (enc_heap, dec_heap) = opus::state_sizes(opus::Channels::Mono);
         let inline = std::mem::size_of::<Encoder>() + std::mem::size_of::<Decoder>();
-        let pair = inline + enc_heap as usize + dec_heap as usize;
+        let pair = inline + enc_heap + dec_heap;
         // A transcoded call holds one pair: an encoder towards the Opus leg,
         // a decoder from it.
         println!(

@@ -78,7 +78,7 @@ pub enum EncodeError {
     PartialFrame { samples: usize, channels: u16 },
     #[error("the WAV recording reached the format's 4 GiB limit; configure ogg-opus or mp3 for calls this long")]
     WavTooLong,
-    #[error("cannot set up the Opus encoder: {0} (check the libopus installation)")]
+    #[error("cannot set up the Opus encoder: {0} (check the recording's sample rate, channels and bit rate; libopus is built in)")]
     OpusInit(crate::media::opus::Error),
     #[error("Opus encoding failed: {0}")]
     Opus(crate::media::opus::Error),
