@@ -721,7 +721,27 @@ fn prepare(socket: &UdpSocket) -> std::io::Result<()> {
     if rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, PUBLIC_RCVBUF).is_err() {
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, PUBLIC_RCVBUF);
     }
+    if let Ok(reported) = rustix::net::sockopt::socket_recv_buffer_size(socket) {
+        if let Some(set) = short_receive_buffer(reported, PUBLIC_RCVBUF) {
+            tracing::warn!(
+                port = socket.local_addr().map(|a| a.port()).unwrap_or(0),
+                bytes = set,
+                wanted = PUBLIC_RCVBUF,
+                "the WebRTC port's receive buffer is smaller than asked (the kernel caps it at net.core.rmem_max for a process without CAP_NET_ADMIN): \
+                 with many browser calls, a burst that arrives while the edge is busy is dropped by the kernel; \
+                 raise it with `sysctl -w net.core.rmem_max={PUBLIC_RCVBUF}`, or give the gateway CAP_NET_ADMIN"
+            );
+        }
+    }
     Ok(())
+}
+
+/// The receive buffer the kernel granted, when it is smaller than `wanted`;
+/// `reported` is what `SO_RCVBUF` reads back, which on Linux is twice
+/// what was set (the kernel's own bookkeeping is counted in it).
+fn short_receive_buffer(reported: usize, wanted: usize) -> Option<usize> {
+    let set = reported / 2;
+    (set < wanted).then_some(set)
 }
 
 /// Sends a leg's packet to its browser, over UDP or framed on the TCP
@@ -781,6 +801,15 @@ mod tests {
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
             Ok(_) => false,
         }
+    }
+
+    #[test]
+    fn a_receive_buffer_capped_by_the_kernel_is_told() {
+        // Linux reads back twice what was set.
+        assert_eq!(short_receive_buffer(2 * PUBLIC_RCVBUF, PUBLIC_RCVBUF), None);
+        // Debian's default net.core.rmem_max, 212992 bytes, doubled.
+        assert_eq!(short_receive_buffer(425_984, PUBLIC_RCVBUF), Some(212_992));
+        assert_eq!(short_receive_buffer(2 * PUBLIC_RCVBUF - 2, PUBLIC_RCVBUF), Some(PUBLIC_RCVBUF - 1));
     }
 
     #[test]
