@@ -173,7 +173,10 @@ async fn a_carrier_call_reaches_baresip_where_it_registered() {
     // The softphone heard the BYE.
     assert_eq!(traced(&phone.log(), "BYE sip:").len(), 1);
 
-    let events = gw.events_after_calls_ended(1).await;
+    // A call.quality follows the end only when RTP flowed before the
+    // carrier's BYE, which in a call this short is down to timing; what
+    // this test is about is the rest.
+    let events: Vec<_> = gw.events_after_calls_ended(1).await.into_iter().filter(|(k, _)| k != "call.quality").collect();
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended"]);
     let Some(Kind::Answered(answered)) = &events[2].1.kind else { panic!("call.answered") };
@@ -305,7 +308,9 @@ async fn baresip_calls_a_number_through_the_gateway_after_a_407_challenge() {
     // The softphone heard the BYE of the desk phone's hangup.
     assert_eq!(traced(&log, "BYE sip:").len(), 1);
 
-    let events = gw.events_after_calls_ended(1).await;
+    // As in the carrier call above: a call.quality after the end depends on whether RTP
+    // flowed before the hang-up.
+    let events: Vec<_> = gw.events_after_calls_ended(1).await.into_iter().filter(|(k, _)| k != "call.quality").collect();
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["call.started", "call.ringing", "call.answered", "call.ended"]);
     let Some(Kind::Started(started)) = &events[0].1.kind else { panic!("call.started") };
