@@ -18,15 +18,17 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::{Codec, FormatParams};
+use str0m::format::{Codec, CodecConfig, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{Extension, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 /// Payload types of the offer: Chrome's own numbers, so answers keep them.
 const PT_TELEPHONE_EVENT_48K: u8 = 110;
 const PT_TELEPHONE_EVENT_8K: u8 = 126;
+/// The RTP header extension id of the mid (Chrome's number).
+const EXT_MID: u8 = 4;
 
 /// Opus parameters (RFC 7587 §6.1) of the offer to a browser whose call
 /// is narrowband (its other leg speaks G.711): the browser then encodes
@@ -180,6 +182,12 @@ impl Peer {
             .set_rtp_mode(true)
             .set_dtls_cert(setup.cert.clone())
             .set_crypto_provider(setup.crypto.clone())
+            // Only the mid (BUNDLE's demultiplexing). Transport-wide
+            // congestion control would have the browser number every packet
+            // and the leg answer with feedback 20 times a second, for a
+            // bandwidth estimate nobody uses: the audio's rate is fixed.
+            .clear_extension_map()
+            .set_extension(EXT_MID, Extension::RtpMid)
             .clear_codecs();
         let params = config.codec_config();
         for &codec in codecs {
@@ -192,6 +200,12 @@ impl Peer {
         for (pt, rate) in [(PT_TELEPHONE_EVENT_48K, Frequency::FORTY_EIGHT_KHZ), (PT_TELEPHONE_EVENT_8K, Frequency::EIGHT_KHZ)] {
             params.add_config(pt.into(), None, Codec::Tele, rate, None, FormatParams::parse_line("0-16"));
         }
+        // Nor is transport-cc offered as the codecs' feedback.
+        let mut without_twcc = params.params().to_vec();
+        for p in &mut without_twcc {
+            p.set_fb_transport_cc(false);
+        }
+        *params = CodecConfig::new_from_payload_params(without_twcc);
         let mut rtc = config.build(now);
         let udp = Candidate::host(setup.udp, "udp").map_err(|e| PeerError::Sdp(format!("UDP candidate {}: {e}", setup.udp)))?;
         rtc.add_local_candidate(udp);
@@ -317,6 +331,12 @@ impl Peer {
         self.next_seq += 1;
         stream.write_rtp(RtpWrite::new(pt.into(), seq, timestamp, now, payload.to_vec()).marker(marker));
         self.drain();
+        // str0m sends what was written on its next timeout, which it sets
+        // to now: sent here, the packet costs no trip through the edge's
+        // timers.
+        if self.timeout.is_some_and(|at| at <= now) {
+            self.handle_timeout(now);
+        }
     }
 
     /// Ends the leg: DTLS close_notify to the browser.
@@ -456,6 +476,8 @@ mod tests {
         rtc: Rtc,
         addr: SocketAddr,
         received: Vec<(u8, u32, Vec<u8>)>,
+        /// RTCP datagrams it sent.
+        rtcp_sent: u32,
         connected: bool,
         timeout: Instant,
     }
@@ -475,7 +497,7 @@ mod tests {
             params.add_config(PT_TELEPHONE_EVENT_8K.into(), None, Codec::Tele, Frequency::EIGHT_KHZ, None, FormatParams::parse_line("0-16"));
             let mut rtc = config.build(now);
             rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-            Browser { rtc, addr, received: Vec::new(), connected: false, timeout: now }
+            Browser { rtc, addr, received: Vec::new(), rtcp_sent: 0, connected: false, timeout: now }
         }
 
         fn answer(&mut self, offer: &str) -> String {
@@ -493,6 +515,9 @@ mod tests {
                     }
                     Output::Transmit(t) => {
                         let bytes = t.contents.to_vec();
+                        if is_rtcp(&bytes) {
+                            self.rtcp_sent += 1;
+                        }
                         assert!(gateway.accepts(now, Transport::Udp, t.source, t.destination, &bytes), "the leg takes what its browser sends");
                         gateway.receive(now, Transport::Udp, t.source, t.destination, &bytes);
                     }
@@ -507,6 +532,12 @@ mod tests {
             let receive = Receive::new(Protocol::Udp, t.0, t.1, &t.2).unwrap();
             self.rtc.handle_input(Input::Receive(now, receive)).unwrap();
         }
+    }
+
+    /// RTCP's packet types are 200-207 (RFC 5761 §4); STUN and DTLS are
+    /// neither.
+    fn is_rtcp(bytes: &[u8]) -> bool {
+        bytes.len() > 1 && bytes[0] >> 6 == 2 && (200..=207).contains(&bytes[1])
     }
 
     fn setup() -> PeerSetup {
@@ -627,6 +658,66 @@ mod tests {
             }
         });
         assert_eq!(seen.iter().filter(|o| matches!(o, PeerOutput::Rtp { .. })).count(), 10, "media goes on after the restart");
+    }
+
+    /// In a call's steady state the leg sends the browser its audio and a
+    /// few RTCP reports, and its timer fires rarely: every other datagram
+    /// and every wake-up is paid for 300 times over on a loaded gateway.
+    #[test]
+    fn a_steady_call_costs_few_wake_ups_and_little_rtcp() {
+        let mut now = Instant::now();
+        let (mut gateway, offer) = Peer::offer(now, &setup(), &[AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]).unwrap();
+        let mut browser = Browser::new(now, "198.51.100.7:50000".parse().unwrap(), &[AudioCodec::Opus]);
+        assert!(!offer.contains("transport-cc") && !offer.contains("transport-wide-cc"), "{offer}");
+        let answer = browser.answer(&offer);
+        gateway.accept_answer(&answer).unwrap();
+        run(&mut now, Duration::from_secs(1), &mut gateway, &mut browser, |_, _, _| {});
+        assert!(gateway.is_connected() && browser.connected);
+        while gateway.poll().is_some() {}
+
+        // 20 s of 20 ms packets both ways, the leg's timer fired only when
+        // due, as the edge does.
+        let (mut fired, mut rtp_out, mut rtcp_out, mut rtp_in) = (0u32, 0u32, 0u32, 0u32);
+        let end = now + Duration::from_secs(20);
+        let mut step = 0u32;
+        while now < end {
+            now += Duration::from_millis(1);
+            step += 1;
+            if browser.timeout <= now {
+                browser.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+            if step % 20 == 0 {
+                let seq = u64::from(step / 20);
+                let mid = gateway.mid;
+                let mut direct = browser.rtc.direct_api();
+                let stream = direct.stream_tx_by_mid(mid, None).unwrap();
+                stream.write_rtp(RtpWrite::new(111.into(), (3000 + seq).into(), (seq * 960) as u32, now, vec![0xfc; 60]));
+                gateway.send_rtp(now, 111, (seq * 960) as u32, false, &[0xf8; 60]);
+            }
+            browser.pump(now, &mut gateway);
+            if gateway.next_timeout().is_some_and(|at| at <= now) {
+                fired += 1;
+                gateway.handle_timeout(now);
+            }
+            while let Some(out) = gateway.poll() {
+                match out {
+                    PeerOutput::Transmit { source, destination, bytes, .. } => {
+                        if is_rtcp(&bytes) { rtcp_out += 1 } else { rtp_out += 1 }
+                        browser.deliver(now, (source, destination, bytes));
+                        browser.pump(now, &mut gateway);
+                    }
+                    PeerOutput::Rtp { .. } => rtp_in += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(rtp_in >= 990 && rtp_out >= 990, "the audio flowed: {rtp_in} in, {rtp_out} out");
+        // Reports every few seconds, not feedback on every few packets
+        // (transport-cc would be 20 a second each way).
+        assert!(rtcp_out <= 20, "{rtcp_out} RTCP datagrams to the browser in 20 s");
+        assert!(browser.rtcp_sent <= 20, "{} RTCP datagrams from the browser in 20 s", browser.rtcp_sent);
+        // A packet written goes out at once, not on the leg's next timer.
+        assert!(fired <= 20, "the leg's timer fired {fired} times in 20 s");
     }
 
     #[test]
