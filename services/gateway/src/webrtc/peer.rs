@@ -1,7 +1,8 @@
 //! One browser leg's WebRTC side, sans-IO: the gateway's offer, the
 //! browser's answer, ICE-lite, DTLS and SRTP (str0m, decision 0022), RTP in
 //! and out. Datagrams and time come in; datagrams to send, RTP received and
-//! connection changes come out of [`Peer::poll`].
+//! connection changes come out of [`Peer::poll`]. The offer carries no
+//! transport-cc and only the mid header extension (decision 0029).
 //!
 //! The gateway always offers (its INVITE becomes the browser's offer), so
 //! its SDP says `a=setup:actpass` and the browser, as the full ICE agent,
@@ -470,6 +471,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::media::rtp::is_rtcp;
 
     /// A full ICE agent answering like Chrome: the stand-in for the browser.
     struct Browser {
@@ -532,12 +534,6 @@ mod tests {
             let receive = Receive::new(Protocol::Udp, t.0, t.1, &t.2).unwrap();
             self.rtc.handle_input(Input::Receive(now, receive)).unwrap();
         }
-    }
-
-    /// RTCP's packet types are 200-207 (RFC 5761 §4); STUN and DTLS are
-    /// neither.
-    fn is_rtcp(bytes: &[u8]) -> bool {
-        bytes.len() > 1 && bytes[0] >> 6 == 2 && (200..=207).contains(&bytes[1])
     }
 
     fn setup() -> PeerSetup {
