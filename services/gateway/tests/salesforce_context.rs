@@ -115,11 +115,24 @@ async fn next_of(events: &mut AgentEvents, kind: AgentEventKind) -> CallView {
     .unwrap_or_else(|_| panic!("no {kind:?} event within 20 s"))
 }
 
-/// Waits until the call is answered (its event may have gone by already).
-async fn answered(w: &World, events: &mut AgentEvents, call_id: &str, user_id: &str) {
+/// Waits until the call is answered (its event may have gone by already);
+/// if it is not, fails with what the carrier and the device saw.
+async fn answered(w: &World, events: &mut AgentEvents, call_id: &str, user_id: &str, sipps: [&Sipp; 2]) {
     let state = w.gw.live().view_for(call_id, user_id).expect("the call is live").state;
-    if state != switchboard_gateway::calls::live::CallState::Answered {
-        next_of(events, AgentEventKind::Answered).await;
+    if state == switchboard_gateway::calls::live::CallState::Answered {
+        return;
+    }
+    let answered = async {
+        while let Some(event) = events.recv().await {
+            if event.kind == AgentEventKind::Answered {
+                return true;
+            }
+        }
+        false
+    };
+    if !matches!(tokio::time::timeout(Duration::from_secs(20), answered).await, Ok(true)) {
+        let [a, b] = sipps;
+        panic!("the call {call_id} was not answered within 20 s\n{}\n{}", a.report(), b.report());
     }
 }
 
@@ -238,7 +251,7 @@ async fn the_caller_is_matched_while_it_rings_and_the_agent_relates_and_assigns_
     let (status, body) = w.call(Method::PUT, &format!("/v1/calls/{id}/related"), &carol_token, Some(json!({"record_id": grace}))).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("call_not_found")), "{body}");
 
-    answered(&w, &mut events, &id, &ada.id).await;
+    answered(&w, &mut events, &id, &ada.id, [&carrier, &device]).await;
     // Hang up, then wrap up: a new Case asked for after the call.
     let (status, body) = w.call(Method::POST, &format!("/v1/calls/{id}/hangup"), &token, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -279,7 +292,7 @@ async fn an_agent_who_has_not_connected_salesforce_is_told_so_on_the_ringing_cal
     assert_eq!(serde_json::to_value(m.status).unwrap(), "not_connected");
     assert!(m.matches.is_empty());
     assert_eq!(w.emulator.api_calls(), 0, "nothing was asked of Salesforce");
-    answered(&w, &mut events, &matched.id, &ada.id).await;
+    answered(&w, &mut events, &matched.id, &ada.id, [&carrier, &device]).await;
     w.gw.control().hang_up(&matched.id).await.unwrap_or_else(|e| panic!("hang up: {e}"));
     carrier.succeeds().await;
     device.succeeds().await;
@@ -299,7 +312,7 @@ async fn the_agent_sees_its_task_logged_in_salesforce_after_the_call() {
     let mut events = w.gw.live().subscribe(&ada.id).events;
     let (device, carrier) = carrier_calls_desk(&w, device_port);
     let id = next_of(&mut events, AgentEventKind::Started).await.id;
-    answered(&w, &mut events, &id, &ada.id).await;
+    answered(&w, &mut events, &id, &ada.id, [&carrier, &device]).await;
     w.gw.control().hang_up(&id).await.unwrap_or_else(|e| panic!("hang up: {e}"));
     next_of(&mut events, AgentEventKind::Ended).await;
     carrier.succeeds().await;

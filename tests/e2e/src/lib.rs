@@ -22,7 +22,7 @@ pub mod browser;
 pub mod context;
 pub mod env;
 pub mod events;
-pub mod ports;
+pub use switchboard_test_support::ports;
 pub mod postgres;
 pub mod process;
 pub mod s3;

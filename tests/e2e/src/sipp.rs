@@ -104,7 +104,7 @@ fn base_command(
 
 /// A UDP port that was free a moment ago.
 fn free_sip_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind((LOCALHOST, 0))?.local_addr()?.port())
+    free_udp_range(LOCALHOST.into(), 1)
 }
 
 fn udp_port_taken(port: u16) -> bool {
@@ -134,7 +134,7 @@ impl Uas {
         echo: bool,
     ) -> anyhow::Result<Self> {
         let sip_port = free_sip_port()?;
-        let media_port = free_udp_range(MEDIA_PORTS)?;
+        let media_port = free_udp_range(LOCALHOST.into(), MEDIA_PORTS)?;
         let mut command = base_command(ctx, label, &scenario, sip_port, media_port)?;
         if echo {
             command.arg("-rtp_echo");
@@ -213,7 +213,7 @@ pub async fn uac_with(
     extra: &[&str],
 ) -> anyhow::Result<UacRun> {
     let sip_port = free_sip_port()?;
-    let media_port = free_udp_range(MEDIA_PORTS)?;
+    let media_port = free_udp_range(LOCALHOST.into(), MEDIA_PORTS)?;
     let mut command = base_command(ctx, label, &scenario, sip_port, media_port)?;
     command
         .arg("-s")

@@ -30,7 +30,7 @@ impl TurnServer {
     pub async fn start(ctx: &TestContext, secret: &str) -> anyhow::Result<Self> {
         let bin = env::required_program(env::TURNSERVER_BIN)?;
         let port = free_udp_and_tcp_port()?;
-        let relay = free_udp_range(RELAY_PORTS)?;
+        let relay = free_udp_range(LOCALHOST.into(), RELAY_PORTS)?;
         let dir = ctx.subdir("turn")?;
         let mut command = Command::new(bin);
         command

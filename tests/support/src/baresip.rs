@@ -13,7 +13,7 @@
 //! The program comes from `SWITCHBOARD_TEST_BARESIP_BIN` (`scripts/test`
 //! installs Debian's baresip and exports it).
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -33,13 +33,11 @@ pub const BARESIP_BIN: &str = "SWITCHBOARD_TEST_BARESIP_BIN";
 /// A port free on `ip` for UDP and TCP, with the TCP port above it free too
 /// (baresip listens on UDP and TCP at its SIP port, and for TLS one above).
 pub fn free_sip_port(ip: &str) -> u16 {
+    let ip_addr = ip.parse().expect("an IP address");
     loop {
-        let u = UdpSocket::bind((ip, 0)).unwrap();
-        let p = u.local_addr().unwrap().port();
-        if p >= 65_000 {
-            continue;
-        }
-        if TcpListener::bind((ip, p)).is_ok() && TcpListener::bind((ip, p + 1)).is_ok() && UdpSocket::bind((ip, p + 1)).is_ok() {
+        // Two UDP ports (picked below the kernel's ephemeral range), then TCP on both.
+        let p = crate::ports::free_udp_range(ip_addr, 2).unwrap();
+        if TcpListener::bind((ip, p)).is_ok() && TcpListener::bind((ip, p + 1)).is_ok() {
             return p;
         }
     }

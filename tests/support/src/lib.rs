@@ -6,7 +6,9 @@
 //!   `SWITCHBOARD_TEST_TANSU_BIN`), topics created on it, and records,
 //!   watermarks and committed offsets read back;
 //! - [`baresip`]: a baresip softphone driven over its `ctrl_tcp`
-//!   interface, speaking a WAV file and writing what it hears and sends.
+//!   interface, speaking a WAV file and writing what it hears and sends;
+//! - [`ports`]: free TCP ports, and free UDP ports picked below the
+//!   kernel's ephemeral range, for the programs a test starts.
 //!
 //! The programs come from the environment `scripts/test` prepares; a test
 //! fails with a message saying how to get one that is missing. Setting
@@ -19,6 +21,7 @@
 
 pub mod baresip;
 pub mod kafka;
+pub mod ports;
 
 use std::path::{Path, PathBuf};
 

@@ -13,13 +13,13 @@
 
 pub mod audio;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 pub use switchboard_test_support::baresip::{Baresip, PhoneAccount};
-pub use switchboard_test_support::{read_log, required_program, tail};
+pub use switchboard_test_support::{ports, read_log, required_program, tail};
 
 use switchboard_gateway::config::{GatewayConfig, TrunkConfig};
 use switchboard_gateway::directory::Directory;
@@ -46,20 +46,16 @@ pub fn scenario(name: &str) -> PathBuf {
     path
 }
 
-/// A UDP port free on `ip` now (bound, then released).
+/// A UDP port free on `ip` now (bound, then released), picked below the
+/// kernel's ephemeral range, where no other test's gateway or kernel-chosen
+/// port can take it before the program the test starts binds it.
 pub fn free_udp_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+    ports::free_udp_range(ip.parse().expect("an IP address"), 1).unwrap()
 }
 
 /// An even UDP port free on `ip` whose odd neighbour is free too (RTP and RTCP).
 pub fn free_port_pair(ip: &str) -> u16 {
-    loop {
-        let s = UdpSocket::bind((ip, 0)).unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p.is_multiple_of(2) && p < 65_000 && UdpSocket::bind((ip, p + 1)).is_ok() {
-            return p;
-        }
-    }
+    ports::free_udp_range(ip.parse().expect("an IP address"), 2).unwrap()
 }
 
 /// The gateway's Prometheus page at `http`.
