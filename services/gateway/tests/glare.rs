@@ -34,7 +34,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
     config.sip.udp = Some(any);
     config.sip.tcp = None;
     config.http.listen = any;
-    let base = 42_000 + (std::process::id() % 500) as u16 * 8;
+    let base = switchboard_test_support::ports::gateway_media_range(8);
     config.media.port_min = base;
     config.media.port_max = base + 7;
     let shutdown = CancellationToken::new();

@@ -36,7 +36,7 @@ async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, Ca
     config.sip.udp = Some(any);
     config.sip.tcp = Some(any);
     config.http.listen = any;
-    let base = 30_000 + (std::process::id() % 1000) as u16 * 20;
+    let base = switchboard_test_support::ports::gateway_media_range(20);
     config.media.port_min = base;
     config.media.port_max = base + 19;
     let shutdown = CancellationToken::new();

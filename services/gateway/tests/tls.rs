@@ -150,7 +150,7 @@ async fn start(dir: &Path, tune: impl FnOnce(&mut GatewayConfig)) -> (Database, 
     config.sip.udp = Some(any);
     config.sip.tcp = None;
     config.http.listen = any;
-    let base = 40_000 + (std::process::id() % 500) as u16 * 8;
+    let base = switchboard_test_support::ports::gateway_media_range(8);
     config.media.port_min = base;
     config.media.port_max = base + 7;
     tune(&mut config);

@@ -717,7 +717,7 @@ fn torture_no_prefix_of_any_case_panics() {
 
 /// A gateway on loopback UDP and TCP with an empty directory, so every
 /// dialled number is unknown (404).
-async fn start(dir: &std::path::Path, media_offset: u16) -> (switchboard_gateway::RunningGateway, CancellationToken) {
+async fn start(dir: &std::path::Path) -> (switchboard_gateway::RunningGateway, CancellationToken) {
     let db = Database::connect(&format!("sqlite://{}", dir.join("sb.db").display())).await.unwrap();
     db.migrate().await.unwrap();
     let mut config = GatewayConfig::default();
@@ -731,7 +731,7 @@ async fn start(dir: &std::path::Path, media_offset: u16) -> (switchboard_gateway
     config.sip.udp = Some(any);
     config.sip.tcp = Some(any);
     config.http.listen = any;
-    let base = 40_000 + (std::process::id() % 400) as u16 * 30 + media_offset * 10;
+    let base = switchboard_test_support::ports::gateway_media_range(10);
     config.media.port_min = base;
     config.media.port_max = base + 9;
     let shutdown = CancellationToken::new();
@@ -804,7 +804,7 @@ impl UdpPeer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture_over_udp_every_case_is_answered_or_dropped_as_expected() {
     let dir = tempfile::tempdir().unwrap();
-    let (gw, shutdown) = start(dir.path(), 0).await;
+    let (gw, shutdown) = start(dir.path()).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut peer = UdpPeer { sock, gateway: gw.sip_udp.unwrap(), received: Vec::new() };
     let mut failures = Vec::new();
@@ -877,7 +877,7 @@ async fn read_stream(stream: &mut TcpStream, mut done: impl FnMut(&[SipMessage])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture_over_tcp_one_stream_frames_every_message_by_its_content_length() {
     let dir = tempfile::tempdir().unwrap();
-    let (gw, shutdown) = start(dir.path(), 1).await;
+    let (gw, shutdown) = start(dir.path()).await;
     let mut stream = TcpStream::connect(gw.sip_tcp.unwrap()).await.unwrap();
     // One write: the gateway must cut it by Content-Length (spaced and
     // compact names, a binary body with a CRLFCRLF inside, two messages of
@@ -916,7 +916,7 @@ async fn torture_over_tcp_one_stream_frames_every_message_by_its_content_length(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture_over_tcp_an_unframeable_stream_is_closed_unanswered() {
     let dir = tempfile::tempdir().unwrap();
-    let (gw, shutdown) = start(dir.path(), 2).await;
+    let (gw, shutdown) = start(dir.path()).await;
     let tcp = gw.sip_tcp.unwrap();
     // Negative, ambiguous or missing Content-Length: the stream cannot be
     // cut any more. Too large: the gateway waits for the rest of the body,

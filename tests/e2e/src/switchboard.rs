@@ -56,7 +56,7 @@ impl Config {
     /// trunk, and returns the SIP address carriers send to.
     pub fn use_free_gateway_ports(&mut self) -> anyhow::Result<SocketAddr> {
         let sip = SocketAddr::from((LOCALHOST, ports::free_udp_and_tcp_port()?));
-        let media = ports::free_udp_range(LOCALHOST.into(), GATEWAY_MEDIA_PORTS)?;
+        let media = ports::gateway_media_range(GATEWAY_MEDIA_PORTS);
         self.set("sip.udp", sip)
             .set("sip.tcp", sip)
             // SIPp on 127.0.0.1 plays the carrier: a trunk trusted by address.

@@ -128,7 +128,7 @@ impl TestGateway {
         config.sip.tcp = None;
         config.http.listen = any;
         // Ports the gateway's allocator skips when something else holds them.
-        let base = 42_000 + (std::process::id() % 400) as u16 * 40;
+        let base = ports::gateway_media_range(40);
         config.media.port_min = base;
         config.media.port_max = base + 39;
         config.recordings.record_all = false;
