@@ -19,7 +19,7 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
-use support::{free_port_pair, free_udp_port, required_program, scenario, sipp_traces, SIPP_BIN};
+use support::{free_udp_port, required_program, scenario, sipp_media_port, sipp_traces, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
 
     let mut phone = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("device_uas_glare.xml").to_str().unwrap(), "-i", "127.0.0.1", "-p", &phone_port.to_string()])
-        .args(["-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
+        .args(["-mp", &sipp_media_port("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -60,7 +60,7 @@ async fn hold_meets_glare_and_is_retried_after_the_rfc_timer() {
         .expect("sipp must be installed (apt-get install sip-tester)");
     let mut carrier = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("carrier_uac_long_call.xml").to_str().unwrap(), &gw.sip_udp.unwrap().to_string(), "-s", "14155550100"])
-        .args(["-d", "12000", "-i", "127.0.0.1", "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &free_port_pair("127.0.0.1").to_string()])
+        .args(["-d", "12000", "-i", "127.0.0.1", "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &sipp_media_port("127.0.0.1").to_string()])
         .args(["-m", "1", "-nostdin", "-timeout", "60", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())

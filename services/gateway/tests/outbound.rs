@@ -20,7 +20,7 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
-use support::{free_port_pair, free_udp_port, required_program, scenario, sipp_traces, SIPP_BIN};
+use support::{free_udp_port, required_program, scenario, sipp_media_port, sipp_traces, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
 
 const REALM: &str = "switchboard";
@@ -92,7 +92,7 @@ async fn call_out_through(trunk_scenario: &str) {
 
     let mut trunk = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario(trunk_scenario).to_str().unwrap(), "-i", "127.0.0.1", "-p", &trunk_port.to_string()])
-        .args(["-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
+        .args(["-mp", &sipp_media_port("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -102,7 +102,7 @@ async fn call_out_through(trunk_scenario: &str) {
     let device = Command::new(required_program(SIPP_BIN))
         .args(["-sf", scenario("device_uac_auth.xml").to_str().unwrap(), &gw_sip.to_string(), "-s", "011 44 20 7123 4567".replace(' ', "").as_str()])
         .args(["-au", "ada", "-ap", "phone-secret", "-i", "127.0.0.2", "-p", &free_udp_port("127.0.0.2").to_string()])
-        .args(["-mp", &free_port_pair("127.0.0.2").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
+        .args(["-mp", &sipp_media_port("127.0.0.2").to_string(), "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error", "-trace_msg"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -19,7 +19,7 @@ use switchboard_gateway::Gateway;
 use switchboard_proto::{CallEvent, Kind, Message};
 use switchboard_store::Database;
 use tokio::process::Command;
-use support::{free_port_pair, free_udp_port, metrics_page, required_program, SIPP_BIN};
+use support::{free_udp_port, metrics_page, required_program, sipp_media_port, SIPP_BIN};
 use tokio_util::sync::CancellationToken;
 
 async fn start(dir: &Path) -> (Database, switchboard_gateway::RunningGateway, CancellationToken) {
@@ -51,7 +51,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let gw_sip = gw.sip_udp.unwrap();
 
     let uas_port = free_udp_port("127.0.0.1");
-    let uas_media = free_port_pair("127.0.0.1");
+    let uas_media = sipp_media_port("127.0.0.1");
     let directory = Directory::new(db.clone());
     let user = directory
         .create_user(NewUser { name: "Ada Agent".into(), extension: Some("101".into()), salesforce_user_id: Some("005000000000001AAA".into()), ..Default::default() })
@@ -78,7 +78,7 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
     let uac = Command::new(required_program(SIPP_BIN))
         .args([
             "-sn", "uac_pcap", &gw_sip.to_string(), "-s", "14155550100", "-i", "127.0.0.1",
-            "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &free_port_pair("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60",
+            "-p", &free_udp_port("127.0.0.1").to_string(), "-mp", &sipp_media_port("127.0.0.1").to_string(), "-m", "1", "-nostdin", "-timeout", "60",
         ])
         .current_dir(&work)
         .stdout(Stdio::null())
@@ -87,7 +87,16 @@ async fn carrier_call_is_bridged_recorded_and_logged_as_events() {
         .output()
         .await
         .unwrap();
-    assert!(uac.status.success(), "SIPp carrier call failed: {}", String::from_utf8_lossy(&uac.stderr));
+    if !uac.status.success() {
+        // What the device side said too: a device that never answered is the usual cause.
+        let _ = uas.start_kill();
+        let device = uas.wait_with_output().await.unwrap();
+        panic!(
+            "SIPp carrier call failed: {}\n--- the device (SIPp uas) said ---\n{}",
+            String::from_utf8_lossy(&uac.stderr),
+            String::from_utf8_lossy(&device.stderr)
+        );
+    }
     let uas_status = tokio::time::timeout(Duration::from_secs(30), uas.wait()).await.unwrap().unwrap();
     assert!(uas_status.success(), "SIPp device side failed");
 

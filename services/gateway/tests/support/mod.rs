@@ -53,9 +53,11 @@ pub fn free_udp_port(ip: &str) -> u16 {
     ports::free_udp_range(ip.parse().expect("an IP address"), 1).unwrap()
 }
 
-/// An even UDP port free on `ip` whose odd neighbour is free too (RTP and RTCP).
-pub fn free_port_pair(ip: &str) -> u16 {
-    ports::free_udp_range(ip.parse().expect("an IP address"), 2).unwrap()
+/// A SIPp's media port (`-mp`) on `ip`: an even port free with the three
+/// above it (its RTP and RTCP, and the pair two above that `-rtp_echo`
+/// and video use).
+pub fn sipp_media_port(ip: &str) -> u16 {
+    ports::free_udp_range(ip.parse().expect("an IP address"), 4).unwrap()
 }
 
 /// The gateway's Prometheus page at `http`.
@@ -262,7 +264,7 @@ impl Sipp {
         if let Some(s) = run.service {
             cmd.args(["-s", s]);
         }
-        cmd.args(["-i", run.ip, "-p", &run.port.to_string(), "-mp", &free_port_pair(run.ip).to_string()])
+        cmd.args(["-i", run.ip, "-p", &run.port.to_string(), "-mp", &sipp_media_port(run.ip).to_string()])
             .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error", "-recv_timeout", "30000"])
             .args(["-trace_msg", "-message_file"])
             .arg(dir.join("messages.log"))
