@@ -493,7 +493,7 @@ def markdown(args, report, cmdline):
                f"{args.window} s per level after the ramp, then the best passing level for {args.final} s. Each call: "
                f"PCMU 20 ms (172-byte packets, 50/s) each way; {args.sockets} rtpload socket(s) per side. Pass: every "
                f"call up, loss < {args.loss} %, added jitter p99 < {args.jitter_ms} ms. Added jitter = one-way delay "
-               f"minus the stream's minimum delay (kernel receive timestamps), 10 µs resolution. CPU in % of one "
+               f"minus the stream's minimum delay (kernel receive timestamps), to 0.1 % (three significant figures). CPU in % of one "
                f"core (the machine has {os.cpu_count()}), over the sustained part.")
     out.append("")
     titles = {"gateway": "Gateway (`switchboard gateway`, recording every call, SQLite, log level warn)",

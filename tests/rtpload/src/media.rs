@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::probe::{self, Direction, PACKET_LEN};
-use crate::stats::{Histogram, Reception};
+use crate::stats::{histogram, Histogram, Reception};
 
 /// One RTP period: 20 ms of audio per packet.
 pub const PERIOD: Duration = Duration::from_millis(20);
@@ -146,7 +146,7 @@ struct Flow {
 }
 
 /// What the sender did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sent {
     /// Packets the kernel accepted, per stream (`call * 2 + direction`).
     pub per_stream: Vec<u64>,
@@ -154,6 +154,12 @@ pub struct Sent {
     pub errors: u64,
     /// How late the sender woke for its slots.
     pub lateness: Histogram,
+}
+
+impl Default for Sent {
+    fn default() -> Self {
+        Sent { per_stream: Vec::new(), errors: 0, lateness: histogram() }
+    }
 }
 
 /// The running engine.
@@ -323,7 +329,7 @@ fn send(
         }
         // Every slot whose time has come, in order (more than one when late).
         while next <= now {
-            sent.lateness.record(now - next);
+            sent.lateness.saturating_record(now - next);
             let slot = (tick % slots as u64) as usize;
             for (s, list) in flows[slot].iter_mut().enumerate() {
                 for chunk in list.chunks_mut(batch.capacity) {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::media::{Media, Running};
 use crate::signalling::{Event, Output, Signalling};
-use crate::stats::{Histogram, Percentiles, Summary};
+use crate::stats::{histogram, Histogram, Percentiles, Summary};
 
 /// The load of one run.
 #[derive(Debug, Clone)]
@@ -131,7 +131,7 @@ impl Control<'_> {
             match e {
                 Event::Up { call, a, b } => {
                     if let Some(t) = self.started.get(&call) {
-                        self.setup.record(t.elapsed().as_nanos() as u64);
+                        self.setup.saturating_record(t.elapsed().as_nanos() as u64);
                     }
                     media.add_call(call, a, b);
                     self.up.push(call);
@@ -234,7 +234,7 @@ pub fn run(
         ended: 0,
         confirmed: 0,
         hanging_up: false,
-        setup: Histogram::default(),
+        setup: histogram(),
     };
     let mut times = Times {
         start: unix_now(),

@@ -18,69 +18,14 @@ use crate::probe::{Direction, Probe};
 
 /// Packets per stream that only set its minimum delay (0.5 s of audio).
 pub const WARMUP: u32 = 25;
-/// Histogram resolution and span: 10 µs buckets up to 2 s, beyond is one bucket.
-const BUCKET_NS: u64 = 10_000;
-const SPAN_NS: u64 = 2_000_000_000;
 
-/// A fixed-width histogram of durations in nanoseconds.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
-    max: u64,
-}
+/// A histogram of nanoseconds, to three significant figures.
+pub type Histogram = hdrhistogram::Histogram<u64>;
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            buckets: vec![0; (SPAN_NS / BUCKET_NS) as usize + 1],
-            count: 0,
-            max: 0,
-        }
-    }
-}
-
-impl Histogram {
-    pub fn record(&mut self, ns: u64) {
-        let i = ((ns / BUCKET_NS) as usize).min(self.buckets.len() - 1);
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.max = self.max.max(ns);
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.count += other.count;
-        self.max = self.max.max(other.max);
-    }
-
-    #[cfg(test)]
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The upper edge of the bucket holding the `p`-th percentile, in
-    /// nanoseconds (so never an underestimate); 0 when empty.
-    pub fn percentile(&self, p: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        let rank = ((p / 100.0 * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return if i == self.buckets.len() - 1 {
-                    self.max
-                } else {
-                    ((i as u64 + 1) * BUCKET_NS).min(self.max)
-                };
-            }
-        }
-        self.max
-    }
+/// An empty histogram up to an hour (`saturating_record` counts a larger
+/// value as an hour).
+pub fn histogram() -> Histogram {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("an hour to three significant figures")
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -93,7 +38,7 @@ struct Stream {
 }
 
 /// What one receiver thread saw.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Reception {
     streams: Vec<Stream>,
     pub delay: Histogram,
@@ -103,6 +48,12 @@ pub struct Reception {
     /// Probes whose arrival time was before their send time: the clock was
     /// stepped (their delay is not recorded).
     pub clock_steps: u64,
+}
+
+impl Default for Reception {
+    fn default() -> Self {
+        Reception { streams: Vec::new(), delay: histogram(), added: histogram(), foreign: 0, clock_steps: 0 }
+    }
 }
 
 fn stream_index(call: u32, direction: Direction) -> usize {
@@ -122,7 +73,7 @@ impl Reception {
             self.clock_steps += 1;
             return;
         };
-        self.delay.record(transit);
+        self.delay.saturating_record(transit);
         if let Some(last) = s.last_transit {
             let d = transit.abs_diff(last) as f64;
             s.jitter += (d - s.jitter) / 16.0;
@@ -131,7 +82,7 @@ impl Reception {
         let min = s.min_transit.map_or(transit, |m| m.min(transit));
         s.min_transit = Some(min);
         if s.received > u64::from(WARMUP) {
-            self.added.record(transit - min);
+            self.added.saturating_record(transit - min);
         }
     }
 
@@ -151,14 +102,15 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// Each percentile is the top of the histogram's bucket that holds it
+    /// (never an underestimate), but never above the largest value; all 0
+    /// when the histogram is empty.
     pub fn of_histogram(h: &Histogram) -> Percentiles {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Percentiles {
-            p50: us(h.percentile(50.0)),
-            p99: us(h.percentile(99.0)),
-            p999: us(h.percentile(99.9)),
-            max: us(h.max),
+        if h.is_empty() {
+            return Percentiles { p50: 0.0, p99: 0.0, p999: 0.0, max: 0.0 };
         }
+        let us = |p: f64| h.value_at_percentile(p).min(h.max()) as f64 / 1000.0;
+        Percentiles { p50: us(50.0), p99: us(99.0), p999: us(99.9), max: h.max() as f64 / 1000.0 }
     }
 }
 
@@ -191,14 +143,13 @@ impl Summary {
     /// Combines the receivers' views with the sender's per-stream counts
     /// (`sent[call * 2 + direction]`).
     pub fn new(sent: &[u64], receptions: &[Reception]) -> Summary {
-        let mut delay = Histogram::default();
-        let mut added = Histogram::default();
-        let mut jitter = Histogram::default();
+        let (mut delay, mut added, mut jitter) = (histogram(), histogram(), histogram());
         let mut received_per_stream = vec![0u64; sent.len()];
         let (mut foreign, mut clock_steps) = (0, 0);
         for r in receptions {
-            delay.merge(&r.delay);
-            added.merge(&r.added);
+            // Histograms of the same bounds always add up.
+            delay.add(&r.delay).expect("histograms of the same bounds");
+            added.add(&r.added).expect("histograms of the same bounds");
             foreign += r.foreign;
             clock_steps += r.clock_steps;
             for (i, s) in r.streams.iter().enumerate() {
@@ -207,7 +158,7 @@ impl Summary {
                         received_per_stream.resize(i + 1, 0);
                     }
                     received_per_stream[i] += s.received;
-                    jitter.record(s.jitter as u64);
+                    jitter.saturating_record(s.jitter as u64);
                 }
             }
         }
@@ -266,21 +217,18 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_are_bucket_upper_edges_capped_by_the_max() {
-        let mut h = Histogram::default();
+    fn percentiles_are_within_a_thousandth_never_below_and_capped_by_the_max() {
+        let mut h = histogram();
         for i in 1..=100u64 {
-            h.record(i * BUCKET_NS - 1);
+            h.saturating_record(i * 10_000 - 1);
         }
-        assert_eq!(h.percentile(50.0), 50 * BUCKET_NS);
-        assert_eq!(h.percentile(99.0), 99 * BUCKET_NS);
-        assert_eq!(
-            h.percentile(100.0),
-            100 * BUCKET_NS - 1,
-            "the top bucket's edge is capped by the max"
-        );
-        h.record(5 * SPAN_NS);
-        assert_eq!(h.percentile(100.0), 5 * SPAN_NS, "beyond the span: the max");
-        assert_eq!(Histogram::default().percentile(99.0), 0);
+        let p = Percentiles::of_histogram(&h);
+        let within = |us: f64, exact: f64| us >= exact && us <= exact * 1.001;
+        assert!(within(p.p50, 499.999) && within(p.p99, 989.999), "{p:?}");
+        assert!(p.p999 <= p.max && within(p.max, 999.999), "{p:?}");
+        h.saturating_record(10_000_000_000);
+        assert!(within(Percentiles::of_histogram(&h).max, 10_000_000.0), "ten seconds are kept");
+        assert_eq!(Percentiles::of_histogram(&histogram()).p99, 0.0);
     }
 
     #[test]
@@ -305,30 +253,22 @@ mod tests {
                 sent + 3_000_000,
             );
         }
-        assert_eq!(r.added.count(), 2 * (200 - u64::from(WARMUP)));
+        assert_eq!(r.added.len(), 2 * (200 - u64::from(WARMUP)));
+        assert_eq!(r.added.value_at_percentile(50.0), 0, "no added jitter");
+        assert_eq!(r.added.highest_equivalent(4_000_000), r.added.value_at_percentile(99.0));
         assert_eq!(
-            r.added.percentile(50.0),
-            BUCKET_NS,
-            "no added jitter, at the histogram's resolution"
-        );
-        assert_eq!(r.added.percentile(99.0), 4_000_000);
-        assert_eq!(
-            r.delay.percentile(50.0),
-            3_000_000 + BUCKET_NS,
+            r.delay.value_at_percentile(50.0),
+            r.delay.highest_equivalent(3_000_000),
             "half the packets take 3 ms"
         );
         let s = Summary::new(&[200, 0, 0, 200], &[r]);
         assert_eq!((s.streams, s.sent, s.received, s.lost), (2, 400, 400, 0));
-        assert_eq!(s.added_jitter_us.p99, 4000.0);
+        assert!((4000.0..=4004.0).contains(&s.added_jitter_us.p99), "{:?}", s.added_jitter_us);
         assert!(
             s.rfc3550_jitter_us.max > 0.0,
             "the jittery stream has RFC 3550 jitter"
         );
-        assert_eq!(
-            s.rfc3550_jitter_us.p50,
-            BUCKET_NS as f64 / 1000.0,
-            "the steady one has none (to the resolution)"
-        );
+        assert_eq!(s.rfc3550_jitter_us.p50, 0.0, "the steady one has none");
     }
 
     #[test]
@@ -357,6 +297,6 @@ mod tests {
     fn an_arrival_before_the_send_time_is_a_clock_step_not_a_delay() {
         let mut r = Reception::default();
         r.packet(&probe(0, Direction::CallerToAgent, 0, 5_000), 1_000);
-        assert_eq!((r.clock_steps, r.delay.count()), (1, 0));
+        assert_eq!((r.clock_steps, r.delay.len()), (1, 0));
     }
 }

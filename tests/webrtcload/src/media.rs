@@ -21,7 +21,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::stats::{Histogram, Reception};
+use crate::stats::{histogram, Histogram, Reception};
 
 const PTIME: Duration = Duration::from_millis(20);
 const PTIME_US: i64 = 20_000;
@@ -94,12 +94,18 @@ impl CallShared {
 }
 
 /// Per-thread histograms: added jitter at each end, and how late senders were.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hists {
     /// At the browser (far end → browser) and at the far end (browser → far end).
     pub at_browser: Histogram,
     pub at_far: Histogram,
     pub send_lateness: Histogram,
+}
+
+impl Default for Hists {
+    fn default() -> Self {
+        Hists { at_browser: histogram(), at_far: histogram(), send_lateness: histogram() }
+    }
 }
 
 /// What an endpoint sends: its frames and their RTP duration.
@@ -189,7 +195,7 @@ impl Endpoint {
                     self.next_send = Some(due + PTIME * missed);
                 } else {
                     self.next_send = Some(due + PTIME);
-                    hists.lock().unwrap().send_lateness.record(late.as_micros() as u64);
+                    hists.lock().unwrap().send_lateness.saturating_record(late.as_micros() as u64);
                     self.send(now, epoch, hists);
                 }
             }
@@ -373,9 +379,10 @@ impl MediaPool {
         for h in &self.hists {
             let mut h = h.lock().unwrap();
             let taken = std::mem::take(&mut *h);
-            all.at_browser.merge(&taken.at_browser);
-            all.at_far.merge(&taken.at_far);
-            all.send_lateness.merge(&taken.send_lateness);
+            // Histograms of the same bounds always add up.
+            all.at_browser.add(&taken.at_browser).expect("histograms of the same bounds");
+            all.at_far.add(&taken.at_far).expect("histograms of the same bounds");
+            all.send_lateness.add(&taken.send_lateness).expect("histograms of the same bounds");
         }
         all
     }

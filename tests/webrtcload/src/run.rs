@@ -289,11 +289,11 @@ impl Coordinator {
                 units as f64 / packets as f64
             }
         };
-        let to_far = Direction::of(b.b_sent - a.b_sent, b.f_received - a.f_received, b.f_expected - a.f_expected, hists.at_far.summary(), (fj50, fj99), ts_per_packet(true), 160);
+        let to_far = Direction::of(b.b_sent - a.b_sent, b.f_received - a.f_received, b.f_expected - a.f_expected, Percentiles::of(&hists.at_far), (fj50, fj99), ts_per_packet(true), 160);
         // With an echoing far end the browser hears its own packets back.
         let to_browser_sent = if self.echo { b.b_sent - a.b_sent } else { b.f_sent - a.f_sent };
         let to_browser =
-            Direction::of(to_browser_sent, b.b_received - a.b_received, b.b_expected - a.b_expected, hists.at_browser.summary(), (bj50, bj99), ts_per_packet(false), self.browser_samples);
+            Direction::of(to_browser_sent, b.b_received - a.b_received, b.b_expected - a.b_expected, Percentiles::of(&hists.at_browser), (bj50, bj99), ts_per_packet(false), self.browser_samples);
         let wall = b.at.zip(a.at).map(|(b, a)| (b - a).as_secs_f64()).unwrap_or(0.0);
         let pct = |t: u64| if wall > 0.0 { t as f64 / self.ticks / wall * 100.0 } else { 0.0 };
         let cpu_target = pct(b.target_ticks.saturating_sub(a.target_ticks));
@@ -347,7 +347,7 @@ impl Coordinator {
             cpu_target_pct: cpu_target,
             cpu_client_pct: cpu_client,
             cpu_other_pct: (busy - cpu_target - cpu_client).max(0.0),
-            send_lateness_us: hists.send_lateness.summary(),
+            send_lateness_us: Percentiles::of(&hists.send_lateness),
             udp_rcvbuf_errors: b.udp_drops.saturating_sub(a.udp_drops),
             udp_drops_relay: port_deltas(&a.relay_drops, &b.relay_drops).iter().map(|(_, d)| d).sum(),
             udp_drops_client: port_deltas(&a.client_drops, &b.client_drops).iter().map(|(_, d)| d).sum(),

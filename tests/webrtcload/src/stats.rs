@@ -23,62 +23,13 @@ pub static PEAK_AT_BROWSER: [std::sync::atomic::AtomicU32; SERIES_SECONDS] = [co
 /// Packets of a measured stream that only set its minimum transit.
 pub const WARMUP: u32 = 25;
 
-/// A histogram of microseconds: 10 µs buckets up to 100 ms, then 1 ms
-/// buckets up to 10 s; beyond is the last bucket.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
-    max: u64,
-}
+/// A histogram of microseconds, to three significant figures.
+pub type Histogram = hdrhistogram::Histogram<u64>;
 
-const FINE: u64 = 10_000; // buckets of 10 µs up to 100 ms
-const COARSE: u64 = 9_900; // buckets of 1 ms from 100 ms to 10 s
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram { buckets: vec![0; (FINE + COARSE + 1) as usize], count: 0, max: 0 }
-    }
-}
-
-impl Histogram {
-    pub fn record(&mut self, us: u64) {
-        let i = if us < 100_000 { us / 10 } else { (FINE + (us - 100_000) / 1_000).min(FINE + COARSE) };
-        self.buckets[i as usize] += 1;
-        self.count += 1;
-        self.max = self.max.max(us);
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.count += other.count;
-        self.max = self.max.max(other.max);
-    }
-
-    /// Upper edge of the bucket holding the `p`-th percentile (never an
-    /// underestimate), in µs; 0 when empty.
-    pub fn percentile(&self, p: f64) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        let rank = ((p / 100.0 * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let i = i as u64;
-                let edge = if i < FINE { (i + 1) * 10 } else if i < FINE + COARSE { 100_000 + (i - FINE + 1) * 1_000 } else { self.max };
-                return edge.min(self.max);
-            }
-        }
-        self.max
-    }
-
-    pub fn summary(&self) -> Percentiles {
-        Percentiles { count: self.count, p50: self.percentile(50.0), p99: self.percentile(99.0), p999: self.percentile(99.9), max: self.max }
-    }
+/// An empty histogram up to an hour (`saturating_record` counts a larger
+/// value as an hour).
+pub fn histogram() -> Histogram {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("an hour to three significant figures")
 }
 
 /// Percentiles of a histogram, µs.
@@ -89,6 +40,19 @@ pub struct Percentiles {
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+}
+
+impl Percentiles {
+    /// Each percentile is the top of the histogram's bucket that holds it
+    /// (never an underestimate), but never above the largest value; all 0
+    /// when the histogram is empty.
+    pub fn of(h: &Histogram) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let at = |p: f64| h.value_at_percentile(p).min(h.max());
+        Percentiles { count: h.len(), p50: at(50.0), p99: at(99.0), p999: at(99.9), max: h.max() }
+    }
 }
 
 /// One direction of one call as its receiver sees it.
@@ -173,7 +137,7 @@ impl Reception {
         } else {
             self.min_transit = self.min_transit.min(transit);
             let added = (transit - self.min_transit) as u64;
-            jitter.record(added);
+            jitter.saturating_record(added);
             if let Some(slot) = peaks.get((arrival_us / 1_000_000).max(0) as usize) {
                 slot.fetch_max(added.min(u32::MAX as u64) as u32, std::sync::atomic::Ordering::Relaxed);
             }
@@ -292,20 +256,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_bucket_edges() {
-        let mut h = Histogram::default();
+    fn percentiles_are_within_a_thousandth_and_never_below() {
+        let mut h = histogram();
         for us in [5, 15, 25, 35, 45, 55, 65, 75, 85, 150_500] {
-            h.record(us);
+            h.saturating_record(us);
         }
-        assert_eq!(h.percentile(50.0), 50);
-        assert_eq!(h.percentile(90.0), 90);
-        assert_eq!(h.percentile(100.0), 150_500);
+        let p = Percentiles::of(&h);
+        assert_eq!((p.count, p.p50, p.p99), (10, 45, p.max));
+        assert!((150_500..=150_650).contains(&p.max), "{p:?}");
+        assert_eq!(Percentiles::of(&histogram()).p99, 0, "an empty histogram");
     }
 
     #[test]
     fn gaps_and_jitter() {
         let mut r = Reception::default();
-        let mut h = Histogram::default();
+        let mut h = histogram();
         // 40 packets 20 ms apart in RTP time, one missing, arrivals steady
         // but for one packet 3 ms late.
         for i in 0..40u16 {
@@ -318,8 +283,8 @@ mod tests {
         }
         assert_eq!(r.measured, 39);
         assert_eq!(r.expected(), 40);
-        assert_eq!(h.count, 39 - WARMUP as u64);
-        assert_eq!(h.max, 3_000);
+        assert_eq!(h.len(), 39 - WARMUP as u64);
+        assert_eq!(h.max(), h.highest_equivalent(3_000), "one packet 3 ms late");
         assert!(r.jitter_us > 0.0);
         assert_eq!(r.ts_span(), 39 * 960);
     }
