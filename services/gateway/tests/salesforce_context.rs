@@ -101,37 +101,29 @@ fn carrier_calls_desk(w: &World, port: u16) -> (Sipp, Sipp) {
     (device, carrier)
 }
 
-/// The next event of `kind` on the stream, within 20 s.
-async fn next_of(events: &mut AgentEvents, kind: AgentEventKind) -> CallView {
-    tokio::time::timeout(Duration::from_secs(20), async {
+/// The next event of `kind` on the stream, if one comes within 20 s.
+async fn within_20s(events: &mut AgentEvents, kind: AgentEventKind) -> Option<CallView> {
+    let next = async {
         loop {
             let event = events.recv().await.expect("the stream stays open");
             if event.kind == kind {
                 return event.call.clone().expect("a call event carries its call");
             }
         }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind:?} event within 20 s"))
+    };
+    tokio::time::timeout(Duration::from_secs(20), next).await.ok()
+}
+
+/// The next event of `kind` on the stream, within 20 s.
+async fn next_of(events: &mut AgentEvents, kind: AgentEventKind) -> CallView {
+    within_20s(events, kind).await.unwrap_or_else(|| panic!("no {kind:?} event within 20 s"))
 }
 
 /// Waits until the call is answered (its event may have gone by already);
 /// if it is not, fails with what the carrier and the device saw.
-async fn answered(w: &World, events: &mut AgentEvents, call_id: &str, user_id: &str, sipps: [&Sipp; 2]) {
+async fn answered(w: &World, events: &mut AgentEvents, call_id: &str, user_id: &str, [a, b]: [&Sipp; 2]) {
     let state = w.gw.live().view_for(call_id, user_id).expect("the call is live").state;
-    if state == switchboard_gateway::calls::live::CallState::Answered {
-        return;
-    }
-    let answered = async {
-        while let Some(event) = events.recv().await {
-            if event.kind == AgentEventKind::Answered {
-                return true;
-            }
-        }
-        false
-    };
-    if !matches!(tokio::time::timeout(Duration::from_secs(20), answered).await, Ok(true)) {
-        let [a, b] = sipps;
+    if state != switchboard_gateway::calls::live::CallState::Answered && within_20s(events, AgentEventKind::Answered).await.is_none() {
         panic!("the call {call_id} was not answered within 20 s\n{}\n{}", a.report(), b.report());
     }
 }

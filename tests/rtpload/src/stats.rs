@@ -19,7 +19,7 @@ use crate::probe::{Direction, Probe};
 /// Packets per stream that only set its minimum delay (0.5 s of audio).
 pub const WARMUP: u32 = 25;
 
-/// A histogram of nanoseconds, to three significant figures.
+/// A histogram of nanoseconds, to three significant figures (decision 0030).
 pub type Histogram = hdrhistogram::Histogram<u64>;
 
 /// An empty histogram up to an hour (`saturating_record` counts a larger

@@ -7,8 +7,9 @@
 //!   watermarks and committed offsets read back;
 //! - [`baresip`]: a baresip softphone driven over its `ctrl_tcp`
 //!   interface, speaking a WAV file and writing what it hears and sends;
-//! - [`ports`]: free TCP ports, and free UDP ports picked below the
-//!   kernel's ephemeral range, for the programs a test starts.
+//! - [`ports`]: free TCP ports; free UDP ports for the programs a test
+//!   starts, picked below the kernel's ephemeral range; and test gateways'
+//!   media ranges, inside it.
 //!
 //! The programs come from the environment `scripts/test` prepares; a test
 //! fails with a message saying how to get one that is missing. Setting

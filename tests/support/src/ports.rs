@@ -16,7 +16,7 @@
 //!   with the kernel's choices costs nothing.
 //!
 //! Runs of consecutive ports start on an even port (RTP and RTCP pairs,
-//! SIPp's echo on its port and the one two above).
+//! SIPp's echo on its port and the one two above). Decision 0031.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::ops::Range;

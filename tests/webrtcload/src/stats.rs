@@ -23,7 +23,7 @@ pub static PEAK_AT_BROWSER: [std::sync::atomic::AtomicU32; SERIES_SECONDS] = [co
 /// Packets of a measured stream that only set its minimum transit.
 pub const WARMUP: u32 = 25;
 
-/// A histogram of microseconds, to three significant figures.
+/// A histogram of microseconds, to three significant figures (decision 0030).
 pub type Histogram = hdrhistogram::Histogram<u64>;
 
 /// An empty histogram up to an hour (`saturating_record` counts a larger
